@@ -1,0 +1,39 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+export GONKA_DATA_DIR ?= $(CURDIR)/data
+export DAGSTER_HOME   ?= $(CURDIR)/data/dagster_home
+
+.PHONY: install demo test test-fast ui bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU wheel of torch lies on local disk; an unpinned torch would pull a multi-GB CUDA build.
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install  ## create the venv, run 3 epochs into data/chain.duckdb through Dagster, print a summary
+	$(VENV)/bin/gonka demo --epochs 3
+
+test: install  ## the whole suite, slow end-to-end tests included (what CI runs)
+	$(PY) -m pytest -q
+
+test-fast: install  ## skip the slow end-to-end tests
+	$(PY) -m pytest -q -m "not slow"
+
+ui: install  ## the Dagster UI on http://127.0.0.1:3000 over the same instance and chain
+	mkdir -p $(DAGSTER_HOME)
+	test -f $(DAGSTER_HOME)/dagster.yaml || cp resources/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	$(VENV)/bin/gonka init
+	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+bench: install  ## benchmarks, with ratios against baselines measured in the same run
+	$(PY) bench/run_all.py
+
+clean:  ## remove the chain, keys, inbox and Dagster home under data/
+	rm -rf data/chain.duckdb data/chain.duckdb.wal data/keys data/inbox data/dagster_home data/artifacts

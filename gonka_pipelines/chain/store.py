@@ -1,0 +1,253 @@
+"""The DuckDB ledger: the one place that writes SQL. Epoch writes are transactional; finalized epochs are immutable."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from gonka_pipelines.chain.schema import MIGRATIONS, current_version, migrate
+
+OPEN, PROPOSED, FINALIZED = "open", "proposed", "finalized"
+
+
+class ChainError(RuntimeError):
+    """A request the chain refuses; the message says what to do instead."""
+
+
+class FinalizedEpochError(ChainError):
+    """Any change to a finalized epoch."""
+
+
+class EpochOrderError(ChainError):
+    """An epoch launched out of order (not the head's successor)."""
+
+
+@dataclass(frozen=True)
+class Head:
+    height: int
+    hash: str
+
+
+def _connect(path: Path, read_only: bool, attempts: int = 50) -> duckdb.DuckDBPyConnection:
+    """Open the database, waiting while another process holds the write lock (DuckDB allows one writer)."""
+    for attempt in range(attempts):
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as error:
+            if "lock" not in str(error).lower() or attempt == attempts - 1:
+                raise
+            time.sleep(0.2)
+    raise AssertionError("unreachable")
+
+
+class ChainStore:
+    """Repository over one chain database. Use `ChainStore.open(path)` as a context manager."""
+
+    def __init__(self, connection: duckdb.DuckDBPyConnection):
+        self.connection = connection
+
+    @classmethod
+    @contextmanager
+    def open(cls, path: Path, read_only: bool = False) -> Iterator["ChainStore"]:
+        """Open (creating and migrating when writable); read-only opens refuse an outdated schema."""
+        if read_only and not path.exists():
+            raise ChainError(f"{path}: no chain here yet; run `gonka init` (or `make demo`) first")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        connection = _connect(path, read_only)
+        try:
+            if read_only:
+                latest = MIGRATIONS[-1][0]
+                if current_version(connection) < latest:
+                    raise ChainError(f"{path}: schema is older than version {latest}; open it writable once to migrate")
+            else:
+                migrate(connection)
+            yield cls(connection)
+        finally:
+            connection.close()
+
+    # -- primitives ---------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All-or-nothing: a crash or error inside leaves the chain as it was."""
+        self.connection.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        except BaseException:
+            self.connection.execute("ROLLBACK")
+            raise
+        self.connection.execute("COMMIT")
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        return self.connection.execute(sql, list(params)).fetchall()
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        row = self.connection.execute(sql, list(params)).fetchone()
+        return None if row is None else row[0]
+
+    def records(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        cursor = self.connection.execute(sql, list(params))
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    def insert(self, table: str, rows: Sequence[dict[str, Any]] | pa.Table) -> int:
+        """Bulk insert by column name through Arrow; returns the row count."""
+        arrow = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(list(rows))
+        if arrow.num_rows == 0:
+            return 0
+        self.connection.register("_incoming", arrow)
+        try:
+            self.connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _incoming")
+        finally:
+            self.connection.unregister("_incoming")
+        return arrow.num_rows
+
+    def delete_epoch_rows(self, epoch: int, tables: Sequence[str], stage: str | None = None) -> None:
+        """Clear what a stage wrote for an epoch before it writes again (re-runs replace, never add)."""
+        self.require_writable(epoch)
+        for table in tables:
+            self.connection.execute(f"DELETE FROM {table} WHERE epoch = ?", [epoch])
+        if stage is not None:
+            self.connection.execute("DELETE FROM transfers WHERE epoch = ? AND stage = ?", [epoch, stage])
+            self.connection.execute("DELETE FROM lineage WHERE epoch = ? AND relation LIKE ?", [epoch, f"{stage}:%"])
+
+    # -- chain metadata and head --------------------------------------------------------------
+
+    def meta(self, key: str) -> str | None:
+        return self.scalar("SELECT value FROM chain_meta WHERE key = ?", [key])
+
+    def set_meta(self, values: dict[str, str]) -> None:
+        self.insert("chain_meta", [{"key": k, "value": v} for k, v in values.items()])
+
+    @property
+    def initialized(self) -> bool:
+        return self.meta("chain_id") is not None
+
+    @property
+    def chain_id(self) -> str:
+        chain_id = self.meta("chain_id")
+        if chain_id is None:
+            raise ChainError("this database holds no chain yet; run `gonka init` (or `make demo`) first")
+        return chain_id
+
+    def head(self) -> Head:
+        """The last finalized block."""
+        row = self.connection.execute(
+            "SELECT height, hash FROM blocks WHERE status = ? ORDER BY height DESC LIMIT 1", [FINALIZED]
+        ).fetchone()
+        if row is None:
+            raise ChainError("the chain has no genesis block; run `gonka init` (or `make demo`) first")
+        return Head(*row)
+
+    # -- epochs -------------------------------------------------------------------------------
+
+    def epoch_status(self, epoch: int) -> str | None:
+        return self.scalar("SELECT status FROM epochs WHERE epoch = ?", [epoch])
+
+    def require_writable(self, epoch: int) -> None:
+        """Refuse writes to a finalized epoch and to any epoch other than the head's successor."""
+        if self.epoch_status(epoch) == FINALIZED:
+            raise FinalizedEpochError(
+                f"epoch {epoch} is finalized (block {epoch}); its rows are immutable. "
+                f"The next epoch to run is {self.head().height + 1}."
+            )
+        head = self.head()
+        if epoch != head.height + 1:
+            raise EpochOrderError(f"epoch {epoch} cannot run now: the head is block {head.height}, so the next epoch is {head.height + 1}")
+
+    def open_epoch(self, epoch: int, params: dict[str, Any], params_hash: str) -> str:
+        """Start (or restart) the head's successor, dropping any stale proposal; its seed is the head's hash."""
+        self.require_writable(epoch)
+        seed = self.head().hash
+        self.connection.execute("DELETE FROM block_signatures WHERE height = ?", [epoch])
+        self.connection.execute("DELETE FROM blocks WHERE height = ?", [epoch])
+        self.connection.execute("DELETE FROM epochs WHERE epoch = ?", [epoch])
+        self.insert("epochs", [{"epoch": epoch, "status": OPEN, "seed": seed, "params_hash": params_hash,
+                                "params_json": json.dumps(params, sort_keys=True)}])
+        return seed
+
+    def epoch_params(self, epoch: int) -> dict[str, Any]:
+        text = self.scalar("SELECT params_json FROM epochs WHERE epoch = ?", [epoch])
+        if text is None:
+            raise ChainError(f"epoch {epoch} has not been opened; run its collect stage first")
+        return json.loads(text)
+
+    def epoch_seed(self, epoch: int) -> str:
+        seed = self.scalar("SELECT seed FROM epochs WHERE epoch = ?", [epoch])
+        if seed is None:
+            raise ChainError(f"epoch {epoch} has not been opened; run its collect stage first")
+        return seed
+
+    def consumed_submissions(self, submission_ids: Sequence[str], before_epoch: int) -> set[str]:
+        """Which of these ids earlier epochs already took (their files linger if a crash hit before archiving)."""
+        return {sid for (sid,) in self.query(
+            "SELECT submission_id FROM submissions WHERE epoch < ? AND list_contains(?, submission_id)",
+            [before_epoch, list(submission_ids)])}
+
+    # -- state --------------------------------------------------------------------------------
+
+    def weights(self, epoch: int) -> dict[str, int]:
+        """Host weights of an epoch's post-state (the weights in force during epoch + 1)."""
+        return dict(self.query("SELECT address, weight FROM host_states WHERE epoch = ? ORDER BY address", [epoch]))
+
+    def balances(self, epoch: int) -> dict[str, int]:
+        """Spendable balances during an unfinalized epoch: last post-state plus this epoch's transfers so far."""
+        return dict(self.query(
+            """SELECT s.address, s.balance + coalesce(sum(t.balance_delta), 0)
+               FROM account_states s LEFT JOIN transfers t ON t.account = s.address AND t.epoch = ?
+               WHERE s.epoch = ? GROUP BY s.address, s.balance ORDER BY s.address""",
+            [epoch, epoch - 1],
+        ))
+
+    def write_post_state(self, epoch: int, host_rows: Sequence[dict[str, Any]]) -> None:
+        """Post-state of an epoch: accounts = previous state + the epoch's transfers; hosts as given."""
+        self.delete_epoch_rows(epoch, ["account_states", "host_states"])
+        self.connection.execute(
+            """INSERT INTO account_states
+               SELECT ?, s.address, s.balance + coalesce(sum(t.balance_delta), 0),
+                      s.escrow + coalesce(sum(t.escrow_delta), 0), s.collateral
+               FROM account_states s LEFT JOIN transfers t ON t.account = s.address AND t.epoch = ?
+               WHERE s.epoch = ? GROUP BY s.address, s.balance, s.escrow, s.collateral""",
+            [epoch, epoch, epoch - 1],
+        )
+        self.insert("host_states", [{"epoch": epoch, **row} for row in host_rows])
+
+    # -- blocks -------------------------------------------------------------------------------
+
+    def save_block(self, header: dict[str, Any], block_hash: str, signatures: Sequence[dict[str, Any]], status: str) -> None:
+        height = header["height"]
+        if status == PROPOSED:
+            self.require_writable(height)
+        self.connection.execute("DELETE FROM block_signatures WHERE height = ?", [height])
+        self.connection.execute("DELETE FROM blocks WHERE height = ?", [height])
+        self.insert("blocks", [{"height": height, "hash": block_hash, "prev_hash": header["prev_hash"], "status": status,
+                                "header_json": json.dumps(header, sort_keys=True)}])
+        self.insert("block_signatures", [{"height": height, **signature} for signature in signatures])
+        self.connection.execute("UPDATE epochs SET status = ? WHERE epoch = ?", [status, height])
+
+    def block(self, height: int) -> dict[str, Any] | None:
+        rows = self.records("SELECT * FROM blocks WHERE height = ?", [height])
+        if not rows:
+            return None
+        row = rows[0]
+        row["header"] = json.loads(row.pop("header_json"))
+        row["signatures"] = self.records(
+            "SELECT signer, signature, weight FROM block_signatures WHERE height = ? ORDER BY signer", [height]
+        )
+        return row
+
+    def finalize(self, height: int) -> None:
+        """Seal a proposed block: from here on its epoch refuses every write."""
+        if self.scalar("SELECT status FROM blocks WHERE height = ?", [height]) != PROPOSED:
+            raise ChainError(f"block {height} has not been proposed; run the block_proposal stage first")
+        self.require_writable(height)
+        self.connection.execute("UPDATE blocks SET status = ? WHERE height = ?", [FINALIZED, height])
+        self.connection.execute("UPDATE epochs SET status = ? WHERE epoch = ?", [FINALIZED, height])

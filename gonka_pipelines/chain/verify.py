@@ -1,0 +1,113 @@
+"""Re-derive every block from its rows: hashes, links, parameter hashes, roots, post-state and signatures."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from gonka_pipelines.chain.commitments import epoch_roots
+from gonka_pipelines.chain.store import FINALIZED, ChainStore
+from gonka_pipelines.protocol.block import GENESIS_PREV_HASH, BlockHeader, quorum_reached
+from gonka_pipelines.protocol.crypto import MessageKind, hash_value, verify
+
+
+@dataclass(frozen=True)
+class Inconsistency:
+    height: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"block {self.height}: {self.message}"
+
+
+def _short(digest: str) -> str:
+    return digest[:12] + "…"
+
+
+def _post_state_mismatch(store: ChainStore, height: int) -> str | None:
+    """The accounts of a post-state must equal the previous post-state plus the epoch's transfers."""
+    row = store.query(
+        """SELECT s.address, s.balance, s.escrow, p.balance + coalesce(t.b, 0), p.escrow + coalesce(t.e, 0)
+           FROM account_states s
+           LEFT JOIN account_states p ON p.address = s.address AND p.epoch = s.epoch - 1
+           LEFT JOIN (SELECT account, sum(balance_delta) b, sum(escrow_delta) e FROM transfers WHERE epoch = ? GROUP BY account) t
+             ON t.account = s.address
+           WHERE s.epoch = ? AND (p.address IS NULL OR s.balance != p.balance + coalesce(t.b, 0)
+                                  OR s.escrow != p.escrow + coalesce(t.e, 0))
+           ORDER BY s.address LIMIT 1""",
+        [height, height],
+    )
+    if not row:
+        return None
+    address, balance, escrow, expected_balance, expected_escrow = row[0]
+    return (f"account {address} has balance {balance} / escrow {escrow} after the epoch, but the previous state "
+            f"plus the epoch's transfers give {expected_balance} / {expected_escrow}")
+
+
+def verify_block(store: ChainStore, height: int, expected_prev_hash: str) -> Inconsistency | None:
+    """First inconsistency of one block (finalized or proposed), or None."""
+    block = store.block(height)
+    if block is None:
+        return Inconsistency(height, "no block at this height")
+    header = BlockHeader(**block["header"])
+
+    def problem(message: str) -> Inconsistency:
+        return Inconsistency(height, message)
+
+    if header.hash != block["hash"]:
+        return problem(f"stored hash {_short(block['hash'])} is not the hash of its header ({_short(header.hash)})")
+    if header.height != height or header.chain_id != store.chain_id:
+        return problem(f"header names chain {header.chain_id!r} height {header.height}")
+    if header.prev_hash != expected_prev_hash:
+        return problem(f"links to {_short(header.prev_hash)}, but the previous block is {_short(expected_prev_hash)}")
+    epoch = store.records("SELECT seed, params_hash, params_json FROM epochs WHERE epoch = ?", [height])
+    if not epoch:
+        return problem("its epoch has no parameters row")
+    if header.params_hash != epoch[0]["params_hash"] or header.params_hash != hash_value(json.loads(epoch[0]["params_json"])):
+        return problem("parameter hash does not match the epoch's recorded parameters")
+    if height > 0 and epoch[0]["seed"] != expected_prev_hash:
+        return problem("the epoch's seed is not the previous block hash")
+    for name, root in epoch_roots(store.connection, height).items():
+        if header.roots.get(name) != root:
+            return problem(f"the {name} root in the header is {_short(header.roots.get(name, '-'))} but the {name} "
+                           f"rows of epoch {height} give {_short(root)}: a row was changed, added or removed")
+    if height > 0 and (mismatch := _post_state_mismatch(store, height)):
+        return problem(mismatch)
+    return _signature_problem(store, header, block["signatures"])
+
+
+def _signature_problem(store: ChainStore, header: BlockHeader, signatures: list[dict]) -> Inconsistency | None:
+    """Every signature verifies with the signer's key, carries its in-force weight, and together they pass 2/3."""
+    weights = store.weights(max(header.height - 1, 0))
+    keys = dict(store.query("SELECT address, public_key FROM hosts"))
+    for signature in signatures:
+        signer = signature["signer"]
+        if signer not in keys or not verify(keys[signer], header.chain_id, MessageKind.BLOCK, header.as_dict(), signature["signature"]):
+            return Inconsistency(header.height, f"signature of {signer} does not verify")
+        if signature["weight"] != weights.get(signer, 0):
+            return Inconsistency(header.height, f"signature of {signer} claims weight {signature['weight']}, "
+                                                f"its weight in force is {weights.get(signer, 0)}")
+    signed = sum(s["weight"] for s in signatures)
+    if not quorum_reached(signed, sum(weights.values())):
+        return Inconsistency(header.height, f"signers hold {signed} of {sum(weights.values())} weight, not more than 2/3")
+    return None
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    blocks_verified: int
+    head: int
+    first_problem: Inconsistency | None
+
+
+def verify_chain(store: ChainStore) -> ChainReport:
+    """Walk the finalized blocks from genesis, stopping at the first inconsistency."""
+    heights = [h for (h,) in store.query("SELECT height FROM blocks WHERE status = ? ORDER BY height", [FINALIZED])]
+    prev_hash = GENESIS_PREV_HASH
+    for index, height in enumerate(heights):
+        if height != index:
+            return ChainReport(index, heights[-1], Inconsistency(index, "missing: the finalized heights have a gap"))
+        if problem := verify_block(store, height, prev_hash):
+            return ChainReport(index, heights[-1], problem)
+        prev_hash = store.block(height)["hash"]
+    return ChainReport(len(heights), heights[-1] if heights else -1, None)

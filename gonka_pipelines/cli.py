@@ -1,0 +1,164 @@
+"""The `gonka` command line: create a chain, submit tasks, run epochs through Dagster, verify and prove."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from gonka_pipelines.chain.store import ChainError, ChainStore
+from gonka_pipelines.chain.verify import verify_chain
+from gonka_pipelines.paths import DataLayout
+from gonka_pipelines.protocol.params import GENESIS_FILE, NETWORK_FILE, ConfigError, load_genesis, load_network
+
+
+def _layout(args: argparse.Namespace) -> DataLayout:
+    return DataLayout(Path(args.data_dir).resolve()) if args.data_dir else DataLayout.from_env()
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from gonka_pipelines.stages.genesis import init_chain
+
+    layout = _layout(args)
+    params, network = load_genesis(args.profile, Path(args.genesis)), load_network(Path(args.network))
+    with ChainStore.open(layout.database) as store:
+        head = init_chain(store, layout, params, network)
+    print(f"chain {params.chain_id} ({params.profile}) at {layout.database}: head block {head.height} {head.hash[:16]}…")
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from gonka_pipelines.client import next_nonce, submit_task
+    from gonka_pipelines.protocol.crypto import load_key
+
+    layout = _layout(args)
+    keypair = load_key(layout.key_file(args.developer))
+    with ChainStore.open(layout.database, read_only=True) as store:
+        chain_id = store.chain_id
+        nonce = args.nonce if args.nonce is not None else next_nonce(n for (n,) in store.query(
+            "SELECT nonce FROM tasks WHERE developer = ?", [keypair.address]))
+    submission_id = submit_task(layout.inbox, keypair, chain_id, model=args.model, prompt=args.prompt,
+                                max_tokens=args.max_tokens, max_price=args.max_price, nonce=nonce)
+    print(f"submitted {submission_id} (nonce {nonce}) to {layout.inbox}")
+    return 0
+
+
+def _run_epochs(layout: DataLayout, count: int) -> int:
+    from gonka_pipelines.orchestrate import dagster_instance, run_next_epoch
+
+    instance = dagster_instance(layout)
+    for _ in range(count):
+        started = time.perf_counter()
+        run = run_next_epoch(layout, instance)
+        print(f"epoch {run.epoch}: run {run.run_id[:8]} {'succeeded' if run.success else 'FAILED'} in {time.perf_counter() - started:.1f}s")
+        if not run.success:
+            return 1
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return _run_epochs(_layout(args), args.epochs)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gonka_pipelines.demo import block_summaries, format_summary, submit_demo_workload
+
+    if cmd_init(args):
+        return 1
+    layout, network = _layout(args), load_network(Path(args.network))
+    for _ in range(args.epochs):
+        with ChainStore.open(layout.database) as store:
+            kinds = submit_demo_workload(store, layout, network, store.head().height + 1)
+        print(f"submitted {sum(kinds.values())} tasks: {dict(sorted(kinds.items()))}")
+        if _run_epochs(layout, 1):
+            return 1
+    with ChainStore.open(layout.database, read_only=True) as store:
+        print(format_summary(block_summaries(store)))
+        report = verify_chain(store)
+    print(f"verify-chain: {report.blocks_verified} blocks verified" if report.first_problem is None else f"verify-chain: {report.first_problem}")
+    return 0 if report.first_problem is None else 1
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from gonka_pipelines.demo import block_summaries, format_summary
+
+    with ChainStore.open(_layout(args).database, read_only=True) as store:
+        print(format_summary(block_summaries(store)))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    with ChainStore.open(_layout(args).database, read_only=True) as store:
+        report = verify_chain(store)
+    if report.first_problem is not None:
+        print(f"INCONSISTENT {report.first_problem}", file=sys.stderr)
+        return 1
+    print(f"ok: {report.blocks_verified} blocks verified, head {report.head}")
+    return 0
+
+
+def cmd_prove(args: argparse.Namespace) -> int:
+    from gonka_pipelines.proofs import prove_row
+
+    with ChainStore.open(_layout(args).database, read_only=True) as store:
+        proof = prove_row(store, args.table, args.id, args.epoch)
+    print(json.dumps(proof, indent=2))
+    return 0 if proof["verified"] else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gonka", description=__doc__)
+    parser.add_argument("--data-dir", help="chain folder (default: $GONKA_DATA_DIR or ./data)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def chain_config(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--profile", help="genesis profile (default: the file's default_profile)")
+        command.add_argument("--genesis", default=str(GENESIS_FILE))
+        command.add_argument("--network", default=str(NETWORK_FILE))
+
+    init = commands.add_parser("init", help="create the genesis block (no-op if it exists)")
+    chain_config(init)
+    init.set_defaults(handler=cmd_init)
+
+    submit = commands.add_parser("submit", help="sign a task with a developer key and put it in the inbox")
+    submit.add_argument("--developer", required=True, help="developer name (its key is data/keys/NAME.key)")
+    submit.add_argument("--model", default="llm-tiny")
+    submit.add_argument("--prompt", required=True)
+    submit.add_argument("--max-tokens", type=int, default=16)
+    submit.add_argument("--max-price", type=int, default=100)
+    submit.add_argument("--nonce", type=int, help="default: one above the developer's last accepted nonce")
+    submit.set_defaults(handler=cmd_submit)
+
+    run = commands.add_parser("run", help="run the next epoch(s) through Dagster")
+    run.add_argument("--epochs", type=int, default=1)
+    run.set_defaults(handler=cmd_run)
+
+    demo = commands.add_parser("demo", help="init, submit the demo workload and run epochs, then print a summary")
+    chain_config(demo)
+    demo.add_argument("--epochs", type=int, default=3)
+    demo.set_defaults(handler=cmd_demo)
+
+    commands.add_parser("summary", help="one line per finalized block").set_defaults(handler=cmd_summary)
+    commands.add_parser("verify-chain", help="re-derive every hash, root and signature").set_defaults(handler=cmd_verify)
+
+    prove = commands.add_parser("prove", help="Merkle inclusion proof of a row against its block header")
+    prove.add_argument("table")
+    prove.add_argument("id")
+    prove.add_argument("--epoch", type=int)
+    prove.set_defaults(handler=cmd_prove)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ChainError, ConfigError, FileNotFoundError, PermissionError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

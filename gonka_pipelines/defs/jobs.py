@@ -1,0 +1,10 @@
+"""Jobs: one epoch, every stage in order, on one partition."""
+
+import dagster as dg
+
+from gonka_pipelines.defs.partitions import epochs
+
+epoch_job = dg.define_asset_job(
+    "epoch", selection=dg.AssetSelection.all(), partitions_def=epochs,
+    description="Run one epoch end to end: collect → ... → finalized block.",
+)

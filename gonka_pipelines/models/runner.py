@@ -1,0 +1,59 @@
+"""Places a seeded decoder on a device (via accelerate) and runs inference-only forward passes."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from accelerate import Accelerator
+from torch import Tensor
+
+from gonka_pipelines.models.decoder import Decoder, build_seeded_decoder
+from gonka_pipelines.models.profiles import ModelProfile
+
+log = logging.getLogger(__name__)
+
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """The named device, else accelerate's choice (CUDA when present, else CPU).
+
+    An explicit device bypasses accelerate on purpose: its AcceleratorState is process-wide and
+    refuses `cpu=True` once it has picked a GPU, which would break a CPU runner built after a GPU one.
+    """
+    return torch.device(device) if device is not None else Accelerator().device
+
+
+def compute_dtype(profile: ModelProfile, device: torch.device) -> torch.dtype:
+    """The profile's dtype; half precision falls back to float32 on CPU, where it is slow or unsupported."""
+    dtype = TORCH_DTYPES[profile.dtype]
+    if device.type == "cpu" and dtype != torch.float32:
+        log.info("%s: %s is not used on CPU; running in float32", profile.name, profile.dtype)
+        return torch.float32
+    return dtype
+
+
+class ModelRunner:
+    """A profile's decoder, seeded from `seed`, on one device; forward passes return float32 logits."""
+
+    def __init__(self, profile: ModelProfile, seed: bytes, device: str | None = None) -> None:
+        self.profile = profile
+        self.device = resolve_device(device)
+        self.dtype = compute_dtype(profile, self.device)
+        self.model: Decoder = build_seeded_decoder(profile, seed).to(device=self.device, dtype=self.dtype)
+
+    def _prepare(self, inputs: Tensor) -> Tensor:
+        """Embeddings are cast to the model's dtype; token ids stay integers; both move to the device."""
+        dtype = self.dtype if inputs.is_floating_point() else None
+        return inputs.to(device=self.device, dtype=dtype)
+
+    @torch.inference_mode()
+    def logits(self, inputs: Tensor) -> Tensor:
+        """Logits at every position, (B, T, vocab) float32."""
+        return self.model(self._prepare(inputs)).float()
+
+    @torch.inference_mode()
+    def last_logits(self, inputs: Tensor) -> Tensor:
+        """Logits at the last position only, (B, vocab) float32: what a sprint nonce is scored on."""
+        return self.model(self._prepare(inputs), last_only=True).float()

@@ -1,0 +1,51 @@
+"""Run epochs headlessly through Dagster, on the persistent instance the UI shows."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+
+from gonka_pipelines.chain.store import ChainStore
+from gonka_pipelines.paths import RESOURCES, DataLayout
+
+DAGSTER_YAML = RESOURCES / "dagster.yaml"
+
+
+def dagster_home(layout: DataLayout) -> Path:
+    """$DAGSTER_HOME, else data/dagster_home; the project's dagster.yaml is installed there when missing."""
+    home = Path(os.environ.get("DAGSTER_HOME") or layout.root / "dagster_home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        shutil.copyfile(DAGSTER_YAML, home / "dagster.yaml")
+    return home
+
+
+def dagster_instance(layout: DataLayout) -> dg.DagsterInstance:
+    return dg.DagsterInstance.from_config(str(dagster_home(layout)))
+
+
+@dataclass(frozen=True)
+class EpochRun:
+    epoch: int
+    run_id: str
+    success: bool
+
+
+def run_next_epoch(layout: DataLayout, instance: dg.DagsterInstance, log_level: str = "WARNING") -> EpochRun:
+    """Materialize every asset of the head's successor as one run of the `epoch` job."""
+    from gonka_pipelines.defs import defs
+    from gonka_pipelines.defs.partitions import epochs
+    from gonka_pipelines.defs.resources import ChainResource
+
+    with ChainStore.open(layout.database, read_only=True) as store:
+        epoch = store.head().height + 1
+    instance.add_dynamic_partitions(epochs.name, [str(epoch)])
+    result = defs.resolve_job_def("epoch").execute_in_process(
+        instance=instance, partition_key=str(epoch), resources={"chain": ChainResource(data_dir=str(layout.root))},
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}}, raise_on_error=False,
+    )
+    return EpochRun(epoch, result.run_id, result.success)

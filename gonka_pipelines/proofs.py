@@ -1,0 +1,34 @@
+"""Merkle inclusion proofs for any committed row, checked against the root in its block header."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gonka_pipelines.chain.commitments import BY_NAME, epoch_rows, row_leaf
+from gonka_pipelines.chain.store import FINALIZED, ChainError, ChainStore
+from gonka_pipelines.protocol.merkle import build_proof, verify_proof
+
+
+def prove_row(store: ChainStore, table: str, row_id: str, epoch: int | None = None) -> dict[str, Any]:
+    """Proof that the row `row_id` of `table` is in a finalized block (the latest one holding it, unless epoch is given)."""
+    commitment = BY_NAME.get(table)
+    if commitment is None:
+        raise ChainError(f"unknown table {table!r}; provable tables: {', '.join(sorted(BY_NAME))}")
+    found = store.query(
+        f"""SELECT max(x.epoch) FROM {commitment.table} x JOIN blocks b ON b.height = x.epoch AND b.status = ?
+            WHERE CAST(x.{commitment.key} AS VARCHAR) = ? AND (? IS NULL OR x.epoch = ?)""",
+        [FINALIZED, row_id, epoch, epoch])[0][0]
+    if found is None:
+        raise ChainError(f"no row {row_id!r} in {commitment.table} of a finalized block" + (f" at epoch {epoch}" if epoch is not None else ""))
+    rows = epoch_rows(store.connection, commitment, found)
+    leaves = [row_leaf(commitment, row) for row in rows]
+    index = next(i for i, row in enumerate(rows) if str(row[commitment.key]) == row_id)
+    proof = build_proof(leaves, index)
+    block = store.block(found)
+    root = block["header"]["roots"][commitment.name]
+    return {
+        "table": commitment.table, "commitment": commitment.name, "id": row_id, "epoch": found,
+        "row": {k: (v.hex() if isinstance(v, bytes) else v) for k, v in rows[index].items()},
+        "leaf": leaves[index], "proof": proof.as_dict(), "root": root, "block_hash": block["hash"],
+        "verified": verify_proof(leaves[index], proof, root),
+    }

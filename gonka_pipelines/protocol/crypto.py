@@ -1,0 +1,142 @@
+"""Identities and signatures: ed25519 keys, canonical encoding, domain-separated signing, hashing."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import math
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
+
+ENCODING_VERSION = "gonka/v1"
+ADDRESS_PREFIX = "gonka1"
+
+
+class MessageKind(str, enum.Enum):
+    """Every signed message names its kind, so a signature over one kind never validates another."""
+
+    TASK = "task"
+    RESULT = "result"
+    POC_BATCH = "poc_batch"
+    POC_VERDICT = "poc_verdict"
+    TASK_VERDICT = "task_verdict"
+    SEED_COMMIT = "seed_commit"
+    BLOCK = "block"
+
+
+def _check_canonical(value: Any, path: str = "$") -> None:
+    """Refuse values whose encoding would be ambiguous (non-finite floats, non-string keys, bytes)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"cannot encode non-finite float at {path}")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"cannot encode non-string key {key!r} at {path}")
+            _check_canonical(item, f"{path}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_canonical(item, f"{path}[{index}]")
+    elif not isinstance(value, (str, int, float, bool, type(None))):
+        raise ValueError(f"cannot encode {type(value).__name__} at {path}; use hex strings for bytes")
+
+
+def canonical_bytes(value: Any) -> bytes:
+    """Deterministic JSON (sorted keys, no spaces, UTF-8, shortest float repr) that all hashes and signatures use."""
+    _check_canonical(value)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def message_bytes(chain_id: str, kind: MessageKind, body: Any) -> bytes:
+    """The bytes a signature covers: version, chain id and message kind prefix the canonical body."""
+    prefix = f"{ENCODING_VERSION}|{chain_id}|{MessageKind(kind).value}|".encode()
+    return prefix + canonical_bytes(body)
+
+
+def sha256_hex(data: bytes) -> str:
+    """SHA-256 as lowercase hex: the one hash of the chain."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def hash_value(value: Any) -> str:
+    """Hash of a value's canonical encoding (rows, headers, parameter sets)."""
+    return sha256_hex(canonical_bytes(value))
+
+
+def address_from_public_key(public_key_hex: str) -> str:
+    """A short, checkable account address derived from the public key."""
+    return ADDRESS_PREFIX + sha256_hex(bytes.fromhex(public_key_hex))[:40]
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """An ed25519 key pair; the private half never leaves key files and memory."""
+
+    signing_key: SigningKey
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> "KeyPair":
+        if len(seed) != 32:
+            raise ValueError(f"an ed25519 seed is 32 bytes, got {len(seed)}")
+        return cls(SigningKey(seed))
+
+    @classmethod
+    def generate(cls) -> "KeyPair":
+        return cls(SigningKey.generate())
+
+    @classmethod
+    def derive(cls, chain_id: str, name: str, key_seed: str) -> "KeyPair":
+        """Deterministic key for simulated identities: same network file, same keys, same blocks."""
+        return cls.from_seed(hashlib.sha256(f"{chain_id}|{key_seed}|{name}".encode()).digest())
+
+    @property
+    def seed(self) -> bytes:
+        return bytes(self.signing_key)
+
+    @property
+    def public_key(self) -> str:
+        return self.signing_key.verify_key.encode().hex()
+
+    @property
+    def address(self) -> str:
+        return address_from_public_key(self.public_key)
+
+    def sign(self, chain_id: str, kind: MessageKind, body: Any) -> str:
+        """Hex signature over the domain-separated canonical encoding of body."""
+        return self.signing_key.sign(message_bytes(chain_id, kind, body)).signature.hex()
+
+
+def verify(public_key_hex: str, chain_id: str, kind: MessageKind, body: Any, signature_hex: str) -> bool:
+    """True iff signature_hex is the key's signature of body under this chain id and kind."""
+    try:
+        VerifyKey(bytes.fromhex(public_key_hex)).verify(message_bytes(chain_id, kind, body), bytes.fromhex(signature_hex))
+    except (BadSignatureError, ValueError, TypeError):
+        return False
+    return True
+
+
+def save_key(path: Path, keypair: KeyPair) -> None:
+    """Write the 32-byte seed as hex, readable by the owner only (0600) from the moment it exists."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(keypair.seed.hex() + "\n")
+    os.chmod(path, 0o600)
+
+
+def load_key(path: Path) -> KeyPair:
+    """Read a key file, refusing one that others can read."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise PermissionError(f"{path}: key file mode is {oct(mode)}, must be 0600 (chmod 600 {path})")
+    text = path.read_text().strip()
+    try:
+        return KeyPair.from_seed(bytes.fromhex(text))
+    except ValueError as error:
+        raise ValueError(f"{path}: not a key file ({error})") from error

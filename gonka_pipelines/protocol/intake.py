@@ -1,0 +1,167 @@
+"""Task intake: the checks a collector runs on each signed submission, in a deterministic order."""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from gonka_pipelines.protocol.crypto import MessageKind, hash_value, verify
+
+TASK_FIELDS = {"chain_id": str, "developer": str, "nonce": int, "model": str, "prompt": str, "max_tokens": int, "max_price": int}
+
+
+class RejectReason(str, enum.Enum):
+    """Why a submission was refused; stored beside its raw payload so nothing is lost."""
+
+    MALFORMED = "malformed"
+    WRONG_CHAIN = "wrong_chain"
+    BAD_SIGNATURE = "bad_signature"
+    UNKNOWN_ACCOUNT = "unknown_account"
+    REPLAYED_NONCE = "replayed_nonce"
+    UNKNOWN_MODEL = "unknown_model"
+    PROMPT_TOO_LONG = "prompt_too_long"
+    MAX_TOKENS_OUT_OF_RANGE = "max_tokens_out_of_range"
+    PRICE_TOO_LOW = "price_too_low"
+    INSUFFICIENT_BALANCE = "insufficient_balance"
+
+
+class Rejected(Exception):
+    """A submission failed one check; carries the reason code and a human-readable detail."""
+
+    def __init__(self, reason: RejectReason, detail: str):
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+def prompt_token_count(prompt: str) -> int:
+    """Tokens the prompt costs: the served models tokenize bytes, so one token per UTF-8 byte."""
+    return len(prompt.encode("utf-8"))
+
+
+@dataclass(frozen=True)
+class Submission:
+    submission_id: str
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class AcceptedTask:
+    submission_id: str
+    task_id: str
+    developer: str
+    nonce: int
+    model: str
+    prompt: str
+    prompt_tokens: int
+    max_tokens: int
+    max_price: int
+    escrow: int
+    signature: str
+
+
+@dataclass(frozen=True)
+class Rejection:
+    submission_id: str
+    reason: RejectReason
+    detail: str
+    raw_payload: bytes
+
+
+@dataclass
+class IntakeContext:
+    """What the collector knows: accounts, balances, nonces already used, models served, limits, price."""
+
+    chain_id: str
+    developers: dict[str, str]  # public key -> address
+    balances: dict[str, int]  # address -> spendable balance
+    used_nonces: set[tuple[str, int]]
+    models: set[str]
+    max_prompt_bytes: int
+    max_tokens_limit: int
+    price_per_token: int
+
+
+@dataclass
+class IntakeResult:
+    accepted: list[AcceptedTask] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+def parse_submission(raw: bytes) -> tuple[dict[str, Any], str]:
+    """Decode {"body": {...}, "signature": hex}, checking every field's presence and type."""
+    try:
+        document = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise Rejected(RejectReason.MALFORMED, f"not JSON ({error})") from error
+    if not isinstance(document, dict) or not isinstance(document.get("body"), dict):
+        raise Rejected(RejectReason.MALFORMED, "expected an object with 'body' and 'signature'")
+    body, signature = document["body"], document.get("signature")
+    if not isinstance(signature, str):
+        raise Rejected(RejectReason.MALFORMED, "field 'signature' missing or not a string")
+    for name, kind in TASK_FIELDS.items():
+        value = body.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise Rejected(RejectReason.MALFORMED, f"field 'body.{name}' missing or not {kind.__name__}")
+    extra = sorted(set(body) - set(TASK_FIELDS))
+    if extra:
+        raise Rejected(RejectReason.MALFORMED, f"unknown field(s) in body: {', '.join(extra)}")
+    return body, signature
+
+
+def check_submission(body: dict[str, Any], signature: str, submission_id: str, context: IntakeContext) -> AcceptedTask:
+    """Run every check in order; the first failure rejects. Does not change the context."""
+    if body["chain_id"] != context.chain_id:
+        raise Rejected(RejectReason.WRONG_CHAIN, f"chain id {body['chain_id']!r}, this chain is {context.chain_id!r}")
+    if not verify(body["developer"], context.chain_id, MessageKind.TASK, body, signature):
+        raise Rejected(RejectReason.BAD_SIGNATURE, "signature does not verify against the developer key")
+    address = context.developers.get(body["developer"])
+    if address is None:
+        raise Rejected(RejectReason.UNKNOWN_ACCOUNT, f"no developer account for key {body['developer'][:16]}…")
+    if body["nonce"] < 0 or (address, body["nonce"]) in context.used_nonces:
+        raise Rejected(RejectReason.REPLAYED_NONCE, f"nonce {body['nonce']} already used by {address}")
+    if body["model"] not in context.models:
+        raise Rejected(RejectReason.UNKNOWN_MODEL, f"model {body['model']!r} is served by no host")
+    prompt_tokens = prompt_token_count(body["prompt"])
+    if prompt_tokens > context.max_prompt_bytes:
+        raise Rejected(RejectReason.PROMPT_TOO_LONG, f"prompt is {prompt_tokens} bytes, limit {context.max_prompt_bytes}")
+    if not 1 <= body["max_tokens"] <= context.max_tokens_limit:
+        raise Rejected(RejectReason.MAX_TOKENS_OUT_OF_RANGE, f"max_tokens {body['max_tokens']} not in 1..{context.max_tokens_limit}")
+    if body["max_price"] < context.price_per_token:
+        raise Rejected(RejectReason.PRICE_TOO_LOW, f"max_price {body['max_price']} below the price {context.price_per_token}")
+    escrow = (body["max_tokens"] + prompt_tokens) * context.price_per_token
+    if escrow > context.balances.get(address, 0):
+        raise Rejected(RejectReason.INSUFFICIENT_BALANCE, f"escrow {escrow} exceeds balance {context.balances.get(address, 0)}")
+    return AcceptedTask(
+        submission_id=submission_id, task_id=hash_value(body), developer=address, nonce=body["nonce"],
+        model=body["model"], prompt=body["prompt"], prompt_tokens=prompt_tokens, max_tokens=body["max_tokens"],
+        max_price=body["max_price"], escrow=escrow, signature=signature,
+    )
+
+
+def collect(submissions: list[Submission], context: IntakeContext) -> IntakeResult:
+    """Accept or reject every submission exactly once, in (developer, nonce, id) order, debiting escrow as it goes."""
+    result = IntakeResult()
+    parsed: list[tuple[tuple, Submission, dict, str]] = []
+    for submission in sorted(submissions, key=lambda s: s.submission_id):
+        try:
+            body, signature = parse_submission(submission.raw)
+        except Rejected as rejection:
+            result.rejected.append(_rejection(submission, rejection))
+            continue
+        parsed.append(((body["developer"], body["nonce"], submission.submission_id), submission, body, signature))
+    for _, submission, body, signature in sorted(parsed, key=lambda item: item[0]):
+        try:
+            task = check_submission(body, signature, submission.submission_id, context)
+        except Rejected as rejection:
+            result.rejected.append(_rejection(submission, rejection))
+            continue
+        context.used_nonces.add((task.developer, task.nonce))
+        context.balances[task.developer] -= task.escrow
+        result.accepted.append(task)
+    return result
+
+
+def _rejection(submission: Submission, rejection: Rejected) -> Rejection:
+    return Rejection(submission.submission_id, rejection.reason, rejection.detail, submission.raw)

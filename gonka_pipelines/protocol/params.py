@@ -1,0 +1,189 @@
+"""Genesis and network configuration: typed, validated, and hashed into every epoch's parameters."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from gonka_pipelines.paths import RESOURCES
+from gonka_pipelines.protocol.crypto import hash_value
+
+GENESIS_FILE = RESOURCES / "genesis.yaml"
+NETWORK_FILE = RESOURCES / "network.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration file is unreadable or a field in it is invalid; the message names both."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TokenParams(_Strict):
+    denom: str
+    base_units: int = Field(gt=0)
+
+
+class EmissionParams(_Strict):
+    initial_reward: int = Field(ge=0, description="R0 in base units")
+    decay_rate: float = Field(ge=0)
+    supply_cap: int = Field(ge=0, description="most base units ever minted")
+
+
+class SprintParams(_Strict):
+    model: str
+    wanted_hit_rate: float = Field(gt=0, lt=1)
+    nonces_per_capacity: int = Field(gt=0)
+    validation_sample: int = Field(gt=0)
+    mismatch_probability: float = Field(gt=0, lt=1)
+    fraud_threshold: float = Field(gt=0, lt=1)
+    power_cap: float = Field(gt=0, le=1)
+    collateral_grace_epochs: int = Field(ge=0)
+    price_per_weight_unit: int = Field(gt=0)
+
+
+class TaskParams(_Strict):
+    max_prompt_bytes: int = Field(gt=0)
+    max_tokens_limit: int = Field(gt=0)
+    price_per_token: int = Field(ge=0)
+    free_epochs: int = Field(ge=0)
+
+    def price(self, epoch: int) -> int:
+        """Per-token price in an epoch: zero during the free period."""
+        return 0 if epoch <= self.free_epochs else self.price_per_token
+
+
+class ValidationParams(_Strict):
+    false_positive_rate: float = Field(gt=0, lt=1)
+    similarity_threshold: float = Field(gt=0, le=1)
+    ramping_tasks: int = Field(ge=0)
+    invalid_streak_probability: float = Field(gt=0, lt=1)
+    invalid_slash_fraction: float = Field(ge=0, le=1)
+    miss_slash_fraction: float = Field(ge=0, le=1)
+    miss_tolerance: float = Field(ge=0, le=1)
+
+
+class RewardParams(_Strict):
+    vesting_epochs: int = Field(gt=0)
+
+
+class GenesisParams(_Strict):
+    """One profile of genesis.yaml: every number the protocol uses."""
+
+    profile: str
+    chain_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    genesis_time: datetime
+    epoch_seconds: int = Field(gt=0)
+    token: TokenParams
+    emission: EmissionParams
+    sprint: SprintParams
+    tasks: TaskParams
+    validation: ValidationParams
+    rewards: RewardParams
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @property
+    def params_hash(self) -> str:
+        return hash_value(self.as_dict())
+
+    def block_timestamp(self, height: int) -> str:
+        """Deterministic block time: genesis time plus height nominal epochs (never the wall clock)."""
+        seconds = int(self.genesis_time.timestamp()) + height * self.epoch_seconds
+        return datetime.fromtimestamp(seconds, tz=self.genesis_time.tzinfo).isoformat()
+
+
+class Behaviour(str, enum.Enum):
+    """How a simulated host acts; honest unless network.yaml says otherwise."""
+
+    HONEST = "honest"
+    FAKE_HITS = "fake_hits"
+    GARBLED_OUTPUT = "garbled_output"
+    LAZY_VALIDATOR = "lazy_validator"
+
+
+class HostConfig(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    key: Path | None = None
+    capacity: int = Field(gt=0)
+    models: tuple[str, ...] = Field(min_length=1)
+    behaviour: Behaviour = Behaviour.HONEST
+    collateral: int = Field(default=0, ge=0)
+
+
+class DeveloperConfig(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    key: Path | None = None
+    balance: int = Field(ge=0)
+
+
+class NetworkConfig(_Strict):
+    """network.yaml: the hosts and developer accounts that exist at genesis."""
+
+    key_seed: str | None = None
+    hosts: tuple[HostConfig, ...] = Field(min_length=1)
+    developers: tuple[DeveloperConfig, ...] = ()
+
+    @field_validator("developers")
+    @classmethod
+    def _unique_names(cls, developers: tuple[DeveloperConfig, ...], info) -> tuple[DeveloperConfig, ...]:
+        names = [h.name for h in info.data.get("hosts", ())] + [d.name for d in developers]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"names must be unique across hosts and developers; repeated: {', '.join(duplicates)}")
+        return developers
+
+    @property
+    def genesis_supply(self) -> int:
+        return sum(d.balance for d in self.developers) + sum(h.collateral for h in self.hosts)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError as error:
+        raise ConfigError(f"{path}: file not found") from error
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error})") from error
+
+
+def _validate(model: type[BaseModel], data: Any, path: Path, prefix: str = "") -> Any:
+    """Build a typed object, turning the first validation error into one line naming file and field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in (prefix, *first["loc"]) if part != "")
+        raise ConfigError(f"{path}: field '{field or '(root)'}': {first['msg']}") from error
+
+
+def load_genesis(profile: str | None = None, path: Path = GENESIS_FILE) -> GenesisParams:
+    """Read one profile (the file's default_profile when none is named) from genesis.yaml."""
+    data = _read_yaml(path)
+    if not isinstance(data, dict) or not isinstance(data.get("profiles"), dict):
+        raise ConfigError(f"{path}: field 'profiles': must be a mapping of profile name to parameters")
+    name = profile or data.get("default_profile")
+    if name not in data["profiles"]:
+        known = ", ".join(sorted(data["profiles"]))
+        raise ConfigError(f"{path}: profile {name!r} not found (known: {known})")
+    body = data["profiles"][name]
+    if not isinstance(body, dict):
+        raise ConfigError(f"{path}: field 'profiles.{name}': must be a mapping")
+    return _validate(GenesisParams, {"profile": name, **body}, path, prefix=f"profiles.{name}")
+
+
+def load_network(path: Path = NETWORK_FILE) -> NetworkConfig:
+    """Read and validate network.yaml."""
+    return _validate(NetworkConfig, _read_yaml(path), path)
+
+
+def epoch_parameters(genesis: GenesisParams, epoch: int) -> dict[str, Any]:
+    """Everything an epoch runs under: the genesis profile plus the values derived for this epoch."""
+    return {**genesis.as_dict(), "epoch": epoch, "price_per_token": genesis.tasks.price(epoch)}

@@ -1,0 +1,49 @@
+"""Block stages: propose (post-state, header, signatures from every host with weight) and finalize."""
+
+from __future__ import annotations
+
+from gonka_pipelines.chain.commitments import epoch_roots
+from gonka_pipelines.chain.inbox import archive_submissions
+from gonka_pipelines.chain.store import PROPOSED, ChainStore
+from gonka_pipelines.paths import DataLayout
+from gonka_pipelines.protocol.block import BlockHeader, choose_proposer
+from gonka_pipelines.protocol.crypto import MessageKind
+from gonka_pipelines.stages.collect import chain_genesis
+from gonka_pipelines.stages.keys import host_keys
+
+
+def next_host_states(store: ChainStore, epoch: int) -> list[dict]:
+    """Host weights and statuses after the epoch: carried over from the previous post-state."""
+    return store.records("SELECT address, weight, status FROM host_states WHERE epoch = ? ORDER BY address", [epoch - 1])
+
+
+def propose_block(store: ChainStore, layout: DataLayout, epoch: int) -> BlockHeader:
+    """Write the epoch's post-state, build the header over every commitment, and collect host signatures."""
+    genesis = chain_genesis(store)
+    keys = host_keys(store, layout)
+    with store.transaction():
+        store.require_writable(epoch)
+        head = store.head()
+        weights_in_force = store.weights(epoch - 1)
+        store.write_post_state(epoch, next_host_states(store, epoch))
+        header = BlockHeader(
+            chain_id=store.chain_id, height=epoch, prev_hash=head.hash, timestamp=genesis.block_timestamp(epoch),
+            params_hash=store.scalar("SELECT params_hash FROM epochs WHERE epoch = ?", [epoch]),
+            roots=epoch_roots(store.connection, epoch), proposer=choose_proposer(head.hash, weights_in_force),
+        )
+        signatures = [
+            {"signer": address, "weight": weight,
+             "signature": keys[address].sign(header.chain_id, MessageKind.BLOCK, header.as_dict())}
+            for address, weight in weights_in_force.items() if weight > 0
+        ]
+        store.save_block(header.as_dict(), header.hash, signatures, PROPOSED)
+    return header
+
+
+def finalize_block(store: ChainStore, layout: DataLayout, epoch: int) -> str:
+    """Seal the proposed block, then move the epoch's submissions out of the inbox. Returns the block hash."""
+    with store.transaction():
+        store.finalize(epoch)
+    archive_submissions(layout.inbox, [sid for (sid,) in store.query(
+        "SELECT submission_id FROM submissions WHERE epoch = ?", [epoch])])
+    return store.head().hash

@@ -1,0 +1,220 @@
+"""Who validates (minAvg, target, P_v, the secret draw), the log-prob comparison and the fail vote."""
+
+from __future__ import annotations
+
+import time
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from gonka_pipelines.protocol.inference_validation import (
+    ComparisonReason,
+    ValidatorPool,
+    compare_outputs,
+    invalidated,
+    min_avg,
+    select_validations,
+    should_validate,
+    similarity,
+    validation_draws,
+    validation_probability,
+    validation_target,
+)
+
+# ---------------------------------------------------------------- minAvg, target, P_v
+
+
+@pytest.mark.parametrize(
+    ("traffic", "expected"),
+    [
+        (0, 1.0),
+        (100, 1.0),
+        (101, 0.05 + 0.95 * 4899 / 4900),
+        (2550, 0.05 + 0.95 * 2450 / 4900),
+        (4999, 0.05 + 0.95 * 1 / 4900),
+        (5000, 0.05),
+        (7500, 0.01 + 0.04 * 2500 / 5000),
+        (9999, 0.01 + 0.04 * 1 / 5000),
+        (10_000, 0.01),
+        (1_000_000, 0.01),
+    ],
+)
+def test_min_avg_follows_the_four_pieces(traffic, expected):
+    assert min_avg(traffic) == pytest.approx(expected, rel=1e-12)
+
+
+def test_min_avg_is_vectorised():
+    np.testing.assert_allclose(min_avg(np.array([50, 5000, 20_000])), [1.0, 0.05, 0.01])
+
+
+def test_target_runs_from_min_avg_at_full_reputation_to_one_at_zero():
+    assert validation_target(5000, 100) == pytest.approx(0.05)
+    assert validation_target(5000, 0) == pytest.approx(1.0)
+    assert validation_target(5000, 50) == pytest.approx(0.05 + 0.95 * 0.5)
+    assert validation_target(50, 100) == pytest.approx(1.0)
+
+
+def test_probability_is_weight_share_of_the_others_capped_at_one():
+    assert validation_probability(0.5, 10, 100, 20) == pytest.approx(0.5 * 10 / 80)
+    assert validation_probability(1.0, 90, 100, 10) == 1.0
+    assert validation_probability(1.0, 0, 100, 100) == 0.0
+
+
+# ---------------------------------------------------------------- the draw
+
+
+def test_draws_are_uniform_in_unit_interval_and_differ_by_seed():
+    draws = validation_draws(["seed-a", "seed-b"], [f"t{i}" for i in range(50_000)])
+    assert draws.shape == (2, 50_000)
+    assert 0.0 <= draws.min() and draws.max() < 1.0
+    assert draws.mean() == pytest.approx(0.5, abs=0.01)
+    assert np.mean(draws < 0.1) == pytest.approx(0.1, abs=0.005)
+    assert abs(np.corrcoef(draws)[0, 1]) < 0.02
+
+
+def test_should_validate_is_u_below_probability_on_the_same_draw():
+    u = validation_draws(["seed"], ["task"])[0, 0]
+    assert should_validate("seed", "task", np.nextafter(u, 1.0))
+    assert not should_validate("seed", "task", u)
+    assert not should_validate("seed", "task", 0.0)
+    assert should_validate("seed", "task", 1.0)
+
+
+def _pool(n_hosts: int, seed: int = 0) -> ValidatorPool:
+    rng = np.random.default_rng(seed)
+    ids = [f"host{i}" for i in range(n_hosts)]
+    weights = rng.integers(0, 50, n_hosts).tolist()
+    return ValidatorPool(ids, [f"secret-{i}" for i in ids], weights, rng.integers(0, 101, n_hosts).tolist())
+
+
+def _brute_force(task_ids, executors, pool, traffic):
+    """Every pair by the definition: u < min(1, target(rep_exec) w_v / (W - w_exec)), v != exec."""
+    draws = validation_draws(pool.seeds, task_ids)
+    weights = np.array(pool.weights)
+    pairs = set()
+    for t, executor in enumerate(executors):
+        e = pool.ids.index(executor)
+        target = validation_target(traffic, pool.reputations[e])
+        for v in range(len(pool.ids)):
+            p = validation_probability(target, weights[v], int(weights.sum()), weights[e])
+            if v != e and draws[v, t] < p:
+                pairs.add((t, v))
+    return pairs
+
+
+@pytest.mark.parametrize("chunk_pairs", [1, 7, 1 << 18])
+def test_select_validations_matches_the_pairwise_definition_at_any_chunk_size(chunk_pairs):
+    pool = _pool(9)
+    tasks = [f"task{i}" for i in range(300)]
+    executors = [pool.ids[i % 9] for i in range(300)]
+    task_index, validator_index = select_validations(tasks, executors, pool, 600, chunk_pairs=chunk_pairs)
+    assert set(zip(task_index.tolist(), validator_index.tolist())) == _brute_force(tasks, executors, pool, 600)
+    assert (np.diff(task_index) >= 0).all()
+
+
+def test_an_executor_never_validates_itself_even_at_probability_one():
+    pool = ValidatorPool(["a", "b"], ["sa", "sb"], [10, 10], [0, 0])
+    tasks, validators = select_validations(["t1", "t2"], ["a", "b"], pool, 50)
+    assert tasks.tolist() == [0, 1] and validators.tolist() == [1, 0]
+
+
+def test_each_task_gets_about_target_validations():
+    pool = ValidatorPool([f"h{i}" for i in range(50)], [f"s{i}" for i in range(50)], [10] * 50, [0] * 50)
+    tasks = [f"t{i}" for i in range(20_000)]
+    executors = [pool.ids[i % 50] for i in range(20_000)]
+    task_index, _ = select_validations(tasks, executors, pool, 20_000)
+    assert len(task_index) / len(tasks) == pytest.approx(validation_target(20_000, 0), rel=0.05)
+
+
+def test_unknown_executors_and_ragged_pools_are_refused():
+    pool = _pool(3)
+    with pytest.raises(ValueError, match="nobody"):
+        select_validations(["t"], ["nobody"], pool, 10)
+    with pytest.raises(ValueError):
+        ValidatorPool(["a", "b"], ["s"], [1, 1], [0, 0])
+
+
+def test_ten_million_pairs_run_in_bounded_time():
+    pool = _pool(1000)
+    tasks = [f"task{i}" for i in range(10_000)]
+    executors = [pool.ids[i % 1000] for i in range(10_000)]
+    started = time.perf_counter()
+    select_validations(tasks, executors, pool, 10_000)
+    assert time.perf_counter() - started < 2.0
+
+
+# ---------------------------------------------------------------- comparison
+
+IDS = [[1, 2, 3, 4, 5]]
+LPS = [[-0.1, -1.0, -2.0, -3.0, -4.0]]
+
+
+def test_identical_log_probs_are_fully_similar():
+    assert similarity(IDS, LPS, IDS, LPS) == 1.0
+
+
+def test_one_differing_log_prob_costs_its_term_over_100_positions_times_5():
+    executor = [[-0.2, -1.0, -2.0, -3.0, -4.0]]
+    term = 0.1 / (1e-6 + 0.1 + 0.2) / 2
+    assert similarity(IDS, LPS, IDS, executor) == pytest.approx(1 - term / 500, rel=1e-12)
+
+
+def test_a_token_missing_from_the_executor_gets_the_extrapolated_log_prob():
+    executor_ids = [[1, 2, 3, 4, 9]]
+    executor_lps = [[-0.1, -1.0, -2.0, -3.0, -5.0]]  # m1 = -5, m2 = -3: token 5 gets -5 - 2 = -7
+    term = abs(-4.0 - -7.0) / (1e-6 + 4.0 + 7.0) / 2
+    assert similarity(IDS, LPS, executor_ids, executor_lps) == pytest.approx(1 - term / 500, rel=1e-12)
+
+
+def test_order_within_the_top_k_does_not_matter():
+    assert similarity(IDS, LPS, [[5, 4, 3, 2, 1]], [[-4.0, -3.0, -2.0, -1.0, -0.1]]) == 1.0
+
+
+def test_long_outputs_normalise_by_their_own_length():
+    ids, lps = IDS * 200, LPS * 200
+    executor = [[-0.2, -1.0, -2.0, -3.0, -4.0]] + LPS * 199
+    term = 0.1 / (1e-6 + 0.1 + 0.2) / 2
+    assert similarity(ids, lps, ids, executor) == pytest.approx(1 - term / (200 * 5), rel=1e-12)
+
+
+def test_mismatched_shapes_are_refused():
+    with pytest.raises(ValueError):
+        similarity(IDS, LPS, IDS * 2, LPS * 2)
+
+
+def test_compare_fails_other_tokens_or_lengths_before_looking_at_log_probs():
+    assert compare_outputs([1, 2], [1], IDS, LPS, IDS, LPS) == (False, 0.0, ComparisonReason.LENGTH_DIFFERS)
+    assert compare_outputs([7], [8], IDS, LPS, IDS, LPS) == (False, 0.0, ComparisonReason.TOKENS_DIFFER)
+
+
+def test_compare_passes_strictly_above_the_threshold():
+    executor = [[-0.2, -1.0, -2.0, -3.0, -4.0]]
+    score = similarity(IDS, LPS, IDS, executor)
+    assert compare_outputs([7], [7], IDS, LPS, IDS, executor) == (True, score, ComparisonReason.SIMILAR)
+    at_edge = compare_outputs([7], [7], IDS, LPS, IDS, executor, threshold=score)
+    assert at_edge == (False, score, ComparisonReason.DISSIMILAR)
+    assert compare_outputs([7], [7], IDS, LPS, IDS, executor, threshold=np.nextafter(score, 0)).passed
+
+
+def test_a_garbled_output_fails_the_default_threshold():
+    ids, lps = IDS * 20, LPS * 20
+    wrong = [[-5.0, -0.1, -0.2, -0.3, -0.4]] * 20
+    passed, score, reason = compare_outputs(list(range(20)), list(range(20)), ids, lps, ids, wrong)
+    assert not passed and score < 0.98 and reason is ComparisonReason.DISSIMILAR
+
+
+# ---------------------------------------------------------------- fail vote
+
+
+@pytest.mark.parametrize(("invalid", "total", "expected"), [(50, 100, True), (49, 100, False), (1, 2, True), (0, 1, False)])
+def test_half_the_weight_invalidates(invalid, total, expected):
+    assert invalidated(invalid, total) is expected
+
+
+def test_quorum_is_a_parameter_and_bad_votes_are_refused():
+    assert not invalidated(60, 100, quorum=Fraction(2, 3))
+    with pytest.raises(ValueError):
+        invalidated(101, 100)
+    with pytest.raises(ValueError):
+        invalidated(0, 0)
