@@ -27,9 +27,10 @@ COMMITMENTS: tuple[Commitment, ...] = (
         "max_tokens", "max_price", "escrow", "signature")),
     Commitment("rejections", "rejected_tasks", "submission_id", ("submission_id", "reason", "detail", "raw_payload")),
     Commitment("transfers", "transfers", "transfer_id", (
-        "transfer_id", "stage", "account", "balance_delta", "escrow_delta", "kind", "ref")),
-    Commitment("accounts", "account_states", "address", ("address", "balance", "escrow", "collateral")),
-    Commitment("hosts", "host_states", "address", ("address", "weight", "status")),
+        "transfer_id", "stage", "account", "balance_delta", "escrow_delta", "locked_delta", "collateral_delta", "kind", "ref")),
+    Commitment("accounts", "account_states", "address", ("address", "balance", "escrow", "locked", "collateral")),
+    Commitment("hosts", "host_states", "address", (
+        "address", "weight", "status", "reputation", "epochs_served", "consecutive_invalidations")),
 )
 BY_NAME = {c.name: c for c in COMMITMENTS} | {c.table: c for c in COMMITMENTS}
 

@@ -48,6 +48,62 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             parent_kind VARCHAR NOT NULL, parent_id VARCHAR NOT NULL, relation VARCHAR NOT NULL);
         """,
     ),
+    (
+        2,
+        "the epoch's work: sprint batches and verdicts, weights, task results and verdicts, fees, rewards, vesting",
+        """
+        ALTER TABLE transfers ADD COLUMN locked_delta BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE transfers ADD COLUMN collateral_delta BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE account_states ADD COLUMN locked BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE host_states ADD COLUMN reputation INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE host_states ADD COLUMN epochs_served INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE host_states ADD COLUMN consecutive_invalidations INTEGER NOT NULL DEFAULT 0;
+        CREATE TABLE poc_batches (
+            batch_id VARCHAR PRIMARY KEY, epoch BIGINT NOT NULL, host VARCHAR NOT NULL, sequence INTEGER NOT NULL,
+            nonces BIGINT[] NOT NULL, distances DOUBLE[] NOT NULL, submitted_at DOUBLE NOT NULL,
+            signature VARCHAR NOT NULL, status VARCHAR NOT NULL, reason VARCHAR);
+        CREATE TABLE poc_verdicts (
+            epoch BIGINT NOT NULL, validator VARCHAR NOT NULL, host VARCHAR NOT NULL, sampled INTEGER NOT NULL,
+            mismatches INTEGER NOT NULL, recomputed BOOLEAN NOT NULL, valid BOOLEAN NOT NULL, signature VARCHAR NOT NULL,
+            PRIMARY KEY (epoch, validator, host));
+        CREATE TABLE epoch_weights (
+            epoch BIGINT NOT NULL, address VARCHAR NOT NULL, hits BIGINT NOT NULL, valid_vote_weight BIGINT NOT NULL,
+            sprint_accepted BOOLEAN NOT NULL, adjusted_weight BIGINT NOT NULL, weight BIGINT NOT NULL,
+            PRIMARY KEY (epoch, address));
+        CREATE TABLE seed_commitments (
+            epoch BIGINT NOT NULL, host VARCHAR NOT NULL, commitment VARCHAR NOT NULL, signature VARCHAR NOT NULL,
+            PRIMARY KEY (epoch, host));
+        CREATE TABLE task_results (
+            task_id VARCHAR PRIMARY KEY, epoch BIGINT NOT NULL, executor VARCHAR NOT NULL, status VARCHAR NOT NULL,
+            output_tokens INTEGER[] NOT NULL, top_ids INTEGER[][] NOT NULL, top_logprobs DOUBLE[][] NOT NULL,
+            completion_tokens INTEGER NOT NULL, cost BIGINT NOT NULL, refund BIGINT NOT NULL, signature VARCHAR NOT NULL);
+        CREATE TABLE task_verdicts (
+            epoch BIGINT NOT NULL, task_id VARCHAR NOT NULL, validator VARCHAR NOT NULL, recomputed BOOLEAN NOT NULL,
+            similarity DOUBLE NOT NULL, passed BOOLEAN NOT NULL, reason VARCHAR NOT NULL, signature VARCHAR NOT NULL,
+            PRIMARY KEY (task_id, validator));
+        CREATE TABLE task_outcomes (
+            task_id VARCHAR PRIMARY KEY, epoch BIGINT NOT NULL, executor VARCHAR NOT NULL, validations INTEGER NOT NULL,
+            failures INTEGER NOT NULL, invalid_vote_weight BIGINT NOT NULL, outcome VARCHAR NOT NULL);
+        CREATE TABLE fee_shares (
+            epoch BIGINT NOT NULL, task_id VARCHAR NOT NULL, host VARCHAR NOT NULL, role VARCHAR NOT NULL,
+            amount BIGINT NOT NULL, PRIMARY KEY (task_id, host));
+        CREATE TABLE host_epochs (
+            epoch BIGINT NOT NULL, address VARCHAR NOT NULL, assigned INTEGER NOT NULL, missed INTEGER NOT NULL,
+            validated INTEGER NOT NULL, invalidated INTEGER NOT NULL, consecutive_invalidations INTEGER NOT NULL,
+            required_validations INTEGER NOT NULL, done_validations INTEGER NOT NULL,
+            status VARCHAR NOT NULL, reputation INTEGER NOT NULL, epochs_served INTEGER NOT NULL,
+            PRIMARY KEY (epoch, address));
+        CREATE TABLE rewards (
+            epoch BIGINT NOT NULL, address VARCHAR NOT NULL, status VARCHAR NOT NULL, weight BIGINT NOT NULL,
+            total_weight BIGINT NOT NULL, reward BIGINT NOT NULL, work_coins BIGINT NOT NULL, withheld BIGINT NOT NULL,
+            slashed BIGINT NOT NULL, claimed BOOLEAN NOT NULL, payout BIGINT NOT NULL, PRIMARY KEY (epoch, address));
+        CREATE TABLE emissions (
+            epoch BIGINT PRIMARY KEY, scheduled BIGINT NOT NULL, minted BIGINT NOT NULL, burned BIGINT NOT NULL);
+        CREATE TABLE vesting (
+            epoch BIGINT NOT NULL, address VARCHAR NOT NULL, unlock_epoch BIGINT NOT NULL, amount BIGINT NOT NULL,
+            PRIMARY KEY (epoch, address, unlock_epoch));
+        """,
+    ),
 ]
 
 

@@ -200,24 +200,25 @@ class ChainStore:
 
     def balances(self, epoch: int) -> dict[str, int]:
         """Spendable balances during an unfinalized epoch: last post-state plus this epoch's transfers so far."""
-        return dict(self.query(
-            """SELECT s.address, s.balance + coalesce(sum(t.balance_delta), 0)
-               FROM account_states s LEFT JOIN transfers t ON t.account = s.address AND t.epoch = ?
-               WHERE s.epoch = ? GROUP BY s.address, s.balance ORDER BY s.address""",
+        return {row["address"]: row["balance"] for row in self.running_accounts(epoch)}
+
+    def running_accounts(self, epoch: int) -> list[dict[str, Any]]:
+        """Every account as it stands mid-epoch: the previous post-state plus the epoch's transfers so far."""
+        return self.records(
+            """SELECT s.address, s.balance + coalesce(t.balance, 0) AS balance, s.escrow + coalesce(t.escrow, 0) AS escrow,
+                      s.locked + coalesce(t.locked, 0) AS locked, s.collateral + coalesce(t.collateral, 0) AS collateral
+               FROM account_states s
+               LEFT JOIN (SELECT account, sum(balance_delta) balance, sum(escrow_delta) escrow,
+                                 sum(locked_delta) locked, sum(collateral_delta) collateral
+                          FROM transfers WHERE epoch = ? GROUP BY account) t ON t.account = s.address
+               WHERE s.epoch = ? ORDER BY s.address""",
             [epoch, epoch - 1],
-        ))
+        )
 
     def write_post_state(self, epoch: int, host_rows: Sequence[dict[str, Any]]) -> None:
         """Post-state of an epoch: accounts = previous state + the epoch's transfers; hosts as given."""
         self.delete_epoch_rows(epoch, ["account_states", "host_states"])
-        self.connection.execute(
-            """INSERT INTO account_states
-               SELECT ?, s.address, s.balance + coalesce(sum(t.balance_delta), 0),
-                      s.escrow + coalesce(sum(t.escrow_delta), 0), s.collateral
-               FROM account_states s LEFT JOIN transfers t ON t.account = s.address AND t.epoch = ?
-               WHERE s.epoch = ? GROUP BY s.address, s.balance, s.escrow, s.collateral""",
-            [epoch, epoch, epoch - 1],
-        )
+        self.insert("account_states", [{"epoch": epoch, **row} for row in self.running_accounts(epoch)])
         self.insert("host_states", [{"epoch": epoch, **row} for row in host_rows])
 
     # -- blocks -------------------------------------------------------------------------------

@@ -26,22 +26,14 @@ def _short(digest: str) -> str:
 
 def _post_state_mismatch(store: ChainStore, height: int) -> str | None:
     """The accounts of a post-state must equal the previous post-state plus the epoch's transfers."""
-    row = store.query(
-        """SELECT s.address, s.balance, s.escrow, p.balance + coalesce(t.b, 0), p.escrow + coalesce(t.e, 0)
-           FROM account_states s
-           LEFT JOIN account_states p ON p.address = s.address AND p.epoch = s.epoch - 1
-           LEFT JOIN (SELECT account, sum(balance_delta) b, sum(escrow_delta) e FROM transfers WHERE epoch = ? GROUP BY account) t
-             ON t.account = s.address
-           WHERE s.epoch = ? AND (p.address IS NULL OR s.balance != p.balance + coalesce(t.b, 0)
-                                  OR s.escrow != p.escrow + coalesce(t.e, 0))
-           ORDER BY s.address LIMIT 1""",
-        [height, height],
-    )
-    if not row:
-        return None
-    address, balance, escrow, expected_balance, expected_escrow = row[0]
-    return (f"account {address} has balance {balance} / escrow {escrow} after the epoch, but the previous state "
-            f"plus the epoch's transfers give {expected_balance} / {expected_escrow}")
+    stored = {row.pop("address"): row for row in store.records(
+        "SELECT address, balance, escrow, locked, collateral FROM account_states WHERE epoch = ? ORDER BY address", [height])}
+    derived = {row.pop("address"): row for row in store.running_accounts(height)}
+    for address in sorted(stored.keys() | derived.keys()):
+        if stored.get(address) != derived.get(address):
+            return (f"account {address} is {stored.get(address)} after the epoch, but the previous state plus the "
+                    f"epoch's transfers give {derived.get(address)}")
+    return None
 
 
 def verify_block(store: ChainStore, height: int, expected_prev_hash: str) -> Inconsistency | None:

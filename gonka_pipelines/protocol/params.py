@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -38,6 +38,9 @@ class EmissionParams(_Strict):
 
 class SprintParams(_Strict):
     model: str
+    mode: Literal["simulation", "real"] = "simulation"
+    duration_seconds: float = Field(gt=0, description="sprint length: wall clock in real mode, virtual in simulation")
+    late_grace_seconds: float = Field(ge=0, description="batches later than duration + grace are refused")
     wanted_hit_rate: float = Field(gt=0, lt=1)
     nonces_per_capacity: int = Field(gt=0)
     validation_sample: int = Field(gt=0)
@@ -53,6 +56,7 @@ class TaskParams(_Strict):
     max_tokens_limit: int = Field(gt=0)
     price_per_token: int = Field(ge=0)
     free_epochs: int = Field(ge=0)
+    tasks_per_capacity: int = Field(gt=0)
 
     def price(self, epoch: int) -> int:
         """Per-token price in an epoch: zero during the free period."""
@@ -182,8 +186,3 @@ def load_genesis(profile: str | None = None, path: Path = GENESIS_FILE) -> Genes
 def load_network(path: Path = NETWORK_FILE) -> NetworkConfig:
     """Read and validate network.yaml."""
     return _validate(NetworkConfig, _read_yaml(path), path)
-
-
-def epoch_parameters(genesis: GenesisParams, epoch: int) -> dict[str, Any]:
-    """Everything an epoch runs under: the genesis profile plus the values derived for this epoch."""
-    return {**genesis.as_dict(), "epoch": epoch, "price_per_token": genesis.tasks.price(epoch)}

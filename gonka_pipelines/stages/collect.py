@@ -11,7 +11,7 @@ from gonka_pipelines.failpoints import failpoint
 from gonka_pipelines.paths import DataLayout
 from gonka_pipelines.protocol.crypto import hash_value
 from gonka_pipelines.protocol.intake import IntakeContext, collect
-from gonka_pipelines.protocol.params import GenesisParams, epoch_parameters
+from gonka_pipelines.stages.parameters import chain_genesis, epoch_parameters
 
 STAGE = "collect"
 
@@ -23,11 +23,6 @@ class CollectSummary:
     accepted: int
     rejected_by_reason: dict[str, int]
     escrowed: int
-
-
-def chain_genesis(store: ChainStore) -> GenesisParams:
-    """The genesis parameters the chain was created with (stored at genesis, never re-read from YAML)."""
-    return GenesisParams.model_validate_json(store.meta("genesis_params"))
 
 
 def intake_context(store: ChainStore, epoch: int, params: dict) -> IntakeContext:

@@ -1,0 +1,57 @@
+"""Admission of signed PoC batches: the chain refuses bad signatures, foreign blocks, duplicate nonces and late batches."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gonka_pipelines.protocol.crypto import MessageKind, verify
+
+
+class BatchReject(str, enum.Enum):
+    BAD_SIGNATURE = "bad_signature"
+    WRONG_BLOCK = "wrong_block"
+    LATE = "late"
+    DUPLICATE_NONCE = "duplicate_nonce"
+    MALFORMED = "malformed"
+
+
+@dataclass(frozen=True)
+class PocBatch:
+    """What a host signs: its key, the sprint's block hash, and hit nonces with their distances."""
+
+    host: str
+    public_key: str
+    block_hash: str
+    sequence: int
+    nonces: tuple[int, ...]
+    distances: tuple[float, ...]
+    submitted_at: float
+    signature: str = ""
+
+    def body(self, epoch: int) -> dict:
+        return {"epoch": epoch, "public_key": self.public_key, "block_hash": self.block_hash, "sequence": self.sequence,
+                "nonces": list(self.nonces), "distances": list(self.distances)}
+
+
+def admit_batches(batches: Sequence[PocBatch], chain_id: str, epoch: int, block_hash: str, deadline: float) -> list[BatchReject | None]:
+    """Judge batches in (host, sequence) order; a nonce a host already submitted (or repeats) rejects the batch."""
+    seen: dict[str, set[int]] = {}
+    verdicts: list[BatchReject | None] = []
+    for batch in batches:
+        used = seen.setdefault(batch.host, set())
+        if len(batch.nonces) != len(batch.distances):
+            verdicts.append(BatchReject.MALFORMED)
+        elif not verify(batch.public_key, chain_id, MessageKind.POC_BATCH, batch.body(epoch), batch.signature):
+            verdicts.append(BatchReject.BAD_SIGNATURE)
+        elif batch.block_hash != block_hash:
+            verdicts.append(BatchReject.WRONG_BLOCK)
+        elif batch.submitted_at > deadline:
+            verdicts.append(BatchReject.LATE)
+        elif len(set(batch.nonces)) != len(batch.nonces) or used.intersection(batch.nonces):
+            verdicts.append(BatchReject.DUPLICATE_NONCE)
+        else:
+            used.update(batch.nonces)
+            verdicts.append(None)
+    return verdicts
