@@ -15,20 +15,20 @@ def prove_row(store: ChainStore, table: str, row_id: str, epoch: int | None = No
     if commitment is None:
         raise ChainError(f"unknown table {table!r}; provable tables: {', '.join(sorted(BY_NAME))}")
     found = store.query(
-        f"""SELECT max(x.epoch) FROM {commitment.table} x JOIN blocks b ON b.height = x.epoch AND b.status = ?
-            WHERE CAST(x.{commitment.key} AS VARCHAR) = ? AND (? IS NULL OR x.epoch = ?)""",
-        [FINALIZED, row_id, epoch, epoch])[0][0]
+        f"""SELECT max(epoch) FROM (SELECT epoch, CAST({commitment.key} AS VARCHAR) AS _key FROM {commitment.table})
+            WHERE _key = ? AND (? IS NULL OR epoch = ?) AND epoch IN (SELECT height FROM blocks WHERE status = ?)""",
+        [row_id, epoch, epoch, FINALIZED])[0][0]
     if found is None:
         raise ChainError(f"no row {row_id!r} in {commitment.table} of a finalized block" + (f" at epoch {epoch}" if epoch is not None else ""))
-    rows = epoch_rows(store.connection, commitment, found)
-    leaves = [row_leaf(commitment, row) for row in rows]
-    index = next(i for i, row in enumerate(rows) if str(row[commitment.key]) == row_id)
+    keyed = epoch_rows(store.connection, commitment, found)
+    leaves = [row_leaf(commitment, row) for _, row in keyed]
+    index = next(i for i, (key, _) in enumerate(keyed) if key == row_id)
     proof = build_proof(leaves, index)
     block = store.block(found)
     root = block["header"]["roots"][commitment.name]
     return {
         "table": commitment.table, "commitment": commitment.name, "id": row_id, "epoch": found,
-        "row": {k: (v.hex() if isinstance(v, bytes) else v) for k, v in rows[index].items()},
+        "row": {k: (v.hex() if isinstance(v, bytes) else v) for k, v in keyed[index][1].items()},
         "leaf": leaves[index], "proof": proof.as_dict(), "root": root, "block_hash": block["hash"],
         "verified": verify_proof(leaves[index], proof, root),
     }

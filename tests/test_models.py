@@ -12,7 +12,7 @@ import yaml
 
 from gonka_pipelines.models import llm
 from gonka_pipelines.models.decoder import INIT_STD, build_seeded_decoder
-from gonka_pipelines.models.profiles import ModelProfile, list_profiles, load_profile, profile_from_dict
+from gonka_pipelines.models.profiles import list_profiles, load_profile, profile_from_dict
 from gonka_pipelines.models.runner import ModelRunner
 
 TINY = load_profile("poc-tiny")
@@ -24,9 +24,9 @@ def llm_runner() -> ModelRunner:
     return ModelRunner(LLM, b"llm-weights", device="cpu")
 
 
-def write_profile(directory: Path, name: str, **changes: object) -> None:
-    fields = {**asdict(TINY), "name": name, **changes}
-    (directory / f"{name}.yaml").write_text(yaml.safe_dump({k: v for k, v in fields.items() if v is not None}))
+def write_profile(directory: Path, stem: str, **changes: object) -> None:
+    fields = {**asdict(TINY), "name": stem, **changes}
+    (directory / f"{stem}.yaml").write_text(yaml.safe_dump({k: v for k, v in fields.items() if v is not None}))
 
 
 # --- profiles -----------------------------------------------------------------------------------
@@ -194,8 +194,11 @@ def test_model_from_another_seed_answers_differently(llm_runner: ModelRunner) ->
 
 def test_generation_stops_after_eos() -> None:
     runner = ModelRunner(LLM, b"eos", device="cpu")
+    eos_head = torch.nn.Linear(LLM.dim, LLM.vocab)  # an output head that always prefers EOS
     with torch.no_grad():
-        runner.model.output.weight[llm.EOS] = 1.0  # EOS now dominates every position's logits
+        eos_head.weight.zero_()
+        eos_head.bias.copy_(torch.nn.functional.one_hot(torch.tensor(llm.EOS), LLM.vocab))
+    runner.model.output = eos_head
     generation = llm.generate_greedy(runner, [llm.encode("hi")], max_tokens=10)[0]
     assert generation.tokens == [llm.EOS] and len(generation.top_ids) == 1
 

@@ -13,7 +13,7 @@ from gonka_pipelines.protocol.merkle import leaf_hash, merkle_root
 
 @dataclass(frozen=True)
 class Commitment:
-    """One header root: the rows of `table` in an epoch, identified and ordered by `key`."""
+    """One header root: the rows of `table` in an epoch, identified and ordered by the SQL expression `key`."""
 
     name: str
     table: str
@@ -28,6 +28,28 @@ COMMITMENTS: tuple[Commitment, ...] = (
     Commitment("rejections", "rejected_tasks", "submission_id", ("submission_id", "reason", "detail", "raw_payload")),
     Commitment("transfers", "transfers", "transfer_id", (
         "transfer_id", "stage", "account", "balance_delta", "escrow_delta", "locked_delta", "collateral_delta", "kind", "ref")),
+    Commitment("batches", "poc_batches", "batch_id", (
+        "batch_id", "host", "sequence", "nonces", "distances", "submitted_at", "signature", "status", "reason")),
+    Commitment("poc_verdicts", "poc_verdicts", "validator || ':' || host", (
+        "validator", "host", "sampled", "mismatches", "recomputed", "valid", "signature")),
+    Commitment("weights", "epoch_weights", "address", (
+        "address", "hits", "valid_vote_weight", "sprint_accepted", "adjusted_weight", "weight")),
+    Commitment("seeds", "seed_commitments", "host", ("host", "commitment", "signature")),
+    Commitment("results", "task_results", "task_id", (
+        "task_id", "executor", "status", "output_tokens", "top_ids", "top_logprobs", "completion_tokens", "cost",
+        "refund", "signature")),
+    Commitment("task_verdicts", "task_verdicts", "task_id || ':' || validator", (
+        "task_id", "validator", "recomputed", "similarity", "passed", "reason", "signature")),
+    Commitment("task_outcomes", "task_outcomes", "task_id", (
+        "task_id", "executor", "validations", "failures", "invalid_vote_weight", "outcome")),
+    Commitment("fee_shares", "fee_shares", "task_id || ':' || host", ("task_id", "host", "role", "amount")),
+    Commitment("host_epochs", "host_epochs", "address", (
+        "address", "assigned", "missed", "validated", "invalidated", "consecutive_invalidations",
+        "required_validations", "done_validations", "contradicted_votes", "status", "reputation", "epochs_served")),
+    Commitment("rewards", "rewards", "address", (
+        "address", "status", "weight", "total_weight", "reward", "work_coins", "withheld", "slashed", "claimed", "payout")),
+    Commitment("emissions", "emissions", "CAST(epoch AS VARCHAR)", ("scheduled", "minted", "burned")),
+    Commitment("vesting", "vesting", "address || ':' || unlock_epoch", ("address", "unlock_epoch", "amount")),
     Commitment("accounts", "account_states", "address", ("address", "balance", "escrow", "locked", "collateral")),
     Commitment("hosts", "host_states", "address", (
         "address", "weight", "status", "reputation", "epochs_served", "consecutive_invalidations")),
@@ -45,20 +67,16 @@ def row_leaf(commitment: Commitment, row: dict[str, Any]) -> str:
     return leaf_hash(canonical_bytes({"commitment": commitment.name, **{c: _jsonable(row[c]) for c in commitment.columns}}))
 
 
-def epoch_rows(connection: duckdb.DuckDBPyConnection, commitment: Commitment, epoch: int) -> list[dict[str, Any]]:
-    """The committed rows of one epoch in key order."""
+def epoch_rows(connection: duckdb.DuckDBPyConnection, commitment: Commitment, epoch: int) -> list[tuple[str, dict[str, Any]]]:
+    """(key, committed columns) of one epoch's rows in key order."""
     columns = ", ".join(commitment.columns)
     cursor = connection.execute(
-        f"SELECT {columns} FROM {commitment.table} WHERE epoch = ? ORDER BY {commitment.key}", [epoch]
+        f"SELECT CAST({commitment.key} AS VARCHAR) AS _key, {columns} FROM {commitment.table} WHERE epoch = ? ORDER BY _key",
+        [epoch],
     )
-    return [dict(zip(commitment.columns, values)) for values in cursor.fetchall()]
-
-
-def epoch_leaves(connection: duckdb.DuckDBPyConnection, commitment: Commitment, epoch: int) -> list[tuple[Any, str]]:
-    """(key, leaf hash) for every committed row of the epoch, in key order."""
-    return [(row[commitment.key], row_leaf(commitment, row)) for row in epoch_rows(connection, commitment, epoch)]
+    return [(values[0], dict(zip(commitment.columns, values[1:]))) for values in cursor.fetchall()]
 
 
 def epoch_roots(connection: duckdb.DuckDBPyConnection, epoch: int) -> dict[str, str]:
     """Merkle root of every commitment for the epoch."""
-    return {c.name: merkle_root([leaf for _, leaf in epoch_leaves(connection, c, epoch)]) for c in COMMITMENTS}
+    return {c.name: merkle_root([row_leaf(c, row) for _, row in epoch_rows(connection, c, epoch)]) for c in COMMITMENTS}

@@ -90,7 +90,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE TABLE host_epochs (
             epoch BIGINT NOT NULL, address VARCHAR NOT NULL, assigned INTEGER NOT NULL, missed INTEGER NOT NULL,
             validated INTEGER NOT NULL, invalidated INTEGER NOT NULL, consecutive_invalidations INTEGER NOT NULL,
-            required_validations INTEGER NOT NULL, done_validations INTEGER NOT NULL,
+            required_validations INTEGER NOT NULL, done_validations INTEGER NOT NULL, contradicted_votes INTEGER NOT NULL,
             status VARCHAR NOT NULL, reputation INTEGER NOT NULL, epochs_served INTEGER NOT NULL,
             PRIMARY KEY (epoch, address));
         CREATE TABLE rewards (

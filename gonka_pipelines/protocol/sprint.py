@@ -27,6 +27,7 @@ SMALL_NETWORK_CAP = {1: 1.0, 2: 0.5, 3: 0.4}  # cap fraction floor for networks 
 _DOMAIN = "gonka/poc"
 _MAX_NONCE = 2**63 - 1
 _UNIFORM_BITS = 24  # float32 mantissa: each Box-Muller uniform takes 24 bits of a 64-bit hash
+_MAX_PERMUTED_VOCAB = math.isqrt(2**31 - 1)  # keeps a*i + b < vocab**2 within int32
 
 
 def _int64(value: int) -> int:
@@ -41,14 +42,17 @@ _MIX2 = _int64(0x94D049BB133111EB)
 
 def _shr(x: Tensor, bits: int) -> Tensor:
     """Logical right shift of int64 words (torch's >> is arithmetic, so mask off the sign copies)."""
-    return (x >> bits) & ((1 << (64 - bits)) - 1)
+    return (x >> bits).bitwise_and_((1 << (64 - bits)) - 1)
 
 
 def mix64(z: Tensor) -> Tensor:
     """splitmix64 finaliser: a bijective 64-bit hash, elementwise, with wrapping int64 arithmetic."""
-    z = (z ^ _shr(z, 30)) * _MIX1
-    z = (z ^ _shr(z, 27)) * _MIX2
-    return z ^ _shr(z, 31)
+    z = z ^ _shr(z, 30)  # a new tensor: the in-place steps below never touch the caller's
+    z *= _MIX1
+    z ^= _shr(z, 27)
+    z *= _MIX2
+    z ^= _shr(z, 31)
+    return z
 
 
 def _root_key(purpose: str, *parts: str) -> int:
@@ -58,9 +62,9 @@ def _root_key(purpose: str, *parts: str) -> int:
 
 
 @lru_cache(maxsize=32)
-def _positions(count: int, device: torch.device) -> Tensor:
-    """0..count-1 as int64 on the device (cached: the same few sizes recur every batch)."""
-    return torch.arange(count, dtype=torch.int64, device=device)
+def _positions(count: int, device: torch.device, dtype: torch.dtype = torch.int64) -> Tensor:
+    """0..count-1 on the device (cached: the same few sizes recur every batch)."""
+    return torch.arange(count, dtype=dtype, device=device)
 
 
 @lru_cache(maxsize=32)
@@ -69,20 +73,21 @@ def _counters(count: int, device: torch.device) -> Tensor:
     return (_positions(count, device) + 1) * _GAMMA
 
 
-def _stream(keys: Tensor, count: int) -> Tensor:
-    """(B, count) pseudo-random int64 words: element j of row b depends only on (keys[b], j)."""
-    return mix64(keys[:, None] + _counters(count, keys.device))
-
-
 def _normals(keys: Tensor, count: int) -> Tensor:
-    """(B, count) standard normals by Box-Muller; each 64-bit word gives two 24-bit uniforms."""
-    words = _stream(keys, (count + 1) // 2)
-    scale = 2.0**-_UNIFORM_BITS
-    u1 = (_shr(words, 64 - _UNIFORM_BITS).float() + 0.5) * scale  # in (0, 1): log is finite
-    u2 = ((words & ((1 << _UNIFORM_BITS) - 1)).float() + 0.5) * scale
-    radius = torch.sqrt(-2.0 * torch.log(u1))
-    angle = (2.0 * math.pi) * u2
-    return torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1)[:, :count]
+    """(B, count) float32 standard normals: Box-Muller on the splitmix64 stream of each row's key.
+
+    Word j of row b is mix64(keys[b] + (j + 1) * gamma), so a row depends on its key alone; each word
+    gives two 24-bit uniforms (the high bits for the radius, the low bits for the angle).
+    """
+    half = (count + 1) // 2
+    words = mix64(keys[:, None] + _counters(half, keys.device))
+    step = 2.0**-_UNIFORM_BITS
+    radius = _shr(words, 64 - _UNIFORM_BITS).float().mul_(step).add_(step / 2).log_().mul_(-2.0).sqrt_()
+    angle = words.bitwise_and_((1 << _UNIFORM_BITS) - 1).float().mul_(2 * math.pi * step).add_(math.pi * step)
+    out = torch.empty((keys.numel(), 2, half), device=keys.device)
+    torch.cos(angle, out=out[:, 0])
+    torch.sin(angle, out=out[:, 1])
+    return out.mul_(radius[:, None]).view(keys.numel(), 2 * half)[:, :count]
 
 
 def _nonce_tensor(nonces: Sequence[int] | Tensor, device: torch.device | str) -> Tensor:
@@ -108,7 +113,7 @@ def nonce_inputs(
 @lru_cache(maxsize=8)
 def _units(vocab: int, device: torch.device) -> Tensor:
     """Residues a with gcd(a, vocab) = 1: the multipliers that make i -> a*i + b a bijection mod vocab."""
-    return torch.tensor([a for a in range(vocab) if math.gcd(a, vocab) == 1], dtype=torch.int64, device=device)
+    return torch.tensor([a for a in range(vocab) if math.gcd(a, vocab) == 1], dtype=torch.int32, device=device)
 
 
 def nonce_permutations(
@@ -116,17 +121,19 @@ def nonce_permutations(
 ) -> Tensor:
     """(B, vocab) index maps i -> (a*i + b) mod vocab, with a unit a and offset b keyed by (block, host, nonce).
 
-    An affine bijection is computed elementwise (no sort, which costs as much as a tiny model's forward
-    pass). Logit coordinates of a random decoder have no index structure, so it decorrelates the output
-    from the target just as a uniform permutation does; any two nonces' maps agree on few positions.
+    An affine bijection is computed elementwise in int32 (no sort, which costs as much as a tiny model's
+    forward pass). Logit coordinates of a random decoder have no index structure, so it decorrelates the
+    output from the target as a uniform permutation does; two nonces' maps agree on few positions.
     """
+    if vocab > _MAX_PERMUTED_VOCAB:
+        raise ValueError(f"vocab {vocab} too large for int32 permutation arithmetic (at most {_MAX_PERMUTED_VOCAB})")
     nonce_tensor = _nonce_tensor(nonces, device)
-    keys = _stream(_nonce_keys("permutation", block_hash, public_key, nonce_tensor), 2)
+    words = _nonce_keys("permutation", block_hash, public_key, nonce_tensor)
     units = _units(vocab, nonce_tensor.device)
-    multipliers = units[torch.remainder(keys[:, 0], units.numel())]
-    offsets = torch.remainder(keys[:, 1], vocab)
-    positions = _positions(vocab, nonce_tensor.device)
-    return torch.remainder(multipliers[:, None] * positions + offsets[:, None], vocab)
+    multipliers = units[torch.remainder(_shr(words, 32), units.numel())]
+    offsets = torch.remainder(words.bitwise_and_(0xFFFFFFFF), vocab).int()
+    positions = _positions(vocab, nonce_tensor.device, torch.int32)
+    return torch.remainder(torch.addcmul(offsets[:, None], multipliers[:, None], positions), vocab).long()
 
 
 def target_vector(block_hash: str, vocab: int, device: torch.device | str = "cpu") -> Tensor:

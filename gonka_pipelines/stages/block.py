@@ -13,8 +13,11 @@ from gonka_pipelines.stages.keys import host_keys
 
 
 def next_host_states(store: ChainStore, epoch: int) -> list[dict]:
-    """Host weights and statuses after the epoch: carried over from the previous post-state."""
-    return store.records("SELECT address, weight, status FROM host_states WHERE epoch = ? ORDER BY address", [epoch - 1])
+    """Hosts after the epoch: the sprint's weights (zero when INVALID), status, reputation and streak."""
+    return store.records(
+        """SELECT w.address, CASE WHEN h.status = 'INVALID' THEN 0 ELSE w.weight END AS weight, h.status, h.reputation,
+                  h.epochs_served, h.consecutive_invalidations
+           FROM epoch_weights w JOIN host_epochs h USING (epoch, address) WHERE w.epoch = ? ORDER BY w.address""", [epoch])
 
 
 def propose_block(store: ChainStore, layout: DataLayout, epoch: int) -> BlockHeader:

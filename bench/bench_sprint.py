@@ -1,0 +1,108 @@
+"""Sprint throughput: the full mining path against a bare forward loop of the same model and batch size.
+
+    .venv/bin/python bench/bench_sprint.py [--profile poc-tiny --profile poc-small] [--seconds 6]
+
+(a) bare: `model(x, last_only=True)` on one pre-generated batch, nothing else;
+(b) mine: `sprint.mine` (inputs, forward, permutation, distance, hit filtering).
+The ratio mine/bare is the share of the compute that proof-of-compute bookkeeping leaves to the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import torch
+
+from gonka_pipelines.models.profiles import load_profile
+from gonka_pipelines.models.runner import ModelRunner
+from gonka_pipelines.protocol import sprint
+from gonka_pipelines.protocol.params import load_genesis
+
+BLOCK_HASH = "5e" * 32
+PUBLIC_KEY = "c0" * 32
+ROUNDS = 3  # the two paths alternate, so background load hits both alike
+BATCHES_PER_MINE_CALL = 8
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(step: Callable[[], int], seconds: float, device: torch.device) -> tuple[int, float]:
+    """Run step (returns nonces done) until `seconds` pass; (nonces, elapsed seconds)."""
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        done += step()
+    _sync(device)
+    return done, time.perf_counter() - start
+
+
+def bench_profile(name: str, seconds: float, hit_rate: float, device: str | None) -> dict[str, object]:
+    """Nonces per second of both paths on one profile, plus the measured hit rate of the mined nonces."""
+    profile = load_profile(name)
+    runner = ModelRunner(profile, bytes.fromhex(BLOCK_HASH), device)
+    r_target = sprint.calibrate_r_target(profile.vocab, hit_rate)
+    batch = profile.batch_size
+    x = torch.randn(batch, profile.seq_len, profile.dim, device=runner.device, dtype=runner.dtype)
+    next_nonce = 0
+    hits = 0
+
+    @torch.inference_mode()
+    def bare() -> int:
+        runner.model(x, last_only=True)
+        return batch
+
+    def mined() -> int:
+        nonlocal next_nonce, hits
+        count = batch * BATCHES_PER_MINE_CALL
+        hits += len(sprint.mine(runner, BLOCK_HASH, PUBLIC_KEY, next_nonce, count, r_target)[0])
+        next_nonce += count
+        return count
+
+    bare(), mined()  # warm-up: kernels, caches, lazy initialisation
+    next_nonce = hits = 0
+    totals = {"bare": [0, 0.0], "mine": [0, 0.0]}
+    for _ in range(ROUNDS):
+        for key, step in (("bare", bare), ("mine", mined)):
+            nonces, elapsed = _timed(step, seconds / (2 * ROUNDS), runner.device)
+            totals[key][0] += nonces
+            totals[key][1] += elapsed
+    bare_rate = totals["bare"][0] / totals["bare"][1]
+    mine_rate = totals["mine"][0] / totals["mine"][1]
+    return {
+        "profile": name,
+        "device": str(runner.device),
+        "batch": batch,
+        "bare nonces/s": f"{bare_rate:,.0f}",
+        "mine nonces/s": f"{mine_rate:,.0f}",
+        "ratio": f"{mine_rate / bare_rate:.3f}",
+        "hit rate": f"{hits / next_nonce:.4f} (want {hit_rate:.4f})",
+    }
+
+
+def print_table(rows: list[dict[str, object]]) -> None:
+    columns = list(rows[0])
+    widths = [max(len(column), *(len(str(row[column])) for row in rows)) for column in columns]
+    print("  ".join(column.ljust(width) for column, width in zip(columns, widths)))
+    print("  ".join("-" * width for width in widths))
+    for row in rows:
+        print("  ".join(str(row[column]).ljust(width) for column, width in zip(columns, widths)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", action="append", help="model profile (repeatable); default poc-tiny and poc-small")
+    parser.add_argument("--seconds", type=float, default=6.0, help="measuring time per profile, split over both paths")
+    parser.add_argument("--hit-rate", type=float, default=None, help="wanted hit rate; default: genesis.yaml's")
+    parser.add_argument("--device", default=None, help="e.g. cpu or cuda; default: accelerate's choice")
+    args = parser.parse_args()
+    hit_rate = args.hit_rate or load_genesis().sprint.wanted_hit_rate
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    print_table([bench_profile(name, args.seconds, hit_rate, args.device) for name in args.profile or ["poc-tiny", "poc-small"]])
+
+
+if __name__ == "__main__":
+    main()

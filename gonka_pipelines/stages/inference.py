@@ -1,0 +1,242 @@
+"""Inference stages: seed commitments, task assignment and execution, sampled validation and the fail vote."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+
+import numpy as np
+import polars as pl
+
+from gonka_pipelines.chain.store import ChainStore
+from gonka_pipelines.models.llm import EOS, encode, generate_greedy, score_forced
+from gonka_pipelines.models.profiles import load_profile
+from gonka_pipelines.models.runner import ModelRunner
+from gonka_pipelines.paths import DataLayout
+from gonka_pipelines.protocol.assignment import assign_executors
+from gonka_pipelines.protocol.crypto import KeyPair, MessageKind, hash_value, sha256_hex
+from gonka_pipelines.protocol.host_status import HostStatus, host_statuses, reputation
+from gonka_pipelines.protocol.inference_validation import (
+    Comparison, ComparisonReason, ValidatorPool, compare_outputs, invalidated, select_validations,
+)
+from gonka_pipelines.protocol.params import Behaviour
+from gonka_pipelines.stages.keys import host_keys
+
+Log = Callable[[str], None]
+TIE_TOLERANCE = 1e-4
+"""An executor token whose validator log-prob is this close to the validator's best counts as the same choice."""
+
+
+def served_model_seed(model: str) -> bytes:
+    """A served model's version: its weights are seeded from its name (no checkpoint is trained yet)."""
+    return bytes.fromhex(sha256_hex(f"served-model|{model}".encode()))
+
+
+@lru_cache(maxsize=8)
+def served_runner(model: str, seed: bytes, device: str | None = None) -> ModelRunner:
+    return ModelRunner(load_profile(model), seed, device)
+
+
+def executor_runner(model: str, host: str, behaviour: str, device: str | None = None) -> ModelRunner:
+    """What an executor runs: the served model, or for garbled_output another seeded model of the same shape."""
+    if behaviour == Behaviour.GARBLED_OUTPUT:
+        return served_runner(model, bytes.fromhex(sha256_hex(f"garbled|{model}|{host}".encode())), device)
+    return served_runner(model, served_model_seed(model), device)
+
+
+def secret_seed(key: KeyPair, chain_id: str, epoch: int, block_hash: str) -> str:
+    """A host's secret epoch seed: the hash of its signature over (epoch, block hash), reproducible only with its key."""
+    return sha256_hex(bytes.fromhex(key.sign(chain_id, MessageKind.SEED_COMMIT, {"epoch": epoch, "secret_for": block_hash})))
+
+
+def run_task_execution(store: ChainStore, layout: DataLayout, epoch: int, log: Log = print, device: str | None = None) -> dict:
+    """Commit seeds, assign each task ∝ weight, run it on its executor (within capacity), settle refunds."""
+    params, seed, chain_id = store.epoch_params(epoch), store.epoch_seed(epoch), store.chain_id
+    keys = host_keys(store, layout)
+    weights = store.weights(epoch - 1)
+    hosts = {h["address"]: h for h in store.records("SELECT address, name, models, behaviour, capacity FROM hosts ORDER BY address")}
+    commitments = []
+    for address in sorted(hosts):
+        commitment = sha256_hex(bytes.fromhex(secret_seed(keys[address], chain_id, epoch, seed)))
+        commitments.append({"epoch": epoch, "host": address, "commitment": commitment,
+                            "signature": keys[address].sign(chain_id, MessageKind.SEED_COMMIT, {"epoch": epoch, "commitment": commitment})})
+    tasks = pl.DataFrame(store.records(
+        "SELECT task_id, developer, model, prompt, prompt_tokens, max_tokens, escrow FROM tasks WHERE epoch = ? ORDER BY task_id", [epoch]),
+        schema={"task_id": pl.String, "developer": pl.String, "model": pl.String, "prompt": pl.String,
+                "prompt_tokens": pl.Int64, "max_tokens": pl.Int64, "escrow": pl.Int64})
+    executors = []
+    for (model,), group in tasks.group_by(["model"], maintain_order=True):
+        serving = [a for a in hosts if model in hosts[a]["models"] and weights.get(a, 0) > 0]
+        chosen = assign_executors(seed, group["task_id"].to_list(), serving, [weights[a] for a in serving]) if serving else [""] * len(group)
+        executors.append(group.select("task_id").with_columns(pl.Series("executor", chosen, dtype=pl.String)))
+    tasks = tasks.join(pl.concat(executors), on="task_id") if executors else tasks.with_columns(pl.lit("").alias("executor"))
+    limit = params["tasks"]["tasks_per_capacity"]
+    capacity = pl.DataFrame({"executor": list(hosts), "slots": [hosts[a]["capacity"] * limit for a in hosts]})
+    tasks = (tasks.sort("task_id").with_columns(pl.int_range(pl.len()).over("executor").alias("slot"))
+             .join(capacity, on="executor", how="left").with_columns((pl.col("slot") < pl.col("slots").fill_null(0)).alias("runs")))
+    price = params["price_per_token"]
+    results = []
+    for (executor, model, max_tokens), group in tasks.filter("runs").group_by(["executor", "model", "max_tokens"], maintain_order=True):
+        runner = executor_runner(model, executor, hosts[executor]["behaviour"], device)
+        generations = generate_greedy(runner, [encode(p) for p in group["prompt"]], max_tokens)
+        for task, generation in zip(group.iter_rows(named=True), generations):
+            body = {"task_id": task["task_id"], "executor": executor, "output_tokens": generation.tokens,
+                    "top_ids": generation.top_ids, "top_logprobs": generation.top_logprobs}
+            cost = (task["prompt_tokens"] + len(generation.tokens)) * price
+            results.append({**body, "epoch": epoch, "status": "completed", "completion_tokens": len(generation.tokens),
+                            "cost": cost, "refund": task["escrow"] - cost,
+                            "signature": keys[executor].sign(chain_id, MessageKind.RESULT, body)})
+        log(f"execution: {hosts[executor]['name']} ran {len(group)} {model} tasks (max_tokens {max_tokens})")
+    for task in tasks.filter(~pl.col("runs")).iter_rows(named=True):
+        results.append({"task_id": task["task_id"], "epoch": epoch, "executor": task["executor"], "status": "expired",
+                        "output_tokens": [], "top_ids": [], "top_logprobs": [], "completion_tokens": 0, "cost": 0,
+                        "refund": task["escrow"], "signature": ""})
+    developer = dict(zip(tasks["task_id"], tasks["developer"]))
+    transfers = [{"transfer_id": hash_value(["refund", r["task_id"]]), "epoch": epoch, "stage": "task_results",
+                  "account": developer[r["task_id"]], "balance_delta": r["refund"], "escrow_delta": -r["refund"],
+                  "kind": "refund" if r["status"] == "completed" else "expiry_refund", "ref": r["task_id"]}
+                 for r in results if r["refund"]]
+    with store.transaction():
+        store.delete_epoch_rows(epoch, ["seed_commitments", "task_results"], stage="task_results")
+        store.insert("seed_commitments", commitments)
+        store.insert("task_results", results)
+        store.insert("transfers", transfers)
+    return {"completed": sum(r["status"] == "completed" for r in results), "expired": sum(r["status"] == "expired" for r in results)}
+
+
+def validator_view(runner: ModelRunner, prompt: str, output: list[int], max_tokens: int) -> tuple[list[int], list[list[int]], list[list[float]]]:
+    """An honest re-run forcing the executor's tokens: the validator's own token choices and its top-5 log-probs."""
+    prompt_ids = encode(prompt)
+    top_ids, top_logprobs = score_forced(runner, prompt_ids, output)
+    choices = []
+    for token, ids, logprobs in zip(output, top_ids, top_logprobs):
+        own = dict(zip(ids, logprobs)).get(token)
+        choices.append(token if own is not None and own >= logprobs[0] - TIE_TOLERANCE else ids[0])
+    return choices, top_ids, top_logprobs
+
+
+def judge(runner: ModelRunner, result: dict, prompt: str, max_tokens: int, threshold: float) -> Comparison:
+    """Compare an executor's output with an honest re-run; an output cut short of EOS and max_tokens fails."""
+    output = result["output_tokens"]
+    if len(output) < max_tokens and (not output or output[-1] != EOS):
+        return Comparison(False, 0.0, ComparisonReason.LENGTH_DIFFERS)
+    choices, top_ids, top_logprobs = validator_view(runner, prompt, output, max_tokens)
+    return compare_outputs(choices, output, top_ids, top_logprobs, result["top_ids"], result["top_logprobs"], threshold=threshold)
+
+
+def run_task_validation(store: ChainStore, layout: DataLayout, epoch: int, log: Log = print, device: str | None = None) -> dict:
+    """Sample validators per task with their secret seeds, re-run, vote on failures, share fees, update status."""
+    params, seed, chain_id = store.epoch_params(epoch), store.epoch_seed(epoch), store.chain_id
+    keys = host_keys(store, layout)
+    weights = store.weights(epoch - 1)
+    total_weight = sum(weights.values())
+    behaviour = dict(store.query("SELECT address, behaviour FROM hosts"))
+    previous = {r["address"]: r for r in store.records("SELECT * FROM host_states WHERE epoch = ?", [epoch - 1])}
+    results = store.records(
+        """SELECT r.task_id, r.executor, r.output_tokens, r.top_ids, r.top_logprobs, r.cost, t.prompt, t.model, t.max_tokens
+           FROM task_results r JOIN tasks t USING (task_id) WHERE r.epoch = ? AND r.status = 'completed' ORDER BY r.task_id""", [epoch])
+    members = sorted(a for a, w in weights.items() if w > 0)
+    pool = ValidatorPool(members, [secret_seed(keys[a], chain_id, epoch, seed) for a in members],
+                         [weights[a] for a in members], [previous[a]["reputation"] for a in members])
+    traffic = max(len(results), store.scalar("SELECT count(*) FROM tasks WHERE epoch = ?", [epoch - 1]))
+    task_index, validator_index = select_validations([r["task_id"] for r in results], [r["executor"] for r in results], pool, traffic)
+    threshold = params["validation"]["similarity_threshold"]
+    honest: dict[str, Comparison] = {}
+    verdicts = []
+    for t, v in zip(task_index.tolist(), validator_index.tolist()):
+        result, validator = results[t], members[v]
+        lazy = behaviour[validator] == Behaviour.LAZY_VALIDATOR
+        if not lazy and result["task_id"] not in honest:
+            runner = served_runner(result["model"], served_model_seed(result["model"]), device)
+            honest[result["task_id"]] = judge(runner, result, result["prompt"], result["max_tokens"], threshold)
+        comparison = Comparison(True, 1.0, ComparisonReason.SIMILAR) if lazy else honest[result["task_id"]]
+        body = {"epoch": epoch, "task_id": result["task_id"], "validator": validator, "similarity": comparison.similarity,
+                "passed": comparison.passed, "reason": str(comparison.reason)}
+        verdicts.append({**body, "recomputed": not lazy, "signature": keys[validator].sign(chain_id, MessageKind.TASK_VERDICT, body)})
+    outcomes, shares = _outcomes_and_fees(epoch, results, verdicts, honest, weights, total_weight, behaviour)
+    host_rows = _host_epochs(store, params, epoch, outcomes, verdicts, pool, task_index, validator_index, previous)
+    with store.transaction():
+        store.delete_epoch_rows(epoch, ["task_verdicts", "task_outcomes", "fee_shares", "host_epochs"], stage="task_verdicts")
+        store.insert("task_verdicts", verdicts)
+        store.insert("task_outcomes", outcomes)
+        store.insert("fee_shares", shares)
+        store.insert("host_epochs", host_rows)
+    log(f"validation: {len(verdicts)} checks of {len(results)} results, {sum(o['outcome'] == 'invalidated' for o in outcomes)} invalidated")
+    return {"validations": len(verdicts), "invalidated": sum(o["outcome"] == "invalidated" for o in outcomes)}
+
+
+def _outcomes_and_fees(epoch, results, verdicts, honest, weights, total_weight, behaviour) -> tuple[list[dict], list[dict]]:
+    """Per task: pass shares the fee equally among executor and passing validators; a failure goes to a weighted vote."""
+    by_task: dict[str, list[dict]] = {}
+    for verdict in verdicts:
+        by_task.setdefault(verdict["task_id"], []).append(verdict)
+    outcomes, shares = [], []
+    for result in results:
+        checks = by_task.get(result["task_id"], [])
+        failures = sum(not c["passed"] for c in checks)
+        invalid_weight = 0
+        if failures:
+            # Every host with weight votes: honest ones by re-running (the shared honest view), lazy ones and the executor "valid".
+            invalid_weight = sum(w for a, w in weights.items() if a != result["executor"]
+                                 and behaviour[a] != Behaviour.LAZY_VALIDATOR and not honest[result["task_id"]].passed)
+        outcome = ("invalidated" if failures and invalidated(invalid_weight, total_weight)
+                   else "passed" if checks else "unvalidated")
+        outcomes.append({"task_id": result["task_id"], "epoch": epoch, "executor": result["executor"], "validations": len(checks),
+                         "failures": failures, "invalid_vote_weight": invalid_weight, "outcome": outcome})
+        if outcome == "invalidated" or not result["cost"]:
+            continue
+        earners = [(result["executor"], "executor")] + [(c["validator"], "validator") for c in checks if c["passed"]]
+        share, remainder = divmod(result["cost"], len(earners))
+        shares += [{"epoch": epoch, "task_id": result["task_id"], "host": host, "role": role,
+                    "amount": share + (remainder if index == 0 else 0)} for index, (host, role) in enumerate(earners)]
+    return outcomes, shares
+
+
+def _host_epochs(store, params, epoch, outcomes, verdicts, pool, task_index, validator_index, previous) -> list[dict]:
+    """Per host: assigned/missed/validated/invalidated counts, the invalidation streak, status and reputation."""
+    validation = params["validation"]
+    assigned = pl.DataFrame(store.records(
+        "SELECT executor AS address, count(*) AS assigned, count(*) FILTER (status = 'expired') AS missed "
+        "FROM task_results WHERE epoch = ? AND executor != '' GROUP BY executor", [epoch]),
+        schema={"address": pl.String, "assigned": pl.Int64, "missed": pl.Int64})
+    checked = (pl.DataFrame(outcomes, schema={"task_id": pl.String, "executor": pl.String, "validations": pl.Int64, "outcome": pl.String})
+               .filter(pl.col("validations") > 0).sort("task_id")
+               .with_columns((pl.col("outcome") == "invalidated").alias("bad"), pl.int_range(pl.len()).over("executor").alias("i")))
+    streaks = checked.group_by("executor").agg(
+        pl.len().alias("validated"), pl.col("bad").sum().alias("invalidated"),
+        (pl.len() - 1 - pl.col("i").filter(~pl.col("bad")).max()).alias("trailing"))
+    required = pl.DataFrame({"address": [pool.ids[v] for v in validator_index.tolist()]}, schema={"address": pl.String}).group_by("address").len("required_validations")
+    done = pl.DataFrame({"address": [v["validator"] for v in verdicts]}, schema={"address": pl.String}).group_by("address").len("done_validations")
+    invalidated_tasks = {o["task_id"] for o in outcomes if o["outcome"] == "invalidated"}
+    contradicted = pl.DataFrame(store.records(
+        """SELECT v.validator AS address, count(*) AS contradicted_votes FROM poc_verdicts v
+           JOIN epoch_weights w ON w.address = v.host AND w.epoch = v.epoch
+           WHERE v.epoch = ? AND v.valid AND NOT w.sprint_accepted GROUP BY v.validator""", [epoch])
+        + [{"address": v["validator"], "contradicted_votes": 1} for v in verdicts if v["passed"] and v["task_id"] in invalidated_tasks],
+        schema={"address": pl.String, "contradicted_votes": pl.Int64}).group_by("address").agg(pl.col("contradicted_votes").sum())
+    prior = pl.DataFrame([{"address": a, "prior_streak": r["consecutive_invalidations"], "epochs_served": r["epochs_served"]}
+                          for a, r in previous.items()])
+    hosts = (prior.join(assigned, on="address", how="left").join(streaks.rename({"executor": "address"}), on="address", how="left")
+             .join(required, on="address", how="left").join(done, on="address", how="left")
+             .join(contradicted, on="address", how="left").fill_null(0)
+             .with_columns(pl.when(pl.col("validated") == 0).then(pl.col("prior_streak"))
+                           .when(pl.col("trailing").is_null() | (pl.col("trailing") == pl.col("validated")))
+                           .then(pl.col("prior_streak") + pl.col("validated")).otherwise(pl.col("trailing"))
+                           .alias("consecutive_invalidations")))
+    hosts = host_statuses(hosts.rename({"validated": "n_validated", "invalidated": "n_invalidated"}),
+                          false_positive_rate=validation["false_positive_rate"], ramping_tasks=validation["ramping_tasks"],
+                          invalid_streak_probability=validation["invalid_streak_probability"])
+    weights = dict(zip(pool.ids, pool.weights))
+    miss_history = {a: rates for a, rates in store.query(
+        "SELECT address, list(missed / assigned ORDER BY epoch) FROM host_epochs WHERE epoch < ? AND assigned > 0 GROUP BY address", [epoch])}
+    rows = []
+    for row in hosts.sort("address").iter_rows(named=True):
+        served = row["epochs_served"] + (1 if weights.get(row["address"], 0) > 0 else 0)
+        rates = miss_history.get(row["address"], []) + ([row["missed"] / row["assigned"]] if row["assigned"] else [])
+        rows.append({"epoch": epoch, "address": row["address"], "assigned": row["assigned"], "missed": row["missed"],
+                     "validated": row["n_validated"], "invalidated": row["n_invalidated"],
+                     "consecutive_invalidations": row["consecutive_invalidations"],
+                     "required_validations": row["required_validations"], "done_validations": row["done_validations"],
+                     "contradicted_votes": row["contradicted_votes"],
+                     "status": str(row["status"]), "reputation": reputation(served, rates), "epochs_served": served})
+    return rows

@@ -1,0 +1,117 @@
+"""Shared fixtures: a data folder, the shipped genesis and network, an initialized chain, signed submissions.
+
+A fresh genesis chain is built once per session and copied for each test that asks for one, so every test
+gets its own chain (database, key files, inbox) in its own tmp_path at the price of a file copy.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from gonka_pipelines.chain.store import ChainStore
+from gonka_pipelines.client import sign_task
+from gonka_pipelines.chain.inbox import write_submission
+from gonka_pipelines.paths import DataLayout
+from gonka_pipelines.protocol.crypto import KeyPair, load_key
+from gonka_pipelines.protocol.params import GenesisParams, NetworkConfig, epoch_parameters, load_genesis, load_network
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test may touch the repository's data/ or a developer's Dagster home, or inherit a crash point."""
+    monkeypatch.setenv("GONKA_DATA_DIR", str(tmp_path / "default-data-dir"))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.delenv("GONKA_FAILPOINT", raising=False)
+
+
+@pytest.fixture(scope="session")
+def genesis() -> GenesisParams:
+    """The default profile of the shipped resources/genesis.yaml."""
+    return load_genesis()
+
+
+@pytest.fixture(scope="session")
+def network() -> NetworkConfig:
+    """The shipped resources/network.yaml."""
+    return load_network()
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> DataLayout:
+    """An empty chain folder (database, keys, inbox) under tmp_path."""
+    return DataLayout(tmp_path / "chain")
+
+
+@pytest.fixture(scope="session")
+def _genesis_template(tmp_path_factory: pytest.TempPathFactory, genesis: GenesisParams, network: NetworkConfig) -> Path:
+    from gonka_pipelines.stages.genesis import init_chain
+
+    template = DataLayout(tmp_path_factory.mktemp("genesis-template") / "chain")
+    with ChainStore.open(template.database) as store:
+        init_chain(store, template, genesis, network)
+    return template.root
+
+
+@pytest.fixture
+def initialized_layout(layout: DataLayout, _genesis_template: Path) -> DataLayout:
+    """`layout` holding a chain at genesis (block 0 final), closed: open it yourself or run a subprocess on it."""
+    shutil.copytree(_genesis_template, layout.root)
+    return layout
+
+
+@pytest.fixture
+def chain(initialized_layout: DataLayout) -> Iterator[ChainStore]:
+    """The genesis chain of `initialized_layout`, open for writing; closed after the test."""
+    with ChainStore.open(initialized_layout.database) as store:
+        yield store
+
+
+class TaskSubmitter:
+    """Signs tasks with the developers' key files of a chain folder and drops them in its inbox."""
+
+    def __init__(self, layout: DataLayout, genesis: GenesisParams, network: NetworkConfig):
+        self.layout, self.chain_id = layout, genesis.chain_id
+        self.model = sorted({model for host in network.hosts for model in host.models})[0]
+        self.price = epoch_parameters(genesis, 1)["price_per_token"]
+
+    def key(self, developer: str) -> KeyPair:
+        return load_key(self.layout.key_file(developer))
+
+    def sign(self, developer: str = "dev-ada", *, nonce: int, chain_id: str | None = None, key: KeyPair | None = None,
+             **fields: object) -> bytes:
+        """The raw bytes of one signed task; fields override model, prompt, max_tokens, max_price."""
+        task = {"model": self.model, "prompt": f"task {nonce} of {developer}", "max_tokens": 4, "max_price": self.price,
+                "nonce": nonce} | fields
+        return sign_task(key or self.key(developer), chain_id or self.chain_id, **task)
+
+    def raw(self, raw: bytes) -> str:
+        """Drop arbitrary bytes in the inbox; returns the submission id."""
+        return write_submission(self.layout.inbox, raw)
+
+    def __call__(self, n: int = 1, developer: str = "dev-ada", *, start_nonce: int = 0, **fields: object) -> list[str]:
+        """Submit n signed tasks with nonces start_nonce, start_nonce + 1, ...; returns their submission ids."""
+        return [self.raw(self.sign(developer, nonce=start_nonce + i, **fields)) for i in range(n)]
+
+
+@pytest.fixture
+def submit(initialized_layout: DataLayout, genesis: GenesisParams, network: NetworkConfig) -> TaskSubmitter:
+    """`submit(n, developer, start_nonce=..., **fields)` signs and submits n tasks to the chain's inbox."""
+    return TaskSubmitter(initialized_layout, genesis, network)
+
+
+@pytest.fixture
+def run_epoch() -> Callable[[ChainStore, DataLayout, int], str]:
+    """Run the chain-core stages of one epoch directly (collect, propose, finalize); returns the block hash."""
+    from gonka_pipelines.stages.block import finalize_block, propose_block
+    from gonka_pipelines.stages.collect import run_collect
+
+    def _run(store: ChainStore, layout: DataLayout, epoch: int) -> str:
+        run_collect(store, layout, epoch)
+        propose_block(store, layout, epoch)
+        return finalize_block(store, layout, epoch)
+
+    return _run

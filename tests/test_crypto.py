@@ -1,0 +1,214 @@
+"""Signatures, domain separation, canonical encoding, addresses and key files (PROTOCOL section 1)."""
+
+from __future__ import annotations
+
+import math
+import stat
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
+
+from gonka_pipelines.protocol.crypto import (
+    ADDRESS_PREFIX,
+    KeyPair,
+    MessageKind,
+    address_from_public_key,
+    canonical_bytes,
+    hash_value,
+    load_key,
+    message_bytes,
+    save_key,
+    sha256_hex,
+    verify,
+)
+
+CHAIN = "gonka-test-1"
+KEY = KeyPair.from_seed(bytes(range(32)))
+OTHER = KeyPair.from_seed(bytes(range(1, 33)))
+BODY = {"developer": KEY.public_key, "nonce": 7, "prompt": "héllo ✓", "max_tokens": 16, "weights": [1, 2.5, None, True]}
+SIGNATURE = KEY.sign(CHAIN, MessageKind.TASK, BODY)
+MESSAGE = message_bytes(CHAIN, MessageKind.TASK, BODY)
+
+
+def test_signature_verifies_and_is_deterministic():
+    assert verify(KEY.public_key, CHAIN, MessageKind.TASK, BODY, SIGNATURE)
+    assert KEY.sign(CHAIN, MessageKind.TASK, BODY) == SIGNATURE  # ed25519 is deterministic
+    assert len(bytes.fromhex(SIGNATURE)) == 64 and len(bytes.fromhex(KEY.public_key)) == 32
+
+
+def test_signature_covers_exactly_the_domain_separated_canonical_bytes():
+    assert MESSAGE == f"gonka/v1|{CHAIN}|task|".encode() + canonical_bytes(BODY)
+    VerifyKey(bytes.fromhex(KEY.public_key)).verify(MESSAGE, bytes.fromhex(SIGNATURE))
+
+
+@settings(max_examples=150, deadline=None)
+@given(position=st.integers(0, len(MESSAGE) - 1), flip=st.integers(1, 255))
+def test_any_tampered_message_byte_fails(position, flip):
+    tampered = bytearray(MESSAGE)
+    tampered[position] ^= flip
+    with pytest.raises(BadSignatureError):
+        VerifyKey(bytes.fromhex(KEY.public_key)).verify(bytes(tampered), bytes.fromhex(SIGNATURE))
+
+
+@settings(max_examples=150, deadline=None)
+@given(position=st.integers(0, 63), flip=st.integers(1, 255))
+def test_any_tampered_signature_byte_fails(position, flip):
+    tampered = bytearray.fromhex(SIGNATURE)
+    tampered[position] ^= flip
+    assert not verify(KEY.public_key, CHAIN, MessageKind.TASK, BODY, tampered.hex())
+
+
+@settings(max_examples=50, deadline=None)
+@given(field=st.sampled_from(sorted(BODY)), data=st.data())
+def test_any_changed_body_field_fails(field, data):
+    value = data.draw(st.one_of(st.integers(), st.text(max_size=8)).filter(lambda v: v != BODY[field]))
+    assert not verify(KEY.public_key, CHAIN, MessageKind.TASK, BODY | {field: value}, SIGNATURE)
+
+
+@pytest.mark.parametrize("kind", [k for k in MessageKind if k is not MessageKind.TASK])
+def test_a_signature_of_one_kind_never_verifies_as_another(kind):
+    assert not verify(KEY.public_key, CHAIN, kind, BODY, SIGNATURE)
+
+
+def test_a_task_signature_does_not_verify_as_a_block():
+    block_signature = KEY.sign(CHAIN, MessageKind.BLOCK, BODY)
+    assert verify(KEY.public_key, CHAIN, MessageKind.BLOCK, BODY, block_signature)
+    assert not verify(KEY.public_key, CHAIN, MessageKind.BLOCK, BODY, SIGNATURE)
+    assert not verify(KEY.public_key, CHAIN, MessageKind.TASK, BODY, block_signature)
+
+
+@pytest.mark.parametrize("chain_id", ["gonka-test-2", "gonka-mainnet", "", CHAIN + " "])
+def test_a_signature_does_not_verify_under_another_chain_id(chain_id):
+    assert not verify(KEY.public_key, chain_id, MessageKind.TASK, BODY, SIGNATURE)
+
+
+def test_a_signature_does_not_verify_under_another_key():
+    assert not verify(OTHER.public_key, CHAIN, MessageKind.TASK, BODY, SIGNATURE)
+
+
+@pytest.mark.parametrize("public_key, signature", [
+    ("not hex", SIGNATURE), (KEY.public_key, "zz"), (KEY.public_key[:-2], SIGNATURE), (KEY.public_key, SIGNATURE[:-2]),
+    (KEY.public_key, ""),
+])
+def test_garbage_keys_and_signatures_are_refused_not_raised(public_key, signature):
+    assert verify(public_key, CHAIN, MessageKind.TASK, BODY, signature) is False
+
+
+def test_unknown_message_kind_is_refused():
+    with pytest.raises(ValueError):
+        message_bytes(CHAIN, "not-a-kind", BODY)
+
+
+# -- canonical encoding --------------------------------------------------------------------------
+
+
+def test_canonical_encoding_is_sorted_compact_utf8():
+    assert canonical_bytes({"b": 1, "a": [1.5, "é", None, False]}) == '{"a":[1.5,"é",null,false],"b":1}'.encode()
+
+
+@given(st.dictionaries(st.text(max_size=5), st.one_of(st.integers(), st.text(max_size=5), st.booleans()), max_size=8),
+       st.randoms())
+def test_key_order_is_irrelevant(mapping, rng):
+    items = list(mapping.items())
+    rng.shuffle(items)
+    assert canonical_bytes(dict(items)) == canonical_bytes(mapping)
+    assert hash_value(dict(items)) == hash_value(mapping)
+
+
+def test_nested_key_order_is_irrelevant_for_signatures():
+    reordered = {"outer": {"y": 2, "x": 1}, "a": 0}
+    assert KEY.sign(CHAIN, MessageKind.TASK, reordered) == KEY.sign(CHAIN, MessageKind.TASK, {"a": 0, "outer": {"x": 1, "y": 2}})
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, {"a": [1, math.nan]}, [{"x": math.inf}]])
+def test_non_finite_floats_are_refused(value):
+    with pytest.raises(ValueError, match="non-finite"):
+        canonical_bytes(value)
+
+
+@pytest.mark.parametrize("value", [b"raw", {"a": b"raw"}, [bytearray(b"x")], {"a": {1, 2}}, object()])
+def test_bytes_and_other_types_are_refused(value):
+    with pytest.raises(ValueError, match="cannot encode"):
+        canonical_bytes(value)
+
+
+def test_non_string_keys_are_refused():
+    with pytest.raises(ValueError, match="non-string key"):
+        canonical_bytes({1: "a"})
+
+
+def test_refusal_names_the_path():
+    with pytest.raises(ValueError, match=r"\$\.a\.b\[1\]"):
+        canonical_bytes({"a": {"b": [0, math.nan]}})
+
+
+def test_tuples_encode_as_lists():
+    assert canonical_bytes({"a": (1, 2)}) == canonical_bytes({"a": [1, 2]})
+
+
+def test_hash_value_is_sha256_of_canonical_bytes():
+    assert hash_value(BODY) == sha256_hex(canonical_bytes(BODY))
+    assert sha256_hex(b"") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+# -- addresses and keys --------------------------------------------------------------------------
+
+
+def test_address_is_prefix_plus_forty_hex_of_the_key_hash():
+    assert KEY.address == address_from_public_key(KEY.public_key)
+    assert KEY.address == ADDRESS_PREFIX + sha256_hex(bytes.fromhex(KEY.public_key))[:40]
+    assert KEY.address != OTHER.address
+
+
+def test_derived_keys_are_deterministic_and_distinct():
+    assert KeyPair.derive("c", "host-a", "s") == KeyPair.derive("c", "host-a", "s")
+    assert KeyPair.derive("c", "host-a", "s").public_key == KeyPair.derive("c", "host-a", "s").public_key
+    variants = {KeyPair.derive(*args).public_key for args in
+                [("c", "host-a", "s"), ("c", "host-b", "s"), ("d", "host-a", "s"), ("c", "host-a", "t")]}
+    assert len(variants) == 4
+
+
+def test_seed_must_be_32_bytes():
+    with pytest.raises(ValueError, match="32 bytes"):
+        KeyPair.from_seed(b"short")
+
+
+def test_generated_keys_differ():
+    assert KeyPair.generate().public_key != KeyPair.generate().public_key
+
+
+def test_saved_key_is_0600_and_round_trips(tmp_path):
+    path = tmp_path / "keys" / "host.key"
+    save_key(path, KEY)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path.read_text() == KEY.seed.hex() + "\n"
+    assert load_key(path) == KEY
+
+
+def test_save_key_tightens_an_existing_loose_file(tmp_path):
+    path = tmp_path / "host.key"
+    path.write_text("old")
+    path.chmod(0o644)
+    save_key(path, KEY)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660, 0o666])
+def test_load_key_refuses_a_key_others_can_read(tmp_path, mode):
+    path = tmp_path / "host.key"
+    save_key(path, KEY)
+    path.chmod(mode)
+    with pytest.raises(PermissionError, match=r"must be 0600") as error:
+        load_key(path)
+    assert str(path) in str(error.value)
+
+
+def test_load_key_refuses_a_file_that_is_not_a_key(tmp_path):
+    path = tmp_path / "host.key"
+    save_key(path, KEY)
+    path.write_text("not a key\n")
+    with pytest.raises(ValueError, match="not a key file"):
+        load_key(path)

@@ -1,0 +1,134 @@
+"""Merkle roots and inclusion proofs: odd levels carried up, leaves and nodes domain-separated."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gonka_pipelines.protocol.merkle import (
+    EMPTY_ROOT,
+    MerkleProof,
+    build_proof,
+    leaf_hash,
+    merkle_root,
+    node_hash,
+    verify_proof,
+)
+
+
+def leaves(count: int) -> list[str]:
+    return [leaf_hash(f"row {i}".encode()) for i in range(count)]
+
+
+def test_empty_root_is_sha256_of_nothing():
+    assert merkle_root([]) == EMPTY_ROOT == hashlib.sha256(b"").hexdigest()
+
+
+def test_single_leaf_is_its_own_root():
+    (leaf,) = leaves(1)
+    assert merkle_root([leaf]) == leaf
+    proof = build_proof([leaf], 0)
+    assert proof.steps == () and verify_proof(leaf, proof, leaf)
+
+
+def test_leaf_and_node_hashes_are_domain_separated():
+    assert leaf_hash(b"x") == hashlib.sha256(b"\x00x").hexdigest()
+    a, b = leaves(2)
+    assert node_hash(a, b) == hashlib.sha256(b"\x01" + bytes.fromhex(a) + bytes.fromhex(b)).hexdigest()
+    # An inner node's bytes hashed as a leaf never equal the node itself.
+    assert leaf_hash(bytes.fromhex(a) + bytes.fromhex(b)) != node_hash(a, b)
+
+
+def test_small_trees_by_hand():
+    a, b, c = leaves(3)
+    assert merkle_root([a, b]) == node_hash(a, b)
+    # The odd last node moves up unchanged: never paired with a copy of itself.
+    assert merkle_root([a, b, c]) == node_hash(node_hash(a, b), c)
+    assert merkle_root([a, b, c]) != merkle_root([a, b, c, c])
+
+
+def test_five_leaves_by_hand():
+    a, b, c, d, e = leaves(5)
+    assert merkle_root([a, b, c, d, e]) == node_hash(node_hash(node_hash(a, b), node_hash(c, d)), e)
+
+
+def test_order_matters():
+    a, b = leaves(2)
+    assert merkle_root([a, b]) != merkle_root([b, a])
+
+
+@pytest.mark.parametrize("count", range(1, 18))
+def test_every_index_proves_for_leaf_counts_1_to_17(count):
+    tree = leaves(count)
+    root = merkle_root(tree)
+    for index in range(count):
+        proof = build_proof(tree, index)
+        assert (proof.index, proof.leaf_count) == (index, count)
+        assert len(proof.steps) <= max(count - 1, 0).bit_length()
+        assert verify_proof(tree[index], proof, root)
+
+
+@pytest.mark.parametrize("count", [2, 3, 5, 7, 9, 17])
+def test_proof_fails_for_a_wrong_leaf_or_root(count):
+    tree = leaves(count)
+    root = merkle_root(tree)
+    for index in range(count):
+        proof = build_proof(tree, index)
+        assert not verify_proof(tree[(index + 1) % count], proof, root)
+        assert not verify_proof(leaf_hash(b"forged"), proof, root)
+        assert not verify_proof(tree[index], proof, merkle_root(tree[:-1]))
+        assert not verify_proof(tree[index], proof, EMPTY_ROOT)
+
+
+@pytest.mark.parametrize("count", [2, 3, 6, 11, 17])
+def test_proof_fails_for_a_tampered_step(count):
+    tree = leaves(count)
+    root = merkle_root(tree)
+    for index in range(count):
+        proof = build_proof(tree, index)
+        for position, (side, sibling) in enumerate(proof.steps):
+            flipped_side = proof.steps[:position] + (("right" if side == "left" else "left", sibling),) + proof.steps[position + 1:]
+            other_sibling = proof.steps[:position] + ((side, leaf_hash(b"other")),) + proof.steps[position + 1:]
+            assert not verify_proof(tree[index], MerkleProof(index, count, flipped_side), root)
+            assert not verify_proof(tree[index], MerkleProof(index, count, other_sibling), root)
+        if proof.steps:
+            assert not verify_proof(tree[index], MerkleProof(index, count, proof.steps[:-1]), root)
+            assert not verify_proof(tree[index], MerkleProof(index, count, proof.steps + (("left", tree[0]),)), root)
+
+
+def test_index_out_of_range_is_refused():
+    with pytest.raises(IndexError):
+        build_proof(leaves(3), 3)
+    with pytest.raises(IndexError):
+        build_proof([], 0)
+
+
+def test_proof_serializes():
+    tree = leaves(3)
+    proof = build_proof(tree, 2)
+    assert proof.as_dict() == {"index": 2, "leaf_count": 3, "steps": [["left", node_hash(tree[0], tree[1])]]}
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.lists(st.binary(max_size=16), min_size=1, max_size=40, unique=True), pick=st.data())
+def test_property_every_leaf_proves_and_no_other_leaf_does(data, pick):
+    tree = [leaf_hash(item) for item in data]
+    root = merkle_root(tree)
+    index = pick.draw(st.integers(0, len(tree) - 1))
+    proof = build_proof(tree, index)
+    assert verify_proof(tree[index], proof, root)
+    other = pick.draw(st.integers(0, len(tree) - 1).filter(lambda i: i != index)) if len(tree) > 1 else None
+    if other is not None:
+        assert not verify_proof(tree[other], proof, root)
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.lists(st.binary(max_size=16), min_size=1, max_size=40), pick=st.data())
+def test_property_changing_any_leaf_changes_the_root(data, pick):
+    tree = [leaf_hash(item) for item in data]
+    index = pick.draw(st.integers(0, len(tree) - 1))
+    changed = tree[:index] + [leaf_hash(data[index] + b"!")] + tree[index + 1:]
+    assert merkle_root(changed) != merkle_root(tree)
