@@ -63,7 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from gonka_pipelines.demo import block_summaries, format_summary, submit_demo_workload
+    from gonka_pipelines.demo import submit_demo_workload
 
     if cmd_init(args):
         return 1
@@ -75,17 +75,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if _run_epochs(layout, 1):
             return 1
     with ChainStore.open(layout.database, read_only=True) as store:
-        print(format_summary(block_summaries(store)))
+        _print_summary(store)
         report = verify_chain(store)
     print(f"verify-chain: {report.blocks_verified} blocks verified" if report.first_problem is None else f"verify-chain: {report.first_problem}")
     return 0 if report.first_problem is None else 1
 
 
-def cmd_summary(args: argparse.Namespace) -> int:
-    from gonka_pipelines.demo import block_summaries, format_summary
+def _print_summary(store: ChainStore) -> None:
+    from gonka_pipelines.demo import block_summaries, format_hosts, format_summary, host_summaries
 
+    print(format_summary(block_summaries(store)))
+    print()
+    print(format_hosts(host_summaries(store)))
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
     with ChainStore.open(_layout(args).database, read_only=True) as store:
-        print(format_summary(block_summaries(store)))
+        _print_summary(store)
     return 0
 
 
@@ -106,6 +112,15 @@ def cmd_prove(args: argparse.Namespace) -> int:
         proof = prove_row(store, args.table, args.id, args.epoch)
     print(json.dumps(proof, indent=2))
     return 0 if proof["verified"] else 1
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from gonka_pipelines.explain import explain_payout, render_markdown
+
+    with ChainStore.open(_layout(args).database, read_only=True) as store:
+        explanation = explain_payout(store, args.host, args.epoch)
+    print(render_markdown(explanation))
+    return 0 if explanation.balanced else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("summary", help="one line per finalized block").set_defaults(handler=cmd_summary)
     commands.add_parser("verify-chain", help="re-derive every hash, root and signature").set_defaults(handler=cmd_verify)
+
+    explain = commands.add_parser("explain", help="why HOST was paid what it was paid in EPOCH, amount by amount")
+    explain.add_argument("host", help="host name (e.g. host-alpha) or address")
+    explain.add_argument("epoch", type=int)
+    explain.set_defaults(handler=cmd_explain)
 
     prove = commands.add_parser("prove", help="Merkle inclusion proof of a row against its block header")
     prove.add_argument("table")

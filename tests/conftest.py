@@ -104,6 +104,19 @@ def submit(initialized_layout: DataLayout, genesis: GenesisParams, network: Netw
 
 
 @pytest.fixture
+def new_chain(tmp_path: Path, _genesis_template: Path, genesis: GenesisParams,
+              network: NetworkConfig) -> Callable[[str], tuple[DataLayout, TaskSubmitter]]:
+    """`new_chain(name)`: another genesis chain under tmp_path/name, with its own submitter."""
+
+    def _new(name: str) -> tuple[DataLayout, TaskSubmitter]:
+        other = DataLayout(tmp_path / name)
+        shutil.copytree(_genesis_template, other.root)
+        return other, TaskSubmitter(other, genesis, network)
+
+    return _new
+
+
+@pytest.fixture
 def run_epoch() -> Callable[[ChainStore, DataLayout, int], str]:
     """Run the chain-core stages of one epoch directly (collect, propose, finalize); returns the block hash."""
     from gonka_pipelines.stages.block import finalize_block, propose_block

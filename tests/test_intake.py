@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.client import sign_task
-from gonka_pipelines.protocol.crypto import KeyPair, canonical_bytes, hash_value
+from gonka_pipelines.protocol.crypto import KeyPair, canonical_bytes, hash_value, sha256_hex
 from gonka_pipelines.protocol.intake import (
     IntakeContext,
     RejectReason,
@@ -325,7 +325,7 @@ def test_replay_of_a_nonce_within_one_epoch(chain, initialized_layout, submit):
 def test_byte_identical_resubmission_is_kept_as_a_copy_and_rejected(chain, initialized_layout, submit):
     raw = submit.sign(nonce=0)
     first, second = submit.raw(raw), submit.raw(raw)
-    assert second == f"{first}-1" and first == hash_value.__globals__["sha256_hex"](raw)
+    assert second == f"{first}-1" and first == sha256_hex(raw)
     assert (initialized_layout.inbox / f"{second}.json").read_bytes() == raw
     summary = run_collect(chain, initialized_layout, 1)
     assert (summary.submitted, summary.accepted, summary.rejected_by_reason) == (2, 1, {"replayed_nonce": 1})
@@ -364,19 +364,11 @@ def test_out_of_range_integers_are_rejected_not_fatal(chain, initialized_layout,
     assert list(rejected_rows(chain, 1)) == [bad]
 
 
-def test_collect_is_deterministic_across_chains(tmp_path, _genesis_template, genesis, network):
+def test_collect_is_deterministic_across_chains(new_chain):
     """Two copies of the same chain given the same files in different write orders collect identically."""
-    import shutil
-
-    from conftest import TaskSubmitter
-
-    from gonka_pipelines.paths import DataLayout
-
     results = []
     for name, order in (("a", 1), ("b", -1)):
-        layout = DataLayout(tmp_path / name)
-        shutil.copytree(_genesis_template, layout.root)
-        submitter = TaskSubmitter(layout, genesis, network)
+        layout, submitter = new_chain(name)
         raws = [submitter.sign(dev, nonce=n) for dev in ("dev-ada", "dev-grace") for n in range(5)] + [b"junk"]
         for raw in raws[::order]:
             submitter.raw(raw)

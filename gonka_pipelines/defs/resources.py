@@ -26,3 +26,9 @@ class ChainResource(dg.ConfigurableResource):
         """A connection for one step; steps that write share the `chain` pool so only one holds it."""
         with ChainStore.open(self.layout.database, read_only=read_only) as store:
             yield store
+
+
+class ComputeResource(dg.ConfigurableResource):
+    """Where model compute runs: None picks CUDA when present (through accelerate), else CPU; "cpu" forces CPU."""
+
+    device: str | None = None

@@ -3,45 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
 
-import numpy as np
 import polars as pl
 
 from gonka_pipelines.chain.store import ChainStore
-from gonka_pipelines.models.llm import EOS, encode, generate_greedy, score_forced
-from gonka_pipelines.models.profiles import load_profile
-from gonka_pipelines.models.runner import ModelRunner
 from gonka_pipelines.paths import DataLayout
 from gonka_pipelines.protocol.assignment import assign_executors
 from gonka_pipelines.protocol.crypto import KeyPair, MessageKind, hash_value, sha256_hex
-from gonka_pipelines.protocol.host_status import HostStatus, host_statuses, reputation
+from gonka_pipelines.protocol.host_status import host_statuses, reputation
 from gonka_pipelines.protocol.inference_validation import (
-    Comparison, ComparisonReason, ValidatorPool, compare_outputs, invalidated, select_validations,
+    Comparison, ComparisonReason, ValidatorPool, invalidated, select_validations,
 )
 from gonka_pipelines.protocol.params import Behaviour
+from gonka_pipelines.stages.compute import TorchCompute
 from gonka_pipelines.stages.keys import host_keys
+from gonka_pipelines.stages.sprint import epoch_compute
 
 Log = Callable[[str], None]
-TIE_TOLERANCE = 1e-4
-"""An executor token whose validator log-prob is this close to the validator's best counts as the same choice."""
-
-
-def served_model_seed(model: str) -> bytes:
-    """A served model's version: its weights are seeded from its name (no checkpoint is trained yet)."""
-    return bytes.fromhex(sha256_hex(f"served-model|{model}".encode()))
-
-
-@lru_cache(maxsize=8)
-def served_runner(model: str, seed: bytes, device: str | None = None) -> ModelRunner:
-    return ModelRunner(load_profile(model), seed, device)
-
-
-def executor_runner(model: str, host: str, behaviour: str, device: str | None = None) -> ModelRunner:
-    """What an executor runs: the served model, or for garbled_output another seeded model of the same shape."""
-    if behaviour == Behaviour.GARBLED_OUTPUT:
-        return served_runner(model, bytes.fromhex(sha256_hex(f"garbled|{model}|{host}".encode())), device)
-    return served_runner(model, served_model_seed(model), device)
 
 
 def secret_seed(key: KeyPair, chain_id: str, epoch: int, block_hash: str) -> str:
@@ -49,9 +27,11 @@ def secret_seed(key: KeyPair, chain_id: str, epoch: int, block_hash: str) -> str
     return sha256_hex(bytes.fromhex(key.sign(chain_id, MessageKind.SEED_COMMIT, {"epoch": epoch, "secret_for": block_hash})))
 
 
-def run_task_execution(store: ChainStore, layout: DataLayout, epoch: int, log: Log = print, device: str | None = None) -> dict:
+def run_task_execution(store: ChainStore, layout: DataLayout, epoch: int, log: Log = print,
+                       compute: TorchCompute | None = None) -> dict:
     """Commit seeds, assign each task ∝ weight, run it on its executor (within capacity), settle refunds."""
     params, seed, chain_id = store.epoch_params(epoch), store.epoch_seed(epoch), store.chain_id
+    compute = compute or epoch_compute(store, epoch)
     keys = host_keys(store, layout)
     weights = store.weights(epoch - 1)
     hosts = {h["address"]: h for h in store.records("SELECT address, name, models, behaviour, capacity FROM hosts ORDER BY address")}
@@ -77,8 +57,7 @@ def run_task_execution(store: ChainStore, layout: DataLayout, epoch: int, log: L
     price = params["price_per_token"]
     results = []
     for (executor, model, max_tokens), group in tasks.filter("runs").group_by(["executor", "model", "max_tokens"], maintain_order=True):
-        runner = executor_runner(model, executor, hosts[executor]["behaviour"], device)
-        generations = generate_greedy(runner, [encode(p) for p in group["prompt"]], max_tokens)
+        generations = compute.generate(model, executor, hosts[executor]["behaviour"], group["prompt"].to_list(), max_tokens)
         for task, generation in zip(group.iter_rows(named=True), generations):
             body = {"task_id": task["task_id"], "executor": executor, "output_tokens": generation.tokens,
                     "top_ids": generation.top_ids, "top_logprobs": generation.top_logprobs}
@@ -104,29 +83,11 @@ def run_task_execution(store: ChainStore, layout: DataLayout, epoch: int, log: L
     return {"completed": sum(r["status"] == "completed" for r in results), "expired": sum(r["status"] == "expired" for r in results)}
 
 
-def validator_view(runner: ModelRunner, prompt: str, output: list[int], max_tokens: int) -> tuple[list[int], list[list[int]], list[list[float]]]:
-    """An honest re-run forcing the executor's tokens: the validator's own token choices and its top-5 log-probs."""
-    prompt_ids = encode(prompt)
-    top_ids, top_logprobs = score_forced(runner, prompt_ids, output)
-    choices = []
-    for token, ids, logprobs in zip(output, top_ids, top_logprobs):
-        own = dict(zip(ids, logprobs)).get(token)
-        choices.append(token if own is not None and own >= logprobs[0] - TIE_TOLERANCE else ids[0])
-    return choices, top_ids, top_logprobs
-
-
-def judge(runner: ModelRunner, result: dict, prompt: str, max_tokens: int, threshold: float) -> Comparison:
-    """Compare an executor's output with an honest re-run; an output cut short of EOS and max_tokens fails."""
-    output = result["output_tokens"]
-    if len(output) < max_tokens and (not output or output[-1] != EOS):
-        return Comparison(False, 0.0, ComparisonReason.LENGTH_DIFFERS)
-    choices, top_ids, top_logprobs = validator_view(runner, prompt, output, max_tokens)
-    return compare_outputs(choices, output, top_ids, top_logprobs, result["top_ids"], result["top_logprobs"], threshold=threshold)
-
-
-def run_task_validation(store: ChainStore, layout: DataLayout, epoch: int, log: Log = print, device: str | None = None) -> dict:
+def run_task_validation(store: ChainStore, layout: DataLayout, epoch: int, log: Log = print,
+                        compute: TorchCompute | None = None) -> dict:
     """Sample validators per task with their secret seeds, re-run, vote on failures, share fees, update status."""
     params, seed, chain_id = store.epoch_params(epoch), store.epoch_seed(epoch), store.chain_id
+    compute = compute or epoch_compute(store, epoch)
     keys = host_keys(store, layout)
     weights = store.weights(epoch - 1)
     total_weight = sum(weights.values())
@@ -147,8 +108,7 @@ def run_task_validation(store: ChainStore, layout: DataLayout, epoch: int, log: 
         result, validator = results[t], members[v]
         lazy = behaviour[validator] == Behaviour.LAZY_VALIDATOR
         if not lazy and result["task_id"] not in honest:
-            runner = served_runner(result["model"], served_model_seed(result["model"]), device)
-            honest[result["task_id"]] = judge(runner, result, result["prompt"], result["max_tokens"], threshold)
+            honest[result["task_id"]] = compute.judge(result["model"], result["prompt"], result, result["max_tokens"], threshold)
         comparison = Comparison(True, 1.0, ComparisonReason.SIMILAR) if lazy else honest[result["task_id"]]
         body = {"epoch": epoch, "task_id": result["task_id"], "validator": validator, "similarity": comparison.similarity,
                 "passed": comparison.passed, "reason": str(comparison.reason)}

@@ -8,29 +8,27 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gonka_pipelines.chain.store import ChainStore
-from gonka_pipelines.models.profiles import load_profile
-from gonka_pipelines.models.runner import ModelRunner
 from gonka_pipelines.paths import DataLayout
-from gonka_pipelines.protocol.crypto import KeyPair, MessageKind, hash_value
+from gonka_pipelines.protocol.crypto import MessageKind, hash_value
 from gonka_pipelines.protocol.params import Behaviour
 from gonka_pipelines.protocol.poc_batches import PocBatch, admit_batches
 from gonka_pipelines.protocol.sprint import (
-    cap_fraction, collateral_adjust, compute_distances, count_mismatches, is_fraud, mine, power_cap, sample_nonces,
-    sprint_accepted,
+    cap_fraction, collateral_adjust, count_mismatches, is_fraud, power_cap, sample_nonces, sprint_accepted,
 )
+from gonka_pipelines.stages.compute import TorchCompute
 from gonka_pipelines.stages.keys import host_keys
 
 Log = Callable[[str], None]
 
 
-def sprint_runner(store: ChainStore, epoch: int, device: str | None = None) -> ModelRunner:
-    """The epoch's PoC model: the sprint profile with weights seeded from the previous block hash."""
-    return ModelRunner(load_profile(store.epoch_params(epoch)["sprint"]["model"]), bytes.fromhex(store.epoch_seed(epoch)), device)
+def epoch_compute(store: ChainStore, epoch: int, device: str | None = None) -> TorchCompute:
+    """The epoch's models: the sprint profile seeded from the previous block hash, and the served models."""
+    return TorchCompute(store.epoch_params(epoch)["sprint"]["model"], store.epoch_seed(epoch), device)
 
 
-def _honest_batches(runner: ModelRunner, host: dict, seed: str, params: dict) -> list[tuple[list[int], list[float], float]]:
+def _honest_batches(compute: TorchCompute, host: dict, params: dict) -> list[tuple[list[int], list[float], float]]:
     """Mine the host's nonce budget (simulation) or for the sprint duration (real), one batch per model batch."""
-    sprint, chunk = params["sprint"], runner.profile.batch_size
+    sprint, chunk = params["sprint"], compute.sprint_batch_size
     budget = host["capacity"] * sprint["nonces_per_capacity"]
     batches, start, started = [], 0, time.monotonic()
     while True:
@@ -43,7 +41,7 @@ def _honest_batches(runner: ModelRunner, host: dict, seed: str, params: dict) ->
             if time.monotonic() - started >= sprint["duration_seconds"]:
                 break
             size = chunk
-        nonces, distances = mine(runner, seed, host["public_key"], start, size, params["r_target"])
+        nonces, distances = compute.mine(host["public_key"], start, size, params["r_target"])
         if sprint["mode"] == "real":
             submitted_at = time.monotonic() - started
         if nonces:
@@ -66,16 +64,16 @@ def _fake_batches(host: dict, seed: str, params: dict) -> list[tuple[list[int], 
             ([budget * 1000 + 1], [distances[0]], late)]
 
 
-def run_sprint(store: ChainStore, layout: DataLayout, epoch: int, log: Log = print, device: str | None = None) -> dict:
+def run_sprint(store: ChainStore, layout: DataLayout, epoch: int, log: Log = print, compute: TorchCompute | None = None) -> dict:
     """Every host mines and signs its batches; the chain admits or rejects each. Returns counts."""
     params, seed, chain_id = store.epoch_params(epoch), store.epoch_seed(epoch), store.chain_id
     keys = host_keys(store, layout)
-    runner = sprint_runner(store, epoch, device)
+    compute = compute or epoch_compute(store, epoch)
     hosts = store.records("SELECT address, name, public_key, capacity, behaviour FROM hosts ORDER BY address")
     submitted: list[PocBatch] = []
     for host in hosts:
         mined = (_fake_batches(host, seed, params) if host["behaviour"] == Behaviour.FAKE_HITS
-                 else _honest_batches(runner, host, seed, params))
+                 else _honest_batches(compute, host, params))
         for sequence, (nonces, distances, submitted_at) in enumerate(mined):
             batch = PocBatch(host["address"], host["public_key"], seed, sequence, tuple(nonces), tuple(distances), submitted_at)
             signature = keys[host["address"]].sign(chain_id, MessageKind.POC_BATCH, batch.body(epoch))
@@ -101,7 +99,8 @@ class _Claim:
     nonces: list[int]
 
 
-def run_sprint_validation(store: ChainStore, layout: DataLayout, epoch: int, log: Log = print, device: str | None = None) -> dict:
+def run_sprint_validation(store: ChainStore, layout: DataLayout, epoch: int, log: Log = print,
+                          compute: TorchCompute | None = None) -> dict:
     """Each validator with weight samples min(200, n) of every other host's hits, recomputes and signs a verdict."""
     params, seed, chain_id = store.epoch_params(epoch), store.epoch_seed(epoch), store.chain_id
     sprint = params["sprint"]
@@ -111,13 +110,13 @@ def run_sprint_validation(store: ChainStore, layout: DataLayout, epoch: int, log
     claims = [_Claim(host, keys[host].public_key, sorted(n for nonces in lists for n in nonces)) for host, lists in store.query(
         "SELECT host, list(nonces ORDER BY sequence) FROM poc_batches WHERE epoch = ? AND status = 'accepted' GROUP BY host ORDER BY host",
         [epoch])]
-    runner = sprint_runner(store, epoch, device)
+    compute = compute or epoch_compute(store, epoch)
     rows = []
     for claim in claims:
         samples = {v: sample_nonces(keys[v].public_key, seed, epoch, claim.nonces, sprint["validation_sample"])
                    for v in validators if v != claim.host}
         needed = sorted({n for v, s in samples.items() if behaviour[v] != Behaviour.LAZY_VALIDATOR for n in s})
-        recomputed = dict(zip(needed, compute_distances(runner, seed, claim.public_key, needed)))
+        recomputed = dict(zip(needed, compute.distances(claim.public_key, needed)))
         for validator, sample in samples.items():
             lazy = behaviour[validator] == Behaviour.LAZY_VALIDATOR
             mismatches = 0 if lazy else count_mismatches([recomputed[n] for n in sample], params["r_target"])

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from gonka_pipelines.defs.assets.intake import epoch_tasks
+from gonka_pipelines.defs.assets.rewards import rewards
 from gonka_pipelines.defs.partitions import epoch_of, epochs
 from gonka_pipelines.defs.resources import ChainResource
 from gonka_pipelines.stages.block import finalize_block, propose_block
@@ -10,7 +10,7 @@ from gonka_pipelines.stages.block import finalize_block, propose_block
 
 @dg.asset(
     partitions_def=epochs, pool="chain", group_name="block", kinds={"duckdb"}, owners=["team:gonka-core"],
-    deps=[epoch_tasks],
+    deps=[rewards],
     description="The epoch's post-state and block header, signed by every host with weight; not final yet.",
 )
 def block_proposal(context: dg.AssetExecutionContext, chain: ChainResource) -> dg.MaterializeResult:

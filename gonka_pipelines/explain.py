@@ -1,0 +1,89 @@
+"""Why a host was paid what it was paid: the derivation of one payout from the rows behind it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gonka_pipelines.chain.store import ChainError, ChainStore
+
+
+@dataclass
+class Explanation:
+    """A payout and every amount it is made of; `lines` are (label, amount) pairs that sum to the payout."""
+
+    host: str
+    address: str
+    epoch: int
+    status: str
+    claimed: bool
+    payout: int
+    reward: int
+    work_coins: int
+    lines: list[tuple[str, int]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def balanced(self) -> bool:
+        return sum(amount for _, amount in self.lines) == self.payout
+
+
+def _resolve(store: ChainStore, host: str) -> tuple[str, str]:
+    row = store.query("SELECT name, address FROM hosts WHERE name = ? OR address = ?", [host, host])
+    if not row:
+        raise ChainError(f"no host named {host!r}; hosts: {', '.join(n for (n,) in store.query('SELECT name FROM hosts ORDER BY 1'))}")
+    return row[0]
+
+
+def explain_payout(store: ChainStore, host: str, epoch: int) -> Explanation:
+    """Trace a host's payout in an epoch to the emission, its weight, its batches and its fee shares."""
+    name, address = _resolve(store, host)
+    rows = store.records("SELECT * FROM rewards WHERE epoch = ? AND address = ?", [epoch, address])
+    if not rows:
+        raise ChainError(f"epoch {epoch} has no rewards yet (run its rewards stage, or pick an earlier epoch)")
+    r = rows[0]
+    emission = store.records("SELECT * FROM emissions WHERE epoch = ?", [epoch])[0]
+    weight = store.records("SELECT * FROM epoch_weights WHERE epoch = ? AND address = ?", [epoch, address])[0]
+    batches = store.query(
+        "SELECT batch_id, len(nonces) FROM poc_batches WHERE epoch = ? AND host = ? AND status = 'accepted' ORDER BY sequence",
+        [epoch, address])
+    in_force = store.scalar("SELECT sum(weight) FROM host_states WHERE epoch = ?", [epoch - 1])
+    params = store.epoch_params(epoch)["emission"]
+    paid = store.query("SELECT address FROM rewards WHERE epoch = ? AND weight > 0 ORDER BY address LIMIT 1", [epoch])
+    share = emission["minted"] * r["weight"] // r["total_weight"] if r["total_weight"] else 0
+    out = Explanation(name, address, epoch, r["status"], r["claimed"], r["payout"], r["reward"], r["work_coins"])
+    out.notes += [
+        f"R({epoch}) = floor({params['initial_reward']} · exp(−{params['decay_rate']} · ({epoch} − 1))) = {emission['scheduled']}; minted {emission['minted']}",
+        f"sprint: {weight['hits']} hits in {len(batches)} accepted batches ({', '.join(b[:10] + '…' for b, _ in batches) or 'none'}); "
+        f"validators holding {weight['valid_vote_weight']} of {in_force} weight voted valid → "
+        f"{'accepted' if weight['sprint_accepted'] else 'REJECTED'}; collateral-adjusted {weight['adjusted_weight']}; power-capped {weight['weight']}",
+        f"final weight {r['weight']} of {r['total_weight']}" + (" (status INVALID: weight 0, fees withheld)" if r["status"] == "INVALID" else ""),
+    ]
+    if r["claimed"]:
+        if r["reward"]:
+            out.lines.append((f"reward share floor({emission['minted']} · {r['weight']} / {r['total_weight']})", share))
+            if r["reward"] != share:
+                out.lines.append(("rounding remainder (first paid address)" if paid and paid[0][0] == address else "adjustment", r["reward"] - share))
+        for task_id, role, amount in store.query(
+                "SELECT task_id, role, amount FROM fee_shares WHERE epoch = ? AND host = ? ORDER BY task_id", [epoch, address]):
+            if r["work_coins"]:
+                out.lines.append((f"work coins: {role} share of task {task_id[:12]}…", amount))
+    else:
+        out.notes.append(f"claim refused (seed reveal or required validations failed): reward {r['reward']} and work coins "
+                         f"{r['work_coins']} burned")
+    if r["withheld"]:
+        out.notes.append(f"fees withheld (INVALID) and burned: {r['withheld']}")
+    if r["slashed"]:
+        out.notes.append(f"collateral slashed: {r['slashed']}")
+    return out
+
+
+def render_markdown(explanation: Explanation) -> str:
+    """The derivation as markdown: a header line, notes, and a table of amounts ending in the payout."""
+    e = explanation
+    lines = [f"### {e.host} — epoch {e.epoch}: payout {e.payout:,}",
+             f"`{e.address}` · status **{e.status}** · claim {'accepted' if e.claimed else '**refused**'}", ""]
+    lines += [f"- {note}" for note in e.notes]
+    lines += ["", "| part | amount |", "|---|---:|"]
+    lines += [f"| {label} | {amount:,} |" for label, amount in e.lines]
+    lines.append(f"| **payout** | **{e.payout:,}** |")
+    return "\n".join(lines)

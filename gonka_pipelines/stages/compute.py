@@ -1,0 +1,70 @@
+"""The model compute an epoch needs, behind one seam: torch models through accelerate, or a stand-in for benchmarks."""
+
+from __future__ import annotations
+
+from functools import cached_property, lru_cache
+
+import numpy as np
+
+from gonka_pipelines.models.llm import EOS, Generation, encode, generate_greedy, score_forced
+from gonka_pipelines.models.profiles import load_profile
+from gonka_pipelines.models.runner import ModelRunner
+from gonka_pipelines.protocol.crypto import sha256_hex
+from gonka_pipelines.protocol.inference_validation import Comparison, ComparisonReason, compare_outputs
+from gonka_pipelines.protocol.params import Behaviour
+from gonka_pipelines.protocol.sprint import compute_distances, mine
+
+TIE_TOLERANCE = 1e-4
+"""An executor token whose validator log-prob is this close to the validator's best counts as the same choice."""
+
+
+def served_model_seed(model: str) -> bytes:
+    """A served model's version: its weights are seeded from its name (no checkpoint is trained yet)."""
+    return bytes.fromhex(sha256_hex(f"served-model|{model}".encode()))
+
+
+@lru_cache(maxsize=8)
+def _runner(model: str, seed: bytes, device: str | None) -> ModelRunner:
+    return ModelRunner(load_profile(model), seed, device)
+
+
+class TorchCompute:
+    """Real compute: the sprint model seeded from the epoch's block hash, served models seeded from their names."""
+
+    def __init__(self, sprint_model: str, block_hash: str, device: str | None = None):
+        self.sprint_model, self.block_hash, self.device = sprint_model, block_hash, device
+
+    @cached_property
+    def sprint_runner(self) -> ModelRunner:
+        return ModelRunner(load_profile(self.sprint_model), bytes.fromhex(self.block_hash), self.device)
+
+    @property
+    def sprint_batch_size(self) -> int:
+        return self.sprint_runner.profile.batch_size
+
+    def mine(self, public_key: str, nonce_start: int, count: int, r_target: float) -> tuple[list[int], list[float]]:
+        return mine(self.sprint_runner, self.block_hash, public_key, nonce_start, count, r_target)
+
+    def distances(self, public_key: str, nonces: list[int]) -> np.ndarray:
+        return compute_distances(self.sprint_runner, self.block_hash, public_key, nonces)
+
+    def served(self, model: str, executor: str = "", behaviour: str = Behaviour.HONEST) -> ModelRunner:
+        """What an executor runs: the served model, or for garbled_output another seeded model of the same shape."""
+        seed = (bytes.fromhex(sha256_hex(f"garbled|{model}|{executor}".encode())) if behaviour == Behaviour.GARBLED_OUTPUT
+                else served_model_seed(model))
+        return _runner(model, seed, self.device)
+
+    def generate(self, model: str, executor: str, behaviour: str, prompts: list[str], max_tokens: int) -> list[Generation]:
+        return generate_greedy(self.served(model, executor, behaviour), [encode(p) for p in prompts], max_tokens)
+
+    def judge(self, model: str, prompt: str, result: dict, max_tokens: int, threshold: float) -> Comparison:
+        """An honest re-run forcing the executor's tokens; an output cut short of EOS and max_tokens fails."""
+        output = result["output_tokens"]
+        if len(output) < max_tokens and (not output or output[-1] != EOS):
+            return Comparison(False, 0.0, ComparisonReason.LENGTH_DIFFERS)
+        top_ids, top_logprobs = score_forced(self.served(model), encode(prompt), output)
+        choices = []
+        for token, ids, logprobs in zip(output, top_ids, top_logprobs):
+            own = dict(zip(ids, logprobs)).get(token)
+            choices.append(token if own is not None and own >= logprobs[0] - TIE_TOLERANCE else ids[0])
+        return compare_outputs(choices, output, top_ids, top_logprobs, result["top_ids"], result["top_logprobs"], threshold=threshold)

@@ -1,0 +1,529 @@
+"""Blocks (PROTOCOL section 6): genesis, proposal and finality, immutability, epoch order, quorum, full
+re-verification that names the block of any tampered row, the CLI, and Merkle inclusion proofs of rows."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gonka_pipelines import cli
+from gonka_pipelines.chain.commitments import BY_NAME, epoch_roots, row_leaf
+from gonka_pipelines.chain.store import ChainError, ChainStore, EpochOrderError, FinalizedEpochError
+from gonka_pipelines.chain.verify import verify_block, verify_chain
+from gonka_pipelines.demo import submit_demo_workload
+from gonka_pipelines.paths import DataLayout
+from gonka_pipelines.proofs import prove_row
+from gonka_pipelines.protocol.block import GENESIS_PREV_HASH, BlockHeader, choose_proposer, quorum_reached
+from gonka_pipelines.protocol.crypto import MessageKind, verify
+from gonka_pipelines.protocol.merkle import MerkleProof, verify_proof
+from gonka_pipelines.protocol.params import load_genesis
+from gonka_pipelines.stages.block import finalize_block, propose_block
+from gonka_pipelines.stages.collect import run_collect
+from gonka_pipelines.stages.genesis import init_chain
+from gonka_pipelines.stages.keys import host_keys
+
+TABLES = ("accounts", "hosts", "epochs", "submissions", "tasks", "rejected_tasks", "transfers", "account_states",
+          "host_states", "blocks", "block_signatures", "lineage", "chain_meta")
+
+
+def snapshot(store: ChainStore) -> dict[str, list[tuple]]:
+    return {table: store.query(f"SELECT * FROM {table} ORDER BY ALL") for table in TABLES}
+
+
+# -- genesis ------------------------------------------------------------------------------------
+
+
+def test_genesis_block_is_signed_by_every_genesis_host(layout, genesis, network):
+    with ChainStore.open(layout.database) as store:
+        head = init_chain(store, layout, genesis, network)
+        block = store.block(0)
+        hosts = dict(store.query("SELECT name, address FROM hosts"))
+        keys = dict(store.query("SELECT address, public_key FROM hosts"))
+        assert set(hosts) == {h.name for h in network.hosts}
+        assert head.height == 0 and head.hash == block["hash"] and block["status"] == "finalized"
+        header = BlockHeader(**block["header"])
+        assert header.hash == block["hash"]
+        assert (header.chain_id, header.height, header.prev_hash) == (genesis.chain_id, 0, GENESIS_PREV_HASH)
+        assert header.params_hash == genesis.params_hash and header.timestamp == genesis.block_timestamp(0)
+        assert header.proposer in keys
+        assert header.roots == epoch_roots(store.connection, 0)
+        assert sorted(s["signer"] for s in block["signatures"]) == sorted(hosts.values())
+        for signature in block["signatures"]:
+            assert signature["weight"] == 1
+            assert verify(keys[signature["signer"]], genesis.chain_id, MessageKind.BLOCK, header.as_dict(), signature["signature"])
+        assert verify_chain(store) == verify_chain(store)
+        report = verify_chain(store)
+        assert (report.blocks_verified, report.head, report.first_problem) == (1, 0, None)
+
+
+def test_genesis_state_and_key_files(layout, genesis, network):
+    with ChainStore.open(layout.database) as store:
+        init_chain(store, layout, genesis, network)
+        balances = {name: balance for name, balance in store.query(
+            "SELECT a.name, s.balance FROM account_states s JOIN accounts a USING (address) WHERE s.epoch = 0")}
+        assert balances == {d.name: d.balance for d in network.developers} | {h.name: 0 for h in network.hosts}
+        assert store.scalar("SELECT sum(balance + escrow + collateral) FROM account_states WHERE epoch = 0") == network.genesis_supply
+        assert store.meta("chain_id") == genesis.chain_id and store.meta("genesis_supply") == str(network.genesis_supply)
+        assert store.weights(0) == {address: 1 for (address,) in store.query("SELECT address FROM hosts")}
+    key_files = sorted(p.name for p in layout.keys.iterdir())
+    assert key_files == sorted(f"{p.name}.key" for p in (*network.hosts, *network.developers))
+    assert {oct(p.stat().st_mode & 0o777) for p in layout.keys.iterdir()} == {"0o600"}
+    # private keys never enter the database
+    with ChainStore.open(layout.database, read_only=True) as store:
+        dump = json.dumps(snapshot(store), default=str)
+    assert not any(p.read_text().strip() in dump for p in layout.keys.iterdir())
+
+
+def test_init_is_idempotent_and_refuses_another_chain(chain, initialized_layout, genesis, network):
+    head = chain.head()
+    assert init_chain(chain, initialized_layout, genesis, network) == head
+    assert chain.scalar("SELECT count(*) FROM blocks") == 1
+    with pytest.raises(ChainError, match=r"already holds chain 'gonka-local-1'; use another data dir for 'gonka-mainnet'"):
+        init_chain(chain, initialized_layout, load_genesis("mainnet"), network)
+
+
+def test_genesis_is_deterministic(tmp_path, genesis, network):
+    hashes = []
+    for name in ("a", "b"):
+        layout = DataLayout(tmp_path / name)
+        with ChainStore.open(layout.database) as store:
+            hashes.append(init_chain(store, layout, genesis, network).hash)
+    assert hashes[0] == hashes[1]
+
+
+# -- propose and finalize -----------------------------------------------------------------------
+
+
+def test_propose_then_finalize_an_epoch(chain, initialized_layout, submit, genesis):
+    genesis_hash = chain.head().hash
+    ids = submit(3) + submit(2, "dev-grace") + [submit.raw(b"junk")]
+    run_collect(chain, initialized_layout, 1)
+    header = propose_block(chain, initialized_layout, 1)
+
+    assert chain.head().height == 0  # a proposal is not final
+    assert chain.epoch_status(1) == "proposed" and chain.block(1)["status"] == "proposed"
+    assert (header.height, header.prev_hash, header.chain_id) == (1, genesis_hash, genesis.chain_id)
+    assert header.timestamp == genesis.block_timestamp(1)
+    assert header.params_hash == chain.scalar("SELECT params_hash FROM epochs WHERE epoch = 1")
+    assert header.roots == epoch_roots(chain.connection, 1)
+    assert header.proposer == choose_proposer(genesis_hash, chain.weights(0))
+    signers = {s["signer"]: s["weight"] for s in chain.block(1)["signatures"]}
+    assert signers == {a: w for a, w in chain.weights(0).items() if w > 0}
+    assert verify_block(chain, 1, genesis_hash) is None
+    # the post-state moves escrow out of balances
+    escrows = dict(chain.query("SELECT developer, sum(escrow) FROM tasks WHERE epoch = 1 GROUP BY 1"))
+    states = {a: (b, e) for a, b, e in chain.query("SELECT address, balance, escrow FROM account_states WHERE epoch = 1")}
+    before = {a: b for a, b in chain.query("SELECT address, balance FROM account_states WHERE epoch = 0")}
+    assert states == {a: (before[a] - escrows.get(a, 0), escrows.get(a, 0)) for a in before}
+
+    block_hash = finalize_block(chain, initialized_layout, 1)
+    assert block_hash == header.hash and chain.head().height == 1 and chain.head().hash == header.hash
+    assert chain.epoch_status(1) == "finalized" and chain.block(1)["status"] == "finalized"
+    assert not list(initialized_layout.inbox.glob("*.json"))
+    assert {p.stem for p in (initialized_layout.inbox / "processed").glob("*.json")} == set(ids)
+    assert verify_chain(chain).blocks_verified == 2
+
+
+def test_finalize_needs_a_proposal(chain, initialized_layout, submit):
+    submit(1)
+    run_collect(chain, initialized_layout, 1)
+    with pytest.raises(ChainError, match="block 1 has not been proposed; run the block_proposal stage first"):
+        finalize_block(chain, initialized_layout, 1)
+    assert chain.head().height == 0
+
+
+@pytest.mark.xfail(reason="BUG: propose_block does not check that the epoch was opened by collect; it proposes (and "
+                          "finalize_block seals) a block with params_hash None that verify_chain then rejects", strict=True)
+def test_propose_refuses_an_epoch_that_was_never_collected(chain, initialized_layout):
+    with pytest.raises(ChainError, match="has not been opened"):
+        propose_block(chain, initialized_layout, 1)
+    assert chain.block(1) is None
+
+
+# -- immutability and order ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def _two_epoch_template(tmp_path_factory, _genesis_template, network) -> Path:
+    """Genesis plus two epochs of the demo workload (tasks, every rejection kind, escrow transfers), finalized."""
+    layout = DataLayout(tmp_path_factory.mktemp("two-epochs") / "chain")
+    shutil.copytree(_genesis_template, layout.root)
+    with ChainStore.open(layout.database) as store:
+        for epoch in (1, 2):
+            submit_demo_workload(store, layout, network, epoch)
+            run_collect(store, layout, epoch)
+            propose_block(store, layout, epoch)
+            finalize_block(store, layout, epoch)
+    return layout.root
+
+
+@pytest.fixture
+def two_epochs(tmp_path, _two_epoch_template) -> DataLayout:
+    layout = DataLayout(tmp_path / "two-epochs")
+    shutil.copytree(_two_epoch_template, layout.root)
+    return layout
+
+
+@pytest.fixture
+def store2(two_epochs):
+    with ChainStore.open(two_epochs.database) as store:
+        yield store
+
+
+def test_the_two_epoch_chain_verifies(store2):
+    report = verify_chain(store2)
+    assert (report.blocks_verified, report.head, report.first_problem) == (3, 2, None)
+    for epoch in (1, 2):
+        assert store2.scalar("SELECT count(*) FROM tasks WHERE epoch = ?", [epoch]) > 0
+        assert store2.scalar("SELECT count(*) FROM rejected_tasks WHERE epoch = ?", [epoch]) > 0
+        assert store2.scalar("SELECT count(*) FROM transfers WHERE epoch = ?", [epoch]) > 0
+    assert [store2.block(h)["header"]["prev_hash"] for h in (1, 2)] == [store2.block(h)["hash"] for h in (0, 1)]
+
+
+FINALIZED_MESSAGE = r"^epoch {e} is finalized \(block {e}\); its rows are immutable\. The next epoch to run is 3\.$"
+
+
+@pytest.mark.parametrize("epoch", [0, 1, 2])
+def test_a_finalized_epoch_is_immutable(store2, two_epochs, network, epoch):
+    before = snapshot(store2)
+    pending = submit_demo_workload(store2, two_epochs, network, 3)
+    assert sum(pending.values()) > 0
+    inbox = sorted(p.name for p in two_epochs.inbox.glob("*.json"))
+    message = FINALIZED_MESSAGE.format(e=epoch)
+    for attempt in (lambda: run_collect(store2, two_epochs, epoch),
+                    lambda: propose_block(store2, two_epochs, epoch),
+                    lambda: store2.require_writable(epoch),
+                    lambda: store2.delete_epoch_rows(epoch, ["tasks"]),
+                    lambda: store2.write_post_state(epoch, []),
+                    lambda: store2.open_epoch(epoch, {}, "x")):
+        with pytest.raises(FinalizedEpochError, match=message):
+            attempt()
+    assert snapshot(store2) == before
+    assert sorted(p.name for p in two_epochs.inbox.glob("*.json")) == inbox
+    assert verify_chain(store2).first_problem is None
+
+
+def test_finalizing_twice_is_refused(store2, two_epochs):
+    with pytest.raises(ChainError):
+        finalize_block(store2, two_epochs, 2)
+    assert verify_chain(store2).first_problem is None
+
+
+@pytest.mark.parametrize("epoch", [4, 10])
+def test_an_epoch_out_of_order_is_refused(store2, two_epochs, epoch):
+    before = snapshot(store2)
+    message = rf"^epoch {epoch} cannot run now: the head is block 2, so the next epoch is 3$"
+    for attempt in (lambda: run_collect(store2, two_epochs, epoch),
+                    lambda: propose_block(store2, two_epochs, epoch),
+                    lambda: store2.require_writable(epoch)):
+        with pytest.raises(EpochOrderError, match=message):
+            attempt()
+    assert snapshot(store2) == before
+
+
+def test_errors_are_chain_errors():
+    assert issubclass(FinalizedEpochError, ChainError) and issubclass(EpochOrderError, ChainError)
+
+
+# -- quorum and proposer ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("signed, total, final", [
+    (2, 3, False), (3, 3, True), (4, 6, False), (5, 6, True), (200, 300, False), (201, 300, True),
+    (3, 5, False), (4, 5, True), (0, 0, False), (0, 5, False), (1, 1, True),
+])
+def test_quorum_needs_strictly_more_than_two_thirds(signed, total, final):
+    assert quorum_reached(signed, total) is final
+
+
+@given(st.integers(0, 10**12), st.integers(1, 10**12))
+def test_quorum_matches_exact_arithmetic(signed, total):
+    assert quorum_reached(signed, total) == (Fraction(signed, total) > Fraction(2, 3))
+
+
+def test_proposer_is_replayable_weighted_and_needs_weight():
+    weights = {"a": 1, "b": 0, "c": 3}
+    picks = [choose_proposer(f"{i:064x}", weights) for i in range(400)]
+    assert picks == [choose_proposer(f"{i:064x}", weights) for i in range(400)]
+    assert "b" not in picks and 200 < picks.count("c") < 400
+    with pytest.raises(ValueError, match="no host has weight"):
+        choose_proposer(GENESIS_PREV_HASH, {"a": 0})
+
+
+# -- tampering: verify_chain names exactly the block ----------------------------------------------
+
+
+def first_id(store: ChainStore, table: str, key: str, epoch: int) -> str:
+    return store.scalar(f"SELECT min({key}) FROM {table} WHERE epoch = ?", [epoch])
+
+
+def sql(statement: str, *args):
+    """A tamper step: one SQL statement; args may be callables of the store (evaluated at tamper time)."""
+    return lambda store: store.connection.execute(statement, [a(store) if callable(a) else a for a in args])
+
+
+def edit_header(at: int, rehash: bool, **changes):
+    """Change header fields of a stored block; with rehash the stored hash follows (a forger without keys)."""
+    def tamper(store: ChainStore) -> None:
+        header = store.block(at)["header"] | changes
+        block_hash = BlockHeader(**header).hash if rehash else store.block(at)["hash"]
+        store.connection.execute("UPDATE blocks SET header_json = ?, hash = ? WHERE height = ?",
+                                 [json.dumps(header, sort_keys=True), block_hash, at])
+    return tamper
+
+
+def drop_signatures_below_quorum(height: int):
+    def tamper(store: ChainStore) -> None:
+        signatures = sorted(store.block(height)["signatures"], key=lambda s: (-s["weight"], s["signer"]))
+        total = sum(store.weights(max(height - 1, 0)).values())
+        while quorum_reached(sum(s["weight"] for s in signatures), total):
+            gone = signatures.pop(0)
+            store.connection.execute("DELETE FROM block_signatures WHERE height = ? AND signer = ?", [height, gone["signer"]])
+    return tamper
+
+
+def swap_signature(height: int):
+    def tamper(store: ChainStore) -> None:
+        first, second = store.block(height)["signatures"][:2]
+        store.connection.execute("UPDATE block_signatures SET signature = ? WHERE height = ? AND signer = ?",
+                                 [second["signature"], height, first["signer"]])
+    return tamper
+
+
+TAMPERING = {
+    "tasks row, epoch 1": (sql("UPDATE tasks SET prompt = prompt || '!' WHERE task_id = ?",
+                               lambda s: first_id(s, "tasks", "task_id", 1)), 1, "tasks root"),
+    "tasks row, epoch 2": (sql("UPDATE tasks SET max_tokens = max_tokens + 1 WHERE task_id = ?",
+                               lambda s: first_id(s, "tasks", "task_id", 2)), 2, "tasks root"),
+    "tasks row deleted": (sql("DELETE FROM tasks WHERE task_id = ?", lambda s: first_id(s, "tasks", "task_id", 2)), 2, "tasks root"),
+    "tasks row moved": (sql("UPDATE tasks SET epoch = 2 WHERE task_id = ?", lambda s: first_id(s, "tasks", "task_id", 1)), 1, "tasks root"),
+    "rejected_tasks reason": (sql("UPDATE rejected_tasks SET reason = 'price_too_low' WHERE submission_id = ?",
+                                  lambda s: first_id(s, "rejected_tasks", "submission_id", 1)), 1, "rejections root"),
+    "rejected_tasks payload": (sql("UPDATE rejected_tasks SET raw_payload = raw_payload || '\\x00'::BLOB WHERE submission_id = ?",
+                                   lambda s: first_id(s, "rejected_tasks", "submission_id", 2)), 2, "rejections root"),
+    "transfers row": (sql("UPDATE transfers SET balance_delta = balance_delta - 1 WHERE transfer_id = ?",
+                          lambda s: first_id(s, "transfers", "transfer_id", 1)), 1, "transfers root"),
+    "transfers row added": (sql("""INSERT INTO transfers BY NAME SELECT 'forged' AS transfer_id, epoch, stage, account,
+                                   1000 AS balance_delta, 0 AS escrow_delta, 'gift' AS kind, 'x' AS ref
+                                   FROM transfers WHERE epoch = 2 LIMIT 1"""), 2, "transfers root"),
+    "account_states, genesis": (sql("UPDATE account_states SET balance = balance + 1 WHERE epoch = 0 AND address = "
+                                    "(SELECT min(address) FROM account_states WHERE epoch = 0)"), 0, "accounts root"),
+    "account_states, epoch 1": (sql("UPDATE account_states SET escrow = escrow + 5 WHERE epoch = 1 AND address = "
+                                    "(SELECT min(address) FROM account_states WHERE epoch = 1)"), 1, "accounts root"),
+    "host_states weight": (sql("UPDATE host_states SET weight = weight + 1 WHERE epoch = 1 AND address = "
+                               "(SELECT min(address) FROM host_states WHERE epoch = 1)"), 1, "hosts root"),
+    "host_states status, genesis": (sql("UPDATE host_states SET status = 'INVALID' WHERE epoch = 0 AND address = "
+                                        "(SELECT max(address) FROM host_states WHERE epoch = 0)"), 0, "hosts root"),
+    "signatures below quorum": (drop_signatures_below_quorum(1), 1, "not more than 2/3"),
+    "signature swapped": (swap_signature(2), 2, "does not verify"),
+    "signature weight": (sql("UPDATE block_signatures SET weight = weight + 1 WHERE height = 1 AND signer = "
+                             "(SELECT min(signer) FROM block_signatures WHERE height = 1)"), 1, "claims weight"),
+    "signature of a stranger": (sql("UPDATE block_signatures SET signer = 'gonka1stranger' WHERE height = 0 AND signer = "
+                                    "(SELECT min(signer) FROM block_signatures WHERE height = 0)"), 0, "does not verify"),
+    "header timestamp": (edit_header(1, rehash=False, timestamp="2030-01-01T00:00:00+00:00"), 1, "is not the hash of its header"),
+    "header timestamp, rehashed": (edit_header(1, rehash=True, timestamp="2030-01-01T00:00:00+00:00"), 1, "does not verify"),
+    "header proposer, rehashed": (edit_header(2, rehash=True, proposer="gonka1someoneelse"), 2, "does not verify"),
+    "header roots, rehashed": (edit_header(1, rehash=True, roots={"tasks": "00" * 32}), 1, "root in the header"),
+    "header prev_hash, rehashed": (edit_header(2, rehash=True, prev_hash="11" * 32), 2, "links to"),
+    "header height, rehashed": (edit_header(2, rehash=True, height=7), 2, "height 7"),
+    "header chain id, rehashed": (edit_header(0, rehash=True, chain_id="gonka-evil"), 0, "gonka-evil"),
+    "block hash": (sql("UPDATE blocks SET hash = ? WHERE height = 1", "ab" * 32), 1, "is not the hash of its header"),
+    "epoch parameters": (sql("UPDATE epochs SET params_json = replace(params_json, '\"epoch\": 2', '\"epoch\": 3') "
+                             "WHERE epoch = 2"), 2, "parameter hash"),
+    "epoch seed": (sql("UPDATE epochs SET seed = ? WHERE epoch = 1", "cd" * 32), 1, "seed is not the previous block hash"),
+    "host key": (sql("UPDATE hosts SET public_key = ? WHERE address = (SELECT min(address) FROM hosts)", "ee" * 32), 0, "does not verify"),
+    "accounts public key of a developer": pytest.param(
+        sql("UPDATE accounts SET public_key = ? WHERE kind = 'developer' AND name = 'dev-ada'", "ee" * 32), 0, "",
+        marks=pytest.mark.xfail(reason="BUG: the accounts/hosts registry is committed by no block root, so a swapped "
+                                       "developer key (which lets another key spend that account) passes verify-chain",
+                                strict=True)),
+    "hosts served models": pytest.param(
+        sql("UPDATE hosts SET models = ['llm-other'] WHERE address = (SELECT min(address) FROM hosts)"), 0, "",
+        marks=pytest.mark.xfail(reason="BUG: the accounts/hosts registry is committed by no block root (same gap)",
+                                strict=True)),
+    "blocks.prev_hash column": pytest.param(
+        sql("UPDATE blocks SET prev_hash = ? WHERE height = 2", "99" * 32), 2, "",
+        marks=pytest.mark.xfail(reason="BUG: verify_block never compares the blocks.prev_hash column with the header, "
+                                       "so it can disagree with the signed header unnoticed", strict=True)),
+}
+
+
+@pytest.mark.parametrize("tamper, height, message", TAMPERING.values(), ids=TAMPERING.keys())
+def test_tampering_names_exactly_that_block(store2, tamper, height, message):
+    tamper(store2)
+    report = verify_chain(store2)
+    assert report.first_problem is not None, "tampering went unnoticed"
+    assert report.first_problem.height == height, str(report.first_problem)
+    assert report.blocks_verified == height
+    assert message in report.first_problem.message
+    assert str(report.first_problem).startswith(f"block {height}: ")
+
+
+def test_a_missing_block_is_a_gap(store2):
+    store2.connection.execute("UPDATE blocks SET status = 'proposed' WHERE height = 1")
+    report = verify_chain(store2)
+    assert report.first_problem.height == 1 and "gap" in report.first_problem.message
+
+
+def test_a_signature_beyond_the_quorum_may_be_missing(store2):
+    """Finality needs > 2/3 of the weight, not every signature: dropping one surplus signature is no inconsistency."""
+    block = store2.block(1)
+    total = sum(store2.weights(0).values())
+    smallest = min(block["signatures"], key=lambda s: (s["weight"], s["signer"]))
+    assert quorum_reached(sum(s["weight"] for s in block["signatures"]) - smallest["weight"], total)
+    store2.connection.execute("DELETE FROM block_signatures WHERE height = 1 AND signer = ?", [smallest["signer"]])
+    assert verify_chain(store2).first_problem is None
+
+
+def reseal(store: ChainStore, layout: DataLayout, height: int) -> None:
+    """What a proposer holding every host key could do: recompute the roots from the rows and re-sign the header."""
+    block = store.block(height)
+    header = BlockHeader(**(block["header"] | {"roots": epoch_roots(store.connection, height)}))
+    keys = host_keys(store, layout)
+    signatures = [{"signer": s["signer"], "weight": s["weight"],
+                   "signature": keys[s["signer"]].sign(header.chain_id, MessageKind.BLOCK, header.as_dict())}
+                  for s in block["signatures"]]
+    store.save_block(header.as_dict(), header.hash, signatures, "finalized")
+
+
+def test_a_resealed_block_with_a_wrong_post_state_is_caught(store2, two_epochs):
+    store2.connection.execute("UPDATE account_states SET balance = balance + 1000 WHERE epoch = 2 AND address = "
+                              "(SELECT min(address) FROM account_states WHERE epoch = 2)")
+    reseal(store2, two_epochs, 2)
+    problem = verify_chain(store2).first_problem
+    assert problem.height == 2 and "previous state plus the epoch's transfers" in problem.message
+
+
+def test_a_resealed_block_with_a_forged_transfer_is_caught(store2, two_epochs):
+    store2.connection.execute("UPDATE transfers SET balance_delta = balance_delta + 7 WHERE transfer_id = ?",
+                              [first_id(store2, "transfers", "transfer_id", 2)])
+    reseal(store2, two_epochs, 2)
+    problem = verify_chain(store2).first_problem
+    assert problem.height == 2 and "previous state plus the epoch's transfers" in problem.message
+
+
+def test_resealing_an_untouched_block_verifies(store2, two_epochs):
+    reseal(store2, two_epochs, 2)
+    assert verify_chain(store2).first_problem is None
+
+
+# -- the CLI --------------------------------------------------------------------------------------
+
+
+def test_cli_verify_chain_ok(two_epochs, capsys):
+    assert cli.main(["--data-dir", str(two_epochs.root), "verify-chain"]) == 0
+    assert capsys.readouterr().out.strip() == "ok: 3 blocks verified, head 2"
+
+
+def test_cli_verify_chain_names_the_tampered_block(two_epochs, capsys):
+    with ChainStore.open(two_epochs.database) as store:
+        store.connection.execute("UPDATE tasks SET prompt = 'x' WHERE task_id = ?", [first_id(store, "tasks", "task_id", 2)])
+    assert cli.main(["--data-dir", str(two_epochs.root), "verify-chain"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("INCONSISTENT block 2: the tasks root in the header is ")
+
+
+@pytest.mark.slow
+def test_gonka_verify_chain_command_exits_non_zero(two_epochs):
+    with ChainStore.open(two_epochs.database) as store:
+        store.connection.execute("UPDATE host_states SET weight = 9 WHERE epoch = 1")
+    done = subprocess.run([sys.executable, "-m", "gonka_pipelines.cli", "--data-dir", str(two_epochs.root), "verify-chain"],
+                          capture_output=True, text=True, env=os.environ.copy(), timeout=120)
+    assert done.returncode == 1 and "INCONSISTENT block 1: the hosts root" in done.stderr
+
+
+def test_cli_on_a_missing_chain_is_a_clean_error(tmp_path, capsys):
+    assert cli.main(["--data-dir", str(tmp_path / "nothing"), "verify-chain"]) == 2
+    assert "no chain here yet" in capsys.readouterr().err
+
+
+# -- Merkle inclusion proofs of rows ----------------------------------------------------------------
+
+
+def check_proof(store: ChainStore, proof: dict) -> None:
+    commitment = BY_NAME[proof["table"]]
+    block = store.block(proof["epoch"])
+    assert proof["root"] == block["header"]["roots"][commitment.name] and proof["block_hash"] == block["hash"]
+    row = {k: (bytes.fromhex(v) if k == "raw_payload" else v) for k, v in proof["row"].items()}
+    assert proof["leaf"] == row_leaf(commitment, row)
+    steps = tuple(tuple(step) for step in proof["proof"]["steps"])
+    rebuilt = MerkleProof(proof["proof"]["index"], proof["proof"]["leaf_count"], steps)
+    assert verify_proof(proof["leaf"], rebuilt, block["header"]["roots"][commitment.name])
+
+
+def test_prove_a_task(store2):
+    task_id = first_id(store2, "tasks", "task_id", 1)
+    proof = prove_row(store2, "tasks", task_id)
+    assert proof["verified"] is True and proof["epoch"] == 1 and proof["commitment"] == "tasks"
+    assert proof["row"]["task_id"] == task_id
+    assert proof["proof"]["leaf_count"] == store2.scalar("SELECT count(*) FROM tasks WHERE epoch = 1")
+    check_proof(store2, proof)
+
+
+def test_prove_an_account_latest_and_at_an_epoch(store2):
+    address = store2.scalar("SELECT min(address) FROM accounts WHERE kind = 'developer'")
+    latest = prove_row(store2, "accounts", address)
+    assert latest["verified"] and latest["epoch"] == 2 and latest["table"] == "account_states"
+    at_one = prove_row(store2, "account_states", address, epoch=1)
+    assert at_one["verified"] and at_one["epoch"] == 1
+    for proof in (latest, at_one):
+        check_proof(store2, proof)
+        assert proof["row"]["balance"] == store2.scalar(
+            "SELECT balance FROM account_states WHERE epoch = ? AND address = ?", [proof["epoch"], address])
+
+
+def test_prove_a_rejection_with_its_raw_payload(store2):
+    submission_id = first_id(store2, "rejected_tasks", "submission_id", 2)
+    proof = prove_row(store2, "rejections", submission_id)
+    raw = store2.scalar("SELECT raw_payload FROM rejected_tasks WHERE submission_id = ?", [submission_id])
+    assert proof["verified"] and proof["row"]["raw_payload"] == bytes(raw).hex()
+    check_proof(store2, proof)
+
+
+@pytest.mark.parametrize("table, statement", [
+    ("tasks", "UPDATE tasks SET prompt = prompt || '?' WHERE task_id = ?"),
+    # another row of the same epoch: the recomputed root no longer matches the header, so no proof of that epoch holds
+    ("tasks", "UPDATE tasks SET escrow = escrow + 1 WHERE task_id = (SELECT max(task_id) FROM tasks WHERE epoch = 1) AND ? IS NOT NULL"),
+    ("accounts", "UPDATE account_states SET balance = balance * 2 WHERE epoch = 2 AND address = ?"),
+], ids=["the row itself", "a sibling row", "an account state"])
+def test_a_proof_fails_after_tampering(store2, table, statement):
+    row_id = (first_id(store2, "tasks", "task_id", 1) if table == "tasks"
+              else store2.scalar("SELECT min(address) FROM accounts WHERE kind = 'developer'"))
+    assert prove_row(store2, table, row_id)["verified"]
+    store2.connection.execute(statement, [row_id])
+    assert prove_row(store2, table, row_id)["verified"] is False
+
+
+def test_prove_refuses_unknown_tables_rows_and_unfinalized_epochs(store2, two_epochs, network):
+    with pytest.raises(ChainError, match="unknown table 'blocks'; provable tables: "):
+        prove_row(store2, "blocks", "1")
+    with pytest.raises(ChainError, match="no row 'nope' in tasks of a finalized block"):
+        prove_row(store2, "tasks", "nope")
+    task_id = first_id(store2, "tasks", "task_id", 1)
+    with pytest.raises(ChainError, match="at epoch 2"):
+        prove_row(store2, "tasks", task_id, epoch=2)
+    submit_demo_workload(store2, two_epochs, network, 3)
+    run_collect(store2, two_epochs, 3)
+    with pytest.raises(ChainError, match="of a finalized block"):
+        prove_row(store2, "tasks", first_id(store2, "tasks", "task_id", 3))
+
+
+def test_cli_prove(two_epochs, capsys):
+    with ChainStore.open(two_epochs.database, read_only=True) as store:
+        task_id = first_id(store, "tasks", "task_id", 2)
+    assert cli.main(["--data-dir", str(two_epochs.root), "prove", "tasks", task_id]) == 0
+    proof = json.loads(capsys.readouterr().out)
+    assert proof["verified"] is True and proof["id"] == task_id and proof["epoch"] == 2
+    with ChainStore.open(two_epochs.database) as store:
+        store.connection.execute("UPDATE tasks SET nonce = nonce + 1000 WHERE task_id = ?", [task_id])
+    assert cli.main(["--data-dir", str(two_epochs.root), "prove", "tasks", task_id]) == 1
+    assert json.loads(capsys.readouterr().out)["verified"] is False

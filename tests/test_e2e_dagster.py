@@ -1,0 +1,131 @@
+"""End to end through Dagster: two epochs materialized into a DuckDB chain in tmp_path, and a re-run of a
+finalized epoch refused without touching the chain."""
+
+from __future__ import annotations
+
+import shutil
+
+import dagster as dg
+import pytest
+
+from gonka_pipelines.chain.store import ChainStore
+from gonka_pipelines.chain.verify import verify_chain
+from gonka_pipelines.defs import defs
+from gonka_pipelines.defs.partitions import epochs
+from gonka_pipelines.defs.resources import ChainResource
+from gonka_pipelines.demo import submit_demo_workload
+from gonka_pipelines.orchestrate import run_next_epoch
+from gonka_pipelines.paths import DataLayout
+
+pytestmark = pytest.mark.slow
+
+TABLES = ("epochs", "submissions", "tasks", "rejected_tasks", "transfers", "account_states", "host_states", "blocks",
+          "block_signatures", "lineage")
+
+
+def snapshot(store: ChainStore) -> dict[str, list[tuple]]:
+    return {table: store.query(f"SELECT * FROM {table} ORDER BY ALL") for table in TABLES}
+
+
+@pytest.fixture(scope="module")
+def instance():
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+@pytest.fixture(scope="module")
+def two_epochs_through_dagster(tmp_path_factory, _genesis_template, network, instance):
+    layout = DataLayout(tmp_path_factory.mktemp("e2e") / "chain")
+    shutil.copytree(_genesis_template, layout.root)
+    runs, submitted = [], []
+    for _ in range(2):
+        with ChainStore.open(layout.database) as store:
+            kinds = submit_demo_workload(store, layout, network, store.head().height + 1)
+        submitted.append(sum(kinds.values()))
+        runs.append(run_next_epoch(layout, instance))
+    return layout, runs, submitted
+
+
+def test_two_epochs_run_and_verify(two_epochs_through_dagster):
+    layout, runs, submitted = two_epochs_through_dagster
+    assert [(run.epoch, run.success) for run in runs] == [(1, True), (2, True)]
+    with ChainStore.open(layout.database, read_only=True) as store:
+        assert store.head().height == 2
+        report = verify_chain(store)
+        assert (report.blocks_verified, report.first_problem) == (3, None)
+        for epoch, count in zip((1, 2), submitted):
+            taken = store.scalar("SELECT count(*) FROM submissions WHERE epoch = ?", [epoch])
+            assert taken == count
+            assert store.scalar("SELECT count(*) FROM tasks WHERE epoch = ?", [epoch]) > 0
+            assert store.epoch_status(epoch) == "finalized"
+    assert not list(layout.inbox.glob("*.json"))
+
+
+def test_materializations_are_recorded_for_both_partitions(two_epochs_through_dagster, instance):
+    layout, runs, _ = two_epochs_through_dagster
+    for name in ("epoch_tasks", "block_proposal", "block"):
+        assert instance.get_materialized_partitions(dg.AssetKey(name)) >= {"1", "2"}, name
+    assert {run.run_id for run in runs} <= {r.run_id for r in instance.get_runs()}
+    for run in runs:
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.SUCCESS
+        assert instance.get_run_by_id(run.run_id).tags["dagster/partition"] == str(run.epoch)
+    # the finalized block asset added the next epoch's partition
+    assert set(instance.get_dynamic_partitions(epochs.name)) >= {"1", "2", "3"}
+    # metadata of the block materializations names the blocks
+    with ChainStore.open(layout.database, read_only=True) as store:
+        for epoch in (1, 2):
+            event = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey("block"), asset_partitions=[str(epoch)]), limit=1).records[0]
+            metadata = event.asset_materialization.metadata
+            assert metadata["block_hash"].value == store.block(epoch)["hash"]
+    check = instance.get_latest_asset_check_evaluation_record(
+        dg.AssetCheckKey(dg.AssetKey("block_proposal"), "proposal_links_and_verifies"))
+    assert check is not None and check.event.asset_check_evaluation.passed
+
+
+def test_a_run_for_a_finalized_epoch_fails_and_changes_nothing(two_epochs_through_dagster, instance):
+    layout, _, _ = two_epochs_through_dagster
+    with ChainStore.open(layout.database, read_only=True) as store:
+        before = snapshot(store)
+    result = defs.resolve_job_def("epoch").execute_in_process(
+        instance=instance, partition_key="1", resources={"chain": ChainResource(data_dir=str(layout.root))},
+        raise_on_error=False,
+    )
+    assert not result.success
+    failures = [event for event in result.all_events if event.is_step_failure]
+    assert [event.step_key for event in failures] == ["epoch_tasks"]
+    assert "epoch 1 is finalized" in failures[0].step_failure_data.error.cause.message
+    with ChainStore.open(layout.database, read_only=True) as store:
+        assert snapshot(store) == before
+        assert verify_chain(store).first_problem is None
+
+
+def test_a_proposal_that_fails_the_blocking_check_never_becomes_a_block(initialized_layout, network, instance, monkeypatch):
+    from gonka_pipelines.defs.assets import block as block_assets
+
+    real_propose = block_assets.propose_block
+
+    def corrupt_proposal(store, layout, epoch):
+        header = real_propose(store, layout, epoch)
+        store.connection.execute("UPDATE tasks SET prompt = 'rewritten after signing' WHERE task_id = "
+                                 "(SELECT min(task_id) FROM tasks WHERE epoch = ?)", [epoch])
+        return header
+
+    with ChainStore.open(initialized_layout.database) as store:
+        submit_demo_workload(store, initialized_layout, network, 1)
+    with monkeypatch.context() as patch:
+        patch.setattr(block_assets, "propose_block", corrupt_proposal)
+        run = run_next_epoch(initialized_layout, instance)
+    assert (run.epoch, run.success) == (1, False)
+    with ChainStore.open(initialized_layout.database, read_only=True) as store:
+        assert store.head().height == 0 and store.epoch_status(1) == "proposed"
+    assert list(initialized_layout.inbox.glob("*.json")), "submissions of an unfinalized epoch stay in the inbox"
+    evaluation = instance.get_latest_asset_check_evaluation_record(
+        dg.AssetCheckKey(dg.AssetKey("block_proposal"), "proposal_links_and_verifies")).event.asset_check_evaluation
+    assert not evaluation.passed and "tasks root" in evaluation.metadata["problem"].value
+    # once the cause is gone the epoch simply runs again: collect re-opens it and the block is made properly
+    again = run_next_epoch(initialized_layout, instance)
+    assert (again.epoch, again.success) == (1, True)
+    with ChainStore.open(initialized_layout.database, read_only=True) as store:
+        assert store.head().height == 1 and verify_chain(store).first_problem is None
+    assert not list(initialized_layout.inbox.glob("*.json"))
