@@ -4,12 +4,14 @@
 
 (a) bare: `model(x, last_only=True)` on one pre-generated batch, nothing else;
 (b) mine: `sprint.mine` (inputs, forward, permutation, distance, hit filtering).
-The ratio mine/bare is the share of the compute that proof-of-compute bookkeeping leaves to the model.
+The ratio mine/bare (median over alternating rounds, with its range) is the share of the time that
+proof-of-compute bookkeeping leaves to the model.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from collections.abc import Callable
 
@@ -22,8 +24,8 @@ from gonka_pipelines.protocol.params import load_genesis
 
 BLOCK_HASH = "5e" * 32
 PUBLIC_KEY = "c0" * 32
-ROUNDS = 3  # the two paths alternate, so background load hits both alike
-BATCHES_PER_MINE_CALL = 8
+ROUNDS = 7  # the two paths alternate; medians over rounds shrug off bursts of background load
+BATCHES_PER_MINE_CALL = 4
 
 
 def _sync(device: torch.device) -> None:
@@ -64,21 +66,19 @@ def bench_profile(name: str, seconds: float, hit_rate: float, device: str | None
 
     bare(), mined()  # warm-up: kernels, caches, lazy initialisation
     next_nonce = hits = 0
-    totals = {"bare": [0, 0.0], "mine": [0, 0.0]}
+    rates: dict[str, list[float]] = {"bare": [], "mine": []}
     for _ in range(ROUNDS):
         for key, step in (("bare", bare), ("mine", mined)):
             nonces, elapsed = _timed(step, seconds / (2 * ROUNDS), runner.device)
-            totals[key][0] += nonces
-            totals[key][1] += elapsed
-    bare_rate = totals["bare"][0] / totals["bare"][1]
-    mine_rate = totals["mine"][0] / totals["mine"][1]
+            rates[key].append(nonces / elapsed)
+    ratios = [mine / bare for bare, mine in zip(rates["bare"], rates["mine"])]
     return {
         "profile": name,
         "device": str(runner.device),
         "batch": batch,
-        "bare nonces/s": f"{bare_rate:,.0f}",
-        "mine nonces/s": f"{mine_rate:,.0f}",
-        "ratio": f"{mine_rate / bare_rate:.3f}",
+        "bare nonces/s": f"{statistics.median(rates['bare']):,.0f}",
+        "mine nonces/s": f"{statistics.median(rates['mine']):,.0f}",
+        "ratio": f"{statistics.median(ratios):.3f} ({min(ratios):.2f}-{max(ratios):.2f})",
         "hit rate": f"{hits / next_nonce:.4f} (want {hit_rate:.4f})",
     }
 
@@ -95,13 +95,14 @@ def print_table(rows: list[dict[str, object]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", action="append", help="model profile (repeatable); default poc-tiny and poc-small")
-    parser.add_argument("--seconds", type=float, default=6.0, help="measuring time per profile, split over both paths")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measuring time per profile, split over both paths")
     parser.add_argument("--hit-rate", type=float, default=None, help="wanted hit rate; default: genesis.yaml's")
     parser.add_argument("--device", default=None, help="e.g. cpu or cuda; default: accelerate's choice")
     args = parser.parse_args()
     hit_rate = args.hit_rate or load_genesis().sprint.wanted_hit_rate
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    print_table([bench_profile(name, args.seconds, hit_rate, args.device) for name in args.profile or ["poc-tiny", "poc-small"]])
+    profiles = args.profile or ["poc-tiny", "poc-small"]
+    print_table([bench_profile(name, args.seconds, hit_rate, args.device) for name in profiles])
 
 
 if __name__ == "__main__":

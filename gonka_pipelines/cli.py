@@ -19,13 +19,16 @@ def _layout(args: argparse.Namespace) -> DataLayout:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    from gonka_pipelines.orchestrate import register_next_epoch
     from gonka_pipelines.stages.genesis import init_chain
 
     layout = _layout(args)
     params, network = load_genesis(args.profile, Path(args.genesis)), load_network(Path(args.network))
     with ChainStore.open(layout.database) as store:
         head = init_chain(store, layout, params, network)
-    print(f"chain {params.chain_id} ({params.profile}) at {layout.database}: head block {head.height} {head.hash[:16]}…")
+    register_next_epoch(layout, head.height + 1)
+    print(f"chain {params.chain_id} ({params.profile}) at {layout.database}: head block {head.height} {head.hash[:16]}…; "
+          f"epoch {head.height + 1} is next")
     return 0
 
 

@@ -28,6 +28,13 @@ def dagster_instance(layout: DataLayout) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(dagster_home(layout)))
 
 
+def register_next_epoch(layout: DataLayout, epoch: int) -> None:
+    """Add the next epoch's partition to the Dagster instance, so the UI shows it ready to launch."""
+    from gonka_pipelines.defs.partitions import epochs
+
+    dagster_instance(layout).add_dynamic_partitions(epochs.name, [str(epoch)])
+
+
 @dataclass(frozen=True)
 class EpochRun:
     epoch: int

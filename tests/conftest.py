@@ -1,7 +1,8 @@
-"""Shared fixtures: a data folder, the shipped genesis and network, an initialized chain, signed submissions.
+"""Shared fixtures: a data folder, the shipped genesis and network, initialized chains, signed submissions, epochs.
 
-A fresh genesis chain is built once per session and copied for each test that asks for one, so every test
-gets its own chain (database, key files, inbox) in its own tmp_path at the price of a file copy.
+Chains are built once per session as templates (genesis; genesis plus two epochs of the demo workload) and
+copied for each test that asks for one, so every test gets its own chain (database, key files, inbox) in its
+own tmp_path at the price of a file copy instead of an epoch run.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from gonka_pipelines.chain.inbox import write_submission
 from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.client import sign_task
-from gonka_pipelines.chain.inbox import write_submission
 from gonka_pipelines.paths import DataLayout
 from gonka_pipelines.protocol.crypto import KeyPair, load_key
-from gonka_pipelines.protocol.params import GenesisParams, NetworkConfig, epoch_parameters, load_genesis, load_network
+from gonka_pipelines.protocol.params import GenesisParams, NetworkConfig, load_genesis, load_network
+
+DEMO_EPOCHS = 2
 
 
 @pytest.fixture(autouse=True)
@@ -46,6 +49,43 @@ def layout(tmp_path: Path) -> DataLayout:
     return DataLayout(tmp_path / "chain")
 
 
+# -- epochs -----------------------------------------------------------------------------------------
+
+
+def run_pipeline_epoch(store: ChainStore, layout: DataLayout, epoch: int) -> str:
+    """Every stage of one epoch, without Dagster (stages.pipeline); returns the finalized block's hash."""
+    from gonka_pipelines.stages.pipeline import run_epoch
+
+    return run_epoch(store, layout, epoch)
+
+
+def propose_pipeline_epoch(store: ChainStore, layout: DataLayout, epoch: int) -> None:
+    """Every stage of one epoch up to and including the block proposal; the block is left unfinalized."""
+    from gonka_pipelines.stages import pipeline
+
+    original = pipeline.finalize_block
+    pipeline.finalize_block = lambda *args, **kwargs: None
+    try:
+        pipeline.run_epoch(store, layout, epoch)
+    finally:
+        pipeline.finalize_block = original
+
+
+@pytest.fixture
+def run_epoch() -> Callable[[ChainStore, DataLayout, int], str]:
+    """`run_epoch(store, layout, epoch)`: all stages of one epoch through to the finalized block; returns its hash."""
+    return run_pipeline_epoch
+
+
+@pytest.fixture
+def propose_epoch() -> Callable[[ChainStore, DataLayout, int], None]:
+    """`propose_epoch(store, layout, epoch)`: all stages of one epoch up to the proposal, not finalized."""
+    return propose_pipeline_epoch
+
+
+# -- chains -----------------------------------------------------------------------------------------
+
+
 @pytest.fixture(scope="session")
 def _genesis_template(tmp_path_factory: pytest.TempPathFactory, genesis: GenesisParams, network: NetworkConfig) -> Path:
     from gonka_pipelines.stages.genesis import init_chain
@@ -53,6 +93,19 @@ def _genesis_template(tmp_path_factory: pytest.TempPathFactory, genesis: Genesis
     template = DataLayout(tmp_path_factory.mktemp("genesis-template") / "chain")
     with ChainStore.open(template.database) as store:
         init_chain(store, template, genesis, network)
+    return template.root
+
+
+@pytest.fixture(scope="session")
+def _demo_template(tmp_path_factory: pytest.TempPathFactory, _genesis_template: Path, network: NetworkConfig) -> Path:
+    from gonka_pipelines.demo import submit_demo_workload
+
+    template = DataLayout(tmp_path_factory.mktemp("demo-template") / "chain")
+    shutil.copytree(_genesis_template, template.root)
+    with ChainStore.open(template.database) as store:
+        for epoch in range(1, DEMO_EPOCHS + 1):
+            submit_demo_workload(store, template, network, epoch)
+            run_pipeline_epoch(store, template, epoch)
     return template.root
 
 
@@ -70,16 +123,34 @@ def chain(initialized_layout: DataLayout) -> Iterator[ChainStore]:
         yield store
 
 
+@pytest.fixture
+def demo_layout(tmp_path: Path, _demo_template: Path) -> DataLayout:
+    """A chain folder holding genesis plus DEMO_EPOCHS finalized epochs of the demo workload, closed."""
+    demo = DataLayout(tmp_path / "demo-chain")
+    shutil.copytree(_demo_template, demo.root)
+    return demo
+
+
+@pytest.fixture
+def demo_chain(demo_layout: DataLayout) -> Iterator[ChainStore]:
+    """The chain of `demo_layout`, open for writing; closed after the test."""
+    with ChainStore.open(demo_layout.database) as store:
+        yield store
+
+
+# -- submissions ------------------------------------------------------------------------------------
+
+
 class TaskSubmitter:
     """Signs tasks with the developers' key files of a chain folder and drops them in its inbox."""
 
     def __init__(self, layout: DataLayout, genesis: GenesisParams, network: NetworkConfig):
         self.layout, self.chain_id = layout, genesis.chain_id
         self.model = sorted({model for host in network.hosts for model in host.models})[0]
-        self.price = epoch_parameters(genesis, 1)["price_per_token"]
+        self.price = genesis.tasks.price(1)
 
-    def key(self, developer: str) -> KeyPair:
-        return load_key(self.layout.key_file(developer))
+    def key(self, name: str) -> KeyPair:
+        return load_key(self.layout.key_file(name))
 
     def sign(self, developer: str = "dev-ada", *, nonce: int, chain_id: str | None = None, key: KeyPair | None = None,
              **fields: object) -> bytes:
@@ -99,14 +170,14 @@ class TaskSubmitter:
 
 @pytest.fixture
 def submit(initialized_layout: DataLayout, genesis: GenesisParams, network: NetworkConfig) -> TaskSubmitter:
-    """`submit(n, developer, start_nonce=..., **fields)` signs and submits n tasks to the chain's inbox."""
+    """`submit(n, developer, start_nonce=..., **fields)` signs and submits n tasks to the genesis chain's inbox."""
     return TaskSubmitter(initialized_layout, genesis, network)
 
 
 @pytest.fixture
 def new_chain(tmp_path: Path, _genesis_template: Path, genesis: GenesisParams,
               network: NetworkConfig) -> Callable[[str], tuple[DataLayout, TaskSubmitter]]:
-    """`new_chain(name)`: another genesis chain under tmp_path/name, with its own submitter."""
+    """`new_chain(name)`: another genesis chain folder under tmp_path/name, with its own submitter."""
 
     def _new(name: str) -> tuple[DataLayout, TaskSubmitter]:
         other = DataLayout(tmp_path / name)
@@ -114,17 +185,3 @@ def new_chain(tmp_path: Path, _genesis_template: Path, genesis: GenesisParams,
         return other, TaskSubmitter(other, genesis, network)
 
     return _new
-
-
-@pytest.fixture
-def run_epoch() -> Callable[[ChainStore, DataLayout, int], str]:
-    """Run the chain-core stages of one epoch directly (collect, propose, finalize); returns the block hash."""
-    from gonka_pipelines.stages.block import finalize_block, propose_block
-    from gonka_pipelines.stages.collect import run_collect
-
-    def _run(store: ChainStore, layout: DataLayout, epoch: int) -> str:
-        run_collect(store, layout, epoch)
-        propose_block(store, layout, epoch)
-        return finalize_block(store, layout, epoch)
-
-    return _run

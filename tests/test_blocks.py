@@ -103,27 +103,30 @@ def test_genesis_is_deterministic(tmp_path, genesis, network):
 # -- propose and finalize -----------------------------------------------------------------------
 
 
-def test_propose_then_finalize_an_epoch(chain, initialized_layout, submit, genesis):
+def test_propose_then_finalize_an_epoch(chain, initialized_layout, submit, genesis, propose_epoch):
     genesis_hash = chain.head().hash
     ids = submit(3) + submit(2, "dev-grace") + [submit.raw(b"junk")]
-    run_collect(chain, initialized_layout, 1)
-    header = propose_block(chain, initialized_layout, 1)
+    propose_epoch(chain, initialized_layout, 1)
+    header = BlockHeader(**chain.block(1)["header"])
 
     assert chain.head().height == 0  # a proposal is not final
     assert chain.epoch_status(1) == "proposed" and chain.block(1)["status"] == "proposed"
+    assert chain.block(1)["hash"] == header.hash
     assert (header.height, header.prev_hash, header.chain_id) == (1, genesis_hash, genesis.chain_id)
     assert header.timestamp == genesis.block_timestamp(1)
     assert header.params_hash == chain.scalar("SELECT params_hash FROM epochs WHERE epoch = 1")
     assert header.roots == epoch_roots(chain.connection, 1)
+    assert {"tasks", "rejections", "transfers", "accounts", "hosts"} <= set(header.roots)
     assert header.proposer == choose_proposer(genesis_hash, chain.weights(0))
     signers = {s["signer"]: s["weight"] for s in chain.block(1)["signatures"]}
     assert signers == {a: w for a, w in chain.weights(0).items() if w > 0}
     assert verify_block(chain, 1, genesis_hash) is None
-    # the post-state moves escrow out of balances
-    escrows = dict(chain.query("SELECT developer, sum(escrow) FROM tasks WHERE epoch = 1 GROUP BY 1"))
-    states = {a: (b, e) for a, b, e in chain.query("SELECT address, balance, escrow FROM account_states WHERE epoch = 1")}
-    before = {a: b for a, b in chain.query("SELECT address, balance FROM account_states WHERE epoch = 0")}
-    assert states == {a: (before[a] - escrows.get(a, 0), escrows.get(a, 0)) for a in before}
+    assert chain.scalar("SELECT count(*) FROM tasks WHERE epoch = 1") == 5
+    # the post-state is the previous one plus the epoch's transfers, escrow among them
+    assert chain.records("SELECT address, balance, escrow, locked, collateral FROM account_states WHERE epoch = 1 "
+                         "ORDER BY address") == chain.running_accounts(1)
+    assert chain.scalar("SELECT count(*) FROM transfers WHERE epoch = 1 AND kind = 'escrow'") == 5
+    assert list(initialized_layout.inbox.glob("*.json")), "files stay in the inbox until the block is final"
 
     block_hash = finalize_block(chain, initialized_layout, 1)
     assert block_hash == header.hash and chain.head().height == 1 and chain.head().hash == header.hash
@@ -152,82 +155,55 @@ def test_propose_refuses_an_epoch_that_was_never_collected(chain, initialized_la
 # -- immutability and order ---------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def _two_epoch_template(tmp_path_factory, _genesis_template, network) -> Path:
-    """Genesis plus two epochs of the demo workload (tasks, every rejection kind, escrow transfers), finalized."""
-    layout = DataLayout(tmp_path_factory.mktemp("two-epochs") / "chain")
-    shutil.copytree(_genesis_template, layout.root)
-    with ChainStore.open(layout.database) as store:
-        for epoch in (1, 2):
-            submit_demo_workload(store, layout, network, epoch)
-            run_collect(store, layout, epoch)
-            propose_block(store, layout, epoch)
-            finalize_block(store, layout, epoch)
-    return layout.root
-
-
-@pytest.fixture
-def two_epochs(tmp_path, _two_epoch_template) -> DataLayout:
-    layout = DataLayout(tmp_path / "two-epochs")
-    shutil.copytree(_two_epoch_template, layout.root)
-    return layout
-
-
-@pytest.fixture
-def store2(two_epochs):
-    with ChainStore.open(two_epochs.database) as store:
-        yield store
-
-
-def test_the_two_epoch_chain_verifies(store2):
-    report = verify_chain(store2)
+def test_the_two_epoch_chain_verifies(demo_chain):
+    report = verify_chain(demo_chain)
     assert (report.blocks_verified, report.head, report.first_problem) == (3, 2, None)
     for epoch in (1, 2):
-        assert store2.scalar("SELECT count(*) FROM tasks WHERE epoch = ?", [epoch]) > 0
-        assert store2.scalar("SELECT count(*) FROM rejected_tasks WHERE epoch = ?", [epoch]) > 0
-        assert store2.scalar("SELECT count(*) FROM transfers WHERE epoch = ?", [epoch]) > 0
-    assert [store2.block(h)["header"]["prev_hash"] for h in (1, 2)] == [store2.block(h)["hash"] for h in (0, 1)]
+        assert demo_chain.scalar("SELECT count(*) FROM tasks WHERE epoch = ?", [epoch]) > 0
+        assert demo_chain.scalar("SELECT count(*) FROM rejected_tasks WHERE epoch = ?", [epoch]) > 0
+        assert demo_chain.scalar("SELECT count(*) FROM transfers WHERE epoch = ?", [epoch]) > 0
+    assert [demo_chain.block(h)["header"]["prev_hash"] for h in (1, 2)] == [demo_chain.block(h)["hash"] for h in (0, 1)]
 
 
 FINALIZED_MESSAGE = r"^epoch {e} is finalized \(block {e}\); its rows are immutable\. The next epoch to run is 3\.$"
 
 
 @pytest.mark.parametrize("epoch", [0, 1, 2])
-def test_a_finalized_epoch_is_immutable(store2, two_epochs, network, epoch):
-    before = snapshot(store2)
-    pending = submit_demo_workload(store2, two_epochs, network, 3)
+def test_a_finalized_epoch_is_immutable(demo_chain, demo_layout, network, epoch):
+    before = snapshot(demo_chain)
+    pending = submit_demo_workload(demo_chain, demo_layout, network, 3)
     assert sum(pending.values()) > 0
-    inbox = sorted(p.name for p in two_epochs.inbox.glob("*.json"))
+    inbox = sorted(p.name for p in demo_layout.inbox.glob("*.json"))
     message = FINALIZED_MESSAGE.format(e=epoch)
-    for attempt in (lambda: run_collect(store2, two_epochs, epoch),
-                    lambda: propose_block(store2, two_epochs, epoch),
-                    lambda: store2.require_writable(epoch),
-                    lambda: store2.delete_epoch_rows(epoch, ["tasks"]),
-                    lambda: store2.write_post_state(epoch, []),
-                    lambda: store2.open_epoch(epoch, {}, "x")):
+    for attempt in (lambda: run_collect(demo_chain, demo_layout, epoch),
+                    lambda: propose_block(demo_chain, demo_layout, epoch),
+                    lambda: demo_chain.require_writable(epoch),
+                    lambda: demo_chain.delete_epoch_rows(epoch, ["tasks"]),
+                    lambda: demo_chain.write_post_state(epoch, []),
+                    lambda: demo_chain.open_epoch(epoch, {}, "x")):
         with pytest.raises(FinalizedEpochError, match=message):
             attempt()
-    assert snapshot(store2) == before
-    assert sorted(p.name for p in two_epochs.inbox.glob("*.json")) == inbox
-    assert verify_chain(store2).first_problem is None
+    assert snapshot(demo_chain) == before
+    assert sorted(p.name for p in demo_layout.inbox.glob("*.json")) == inbox
+    assert verify_chain(demo_chain).first_problem is None
 
 
-def test_finalizing_twice_is_refused(store2, two_epochs):
+def test_finalizing_twice_is_refused(demo_chain, demo_layout):
     with pytest.raises(ChainError):
-        finalize_block(store2, two_epochs, 2)
-    assert verify_chain(store2).first_problem is None
+        finalize_block(demo_chain, demo_layout, 2)
+    assert verify_chain(demo_chain).first_problem is None
 
 
 @pytest.mark.parametrize("epoch", [4, 10])
-def test_an_epoch_out_of_order_is_refused(store2, two_epochs, epoch):
-    before = snapshot(store2)
+def test_an_epoch_out_of_order_is_refused(demo_chain, demo_layout, epoch):
+    before = snapshot(demo_chain)
     message = rf"^epoch {epoch} cannot run now: the head is block 2, so the next epoch is 3$"
-    for attempt in (lambda: run_collect(store2, two_epochs, epoch),
-                    lambda: propose_block(store2, two_epochs, epoch),
-                    lambda: store2.require_writable(epoch)):
+    for attempt in (lambda: run_collect(demo_chain, demo_layout, epoch),
+                    lambda: propose_block(demo_chain, demo_layout, epoch),
+                    lambda: demo_chain.require_writable(epoch)):
         with pytest.raises(EpochOrderError, match=message):
             attempt()
-    assert snapshot(store2) == before
+    assert snapshot(demo_chain) == before
 
 
 def test_errors_are_chain_errors():
@@ -358,9 +334,9 @@ TAMPERING = {
 
 
 @pytest.mark.parametrize("tamper, height, message", TAMPERING.values(), ids=TAMPERING.keys())
-def test_tampering_names_exactly_that_block(store2, tamper, height, message):
-    tamper(store2)
-    report = verify_chain(store2)
+def test_tampering_names_exactly_that_block(demo_chain, tamper, height, message):
+    tamper(demo_chain)
+    report = verify_chain(demo_chain)
     assert report.first_problem is not None, "tampering went unnoticed"
     assert report.first_problem.height == height, str(report.first_problem)
     assert report.blocks_verified == height
@@ -368,20 +344,20 @@ def test_tampering_names_exactly_that_block(store2, tamper, height, message):
     assert str(report.first_problem).startswith(f"block {height}: ")
 
 
-def test_a_missing_block_is_a_gap(store2):
-    store2.connection.execute("UPDATE blocks SET status = 'proposed' WHERE height = 1")
-    report = verify_chain(store2)
+def test_a_missing_block_is_a_gap(demo_chain):
+    demo_chain.connection.execute("UPDATE blocks SET status = 'proposed' WHERE height = 1")
+    report = verify_chain(demo_chain)
     assert report.first_problem.height == 1 and "gap" in report.first_problem.message
 
 
-def test_a_signature_beyond_the_quorum_may_be_missing(store2):
+def test_a_signature_beyond_the_quorum_may_be_missing(demo_chain):
     """Finality needs > 2/3 of the weight, not every signature: dropping one surplus signature is no inconsistency."""
-    block = store2.block(1)
-    total = sum(store2.weights(0).values())
+    block = demo_chain.block(1)
+    total = sum(demo_chain.weights(0).values())
     smallest = min(block["signatures"], key=lambda s: (s["weight"], s["signer"]))
     assert quorum_reached(sum(s["weight"] for s in block["signatures"]) - smallest["weight"], total)
-    store2.connection.execute("DELETE FROM block_signatures WHERE height = 1 AND signer = ?", [smallest["signer"]])
-    assert verify_chain(store2).first_problem is None
+    demo_chain.connection.execute("DELETE FROM block_signatures WHERE height = 1 AND signer = ?", [smallest["signer"]])
+    assert verify_chain(demo_chain).first_problem is None
 
 
 def reseal(store: ChainStore, layout: DataLayout, height: int) -> None:
@@ -395,48 +371,48 @@ def reseal(store: ChainStore, layout: DataLayout, height: int) -> None:
     store.save_block(header.as_dict(), header.hash, signatures, "finalized")
 
 
-def test_a_resealed_block_with_a_wrong_post_state_is_caught(store2, two_epochs):
-    store2.connection.execute("UPDATE account_states SET balance = balance + 1000 WHERE epoch = 2 AND address = "
+def test_a_resealed_block_with_a_wrong_post_state_is_caught(demo_chain, demo_layout):
+    demo_chain.connection.execute("UPDATE account_states SET balance = balance + 1000 WHERE epoch = 2 AND address = "
                               "(SELECT min(address) FROM account_states WHERE epoch = 2)")
-    reseal(store2, two_epochs, 2)
-    problem = verify_chain(store2).first_problem
+    reseal(demo_chain, demo_layout, 2)
+    problem = verify_chain(demo_chain).first_problem
     assert problem.height == 2 and "previous state plus the epoch's transfers" in problem.message
 
 
-def test_a_resealed_block_with_a_forged_transfer_is_caught(store2, two_epochs):
-    store2.connection.execute("UPDATE transfers SET balance_delta = balance_delta + 7 WHERE transfer_id = ?",
-                              [first_id(store2, "transfers", "transfer_id", 2)])
-    reseal(store2, two_epochs, 2)
-    problem = verify_chain(store2).first_problem
+def test_a_resealed_block_with_a_forged_transfer_is_caught(demo_chain, demo_layout):
+    demo_chain.connection.execute("UPDATE transfers SET balance_delta = balance_delta + 7 WHERE transfer_id = ?",
+                              [first_id(demo_chain, "transfers", "transfer_id", 2)])
+    reseal(demo_chain, demo_layout, 2)
+    problem = verify_chain(demo_chain).first_problem
     assert problem.height == 2 and "previous state plus the epoch's transfers" in problem.message
 
 
-def test_resealing_an_untouched_block_verifies(store2, two_epochs):
-    reseal(store2, two_epochs, 2)
-    assert verify_chain(store2).first_problem is None
+def test_resealing_an_untouched_block_verifies(demo_chain, demo_layout):
+    reseal(demo_chain, demo_layout, 2)
+    assert verify_chain(demo_chain).first_problem is None
 
 
 # -- the CLI --------------------------------------------------------------------------------------
 
 
-def test_cli_verify_chain_ok(two_epochs, capsys):
-    assert cli.main(["--data-dir", str(two_epochs.root), "verify-chain"]) == 0
+def test_cli_verify_chain_ok(demo_layout, capsys):
+    assert cli.main(["--data-dir", str(demo_layout.root), "verify-chain"]) == 0
     assert capsys.readouterr().out.strip() == "ok: 3 blocks verified, head 2"
 
 
-def test_cli_verify_chain_names_the_tampered_block(two_epochs, capsys):
-    with ChainStore.open(two_epochs.database) as store:
+def test_cli_verify_chain_names_the_tampered_block(demo_layout, capsys):
+    with ChainStore.open(demo_layout.database) as store:
         store.connection.execute("UPDATE tasks SET prompt = 'x' WHERE task_id = ?", [first_id(store, "tasks", "task_id", 2)])
-    assert cli.main(["--data-dir", str(two_epochs.root), "verify-chain"]) == 1
+    assert cli.main(["--data-dir", str(demo_layout.root), "verify-chain"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("INCONSISTENT block 2: the tasks root in the header is ")
 
 
 @pytest.mark.slow
-def test_gonka_verify_chain_command_exits_non_zero(two_epochs):
-    with ChainStore.open(two_epochs.database) as store:
+def test_gonka_verify_chain_command_exits_non_zero(demo_layout):
+    with ChainStore.open(demo_layout.database) as store:
         store.connection.execute("UPDATE host_states SET weight = 9 WHERE epoch = 1")
-    done = subprocess.run([sys.executable, "-m", "gonka_pipelines.cli", "--data-dir", str(two_epochs.root), "verify-chain"],
+    done = subprocess.run([sys.executable, "-m", "gonka_pipelines.cli", "--data-dir", str(demo_layout.root), "verify-chain"],
                           capture_output=True, text=True, env=os.environ.copy(), timeout=120)
     assert done.returncode == 1 and "INCONSISTENT block 1: the hosts root" in done.stderr
 
@@ -460,33 +436,33 @@ def check_proof(store: ChainStore, proof: dict) -> None:
     assert verify_proof(proof["leaf"], rebuilt, block["header"]["roots"][commitment.name])
 
 
-def test_prove_a_task(store2):
-    task_id = first_id(store2, "tasks", "task_id", 1)
-    proof = prove_row(store2, "tasks", task_id)
+def test_prove_a_task(demo_chain):
+    task_id = first_id(demo_chain, "tasks", "task_id", 1)
+    proof = prove_row(demo_chain, "tasks", task_id)
     assert proof["verified"] is True and proof["epoch"] == 1 and proof["commitment"] == "tasks"
     assert proof["row"]["task_id"] == task_id
-    assert proof["proof"]["leaf_count"] == store2.scalar("SELECT count(*) FROM tasks WHERE epoch = 1")
-    check_proof(store2, proof)
+    assert proof["proof"]["leaf_count"] == demo_chain.scalar("SELECT count(*) FROM tasks WHERE epoch = 1")
+    check_proof(demo_chain, proof)
 
 
-def test_prove_an_account_latest_and_at_an_epoch(store2):
-    address = store2.scalar("SELECT min(address) FROM accounts WHERE kind = 'developer'")
-    latest = prove_row(store2, "accounts", address)
+def test_prove_an_account_latest_and_at_an_epoch(demo_chain):
+    address = demo_chain.scalar("SELECT min(address) FROM accounts WHERE kind = 'developer'")
+    latest = prove_row(demo_chain, "accounts", address)
     assert latest["verified"] and latest["epoch"] == 2 and latest["table"] == "account_states"
-    at_one = prove_row(store2, "account_states", address, epoch=1)
+    at_one = prove_row(demo_chain, "account_states", address, epoch=1)
     assert at_one["verified"] and at_one["epoch"] == 1
     for proof in (latest, at_one):
-        check_proof(store2, proof)
-        assert proof["row"]["balance"] == store2.scalar(
+        check_proof(demo_chain, proof)
+        assert proof["row"]["balance"] == demo_chain.scalar(
             "SELECT balance FROM account_states WHERE epoch = ? AND address = ?", [proof["epoch"], address])
 
 
-def test_prove_a_rejection_with_its_raw_payload(store2):
-    submission_id = first_id(store2, "rejected_tasks", "submission_id", 2)
-    proof = prove_row(store2, "rejections", submission_id)
-    raw = store2.scalar("SELECT raw_payload FROM rejected_tasks WHERE submission_id = ?", [submission_id])
+def test_prove_a_rejection_with_its_raw_payload(demo_chain):
+    submission_id = first_id(demo_chain, "rejected_tasks", "submission_id", 2)
+    proof = prove_row(demo_chain, "rejections", submission_id)
+    raw = demo_chain.scalar("SELECT raw_payload FROM rejected_tasks WHERE submission_id = ?", [submission_id])
     assert proof["verified"] and proof["row"]["raw_payload"] == bytes(raw).hex()
-    check_proof(store2, proof)
+    check_proof(demo_chain, proof)
 
 
 @pytest.mark.parametrize("table, statement", [
@@ -495,35 +471,35 @@ def test_prove_a_rejection_with_its_raw_payload(store2):
     ("tasks", "UPDATE tasks SET escrow = escrow + 1 WHERE task_id = (SELECT max(task_id) FROM tasks WHERE epoch = 1) AND ? IS NOT NULL"),
     ("accounts", "UPDATE account_states SET balance = balance * 2 WHERE epoch = 2 AND address = ?"),
 ], ids=["the row itself", "a sibling row", "an account state"])
-def test_a_proof_fails_after_tampering(store2, table, statement):
-    row_id = (first_id(store2, "tasks", "task_id", 1) if table == "tasks"
-              else store2.scalar("SELECT min(address) FROM accounts WHERE kind = 'developer'"))
-    assert prove_row(store2, table, row_id)["verified"]
-    store2.connection.execute(statement, [row_id])
-    assert prove_row(store2, table, row_id)["verified"] is False
+def test_a_proof_fails_after_tampering(demo_chain, table, statement):
+    row_id = (first_id(demo_chain, "tasks", "task_id", 1) if table == "tasks"
+              else demo_chain.scalar("SELECT min(address) FROM accounts WHERE kind = 'developer'"))
+    assert prove_row(demo_chain, table, row_id)["verified"]
+    demo_chain.connection.execute(statement, [row_id])
+    assert prove_row(demo_chain, table, row_id)["verified"] is False
 
 
-def test_prove_refuses_unknown_tables_rows_and_unfinalized_epochs(store2, two_epochs, network):
+def test_prove_refuses_unknown_tables_rows_and_unfinalized_epochs(demo_chain, demo_layout, network):
     with pytest.raises(ChainError, match="unknown table 'blocks'; provable tables: "):
-        prove_row(store2, "blocks", "1")
+        prove_row(demo_chain, "blocks", "1")
     with pytest.raises(ChainError, match="no row 'nope' in tasks of a finalized block"):
-        prove_row(store2, "tasks", "nope")
-    task_id = first_id(store2, "tasks", "task_id", 1)
+        prove_row(demo_chain, "tasks", "nope")
+    task_id = first_id(demo_chain, "tasks", "task_id", 1)
     with pytest.raises(ChainError, match="at epoch 2"):
-        prove_row(store2, "tasks", task_id, epoch=2)
-    submit_demo_workload(store2, two_epochs, network, 3)
-    run_collect(store2, two_epochs, 3)
+        prove_row(demo_chain, "tasks", task_id, epoch=2)
+    submit_demo_workload(demo_chain, demo_layout, network, 3)
+    run_collect(demo_chain, demo_layout, 3)
     with pytest.raises(ChainError, match="of a finalized block"):
-        prove_row(store2, "tasks", first_id(store2, "tasks", "task_id", 3))
+        prove_row(demo_chain, "tasks", first_id(demo_chain, "tasks", "task_id", 3))
 
 
-def test_cli_prove(two_epochs, capsys):
-    with ChainStore.open(two_epochs.database, read_only=True) as store:
+def test_cli_prove(demo_layout, capsys):
+    with ChainStore.open(demo_layout.database, read_only=True) as store:
         task_id = first_id(store, "tasks", "task_id", 2)
-    assert cli.main(["--data-dir", str(two_epochs.root), "prove", "tasks", task_id]) == 0
+    assert cli.main(["--data-dir", str(demo_layout.root), "prove", "tasks", task_id]) == 0
     proof = json.loads(capsys.readouterr().out)
     assert proof["verified"] is True and proof["id"] == task_id and proof["epoch"] == 2
-    with ChainStore.open(two_epochs.database) as store:
+    with ChainStore.open(demo_layout.database) as store:
         store.connection.execute("UPDATE tasks SET nonce = nonce + 1000 WHERE task_id = ?", [task_id])
-    assert cli.main(["--data-dir", str(two_epochs.root), "prove", "tasks", task_id]) == 1
+    assert cli.main(["--data-dir", str(demo_layout.root), "prove", "tasks", task_id]) == 1
     assert json.loads(capsys.readouterr().out)["verified"] is False

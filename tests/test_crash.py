@@ -14,7 +14,7 @@ from gonka_pipelines.chain.store import ChainStore, EpochOrderError
 from gonka_pipelines.chain.verify import verify_chain
 from gonka_pipelines.failpoints import CRASH_EXIT_CODE, FAILPOINT_ENV
 from gonka_pipelines.stages import block as block_stage
-from gonka_pipelines.stages.block import finalize_block, propose_block
+from gonka_pipelines.stages.block import finalize_block
 from gonka_pipelines.stages.collect import run_collect
 
 EPOCH_TABLES = ("tasks", "rejected_tasks", "transfers", "submissions", "lineage", "epochs")
@@ -115,31 +115,25 @@ def test_rerunning_collect_replaces_rows(chain, initialized_layout, submit):
     assert sorted(sid for (sid,) in chain.query("SELECT submission_id FROM submissions")) == sorted(ids)
 
 
-def test_rerunning_collect_takes_new_submissions_and_drops_a_stale_proposal(chain, initialized_layout, submit):
+def test_rerunning_collect_takes_new_submissions_and_drops_a_stale_proposal(chain, initialized_layout, submit,
+                                                                           propose_epoch, run_epoch):
     submit(2)
-    run_collect(chain, initialized_layout, 1)
-    propose_block(chain, initialized_layout, 1)
+    propose_epoch(chain, initialized_layout, 1)
     assert chain.epoch_status(1) == "proposed" and chain.block(1) is not None
     submit(1, "dev-grace")
     summary = run_collect(chain, initialized_layout, 1)
     assert (summary.submitted, summary.accepted) == (3, 3)
     assert chain.epoch_status(1) == "open" and chain.block(1) is None
     assert chain.scalar("SELECT count(*) FROM block_signatures WHERE height = 1") == 0
-    propose_block(chain, initialized_layout, 1)
-    finalize_block(chain, initialized_layout, 1)
+    # the whole epoch runs again over the re-opened epoch and makes a sound block
+    run_epoch(chain, initialized_layout, 1)
     assert verify_chain(chain).first_problem is None and chain.head().height == 1
+    assert chain.scalar("SELECT count(*) FROM tasks WHERE epoch = 1") == 3
 
 
-def finalize_epoch_one(store, layout, submit) -> list[str]:
+def test_a_leftover_processed_file_is_not_taken_twice(chain, initialized_layout, submit, run_epoch):
     ids = submit(3)
-    run_collect(store, layout, 1)
-    propose_block(store, layout, 1)
-    finalize_block(store, layout, 1)
-    return ids
-
-
-def test_a_leftover_processed_file_is_not_taken_twice(chain, initialized_layout, submit):
-    ids = finalize_epoch_one(chain, initialized_layout, submit)
+    run_epoch(chain, initialized_layout, 1)
     processed = initialized_layout.inbox / "processed"
     assert {p.stem for p in processed.glob("*.json")} == set(ids) and not inbox_ids(initialized_layout)
     # a crash after finalize but before archiving leaves a consumed file in the inbox
@@ -153,10 +147,9 @@ def test_a_leftover_processed_file_is_not_taken_twice(chain, initialized_layout,
     assert (processed / f"{ids[0]}.json").exists()
 
 
-def test_a_crash_between_finalize_and_archiving(chain, initialized_layout, submit, monkeypatch):
+def test_a_crash_between_finalize_and_archiving(chain, initialized_layout, submit, propose_epoch, monkeypatch):
     ids = submit(3)
-    run_collect(chain, initialized_layout, 1)
-    propose_block(chain, initialized_layout, 1)
+    propose_epoch(chain, initialized_layout, 1)
 
     def power_cut(*args, **kwargs):
         raise SystemExit(CRASH_EXIT_CODE)

@@ -4,61 +4,60 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.chain.verify import verify_chain
 from gonka_pipelines.demo import submit_demo_workload
 from gonka_pipelines.paths import DataLayout
-from gonka_pipelines.protocol.params import NetworkConfig
-from gonka_pipelines.stages.block import finalize_block, propose_block
-from gonka_pipelines.stages.collect import run_collect
 from gonka_pipelines.stages.genesis import init_chain
+from gonka_pipelines.stages.pipeline import run_epoch
 
-EPOCHS = 2
-COMMITTED = ("tasks", "rejected_tasks", "transfers", "account_states", "host_states", "block_signatures")
+COMMITTED = ("tasks", "rejected_tasks", "transfers", "account_states", "host_states", "block_signatures", "submissions")
 
 
-def build_chain(root, genesis, network: NetworkConfig) -> tuple[list[str], dict[str, list[tuple]]]:
-    """A fresh chain from genesis through EPOCHS demo epochs, run stage by stage (no Dagster)."""
-    layout = DataLayout(root)
-    with ChainStore.open(layout.database) as store:
-        hashes = [init_chain(store, layout, genesis, network).hash]
-        for epoch in range(1, EPOCHS + 1):
-            submit_demo_workload(store, layout, network, epoch)
-            run_collect(store, layout, epoch)
-            propose_block(store, layout, epoch)
-            hashes.append(finalize_block(store, layout, epoch))
-        assert verify_chain(store).first_problem is None
-        rows = {table: store.query(f"SELECT * FROM {table} ORDER BY ALL") for table in COMMITTED}
-        rows["headers"] = store.query("SELECT height, hash, header_json FROM blocks ORDER BY height")
+def chain_contents(store: ChainStore) -> tuple[list[str], dict[str, list[tuple]]]:
+    hashes = [h for (h,) in store.query("SELECT hash FROM blocks WHERE status = 'finalized' ORDER BY height")]
+    rows = {table: store.query(f"SELECT * FROM {table} ORDER BY ALL") for table in COMMITTED}
+    rows["headers"] = store.query("SELECT height, hash, header_json FROM blocks ORDER BY height")
     return hashes, rows
 
 
-def test_two_fresh_chains_give_identical_blocks(tmp_path, genesis, network):
-    hashes_a, rows_a = build_chain(tmp_path / "a", genesis, network)
-    hashes_b, rows_b = build_chain(tmp_path / "b", genesis, network)
-    assert len(hashes_a) == EPOCHS + 1 and len(set(hashes_a)) == EPOCHS + 1
-    assert hashes_a == hashes_b
-    assert rows_a == rows_b
-    assert rows_a["tasks"], "the workload must produce accepted tasks, or the comparison proves little"
+def test_two_fresh_chains_give_identical_blocks(tmp_path, genesis, network, demo_chain):
+    """A chain built here from scratch (stages directly, no Dagster) equals the session's demo chain, block for block."""
+    epochs = demo_chain.head().height
+    layout = DataLayout(tmp_path / "fresh")
+    with ChainStore.open(layout.database) as store:
+        init_chain(store, layout, genesis, network)
+        for epoch in range(1, epochs + 1):
+            submit_demo_workload(store, layout, network, epoch)
+            run_epoch(store, layout, epoch)
+        assert verify_chain(store).first_problem is None
+        hashes, rows = chain_contents(store)
+    other_hashes, other_rows = chain_contents(demo_chain)
+    assert len(hashes) == epochs + 1 == len(set(hashes)) and epochs >= 2
+    assert hashes == other_hashes
+    assert rows == other_rows
+    assert rows["tasks"], "the workload must produce accepted tasks, or the comparison proves little"
 
 
-def test_block_times_come_from_genesis_not_the_clock(tmp_path, genesis, network):
-    _, rows = build_chain(tmp_path / "c", genesis, network)
-    assert [json.loads(header)["timestamp"] for _, _, header in rows["headers"]] == [
-        genesis.block_timestamp(h) for h in range(EPOCHS + 1)]
+def test_block_times_come_from_genesis_not_the_clock(demo_chain, genesis):
+    headers = [json.loads(header) for (header,) in demo_chain.query("SELECT header_json FROM blocks ORDER BY height")]
+    assert [h["timestamp"] for h in headers] == [genesis.block_timestamp(height) for height in range(len(headers))]
+    assert headers[1]["timestamp"] == "2026-01-01T00:10:00+00:00"
 
 
-@pytest.mark.parametrize("change", ["key_seed", "balance"])
-def test_a_different_network_gives_different_blocks(tmp_path, genesis, network, change):
-    """The comparison above is not vacuous: change one input and every block hash changes."""
-    hashes, _ = build_chain(tmp_path / "base", genesis, network)
-    if change == "key_seed":
-        other = network.model_copy(update={"key_seed": "another-seed"})
-    else:
-        developers = (network.developers[0].model_copy(update={"balance": network.developers[0].balance + 1}),
-                      *network.developers[1:])
-        other = network.model_copy(update={"developers": developers})
-    other_hashes, _ = build_chain(tmp_path / "other", genesis, other)
-    assert all(a != b for a, b in zip(hashes, other_hashes))
+def test_a_different_network_gives_a_different_chain(tmp_path, genesis, network):
+    """The comparison above is not vacuous: a different key seed or balance changes the genesis block, hence every
+    block after it (each links to its predecessor's hash)."""
+    developers = (network.developers[0].model_copy(update={"balance": network.developers[0].balance + 1}),
+                  *network.developers[1:])
+    variants = {"same": network, "key_seed": network.model_copy(update={"key_seed": "another-seed"}),
+                "balance": network.model_copy(update={"developers": developers})}
+    hashes = {}
+    for name, config in variants.items():
+        layout = DataLayout(tmp_path / name)
+        with ChainStore.open(layout.database) as store:
+            hashes[name] = init_chain(store, layout, genesis, config).hash
+    layout = DataLayout(tmp_path / "same-again")
+    with ChainStore.open(layout.database) as store:
+        assert init_chain(store, layout, genesis, network).hash == hashes["same"]
+    assert len(set(hashes.values())) == 3

@@ -20,8 +20,6 @@ from gonka_pipelines.protocol.intake import (
     parse_submission,
     prompt_token_count,
 )
-from gonka_pipelines.protocol.params import epoch_parameters
-from gonka_pipelines.stages.block import finalize_block, propose_block
 from gonka_pipelines.stages.collect import run_collect
 
 # -- the checks, on a hand-made context -----------------------------------------------------------
@@ -228,13 +226,13 @@ def rejected_rows(store: ChainStore, epoch: int) -> dict[str, tuple]:
 
 
 def epoch_price(genesis, epoch: int) -> int:
-    price = epoch_parameters(genesis, epoch)["price_per_token"]
+    price = genesis.tasks.price(epoch)
     assert price > 0, "the default profile must charge for tasks in epoch 1 for these tests"
     return price
 
 
 def one_rejection_case(reason: str, submit, genesis) -> bytes:
-    limits = epoch_parameters(genesis, 1)["tasks"]
+    limits = genesis.tasks.model_dump()
     return {
         "malformed": lambda: b'{"body": {"prompt": "no fields"}, "signature": "00"}',
         "wrong_chain": lambda: submit.sign(nonce=0, chain_id="gonka-elsewhere-1"),
@@ -268,8 +266,8 @@ def test_collect_insufficient_balance(chain, initialized_layout, submit, genesis
     poorest = min(network.developers, key=lambda d: d.balance)
     address = submit.key(poorest.name).address
     balance = chain.balances(1)[address]
-    prompt = "p" * min(100, epoch_parameters(genesis, 1)["tasks"]["max_prompt_bytes"])
-    max_tokens = epoch_parameters(genesis, 1)["tasks"]["max_tokens_limit"]
+    prompt = "p" * min(100, genesis.tasks.max_prompt_bytes)
+    max_tokens = genesis.tasks.max_tokens_limit
     escrow = (max_tokens + len(prompt)) * price
     affordable = balance // escrow
     assert 0 < affordable < 40, "the poorest developer should afford a few tasks, not none or hundreds"
@@ -333,12 +331,10 @@ def test_byte_identical_resubmission_is_kept_as_a_copy_and_rejected(chain, initi
     assert rejected_rows(chain, 1) == {second: ("replayed_nonce", raw)}
 
 
-def test_replay_across_epochs(chain, initialized_layout, submit):
+def test_replay_across_epochs(chain, initialized_layout, submit, run_epoch):
     raw = submit.sign(nonce=0)
     first = submit.raw(raw)
-    run_collect(chain, initialized_layout, 1)
-    propose_block(chain, initialized_layout, 1)
-    finalize_block(chain, initialized_layout, 1)
+    run_epoch(chain, initialized_layout, 1)
     assert (initialized_layout.inbox / "processed" / f"{first}.json").exists()
     # the same bytes again (the original is archived, so the copy gets -1), and a new body reusing nonce 0
     copy = submit.raw(raw)

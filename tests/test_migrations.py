@@ -110,11 +110,10 @@ def test_a_failing_migration_rolls_back_entirely(tmp_path, monkeypatch):
         assert "half_done" not in tables(connection)
 
 
-def test_a_future_migration_upgrades_a_chain_with_data(initialized_layout, submit, run_epoch, monkeypatch):
+def test_a_future_migration_upgrades_a_chain_with_data(demo_layout, monkeypatch):
     """Simulate the next migration landing: an existing chain is refused read-only, then upgraded in place, data intact."""
-    submit(3)
+    initialized_layout = demo_layout
     with ChainStore.open(initialized_layout.database) as store:
-        run_epoch(store, initialized_layout, 1)
         head = store.head()
         tasks = store.query("SELECT * FROM tasks ORDER BY task_id")
     upcoming = (LATEST + 1, "future: task labels", "ALTER TABLE tasks ADD COLUMN label VARCHAR DEFAULT 'none'; "

@@ -14,7 +14,6 @@ from gonka_pipelines.protocol.params import (
     GENESIS_FILE,
     NETWORK_FILE,
     ConfigError,
-    epoch_parameters,
     load_genesis,
     load_network,
 )
@@ -69,12 +68,6 @@ def test_block_timestamps_come_from_genesis_time_not_the_clock():
 def test_params_hash_is_stable_and_profile_specific():
     assert load_genesis().params_hash == load_genesis().params_hash == hash_value(load_genesis().as_dict())
     assert load_genesis("local").params_hash != load_genesis("mainnet").params_hash
-
-
-def test_epoch_parameters_add_the_epoch_and_its_price():
-    params = load_genesis("mainnet")
-    assert epoch_parameters(params, 5) == {**params.as_dict(), "epoch": 5, "price_per_token": 0}
-    assert epoch_parameters(params, 91)["price_per_token"] == 100
 
 
 def test_shipped_network_loads():

@@ -104,10 +104,14 @@ def test_mine_keeps_exactly_the_hits(runner: ModelRunner, distances: np.ndarray)
         sprint.mine(runner, BLOCK, HOST, -1, 10, r_target)
 
 
-def test_negative_nonces_are_refused(runner: ModelRunner) -> None:
-    with pytest.raises(ValueError, match="nonces must lie in"):
+def test_nonces_outside_int64_range_are_refused(runner: ModelRunner) -> None:
+    with pytest.raises(ValueError, match=r"nonces must be integers in \[0, 2\*\*63\), got -1"):
         sprint.compute_distances(runner, BLOCK, HOST, [3, -1])
+    with pytest.raises(ValueError, match="nonces must be integers"):
+        sprint.compute_distances(runner, BLOCK, HOST, [2**64])
     assert sprint.compute_distances(runner, BLOCK, HOST, []).shape == (0,)
+    as_array = sprint.compute_distances(runner, BLOCK, HOST, np.array([5, 9]))
+    assert as_array.tolist() == sprint.compute_distances(runner, BLOCK, HOST, [5, 9]).tolist()
 
 
 # --- calibration --------------------------------------------------------------------------------

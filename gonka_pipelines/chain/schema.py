@@ -104,6 +104,36 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             PRIMARY KEY (epoch, address, unlock_epoch));
         """,
     ),
+    (
+        3,
+        "operations: which Dagster run holds an epoch, and the payout_lineage view",
+        """
+        CREATE TABLE epoch_runs (epoch BIGINT PRIMARY KEY, run_id VARCHAR NOT NULL);
+        CREATE VIEW payout_lineage AS
+        WITH payouts AS (SELECT r.*, h.name AS host FROM rewards r JOIN hosts h USING (address))
+        SELECT p.epoch, p.host, p.address, p.payout, p.claimed, 'reward' AS part, 'weight' AS source_kind,
+               w.address AS source_id, p.reward AS amount,
+               format('weight {} of {} from {} accepted hits', p.weight, p.total_weight, w.hits) AS detail
+        FROM payouts p
+        JOIN lineage l ON l.epoch = p.epoch AND l.child_kind = 'payout' AND l.child_id = p.address AND l.parent_kind = 'weight'
+        JOIN epoch_weights w ON w.epoch = p.epoch AND w.address = l.parent_id
+        UNION ALL
+        SELECT p.epoch, p.host, p.address, p.payout, p.claimed, 'reward', 'poc_batch', b.batch_id, NULL,
+               format('{} hits in batch {} (behind the weight)', len(b.nonces), b.sequence)
+        FROM payouts p
+        JOIN lineage l ON l.epoch = p.epoch AND l.child_kind = 'weight' AND l.child_id = p.address AND l.parent_kind = 'poc_batch'
+        JOIN poc_batches b ON b.batch_id = l.parent_id
+        WHERE p.reward > 0
+        UNION ALL
+        SELECT p.epoch, p.host, p.address, p.payout, p.claimed, 'work_coins', 'fee_share', f.task_id, f.amount,
+               format('{} share of fee {} (task {}, {} validation(s))', f.role, r.cost, o.outcome, o.validations)
+        FROM payouts p
+        JOIN lineage l ON l.epoch = p.epoch AND l.child_kind = 'payout' AND l.child_id = p.address AND l.parent_kind = 'fee_share'
+        JOIN fee_shares f ON f.task_id = l.parent_id AND f.host = p.address
+        JOIN task_results r ON r.task_id = f.task_id
+        JOIN task_outcomes o ON o.task_id = f.task_id;
+        """,
+    ),
 ]
 
 

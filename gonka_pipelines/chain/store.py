@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,6 +191,17 @@ class ChainStore:
         return {sid for (sid,) in self.query(
             "SELECT submission_id FROM submissions WHERE epoch < ? AND list_contains(?, submission_id)",
             [before_epoch, list(submission_ids)])}
+
+    def claim_epoch(self, epoch: int, run_id: str, holder_active: Callable[[str], bool]) -> None:
+        """Record that run_id is running the epoch; refuse while another, still active, run holds it."""
+        with self.transaction():
+            self.require_writable(epoch)
+            holder = self.scalar("SELECT run_id FROM epoch_runs WHERE epoch = ?", [epoch])
+            if holder not in (None, run_id) and holder_active(holder):
+                raise ChainError(f"epoch {epoch} is being run by run {holder}; wait for it to finish (or terminate it) "
+                                 "before launching it again")
+            self.connection.execute("DELETE FROM epoch_runs WHERE epoch = ?", [epoch])
+            self.insert("epoch_runs", [{"epoch": epoch, "run_id": run_id}])
 
     # -- state --------------------------------------------------------------------------------
 

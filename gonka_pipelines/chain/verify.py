@@ -36,36 +36,67 @@ def _post_state_mismatch(store: ChainStore, height: int) -> str | None:
     return None
 
 
-def verify_block(store: ChainStore, height: int, expected_prev_hash: str) -> Inconsistency | None:
-    """First inconsistency of one block (finalized or proposed), or None."""
+def _load(store: ChainStore, height: int) -> tuple[BlockHeader, dict] | Inconsistency:
     block = store.block(height)
     if block is None:
         return Inconsistency(height, "no block at this height")
-    header = BlockHeader(**block["header"])
+    return BlockHeader(**block["header"]), block
+
+
+def link_problem(store: ChainStore, height: int, expected_prev_hash: str) -> Inconsistency | None:
+    """The block names this chain and height, and links to the previous block (its epoch seeded by that hash)."""
+    loaded = _load(store, height)
+    if isinstance(loaded, Inconsistency):
+        return loaded
+    header, _ = loaded
+    if header.height != height or header.chain_id != store.chain_id:
+        return Inconsistency(height, f"header names chain {header.chain_id!r} height {header.height}")
+    if header.prev_hash != expected_prev_hash:
+        return Inconsistency(height, f"links to {_short(header.prev_hash)}, but the previous block is {_short(expected_prev_hash)}")
+    if height > 0 and store.epoch_seed(height) != expected_prev_hash:
+        return Inconsistency(height, "the epoch's seed is not the previous block hash")
+    return None
+
+
+def content_problem(store: ChainStore, height: int) -> Inconsistency | None:
+    """The stored hash is the header's, and the header's parameter hash, roots and post-state re-derive from rows."""
+    loaded = _load(store, height)
+    if isinstance(loaded, Inconsistency):
+        return loaded
+    header, block = loaded
 
     def problem(message: str) -> Inconsistency:
         return Inconsistency(height, message)
 
     if header.hash != block["hash"]:
         return problem(f"stored hash {_short(block['hash'])} is not the hash of its header ({_short(header.hash)})")
-    if header.height != height or header.chain_id != store.chain_id:
-        return problem(f"header names chain {header.chain_id!r} height {header.height}")
-    if header.prev_hash != expected_prev_hash:
-        return problem(f"links to {_short(header.prev_hash)}, but the previous block is {_short(expected_prev_hash)}")
-    epoch = store.records("SELECT seed, params_hash, params_json FROM epochs WHERE epoch = ?", [height])
+    epoch = store.records("SELECT params_hash, params_json FROM epochs WHERE epoch = ?", [height])
     if not epoch:
         return problem("its epoch has no parameters row")
     if header.params_hash != epoch[0]["params_hash"] or header.params_hash != hash_value(json.loads(epoch[0]["params_json"])):
         return problem("parameter hash does not match the epoch's recorded parameters")
-    if height > 0 and epoch[0]["seed"] != expected_prev_hash:
-        return problem("the epoch's seed is not the previous block hash")
     for name, root in epoch_roots(store.connection, height).items():
         if header.roots.get(name) != root:
             return problem(f"the {name} root in the header is {_short(header.roots.get(name, '-'))} but the {name} "
                            f"rows of epoch {height} give {_short(root)}: a row was changed, added or removed")
     if height > 0 and (mismatch := _post_state_mismatch(store, height)):
         return problem(mismatch)
+    return None
+
+
+def signature_problem(store: ChainStore, height: int) -> Inconsistency | None:
+    """Every signature verifies with its signer's key and in-force weight, and the signers pass 2/3."""
+    loaded = _load(store, height)
+    if isinstance(loaded, Inconsistency):
+        return loaded
+    header, block = loaded
     return _signature_problem(store, header, block["signatures"])
+
+
+def verify_block(store: ChainStore, height: int, expected_prev_hash: str) -> Inconsistency | None:
+    """First inconsistency of one block (finalized or proposed), or None."""
+    return (link_problem(store, height, expected_prev_hash) or content_problem(store, height)
+            or signature_problem(store, height))
 
 
 def _signature_problem(store: ChainStore, header: BlockHeader, signatures: list[dict]) -> Inconsistency | None:

@@ -1,4 +1,4 @@
-"""Dagster resources: the chain (DuckDB ledger plus its data folder)."""
+"""Dagster resources: the chain (DuckDB ledger plus its data folder) and where model compute runs."""
 
 from __future__ import annotations
 
@@ -8,8 +8,15 @@ from pathlib import Path
 
 import dagster as dg
 
-from gonka_pipelines.chain.store import ChainStore
+from gonka_pipelines.chain.store import ChainError, ChainStore
+from gonka_pipelines.defs.partitions import epoch_of
 from gonka_pipelines.paths import DataLayout
+
+
+def run_active(instance: dg.DagsterInstance, run_id: str) -> bool:
+    """Whether a run is still queued or running (a finished, failed or vanished run holds nothing)."""
+    run = instance.get_run_by_id(run_id)
+    return run is not None and not run.is_finished
 
 
 class ChainResource(dg.ConfigurableResource):
@@ -26,6 +33,22 @@ class ChainResource(dg.ConfigurableResource):
         """A connection for one step; steps that write share the `chain` pool so only one holds it."""
         with ChainStore.open(self.layout.database, read_only=read_only) as store:
             yield store
+
+    @contextmanager
+    def epoch_store(self, context: dg.AssetExecutionContext) -> Iterator[tuple[ChainStore, int]]:
+        """The store and the step's epoch, after checking the epoch is next and claiming it for this run.
+
+        A launch for an epoch that is finalized, not next, or held by another active run fails here, before any
+        work, with a message saying what to launch instead.
+        """
+        epoch = epoch_of(context)
+        with self.store() as store:
+            try:
+                store.claim_epoch(epoch, context.run_id, lambda run_id: run_active(context.instance, run_id))
+            except ChainError as error:
+                context.log.error(str(error))
+                raise dg.Failure(description=str(error)) from error
+            yield store, epoch
 
 
 class ComputeResource(dg.ConfigurableResource):

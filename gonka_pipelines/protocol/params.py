@@ -21,22 +21,26 @@ class ConfigError(ValueError):
     """A configuration file is unreadable or a field in it is invalid; the message names both."""
 
 
-class _Strict(BaseModel):
+class StrictConfig(BaseModel):
+    """Base of every config section: unknown keys are errors, values are immutable."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class TokenParams(_Strict):
+
+
+class TokenParams(StrictConfig):
     denom: str
     base_units: int = Field(gt=0)
 
 
-class EmissionParams(_Strict):
+class EmissionParams(StrictConfig):
     initial_reward: int = Field(ge=0, description="R0 in base units")
     decay_rate: float = Field(ge=0)
     supply_cap: int = Field(ge=0, description="most base units ever minted")
 
 
-class SprintParams(_Strict):
+class SprintParams(StrictConfig):
     model: str
     mode: Literal["simulation", "real"] = "simulation"
     duration_seconds: float = Field(gt=0, description="sprint length: wall clock in real mode, virtual in simulation")
@@ -51,7 +55,7 @@ class SprintParams(_Strict):
     price_per_weight_unit: int = Field(gt=0)
 
 
-class TaskParams(_Strict):
+class TaskParams(StrictConfig):
     max_prompt_bytes: int = Field(gt=0)
     max_tokens_limit: int = Field(gt=0)
     price_per_token: int = Field(ge=0)
@@ -63,7 +67,7 @@ class TaskParams(_Strict):
         return 0 if epoch <= self.free_epochs else self.price_per_token
 
 
-class ValidationParams(_Strict):
+class ValidationParams(StrictConfig):
     false_positive_rate: float = Field(gt=0, lt=1)
     similarity_threshold: float = Field(gt=0, le=1)
     ramping_tasks: int = Field(ge=0)
@@ -73,11 +77,11 @@ class ValidationParams(_Strict):
     miss_tolerance: float = Field(ge=0, le=1)
 
 
-class RewardParams(_Strict):
+class RewardParams(StrictConfig):
     vesting_epochs: int = Field(gt=0)
 
 
-class GenesisParams(_Strict):
+class GenesisParams(StrictConfig):
     """One profile of genesis.yaml: every number the protocol uses."""
 
     profile: str
@@ -113,7 +117,7 @@ class Behaviour(str, enum.Enum):
     LAZY_VALIDATOR = "lazy_validator"
 
 
-class HostConfig(_Strict):
+class HostConfig(StrictConfig):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
     key: Path | None = None
     capacity: int = Field(gt=0)
@@ -122,13 +126,13 @@ class HostConfig(_Strict):
     collateral: int = Field(default=0, ge=0)
 
 
-class DeveloperConfig(_Strict):
+class DeveloperConfig(StrictConfig):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
     key: Path | None = None
     balance: int = Field(ge=0)
 
 
-class NetworkConfig(_Strict):
+class NetworkConfig(StrictConfig):
     """network.yaml: the hosts and developer accounts that exist at genesis."""
 
     key_seed: str | None = None
@@ -149,7 +153,7 @@ class NetworkConfig(_Strict):
         return sum(d.balance for d in self.developers) + sum(h.collateral for h in self.hosts)
 
 
-def _read_yaml(path: Path) -> Any:
+def read_yaml(path: Path) -> Any:
     try:
         return yaml.safe_load(path.read_text())
     except FileNotFoundError as error:
@@ -158,7 +162,7 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: not valid YAML ({error})") from error
 
 
-def _validate(model: type[BaseModel], data: Any, path: Path, prefix: str = "") -> Any:
+def validate_config(model: type[BaseModel], data: Any, path: Path, prefix: str = "") -> Any:
     """Build a typed object, turning the first validation error into one line naming file and field."""
     try:
         return model.model_validate(data)
@@ -170,7 +174,7 @@ def _validate(model: type[BaseModel], data: Any, path: Path, prefix: str = "") -
 
 def load_genesis(profile: str | None = None, path: Path = GENESIS_FILE) -> GenesisParams:
     """Read one profile (the file's default_profile when none is named) from genesis.yaml."""
-    data = _read_yaml(path)
+    data = read_yaml(path)
     if not isinstance(data, dict) or not isinstance(data.get("profiles"), dict):
         raise ConfigError(f"{path}: field 'profiles': must be a mapping of profile name to parameters")
     name = profile or data.get("default_profile")
@@ -180,9 +184,9 @@ def load_genesis(profile: str | None = None, path: Path = GENESIS_FILE) -> Genes
     body = data["profiles"][name]
     if not isinstance(body, dict):
         raise ConfigError(f"{path}: field 'profiles.{name}': must be a mapping")
-    return _validate(GenesisParams, {"profile": name, **body}, path, prefix=f"profiles.{name}")
+    return validate_config(GenesisParams, {"profile": name, **body}, path, prefix=f"profiles.{name}")
 
 
 def load_network(path: Path = NETWORK_FILE) -> NetworkConfig:
     """Read and validate network.yaml."""
-    return _validate(NetworkConfig, _read_yaml(path), path)
+    return validate_config(NetworkConfig, read_yaml(path), path)

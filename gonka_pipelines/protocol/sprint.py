@@ -3,8 +3,8 @@
 Random inputs, permutations and the target come from a counter-based generator (the splitmix64
 finaliser over int64 tensors) keyed by SHA-256 of the block hash and public key: a whole batch of
 nonces is generated in a few tensor ops on the model's device, and any single nonce is reproducible
-alone. Integer ops are exact on every device, so only the float steps (Box-Muller, the model) may
-differ between CPU and GPU.
+alone. Integer ops are exact on every device (the permutation's float64 step has a wide margin), so
+only Box-Muller and the model itself may round differently on CPU and GPU.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ SMALL_NETWORK_CAP = {1: 1.0, 2: 0.5, 3: 0.4}  # cap fraction floor for networks 
 _DOMAIN = "gonka/poc"
 _MAX_NONCE = 2**63 - 1
 _UNIFORM_BITS = 24  # float32 mantissa: each Box-Muller uniform takes 24 bits of a 64-bit hash
-_MAX_PERMUTED_VOCAB = math.isqrt(2**31 - 1)  # keeps a*i + b < vocab**2 within int32
 
 
 def _int64(value: int) -> int:
@@ -90,11 +89,17 @@ def _normals(keys: Tensor, count: int) -> Tensor:
     return out.mul_(radius[:, None]).view(keys.numel(), 2 * half)[:, :count]
 
 
-def _nonce_tensor(nonces: Sequence[int] | Tensor, device: torch.device | str) -> Tensor:
-    """Nonces as an int64 tensor on the device; a sequence is checked to lie in [0, 2**63) (tensors are trusted)."""
-    if not isinstance(nonces, Tensor) and nonces and not 0 <= min(nonces) <= max(nonces) <= _MAX_NONCE:
-        raise ValueError(f"nonces must lie in [0, 2**63), got range {min(nonces)}..{max(nonces)}")
-    return torch.as_tensor(nonces, dtype=torch.int64, device=device)
+def _nonce_tensor(nonces: Sequence[int] | np.ndarray | Tensor, device: torch.device | str) -> Tensor:
+    """Nonces as an int64 tensor on the device; values given outside a tensor must lie in [0, 2**63)."""
+    if isinstance(nonces, Tensor):
+        return nonces.to(device=device, dtype=torch.int64)
+    try:
+        tensor = torch.as_tensor(nonces, dtype=torch.int64)
+    except (OverflowError, RuntimeError) as error:
+        raise ValueError(f"nonces must be integers in [0, 2**63): {error}") from error
+    if tensor.numel() and int(tensor.min()) < 0:
+        raise ValueError(f"nonces must be integers in [0, 2**63), got {int(tensor.min())}")
+    return tensor.to(device)
 
 
 def _nonce_keys(purpose: str, block_hash: str, public_key: str, nonces: Tensor) -> Tensor:
@@ -113,7 +118,7 @@ def nonce_inputs(
 @lru_cache(maxsize=8)
 def _units(vocab: int, device: torch.device) -> Tensor:
     """Residues a with gcd(a, vocab) = 1: the multipliers that make i -> a*i + b a bijection mod vocab."""
-    return torch.tensor([a for a in range(vocab) if math.gcd(a, vocab) == 1], dtype=torch.int32, device=device)
+    return torch.tensor([a for a in range(vocab) if math.gcd(a, vocab) == 1], dtype=torch.int64, device=device)
 
 
 def nonce_permutations(
@@ -121,19 +126,21 @@ def nonce_permutations(
 ) -> Tensor:
     """(B, vocab) index maps i -> (a*i + b) mod vocab, with a unit a and offset b keyed by (block, host, nonce).
 
-    An affine bijection is computed elementwise in int32 (no sort, which costs as much as a tiny model's
-    forward pass). Logit coordinates of a random decoder have no index structure, so it decorrelates the
-    output from the target as a uniform permutation does; two nonces' maps agree on few positions.
+    An affine bijection is computed elementwise (no sort, which costs as much as a tiny model's forward
+    pass). Logit coordinates of a random decoder have no index structure, so it decorrelates the output
+    from the target as a uniform permutation does; two nonces' maps agree on few positions.
     """
-    if vocab > _MAX_PERMUTED_VOCAB:
-        raise ValueError(f"vocab {vocab} too large for int32 permutation arithmetic (at most {_MAX_PERMUTED_VOCAB})")
     nonce_tensor = _nonce_tensor(nonces, device)
     words = _nonce_keys("permutation", block_hash, public_key, nonce_tensor)
     units = _units(vocab, nonce_tensor.device)
     multipliers = units[torch.remainder(_shr(words, 32), units.numel())]
-    offsets = torch.remainder(words.bitwise_and_(0xFFFFFFFF), vocab).int()
-    positions = _positions(vocab, nonce_tensor.device, torch.int32)
-    return torch.remainder(torch.addcmul(offsets[:, None], multipliers[:, None], positions), vocab).long()
+    offsets = torch.remainder(words.bitwise_and_(0xFFFFFFFF), vocab)
+    # floor(vocab * frac((a*i + b + 1/2) / vocab)) is (a*i + b) mod vocab: the half keeps every value
+    # 1/(2 vocab) from an integer, far beyond float64 rounding, and it is cheaper than integer remainder.
+    positions = _positions(vocab, nonce_tensor.device, torch.float64)
+    starts, steps = (offsets.double() + 0.5) / vocab, multipliers.double() / vocab
+    scaled = steps[:, None] * positions + starts[:, None]
+    return scaled.frac_().mul_(vocab).long()
 
 
 def target_vector(block_hash: str, vocab: int, device: torch.device | str = "cpu") -> Tensor:
@@ -142,7 +149,9 @@ def target_vector(block_hash: str, vocab: int, device: torch.device | str = "cpu
     return torch.nn.functional.normalize(_normals(key, vocab)[0], dim=0)
 
 
-def _batch_distances(runner: ModelRunner, target: Tensor, block_hash: str, public_key: str, nonces: Tensor) -> np.ndarray:
+def _batch_distances(
+    runner: ModelRunner, target: Tensor, block_hash: str, public_key: str, nonces: Tensor
+) -> np.ndarray:
     """Distances of up to batch_size nonces, always run as a full batch (short ones repeat the last nonce).
 
     BLAS and reduction kernels choose their summation order by shape, so a fixed shape is what makes a
@@ -157,18 +166,13 @@ def _batch_distances(runner: ModelRunner, target: Tensor, block_hash: str, publi
     return distances[:count].cpu().numpy().astype(np.float64)
 
 
-def _batches(nonces: Tensor, size: int) -> list[Tensor]:
-    return list(torch.split(nonces, size)) if nonces.numel() else []
-
-
-def compute_distances(runner: ModelRunner, block_hash: str, public_key: str, nonces: Sequence[int]) -> np.ndarray:
+def compute_distances(
+    runner: ModelRunner, block_hash: str, public_key: str, nonces: Sequence[int] | np.ndarray
+) -> np.ndarray:
     """float64 array of each nonce's distance ||permuted normalised last logits - target||, in input order."""
     target = target_vector(block_hash, runner.profile.vocab, runner.device)
-    nonce_tensor = _nonce_tensor(nonces, runner.device)
-    parts = [
-        _batch_distances(runner, target, block_hash, public_key, batch)
-        for batch in _batches(nonce_tensor, runner.profile.batch_size)
-    ]
+    batches = torch.split(_nonce_tensor(nonces, runner.device), runner.profile.batch_size)
+    parts = [_batch_distances(runner, target, block_hash, public_key, batch) for batch in batches if batch.numel()]
     return np.concatenate(parts) if parts else np.empty(0, dtype=np.float64)
 
 
@@ -176,17 +180,17 @@ def mine(
     runner: ModelRunner, block_hash: str, public_key: str, nonce_start: int, n_nonces: int, r_target: float
 ) -> tuple[list[int], list[float]]:
     """Score nonces nonce_start .. nonce_start + n_nonces - 1 in batches; return the hits (distance < r_target)."""
-    if nonce_start < 0 or n_nonces < 0 or nonce_start + n_nonces > _MAX_NONCE:
-        raise ValueError(f"nonce range [{nonce_start}, {nonce_start + n_nonces}) must lie within [0, 2**63)")
+    end = nonce_start + n_nonces
+    if nonce_start < 0 or n_nonces < 0 or end > _MAX_NONCE:
+        raise ValueError(f"nonce range [{nonce_start}, {end}) must lie within [0, 2**63)")
     target = target_vector(block_hash, runner.profile.vocab, runner.device)
-    all_nonces = torch.arange(nonce_start, nonce_start + n_nonces, dtype=torch.int64, device=runner.device)
     hit_nonces: list[int] = []
     hit_distances: list[float] = []
-    for batch in _batches(all_nonces, runner.profile.batch_size):
+    for start in range(nonce_start, end, runner.profile.batch_size):
+        batch = torch.arange(start, min(start + runner.profile.batch_size, end), device=runner.device)
         distances = _batch_distances(runner, target, block_hash, public_key, batch)
         hits = np.flatnonzero(distances < r_target)
-        first = int(batch[0])
-        hit_nonces.extend(first + int(i) for i in hits)
+        hit_nonces.extend((start + hits).tolist())
         hit_distances.extend(distances[hits].tolist())
     return hit_nonces, hit_distances
 
@@ -213,7 +217,10 @@ def sample_nonces(
     deterministic, differs per validator, and does not depend on the order the host listed its nonces.
     """
     seed = hashlib.sha256("|".join((_DOMAIN, "sample", validator_public_key, block_hash, str(epoch))).encode()).digest()
-    ranked = sorted(nonces, key=lambda nonce: (hashlib.sha256(seed + nonce.to_bytes(8, "little")).digest(), nonce))
+    ranked = sorted(
+        (int(nonce) for nonce in nonces),
+        key=lambda nonce: (hashlib.sha256(seed + nonce.to_bytes(8, "little")).digest(), nonce),
+    )
     return sorted(ranked[:n_max])
 
 

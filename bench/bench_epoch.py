@@ -1,0 +1,326 @@
+"""Epoch bookkeeping benchmark: every stage of an epoch on a generated network, model compute replaced by precomputed results.
+
+    .venv/bin/python bench/bench_epoch.py [--hosts 1000] [--tasks 100000] [--epochs 1] [--quick]
+
+A temporary chain (a tmp dir, removed afterwards unless --keep) gets N honest hosts of capacity 1 and
+~20 developers from a generated network.yaml, and a genesis.yaml copied from resources/ with the `local`
+profile's numbers adjusted for the benchmark (small nonce budget so the sprint is cheap, tasks_per_capacity
+raised so tasks do not expire, max_tokens and price as in `local`). Before each epoch M signed tasks are
+written to the inbox (the clients' cost, timed apart), then the epoch's stages run in pipeline order with
+`PrecomputedCompute` (bench/precomputed.py) as the compute seam, each timed with time.perf_counter.
+
+Baseline, measured in the same run: the rows each stage wrote are read back and inserted again through
+`ChainStore.insert` into a second database with the same schema (one transaction per stage, tables in the
+same state as the chain's). stage seconds / baseline seconds is what a stage costs beyond writing its output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import math
+import os
+import pstats
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from precomputed import LABEL, PrecomputedCompute  # noqa: E402
+
+from gonka_pipelines.chain.inbox import write_submission  # noqa: E402
+from gonka_pipelines.chain.store import ChainStore  # noqa: E402
+from gonka_pipelines.chain.verify import verify_block  # noqa: E402
+from gonka_pipelines.client import sign_task  # noqa: E402
+from gonka_pipelines.identities import load_identities  # noqa: E402
+from gonka_pipelines.paths import RESOURCES, DataLayout  # noqa: E402
+from gonka_pipelines.protocol.crypto import sha256_hex  # noqa: E402
+from gonka_pipelines.protocol.params import load_genesis, load_network  # noqa: E402
+from gonka_pipelines.stages.block import finalize_block, propose_block  # noqa: E402
+from gonka_pipelines.stages.collect import run_collect  # noqa: E402
+from gonka_pipelines.stages.genesis import init_chain  # noqa: E402
+from gonka_pipelines.stages.inference import run_task_execution, run_task_validation  # noqa: E402
+from gonka_pipelines.stages.pipeline import quiet  # noqa: E402
+from gonka_pipelines.stages.rewards import run_rewards  # noqa: E402
+from gonka_pipelines.stages.sprint import run_epoch_weights, run_sprint, run_sprint_validation  # noqa: E402
+
+PROFILE = "local"
+CHAIN_ID = "gonka-bench-1"
+MODEL = "llm-tiny"
+TASK_MAX_TOKENS = 8
+NONCES_PER_CAPACITY = 128  # one PoC batch per host; ~6 hits at the calibrated 5 % hit rate
+DEVELOPER_BALANCE = 10**14
+STAGES = ("collect", "sprint", "sprint_validation", "epoch_weights", "task_execution", "task_validation",
+          "rewards", "propose_block", "finalize_block")
+_WORDS = ("summarise", "the", "ledger", "of", "epoch", "weights", "for", "host", "explain", "a", "merkle", "proof",
+          "translate", "this", "sentence", "into", "french", "list", "three", "facts", "about", "gpus", "and", "tokens")
+
+
+# ---------------------------------------------------------------- set-up
+
+
+def write_genesis(path: Path, hosts: int, tasks: int) -> Path:
+    """resources/genesis.yaml with the `local` profile adjusted for a cheap sprint and no mass task expiry."""
+    data = yaml.safe_load((RESOURCES / "genesis.yaml").read_text())
+    local = data["profiles"][PROFILE]
+    local["chain_id"] = CHAIN_ID
+    local["sprint"]["nonces_per_capacity"] = NONCES_PER_CAPACITY
+    # executors are drawn ∝ weight: leave each host 4x its fair share (at least 64) so almost nothing expires
+    local["tasks"]["tasks_per_capacity"] = max(64, 4 * math.ceil(tasks / hosts))
+    data["default_profile"] = PROFILE
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def write_network(path: Path, hosts: int, developers: int) -> Path:
+    """N honest hosts of capacity 1 serving llm-tiny, and developers with far more balance than they spend."""
+    width = len(str(hosts - 1))
+    network = {
+        "key_seed": "bench-network",
+        "hosts": [{"name": f"host-{i:0{width}d}", "capacity": 1, "models": [MODEL]} for i in range(hosts)],
+        "developers": [{"name": f"dev-{i:02d}", "balance": DEVELOPER_BALANCE} for i in range(developers)],
+    }
+    path.write_text(yaml.safe_dump(network, sort_keys=False))
+    return path
+
+
+def drop_in_inbox(inbox: Path, raw: bytes) -> None:
+    """write_submission's file (named by content hash) in one create; a byte-identical copy goes through write_submission."""
+    try:
+        fd = os.open(inbox / f"{sha256_hex(raw)}.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        write_submission(inbox, raw)
+        return
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(raw)
+
+
+def submit_tasks(layout: DataLayout, keys: list, nonces: list[int], count: int, epoch: int) -> None:
+    """count signed tasks, round robin over the developers, each file dropped in the inbox (the clients' work)."""
+    rng = random.Random(epoch)
+    layout.inbox.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        developer = i % len(keys)
+        prompt = f"task {epoch}.{i}: " + " ".join(rng.choices(_WORDS, k=rng.randint(4, 14)))
+        raw = sign_task(keys[developer], CHAIN_ID, model=MODEL, prompt=prompt, max_tokens=TASK_MAX_TOKENS,
+                        max_price=100, nonce=nonces[developer])
+        nonces[developer] += 1
+        drop_in_inbox(layout.inbox, raw)
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def table_marks(store: ChainStore) -> dict[str, tuple[int, int]]:
+    """(row count, highest rowid) of every table: rows a stage appends are those above the highest rowid before it."""
+    tables = [name for (name,) in store.query(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' AND table_type = 'BASE TABLE' ORDER BY table_name")]
+    sql = " UNION ALL ".join(f"SELECT '{t}', count(*), coalesce(max(rowid), -1) FROM {t}" for t in tables)
+    return {name: (count, top) for name, count, top in store.query(sql)}
+
+
+def appended_rows(store: ChainStore, before: dict, after: dict) -> dict[str, list[dict]]:
+    """The rows each table gained between two marks, as the list of dicts stages hand to ChainStore.insert."""
+    return {t: store.records(f"SELECT * FROM {t} WHERE rowid > ? ORDER BY rowid", [before.get(t, (0, -1))[1]])
+            for t, (count, _) in after.items() if count > before.get(t, (0, -1))[0]}
+
+
+def baseline_insert(base: ChainStore, rows: dict[str, list[dict]]) -> float:
+    """Seconds to insert the same rows through ChainStore.insert in one transaction (the raw write cost)."""
+    start = time.perf_counter()
+    with base.transaction():
+        for table, table_rows in rows.items():
+            base.insert(table, table_rows)
+    return time.perf_counter() - start
+
+
+def run_stage(name: str, step: Callable[[], object], profile: set[str], top: int) -> tuple[float, object]:
+    """Time one stage; under --profile-stage also print its cProfile (profiled time is not the reported time)."""
+    if name in profile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        start = time.perf_counter()
+        result = step()
+        elapsed = time.perf_counter() - start
+        profiler.disable()
+        for order in ("tottime", "cumulative"):
+            text = io.StringIO()
+            pstats.Stats(profiler, stream=text).sort_stats(order).print_stats(top)
+            print(f"\n--- cProfile of {name}, by {order} (profiled: {elapsed:.2f}s) ---")
+            print("\n".join(line for line in text.getvalue().splitlines()[4:] if line.strip()))
+        return elapsed, result
+    start = time.perf_counter()
+    result = step()
+    return time.perf_counter() - start, result
+
+
+def run_one_epoch(store: ChainStore, base: ChainStore, layout: DataLayout, epoch: int, profile: set[str], top: int) -> list[dict]:
+    """All stages of one epoch in pipeline order; per stage: seconds, rows written, baseline seconds, results."""
+    compute: PrecomputedCompute | None = None
+
+    def collect():
+        nonlocal compute
+        summary = run_collect(store, layout, epoch)
+        compute = PrecomputedCompute(store.epoch_params(epoch)["sprint"]["model"], store.epoch_seed(epoch))
+        return summary
+
+    steps = {
+        "collect": collect,
+        "sprint": lambda: run_sprint(store, layout, epoch, quiet, compute),
+        "sprint_validation": lambda: run_sprint_validation(store, layout, epoch, quiet, compute),
+        "epoch_weights": lambda: len(run_epoch_weights(store, epoch)),
+        "task_execution": lambda: run_task_execution(store, layout, epoch, quiet, compute),
+        "task_validation": lambda: run_task_validation(store, layout, epoch, quiet, compute),
+        "rewards": lambda: run_rewards(store, layout, epoch)[1],
+        "propose_block": lambda: propose_block(store, layout, epoch).hash[:16] + "…",
+        "finalize_block": lambda: finalize_block(store, layout, epoch)[:16] + "…",
+    }
+    rows = []
+    for name in STAGES:
+        before = table_marks(store)
+        seconds, result = run_stage(name, steps[name], profile, top)
+        after = table_marks(store)
+        written = appended_rows(store, before, after)
+        baseline = baseline_insert(base, written) if written else None
+        rows.append({"stage": name, "seconds": seconds, "rows": sum(len(r) for r in written.values()),
+                     "tables": {t: len(r) for t, r in written.items()}, "baseline": baseline, "result": result})
+        del written
+    return rows
+
+
+# ---------------------------------------------------------------- report
+
+
+def print_table(headers: list[str], rows: list[list[str]], right: set[int]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    fmt = lambda cells: "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    print(fmt(headers))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print(fmt(row))
+
+
+def report_epoch(epoch: int, client_seconds: float, tasks: int, stages: list[dict]) -> None:
+    print(f"\nepoch {epoch}  ({LABEL})")
+    table = [["client: sign + write inbox", f"{client_seconds:.3f}", f"{tasks:,} files", f"{tasks / client_seconds:,.0f}",
+              "-", "-", "not the chain's cost"]]
+    for s in stages:
+        biggest = sorted(s["tables"].items(), key=lambda kv: -kv[1])[:3]
+        table.append([s["stage"], f"{s['seconds']:.3f}", f"{s['rows']:,}",
+                      f"{s['rows'] / s['seconds']:,.0f}" if s["rows"] else "-",
+                      f"{s['baseline']:.3f}" if s["baseline"] is not None else "-",
+                      f"{s['seconds'] / s['baseline']:.1f}x" if s["baseline"] else "-",
+                      ", ".join(f"{t} {n:,}" for t, n in biggest) or "-"])
+    total = sum(s["seconds"] for s in stages)
+    total_rows = sum(s["rows"] for s in stages)
+    total_base = sum(s["baseline"] or 0.0 for s in stages)
+    table.append(["epoch total (chain)", f"{total:.3f}", f"{total_rows:,}", f"{total_rows / total:,.0f}",
+                  f"{total_base:.3f}", f"{total / total_base:.1f}x" if total_base else "-", ""])
+    print_table(["stage", "seconds", "rows written", "rows/s", "baseline s", "ratio", "biggest tables written"],
+                table, right={1, 2, 3, 4, 5})
+    print("baseline = the same rows inserted through ChainStore.insert into a scratch DuckDB; ratio = stage / baseline")
+    print("results: " + "; ".join(f"{s['stage']} {s['result']}" for s in stages))
+
+
+def epoch_checks(store: ChainStore, epoch: int, tasks: int) -> list[str]:
+    """What an honest network must show; a failure means the benchmark measured a broken epoch."""
+    one = lambda sql: store.scalar(sql, [epoch])  # noqa: E731
+    facts = {
+        "accepted tasks": one("SELECT count(*) FROM tasks WHERE epoch = ?"),
+        "rejected submissions": one("SELECT count(*) FROM rejected_tasks WHERE epoch = ?"),
+        "completed": one("SELECT count(*) FROM task_results WHERE epoch = ? AND status = 'completed'"),
+        "expired": one("SELECT count(*) FROM task_results WHERE epoch = ? AND status = 'expired'"),
+        "invalid PoC votes": one("SELECT count(*) FROM poc_verdicts WHERE epoch = ? AND NOT valid"),
+        "hosts rejected in sprint": one("SELECT count(*) FROM epoch_weights WHERE epoch = ? AND NOT sprint_accepted"),
+        "failed task verdicts": one("SELECT count(*) FROM task_verdicts WHERE epoch = ? AND NOT passed"),
+        "invalidated": one("SELECT count(*) FROM task_outcomes WHERE epoch = ? AND outcome = 'invalidated'"),
+        "INVALID hosts": one("SELECT count(*) FROM host_epochs WHERE epoch = ? AND status = 'INVALID'"),
+    }
+    print("checks: " + ", ".join(f"{k} {v:,}" for k, v in facts.items()))
+    problems = []
+    if facts["accepted tasks"] != tasks or facts["rejected submissions"]:
+        problems.append(f"expected {tasks} accepted tasks and no rejection")
+    if facts["expired"] > tasks // 100:
+        problems.append(f"{facts['expired']} tasks expired (more than 1 %)")
+    for key in ("invalid PoC votes", "failed task verdicts", "invalidated", "INVALID hosts"):
+        if facts[key]:
+            problems.append(f"{key}: {facts[key]} on an all-honest network")
+    return problems
+
+
+# ---------------------------------------------------------------- main
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hosts", type=int, default=1000)
+    parser.add_argument("--tasks", type=int, default=100_000, help="signed tasks submitted before each epoch")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--developers", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="100 hosts, 5,000 tasks (overrides --hosts/--tasks)")
+    parser.add_argument("--keep", type=Path, default=None, help="build the chain in this (new) folder and keep it")
+    parser.add_argument("--no-verify", action="store_true", help="skip re-deriving the blocks afterwards")
+    parser.add_argument("--profile-stage", action="append", default=[], choices=STAGES,
+                        help="cProfile this stage (repeatable) and print its hottest functions")
+    parser.add_argument("--profile-top", type=int, default=25)
+    args = parser.parse_args()
+    if args.quick:
+        args.hosts, args.tasks = 100, 5_000
+    if args.hosts < 1 or args.tasks < 1 or args.epochs < 1 or args.developers < 1:
+        parser.error("--hosts, --tasks, --epochs and --developers must be positive")
+
+    print(f"bench_epoch: {args.hosts:,} hosts, {args.developers} developers, {args.tasks:,} tasks per epoch, "
+          f"{args.epochs} epoch(s); {LABEL}")
+    workdir = args.keep or Path(tempfile.mkdtemp(prefix="gonka-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    problems: list[str] = []
+    try:
+        genesis = load_genesis(PROFILE, write_genesis(workdir / "genesis.yaml", args.hosts, args.tasks))
+        network = load_network(write_network(workdir / "network.yaml", args.hosts, args.developers))
+        layout = DataLayout(workdir / "data")
+        with ChainStore.open(layout.database) as store, ChainStore.open(workdir / "baseline.duckdb") as base:
+            start = time.perf_counter()
+            init_chain(store, layout, genesis, network)
+            print(f"genesis (init_chain, {args.hosts + args.developers:,} key files): {time.perf_counter() - start:.2f}s; "
+                  f"nonces_per_capacity {NONCES_PER_CAPACITY}, tasks_per_capacity {genesis.tasks.tasks_per_capacity}, "
+                  f"max_tokens {TASK_MAX_TOKENS}, price {genesis.tasks.price_per_token}/token")
+            identities = load_identities(layout, network, genesis.chain_id)
+            developer_keys = [identities[d.name] for d in network.developers]
+            nonces = [0] * len(developer_keys)
+            grand_total = 0.0
+            for epoch in range(1, args.epochs + 1):
+                start = time.perf_counter()
+                submit_tasks(layout, developer_keys, nonces, args.tasks, epoch)
+                client_seconds = time.perf_counter() - start
+                stages = run_one_epoch(store, base, layout, epoch, set(args.profile_stage), args.profile_top)
+                grand_total += sum(s["seconds"] for s in stages)
+                report_epoch(epoch, client_seconds, args.tasks, stages)
+                problems += [f"epoch {epoch}: {p}" for p in epoch_checks(store, epoch, args.tasks)]
+            if not args.no_verify:
+                start = time.perf_counter()
+                previous = store.block(0)["hash"]
+                for height in range(1, args.epochs + 1):
+                    if inconsistency := verify_block(store, height, previous):
+                        problems.append(str(inconsistency))
+                    previous = store.block(height)["hash"]
+                print(f"\nverify (re-derive {args.epochs} block(s) from rows, not a stage): {time.perf_counter() - start:.2f}s")
+        print(f"\n{args.epochs} epoch(s) of {args.hosts:,} hosts and {args.tasks:,} tasks: {grand_total:.2f}s in the stages "
+              f"({LABEL})")
+    finally:
+        if args.keep is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    for problem in problems:
+        print(f"PROBLEM: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

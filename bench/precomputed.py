@@ -1,0 +1,124 @@
+"""PrecomputedCompute: the epoch's compute seam with model compute replaced by precomputed results.
+
+Same interface as `gonka_pipelines.stages.compute.TorchCompute` (mine, distances, sprint_batch_size,
+generate, judge), but no torch model runs: the benchmark measures the chain's bookkeeping (signing,
+sampling, assignment, DuckDB writes, commitments), not the models.
+
+- Sprint distances are a deterministic function of (block hash, public key, nonce): a numpy-vectorised
+  splitmix64 hash of the nonce under a SHA-256 key gives two uniforms, Box-Muller turns them into
+  z ~ N(0, 1), and distance = sqrt(2 - 2 z / sqrt(vocab)), the distance of a random direction to the
+  target (cos ~ N(0, 1/vocab), PROTOCOL.md section 3). With r_target calibrated for the wanted hit rate,
+  about that fraction of nonces are hits, and a validator's recomputation agrees bit for bit with the miner.
+- `generate` answers every prompt with a fixed token list ending in EOS (the prompt's first bytes) and
+  top-5 ids / log-probs derived from the prompt's hash; `judge` re-derives that answer and compares it as
+  an honest validator would, so an honest output passes with similarity 1.0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import numpy as np
+
+from gonka_pipelines.models.llm import EOS, TOP_K, Generation, encode
+from gonka_pipelines.models.profiles import load_profile
+from gonka_pipelines.protocol.inference_validation import Comparison, ComparisonReason, compare_outputs
+from gonka_pipelines.protocol.params import Behaviour
+
+LABEL = "model compute replaced by precomputed results"
+
+OUTPUT_TOKENS = 8
+"""Tokens of every precomputed completion (fewer when max_tokens is smaller), the last one EOS."""
+SPRINT_BATCH_SIZE = 128
+"""Nonces per mined batch (as poc-tiny's batch_size): the sprint submits one PoC batch per this many nonces."""
+
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_MIX = ((np.uint64(30), np.uint64(0xBF58476D1CE4E5B9)), (np.uint64(27), np.uint64(0x94D049BB133111EB)))
+_FINAL_SHIFT = np.uint64(31)
+_MANTISSA_SHIFT = np.uint64(11)  # keep 53 bits: a float64 uniform
+_BASE_LOGPROBS = (-0.05, -3.2, -3.9, -4.5, -5.1)
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser, elementwise on uint64 (wrapping arithmetic)."""
+    for shift, multiplier in _MIX:
+        z = (z ^ (z >> shift)) * multiplier
+    return z ^ (z >> _FINAL_SHIFT)
+
+
+def _root(*parts: str) -> np.uint64:
+    return np.uint64(int.from_bytes(hashlib.sha256("|".join(("bench/precomputed", *parts)).encode()).digest()[:8], "little"))
+
+
+def _uniforms(words: np.ndarray) -> np.ndarray:
+    """(0, 1) float64 uniforms from the top 53 bits of each word (never exactly 0, so log() is safe)."""
+    return ((words >> _MANTISSA_SHIFT).astype(np.float64) + 0.5) * 2.0**-53
+
+
+class PrecomputedCompute:
+    """Stand-in for TorchCompute (model compute replaced by precomputed results): cheap, deterministic answers."""
+
+    label = LABEL
+
+    def __init__(self, sprint_model: str, block_hash: str, device: str | None = None):
+        self.sprint_model, self.block_hash, self.device = sprint_model, block_hash, device
+        self.vocab = load_profile(sprint_model).vocab  # reads the profile's YAML only; no model is built
+
+    # -- sprint ---------------------------------------------------------------------------------
+
+    @property
+    def sprint_batch_size(self) -> int:
+        return SPRINT_BATCH_SIZE
+
+    def _distances(self, public_key: str, nonces: np.ndarray) -> np.ndarray:
+        """float64 distance of each nonce, a pure function of (block hash, public key, nonce)."""
+        states = _root(self.block_hash, public_key) + nonces.astype(np.uint64) * _GAMMA
+        first, second = _mix64(states), _mix64(states ^ _GAMMA)
+        z = np.sqrt(-2.0 * np.log(_uniforms(first))) * np.cos(2.0 * math.pi * _uniforms(second))
+        return np.sqrt(np.maximum(0.0, 2.0 - 2.0 * z / math.sqrt(self.vocab)))
+
+    def mine(self, public_key: str, nonce_start: int, count: int, r_target: float) -> tuple[list[int], list[float]]:
+        if nonce_start < 0 or count < 0:
+            raise ValueError(f"nonce range [{nonce_start}, {nonce_start + count}) must be non-negative")
+        nonces = np.arange(nonce_start, nonce_start + count, dtype=np.uint64)
+        distances = self._distances(public_key, nonces)
+        hits = np.flatnonzero(distances < r_target)
+        return (nonce_start + hits).tolist(), distances[hits].tolist()
+
+    def distances(self, public_key: str, nonces: list[int]) -> np.ndarray:
+        return self._distances(public_key, np.asarray(nonces, dtype=np.uint64)) if len(nonces) else np.empty(0, np.float64)
+
+    # -- inference ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _answer(prompt: str, max_tokens: int, variant: str = "") -> Generation:
+        """The precomputed completion of a prompt: its first bytes then EOS, top-5 per position from its hash."""
+        digest = hashlib.sha256(f"{variant}|{prompt}".encode()).digest()
+        length = max(1, min(OUTPUT_TOKENS, max_tokens))
+        tokens = encode(prompt, add_bos=False)[: length - 1]
+        tokens = [(t + digest[0]) % 256 for t in tokens] if variant else tokens
+        tokens.append(EOS)
+        # four alternatives, offsets drawn from disjoint ranges so the five ids of a position are distinct
+        offsets = [1 + digest[1 + i] % 64 + 64 * i for i in range(TOP_K - 1)]
+        jitter = digest[5] / 2550.0
+        logprobs = [round(lp - jitter * (i + 1), 6) for i, lp in enumerate(_BASE_LOGPROBS)]
+        top_ids = [[token] + [(token + offset) % (EOS + 2) for offset in offsets] for token in tokens]
+        return Generation(tokens, top_ids, [list(logprobs) for _ in tokens])
+
+    def generate(self, model: str, executor: str, behaviour: str, prompts: list[str], max_tokens: int) -> list[Generation]:
+        """An honest executor's precomputed answer; garbled_output answers another (seeded by executor) sequence."""
+        variant = f"garbled|{model}|{executor}" if behaviour == Behaviour.GARBLED_OUTPUT else ""
+        return [self._answer(prompt, max_tokens, variant) for prompt in prompts]
+
+    def judge(self, model: str, prompt: str, result: dict, max_tokens: int, threshold: float) -> Comparison:
+        """What an honest validator concludes: the honest answer re-derived and compared with the executor's."""
+        output = result["output_tokens"]
+        if len(output) < max_tokens and (not output or output[-1] != EOS):
+            return Comparison(False, 0.0, ComparisonReason.LENGTH_DIFFERS)
+        honest = self._answer(prompt, max_tokens)
+        if (honest.tokens == list(output) and honest.top_ids == [list(ids) for ids in result["top_ids"]]
+                and honest.top_logprobs == [list(lps) for lps in result["top_logprobs"]]):
+            return Comparison(True, 1.0, ComparisonReason.SIMILAR)
+        return compare_outputs(honest.tokens, output, honest.top_ids, honest.top_logprobs,
+                               result["top_ids"], result["top_logprobs"], threshold=threshold)

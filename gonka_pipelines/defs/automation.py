@@ -1,0 +1,81 @@
+"""Recurring sprints: a schedule on a cron from resources/operations.yaml and a sensor on the inbox, both stopped by default."""
+
+from __future__ import annotations
+
+import time
+
+import dagster as dg
+import yaml
+from pydantic import Field
+
+from gonka_pipelines.chain.inbox import pending_submissions
+from gonka_pipelines.chain.store import ChainError, ChainStore
+from gonka_pipelines.defs.jobs import epoch_job
+from gonka_pipelines.defs.partitions import epochs
+from gonka_pipelines.paths import RESOURCES, DataLayout
+from gonka_pipelines.protocol.params import StrictConfig, read_yaml, validate_config
+
+OPERATIONS_FILE = RESOURCES / "operations.yaml"
+IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+
+
+class ScheduleConfig(StrictConfig):
+    cron: str
+    timezone: str = "UTC"
+
+
+class SensorConfig(StrictConfig):
+    min_pending_tasks: int = Field(gt=0)
+    max_wait_seconds: int = Field(gt=0)
+    interval_seconds: int = Field(gt=0)
+
+
+class OperationsConfig(StrictConfig):
+    sprint_schedule: ScheduleConfig
+    inbox_sensor: SensorConfig
+
+
+def load_operations(path=OPERATIONS_FILE) -> OperationsConfig:
+    return validate_config(OperationsConfig, read_yaml(path), path)
+
+
+OPERATIONS = load_operations()
+
+
+def next_epoch_request(instance: dg.DagsterInstance, layout: DataLayout, reason: str) -> dg.RunRequest | dg.SkipReason:
+    """A run request for the head's successor, or why not: an epoch already queued or running, or no chain yet."""
+    running = instance.get_runs(dg.RunsFilter(job_name=epoch_job.name, statuses=IN_PROGRESS), limit=1)
+    if running:
+        return dg.SkipReason(f"run {running[0].run_id[:8]} (epoch {running[0].tags.get('dagster/partition')}) is still in progress")
+    try:
+        with ChainStore.open(layout.database, read_only=True) as store:
+            epoch = store.head().height + 1
+    except (ChainError, OSError) as error:
+        return dg.SkipReason(f"cannot read the chain head: {error}")
+    return dg.RunRequest(partition_key=str(epoch), tags={"gonka/trigger": reason})
+
+
+@dg.schedule(job=epoch_job, cron_schedule=OPERATIONS.sprint_schedule.cron, execution_timezone=OPERATIONS.sprint_schedule.timezone,
+             default_status=dg.DefaultScheduleStatus.STOPPED, description="Recurring sprints: launch the next epoch on a cron.")
+def recurring_sprints(context: dg.ScheduleEvaluationContext):
+    request = next_epoch_request(context.instance, DataLayout.from_env(), "schedule")
+    if isinstance(request, dg.RunRequest):
+        context.instance.add_dynamic_partitions(epochs.name, [request.partition_key])
+    return request
+
+
+@dg.sensor(job=epoch_job, minimum_interval_seconds=OPERATIONS.inbox_sensor.interval_seconds,
+           default_status=dg.DefaultSensorStatus.STOPPED,
+           description="Launch the next epoch when enough tasks wait in the inbox, or when any wait and enough time has passed.")
+def inbox_sensor(context: dg.SensorEvaluationContext):
+    config, layout, now = OPERATIONS.inbox_sensor, DataLayout.from_env(), time.time()
+    pending = len(pending_submissions(layout.inbox))
+    last_launch = float(context.cursor) if context.cursor else 0.0
+    waited = now - last_launch
+    if pending < config.min_pending_tasks and not (pending and waited >= config.max_wait_seconds):
+        return dg.SkipReason(f"{pending} submissions waiting (need {config.min_pending_tasks}, or any after {config.max_wait_seconds}s)")
+    request = next_epoch_request(context.instance, layout, "inbox")
+    if isinstance(request, dg.SkipReason):
+        return request
+    context.update_cursor(str(now))
+    return dg.SensorResult(run_requests=[request], dynamic_partitions_requests=[epochs.build_add_request([request.partition_key])])
