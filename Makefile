@@ -2,8 +2,9 @@
 VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
-export GONKA_DATA_DIR ?= $(CURDIR)/data
-export DAGSTER_HOME   ?= $(CURDIR)/data/dagster_home
+DATA    ?= $(CURDIR)/data
+# The demo and the UI share one chain and one Dagster instance under data/ (tests use temporary ones).
+RUNTIME := GONKA_DATA_DIR=$(DATA) DAGSTER_HOME=$(DATA)/dagster_home
 
 .PHONY: install demo test test-fast ui bench clean
 
@@ -18,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install  ## create the venv, run 3 epochs into data/chain.duckdb through Dagster, print a summary
-	$(VENV)/bin/gonka demo --epochs 3
+	$(RUNTIME) $(VENV)/bin/gonka demo --epochs 3
 
 test: install  ## the whole suite, slow end-to-end tests included (what CI runs)
 	$(PY) -m pytest -q
@@ -27,10 +28,8 @@ test-fast: install  ## skip the slow end-to-end tests
 	$(PY) -m pytest -q -m "not slow"
 
 ui: install  ## the Dagster UI on http://127.0.0.1:3000 over the same instance and chain
-	mkdir -p $(DAGSTER_HOME)
-	test -f $(DAGSTER_HOME)/dagster.yaml || cp resources/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
-	$(VENV)/bin/gonka init
-	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(RUNTIME) $(VENV)/bin/gonka init
+	$(RUNTIME) $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 bench: install  ## benchmarks, with ratios against baselines measured in the same run
 	$(PY) bench/run_all.py

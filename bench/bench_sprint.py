@@ -98,7 +98,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="measuring time per profile, split over both paths")
     parser.add_argument("--hit-rate", type=float, default=None, help="wanted hit rate; default: genesis.yaml's")
     parser.add_argument("--device", default=None, help="e.g. cpu or cuda; default: accelerate's choice")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads; default: torch's choice")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     hit_rate = args.hit_rate or load_genesis().sprint.wanted_hit_rate
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     profiles = args.profile or ["poc-tiny", "poc-small"]

@@ -170,7 +170,7 @@ def test_garbled_output_is_invalid_from_its_first_failed_streak_and_never_paid(c
 
 def test_garbled_tasks_are_invalidated_and_refunded(chain):
     rows = chain.records(
-        """SELECT o.epoch, o.outcome, r.cost, count(f.task_id) AS shares FROM task_outcomes o
+        """SELECT o.task_id, o.epoch, o.outcome, r.cost, count(f.task_id) AS shares FROM task_outcomes o
            JOIN hosts h ON h.address = o.executor JOIN task_results r USING (task_id)
            LEFT JOIN fee_shares f USING (task_id)
            WHERE h.name = 'host-garbled' GROUP BY ALL""")

@@ -157,11 +157,12 @@ class ChainStore:
         if self.epoch_status(epoch) == FINALIZED:
             raise FinalizedEpochError(
                 f"epoch {epoch} is finalized (block {epoch}); its rows are immutable. "
-                f"The next epoch to run is {self.head().height + 1}."
+                f"Launch the next epoch instead: partition {self.head().height + 1} of `epochs`."
             )
         head = self.head()
         if epoch != head.height + 1:
-            raise EpochOrderError(f"epoch {epoch} cannot run now: the head is block {head.height}, so the next epoch is {head.height + 1}")
+            raise EpochOrderError(f"epoch {epoch} cannot run now: the head is block {head.height}. "
+                                  f"Launch epoch {head.height + 1} first (partition {head.height + 1} of `epochs`).")
 
     def open_epoch(self, epoch: int, params: dict[str, Any], params_hash: str) -> str:
         """Start (or restart) the head's successor, dropping any stale proposal; its seed is the head's hash."""

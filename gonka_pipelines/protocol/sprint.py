@@ -95,7 +95,7 @@ def _nonce_tensor(nonces: Sequence[int] | np.ndarray | Tensor, device: torch.dev
         return nonces.to(device=device, dtype=torch.int64)
     try:
         tensor = torch.as_tensor(nonces, dtype=torch.int64)
-    except (OverflowError, RuntimeError) as error:
+    except (OverflowError, RuntimeError, TypeError, ValueError) as error:
         raise ValueError(f"nonces must be integers in [0, 2**63): {error}") from error
     if tensor.numel() and int(tensor.min()) < 0:
         raise ValueError(f"nonces must be integers in [0, 2**63), got {int(tensor.min())}")
@@ -112,7 +112,7 @@ def nonce_inputs(
 ) -> Tensor:
     """(B, seq_len, dim) float32 standard-normal model inputs, one per nonce, keyed by (block, host, nonce)."""
     keys = _nonce_keys("input", block_hash, public_key, _nonce_tensor(nonces, device))
-    return _normals(keys, profile.seq_len * profile.dim).view(-1, profile.seq_len, profile.dim)
+    return _normals(keys, profile.seq_len * profile.dim).reshape(-1, profile.seq_len, profile.dim)
 
 
 @lru_cache(maxsize=8)
