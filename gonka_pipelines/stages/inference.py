@@ -16,8 +16,7 @@ from gonka_pipelines.protocol.inference_validation import (
 )
 from gonka_pipelines.protocol.params import Behaviour
 from gonka_pipelines.stages.compute import TorchCompute
-from gonka_pipelines.stages.keys import host_keys
-from gonka_pipelines.stages.sprint import epoch_compute
+from gonka_pipelines.stages.context import epoch_context
 
 Log = Callable[[str], None]
 
@@ -30,10 +29,8 @@ def secret_seed(key: KeyPair, chain_id: str, epoch: int, block_hash: str) -> str
 def run_task_execution(store: ChainStore, layout: DataLayout, epoch: int, log: Log = print,
                        compute: TorchCompute | None = None) -> dict:
     """Commit seeds, assign each task ∝ weight, run it on its executor (within capacity), settle refunds."""
-    params, seed, chain_id = store.epoch_params(epoch), store.epoch_seed(epoch), store.chain_id
-    compute = compute or epoch_compute(store, epoch)
-    keys = host_keys(store, layout)
-    weights = store.weights(epoch - 1)
+    ctx = epoch_context(store, layout, epoch, compute)
+    params, seed, chain_id, keys, weights = ctx.params, ctx.seed, ctx.chain_id, ctx.keys, ctx.weights
     hosts = {h["address"]: h for h in store.records("SELECT address, name, models, behaviour, capacity FROM hosts ORDER BY address")}
     commitments = []
     for address in sorted(hosts):
@@ -57,7 +54,7 @@ def run_task_execution(store: ChainStore, layout: DataLayout, epoch: int, log: L
     price = params["price_per_token"]
     results = []
     for (executor, model, max_tokens), group in tasks.filter("runs").group_by(["executor", "model", "max_tokens"], maintain_order=True):
-        generations = compute.generate(model, executor, hosts[executor]["behaviour"], group["prompt"].to_list(), max_tokens)
+        generations = ctx.compute.generate(model, executor, hosts[executor]["behaviour"], group["prompt"].to_list(), max_tokens)
         for task, generation in zip(group.iter_rows(named=True), generations):
             body = {"task_id": task["task_id"], "executor": executor, "output_tokens": generation.tokens,
                     "top_ids": generation.top_ids, "top_logprobs": generation.top_logprobs}
@@ -86,10 +83,8 @@ def run_task_execution(store: ChainStore, layout: DataLayout, epoch: int, log: L
 def run_task_validation(store: ChainStore, layout: DataLayout, epoch: int, log: Log = print,
                         compute: TorchCompute | None = None) -> dict:
     """Sample validators per task with their secret seeds, re-run, vote on failures, share fees, update status."""
-    params, seed, chain_id = store.epoch_params(epoch), store.epoch_seed(epoch), store.chain_id
-    compute = compute or epoch_compute(store, epoch)
-    keys = host_keys(store, layout)
-    weights = store.weights(epoch - 1)
+    ctx = epoch_context(store, layout, epoch, compute)
+    params, seed, chain_id, keys, weights = ctx.params, ctx.seed, ctx.chain_id, ctx.keys, ctx.weights
     total_weight = sum(weights.values())
     behaviour = dict(store.query("SELECT address, behaviour FROM hosts"))
     previous = {r["address"]: r for r in store.records("SELECT * FROM host_states WHERE epoch = ?", [epoch - 1])}
@@ -108,7 +103,7 @@ def run_task_validation(store: ChainStore, layout: DataLayout, epoch: int, log: 
         result, validator = results[t], members[v]
         lazy = behaviour[validator] == Behaviour.LAZY_VALIDATOR
         if not lazy and result["task_id"] not in honest:
-            honest[result["task_id"]] = compute.judge(result["model"], result["prompt"], result, result["max_tokens"], threshold)
+            honest[result["task_id"]] = ctx.compute.judge(result["model"], result["prompt"], result, result["max_tokens"], threshold)
         comparison = Comparison(True, 1.0, ComparisonReason.SIMILAR) if lazy else honest[result["task_id"]]
         body = {"epoch": epoch, "task_id": result["task_id"], "validator": validator, "similarity": comparison.similarity,
                 "passed": comparison.passed, "reason": str(comparison.reason)}

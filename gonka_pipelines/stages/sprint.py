@@ -16,14 +16,9 @@ from gonka_pipelines.protocol.sprint import (
     cap_fraction, collateral_adjust, count_mismatches, is_fraud, power_cap, sample_nonces, sprint_accepted,
 )
 from gonka_pipelines.stages.compute import TorchCompute
-from gonka_pipelines.stages.keys import host_keys
+from gonka_pipelines.stages.context import epoch_compute, epoch_context  # noqa: F401  (epoch_compute: re-export, TODO drop)
 
 Log = Callable[[str], None]
-
-
-def epoch_compute(store: ChainStore, epoch: int, device: str | None = None) -> TorchCompute:
-    """The epoch's models: the sprint profile seeded from the previous block hash, and the served models."""
-    return TorchCompute(store.epoch_params(epoch)["sprint"]["model"], store.epoch_seed(epoch), device)
 
 
 def _honest_batches(compute: TorchCompute, host: dict, params: dict) -> list[tuple[list[int], list[float], float]]:
@@ -66,14 +61,13 @@ def _fake_batches(host: dict, seed: str, params: dict) -> list[tuple[list[int], 
 
 def run_sprint(store: ChainStore, layout: DataLayout, epoch: int, log: Log = print, compute: TorchCompute | None = None) -> dict:
     """Every host mines and signs its batches; the chain admits or rejects each. Returns counts."""
-    params, seed, chain_id = store.epoch_params(epoch), store.epoch_seed(epoch), store.chain_id
-    keys = host_keys(store, layout)
-    compute = compute or epoch_compute(store, epoch)
+    ctx = epoch_context(store, layout, epoch, compute)
+    params, seed, chain_id, keys = ctx.params, ctx.seed, ctx.chain_id, ctx.keys
     hosts = store.records("SELECT address, name, public_key, capacity, behaviour FROM hosts ORDER BY address")
     submitted: list[PocBatch] = []
     for host in hosts:
         mined = (_fake_batches(host, seed, params) if host["behaviour"] == Behaviour.FAKE_HITS
-                 else _honest_batches(compute, host, params))
+                 else _honest_batches(ctx.compute, host, params))
         for sequence, (nonces, distances, submitted_at) in enumerate(mined):
             batch = PocBatch(host["address"], host["public_key"], seed, sequence, tuple(nonces), tuple(distances), submitted_at)
             signature = keys[host["address"]].sign(chain_id, MessageKind.POC_BATCH, batch.body(epoch))
@@ -102,21 +96,20 @@ class _Claim:
 def run_sprint_validation(store: ChainStore, layout: DataLayout, epoch: int, log: Log = print,
                           compute: TorchCompute | None = None) -> dict:
     """Each validator with weight samples min(200, n) of every other host's hits, recomputes and signs a verdict."""
-    params, seed, chain_id = store.epoch_params(epoch), store.epoch_seed(epoch), store.chain_id
+    ctx = epoch_context(store, layout, epoch, compute)
+    params, seed, chain_id, keys = ctx.params, ctx.seed, ctx.chain_id, ctx.keys
     sprint = params["sprint"]
-    keys = host_keys(store, layout)
     behaviour = dict(store.query("SELECT address, behaviour FROM hosts"))
-    validators = [a for a, w in store.weights(epoch - 1).items() if w > 0]
+    validators = [a for a, w in ctx.weights.items() if w > 0]
     claims = [_Claim(host, keys[host].public_key, sorted(n for nonces in lists for n in nonces)) for host, lists in store.query(
         "SELECT host, list(nonces ORDER BY sequence) FROM poc_batches WHERE epoch = ? AND status = 'accepted' GROUP BY host ORDER BY host",
         [epoch])]
-    compute = compute or epoch_compute(store, epoch)
     rows = []
     for claim in claims:
         samples = {v: sample_nonces(keys[v].public_key, seed, epoch, claim.nonces, sprint["validation_sample"])
                    for v in validators if v != claim.host}
         needed = sorted({n for v, s in samples.items() if behaviour[v] != Behaviour.LAZY_VALIDATOR for n in s})
-        recomputed = dict(zip(needed, compute.distances(claim.public_key, needed)))
+        recomputed = dict(zip(needed, ctx.compute.distances(claim.public_key, needed)))
         for validator, sample in samples.items():
             lazy = behaviour[validator] == Behaviour.LAZY_VALIDATOR
             mismatches = 0 if lazy else count_mismatches([recomputed[n] for n in sample], params["r_target"])
