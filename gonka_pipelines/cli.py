@@ -11,7 +11,13 @@ from pathlib import Path
 from gonka_pipelines.chain.store import ChainError, ChainStore
 from gonka_pipelines.chain.verify import verify_chain
 from gonka_pipelines.paths import DataLayout
-from gonka_pipelines.protocol.params import GENESIS_FILE, NETWORK_FILE, ConfigError, load_genesis, load_network
+from gonka_pipelines.protocol.params import (
+    GENESIS_FILE,
+    NETWORK_FILE,
+    ConfigError,
+    load_genesis,
+    load_network,
+)
 
 
 def _layout(args: argparse.Namespace) -> DataLayout:
@@ -85,7 +91,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _print_summary(store: ChainStore) -> None:
-    from gonka_pipelines.demo import block_summaries, format_hosts, format_summary, host_summaries
+    from gonka_pipelines.demo import (
+        block_summaries,
+        format_hosts,
+        format_summary,
+        host_summaries,
+    )
 
     print(format_summary(block_summaries(store)))
     print()

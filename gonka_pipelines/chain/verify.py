@@ -7,7 +7,11 @@ from dataclasses import dataclass
 
 from gonka_pipelines.chain.commitments import epoch_roots
 from gonka_pipelines.chain.store import FINALIZED, ChainStore
-from gonka_pipelines.protocol.block import GENESIS_PREV_HASH, BlockHeader, quorum_reached
+from gonka_pipelines.protocol.block import (
+    GENESIS_PREV_HASH,
+    BlockHeader,
+    quorum_reached,
+)
 from gonka_pipelines.protocol.crypto import MessageKind, hash_value, verify
 
 

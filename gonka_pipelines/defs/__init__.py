@@ -6,7 +6,11 @@ from gonka_pipelines.defs.assets.block import block, block_proposal
 from gonka_pipelines.defs.assets.inference import task_results, task_verdicts
 from gonka_pipelines.defs.assets.intake import epoch_tasks
 from gonka_pipelines.defs.assets.rewards import rewards
-from gonka_pipelines.defs.assets.sprint import epoch_weights, sprint_batches, sprint_verdicts
+from gonka_pipelines.defs.assets.sprint import (
+    epoch_weights,
+    sprint_batches,
+    sprint_verdicts,
+)
 from gonka_pipelines.defs.automation import inbox_sensor, recurring_sprints
 from gonka_pipelines.defs.checks import CHECKS
 from gonka_pipelines.defs.jobs import epoch_job

@@ -5,10 +5,8 @@ from __future__ import annotations
 import time
 
 import dagster as dg
-import yaml
 from pydantic import Field
 
-from gonka_pipelines.chain.inbox import pending_submissions
 from gonka_pipelines.chain.store import ChainError, ChainStore
 from gonka_pipelines.defs.jobs import epoch_job
 from gonka_pipelines.defs.partitions import epochs
@@ -66,16 +64,15 @@ def recurring_sprints(context: dg.ScheduleEvaluationContext):
 
 @dg.sensor(job=epoch_job, minimum_interval_seconds=OPERATIONS.inbox_sensor.interval_seconds,
            default_status=dg.DefaultSensorStatus.STOPPED,
-           description="Launch the next epoch when enough tasks wait in the inbox, or when any wait and enough time has passed.")
+           description="Launch the next epoch when enough tasks wait in the inbox, or when the oldest has waited long enough.")
 def inbox_sensor(context: dg.SensorEvaluationContext):
-    config, layout, now = OPERATIONS.inbox_sensor, DataLayout.from_env(), time.time()
-    pending = len(pending_submissions(layout.inbox))
-    last_launch = float(context.cursor) if context.cursor else 0.0
-    waited = now - last_launch
-    if pending < config.min_pending_tasks and not (pending and waited >= config.max_wait_seconds):
-        return dg.SkipReason(f"{pending} submissions waiting (need {config.min_pending_tasks}, or any after {config.max_wait_seconds}s)")
+    config, layout = OPERATIONS.inbox_sensor, DataLayout.from_env()
+    waiting = sorted(layout.inbox.glob("*.json"), key=lambda path: path.stat().st_mtime) if layout.inbox.exists() else []
+    oldest_wait = time.time() - waiting[0].stat().st_mtime if waiting else 0.0
+    if len(waiting) < config.min_pending_tasks and oldest_wait < config.max_wait_seconds:
+        return dg.SkipReason(f"{len(waiting)} submissions waiting, the oldest for {oldest_wait:.0f}s "
+                             f"(launch at {config.min_pending_tasks}, or once one has waited {config.max_wait_seconds}s)")
     request = next_epoch_request(context.instance, layout, "inbox")
     if isinstance(request, dg.SkipReason):
         return request
-    context.update_cursor(str(now))
     return dg.SensorResult(run_requests=[request], dynamic_partitions_requests=[epochs.build_add_request([request.partition_key])])

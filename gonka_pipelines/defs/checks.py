@@ -4,9 +4,18 @@ from collections.abc import Callable
 
 import dagster as dg
 
-from gonka_pipelines.chain.invariants import check_epoch_supply, flagged_honest_hosts, lineage_mismatches
+from gonka_pipelines.chain.invariants import (
+    check_epoch_supply,
+    flagged_honest_hosts,
+    lineage_mismatches,
+)
 from gonka_pipelines.chain.store import ChainStore
-from gonka_pipelines.chain.verify import Inconsistency, content_problem, link_problem, signature_problem
+from gonka_pipelines.chain.verify import (
+    Inconsistency,
+    content_problem,
+    link_problem,
+    signature_problem,
+)
 from gonka_pipelines.defs.assets.block import block_proposal
 from gonka_pipelines.defs.assets.rewards import rewards
 from gonka_pipelines.defs.partitions import epoch_of

@@ -6,5 +6,5 @@ from gonka_pipelines.defs.partitions import epochs
 
 epoch_job = dg.define_asset_job(
     "epoch", selection=dg.AssetSelection.all(), partitions_def=epochs,
-    description="Run one epoch end to end: collect → ... → finalized block.",
+    description="One epoch end to end: collect → sprint → verdicts → weights → task results → task verdicts → rewards → block proposal → finalized block. Launch the partition of the next height.",
 )

@@ -8,8 +8,8 @@ from gonka_pipelines.chain.store import PROPOSED, ChainStore
 from gonka_pipelines.paths import DataLayout
 from gonka_pipelines.protocol.block import BlockHeader, choose_proposer
 from gonka_pipelines.protocol.crypto import MessageKind
-from gonka_pipelines.stages.parameters import chain_genesis
 from gonka_pipelines.stages.keys import host_keys
+from gonka_pipelines.stages.parameters import chain_genesis
 
 
 def next_host_states(store: ChainStore, epoch: int) -> list[dict]:

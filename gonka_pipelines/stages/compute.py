@@ -6,11 +6,21 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
-from gonka_pipelines.models.llm import EOS, Generation, encode, generate_greedy, score_forced
+from gonka_pipelines.models.llm import (
+    EOS,
+    Generation,
+    encode,
+    generate_greedy,
+    score_forced,
+)
 from gonka_pipelines.models.profiles import load_profile
 from gonka_pipelines.models.runner import ModelRunner
 from gonka_pipelines.protocol.crypto import sha256_hex
-from gonka_pipelines.protocol.inference_validation import Comparison, ComparisonReason, compare_outputs
+from gonka_pipelines.protocol.inference_validation import (
+    Comparison,
+    ComparisonReason,
+    compare_outputs,
+)
 from gonka_pipelines.protocol.params import Behaviour
 from gonka_pipelines.protocol.sprint import compute_distances, mine
 

@@ -8,7 +8,11 @@ from gonka_pipelines.chain.commitments import epoch_roots
 from gonka_pipelines.chain.store import FINALIZED, ChainError, ChainStore, Head
 from gonka_pipelines.identities import load_identities
 from gonka_pipelines.paths import DataLayout
-from gonka_pipelines.protocol.block import GENESIS_PREV_HASH, BlockHeader, choose_proposer
+from gonka_pipelines.protocol.block import (
+    GENESIS_PREV_HASH,
+    BlockHeader,
+    choose_proposer,
+)
 from gonka_pipelines.protocol.crypto import MessageKind
 from gonka_pipelines.protocol.params import GenesisParams, NetworkConfig
 

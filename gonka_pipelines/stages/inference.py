@@ -12,7 +12,11 @@ from gonka_pipelines.protocol.assignment import assign_executors
 from gonka_pipelines.protocol.crypto import KeyPair, MessageKind, hash_value, sha256_hex
 from gonka_pipelines.protocol.host_status import host_statuses, reputation
 from gonka_pipelines.protocol.inference_validation import (
-    Comparison, ComparisonReason, ValidatorPool, invalidated, select_validations,
+    Comparison,
+    ComparisonReason,
+    ValidatorPool,
+    invalidated,
+    select_validations,
 )
 from gonka_pipelines.protocol.params import Behaviour
 from gonka_pipelines.stages.compute import TorchCompute

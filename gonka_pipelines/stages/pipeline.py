@@ -6,10 +6,14 @@ from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.paths import DataLayout
 from gonka_pipelines.stages.block import finalize_block, propose_block
 from gonka_pipelines.stages.collect import run_collect
+from gonka_pipelines.stages.context import epoch_compute
 from gonka_pipelines.stages.inference import run_task_execution, run_task_validation
 from gonka_pipelines.stages.rewards import run_rewards
-from gonka_pipelines.stages.context import epoch_compute
-from gonka_pipelines.stages.sprint import run_epoch_weights, run_sprint, run_sprint_validation
+from gonka_pipelines.stages.sprint import (
+    run_epoch_weights,
+    run_sprint,
+    run_sprint_validation,
+)
 
 
 def quiet(_: str) -> None:

@@ -8,7 +8,12 @@ from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.paths import DataLayout
 from gonka_pipelines.protocol.crypto import hash_value, sha256_hex
 from gonka_pipelines.protocol.host_status import HostStatus
-from gonka_pipelines.protocol.rewards import epoch_reward, mint_amount, split_reward_frame, vesting_tranches
+from gonka_pipelines.protocol.rewards import (
+    epoch_reward,
+    mint_amount,
+    split_reward_frame,
+    vesting_tranches,
+)
 from gonka_pipelines.stages.inference import secret_seed
 from gonka_pipelines.stages.keys import host_keys
 

@@ -13,7 +13,13 @@ from gonka_pipelines.protocol.crypto import MessageKind, hash_value
 from gonka_pipelines.protocol.params import Behaviour
 from gonka_pipelines.protocol.poc_batches import PocBatch, admit_batches
 from gonka_pipelines.protocol.sprint import (
-    cap_fraction, collateral_adjust, count_mismatches, is_fraud, power_cap, sample_nonces, sprint_accepted,
+    cap_fraction,
+    collateral_adjust,
+    count_mismatches,
+    is_fraud,
+    power_cap,
+    sample_nonces,
+    sprint_accepted,
 )
 from gonka_pipelines.stages.compute import TorchCompute
 from gonka_pipelines.stages.context import epoch_compute, epoch_context  # noqa: F401  (epoch_compute: re-export, TODO drop)

@@ -6,7 +6,11 @@ from gonka_pipelines.defs.assets.intake import epoch_tasks
 from gonka_pipelines.defs.partitions import epochs
 from gonka_pipelines.defs.resources import ChainResource, ComputeResource
 from gonka_pipelines.stages.context import epoch_compute
-from gonka_pipelines.stages.sprint import run_epoch_weights, run_sprint, run_sprint_validation
+from gonka_pipelines.stages.sprint import (
+    run_epoch_weights,
+    run_sprint,
+    run_sprint_validation,
+)
 
 SPRINT = dict(partitions_def=epochs, pool="chain", group_name="sprint", owners=["team:gonka-sprint"])
 

@@ -1,0 +1,122 @@
+"""Recurring sprints and launches: the schedule and the inbox sensor add the next partition and request its run;
+a second launch of an epoch while one runs is refused and the chain stays intact."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.test_utils import create_run_for_test
+
+from gonka_pipelines.chain.store import ChainStore
+from gonka_pipelines.chain.verify import verify_chain
+from gonka_pipelines.defs import defs
+from gonka_pipelines.defs.automation import OPERATIONS, inbox_sensor, load_operations, recurring_sprints
+from gonka_pipelines.defs.jobs import epoch_job
+from gonka_pipelines.defs.partitions import epochs
+from gonka_pipelines.defs.resources import ChainResource
+from gonka_pipelines.orchestrate import DAGSTER_YAML
+from gonka_pipelines.protocol.params import ConfigError
+
+
+@pytest.fixture
+def instance(tmp_path: Path):
+    (tmp_path / "dagster_home").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as test_instance:
+        yield test_instance
+
+
+@pytest.fixture
+def chain_env(initialized_layout, monkeypatch):
+    """The automations read the chain from $GONKA_DATA_DIR, as under `make ui`."""
+    monkeypatch.setenv("GONKA_DATA_DIR", str(initialized_layout.root))
+    return initialized_layout
+
+
+def test_both_automations_are_stopped_by_default_and_use_the_shipped_config():
+    assert recurring_sprints.default_status == dg.DefaultScheduleStatus.STOPPED
+    assert inbox_sensor.default_status == dg.DefaultSensorStatus.STOPPED
+    assert recurring_sprints.cron_schedule == "*/10 * * * *" == OPERATIONS.sprint_schedule.cron
+    assert OPERATIONS.inbox_sensor.min_pending_tasks == 50
+
+
+def test_a_bad_operations_file_names_the_file_and_field(tmp_path: Path):
+    bad = tmp_path / "operations.yaml"
+    bad.write_text("sprint_schedule: {cron: '*/10 * * * *'}\ninbox_sensor: {min_pending_tasks: 0, max_wait_seconds: 1, interval_seconds: 1}\n")
+    with pytest.raises(ConfigError, match=r"operations.yaml: field 'inbox_sensor.min_pending_tasks'"):
+        load_operations(bad)
+
+
+def test_schedule_adds_the_next_partition_and_requests_its_run(chain_env, instance):
+    request = recurring_sprints(dg.build_schedule_context(instance=instance))
+    assert isinstance(request, dg.RunRequest)
+    assert request.partition_key == "1"
+    assert request.tags["gonka/trigger"] == "schedule"
+    assert instance.get_dynamic_partitions(epochs.name) == ["1"]
+
+
+def test_schedule_skips_while_an_epoch_runs(chain_env, instance):
+    create_run_for_test(instance, job_name=epoch_job.name, status=dg.DagsterRunStatus.STARTED, tags={"dagster/partition": "1"})
+    result = recurring_sprints(dg.build_schedule_context(instance=instance))
+    assert isinstance(result, dg.SkipReason)
+    assert "still in progress" in result.skip_message
+
+
+def test_sensor_waits_for_enough_tasks_then_launches_the_next_epoch(chain_env, instance, submit):
+    threshold = OPERATIONS.inbox_sensor.min_pending_tasks
+    submit(threshold - 1)
+    skipped = inbox_sensor(dg.build_sensor_context(instance=instance))
+    assert isinstance(skipped, dg.SkipReason)
+    assert f"{threshold - 1} submissions waiting" in skipped.skip_message
+
+    submit(1, start_nonce=threshold - 1)
+    result = inbox_sensor(dg.build_sensor_context(instance=instance))
+    assert [r.partition_key for r in result.run_requests] == ["1"]
+    assert result.dynamic_partitions_requests[0].partition_keys == ["1"]
+
+
+def test_sensor_launches_a_few_tasks_once_the_oldest_has_waited_long_enough(chain_env, instance, submit):
+    ids = submit(2)
+    assert isinstance(inbox_sensor(dg.build_sensor_context(instance=instance)), dg.SkipReason)
+    long_ago = time.time() - OPERATIONS.inbox_sensor.max_wait_seconds - 1
+    os.utime(chain_env.inbox / f"{ids[0]}.json", (long_ago, long_ago))
+    result = inbox_sensor(dg.build_sensor_context(instance=instance))
+    assert [r.partition_key for r in result.run_requests] == ["1"]
+
+
+@pytest.mark.slow
+def test_a_second_launch_of_a_running_epoch_is_refused_and_the_chain_stays_intact(initialized_layout, tmp_path):
+    """Run A (a subprocess) runs epoch 1; run B launches epoch 1 while A holds it: B fails, A's block stands."""
+    home = tmp_path / "shared_dagster_home"
+    env = {**os.environ, "DAGSTER_HOME": str(home), "GONKA_DATA_DIR": str(initialized_layout.root)}
+    instance = dg.DagsterInstance.from_config(str(_home_with_config(home)))
+    first = subprocess.Popen([sys.executable, "-m", "gonka_pipelines.cli", "run"], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not instance.get_runs(dg.RunsFilter(job_name=epoch_job.name, statuses=[dg.DagsterRunStatus.STARTED])):
+        assert time.time() < deadline and first.poll() is None, "run A never started"
+        time.sleep(0.2)
+    second = defs.resolve_job_def("epoch").execute_in_process(
+        instance=instance, partition_key="1", raise_on_error=False,
+        resources={"chain": ChainResource(data_dir=str(initialized_layout.root))})
+    output, _ = first.communicate(timeout=600)
+    assert first.returncode == 0, output
+    assert not second.success
+    failure = next(e for e in second.all_events if e.event_type_value == "STEP_FAILURE")
+    assert failure.step_key == "epoch_tasks"
+    assert ("is being run by run" in str(failure.event_specific_data.error)
+            or "is finalized" in str(failure.event_specific_data.error))
+    with ChainStore.open(initialized_layout.database, read_only=True) as store:
+        assert store.head().height == 1
+        assert verify_chain(store).first_problem is None
+
+
+def _home_with_config(home: Path) -> Path:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text(DAGSTER_YAML.read_text())
+    return home
