@@ -15,7 +15,8 @@ def prove_row(store: ChainStore, table: str, row_id: str, epoch: int | None = No
     if commitment is None:
         raise ChainError(f"unknown table {table!r}; provable tables: {', '.join(sorted(BY_NAME))}")
     found = store.query(
-        f"""SELECT max(epoch) FROM (SELECT epoch, CAST({commitment.key} AS VARCHAR) AS _key FROM {commitment.table})
+        f"""SELECT max(epoch) FROM (SELECT {commitment.epoch} AS epoch, CAST({commitment.key} AS VARCHAR) AS _key
+                                    FROM {commitment.table})
             WHERE _key = ? AND (? IS NULL OR epoch = ?) AND epoch IN (SELECT height FROM blocks WHERE status = ?)""",
         [row_id, epoch, epoch, FINALIZED])[0][0]
     if found is None:

@@ -13,15 +13,23 @@ from gonka_pipelines.protocol.merkle import leaf_hash, merkle_root
 
 @dataclass(frozen=True)
 class Commitment:
-    """One header root: the rows of `table` in an epoch, identified and ordered by the SQL expression `key`."""
+    """One header root: the rows of `table` in an epoch, identified and ordered by the SQL expression `key`.
+
+    `epoch` is the SQL expression giving a row's epoch; the registries use the constant 0, so the genesis
+    block commits to every account and host key and later blocks to none.
+    """
 
     name: str
     table: str
     key: str
     columns: tuple[str, ...]
+    epoch: str = "epoch"
 
 
 COMMITMENTS: tuple[Commitment, ...] = (
+    Commitment("registry_accounts", "accounts", "address", ("address", "name", "kind", "public_key"), epoch="0"),
+    Commitment("registry_hosts", "hosts", "address", ("address", "name", "public_key", "capacity", "models", "behaviour"),
+               epoch="0"),
     Commitment("tasks", "tasks", "task_id", (
         "task_id", "submission_id", "developer", "nonce", "model", "prompt", "prompt_tokens",
         "max_tokens", "max_price", "escrow", "signature")),
@@ -54,7 +62,8 @@ COMMITMENTS: tuple[Commitment, ...] = (
     Commitment("hosts", "host_states", "address", (
         "address", "weight", "status", "reputation", "epochs_served", "consecutive_invalidations")),
 )
-BY_NAME = {c.name: c for c in COMMITMENTS} | {c.table: c for c in COMMITMENTS}
+BY_NAME = {c.table: c for c in COMMITMENTS} | {c.name: c for c in COMMITMENTS}
+"""Commitments by header-root name, or by table name where no root bears that name."""
 
 
 def _jsonable(value: Any) -> Any:
@@ -71,7 +80,8 @@ def epoch_rows(connection: duckdb.DuckDBPyConnection, commitment: Commitment, ep
     """(key, committed columns) of one epoch's rows in key order."""
     columns = ", ".join(commitment.columns)
     cursor = connection.execute(
-        f"SELECT CAST({commitment.key} AS VARCHAR) AS _key, {columns} FROM {commitment.table} WHERE epoch = ? ORDER BY _key",
+        f"SELECT CAST({commitment.key} AS VARCHAR) AS _key, {columns} FROM {commitment.table} "
+        f"WHERE {commitment.epoch} = ? ORDER BY _key",
         [epoch],
     )
     return [(values[0], dict(zip(commitment.columns, values[1:]))) for values in cursor.fetchall()]

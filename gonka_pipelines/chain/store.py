@@ -90,8 +90,9 @@ class ChainStore:
         return self.connection.execute(sql, list(params)).fetchall()
 
     def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        row = self.connection.execute(sql, list(params)).fetchone()
-        return None if row is None else row[0]
+        """The first value of the first row (None when there is none); the result is read whole, so nothing stays open."""
+        rows = self.connection.execute(sql, list(params)).fetchall()
+        return rows[0][0] if rows else None
 
     def records(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         cursor = self.connection.execute(sql, list(params))
@@ -188,10 +189,11 @@ class ChainStore:
         return seed
 
     def consumed_submissions(self, submission_ids: Sequence[str], before_epoch: int) -> set[str]:
-        """Which of these ids earlier epochs already took (their files linger if a crash hit before archiving)."""
+        """Which of these ids finalized epochs already took (their files linger if a crash hit before archiving)."""
         return {sid for (sid,) in self.query(
-            "SELECT submission_id FROM submissions WHERE epoch < ? AND list_contains(?, submission_id)",
-            [before_epoch, list(submission_ids)])}
+            """SELECT s.submission_id FROM submissions s JOIN epochs e ON e.epoch = s.epoch AND e.status = ?
+               WHERE s.epoch < ? AND list_contains(?, s.submission_id)""",
+            [FINALIZED, before_epoch, list(submission_ids)])}
 
     def claim_epoch(self, epoch: int, run_id: str, holder_active: Callable[[str], bool]) -> None:
         """Record that run_id is running the epoch; refuse while another, still active, run holds it."""

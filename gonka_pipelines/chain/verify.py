@@ -74,6 +74,8 @@ def content_problem(store: ChainStore, height: int) -> Inconsistency | None:
 
     if header.hash != block["hash"]:
         return problem(f"stored hash {_short(block['hash'])} is not the hash of its header ({_short(header.hash)})")
+    if header.prev_hash != block["prev_hash"]:
+        return problem(f"stored previous hash {_short(block['prev_hash'])} differs from the header's ({_short(header.prev_hash)})")
     epoch = store.records("SELECT params_hash, params_json FROM epochs WHERE epoch = ?", [height])
     if not epoch:
         return problem("its epoch has no parameters row")

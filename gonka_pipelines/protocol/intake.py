@@ -9,6 +9,8 @@ from typing import Any
 
 from gonka_pipelines.protocol.crypto import MessageKind, hash_value, verify
 
+MAX_INTEGER = 2**63 - 1
+"""Integers in a task are stored as signed 64-bit: anything larger is malformed, not a crash."""
 TASK_FIELDS = {"chain_id": str, "developer": str, "nonce": int, "model": str, "prompt": str, "max_tokens": int, "max_price": int}
 
 
@@ -104,6 +106,9 @@ def parse_submission(raw: bytes) -> tuple[dict[str, Any], str]:
         value = body.get(name)
         if not isinstance(value, kind) or isinstance(value, bool):
             raise Rejected(RejectReason.MALFORMED, f"field 'body.{name}' missing or not {kind.__name__}")
+    for name in ("nonce", "max_tokens", "max_price"):
+        if not 0 <= body[name] <= MAX_INTEGER:
+            raise Rejected(RejectReason.MALFORMED, f"field 'body.{name}' = {body[name]} is outside 0..{MAX_INTEGER}")
     extra = sorted(set(body) - set(TASK_FIELDS))
     if extra:
         raise Rejected(RejectReason.MALFORMED, f"unknown field(s) in body: {', '.join(extra)}")

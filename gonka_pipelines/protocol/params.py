@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gonka_pipelines.paths import RESOURCES
 from gonka_pipelines.protocol.crypto import hash_value
@@ -139,14 +139,13 @@ class NetworkConfig(StrictConfig):
     hosts: tuple[HostConfig, ...] = Field(min_length=1)
     developers: tuple[DeveloperConfig, ...] = ()
 
-    @field_validator("developers")
-    @classmethod
-    def _unique_names(cls, developers: tuple[DeveloperConfig, ...], info) -> tuple[DeveloperConfig, ...]:
-        names = [h.name for h in info.data.get("hosts", ())] + [d.name for d in developers]
+    @model_validator(mode="after")
+    def _unique_names(self) -> "NetworkConfig":
+        names = [h.name for h in self.hosts] + [d.name for d in self.developers]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"names must be unique across hosts and developers; repeated: {', '.join(duplicates)}")
-        return developers
+        return self
 
     @property
     def genesis_supply(self) -> int:

@@ -26,6 +26,7 @@ def propose_block(store: ChainStore, layout: DataLayout, epoch: int) -> BlockHea
     keys = host_keys(store, layout)
     with store.transaction():
         store.require_writable(epoch)
+        store.epoch_seed(epoch)  # refuses an epoch that its collect stage never opened
         head = store.head()
         weights_in_force = store.weights(epoch - 1)
         store.write_post_state(epoch, next_host_states(store, epoch))

@@ -43,6 +43,7 @@ def intake_context(store: ChainStore, epoch: int, params: dict) -> IntakeContext
 def run_collect(store: ChainStore, layout: DataLayout, epoch: int) -> CollectSummary:
     """Open the epoch (replacing a previous attempt) and take the inbox, all in one transaction."""
     params = epoch_parameters(chain_genesis(store), epoch)
+    store.require_writable(epoch)
     submissions = pending_submissions(layout.inbox)
     leftovers = store.consumed_submissions([s.submission_id for s in submissions], before_epoch=epoch)
     archive_submissions(layout.inbox, leftovers)

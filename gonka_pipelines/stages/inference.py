@@ -163,7 +163,7 @@ def _host_epochs(store, params, epoch, outcomes, verdicts, pool, task_index, val
                .with_columns((pl.col("outcome") == "invalidated").alias("bad"), pl.int_range(pl.len()).over("executor").alias("i")))
     streaks = checked.group_by("executor").agg(
         pl.len().alias("validated"), pl.col("bad").sum().alias("invalidated"),
-        (pl.len() - 1 - pl.col("i").filter(~pl.col("bad")).max()).alias("trailing"))
+        (pl.len() - 1 - pl.col("i").filter(~pl.col("bad")).max().fill_null(-1)).alias("trailing"))
     required = pl.DataFrame({"address": [pool.ids[v] for v in validator_index.tolist()]}, schema={"address": pl.String}).group_by("address").len("required_validations")
     done = pl.DataFrame({"address": [v["validator"] for v in verdicts]}, schema={"address": pl.String}).group_by("address").len("done_validations")
     invalidated_tasks = {o["task_id"] for o in outcomes if o["outcome"] == "invalidated"}
@@ -173,13 +173,15 @@ def _host_epochs(store, params, epoch, outcomes, verdicts, pool, task_index, val
            WHERE v.epoch = ? AND v.valid AND NOT w.sprint_accepted GROUP BY v.validator""", [epoch])
         + [{"address": v["validator"], "contradicted_votes": 1} for v in verdicts if v["passed"] and v["task_id"] in invalidated_tasks],
         schema={"address": pl.String, "contradicted_votes": pl.Int64}).group_by("address").agg(pl.col("contradicted_votes").sum())
-    prior = pl.DataFrame([{"address": a, "prior_streak": r["consecutive_invalidations"], "epochs_served": r["epochs_served"]}
+    # An INVALID epoch is the penalty; the streak starts over in the next one (else a host without tasks stays INVALID).
+    prior = pl.DataFrame([{"address": a, "epochs_served": r["epochs_served"],
+                           "prior_streak": 0 if r["status"] == "INVALID" else r["consecutive_invalidations"]}
                           for a, r in previous.items()])
     hosts = (prior.join(assigned, on="address", how="left").join(streaks.rename({"executor": "address"}), on="address", how="left")
              .join(required, on="address", how="left").join(done, on="address", how="left")
              .join(contradicted, on="address", how="left").fill_null(0)
              .with_columns(pl.when(pl.col("validated") == 0).then(pl.col("prior_streak"))
-                           .when(pl.col("trailing").is_null() | (pl.col("trailing") == pl.col("validated")))
+                           .when(pl.col("trailing") == pl.col("validated"))
                            .then(pl.col("prior_streak") + pl.col("validated")).otherwise(pl.col("trailing"))
                            .alias("consecutive_invalidations")))
     hosts = host_statuses(hosts.rename({"validated": "n_validated", "invalidated": "n_invalidated"}),
