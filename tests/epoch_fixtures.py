@@ -21,14 +21,26 @@ from gonka_pipelines.client import next_nonce, sign_task
 from gonka_pipelines.demo import CORPUS, submit_demo_workload
 from gonka_pipelines.identities import load_identities
 from gonka_pipelines.paths import DataLayout
-from gonka_pipelines.protocol.params import GENESIS_FILE, NETWORK_FILE, GenesisParams, NetworkConfig, load_genesis, load_network
+from gonka_pipelines.protocol.params import (
+    GENESIS_FILE,
+    NETWORK_FILE,
+    GenesisParams,
+    NetworkConfig,
+    load_genesis,
+    load_network,
+)
 from gonka_pipelines.stages.block import finalize_block, propose_block
 from gonka_pipelines.stages.collect import run_collect
 from gonka_pipelines.stages.genesis import init_chain
 from gonka_pipelines.stages.inference import run_task_execution, run_task_validation
 from gonka_pipelines.stages.pipeline import quiet, run_epoch
 from gonka_pipelines.stages.rewards import run_rewards
-from gonka_pipelines.stages.sprint import epoch_compute, run_epoch_weights, run_sprint, run_sprint_validation
+from gonka_pipelines.stages.sprint import (
+    epoch_compute,
+    run_epoch_weights,
+    run_sprint,
+    run_sprint_validation,
+)
 
 FAST_NONCES_PER_CAPACITY = 128
 """Half the shipped 256: a capacity-2 host still mines 256 nonces, so P(no hit at 5 %) ≈ 2e-6."""
@@ -111,7 +123,7 @@ def submit_tasks(store: ChainStore, layout: DataLayout, network: NetworkConfig, 
     chain_id, params = store.chain_id, store.epoch_params(0)
     identities = load_identities(layout, network, chain_id)
     names = sorted(d.name for d in network.developers)
-    model = sorted({m for host in network.hosts for m in host.models})[0]
+    model = min(m for host in network.hosts for m in host.models)
     prompts = [line for line in CORPUS.read_text().splitlines() if line.strip()]
     nonces = {name: next_nonce(n for (n,) in store.query(
         "SELECT nonce FROM tasks t JOIN accounts a ON a.address = t.developer WHERE a.name = ?", [name])) for name in names}
@@ -201,3 +213,35 @@ def demo_chain(tmp_path_factory) -> DataLayout:
     """The session's demo chain after DEMO_EPOCHS epochs (read it; copy it before writing)."""
     base = tmp_path_factory.getbasetemp()
     return DataLayout(cached_chain("demo", base, lambda root: build_demo_chain(root, DEMO_EPOCHS)))
+
+
+SMALL_HOSTS = [("host-alpha", 2), ("host-bravo", 2), ("host-charlie", 1), ("host-fake", 1, "fake_hits"),
+               ("host-lazy", 1, "lazy_validator")]
+"""Three honest hosts, a fake_hits and a lazy_validator: every payout case but INVALID, in a second per epoch."""
+SMALL_EPOCHS = 2
+SMALL_TASKS = 6
+SMALL_NONCES_PER_CAPACITY = 64
+
+
+def small_config(directory: Path) -> tuple[GenesisParams, NetworkConfig]:
+    """The small adversarial network and its genesis (sprint budget 64 nonces per capacity), written under directory."""
+    genesis = fast_genesis(directory, sprint__nonces_per_capacity=SMALL_NONCES_PER_CAPACITY)
+    return genesis, small_network(directory, SMALL_HOSTS)
+
+
+def build_small_chain(root: Path, epochs: int = SMALL_EPOCHS, tasks: int = SMALL_TASKS) -> tuple[DataLayout, NetworkConfig]:
+    """A fresh chain of the small network, `epochs` epochs run stage by stage with `tasks` tasks each."""
+    root = Path(root)
+    genesis, network = small_config(root.parent / f"{root.name}-config")
+    layout = new_chain(root, genesis, network)
+    with opened(layout) as store:
+        for epoch in range(1, epochs + 1):
+            submit_tasks(store, layout, network, tasks)
+            run_stages(store, layout, epoch)
+    return layout, network
+
+
+def small_chain(tmp_path_factory) -> tuple[DataLayout, NetworkConfig]:
+    """The session's small adversarial chain after SMALL_EPOCHS epochs (read it; copy it before writing)."""
+    root = cached_chain("small", tmp_path_factory.getbasetemp(), lambda r: build_small_chain(r))
+    return DataLayout(root), small_config(root.parent / f"{root.name}-config")[1]

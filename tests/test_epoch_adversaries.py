@@ -8,8 +8,8 @@ workload run with `run_epoch`. Built once per session (epoch_fixtures' cache) an
 from __future__ import annotations
 
 import pytest
-
 from epoch_fixtures import DEMO_EPOCHS, demo_chain, opened
+
 from gonka_pipelines.chain.verify import verify_chain
 from gonka_pipelines.demo import format_hosts, host_summaries
 
@@ -129,21 +129,16 @@ def test_garbled_output_is_never_paid(epoch_rows):
             assert (row["weight"], row["reward"], row["work_coins"], row["payout"]) == (0, 0, 0, 0)
 
 
-STREAK_BUG = ("BUG: stages/inference.py _host_epochs fills nulls with 0 (`.join(contradicted).fill_null(0)`) before "
-              "computing the streak, so `trailing` (null when every validated task of the epoch was invalidated) becomes 0 "
-              "and the streak resets to 0 instead of prior + validated: a host whose every checked output fails is never "
-              "INVALID by the 5-in-a-row rule")
-
-
-@pytest.mark.xfail(reason=STREAK_BUG, strict=True)
 def test_invalidation_streak_follows_the_outcomes(chain):
-    """consecutive_invalidations = the previous post-state's streak, extended by each invalidated validated task
-    (task_id order) and reset by each passed one; the status follows from it (host_status)."""
+    """consecutive_invalidations = the previous post-state's streak (0 after an INVALID epoch, the penalty served),
+    extended by each invalidated validated task (task_id order) and reset by each passed one; the status follows."""
     from gonka_pipelines.protocol.host_status import host_status
 
     mismatched = []
     for epoch in EPOCHS:
-        prior = dict(chain.query("SELECT address, consecutive_invalidations FROM host_states WHERE epoch = ?", [epoch - 1]))
+        prior = dict(chain.query(
+            "SELECT address, CASE WHEN status = 'INVALID' THEN 0 ELSE consecutive_invalidations END FROM host_states WHERE epoch = ?",
+            [epoch - 1]))
         outcomes: dict[str, list[bool]] = {}
         for executor, outcome in chain.query(
                 "SELECT executor, outcome FROM task_outcomes WHERE epoch = ? AND validations > 0 ORDER BY task_id", [epoch]):
@@ -158,14 +153,14 @@ def test_invalidation_streak_follows_the_outcomes(chain):
     assert mismatched == []
 
 
-@pytest.mark.xfail(reason=STREAK_BUG, strict=True)
-def test_garbled_output_is_invalid_from_its_first_failed_streak_and_never_paid(chain, epoch_rows):
+def test_garbled_output_is_invalid_from_its_first_failed_streak_and_unpaid_while_serving(epoch_rows):
     """Epoch 1 already gives host-garbled >= 5 validated tasks, all invalidated: FPR^5 < 1e-6 makes it INVALID there,
-    and with no weight it gets no tasks to reset the streak, so it stays INVALID and is never paid."""
+    unpaid. INVALID zeroes its weight, so in epoch 2 it serves nothing (its streak starts over) and only its sprint counts."""
     first = epoch_rows[(1, "host-garbled")]
     assert first["validated"] >= 5 and first["invalidated"] == first["validated"]
-    assert [epoch_rows[(e, "host-garbled")]["host_status"] for e in EPOCHS] == ["INVALID"] * DEMO_EPOCHS
-    assert {r["name"]: r["paid"] for r in host_summaries(chain)}["host-garbled"] == 0
+    assert (first["host_status"], first["payout"]) == ("INVALID", 0)
+    second = epoch_rows[(2, "host-garbled")]
+    assert (second["validated"], second["work_coins"], second["consecutive_invalidations"]) == (0, 0, 0)
 
 
 def test_garbled_tasks_are_invalidated_and_refunded(chain):
