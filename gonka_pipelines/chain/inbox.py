@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -41,7 +40,8 @@ def pending_submissions(inbox: Path) -> list[Submission]:
     """Every submission file waiting in the inbox, ordered by id."""
     if not inbox.exists():
         return []
-    return [Submission(path.stem, path.read_bytes()) for path in sorted(inbox.glob("*.json"))]
+    names = sorted(name for name in os.listdir(inbox) if name.endswith(".json"))
+    return [Submission(name[: -len(".json")], (inbox / name).read_bytes()) for name in names]
 
 
 def archive_submissions(inbox: Path, submission_ids: Iterable[str]) -> int:
@@ -50,8 +50,10 @@ def archive_submissions(inbox: Path, submission_ids: Iterable[str]) -> int:
     processed.mkdir(parents=True, exist_ok=True)
     moved = 0
     for submission_id in submission_ids:
-        source = inbox / f"{submission_id}.json"
-        if source.exists():
-            shutil.move(source, processed / source.name)
-            moved += 1
+        name = f"{submission_id}.json"
+        try:
+            os.rename(inbox / name, processed / name)
+        except FileNotFoundError:
+            continue
+        moved += 1
     return moved

@@ -41,10 +41,12 @@ OPERATIONS = load_operations()
 
 
 def next_epoch_request(instance: dg.DagsterInstance, layout: DataLayout, reason: str) -> dg.RunRequest | dg.SkipReason:
-    """A run request for the head's successor, or why not: an epoch already queued or running, or no chain yet."""
-    running = instance.get_runs(dg.RunsFilter(job_name=epoch_job.name, statuses=IN_PROGRESS), limit=1)
+    """A run request for the head's successor, or why not: a run already queued or running (any job: asset
+    materializations launched from the graph write the chain too), or no chain yet."""
+    running = instance.get_runs(dg.RunsFilter(statuses=IN_PROGRESS), limit=1)
     if running:
-        return dg.SkipReason(f"run {running[0].run_id[:8]} (epoch {running[0].tags.get('dagster/partition')}) is still in progress")
+        return dg.SkipReason(f"run {running[0].run_id[:8]} ({running[0].job_name}, partition "
+                             f"{running[0].tags.get('dagster/partition')}) is still in progress; epochs run one at a time")
     try:
         with ChainStore.open(layout.database, read_only=True) as store:
             epoch = store.head().height + 1

@@ -39,6 +39,7 @@ class Generation:
 
 
 def _check_ids(tokens: Sequence[int], vocab: int, what: str) -> None:
+    """Refuse ids the embedding cannot look up (an executor's output is untrusted input)."""
     if not all(0 <= t < vocab for t in tokens):
         raise ValueError(f"{what} token ids must lie in [0, {vocab})")
 
@@ -84,7 +85,7 @@ def generate_greedy(runner: ModelRunner, prompts: list[list[int]], max_tokens: i
         last = torch.tensor([lengths[row] - 1 for row in active], device=logits.device)
         top_ids, top_logprobs = _top_logprobs(logits[torch.arange(len(active), device=logits.device), last])
         still_active = []
-        for row, ids, logprobs in zip(active, top_ids, top_logprobs):
+        for row, ids, logprobs in zip(active, top_ids, top_logprobs, strict=True):
             token = ids[0]
             results[row].tokens.append(token)
             results[row].top_ids.append(ids)

@@ -31,26 +31,58 @@ class MessageKind(str, enum.Enum):
     BLOCK = "block"
 
 
-def _check_canonical(value: Any, path: str = "$") -> None:
-    """Refuse values whose encoding would be ambiguous (non-finite floats, non-string keys, bytes)."""
+_CONTAINERS = (dict, list, tuple)
+
+
+def _keys_are_strings(value: Any) -> bool:
+    """Every dict key, at any depth, is a string (json would silently turn 1 into "1")."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if not all(isinstance(key, str) for key in item):
+                return False
+            stack.extend(v for v in item.values() if isinstance(v, _CONTAINERS))
+        elif isinstance(item, (list, tuple)):
+            stack.extend(v for v in item if isinstance(v, _CONTAINERS))
+    return True
+
+
+def _first_problem(value: Any, path: str = "$") -> str:
+    """Where and why a value has no canonical encoding (walked only once encoding has failed)."""
     if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"cannot encode non-finite float at {path}")
+        return f"cannot encode non-finite float at {path}"
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise ValueError(f"cannot encode non-string key {key!r} at {path}")
-            _check_canonical(item, f"{path}.{key}")
+                return f"cannot encode non-string key {key!r} at {path}"
+            if problem := _first_problem(item, f"{path}.{key}"):
+                return problem
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            _check_canonical(item, f"{path}[{index}]")
+            if problem := _first_problem(item, f"{path}[{index}]"):
+                return problem
     elif not isinstance(value, (str, int, float, bool, type(None))):
-        raise ValueError(f"cannot encode {type(value).__name__} at {path}; use hex strings for bytes")
+        return f"cannot encode {type(value).__name__} at {path}; use hex strings for bytes"
+    return ""
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(type(value).__name__)
 
 
 def canonical_bytes(value: Any) -> bytes:
-    """Deterministic JSON (sorted keys, no spaces, UTF-8, shortest float repr) that all hashes and signatures use."""
-    _check_canonical(value)
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    """Deterministic JSON (sorted keys, no spaces, UTF-8, shortest float repr) that all hashes and signatures use.
+
+    Non-finite floats, non-string keys, bytes and other types are refused with the path of the first one.
+    """
+    if _keys_are_strings(value):
+        try:
+            return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
+                              default=_refuse).encode()
+        except (ValueError, TypeError):
+            pass
+    raise ValueError(_first_problem(value) or "value has no canonical encoding")
 
 
 def message_bytes(chain_id: str, kind: MessageKind, body: Any) -> bytes:

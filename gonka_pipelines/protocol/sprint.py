@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from functools import lru_cache
 from statistics import NormalDist
@@ -151,7 +151,7 @@ def target_vector(block_hash: str, vocab: int, device: torch.device | str = "cpu
 
 def _batch_distances(
     runner: ModelRunner, target: Tensor, block_hash: str, public_key: str, nonces: Tensor
-) -> np.ndarray:
+) -> Tensor:
     """Distances of up to batch_size nonces, always run as a full batch (short ones repeat the last nonce).
 
     BLAS and reduction kernels choose their summation order by shape, so a fixed shape is what makes a
@@ -162,37 +162,36 @@ def _batch_distances(
     padded = torch.cat([nonces, nonces[-1:].expand(profile.batch_size - count)])
     logits = runner.last_logits(nonce_inputs(profile, block_hash, public_key, padded, runner.device))
     permuted = torch.gather(logits, 1, nonce_permutations(profile.vocab, block_hash, public_key, padded, runner.device))
-    distances = torch.linalg.vector_norm(torch.nn.functional.normalize(permuted, dim=1) - target, dim=1)
-    return distances[:count].cpu().numpy().astype(np.float64)
+    return torch.linalg.vector_norm(torch.nn.functional.normalize(permuted, dim=1) - target, dim=1)[:count]
+
+
+def _distances(runner: ModelRunner, block_hash: str, public_key: str, batches: Iterable[Tensor]) -> np.ndarray:
+    """float64 distances of batches of nonces, copied off the device once at the end (no sync per batch)."""
+    target = target_vector(block_hash, runner.profile.vocab, runner.device)
+    parts = [_batch_distances(runner, target, block_hash, public_key, batch) for batch in batches]
+    return torch.cat(parts).cpu().numpy().astype(np.float64) if parts else np.empty(0, dtype=np.float64)
 
 
 def compute_distances(
     runner: ModelRunner, block_hash: str, public_key: str, nonces: Sequence[int] | np.ndarray
 ) -> np.ndarray:
     """float64 array of each nonce's distance ||permuted normalised last logits - target||, in input order."""
-    target = target_vector(block_hash, runner.profile.vocab, runner.device)
     batches = torch.split(_nonce_tensor(nonces, runner.device), runner.profile.batch_size)
-    parts = [_batch_distances(runner, target, block_hash, public_key, batch) for batch in batches if batch.numel()]
-    return np.concatenate(parts) if parts else np.empty(0, dtype=np.float64)
+    return _distances(runner, block_hash, public_key, (batch for batch in batches if batch.numel()))
 
 
 def mine(
     runner: ModelRunner, block_hash: str, public_key: str, nonce_start: int, n_nonces: int, r_target: float
 ) -> tuple[list[int], list[float]]:
     """Score nonces nonce_start .. nonce_start + n_nonces - 1 in batches; return the hits (distance < r_target)."""
-    end = nonce_start + n_nonces
+    end, size = nonce_start + n_nonces, runner.profile.batch_size
     if nonce_start < 0 or n_nonces < 0 or end > _MAX_NONCE:
         raise ValueError(f"nonce range [{nonce_start}, {end}) must lie within [0, 2**63)")
-    target = target_vector(block_hash, runner.profile.vocab, runner.device)
-    hit_nonces: list[int] = []
-    hit_distances: list[float] = []
-    for start in range(nonce_start, end, runner.profile.batch_size):
-        batch = torch.arange(start, min(start + runner.profile.batch_size, end), device=runner.device)
-        distances = _batch_distances(runner, target, block_hash, public_key, batch)
-        hits = np.flatnonzero(distances < r_target)
-        hit_nonces.extend((start + hits).tolist())
-        hit_distances.extend(distances[hits].tolist())
-    return hit_nonces, hit_distances
+    starts = range(nonce_start, end, size)
+    batches = (torch.arange(start, min(start + size, end), device=runner.device) for start in starts)
+    distances = _distances(runner, block_hash, public_key, batches)
+    hits = np.flatnonzero(distances < r_target)
+    return (nonce_start + hits).tolist(), distances[hits].tolist()
 
 
 def hit_probability(vocab: int, r_target: float) -> float:

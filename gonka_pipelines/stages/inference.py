@@ -93,18 +93,19 @@ def run_task_validation(store: ChainStore, layout: DataLayout, epoch: int, log: 
     behaviour = dict(store.query("SELECT address, behaviour FROM hosts"))
     previous = {r["address"]: r for r in store.records("SELECT * FROM host_states WHERE epoch = ?", [epoch - 1])}
     results = store.records(
-        """SELECT r.task_id, r.executor, r.output_tokens, r.top_ids, r.top_logprobs, r.cost, t.prompt, t.model, t.max_tokens
-           FROM task_results r JOIN tasks t USING (task_id) WHERE r.epoch = ? AND r.status = 'completed' ORDER BY r.task_id""", [epoch])
+        """SELECT r.task_id, r.executor, r.cost FROM task_results r
+           WHERE r.epoch = ? AND r.status = 'completed' ORDER BY r.task_id""", [epoch])
     members = sorted(a for a, w in weights.items() if w > 0)
     pool = ValidatorPool(members, [secret_seed(keys[a], chain_id, epoch, seed) for a in members],
                          [weights[a] for a in members], [previous[a]["reputation"] for a in members])
     traffic = max(len(results), store.scalar("SELECT count(*) FROM tasks WHERE epoch = ?", [epoch - 1]))
     task_index, validator_index = select_validations([r["task_id"] for r in results], [r["executor"] for r in results], pool, traffic)
     threshold = params["validation"]["similarity_threshold"]
+    checked = _checked_outputs(store, [results[t]["task_id"] for t in set(task_index.tolist())])
     honest: dict[str, Comparison] = {}
     verdicts = []
     for t, v in zip(task_index.tolist(), validator_index.tolist()):
-        result, validator = results[t], members[v]
+        result, validator = checked[results[t]["task_id"]], members[v]
         lazy = behaviour[validator] == Behaviour.LAZY_VALIDATOR
         if not lazy and result["task_id"] not in honest:
             honest[result["task_id"]] = ctx.compute.judge(result["model"], result["prompt"], result, result["max_tokens"], threshold)
@@ -122,6 +123,13 @@ def run_task_validation(store: ChainStore, layout: DataLayout, epoch: int, log: 
         store.insert("host_epochs", host_rows)
     log(f"validation: {len(verdicts)} checks of {len(results)} results, {sum(o['outcome'] == 'invalidated' for o in outcomes)} invalidated")
     return {"validations": len(verdicts), "invalidated": sum(o["outcome"] == "invalidated" for o in outcomes)}
+
+
+def _checked_outputs(store: ChainStore, task_ids: list[str]) -> dict[str, dict]:
+    """Outputs, top-5 log-probs and prompts of the tasks some validator checks (only those: they are the bulk)."""
+    return {row["task_id"]: row for row in store.records(
+        """SELECT r.task_id, r.output_tokens, r.top_ids, r.top_logprobs, t.prompt, t.model, t.max_tokens
+           FROM task_results r JOIN tasks t USING (task_id) WHERE list_contains(?, r.task_id)""", [task_ids])}
 
 
 def _outcomes_and_fees(epoch, results, verdicts, honest, weights, total_weight, behaviour) -> tuple[list[dict], list[dict]]:
