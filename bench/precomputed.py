@@ -18,12 +18,18 @@ from __future__ import annotations
 
 import hashlib
 import math
+import random
+from functools import lru_cache
 
 import numpy as np
 
 from gonka_pipelines.models.llm import EOS, TOP_K, Generation, encode
 from gonka_pipelines.models.profiles import load_profile
-from gonka_pipelines.protocol.inference_validation import Comparison, ComparisonReason, compare_outputs
+from gonka_pipelines.protocol.inference_validation import (
+    Comparison,
+    ComparisonReason,
+    compare_outputs,
+)
 from gonka_pipelines.protocol.params import Behaviour
 
 LABEL = "model compute replaced by precomputed results"
@@ -54,6 +60,24 @@ def _root(*parts: str) -> np.uint64:
 def _uniforms(words: np.ndarray) -> np.ndarray:
     """(0, 1) float64 uniforms from the top 53 bits of each word (never exactly 0, so log() is safe)."""
     return ((words >> _MANTISSA_SHIFT).astype(np.float64) + 0.5) * 2.0**-53
+
+
+@lru_cache(maxsize=256)
+def _top_rows(key: int) -> list[list[int]]:
+    """Top-5 ids for every token id under one of 256 hash keys: the token first, then four distinct others.
+
+    The four offsets come from disjoint ranges of 1..256, so modulo EOS + 2 = 259 no id repeats in a row.
+    """
+    rng = random.Random(key)
+    offsets = [1 + rng.randrange(64) + 64 * i for i in range(TOP_K - 1)]
+    return [[token] + [(token + offset) % (EOS + 2) for offset in offsets] for token in range(EOS + 1)]
+
+
+@lru_cache(maxsize=256)
+def _logprob_row(key: int) -> list[float]:
+    """Descending top-5 log-probs, a confident first choice, jittered by one of 256 hash keys."""
+    jitter = key / 2550.0
+    return [round(lp - jitter * (i + 1), 6) for i, lp in enumerate(_BASE_LOGPROBS)]
 
 
 class PrecomputedCompute:
@@ -93,18 +117,18 @@ class PrecomputedCompute:
 
     @staticmethod
     def _answer(prompt: str, max_tokens: int, variant: str = "") -> Generation:
-        """The precomputed completion of a prompt: its first bytes then EOS, top-5 per position from its hash."""
+        """The precomputed completion of a prompt: its first bytes then EOS, top-5 per position from its hash.
+
+        The per-position rows come from a table precomputed per (hash byte, token) and are shared between
+        generations (nothing downstream mutates them), so an answer costs a hash and a few list look-ups.
+        """
         digest = hashlib.sha256(f"{variant}|{prompt}".encode()).digest()
         length = max(1, min(OUTPUT_TOKENS, max_tokens))
         tokens = encode(prompt, add_bos=False)[: length - 1]
         tokens = [(t + digest[0]) % 256 for t in tokens] if variant else tokens
         tokens.append(EOS)
-        # four alternatives, offsets drawn from disjoint ranges so the five ids of a position are distinct
-        offsets = [1 + digest[1 + i] % 64 + 64 * i for i in range(TOP_K - 1)]
-        jitter = digest[5] / 2550.0
-        logprobs = [round(lp - jitter * (i + 1), 6) for i, lp in enumerate(_BASE_LOGPROBS)]
-        top_ids = [[token] + [(token + offset) % (EOS + 2) for offset in offsets] for token in tokens]
-        return Generation(tokens, top_ids, [list(logprobs) for _ in tokens])
+        rows = _top_rows(digest[1])
+        return Generation(tokens, [rows[t] for t in tokens], [_logprob_row(digest[2])] * len(tokens))
 
     def generate(self, model: str, executor: str, behaviour: str, prompts: list[str], max_tokens: int) -> list[Generation]:
         """An honest executor's precomputed answer; garbled_output answers another (seeded by executor) sequence."""
