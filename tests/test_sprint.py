@@ -210,9 +210,9 @@ def test_power_cap_leaves_balanced_weights_alone() -> None:
 @given(st.lists(st.integers(min_value=0, max_value=10**12), min_size=4, max_size=30))
 def test_power_cap_never_lets_a_host_exceed_the_fraction(weights: list[int]) -> None:
     capped = sprint.power_cap(weights, 0.25)
-    assert all(0 <= new <= old for new, old in zip(capped, weights))
+    assert all(0 <= new <= old for new, old in zip(capped, weights, strict=True))
     assert max(capped) <= 0.25 * sum(capped) or sum(1 for w in weights if w) < 4
-    pairs = list(zip(weights, capped))
+    pairs = list(zip(weights, capped, strict=True))
     assert all(a_new <= b_new for a_old, a_new in pairs for b_old, b_new in pairs if a_old <= b_old)  # order kept
 
 

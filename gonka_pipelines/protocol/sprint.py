@@ -215,6 +215,8 @@ def sample_nonces(
     Each nonce is ranked by SHA-256 of (validator key, block hash, epoch, nonce), so the sample is
     deterministic, differs per validator, and does not depend on the order the host listed its nonces.
     """
+    if len(nonces) <= n_max:
+        return sorted(int(nonce) for nonce in nonces)
     seed = hashlib.sha256("|".join((_DOMAIN, "sample", validator_public_key, block_hash, str(epoch))).encode()).digest()
     ranked = sorted(
         (int(nonce) for nonce in nonces),

@@ -22,7 +22,7 @@ from gonka_pipelines.protocol.sprint import (
     sprint_accepted,
 )
 from gonka_pipelines.stages.compute import TorchCompute
-from gonka_pipelines.stages.context import epoch_compute, epoch_context  # noqa: F401  (epoch_compute: re-export, TODO drop)
+from gonka_pipelines.stages.context import epoch_context
 
 Log = Callable[[str], None]
 
