@@ -31,12 +31,12 @@ from gonka_pipelines.protocol.params import (
 )
 from gonka_pipelines.stages.block import finalize_block, propose_block
 from gonka_pipelines.stages.collect import run_collect
+from gonka_pipelines.stages.context import epoch_compute
 from gonka_pipelines.stages.genesis import init_chain
 from gonka_pipelines.stages.inference import run_task_execution, run_task_validation
 from gonka_pipelines.stages.pipeline import quiet, run_epoch
 from gonka_pipelines.stages.rewards import run_rewards
 from gonka_pipelines.stages.sprint import (
-    epoch_compute,
     run_epoch_weights,
     run_sprint,
     run_sprint_validation,
