@@ -18,7 +18,12 @@ from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.client import sign_task
 from gonka_pipelines.paths import DataLayout
 from gonka_pipelines.protocol.crypto import KeyPair, load_key
-from gonka_pipelines.protocol.params import GenesisParams, NetworkConfig, load_genesis, load_network
+from gonka_pipelines.protocol.params import (
+    GenesisParams,
+    NetworkConfig,
+    load_genesis,
+    load_network,
+)
 
 DEMO_EPOCHS = 2
 
@@ -109,6 +114,35 @@ def _demo_template(tmp_path_factory: pytest.TempPathFactory, _genesis_template: 
     return template.root
 
 
+SMALL_EPOCH_SUBMISSIONS = (("dev-ada", 3), ("dev-grace", 2))
+"""Epoch 1 of the small templates: dev-ada's nonces 0..2 and dev-grace's 0..1 (default task fields), plus one junk file."""
+
+
+@pytest.fixture(scope="session")
+def _proposed_template(tmp_path_factory: pytest.TempPathFactory, _genesis_template: Path, genesis: GenesisParams,
+                       network: NetworkConfig) -> Path:
+    template = DataLayout(tmp_path_factory.mktemp("proposed-template") / "chain")
+    shutil.copytree(_genesis_template, template.root)
+    submitter = TaskSubmitter(template, genesis, network)
+    for developer, count in SMALL_EPOCH_SUBMISSIONS:
+        submitter(count, developer)
+    submitter.raw(b"junk")
+    with ChainStore.open(template.database) as store:
+        propose_pipeline_epoch(store, template, 1)
+    return template.root
+
+
+@pytest.fixture(scope="session")
+def _finalized_template(tmp_path_factory: pytest.TempPathFactory, _proposed_template: Path) -> Path:
+    from gonka_pipelines.stages.block import finalize_block
+
+    template = DataLayout(tmp_path_factory.mktemp("finalized-template") / "chain")
+    shutil.copytree(_proposed_template, template.root)
+    with ChainStore.open(template.database) as store:
+        finalize_block(store, template, 1)
+    return template.root
+
+
 @pytest.fixture
 def initialized_layout(layout: DataLayout, _genesis_template: Path) -> DataLayout:
     """`layout` holding a chain at genesis (block 0 final), closed: open it yourself or run a subprocess on it."""
@@ -129,6 +163,20 @@ def demo_layout(tmp_path: Path, _demo_template: Path) -> DataLayout:
     demo = DataLayout(tmp_path / "demo-chain")
     shutil.copytree(_demo_template, demo.root)
     return demo
+
+
+@pytest.fixture
+def proposed_layout(layout: DataLayout, _proposed_template: Path) -> DataLayout:
+    """`layout` holding genesis plus epoch 1 (SMALL_EPOCH_SUBMISSIONS) run up to its block proposal, not final."""
+    shutil.copytree(_proposed_template, layout.root)
+    return layout
+
+
+@pytest.fixture
+def finalized_layout(layout: DataLayout, _finalized_template: Path) -> DataLayout:
+    """`layout` holding genesis plus epoch 1 (SMALL_EPOCH_SUBMISSIONS) finalized, its files archived."""
+    shutil.copytree(_finalized_template, layout.root)
+    return layout
 
 
 @pytest.fixture
@@ -169,9 +217,10 @@ class TaskSubmitter:
 
 
 @pytest.fixture
-def submit(initialized_layout: DataLayout, genesis: GenesisParams, network: NetworkConfig) -> TaskSubmitter:
-    """`submit(n, developer, start_nonce=..., **fields)` signs and submits n tasks to the genesis chain's inbox."""
-    return TaskSubmitter(initialized_layout, genesis, network)
+def submit(layout: DataLayout, genesis: GenesisParams, network: NetworkConfig) -> TaskSubmitter:
+    """`submit(n, developer, start_nonce=..., **fields)` signs and submits n tasks to the inbox of `layout`'s chain
+    (use it with initialized_layout, proposed_layout or finalized_layout, which fill `layout`)."""
+    return TaskSubmitter(layout, genesis, network)
 
 
 @pytest.fixture

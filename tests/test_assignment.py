@@ -10,7 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gonka_pipelines.protocol.assignment import assign_executors, scale_draws, sha256_u64
+from gonka_pipelines.protocol.assignment import (
+    assign_executors,
+    scale_draws,
+    sha256_u64,
+)
 
 
 def test_sha256_u64_is_the_big_endian_first_eight_bytes():

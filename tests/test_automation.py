@@ -16,7 +16,12 @@ from dagster._core.test_utils import create_run_for_test
 from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.chain.verify import verify_chain
 from gonka_pipelines.defs import defs
-from gonka_pipelines.defs.automation import OPERATIONS, inbox_sensor, load_operations, recurring_sprints
+from gonka_pipelines.defs.automation import (
+    OPERATIONS,
+    inbox_sensor,
+    load_operations,
+    recurring_sprints,
+)
 from gonka_pipelines.defs.jobs import epoch_job
 from gonka_pipelines.defs.partitions import epochs
 from gonka_pipelines.defs.resources import ChainResource

@@ -5,24 +5,32 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from fractions import Fraction
-from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gonka_pipelines import cli
 from gonka_pipelines.chain.commitments import BY_NAME, epoch_roots, row_leaf
-from gonka_pipelines.chain.store import ChainError, ChainStore, EpochOrderError, FinalizedEpochError
+from gonka_pipelines.chain.store import (
+    ChainError,
+    ChainStore,
+    EpochOrderError,
+    FinalizedEpochError,
+)
 from gonka_pipelines.chain.verify import verify_block, verify_chain
 from gonka_pipelines.demo import submit_demo_workload
 from gonka_pipelines.paths import DataLayout
 from gonka_pipelines.proofs import prove_row
-from gonka_pipelines.protocol.block import GENESIS_PREV_HASH, BlockHeader, choose_proposer, quorum_reached
+from gonka_pipelines.protocol.block import (
+    GENESIS_PREV_HASH,
+    BlockHeader,
+    choose_proposer,
+    quorum_reached,
+)
 from gonka_pipelines.protocol.crypto import MessageKind, verify
 from gonka_pipelines.protocol.merkle import MerkleProof, verify_proof
 from gonka_pipelines.protocol.params import load_genesis
@@ -60,7 +68,6 @@ def test_genesis_block_is_signed_by_every_genesis_host(layout, genesis, network)
         for signature in block["signatures"]:
             assert signature["weight"] == 1
             assert verify(keys[signature["signer"]], genesis.chain_id, MessageKind.BLOCK, header.as_dict(), signature["signature"])
-        assert verify_chain(store) == verify_chain(store)
         report = verify_chain(store)
         assert (report.blocks_verified, report.head, report.first_problem) == (1, 0, None)
 
@@ -103,10 +110,17 @@ def test_genesis_is_deterministic(tmp_path, genesis, network):
 # -- propose and finalize -----------------------------------------------------------------------
 
 
-def test_propose_then_finalize_an_epoch(chain, initialized_layout, submit, genesis, propose_epoch):
-    genesis_hash = chain.head().hash
-    ids = submit(3) + submit(2, "dev-grace") + [submit.raw(b"junk")]
-    propose_epoch(chain, initialized_layout, 1)
+@pytest.fixture
+def proposed_chain(proposed_layout):
+    with ChainStore.open(proposed_layout.database) as store:
+        yield store
+
+
+def test_propose_then_finalize_an_epoch(proposed_chain, proposed_layout, genesis):
+    chain = proposed_chain
+    genesis_hash = chain.block(0)["hash"]
+    ids = {p.stem for p in proposed_layout.inbox.glob("*.json")}
+    assert len(ids) == 6
     header = BlockHeader(**chain.block(1)["header"])
 
     assert chain.head().height == 0  # a proposal is not final
@@ -126,13 +140,13 @@ def test_propose_then_finalize_an_epoch(chain, initialized_layout, submit, genes
     assert chain.records("SELECT address, balance, escrow, locked, collateral FROM account_states WHERE epoch = 1 "
                          "ORDER BY address") == chain.running_accounts(1)
     assert chain.scalar("SELECT count(*) FROM transfers WHERE epoch = 1 AND kind = 'escrow'") == 5
-    assert list(initialized_layout.inbox.glob("*.json")), "files stay in the inbox until the block is final"
+    assert list(proposed_layout.inbox.glob("*.json")), "files stay in the inbox until the block is final"
 
-    block_hash = finalize_block(chain, initialized_layout, 1)
+    block_hash = finalize_block(chain, proposed_layout, 1)
     assert block_hash == header.hash and chain.head().height == 1 and chain.head().hash == header.hash
     assert chain.epoch_status(1) == "finalized" and chain.block(1)["status"] == "finalized"
-    assert not list(initialized_layout.inbox.glob("*.json"))
-    assert {p.stem for p in (initialized_layout.inbox / "processed").glob("*.json")} == set(ids)
+    assert not list(proposed_layout.inbox.glob("*.json"))
+    assert {p.stem for p in (proposed_layout.inbox / "processed").glob("*.json")} == ids
     assert verify_chain(chain).blocks_verified == 2
 
 
@@ -144,12 +158,11 @@ def test_finalize_needs_a_proposal(chain, initialized_layout, submit):
     assert chain.head().height == 0
 
 
-@pytest.mark.xfail(reason="BUG: propose_block does not check that the epoch was opened by collect; it proposes (and "
-                          "finalize_block seals) a block with params_hash None that verify_chain then rejects", strict=True)
 def test_propose_refuses_an_epoch_that_was_never_collected(chain, initialized_layout):
-    with pytest.raises(ChainError, match="has not been opened"):
+    before = snapshot(chain)
+    with pytest.raises(ChainError, match="epoch 1 has not been opened; run its collect stage first"):
         propose_block(chain, initialized_layout, 1)
-    assert chain.block(1) is None
+    assert chain.block(1) is None and snapshot(chain) == before
 
 
 # -- immutability and order ---------------------------------------------------------------------
@@ -165,7 +178,8 @@ def test_the_two_epoch_chain_verifies(demo_chain):
     assert [demo_chain.block(h)["header"]["prev_hash"] for h in (1, 2)] == [demo_chain.block(h)["hash"] for h in (0, 1)]
 
 
-FINALIZED_MESSAGE = r"^epoch {e} is finalized \(block {e}\); its rows are immutable\. The next epoch to run is 3\.$"
+FINALIZED_MESSAGE = r"^epoch {e} is finalized \(block {e}\); its rows are immutable\..*\b3\b"
+"""Names the epoch, says why, and names the epoch to run instead (the head is block 2)."""
 
 
 @pytest.mark.parametrize("epoch", [0, 1, 2])
@@ -197,7 +211,7 @@ def test_finalizing_twice_is_refused(demo_chain, demo_layout):
 @pytest.mark.parametrize("epoch", [4, 10])
 def test_an_epoch_out_of_order_is_refused(demo_chain, demo_layout, epoch):
     before = snapshot(demo_chain)
-    message = rf"^epoch {epoch} cannot run now: the head is block 2, so the next epoch is 3$"
+    message = rf"^epoch {epoch} cannot run now: the head is block 2\b.*\b3\b"
     for attempt in (lambda: run_collect(demo_chain, demo_layout, epoch),
                     lambda: propose_block(demo_chain, demo_layout, epoch),
                     lambda: demo_chain.require_writable(epoch)):
@@ -221,6 +235,7 @@ def test_quorum_needs_strictly_more_than_two_thirds(signed, total, final):
     assert quorum_reached(signed, total) is final
 
 
+@settings(deadline=None)
 @given(st.integers(0, 10**12), st.integers(1, 10**12))
 def test_quorum_matches_exact_arithmetic(signed, total):
     assert quorum_reached(signed, total) == (Fraction(signed, total) > Fraction(2, 3))
@@ -316,20 +331,15 @@ TAMPERING = {
     "epoch parameters": (sql("UPDATE epochs SET params_json = replace(params_json, '\"epoch\": 2', '\"epoch\": 3') "
                              "WHERE epoch = 2"), 2, "parameter hash"),
     "epoch seed": (sql("UPDATE epochs SET seed = ? WHERE epoch = 1", "cd" * 32), 1, "seed is not the previous block hash"),
-    "host key": (sql("UPDATE hosts SET public_key = ? WHERE address = (SELECT min(address) FROM hosts)", "ee" * 32), 0, "does not verify"),
-    "accounts public key of a developer": pytest.param(
-        sql("UPDATE accounts SET public_key = ? WHERE kind = 'developer' AND name = 'dev-ada'", "ee" * 32), 0, "",
-        marks=pytest.mark.xfail(reason="BUG: the accounts/hosts registry is committed by no block root, so a swapped "
-                                       "developer key (which lets another key spend that account) passes verify-chain",
-                                strict=True)),
-    "hosts served models": pytest.param(
-        sql("UPDATE hosts SET models = ['llm-other'] WHERE address = (SELECT min(address) FROM hosts)"), 0, "",
-        marks=pytest.mark.xfail(reason="BUG: the accounts/hosts registry is committed by no block root (same gap)",
-                                strict=True)),
-    "blocks.prev_hash column": pytest.param(
-        sql("UPDATE blocks SET prev_hash = ? WHERE height = 2", "99" * 32), 2, "",
-        marks=pytest.mark.xfail(reason="BUG: verify_block never compares the blocks.prev_hash column with the header, "
-                                       "so it can disagree with the signed header unnoticed", strict=True)),
+    "host key": (sql("UPDATE hosts SET public_key = ? WHERE address = (SELECT min(address) FROM hosts)", "ee" * 32), 0,
+                 "registry_hosts root"),
+    "host served models": (sql("UPDATE hosts SET models = ['llm-other'] WHERE address = (SELECT min(address) FROM hosts)"), 0,
+                           "registry_hosts root"),
+    "developer public key": (sql("UPDATE accounts SET public_key = ? WHERE kind = 'developer' AND name = 'dev-ada'", "ee" * 32),
+                             0, "registry_accounts root"),
+    "account added": (sql("INSERT INTO accounts BY NAME SELECT 'gonka1newcomer' AS address, 'dev-new' AS name, "
+                          "'developer' AS kind, ? AS public_key", "ee" * 32), 0, "registry_accounts root"),
+    "blocks.prev_hash column": (sql("UPDATE blocks SET prev_hash = ? WHERE height = 2", "99" * 32), 2, "stored previous hash"),
 }
 
 
@@ -469,7 +479,7 @@ def test_prove_a_rejection_with_its_raw_payload(demo_chain):
     ("tasks", "UPDATE tasks SET prompt = prompt || '?' WHERE task_id = ?"),
     # another row of the same epoch: the recomputed root no longer matches the header, so no proof of that epoch holds
     ("tasks", "UPDATE tasks SET escrow = escrow + 1 WHERE task_id = (SELECT max(task_id) FROM tasks WHERE epoch = 1) AND ? IS NOT NULL"),
-    ("accounts", "UPDATE account_states SET balance = balance * 2 WHERE epoch = 2 AND address = ?"),
+    ("accounts", "UPDATE account_states SET balance = balance + 1 WHERE epoch = 2 AND address = ?"),
 ], ids=["the row itself", "a sibling row", "an account state"])
 def test_a_proof_fails_after_tampering(demo_chain, table, statement):
     row_id = (first_id(demo_chain, "tasks", "task_id", 1) if table == "tasks"

@@ -4,7 +4,6 @@ asset check evaluated and passed; and the supply check really blocks the block w
 from __future__ import annotations
 
 import dagster as dg
-import duckdb
 import pytest
 from epoch_fixtures import (
     copy_chain,

@@ -27,18 +27,28 @@ def test_chain_core_assets_are_present():
     assert CORE_ASSETS <= set(asset_defs())
 
 
-def test_block_depends_on_the_proposal_which_depends_on_the_tasks():
+def test_the_block_comes_after_everything_else():
     graph = defs.resolve_asset_graph()
-    parents = {key.to_user_string(): {p.to_user_string() for p in graph.get(key).parent_keys} for key in graph.get_all_asset_keys()}
-    assert "epoch_tasks" in parents["block_proposal"] and "block_proposal" in parents["block"]
+    block_key = dg.AssetKey("block")
+    ancestors, frontier = set(), {block_key}
+    while frontier:
+        frontier = {p for key in frontier for p in graph.get(key).parent_keys} - ancestors
+        ancestors |= frontier
+    assert dg.AssetKey("block_proposal") in graph.get(block_key).parent_keys
+    assert ancestors == set(graph.get_all_asset_keys()) - {block_key}  # every stage feeds the block
+    assert graph.get(dg.AssetKey("epoch_tasks")).parent_keys == set()  # collect comes first
 
 
-def test_the_blocking_check_guards_the_proposal():
-    checks = {key.name: key for key in defs.resolve_asset_graph().asset_check_keys}
-    assert "proposal_links_and_verifies" in checks
-    assert checks["proposal_links_and_verifies"].asset_key == dg.AssetKey("block_proposal")
-    specs = [spec for check in defs.asset_checks for spec in check.check_specs if spec.name == "proposal_links_and_verifies"]
-    assert [spec.blocking for spec in specs] == [True]
+BLOCK_CHECKS = {"block_links_to_head", "block_rederives", "block_signatures_verify"}
+"""Together these re-run verify_block on the proposal: links, content (hash, params, roots, post-state), signatures."""
+
+
+def test_blocking_checks_guard_the_proposal():
+    specs = {spec.name: spec for check in defs.asset_checks for spec in check.check_specs}
+    assert BLOCK_CHECKS <= set(specs)
+    for name in BLOCK_CHECKS:
+        assert specs[name].asset_key == dg.AssetKey("block_proposal") and specs[name].blocking, name
+    assert {key.name for key in defs.resolve_asset_graph().asset_check_keys} == set(specs)
 
 
 def test_the_epoch_job_covers_every_asset_on_the_epochs_partitions():

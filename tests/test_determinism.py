@@ -9,7 +9,6 @@ from gonka_pipelines.chain.verify import verify_chain
 from gonka_pipelines.demo import submit_demo_workload
 from gonka_pipelines.paths import DataLayout
 from gonka_pipelines.stages.genesis import init_chain
-from gonka_pipelines.stages.pipeline import run_epoch
 
 COMMITTED = ("tasks", "rejected_tasks", "transfers", "account_states", "host_states", "block_signatures", "submissions")
 
@@ -21,7 +20,7 @@ def chain_contents(store: ChainStore) -> tuple[list[str], dict[str, list[tuple]]
     return hashes, rows
 
 
-def test_two_fresh_chains_give_identical_blocks(tmp_path, genesis, network, demo_chain):
+def test_two_fresh_chains_give_identical_blocks(tmp_path, genesis, network, demo_chain, run_epoch):
     """A chain built here from scratch (stages directly, no Dagster) equals the session's demo chain, block for block."""
     epochs = demo_chain.head().height
     layout = DataLayout(tmp_path / "fresh")
@@ -29,7 +28,7 @@ def test_two_fresh_chains_give_identical_blocks(tmp_path, genesis, network, demo
         init_chain(store, layout, genesis, network)
         for epoch in range(1, epochs + 1):
             submit_demo_workload(store, layout, network, epoch)
-            run_epoch(store, layout, epoch)
+            run_epoch(store, layout, epoch)  # the conftest fixture: stages.pipeline, no Dagster
         assert verify_chain(store).first_problem is None
         hashes, rows = chain_contents(store)
     other_hashes, other_rows = chain_contents(demo_chain)

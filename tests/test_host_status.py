@@ -5,7 +5,13 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from gonka_pipelines.protocol.host_status import HOST_STATUS_DTYPE, HostStatus, host_status, host_statuses, reputation
+from gonka_pipelines.protocol.host_status import (
+    HOST_STATUS_DTYPE,
+    HostStatus,
+    host_status,
+    host_statuses,
+    reputation,
+)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,12 @@ from hypothesis import strategies as st
 
 from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.client import sign_task
-from gonka_pipelines.protocol.crypto import KeyPair, canonical_bytes, hash_value, sha256_hex
+from gonka_pipelines.protocol.crypto import (
+    KeyPair,
+    canonical_bytes,
+    hash_value,
+    sha256_hex,
+)
 from gonka_pipelines.protocol.intake import (
     IntakeContext,
     RejectReason,
@@ -119,13 +124,16 @@ def test_a_well_formed_task_is_accepted_with_escrow():
     (document(body(developer="not-a-key"), GOOD_SIGNATURE), RejectReason.BAD_SIGNATURE),
     (signed(STRANGER), RejectReason.UNKNOWN_ACCOUNT),
     (signed(nonce=0), RejectReason.REPLAYED_NONCE),
-    (signed(nonce=-1), RejectReason.REPLAYED_NONCE),
+    (signed(nonce=-1), RejectReason.MALFORMED),
+    (signed(nonce=2**63), RejectReason.MALFORMED),  # beyond the int64 the ledger stores
+    (signed(max_price=2**64), RejectReason.MALFORMED),
     (signed(model="llm-huge"), RejectReason.UNKNOWN_MODEL),
     (signed(prompt="x" * 11), RejectReason.PROMPT_TOO_LONG),
     (signed(prompt="é" * 6), RejectReason.PROMPT_TOO_LONG),  # 6 characters, 12 bytes
     (signed(max_tokens=0), RejectReason.MAX_TOKENS_OUT_OF_RANGE),
     (signed(max_tokens=9), RejectReason.MAX_TOKENS_OUT_OF_RANGE),
-    (signed(max_tokens=-3), RejectReason.MAX_TOKENS_OUT_OF_RANGE),
+    (signed(max_tokens=-3), RejectReason.MALFORMED),
+    (signed(nonce=2**63 - 1), None),  # the largest int64 is fine
     (signed(max_price=PRICE - 1), RejectReason.PRICE_TOO_LOW),
     (signed(POOR, max_tokens=8, prompt="abc"), RejectReason.INSUFFICIENT_BALANCE),  # (8 + 3) * 10 = 110 > 100
 ])
@@ -133,6 +141,9 @@ def test_each_check(raw, reason):
     ctx = context()
     before = dict(ctx.balances), set(ctx.used_nonces)
     result = collect([Submission("s", raw)], ctx)
+    if reason is None:
+        assert len(result.accepted) == 1 and result.rejected == []
+        return
     assert [r.reason for r in result.rejected] == [reason] and result.accepted == []
     assert result.rejected[0].raw_payload == raw
     assert (ctx.balances, ctx.used_nonces) == before  # a rejection changes nothing
@@ -331,33 +342,32 @@ def test_byte_identical_resubmission_is_kept_as_a_copy_and_rejected(chain, initi
     assert rejected_rows(chain, 1) == {second: ("replayed_nonce", raw)}
 
 
-def test_replay_across_epochs(chain, initialized_layout, submit, run_epoch):
-    raw = submit.sign(nonce=0)
-    first = submit.raw(raw)
-    run_epoch(chain, initialized_layout, 1)
-    assert (initialized_layout.inbox / "processed" / f"{first}.json").exists()
-    # the same bytes again (the original is archived, so the copy gets -1), and a new body reusing nonce 0
+def test_replay_across_epochs(finalized_layout, submit):
+    """Epoch 1 took dev-ada's nonces 0..2; resubmitting one byte for byte, or reusing its nonce, is a replay."""
+    raw = submit.sign(nonce=0)  # ed25519 is deterministic: the very bytes epoch 1 accepted
+    processed = finalized_layout.inbox / "processed"
+    original = next(p.stem for p in processed.glob("*.json") if p.read_bytes() == raw)
     copy = submit.raw(raw)
     reuse = submit.raw(submit.sign(nonce=0, prompt="another prompt, same nonce"))
-    fresh = submit.raw(submit.sign(nonce=1))
-    assert copy == f"{first}-1"
-    summary = run_collect(chain, initialized_layout, 2)
-    assert (summary.submitted, summary.accepted, summary.rejected_by_reason) == (3, 1, {"replayed_nonce": 2})
-    assert chain.query("SELECT submission_id FROM tasks WHERE epoch = 2") == [(fresh,)]
-    rejected = rejected_rows(chain, 2)
+    fresh = submit.raw(submit.sign(nonce=3))
+    assert copy == f"{original}-1"  # the original's name is taken in processed/, so the copy is kept beside it
+    with ChainStore.open(finalized_layout.database) as store:
+        assert store.query("SELECT epoch FROM tasks WHERE submission_id = ?", [original]) == [(1,)]
+        summary = run_collect(store, finalized_layout, 2)
+        assert (summary.submitted, summary.accepted, summary.rejected_by_reason) == (3, 1, {"replayed_nonce": 2})
+        assert store.query("SELECT submission_id FROM tasks WHERE epoch = 2") == [(fresh,)]
+        rejected = rejected_rows(store, 2)
     assert set(rejected) == {copy, reuse} and rejected[copy] == ("replayed_nonce", raw)
 
 
-@pytest.mark.xfail(reason="BUG: a signed task from a registered developer with an integer past int64 (nonce or "
-                          "max_price) passes every check, then the insert overflows and run_collect raises, so the "
-                          "epoch cannot collect while the file sits in the inbox", strict=True)
 @pytest.mark.parametrize("field", ["nonce", "max_price"])
 def test_out_of_range_integers_are_rejected_not_fatal(chain, initialized_layout, submit, field):
     bad = submit.raw(submit.sign(**({"nonce": 0} | {field: 2**64})))
     good = submit(1, "dev-grace")
     summary = run_collect(chain, initialized_layout, 1)
     assert summary.accepted == 1 and chain.query("SELECT submission_id FROM tasks") == [(good[0],)]
-    assert list(rejected_rows(chain, 1)) == [bad]
+    assert list(rejected_rows(chain, 1)) == [bad] and rejected_rows(chain, 1)[bad][0] == "malformed"
+    assert "outside 0.." in chain.scalar("SELECT detail FROM rejected_tasks WHERE submission_id = ?", [bad])
 
 
 def test_collect_is_deterministic_across_chains(new_chain):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from gonka_pipelines.chain import schema, store as store_module
+from gonka_pipelines.chain import schema
+from gonka_pipelines.chain import store as store_module
 from gonka_pipelines.chain.schema import MIGRATIONS, current_version, migrate
 from gonka_pipelines.chain.store import ChainError, ChainStore
 from gonka_pipelines.chain.verify import verify_chain

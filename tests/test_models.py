@@ -12,7 +12,11 @@ import yaml
 
 from gonka_pipelines.models import llm
 from gonka_pipelines.models.decoder import INIT_STD, build_seeded_decoder
-from gonka_pipelines.models.profiles import list_profiles, load_profile, profile_from_dict
+from gonka_pipelines.models.profiles import (
+    list_profiles,
+    load_profile,
+    profile_from_dict,
+)
 from gonka_pipelines.models.runner import ModelRunner
 
 TINY = load_profile("poc-tiny")

@@ -261,8 +261,8 @@ class ChainStore:
 
     def finalize(self, height: int) -> None:
         """Seal a proposed block: from here on its epoch refuses every write."""
+        self.require_writable(height)
         if self.scalar("SELECT status FROM blocks WHERE height = ?", [height]) != PROPOSED:
             raise ChainError(f"block {height} has not been proposed; run the block_proposal stage first")
-        self.require_writable(height)
         self.connection.execute("UPDATE blocks SET status = ? WHERE height = ?", [FINALIZED, height])
         self.connection.execute("UPDATE epochs SET status = ? WHERE epoch = ?", [FINALIZED, height])

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cached_property, lru_cache
 
 import numpy as np
+import torch
 
 from gonka_pipelines.models.llm import (
     EOS,
@@ -24,6 +27,9 @@ from gonka_pipelines.protocol.inference_validation import (
 from gonka_pipelines.protocol.params import Behaviour
 from gonka_pipelines.protocol.sprint import compute_distances, mine
 
+CPU_THREADS = 1
+"""CPU kernels sum in an order that depends on the thread count; whatever enters a block is computed on one thread,
+so every machine derives the same hits, outputs and blocks (it also keeps a shared 2-core machine from stalling)."""
 TIE_TOLERANCE = 1e-4
 """An executor token whose validator log-prob is this close to the validator's best counts as the same choice."""
 
@@ -31,6 +37,20 @@ TIE_TOLERANCE = 1e-4
 def served_model_seed(model: str) -> bytes:
     """A served model's version: its weights are seeded from its name (no checkpoint is trained yet)."""
     return bytes.fromhex(sha256_hex(f"served-model|{model}".encode()))
+
+
+@contextmanager
+def reproducible_threads(device: torch.device) -> Iterator[None]:
+    """Run CPU compute on CPU_THREADS threads, restoring the process setting afterwards."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(CPU_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @lru_cache(maxsize=8)
@@ -53,10 +73,12 @@ class TorchCompute:
         return self.sprint_runner.profile.batch_size
 
     def mine(self, public_key: str, nonce_start: int, count: int, r_target: float) -> tuple[list[int], list[float]]:
-        return mine(self.sprint_runner, self.block_hash, public_key, nonce_start, count, r_target)
+        with reproducible_threads(self.sprint_runner.device):
+            return mine(self.sprint_runner, self.block_hash, public_key, nonce_start, count, r_target)
 
     def distances(self, public_key: str, nonces: list[int]) -> np.ndarray:
-        return compute_distances(self.sprint_runner, self.block_hash, public_key, nonces)
+        with reproducible_threads(self.sprint_runner.device):
+            return compute_distances(self.sprint_runner, self.block_hash, public_key, nonces)
 
     def served(self, model: str, executor: str = "", behaviour: str = Behaviour.HONEST) -> ModelRunner:
         """What an executor runs: the served model, or for garbled_output another seeded model of the same shape."""
@@ -65,14 +87,18 @@ class TorchCompute:
         return _runner(model, seed, self.device)
 
     def generate(self, model: str, executor: str, behaviour: str, prompts: list[str], max_tokens: int) -> list[Generation]:
-        return generate_greedy(self.served(model, executor, behaviour), [encode(p) for p in prompts], max_tokens)
+        runner = self.served(model, executor, behaviour)
+        with reproducible_threads(runner.device):
+            return generate_greedy(runner, [encode(p) for p in prompts], max_tokens)
 
     def judge(self, model: str, prompt: str, result: dict, max_tokens: int, threshold: float) -> Comparison:
         """An honest re-run forcing the executor's tokens; an output cut short of EOS and max_tokens fails."""
         output = result["output_tokens"]
         if len(output) < max_tokens and (not output or output[-1] != EOS):
             return Comparison(False, 0.0, ComparisonReason.LENGTH_DIFFERS)
-        top_ids, top_logprobs = score_forced(self.served(model), encode(prompt), output)
+        runner = self.served(model)
+        with reproducible_threads(runner.device):
+            top_ids, top_logprobs = score_forced(runner, encode(prompt), output)
         choices = []
         for token, ids, logprobs in zip(output, top_ids, top_logprobs):
             own = dict(zip(ids, logprobs)).get(token)
