@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import dagster as dg
+import duckdb
 from pydantic import Field
 
 from gonka_pipelines.chain.store import ChainError, ChainStore
@@ -50,7 +51,7 @@ def next_epoch_request(instance: dg.DagsterInstance, layout: DataLayout, reason:
     try:
         with ChainStore.open(layout.database, read_only=True) as store:
             epoch = store.head().height + 1
-    except (ChainError, OSError) as error:
+    except (ChainError, OSError, duckdb.Error) as error:  # e.g. a run holds DuckDB's write lock
         return dg.SkipReason(f"cannot read the chain head: {error}")
     return dg.RunRequest(partition_key=str(epoch), tags={"gonka/trigger": reason})
 
