@@ -7,12 +7,12 @@ from pathlib import Path
 
 from gonka_pipelines.chain.inbox import write_submission
 from gonka_pipelines.protocol.crypto import KeyPair, MessageKind, canonical_bytes
+from gonka_pipelines.protocol.messages import task_body
 
 
 def sign_task(keypair: KeyPair, chain_id: str, *, model: str, prompt: str, max_tokens: int, max_price: int, nonce: int) -> bytes:
     """The bytes of a signed task submission, exactly as the collector reads them."""
-    body = {"chain_id": chain_id, "developer": keypair.public_key, "nonce": nonce, "model": model,
-            "prompt": prompt, "max_tokens": max_tokens, "max_price": max_price}
+    body = task_body(chain_id, keypair.public_key, nonce, model, prompt, max_tokens, max_price)
     return canonical_bytes({"body": body, "signature": keypair.sign(chain_id, MessageKind.TASK, body)})
 
 

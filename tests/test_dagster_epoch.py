@@ -38,7 +38,7 @@ ASSET_METADATA = {
 }
 BLOCKING_CHECKS = {("rewards", "supply_conserved"), ("rewards", "payouts_have_lineage"),
                    ("block_proposal", "block_links_to_head"), ("block_proposal", "block_rederives"),
-                   ("block_proposal", "block_signatures_verify")}
+                   ("block_proposal", "signed_messages_verify"), ("block_proposal", "block_signatures_verify")}
 ALL_CHECKS = BLOCKING_CHECKS | {("rewards", "no_honest_host_flagged")}
 
 

@@ -39,8 +39,9 @@ def test_the_block_comes_after_everything_else():
     assert graph.get(dg.AssetKey("epoch_tasks")).parent_keys == set()  # collect comes first
 
 
-BLOCK_CHECKS = {"block_links_to_head", "block_rederives", "block_signatures_verify"}
-"""Together these re-run verify_block on the proposal: links, content (hash, params, roots, post-state), signatures."""
+BLOCK_CHECKS = {"block_links_to_head", "block_rederives", "signed_messages_verify", "block_signatures_verify"}
+"""Together these re-run verify_block on the proposal: links, content (hash, params, roots, post-state), signed rows,
+block signatures."""
 
 
 def test_blocking_checks_guard_the_proposal():

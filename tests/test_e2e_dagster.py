@@ -19,7 +19,7 @@ from gonka_pipelines.paths import DataLayout
 
 pytestmark = pytest.mark.slow
 
-BLOCK_CHECKS = ("block_links_to_head", "block_rederives", "block_signatures_verify")
+BLOCK_CHECKS = ("block_links_to_head", "block_rederives", "signed_messages_verify", "block_signatures_verify")
 
 TABLES = ("epochs", "submissions", "tasks", "rejected_tasks", "transfers", "account_states", "host_states", "blocks",
           "block_signatures", "lineage")

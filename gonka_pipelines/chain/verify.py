@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gonka_pipelines.chain.commitments import epoch_roots
@@ -13,6 +14,14 @@ from gonka_pipelines.protocol.block import (
     quorum_reached,
 )
 from gonka_pipelines.protocol.crypto import MessageKind, hash_value, verify
+from gonka_pipelines.protocol.messages import (
+    poc_batch_body,
+    poc_verdict_body,
+    result_body,
+    seed_commitment_body,
+    task_body,
+    task_verdict_body,
+)
 
 
 @dataclass(frozen=True)
@@ -99,10 +108,63 @@ def signature_problem(store: ChainStore, height: int) -> Inconsistency | None:
     return _signature_problem(store, header, block["signatures"])
 
 
+@dataclass(frozen=True)
+class _SignedRows:
+    """A table of signed messages: how to read (id, signer key, signature, body fields) and rebuild the body."""
+
+    table: str
+    kind: MessageKind
+    sql: str
+    body: Callable[[dict], dict]
+
+
+SIGNED_ROWS: tuple[_SignedRows, ...] = (
+    _SignedRows("tasks", MessageKind.TASK,
+                """SELECT t.task_id AS id, a.public_key AS signer_key, t.signature, c.value AS chain_id, t.nonce, t.model,
+                          t.prompt, t.max_tokens, t.max_price
+                   FROM tasks t JOIN accounts a ON a.address = t.developer JOIN chain_meta c ON c.key = 'chain_id'
+                   WHERE t.epoch = ?""",
+                lambda r: task_body(r["chain_id"], r["signer_key"], r["nonce"], r["model"], r["prompt"], r["max_tokens"], r["max_price"])),
+    _SignedRows("poc_batches", MessageKind.POC_BATCH,
+                """SELECT b.batch_id AS id, h.public_key AS signer_key, b.signature, b.epoch, e.seed, b.sequence, b.nonces,
+                          b.distances
+                   FROM poc_batches b JOIN hosts h ON h.address = b.host JOIN epochs e ON e.epoch = b.epoch
+                   WHERE b.epoch = ? AND b.status = 'accepted'""",
+                lambda r: poc_batch_body(r["epoch"], r["signer_key"], r["seed"], r["sequence"], r["nonces"], r["distances"])),
+    _SignedRows("poc_verdicts", MessageKind.POC_VERDICT,
+                """SELECT v.validator || ':' || v.host AS id, h.public_key AS signer_key, v.*
+                   FROM poc_verdicts v JOIN hosts h ON h.address = v.validator WHERE v.epoch = ?""",
+                lambda r: poc_verdict_body(r["epoch"], r["validator"], r["host"], r["sampled"], r["mismatches"], r["valid"])),
+    _SignedRows("seed_commitments", MessageKind.SEED_COMMIT,
+                """SELECT s.host AS id, h.public_key AS signer_key, s.* FROM seed_commitments s JOIN hosts h ON h.address = s.host
+                   WHERE s.epoch = ?""",
+                lambda r: seed_commitment_body(r["epoch"], r["commitment"])),
+    _SignedRows("task_results", MessageKind.RESULT,
+                """SELECT r.task_id AS id, h.public_key AS signer_key, r.* FROM task_results r JOIN hosts h ON h.address = r.executor
+                   WHERE r.epoch = ? AND r.status = 'completed'""",
+                lambda r: result_body(r["task_id"], r["executor"], r["output_tokens"], r["top_ids"], r["top_logprobs"])),
+    _SignedRows("task_verdicts", MessageKind.TASK_VERDICT,
+                """SELECT v.task_id || ':' || v.validator AS id, h.public_key AS signer_key, v.*
+                   FROM task_verdicts v JOIN hosts h ON h.address = v.validator WHERE v.epoch = ?""",
+                lambda r: task_verdict_body(r["epoch"], r["task_id"], r["validator"], r["similarity"], r["passed"], r["reason"])),
+)
+
+
+def signed_row_problem(store: ChainStore, height: int) -> Inconsistency | None:
+    """Every signed message the epoch holds (tasks, accepted batches, verdicts, seed commitments, results) verifies
+    with its signer's key over the body rebuilt from the row."""
+    chain_id = store.chain_id
+    for spec in SIGNED_ROWS:
+        for row in store.records(spec.sql + " ORDER BY id", [height]):
+            if not verify(row["signer_key"], chain_id, spec.kind, spec.body(row), row["signature"]):
+                return Inconsistency(height, f"{spec.table} row {row['id'][:24]}: signature does not verify over the row's content")
+    return None
+
+
 def verify_block(store: ChainStore, height: int, expected_prev_hash: str) -> Inconsistency | None:
     """First inconsistency of one block (finalized or proposed), or None."""
     return (link_problem(store, height, expected_prev_hash) or content_problem(store, height)
-            or signature_problem(store, height))
+            or signed_row_problem(store, height) or signature_problem(store, height))
 
 
 def _signature_problem(store: ChainStore, header: BlockHeader, signatures: list[dict]) -> Inconsistency | None:

@@ -15,6 +15,7 @@ from gonka_pipelines.chain.verify import (
     content_problem,
     link_problem,
     signature_problem,
+    signed_row_problem,
 )
 from gonka_pipelines.defs.assets.block import block_proposal
 from gonka_pipelines.defs.assets.rewards import rewards
@@ -48,6 +49,13 @@ def block_signatures_verify(context: dg.AssetCheckExecutionContext, chain: Chain
     return _block_check(context, chain, signature_problem)
 
 
+@dg.asset_check(asset=block_proposal, blocking=True,
+                description="Every signed message of the epoch (tasks, PoC batches and verdicts, seed commitments, results, "
+                            "task verdicts) verifies with its signer's key over the content of its row.")
+def signed_messages_verify(context: dg.AssetCheckExecutionContext, chain: ChainResource) -> dg.AssetCheckResult:
+    return _block_check(context, chain, signed_row_problem)
+
+
 @dg.asset_check(asset=rewards, blocking=True,
                 description="Σ balances + escrow + locked vesting + collateral = genesis supply + minted − burned.")
 def supply_conserved(context: dg.AssetCheckExecutionContext, chain: ChainResource) -> dg.AssetCheckResult:
@@ -78,4 +86,5 @@ def no_honest_host_flagged(context: dg.AssetCheckExecutionContext, chain: ChainR
                                metadata={"flagged": dg.MetadataValue.json(flagged)})
 
 
-CHECKS = [block_links_to_head, block_rederives, block_signatures_verify, supply_conserved, payouts_have_lineage, no_honest_host_flagged]
+CHECKS = [block_links_to_head, block_rederives, signed_messages_verify, block_signatures_verify, supply_conserved,
+          payouts_have_lineage, no_honest_host_flagged]

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gonka_pipelines.protocol.crypto import MessageKind, verify
+from gonka_pipelines.protocol.messages import poc_batch_body
 
 
 class BatchReject(str, enum.Enum):
@@ -31,8 +32,7 @@ class PocBatch:
     signature: str = ""
 
     def body(self, epoch: int) -> dict:
-        return {"epoch": epoch, "public_key": self.public_key, "block_hash": self.block_hash, "sequence": self.sequence,
-                "nonces": list(self.nonces), "distances": list(self.distances)}
+        return poc_batch_body(epoch, self.public_key, self.block_hash, self.sequence, self.nonces, self.distances)
 
 
 def admit_batches(batches: Sequence[PocBatch], chain_id: str, epoch: int, block_hash: str, deadline: float) -> list[BatchReject | None]:

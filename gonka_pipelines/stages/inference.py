@@ -18,6 +18,11 @@ from gonka_pipelines.protocol.inference_validation import (
     invalidated,
     select_validations,
 )
+from gonka_pipelines.protocol.messages import (
+    result_body,
+    seed_commitment_body,
+    task_verdict_body,
+)
 from gonka_pipelines.protocol.params import Behaviour
 from gonka_pipelines.stages.compute import TorchCompute
 from gonka_pipelines.stages.context import epoch_context
@@ -40,7 +45,7 @@ def run_task_execution(store: ChainStore, layout: DataLayout, epoch: int, log: L
     for address in sorted(hosts):
         commitment = sha256_hex(bytes.fromhex(secret_seed(keys[address], chain_id, epoch, seed)))
         commitments.append({"epoch": epoch, "host": address, "commitment": commitment,
-                            "signature": keys[address].sign(chain_id, MessageKind.SEED_COMMIT, {"epoch": epoch, "commitment": commitment})})
+                            "signature": keys[address].sign(chain_id, MessageKind.SEED_COMMIT, seed_commitment_body(epoch, commitment))})
     tasks = pl.DataFrame(store.records(
         "SELECT task_id, developer, model, prompt, prompt_tokens, max_tokens, escrow FROM tasks WHERE epoch = ? ORDER BY task_id", [epoch]),
         schema={"task_id": pl.String, "developer": pl.String, "model": pl.String, "prompt": pl.String,
@@ -60,8 +65,7 @@ def run_task_execution(store: ChainStore, layout: DataLayout, epoch: int, log: L
     for (executor, model, max_tokens), group in tasks.filter("runs").group_by(["executor", "model", "max_tokens"], maintain_order=True):
         generations = ctx.compute.generate(model, executor, hosts[executor]["behaviour"], group["prompt"].to_list(), max_tokens)
         for task, generation in zip(group.iter_rows(named=True), generations):
-            body = {"task_id": task["task_id"], "executor": executor, "output_tokens": generation.tokens,
-                    "top_ids": generation.top_ids, "top_logprobs": generation.top_logprobs}
+            body = result_body(task["task_id"], executor, generation.tokens, generation.top_ids, generation.top_logprobs)
             cost = (task["prompt_tokens"] + len(generation.tokens)) * price
             results.append({**body, "epoch": epoch, "status": "completed", "completion_tokens": len(generation.tokens),
                             "cost": cost, "refund": task["escrow"] - cost,
@@ -110,8 +114,8 @@ def run_task_validation(store: ChainStore, layout: DataLayout, epoch: int, log: 
         if not lazy and result["task_id"] not in honest:
             honest[result["task_id"]] = ctx.compute.judge(result["model"], result["prompt"], result, result["max_tokens"], threshold)
         comparison = Comparison(True, 1.0, ComparisonReason.SIMILAR) if lazy else honest[result["task_id"]]
-        body = {"epoch": epoch, "task_id": result["task_id"], "validator": validator, "similarity": comparison.similarity,
-                "passed": comparison.passed, "reason": str(comparison.reason)}
+        body = task_verdict_body(epoch, result["task_id"], validator, comparison.similarity, comparison.passed,
+                                 str(comparison.reason))
         verdicts.append({**body, "recomputed": not lazy, "signature": keys[validator].sign(chain_id, MessageKind.TASK_VERDICT, body)})
     outcomes, shares = _outcomes_and_fees(epoch, results, verdicts, honest, weights, total_weight, behaviour)
     host_rows = _host_epochs(store, params, epoch, outcomes, verdicts, pool, task_index, validator_index, previous)

@@ -1,0 +1,35 @@
+"""The bodies participants sign, one builder per message kind: stages sign them, verify-chain rebuilds them from rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def task_body(chain_id: str, developer_key: str, nonce: int, model: str, prompt: str, max_tokens: int, max_price: int) -> dict:
+    return {"chain_id": chain_id, "developer": developer_key, "nonce": nonce, "model": model, "prompt": prompt,
+            "max_tokens": max_tokens, "max_price": max_price}
+
+
+def poc_batch_body(epoch: int, public_key: str, block_hash: str, sequence: int, nonces: Sequence[int],
+                   distances: Sequence[float]) -> dict:
+    return {"epoch": epoch, "public_key": public_key, "block_hash": block_hash, "sequence": sequence,
+            "nonces": list(nonces), "distances": list(distances)}
+
+
+def poc_verdict_body(epoch: int, validator: str, host: str, sampled: int, mismatches: int, valid: bool) -> dict:
+    return {"epoch": epoch, "validator": validator, "host": host, "sampled": sampled, "mismatches": mismatches, "valid": valid}
+
+
+def seed_commitment_body(epoch: int, commitment: str) -> dict:
+    return {"epoch": epoch, "commitment": commitment}
+
+
+def result_body(task_id: str, executor: str, output_tokens: Sequence[int], top_ids: Sequence[Sequence[int]],
+                top_logprobs: Sequence[Sequence[float]]) -> dict:
+    return {"task_id": task_id, "executor": executor, "output_tokens": list(output_tokens),
+            "top_ids": [list(ids) for ids in top_ids], "top_logprobs": [list(lps) for lps in top_logprobs]}
+
+
+def task_verdict_body(epoch: int, task_id: str, validator: str, similarity: float, passed: bool, reason: str) -> dict:
+    return {"epoch": epoch, "task_id": task_id, "validator": validator, "similarity": similarity, "passed": passed,
+            "reason": reason}

@@ -1,0 +1,39 @@
+"""verify-chain re-verifies every signed message from its row, not only the block signatures."""
+
+from __future__ import annotations
+
+import pytest
+
+from gonka_pipelines.chain.store import ChainStore
+from gonka_pipelines.chain.verify import SIGNED_ROWS, signed_row_problem
+
+TAMPERING = {
+    "tasks": "UPDATE tasks SET prompt = prompt || '!' WHERE task_id = (SELECT min(task_id) FROM tasks WHERE epoch = 1)",
+    "poc_batches": "UPDATE poc_batches SET distances = list_transform(distances, lambda d: d * 0.5) "
+                   "WHERE batch_id = (SELECT min(batch_id) FROM poc_batches WHERE epoch = 1 AND status = 'accepted')",
+    "poc_verdicts": "UPDATE poc_verdicts SET mismatches = mismatches + 1 "
+                    "WHERE validator = (SELECT min(validator) FROM poc_verdicts WHERE epoch = 1) AND epoch = 1",
+    "seed_commitments": "UPDATE seed_commitments SET commitment = repeat('0', 64) "
+                        "WHERE host = (SELECT min(host) FROM seed_commitments WHERE epoch = 1)",
+    "task_results": "UPDATE task_results SET output_tokens = list_reverse(output_tokens) "
+                    "WHERE task_id = (SELECT min(task_id) FROM task_results WHERE epoch = 1 AND status = 'completed')",
+    "task_verdicts": "UPDATE task_verdicts SET similarity = 0.5 "
+                     "WHERE task_id = (SELECT min(task_id) FROM task_verdicts WHERE epoch = 1)",
+}
+
+
+def test_every_signed_table_is_checked():
+    assert {spec.table for spec in SIGNED_ROWS} == set(TAMPERING)
+
+
+def test_the_demo_chain_signatures_all_verify(demo_chain: ChainStore):
+    assert signed_row_problem(demo_chain, 1) is None
+    assert signed_row_problem(demo_chain, 2) is None
+
+
+@pytest.mark.parametrize("table", sorted(TAMPERING))
+def test_a_changed_signed_row_is_named(demo_chain: ChainStore, table: str):
+    demo_chain.connection.execute(TAMPERING[table])
+    problem = signed_row_problem(demo_chain, 1)
+    assert problem is not None and problem.height == 1
+    assert problem.message.startswith(f"{table} row ") and "does not verify" in problem.message
