@@ -25,7 +25,7 @@ from gonka_pipelines.protocol.messages import (
 )
 from gonka_pipelines.protocol.params import Behaviour
 from gonka_pipelines.stages.compute import TorchCompute
-from gonka_pipelines.stages.context import epoch_context
+from gonka_pipelines.stages.context import EpochContext, epoch_context
 
 Log = Callable[[str], None]
 
@@ -35,31 +35,45 @@ def secret_seed(key: KeyPair, chain_id: str, epoch: int, block_hash: str) -> str
     return sha256_hex(bytes.fromhex(key.sign(chain_id, MessageKind.SEED_COMMIT, {"epoch": epoch, "secret_for": block_hash})))
 
 
-def run_task_execution(store: ChainStore, layout: DataLayout, epoch: int, log: Log = print,
-                       compute: TorchCompute | None = None) -> dict:
-    """Commit seeds, assign each task ∝ weight, run it on its executor (within capacity), settle refunds."""
-    ctx = epoch_context(store, layout, epoch, compute)
-    params, seed, chain_id, keys, weights = ctx.params, ctx.seed, ctx.chain_id, ctx.keys, ctx.weights
-    hosts = {h["address"]: h for h in store.records("SELECT address, name, models, behaviour, capacity FROM hosts ORDER BY address")}
-    commitments = []
-    for address in sorted(hosts):
-        commitment = sha256_hex(bytes.fromhex(secret_seed(keys[address], chain_id, epoch, seed)))
-        commitments.append({"epoch": epoch, "host": address, "commitment": commitment,
-                            "signature": keys[address].sign(chain_id, MessageKind.SEED_COMMIT, seed_commitment_body(epoch, commitment))})
+def _seed_commitments(ctx: EpochContext, hosts: list[str]) -> list[dict]:
+    """Each host commits to its secret epoch seed (the hash of it, signed) before any task is assigned."""
+    rows = []
+    for address in hosts:
+        commitment = sha256_hex(bytes.fromhex(secret_seed(ctx.keys[address], ctx.chain_id, ctx.epoch, ctx.seed)))
+        rows.append({"epoch": ctx.epoch, "host": address, "commitment": commitment,
+                     "signature": ctx.keys[address].sign(ctx.chain_id, MessageKind.SEED_COMMIT, seed_commitment_body(ctx.epoch, commitment))})
+    return rows
+
+
+def _assigned_tasks(store: ChainStore, ctx: EpochContext, hosts: dict[str, dict]) -> pl.DataFrame:
+    """The epoch's tasks with an executor drawn ∝ weight among the hosts serving the model ('' when none does),
+    and whether it runs: an executor takes tasks in id order up to capacity · tasks_per_capacity; the rest expire."""
     tasks = pl.DataFrame(store.records(
-        "SELECT task_id, developer, model, prompt, prompt_tokens, max_tokens, escrow FROM tasks WHERE epoch = ? ORDER BY task_id", [epoch]),
+        "SELECT task_id, developer, model, prompt, prompt_tokens, max_tokens, escrow FROM tasks WHERE epoch = ? ORDER BY task_id",
+        [ctx.epoch]),
         schema={"task_id": pl.String, "developer": pl.String, "model": pl.String, "prompt": pl.String,
                 "prompt_tokens": pl.Int64, "max_tokens": pl.Int64, "escrow": pl.Int64})
     executors = []
     for (model,), group in tasks.group_by(["model"], maintain_order=True):
-        serving = [a for a in hosts if model in hosts[a]["models"] and weights.get(a, 0) > 0]
-        chosen = assign_executors(seed, group["task_id"].to_list(), serving, [weights[a] for a in serving]) if serving else [""] * len(group)
+        serving = [a for a in hosts if model in hosts[a]["models"] and ctx.weights.get(a, 0) > 0]
+        chosen = (assign_executors(ctx.seed, group["task_id"].to_list(), serving, [ctx.weights[a] for a in serving])
+                  if serving else [""] * len(group))
         executors.append(group.select("task_id").with_columns(pl.Series("executor", chosen, dtype=pl.String)))
     tasks = tasks.join(pl.concat(executors), on="task_id") if executors else tasks.with_columns(pl.lit("").alias("executor"))
-    limit = params["tasks"]["tasks_per_capacity"]
+    limit = ctx.params["tasks"]["tasks_per_capacity"]
     capacity = pl.DataFrame({"executor": list(hosts), "slots": [hosts[a]["capacity"] * limit for a in hosts]})
-    tasks = (tasks.sort("task_id").with_columns(pl.int_range(pl.len()).over("executor").alias("slot"))
-             .join(capacity, on="executor", how="left").with_columns((pl.col("slot") < pl.col("slots").fill_null(0)).alias("runs")))
+    return (tasks.sort("task_id").with_columns(pl.int_range(pl.len()).over("executor").alias("slot"))
+            .join(capacity, on="executor", how="left").with_columns((pl.col("slot") < pl.col("slots").fill_null(0)).alias("runs")))
+
+
+def run_task_execution(store: ChainStore, layout: DataLayout, epoch: int, log: Log = print,
+                       compute: TorchCompute | None = None) -> dict:
+    """Commit seeds, assign each task ∝ weight, run it on its executor (within capacity), settle refunds."""
+    ctx = epoch_context(store, layout, epoch, compute)
+    params, chain_id, keys = ctx.params, ctx.chain_id, ctx.keys
+    hosts = {h["address"]: h for h in store.records("SELECT address, name, models, behaviour, capacity FROM hosts ORDER BY address")}
+    commitments = _seed_commitments(ctx, sorted(hosts))
+    tasks = _assigned_tasks(store, ctx, hosts)
     price = params["price_per_token"]
     results = []
     for (executor, model, max_tokens), group in tasks.filter("runs").group_by(["executor", "model", "max_tokens"], maintain_order=True):
