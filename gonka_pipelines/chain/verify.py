@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,19 +50,25 @@ def _post_state_mismatch(store: ChainStore, height: int) -> str | None:
     return None
 
 
-def _load(store: ChainStore, height: int) -> tuple[BlockHeader, dict] | Inconsistency:
-    block = store.block(height)
-    if block is None:
-        return Inconsistency(height, "no block at this height")
-    return BlockHeader(**block["header"]), block
+BlockCheck = Callable[..., "Inconsistency | None"]
 
 
-def link_problem(store: ChainStore, height: int, expected_prev_hash: str) -> Inconsistency | None:
+def _with_block(check: BlockCheck) -> BlockCheck:
+    """Give a check the block's header and row; a missing block is itself the inconsistency."""
+
+    @functools.wraps(check)
+    def run(store: ChainStore, height: int, *args: str) -> Inconsistency | None:
+        block = store.block(height)
+        if block is None:
+            return Inconsistency(height, "no block at this height")
+        return check(store, height, BlockHeader(**block["header"]), block, *args)
+
+    return run
+
+
+@_with_block
+def link_problem(store: ChainStore, height: int, header: BlockHeader, block: dict, expected_prev_hash: str) -> Inconsistency | None:
     """The block names this chain and height, and links to the previous block (its epoch seeded by that hash)."""
-    loaded = _load(store, height)
-    if isinstance(loaded, Inconsistency):
-        return loaded
-    header, _ = loaded
     if header.height != height or header.chain_id != store.chain_id:
         return Inconsistency(height, f"header names chain {header.chain_id!r} height {header.height}")
     if header.prev_hash != expected_prev_hash:
@@ -71,12 +78,9 @@ def link_problem(store: ChainStore, height: int, expected_prev_hash: str) -> Inc
     return None
 
 
-def content_problem(store: ChainStore, height: int) -> Inconsistency | None:
+@_with_block
+def content_problem(store: ChainStore, height: int, header: BlockHeader, block: dict) -> Inconsistency | None:
     """The stored hash is the header's, and the header's parameter hash, roots and post-state re-derive from rows."""
-    loaded = _load(store, height)
-    if isinstance(loaded, Inconsistency):
-        return loaded
-    header, block = loaded
 
     def problem(message: str) -> Inconsistency:
         return Inconsistency(height, message)
@@ -99,12 +103,9 @@ def content_problem(store: ChainStore, height: int) -> Inconsistency | None:
     return None
 
 
-def signature_problem(store: ChainStore, height: int) -> Inconsistency | None:
+@_with_block
+def signature_problem(store: ChainStore, height: int, header: BlockHeader, block: dict) -> Inconsistency | None:
     """Every signature verifies with its signer's key and in-force weight, and the signers pass 2/3."""
-    loaded = _load(store, height)
-    if isinstance(loaded, Inconsistency):
-        return loaded
-    header, block = loaded
     return _signature_problem(store, header, block["signatures"])
 
 
