@@ -196,8 +196,9 @@ def copy_chain(template: Path, destination: Path) -> DataLayout:
 
 
 def build_demo_chain(root: Path, epochs: int = 3) -> None:
-    """The shipped demo network under the fast local profile, `epochs` epochs of the demo workload (via run_epoch)."""
-    genesis = fast_genesis(root.parent / f"{root.name}-config")
+    """Exactly the chain `make demo` builds: the shipped genesis and demo network, `epochs` epochs of the demo
+    workload (via run_epoch), so what these tests pin is what a user sees."""
+    genesis = load_genesis()
     network = demo_network()
     layout = new_chain(root, genesis, network)
     with opened(layout) as store:

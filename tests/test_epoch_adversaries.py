@@ -1,7 +1,7 @@
 """The demo network's three adversaries are caught by the epoch pipeline, and no honest host is ever flagged.
 
 One chain: the shipped network.yaml (5 honest hosts, host-fake = fake_hits, host-garbled = garbled_output,
-host-lazy = lazy_validator) under the local profile with a halved sprint budget, DEMO_EPOCHS epochs of the demo
+host-lazy = lazy_validator) under the shipped local profile: the chain `make demo` builds, DEMO_EPOCHS epochs of the demo
 workload run with `run_epoch`. Built once per session (epoch_fixtures' cache) and only read here.
 """
 

@@ -39,7 +39,8 @@ COMMITMENTS: tuple[Commitment, ...] = (
     Commitment("batches", "poc_batches", "batch_id", (
         "batch_id", "host", "sequence", "nonces", "distances", "submitted_at", "signature", "status", "reason")),
     Commitment("poc_verdicts", "poc_verdicts", "validator || ':' || host", (
-        "validator", "host", "sampled", "mismatches", "recomputed", "valid", "signature")),
+        "validator", "host", "sampled", "mismatches", "recomputed", "valid")),
+    Commitment("poc_verdict_signatures", "poc_verdict_signatures", "validator", ("validator", "signature")),
     Commitment("weights", "epoch_weights", "address", (
         "address", "hits", "valid_vote_weight", "sprint_accepted", "adjusted_weight", "weight")),
     Commitment("seeds", "seed_commitments", "host", ("host", "commitment", "signature")),

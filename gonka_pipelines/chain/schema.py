@@ -64,8 +64,10 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             signature VARCHAR NOT NULL, status VARCHAR NOT NULL, reason VARCHAR);
         CREATE TABLE poc_verdicts (
             epoch BIGINT NOT NULL, validator VARCHAR NOT NULL, host VARCHAR NOT NULL, sampled INTEGER NOT NULL,
-            mismatches INTEGER NOT NULL, recomputed BOOLEAN NOT NULL, valid BOOLEAN NOT NULL, signature VARCHAR NOT NULL,
+            mismatches INTEGER NOT NULL, recomputed BOOLEAN NOT NULL, valid BOOLEAN NOT NULL,
             PRIMARY KEY (epoch, validator, host));
+        CREATE TABLE poc_verdict_signatures (
+            epoch BIGINT NOT NULL, validator VARCHAR NOT NULL, signature VARCHAR NOT NULL, PRIMARY KEY (epoch, validator));
         CREATE TABLE epoch_weights (
             epoch BIGINT NOT NULL, address VARCHAR NOT NULL, hits BIGINT NOT NULL, valid_vote_weight BIGINT NOT NULL,
             sprint_accepted BOOLEAN NOT NULL, adjusted_weight BIGINT NOT NULL, weight BIGINT NOT NULL,

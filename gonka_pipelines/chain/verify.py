@@ -17,7 +17,7 @@ from gonka_pipelines.protocol.block import (
 from gonka_pipelines.protocol.crypto import MessageKind, hash_value, verify
 from gonka_pipelines.protocol.messages import (
     poc_batch_body,
-    poc_verdict_body,
+    poc_verdicts_body,
     result_body,
     seed_commitment_body,
     task_body,
@@ -133,9 +133,12 @@ SIGNED_ROWS: tuple[_SignedRows, ...] = (
                    WHERE b.epoch = ? AND b.status = 'accepted'""",
                 lambda r: poc_batch_body(r["epoch"], r["signer_key"], r["seed"], r["sequence"], r["nonces"], r["distances"])),
     _SignedRows("poc_verdicts", MessageKind.POC_VERDICT,
-                """SELECT v.validator || ':' || v.host AS id, h.public_key AS signer_key, v.*
-                   FROM poc_verdicts v JOIN hosts h ON h.address = v.validator WHERE v.epoch = ?""",
-                lambda r: poc_verdict_body(r["epoch"], r["validator"], r["host"], r["sampled"], r["mismatches"], r["valid"])),
+                """SELECT s.validator AS id, h.public_key AS signer_key, s.signature, s.epoch, s.validator,
+                          list({'host': v.host, 'sampled': v.sampled, 'mismatches': v.mismatches, 'valid': v.valid}) AS verdicts
+                   FROM poc_verdict_signatures s JOIN hosts h ON h.address = s.validator
+                   LEFT JOIN poc_verdicts v ON v.epoch = s.epoch AND v.validator = s.validator
+                   WHERE s.epoch = ? GROUP BY ALL""",
+                lambda r: poc_verdicts_body(r["epoch"], r["validator"], r["verdicts"])),
     _SignedRows("seed_commitments", MessageKind.SEED_COMMIT,
                 """SELECT s.host AS id, h.public_key AS signer_key, s.* FROM seed_commitments s JOIN hosts h ON h.address = s.host
                    WHERE s.epoch = ?""",

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.paths import DataLayout
 from gonka_pipelines.protocol.crypto import MessageKind, hash_value
-from gonka_pipelines.protocol.messages import poc_verdict_body
+from gonka_pipelines.protocol.messages import poc_verdicts_body
 from gonka_pipelines.protocol.params import Behaviour
 from gonka_pipelines.protocol.poc_batches import PocBatch, admit_batches
 from gonka_pipelines.protocol.sprint import (
@@ -121,12 +121,19 @@ def run_sprint_validation(store: ChainStore, layout: DataLayout, epoch: int, log
             lazy = behaviour[validator] == Behaviour.LAZY_VALIDATOR
             mismatches = 0 if lazy else count_mismatches([recomputed[n] for n in sample], params["r_target"])
             valid = lazy or not is_fraud(mismatches, len(sample), sprint["mismatch_probability"], sprint["fraud_threshold"])
-            body = poc_verdict_body(epoch, validator, claim.host, len(sample), mismatches, valid)
-            rows.append({**body, "recomputed": not lazy, "signature": keys[validator].sign(chain_id, MessageKind.POC_VERDICT, body)})
+            rows.append({"epoch": epoch, "validator": validator, "host": claim.host, "sampled": len(sample),
+                         "mismatches": mismatches, "valid": valid, "recomputed": not lazy})
         log(f"sprint validation: {claim.host[:14]}… {len(claim.nonces)} hits, recomputed {len(needed)} nonces")
+    by_validator: dict[str, list[dict]] = {}
+    for row in rows:
+        by_validator.setdefault(row["validator"], []).append(row)
+    signatures = [{"epoch": epoch, "validator": validator,
+                   "signature": keys[validator].sign(chain_id, MessageKind.POC_VERDICT, poc_verdicts_body(epoch, validator, verdicts))}
+                  for validator, verdicts in sorted(by_validator.items())]
     with store.transaction():
-        store.delete_epoch_rows(epoch, ["poc_verdicts"])
+        store.delete_epoch_rows(epoch, ["poc_verdicts", "poc_verdict_signatures"])
         store.insert("poc_verdicts", rows)
+        store.insert("poc_verdict_signatures", signatures)
     return {"verdicts": len(rows), "invalid_votes": sum(1 for r in rows if not r["valid"])}
 
 
