@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections.abc import Callable
@@ -78,7 +79,7 @@ def run_sprint(store: ChainStore, layout: DataLayout, epoch: int, log: Log = pri
         for sequence, (nonces, distances, submitted_at) in enumerate(mined):
             batch = PocBatch(host["address"], host["public_key"], seed, sequence, tuple(nonces), tuple(distances), submitted_at)
             signature = keys[host["address"]].sign(chain_id, MessageKind.POC_BATCH, batch.body(epoch))
-            submitted.append(PocBatch(**{**vars(batch), "signature": signature}))
+            submitted.append(dataclasses.replace(batch, signature=signature))
         log(f"sprint: {host['name']} submitted {len(mined)} batches, {sum(len(m[0]) for m in mined)} claimed hits")
     deadline = params["sprint"]["duration_seconds"] + params["sprint"]["late_grace_seconds"]
     verdicts = admit_batches(submitted, chain_id, epoch, seed, deadline)
