@@ -36,16 +36,23 @@ class Head:
     hash: str
 
 
-def _connect(path: Path, read_only: bool, attempts: int = 50) -> duckdb.DuckDBPyConnection:
-    """Open the database, waiting while another process holds the write lock (DuckDB allows one writer)."""
-    for attempt in range(attempts):
+LOCK_WAIT_SECONDS = 30.0
+"""How long an open waits for another process's write lock (DuckDB allows one writer, and no reader beside it)."""
+
+
+def _connect(path: Path, read_only: bool, wait: float = LOCK_WAIT_SECONDS) -> duckdb.DuckDBPyConnection:
+    """Open the database, waiting while another process holds the write lock; a clear ChainError after `wait`."""
+    deadline = time.monotonic() + wait
+    while True:
         try:
             return duckdb.connect(str(path), read_only=read_only)
         except duckdb.IOException as error:
-            if "lock" not in str(error).lower() or attempt == attempts - 1:
+            if "lock" not in str(error).lower():
                 raise
+            if time.monotonic() >= deadline:
+                raise ChainError(f"{path} is busy: another process (an epoch run?) holds its write lock; "
+                                 f"try again when it finishes") from error
             time.sleep(0.2)
-    raise AssertionError("unreachable")
 
 
 class ChainStore:
