@@ -18,9 +18,6 @@ class Identities:
     def __getitem__(self, name: str) -> KeyPair:
         return self.keys[name]
 
-    def by_address(self) -> dict[str, KeyPair]:
-        return {pair.address: pair for pair in self.keys.values()}
-
 
 def load_identities(layout: DataLayout, network: NetworkConfig, chain_id: str) -> Identities:
     """Load each participant's key, creating missing key files (derived from key_seed when set, else random)."""

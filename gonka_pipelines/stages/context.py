@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gonka_pipelines.chain.store import ChainStore
@@ -9,6 +10,9 @@ from gonka_pipelines.paths import DataLayout
 from gonka_pipelines.protocol.crypto import KeyPair
 from gonka_pipelines.stages.compute import TorchCompute
 from gonka_pipelines.stages.keys import host_keys
+
+Log = Callable[[str], None]
+"""Where a stage reports progress per host or batch (Dagster's context.log.info, print, or nothing)."""
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import polars as pl
 
 from gonka_pipelines.chain.store import ChainStore
@@ -25,9 +23,7 @@ from gonka_pipelines.protocol.messages import (
 )
 from gonka_pipelines.protocol.params import Behaviour
 from gonka_pipelines.stages.compute import TorchCompute
-from gonka_pipelines.stages.context import EpochContext, epoch_context
-
-Log = Callable[[str], None]
+from gonka_pipelines.stages.context import EpochContext, Log, epoch_context
 
 
 def secret_seed(key: KeyPair, chain_id: str, epoch: int, block_hash: str) -> str:

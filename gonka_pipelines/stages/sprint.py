@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from gonka_pipelines.chain.store import ChainStore
@@ -24,9 +23,7 @@ from gonka_pipelines.protocol.sprint import (
     sprint_accepted,
 )
 from gonka_pipelines.stages.compute import TorchCompute
-from gonka_pipelines.stages.context import epoch_context
-
-Log = Callable[[str], None]
+from gonka_pipelines.stages.context import Log, epoch_context
 
 
 def _honest_batches(compute: TorchCompute, host: dict, params: dict) -> list[tuple[list[int], list[float], float]]:
