@@ -32,7 +32,7 @@ test-fast: install  ## skip the slow end-to-end tests
 
 ui: install  ## the Dagster UI on http://127.0.0.1:3000 over the same instance and chain
 	$(RUNTIME) $(VENV)/bin/gonka init
-	$(RUNTIME) $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(RUNTIME) VIRTUAL_ENV=$(CURDIR)/$(VENV) $(VENV)/bin/dg dev -h 127.0.0.1 -p 3000
 
 bench: install  ## benchmarks, with ratios against baselines measured in the same run
 	$(PY) bench/run_all.py

@@ -33,14 +33,14 @@ from pathlib import Path
 import yaml
 
 from gonka_pipelines.chain.commitments import COMMITMENTS
-from gonka_pipelines.chain.inbox import write_submission
 from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.chain.verify import verify_block
-from gonka_pipelines.client import sign_task
-from gonka_pipelines.identities import load_identities
-from gonka_pipelines.paths import RESOURCES, DataLayout
+from gonka_pipelines.local.config import load_genesis, load_network
+from gonka_pipelines.local.inbox import write_submission
+from gonka_pipelines.local.keys import load_identities
+from gonka_pipelines.local.paths import RESOURCES, DataLayout
 from gonka_pipelines.protocol.crypto import sha256_hex
-from gonka_pipelines.protocol.params import load_genesis, load_network
+from gonka_pipelines.simulation.client import sign_task
 from gonka_pipelines.stages.block import finalize_block, propose_block
 from gonka_pipelines.stages.collect import run_collect
 from gonka_pipelines.stages.genesis import init_chain

@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_sprint.py [--profile poc-tiny] [--seconds 10] [--cpu-clock]
 
 (a) bare: `model(x, last_only=True)` on one pre-generated batch, nothing else;
-(b) mine: `sprint.mine` (inputs, forward, permutation, distance, hit filtering).
+(b) mine: `compute.sprint.mine` (inputs, forward, permutation, distance, hit filtering).
 The ratio mine/bare (median over alternating rounds, with its range) is the share of the time that
 proof-of-compute bookkeeping leaves to the model.
 """
@@ -17,10 +17,11 @@ from collections.abc import Callable
 
 import torch
 
-from gonka_pipelines.models.profiles import load_profile
-from gonka_pipelines.models.runner import ModelRunner
-from gonka_pipelines.protocol import sprint
-from gonka_pipelines.protocol.params import load_genesis
+from gonka_pipelines.compute.profiles import load_profile
+from gonka_pipelines.compute.runner import ModelRunner
+from gonka_pipelines.compute.sprint import mine
+from gonka_pipelines.local.config import load_genesis
+from gonka_pipelines.protocol.sprint import calibrate_r_target
 
 BLOCK_HASH = "5e" * 32
 PUBLIC_KEY = "c0" * 32
@@ -50,7 +51,7 @@ def bench_profile(
     """Nonces per second of both paths on one profile, plus the measured hit rate of the mined nonces."""
     profile = load_profile(name)
     runner = ModelRunner(profile, bytes.fromhex(BLOCK_HASH), device)
-    r_target = sprint.calibrate_r_target(profile.vocab, hit_rate)
+    r_target = calibrate_r_target(profile.vocab, hit_rate)
     batch = profile.batch_size
     x = torch.randn(batch, profile.seq_len, profile.dim, device=runner.device, dtype=runner.dtype)
     next_nonce = 0
@@ -64,7 +65,7 @@ def bench_profile(
     def mined() -> int:
         nonlocal next_nonce, hits
         count = batch * BATCHES_PER_MINE_CALL
-        hits += len(sprint.mine(runner, BLOCK_HASH, PUBLIC_KEY, next_nonce, count, r_target)[0])
+        hits += len(mine(runner, BLOCK_HASH, PUBLIC_KEY, next_nonce, count, r_target)[0])
         next_nonce += count
         return count
 

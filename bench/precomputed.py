@@ -23,8 +23,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from gonka_pipelines.models.llm import EOS, TOP_K, Generation, encode
-from gonka_pipelines.models.profiles import load_profile
+from gonka_pipelines.compute.llm import EOS, TOP_K, Generation, encode
+from gonka_pipelines.compute.profiles import load_profile
 from gonka_pipelines.protocol.inference_validation import (
     Comparison,
     ComparisonReason,

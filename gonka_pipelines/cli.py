@@ -10,14 +10,14 @@ from pathlib import Path
 
 from gonka_pipelines.chain.store import ChainError, ChainStore
 from gonka_pipelines.chain.verify import verify_chain
-from gonka_pipelines.paths import DataLayout
-from gonka_pipelines.protocol.params import (
+from gonka_pipelines.local.config import (
     GENESIS_FILE,
     NETWORK_FILE,
     ConfigError,
     load_genesis,
     load_network,
 )
+from gonka_pipelines.local.paths import DataLayout
 
 
 def _layout(args: argparse.Namespace) -> DataLayout:
@@ -25,7 +25,7 @@ def _layout(args: argparse.Namespace) -> DataLayout:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from gonka_pipelines.orchestrate import register_next_epoch
+    from gonka_pipelines.defs.launch import register_next_epoch
     from gonka_pipelines.stages.genesis import init_chain
 
     layout = _layout(args)
@@ -39,8 +39,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from gonka_pipelines.client import next_nonce, submit_task
-    from gonka_pipelines.protocol.crypto import load_key
+    from gonka_pipelines.local.keys import load_key
+    from gonka_pipelines.simulation.client import next_nonce, submit_task
 
     layout = _layout(args)
     keypair = load_key(layout.key_file(args.developer))
@@ -55,7 +55,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _run_epochs(layout: DataLayout, count: int) -> int:
-    from gonka_pipelines.orchestrate import dagster_instance, run_next_epoch
+    from gonka_pipelines.defs.launch import dagster_instance, run_next_epoch
 
     instance = dagster_instance(layout)
     for _ in range(count):
@@ -72,7 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from gonka_pipelines.demo import submit_demo_workload
+    from gonka_pipelines.simulation.workload import submit_demo_workload
 
     if cmd_init(args):
         return 1
@@ -91,7 +91,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _print_summary(store: ChainStore) -> None:
-    from gonka_pipelines.demo import (
+    from gonka_pipelines.reports.summary import (
         block_summaries,
         format_hosts,
         format_summary,
@@ -120,7 +120,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_prove(args: argparse.Namespace) -> int:
-    from gonka_pipelines.proofs import prove_row
+    from gonka_pipelines.chain.proofs import prove_row
 
     with ChainStore.open(_layout(args).database, read_only=True) as store:
         proof = prove_row(store, args.table, args.id, args.epoch)
@@ -129,7 +129,7 @@ def cmd_prove(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from gonka_pipelines.explain import explain_payout, render_markdown
+    from gonka_pipelines.reports.explain import explain_payout, render_markdown
 
     with ChainStore.open(_layout(args).database, read_only=True) as store:
         explanation = explain_payout(store, args.host, args.epoch)

@@ -13,17 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from gonka_pipelines.chain.inbox import write_submission
 from gonka_pipelines.chain.store import ChainStore
-from gonka_pipelines.client import sign_task
-from gonka_pipelines.paths import DataLayout
-from gonka_pipelines.protocol.crypto import KeyPair, load_key
-from gonka_pipelines.protocol.params import (
-    GenesisParams,
-    NetworkConfig,
-    load_genesis,
-    load_network,
-)
+from gonka_pipelines.local.config import load_genesis, load_network
+from gonka_pipelines.local.inbox import write_submission
+from gonka_pipelines.local.keys import load_key
+from gonka_pipelines.local.paths import DataLayout
+from gonka_pipelines.protocol.crypto import KeyPair
+from gonka_pipelines.protocol.params import GenesisParams, NetworkConfig
+from gonka_pipelines.simulation.client import sign_task
 
 DEMO_EPOCHS = 2
 
@@ -103,7 +100,7 @@ def _genesis_template(tmp_path_factory: pytest.TempPathFactory, genesis: Genesis
 
 @pytest.fixture(scope="session")
 def _demo_template(tmp_path_factory: pytest.TempPathFactory, _genesis_template: Path, network: NetworkConfig) -> Path:
-    from gonka_pipelines.demo import submit_demo_workload
+    from gonka_pipelines.simulation.workload import submit_demo_workload
 
     template = DataLayout(tmp_path_factory.mktemp("demo-template") / "chain")
     shutil.copytree(_genesis_template, template.root)

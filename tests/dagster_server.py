@@ -1,6 +1,6 @@
 """A `dagster dev` webserver (and daemon) over a temporary chain, for the browser tests.
 
-`DagsterDevServer(data_dir)` runs `gonka init` on data_dir, starts `dagster dev -w workspace.yaml` from the repository
+`DagsterDevServer(data_dir)` runs `gonka init` on data_dir, starts `dg dev` from the repository
 root on a free loopback port in its own process group (GONKA_DATA_DIR=data_dir, DAGSTER_HOME=data_dir/dagster_home),
 and waits for `/server_info`. `stop()` ends the whole process group (SIGTERM, then SIGKILL after a grace period) and
 checks that nothing is left running or listening; it is idempotent.
@@ -70,7 +70,7 @@ class DagsterDevServer:
         self.data_dir = Path(data_dir)
         self.home = self.data_dir / "dagster_home"
         self.log_path = Path(log_dir) / "dagster-dev.log"
-        self.env = os.environ | {"GONKA_DATA_DIR": str(self.data_dir), "DAGSTER_HOME": str(self.home)}
+        self.env = os.environ | {"GONKA_DATA_DIR": str(self.data_dir), "DAGSTER_HOME": str(self.home), "VIRTUAL_ENV": str(BIN.parent)}
         self.env.pop("GONKA_FAILPOINT", None)
         self.port = 0
         self.process: subprocess.Popen | None = None
@@ -96,8 +96,7 @@ class DagsterDevServer:
         self.port = free_port()
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-c", _EXEC_WITH_DEFAULT_SIGINT, str(BIN / "dagster"), "dev", "-w", "workspace.yaml",
-             "-h", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, "-c", _EXEC_WITH_DEFAULT_SIGINT, str(BIN / "dg"), "dev", "-h", "127.0.0.1", "-p", str(self.port)],
             cwd=REPO_ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )

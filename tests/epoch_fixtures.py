@@ -15,23 +15,22 @@ from typing import Any
 
 import yaml
 
-from gonka_pipelines.chain.inbox import write_submission
 from gonka_pipelines.chain.store import ChainStore
-from gonka_pipelines.client import next_nonce, sign_task
-from gonka_pipelines.demo import CORPUS, submit_demo_workload
-from gonka_pipelines.identities import load_identities
-from gonka_pipelines.paths import DataLayout
-from gonka_pipelines.protocol.params import (
+from gonka_pipelines.local.config import (
     GENESIS_FILE,
     NETWORK_FILE,
-    GenesisParams,
-    NetworkConfig,
     load_genesis,
     load_network,
 )
+from gonka_pipelines.local.inbox import write_submission
+from gonka_pipelines.local.keys import load_identities
+from gonka_pipelines.local.paths import DataLayout
+from gonka_pipelines.protocol.params import GenesisParams, NetworkConfig
+from gonka_pipelines.simulation.client import next_nonce, sign_task
+from gonka_pipelines.simulation.workload import CORPUS, submit_demo_workload
 from gonka_pipelines.stages.block import finalize_block, propose_block
 from gonka_pipelines.stages.collect import run_collect
-from gonka_pipelines.stages.context import epoch_compute
+from gonka_pipelines.stages.environment import epoch_compute
 from gonka_pipelines.stages.genesis import init_chain
 from gonka_pipelines.stages.inference import run_task_execution, run_task_validation
 from gonka_pipelines.stages.pipeline import quiet, run_epoch

@@ -15,7 +15,7 @@ from dagster._core.test_utils import create_run_for_test
 
 from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.chain.verify import verify_chain
-from gonka_pipelines.defs import defs
+from gonka_pipelines.definitions import defs
 from gonka_pipelines.defs.automation import (
     OPERATIONS,
     inbox_sensor,
@@ -23,10 +23,10 @@ from gonka_pipelines.defs.automation import (
     recurring_sprints,
 )
 from gonka_pipelines.defs.jobs import epoch_job
+from gonka_pipelines.defs.launch import DAGSTER_YAML
 from gonka_pipelines.defs.partitions import epochs
 from gonka_pipelines.defs.resources import ChainResource
-from gonka_pipelines.orchestrate import DAGSTER_YAML
-from gonka_pipelines.protocol.params import ConfigError
+from gonka_pipelines.local.config import ConfigError
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ import dagster as dg
 import pytest
 from epoch_fixtures import demo_chain, demo_network, new_chain, opened, small_chain
 
-from gonka_pipelines.demo import submit_demo_workload
-from gonka_pipelines.orchestrate import run_next_epoch
-from gonka_pipelines.protocol.params import load_genesis
+from gonka_pipelines.defs.launch import run_next_epoch
+from gonka_pipelines.local.config import load_genesis
+from gonka_pipelines.simulation.workload import submit_demo_workload
 
 DEMO_HASHES = [
     "1fe40e882bac76d4bd5bf41a3f54f97d4fedb5f3cb37a395975a99663c998683",

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from gonka_pipelines import cli
 from gonka_pipelines.chain.commitments import BY_NAME, epoch_roots, row_leaf
+from gonka_pipelines.chain.proofs import prove_row
 from gonka_pipelines.chain.store import (
     ChainError,
     ChainStore,
@@ -22,9 +23,8 @@ from gonka_pipelines.chain.store import (
     FinalizedEpochError,
 )
 from gonka_pipelines.chain.verify import verify_block, verify_chain
-from gonka_pipelines.demo import submit_demo_workload
-from gonka_pipelines.paths import DataLayout
-from gonka_pipelines.proofs import prove_row
+from gonka_pipelines.local.config import load_genesis
+from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.protocol.block import (
     GENESIS_PREV_HASH,
     BlockHeader,
@@ -33,11 +33,11 @@ from gonka_pipelines.protocol.block import (
 )
 from gonka_pipelines.protocol.crypto import MessageKind, verify
 from gonka_pipelines.protocol.merkle import MerkleProof, verify_proof
-from gonka_pipelines.protocol.params import load_genesis
+from gonka_pipelines.simulation.workload import submit_demo_workload
 from gonka_pipelines.stages.block import finalize_block, propose_block
 from gonka_pipelines.stages.collect import run_collect
+from gonka_pipelines.stages.environment import host_keys
 from gonka_pipelines.stages.genesis import init_chain
-from gonka_pipelines.stages.keys import host_keys
 
 TABLES = ("accounts", "hosts", "epochs", "submissions", "tasks", "rejected_tasks", "transfers", "account_states",
           "host_states", "blocks", "block_signatures", "lineage", "chain_meta")

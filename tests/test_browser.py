@@ -30,7 +30,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from gonka_pipelines.chain.store import ChainStore
-from gonka_pipelines.protocol.params import load_network
+from gonka_pipelines.local.config import load_network
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from gonka_pipelines.demo import CORPUS
-from gonka_pipelines.stages.compute import (
+from gonka_pipelines.compute.engine import (
     CPU_THREADS,
     TorchCompute,
     reproducible_threads,
 )
+from gonka_pipelines.simulation.workload import CORPUS
 
 BLOCK = "ab" * 32
 HOST = "cd" * 32

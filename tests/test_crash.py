@@ -12,7 +12,7 @@ import pytest
 
 from gonka_pipelines.chain.store import ChainStore, EpochOrderError
 from gonka_pipelines.chain.verify import verify_chain
-from gonka_pipelines.failpoints import CRASH_EXIT_CODE, FAILPOINT_ENV
+from gonka_pipelines.local.failpoints import CRASH_EXIT_CODE, FAILPOINT_ENV
 from gonka_pipelines.stages import block as block_stage
 from gonka_pipelines.stages.block import finalize_block
 from gonka_pipelines.stages.collect import run_collect
@@ -24,7 +24,7 @@ def collect_in_subprocess(layout, epoch: int, failpoint: str | None) -> subproce
     code = textwrap.dedent(f"""
         from pathlib import Path
         from gonka_pipelines.chain.store import ChainStore
-        from gonka_pipelines.paths import DataLayout
+        from gonka_pipelines.local.paths import DataLayout
         from gonka_pipelines.stages.collect import run_collect
         layout = DataLayout(Path({str(layout.root)!r}))
         with ChainStore.open(layout.database) as store:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
+from gonka_pipelines.local.keys import load_key, save_key
 from gonka_pipelines.protocol.crypto import (
     ADDRESS_PREFIX,
     KeyPair,
@@ -18,9 +19,7 @@ from gonka_pipelines.protocol.crypto import (
     address_from_public_key,
     canonical_bytes,
     hash_value,
-    load_key,
     message_bytes,
-    save_key,
     sha256_hex,
     verify,
 )

@@ -18,9 +18,9 @@ from epoch_fixtures import (
 
 from gonka_pipelines.chain.invariants import check_epoch_supply
 from gonka_pipelines.chain.verify import verify_chain
-from gonka_pipelines.demo import submit_demo_workload
-from gonka_pipelines.orchestrate import run_next_epoch
+from gonka_pipelines.defs.launch import run_next_epoch
 from gonka_pipelines.protocol.rewards import SupplyInvariantError
+from gonka_pipelines.simulation.workload import submit_demo_workload
 
 pytestmark = pytest.mark.slow
 
@@ -172,7 +172,7 @@ def test_every_asset_check_ran_and_passed(demo_epoch):
 
 
 def test_blocking_flags_of_the_checks():
-    from gonka_pipelines.defs import defs
+    from gonka_pipelines.definitions import defs
 
     specs = {(spec.asset_key.to_user_string(), spec.name): spec.blocking
              for checks in defs.resolve_asset_graph().asset_check_keys for spec in [defs.resolve_asset_graph().get_check_spec(checks)]}

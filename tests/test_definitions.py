@@ -6,10 +6,10 @@ import dagster as dg
 import pytest
 import yaml
 
-from gonka_pipelines.defs import defs
+from gonka_pipelines.definitions import defs
+from gonka_pipelines.defs.launch import DAGSTER_YAML
 from gonka_pipelines.defs.partitions import epoch_of, epochs
 from gonka_pipelines.defs.resources import ChainResource
-from gonka_pipelines.orchestrate import DAGSTER_YAML
 
 CORE_ASSETS = {"epoch_tasks", "block_proposal", "block"}
 

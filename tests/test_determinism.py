@@ -6,8 +6,8 @@ import json
 
 from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.chain.verify import verify_chain
-from gonka_pipelines.demo import submit_demo_workload
-from gonka_pipelines.paths import DataLayout
+from gonka_pipelines.local.paths import DataLayout
+from gonka_pipelines.simulation.workload import submit_demo_workload
 from gonka_pipelines.stages.genesis import init_chain
 
 COMMITTED = ("tasks", "rejected_tasks", "transfers", "account_states", "host_states", "block_signatures", "submissions")

@@ -10,12 +10,12 @@ import pytest
 
 from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.chain.verify import verify_chain
-from gonka_pipelines.defs import defs
+from gonka_pipelines.definitions import defs
+from gonka_pipelines.defs.launch import run_next_epoch
 from gonka_pipelines.defs.partitions import epochs
 from gonka_pipelines.defs.resources import ChainResource
-from gonka_pipelines.demo import submit_demo_workload
-from gonka_pipelines.orchestrate import run_next_epoch
-from gonka_pipelines.paths import DataLayout
+from gonka_pipelines.local.paths import DataLayout
+from gonka_pipelines.simulation.workload import submit_demo_workload
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import pytest
 from epoch_fixtures import DEMO_EPOCHS, demo_chain, opened
 
 from gonka_pipelines.chain.verify import verify_chain
-from gonka_pipelines.demo import format_hosts, host_summaries
+from gonka_pipelines.reports.summary import format_hosts, host_summaries
 
 pytestmark = pytest.mark.slow
 

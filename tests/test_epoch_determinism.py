@@ -17,8 +17,8 @@ from epoch_fixtures import (
 )
 
 from gonka_pipelines.chain.invariants import check_epoch_supply
-from gonka_pipelines.stages.compute import TorchCompute
-from gonka_pipelines.stages.context import epoch_compute
+from gonka_pipelines.compute.engine import TorchCompute
+from gonka_pipelines.stages.environment import epoch_compute
 from gonka_pipelines.stages.rewards import run_rewards
 from gonka_pipelines.stages.sprint import (
     run_epoch_weights,

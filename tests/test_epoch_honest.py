@@ -17,8 +17,8 @@ from epoch_fixtures import (
 
 from gonka_pipelines.chain.invariants import check_epoch_supply
 from gonka_pipelines.chain.verify import verify_chain
-from gonka_pipelines.demo import host_summaries
 from gonka_pipelines.protocol.rewards import epoch_reward, split_reward
+from gonka_pipelines.reports.summary import host_summaries
 from gonka_pipelines.stages.block import finalize_block, propose_block
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ import pytest
 from epoch_fixtures import DEMO_EPOCHS, SMALL_EPOCHS, demo_chain, opened, small_chain
 
 from gonka_pipelines.chain.store import ChainError
-from gonka_pipelines.explain import explain_payout, render_markdown
+from gonka_pipelines.reports.explain import explain_payout, render_markdown
 
 REMAINDER_LABEL = "rounding remainder (first paid address)"
 

@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gonka_pipelines.chain.store import ChainStore
-from gonka_pipelines.client import sign_task
 from gonka_pipelines.protocol.crypto import (
     KeyPair,
     canonical_bytes,
@@ -25,6 +24,7 @@ from gonka_pipelines.protocol.intake import (
     parse_submission,
     prompt_token_count,
 )
+from gonka_pipelines.simulation.client import sign_task
 from gonka_pipelines.stages.collect import run_collect
 
 # -- the checks, on a hand-made context -----------------------------------------------------------

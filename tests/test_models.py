@@ -10,14 +10,14 @@ import pytest
 import torch
 import yaml
 
-from gonka_pipelines.models import llm
-from gonka_pipelines.models.decoder import INIT_STD, build_seeded_decoder
-from gonka_pipelines.models.profiles import (
+from gonka_pipelines.compute import llm
+from gonka_pipelines.compute.decoder import INIT_STD, build_seeded_decoder
+from gonka_pipelines.compute.profiles import (
     list_profiles,
     load_profile,
     profile_from_dict,
 )
-from gonka_pipelines.models.runner import ModelRunner
+from gonka_pipelines.compute.runner import ModelRunner
 
 TINY = load_profile("poc-tiny")
 LLM = load_profile("llm-tiny")
@@ -143,7 +143,7 @@ def test_decoder_rejects_inputs_longer_than_seq_len() -> None:
 
 def test_runner_falls_back_to_float32_on_cpu_with_a_note(caplog: pytest.LogCaptureFixture) -> None:
     half = replace(TINY, name="tiny-fp16", dtype="float16")
-    with caplog.at_level(logging.INFO, logger="gonka_pipelines.models.runner"):
+    with caplog.at_level(logging.INFO, logger="gonka_pipelines.compute.runner"):
         runner = ModelRunner(half, b"seed", device="cpu")
     assert runner.device.type == "cpu" and runner.dtype == torch.float32
     assert "float16 is not used on CPU" in caplog.text

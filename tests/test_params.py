@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gonka_pipelines.protocol.crypto import hash_value
-from gonka_pipelines.protocol.params import (
+from gonka_pipelines.local.config import (
     GENESIS_FILE,
     NETWORK_FILE,
     ConfigError,
     load_genesis,
     load_network,
 )
+from gonka_pipelines.protocol.crypto import hash_value
 
 GNK = 10**9
 

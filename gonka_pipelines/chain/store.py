@@ -48,7 +48,7 @@ def _connect(path: Path, read_only: bool, wait: float = LOCK_WAIT_SECONDS) -> du
             return duckdb.connect(str(path), read_only=read_only)
         except duckdb.IOException as error:
             if "lock" not in str(error).lower():
-                raise
+                raise ChainError(f"{path}: cannot open the chain database: {error}") from error
             if time.monotonic() >= deadline:
                 raise ChainError(f"{path} is busy: another process (an epoch run?) holds its write lock; "
                                  f"try again when it finishes") from error

@@ -5,14 +5,14 @@ from __future__ import annotations
 import time
 
 import dagster as dg
-import duckdb
 from pydantic import Field
 
 from gonka_pipelines.chain.store import ChainError, ChainStore
 from gonka_pipelines.defs.jobs import epoch_job
 from gonka_pipelines.defs.partitions import epochs
-from gonka_pipelines.paths import RESOURCES, DataLayout
-from gonka_pipelines.protocol.params import StrictConfig, read_yaml, validate_config
+from gonka_pipelines.local.config import read_yaml, validate_config
+from gonka_pipelines.local.paths import RESOURCES, DataLayout
+from gonka_pipelines.protocol.params import StrictConfig
 
 OPERATIONS_FILE = RESOURCES / "operations.yaml"
 IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
@@ -51,7 +51,7 @@ def next_epoch_request(instance: dg.DagsterInstance, layout: DataLayout, reason:
     try:
         with ChainStore.open(layout.database, read_only=True) as store:
             epoch = store.head().height + 1
-    except (ChainError, OSError, duckdb.Error) as error:  # e.g. a run holds DuckDB's write lock
+    except (ChainError, OSError) as error:  # e.g. a run holds the chain's write lock
         return dg.SkipReason(f"cannot read the chain head: {error}")
     return dg.RunRequest(partition_key=str(epoch), tags={"gonka/trigger": reason})
 

@@ -10,7 +10,7 @@ import dagster as dg
 
 from gonka_pipelines.chain.store import ChainError, ChainStore
 from gonka_pipelines.defs.partitions import epoch_of
-from gonka_pipelines.paths import DataLayout
+from gonka_pipelines.local.paths import DataLayout
 
 
 def run_active(instance: dg.DagsterInstance, run_id: str) -> bool:

@@ -1,4 +1,4 @@
-"""Genesis and network configuration: typed, validated, and hashed into every epoch's parameters."""
+"""Genesis and network configuration as typed, validated models, hashed into every epoch's parameters."""
 
 from __future__ import annotations
 
@@ -7,26 +7,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gonka_pipelines.paths import RESOURCES
 from gonka_pipelines.protocol.crypto import hash_value
-
-GENESIS_FILE = RESOURCES / "genesis.yaml"
-NETWORK_FILE = RESOURCES / "network.yaml"
-
-
-class ConfigError(ValueError):
-    """A configuration file is unreadable or a field in it is invalid; the message names both."""
 
 
 class StrictConfig(BaseModel):
     """Base of every config section: unknown keys are errors, values are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 
 
 class TokenParams(StrictConfig):
@@ -150,42 +139,3 @@ class NetworkConfig(StrictConfig):
     @property
     def genesis_supply(self) -> int:
         return sum(d.balance for d in self.developers) + sum(h.collateral for h in self.hosts)
-
-
-def read_yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text())
-    except FileNotFoundError as error:
-        raise ConfigError(f"{path}: file not found") from error
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML ({error})") from error
-
-
-def validate_config(model: type[BaseModel], data: Any, path: Path, prefix: str = "") -> Any:
-    """Build a typed object, turning the first validation error into one line naming file and field."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as error:
-        first = error.errors()[0]
-        field = ".".join(str(part) for part in (prefix, *first["loc"]) if part != "")
-        raise ConfigError(f"{path}: field '{field or '(root)'}': {first['msg']}") from error
-
-
-def load_genesis(profile: str | None = None, path: Path = GENESIS_FILE) -> GenesisParams:
-    """Read one profile (the file's default_profile when none is named) from genesis.yaml."""
-    data = read_yaml(path)
-    if not isinstance(data, dict) or not isinstance(data.get("profiles"), dict):
-        raise ConfigError(f"{path}: field 'profiles': must be a mapping of profile name to parameters")
-    name = profile or data.get("default_profile")
-    if name not in data["profiles"]:
-        known = ", ".join(sorted(data["profiles"]))
-        raise ConfigError(f"{path}: profile {name!r} not found (known: {known})")
-    body = data["profiles"][name]
-    if not isinstance(body, dict):
-        raise ConfigError(f"{path}: field 'profiles.{name}': must be a mapping")
-    return validate_config(GenesisParams, {"profile": name, **body}, path, prefix=f"profiles.{name}")
-
-
-def load_network(path: Path = NETWORK_FILE) -> NetworkConfig:
-    """Read and validate network.yaml."""
-    return validate_config(NetworkConfig, read_yaml(path), path)

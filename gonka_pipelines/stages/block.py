@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from gonka_pipelines.chain.commitments import epoch_roots
-from gonka_pipelines.chain.inbox import archive_submissions
 from gonka_pipelines.chain.store import PROPOSED, ChainStore
-from gonka_pipelines.paths import DataLayout
+from gonka_pipelines.local.inbox import archive_submissions
+from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.protocol.block import BlockHeader, choose_proposer
 from gonka_pipelines.protocol.crypto import MessageKind
-from gonka_pipelines.stages.keys import host_keys
-from gonka_pipelines.stages.parameters import chain_genesis
+from gonka_pipelines.stages.environment import chain_genesis, host_keys
 
 
 def next_host_states(store: ChainStore, epoch: int) -> list[dict]:

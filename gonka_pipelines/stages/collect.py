@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from gonka_pipelines.chain.inbox import archive_submissions, pending_submissions
 from gonka_pipelines.chain.store import ChainStore
-from gonka_pipelines.failpoints import failpoint
-from gonka_pipelines.paths import DataLayout
+from gonka_pipelines.local.failpoints import failpoint
+from gonka_pipelines.local.inbox import archive_submissions, pending_submissions
+from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.protocol.crypto import hash_value
 from gonka_pipelines.protocol.intake import IntakeContext, collect
-from gonka_pipelines.stages.parameters import chain_genesis, epoch_parameters
+from gonka_pipelines.stages.environment import chain_genesis, epoch_parameters
 
 STAGE = "collect"
 

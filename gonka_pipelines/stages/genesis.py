@@ -6,8 +6,8 @@ import json
 
 from gonka_pipelines.chain.commitments import epoch_roots
 from gonka_pipelines.chain.store import FINALIZED, ChainError, ChainStore, Head
-from gonka_pipelines.identities import load_identities
-from gonka_pipelines.paths import DataLayout
+from gonka_pipelines.local.keys import load_identities
+from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.protocol.block import (
     GENESIS_PREV_HASH,
     BlockHeader,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import polars as pl
 
 from gonka_pipelines.chain.store import ChainStore
-from gonka_pipelines.paths import DataLayout
+from gonka_pipelines.compute.engine import TorchCompute
+from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.protocol.assignment import assign_executors
 from gonka_pipelines.protocol.crypto import KeyPair, MessageKind, hash_value, sha256_hex
 from gonka_pipelines.protocol.host_status import host_statuses, reputation
@@ -22,8 +23,7 @@ from gonka_pipelines.protocol.messages import (
     task_verdict_body,
 )
 from gonka_pipelines.protocol.params import Behaviour
-from gonka_pipelines.stages.compute import TorchCompute
-from gonka_pipelines.stages.context import EpochContext, Log, epoch_context
+from gonka_pipelines.stages.environment import EpochContext, Log, epoch_context
 
 
 def secret_seed(key: KeyPair, chain_id: str, epoch: int, block_hash: str) -> str:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from gonka_pipelines.chain.store import ChainStore
-from gonka_pipelines.paths import DataLayout
+from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.stages.block import finalize_block, propose_block
 from gonka_pipelines.stages.collect import run_collect
-from gonka_pipelines.stages.context import epoch_compute
+from gonka_pipelines.stages.environment import epoch_compute
 from gonka_pipelines.stages.inference import run_task_execution, run_task_validation
 from gonka_pipelines.stages.rewards import run_rewards
 from gonka_pipelines.stages.sprint import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from gonka_pipelines.chain.store import ChainStore
-from gonka_pipelines.paths import DataLayout
+from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.protocol.crypto import hash_value, sha256_hex
 from gonka_pipelines.protocol.host_status import HostStatus
 from gonka_pipelines.protocol.rewards import (
@@ -14,8 +14,8 @@ from gonka_pipelines.protocol.rewards import (
     split_reward_frame,
     vesting_tranches,
 )
+from gonka_pipelines.stages.environment import host_keys
 from gonka_pipelines.stages.inference import secret_seed
-from gonka_pipelines.stages.keys import host_keys
 
 STAGE = "rewards"
 

@@ -8,7 +8,8 @@ import time
 from dataclasses import dataclass
 
 from gonka_pipelines.chain.store import ChainStore
-from gonka_pipelines.paths import DataLayout
+from gonka_pipelines.compute.engine import TorchCompute
+from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.protocol.crypto import MessageKind, hash_value
 from gonka_pipelines.protocol.messages import poc_verdicts_body
 from gonka_pipelines.protocol.params import Behaviour
@@ -22,8 +23,7 @@ from gonka_pipelines.protocol.sprint import (
     sample_nonces,
     sprint_accepted,
 )
-from gonka_pipelines.stages.compute import TorchCompute
-from gonka_pipelines.stages.context import Log, epoch_context
+from gonka_pipelines.stages.environment import Log, epoch_context
 
 
 def _honest_batches(compute: TorchCompute, host: dict, params: dict) -> list[tuple[list[int], list[float], float]]:

@@ -6,7 +6,7 @@ from gonka_pipelines.defs.assets.intake import epoch_tasks
 from gonka_pipelines.defs.assets.sprint import epoch_weights
 from gonka_pipelines.defs.partitions import epochs
 from gonka_pipelines.defs.resources import ChainResource, ComputeResource
-from gonka_pipelines.stages.context import epoch_compute
+from gonka_pipelines.stages.environment import epoch_compute
 from gonka_pipelines.stages.inference import run_task_execution, run_task_validation
 
 INFERENCE = dict(partitions_def=epochs, pool="chain", group_name="inference", kinds={"pytorch", "duckdb"}, owners=["team:gonka-inference"])

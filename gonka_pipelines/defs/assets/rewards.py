@@ -6,7 +6,7 @@ from gonka_pipelines.defs.assets.inference import task_verdicts
 from gonka_pipelines.defs.assets.sprint import epoch_weights
 from gonka_pipelines.defs.partitions import epochs
 from gonka_pipelines.defs.resources import ChainResource
-from gonka_pipelines.explain import explain_payout, render_markdown
+from gonka_pipelines.reports.explain import explain_payout, render_markdown
 from gonka_pipelines.stages.rewards import run_rewards
 
 

@@ -5,7 +5,7 @@ import dagster as dg
 from gonka_pipelines.defs.assets.intake import epoch_tasks
 from gonka_pipelines.defs.partitions import epochs
 from gonka_pipelines.defs.resources import ChainResource, ComputeResource
-from gonka_pipelines.stages.context import epoch_compute
+from gonka_pipelines.stages.environment import epoch_compute
 from gonka_pipelines.stages.sprint import (
     run_epoch_weights,
     run_sprint,

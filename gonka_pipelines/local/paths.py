@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 RESOURCES = REPO_ROOT / "resources"
 DEFAULT_DATA_DIR = REPO_ROOT / "data"
 DATA_DIR_ENV = "GONKA_DATA_DIR"

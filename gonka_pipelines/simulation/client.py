@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from gonka_pipelines.chain.inbox import write_submission
+from gonka_pipelines.local.inbox import write_submission
 from gonka_pipelines.protocol.crypto import KeyPair, MessageKind, canonical_bytes
 from gonka_pipelines.protocol.messages import task_body
 

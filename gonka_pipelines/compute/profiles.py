@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import yaml
 
-from gonka_pipelines.paths import RESOURCES
+from gonka_pipelines.local.paths import RESOURCES
 
 MODELS_DIR = RESOURCES / "models"
 KINDS = ("poc", "llm")

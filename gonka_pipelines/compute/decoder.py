@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gonka_pipelines.models.profiles import ModelProfile
+from gonka_pipelines.compute.profiles import ModelProfile
 
 INIT_STD = 0.02  # PROTOCOL.md section 3: every weight tensor is drawn from N(0, 0.02)
 

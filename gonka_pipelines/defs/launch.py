@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from gonka_pipelines.chain.store import ChainStore
-from gonka_pipelines.paths import RESOURCES, DataLayout
+from gonka_pipelines.local.paths import RESOURCES, DataLayout
 
 DAGSTER_YAML = RESOURCES / "dagster.yaml"
 
@@ -44,7 +44,7 @@ class EpochRun:
 
 def run_next_epoch(layout: DataLayout, instance: dg.DagsterInstance, log_level: str = "WARNING") -> EpochRun:
     """Materialize every asset of the head's successor as one run of the `epoch` job."""
-    from gonka_pipelines.defs import defs
+    from gonka_pipelines.definitions import defs
     from gonka_pipelines.defs.partitions import epochs
     from gonka_pipelines.defs.resources import ChainResource
 

@@ -8,8 +8,8 @@ import torch
 from accelerate import Accelerator
 from torch import Tensor
 
-from gonka_pipelines.models.decoder import Decoder, build_seeded_decoder
-from gonka_pipelines.models.profiles import ModelProfile
+from gonka_pipelines.compute.decoder import Decoder, build_seeded_decoder
+from gonka_pipelines.compute.profiles import ModelProfile
 
 log = logging.getLogger(__name__)
 

@@ -9,15 +9,16 @@ from functools import cached_property, lru_cache
 import numpy as np
 import torch
 
-from gonka_pipelines.models.llm import (
+from gonka_pipelines.compute.llm import (
     EOS,
     Generation,
     encode,
     generate_greedy,
     score_forced,
 )
-from gonka_pipelines.models.profiles import load_profile
-from gonka_pipelines.models.runner import ModelRunner
+from gonka_pipelines.compute.profiles import load_profile
+from gonka_pipelines.compute.runner import ModelRunner
+from gonka_pipelines.compute.sprint import compute_distances, mine
 from gonka_pipelines.protocol.crypto import sha256_hex
 from gonka_pipelines.protocol.inference_validation import (
     Comparison,
@@ -25,7 +26,6 @@ from gonka_pipelines.protocol.inference_validation import (
     compare_outputs,
 )
 from gonka_pipelines.protocol.params import Behaviour
-from gonka_pipelines.protocol.sprint import compute_distances, mine
 
 CPU_THREADS = 1
 """CPU kernels sum in an order that depends on the thread count; whatever enters a block is computed on one thread,

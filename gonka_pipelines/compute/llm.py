@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gonka_pipelines.models.runner import ModelRunner
+from gonka_pipelines.compute.runner import ModelRunner
 
 BYTE_IDS = 256  # token ids 0..255 are the UTF-8 bytes themselves
 BOS, EOS, PAD = BYTE_IDS, BYTE_IDS + 1, BYTE_IDS + 2

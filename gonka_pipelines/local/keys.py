@@ -1,12 +1,37 @@
-"""Key files for the hosts and developers of network.yaml: derived, generated or brought, kept under data/keys/."""
+"""Key files: ed25519 seeds readable by their owner only, and the keys of network.yaml's hosts and developers
+(derived, generated or brought) kept under data/keys/."""
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
+from pathlib import Path
 
-from gonka_pipelines.paths import DataLayout
-from gonka_pipelines.protocol.crypto import KeyPair, load_key, save_key
+from gonka_pipelines.local.paths import DataLayout
+from gonka_pipelines.protocol.crypto import KeyPair
 from gonka_pipelines.protocol.params import NetworkConfig
+
+
+def save_key(path: Path, keypair: KeyPair) -> None:
+    """Write the 32-byte seed as hex, readable by the owner only (0600) from the moment it exists."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(keypair.seed.hex() + "\n")
+    os.chmod(path, 0o600)
+
+
+def load_key(path: Path) -> KeyPair:
+    """Read a key file, refusing one that others can read."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise PermissionError(f"{path}: key file mode is {oct(mode)}, must be 0600 (chmod 600 {path})")
+    text = path.read_text().strip()
+    try:
+        return KeyPair.from_seed(bytes.fromhex(text))
+    except ValueError as error:
+        raise ValueError(f"{path}: not a key file ({error})") from error
 
 
 @dataclass(frozen=True)

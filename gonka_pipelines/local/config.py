@@ -1,0 +1,58 @@
+"""Configuration files: genesis.yaml and network.yaml read and validated into the protocol's typed models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from gonka_pipelines.local.paths import RESOURCES
+from gonka_pipelines.protocol.params import GenesisParams, NetworkConfig
+
+GENESIS_FILE = RESOURCES / "genesis.yaml"
+NETWORK_FILE = RESOURCES / "network.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration file is unreadable or a field in it is invalid; the message names both."""
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError as error:
+        raise ConfigError(f"{path}: file not found") from error
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error})") from error
+
+
+def validate_config(model: type[BaseModel], data: Any, path: Path, prefix: str = "") -> Any:
+    """Build a typed object, turning the first validation error into one line naming file and field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in (prefix, *first["loc"]) if part != "")
+        raise ConfigError(f"{path}: field '{field or '(root)'}': {first['msg']}") from error
+
+
+def load_genesis(profile: str | None = None, path: Path = GENESIS_FILE) -> GenesisParams:
+    """Read one profile (the file's default_profile when none is named) from genesis.yaml."""
+    data = read_yaml(path)
+    if not isinstance(data, dict) or not isinstance(data.get("profiles"), dict):
+        raise ConfigError(f"{path}: field 'profiles': must be a mapping of profile name to parameters")
+    name = profile or data.get("default_profile")
+    if name not in data["profiles"]:
+        known = ", ".join(sorted(data["profiles"]))
+        raise ConfigError(f"{path}: profile {name!r} not found (known: {known})")
+    body = data["profiles"][name]
+    if not isinstance(body, dict):
+        raise ConfigError(f"{path}: field 'profiles.{name}': must be a mapping")
+    return validate_config(GenesisParams, {"profile": name, **body}, path, prefix=f"profiles.{name}")
+
+
+def load_network(path: Path = NETWORK_FILE) -> NetworkConfig:
+    """Read and validate network.yaml."""
+    return validate_config(NetworkConfig, read_yaml(path), path)

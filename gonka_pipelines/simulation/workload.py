@@ -1,0 +1,60 @@
+"""The demo workload: signed tasks from the developers of network.yaml, a few deliberately bad."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from gonka_pipelines.chain.store import ChainStore
+from gonka_pipelines.local.inbox import write_submission
+from gonka_pipelines.local.paths import RESOURCES, DataLayout
+from gonka_pipelines.protocol.crypto import KeyPair, canonical_bytes
+from gonka_pipelines.protocol.params import NetworkConfig
+from gonka_pipelines.simulation.client import next_nonce, sign_task
+
+CORPUS = RESOURCES / "corpus.txt"
+TASKS_PER_EPOCH = 66
+
+
+def _developer_keys(layout: DataLayout, network: NetworkConfig, chain_id: str) -> dict[str, KeyPair]:
+    from gonka_pipelines.local.keys import load_identities
+
+    identities = load_identities(layout, network, chain_id)
+    return {d.name: identities[d.name] for d in network.developers}
+
+
+def submit_demo_workload(store: ChainStore, layout: DataLayout, network: NetworkConfig, epoch: int) -> Counter:
+    """Sign about TASKS_PER_EPOCH tasks for the coming epoch plus one bad submission of each kind; returns counts by kind."""
+    chain_id, params = store.chain_id, store.epoch_params(0)
+    rng = random.Random(f"{chain_id}|demo-workload|{epoch}")
+    prompts = [line for line in CORPUS.read_text().splitlines() if line.strip()]
+    keys = _developer_keys(layout, network, chain_id)
+    model = sorted({m for host in network.hosts for m in host.models})[0]
+    max_tokens, price = min(16, params["tasks"]["max_tokens_limit"]), params["tasks"]["price_per_token"]
+    nonces = {name: next_nonce(n for (n,) in store.query(
+        "SELECT nonce FROM tasks t JOIN accounts a ON a.address = t.developer WHERE a.name = ?", [name])) for name in keys}
+    kinds: Counter = Counter()
+
+    def submit(kind: str, raw: bytes) -> None:
+        write_submission(layout.inbox, raw)
+        kinds[kind] += 1
+
+    def task(name: str, **override) -> bytes:
+        fields = {"model": model, "prompt": rng.choice(prompts), "max_tokens": max_tokens, "max_price": price,
+                  "nonce": nonces[name]} | override
+        nonces[name] += 1
+        return sign_task(keys[name], chain_id, **fields)
+
+    names = sorted(keys)
+    for index in range(TASKS_PER_EPOCH):
+        submit("honest", task(names[index % len(names)]))
+    first, second = names[0], names[1 % len(names)]
+    forged = task(first)
+    submit("forged_signature", forged.replace(keys[first].public_key.encode(), keys[second].public_key.encode()))
+    submit("unknown_model", task(first, model="llm-does-not-exist"))
+    submit("prompt_too_long", task(second, prompt="x" * (params["tasks"]["max_prompt_bytes"] + 1)))
+    replayed = task(second)
+    submit("honest", replayed)
+    submit("replay", replayed)
+    submit("malformed", canonical_bytes({"body": {"prompt": "no signature, no fields"}}))
+    return kinds
