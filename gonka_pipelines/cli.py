@@ -46,8 +46,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     keypair = load_key(layout.key_file(args.developer))
     with ChainStore.open(layout.database, read_only=True) as store:
         chain_id = store.chain_id
-        nonce = args.nonce if args.nonce is not None else next_nonce(n for (n,) in store.query(
-            "SELECT nonce FROM tasks WHERE developer = ?", [keypair.address]))
+        nonce = args.nonce if args.nonce is not None else next_nonce(store.developer_nonces(keypair.address))
     submission_id = submit_task(layout.inbox, keypair, chain_id, model=args.model, prompt=args.prompt,
                                 max_tokens=args.max_tokens, max_price=args.max_price, nonce=nonce)
     print(f"submitted {submission_id} (nonce {nonce}) to {layout.inbox}")

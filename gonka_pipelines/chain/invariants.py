@@ -12,16 +12,16 @@ def check_epoch_supply(store: ChainStore, epoch: int) -> int:
     Raises SupplyInvariantError naming both sides when units were created or lost.
     """
     accounts = store.running_accounts(epoch)
-    minted, burned = store.query("SELECT coalesce(sum(minted), 0), coalesce(sum(burned), 0) FROM emissions WHERE epoch <= ?", [epoch])[0]
+    minted, burned = store.minted_and_burned(epoch)
     return check_supply(
         balances=[a["balance"] for a in accounts], escrow=[a["escrow"] for a in accounts],
         locked_vesting=[a["locked"] for a in accounts], collateral=[a["collateral"] for a in accounts],
-        genesis_supply=int(store.meta("genesis_supply")), minted=int(minted), burned=int(burned))
+        genesis_supply=store.genesis_supply(), minted=minted, burned=burned)
 
 
 def lineage_mismatches(store: ChainStore, epoch: int) -> list[str]:
     """Payouts whose lineage does not add up: sources must sum to reward + work coins, paid only when claimed."""
-    rows = store.query(
+    rows = store._query(
         """SELECT h.name, r.reward + r.work_coins, coalesce(l.total, 0), r.payout, r.claimed
            FROM rewards r JOIN hosts h USING (address)
            LEFT JOIN (SELECT address, sum(amount) total FROM payout_lineage WHERE epoch = ? GROUP BY address) l USING (address)
@@ -33,10 +33,4 @@ def lineage_mismatches(store: ChainStore, epoch: int) -> list[str]:
 
 def flagged_honest_hosts(store: ChainStore, epoch: int) -> list[str]:
     """Hosts configured honest that the epoch nevertheless rejected, invalidated or refused: false positives."""
-    return [f"{name}: {reason}" for name, reason in store.query(
-        """SELECT h.name, CASE WHEN w.hits > 0 AND NOT w.sprint_accepted THEN 'sprint rejected'
-                               WHEN r.status = 'INVALID' THEN 'status INVALID' ELSE 'claim refused' END
-           FROM hosts h JOIN epoch_weights w ON w.address = h.address JOIN rewards r ON r.epoch = w.epoch AND r.address = w.address
-           WHERE w.epoch = ? AND h.behaviour = 'honest'
-             AND ((w.hits > 0 AND NOT w.sprint_accepted) OR r.status = 'INVALID' OR NOT r.claimed)
-           ORDER BY h.name""", [epoch])]
+    return [f"{name}: {reason}" for name, reason in store.flagged_honest_hosts(epoch)]

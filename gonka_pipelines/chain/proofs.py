@@ -14,14 +14,14 @@ def prove_row(store: ChainStore, table: str, row_id: str, epoch: int | None = No
     commitment = BY_NAME.get(table)
     if commitment is None:
         raise ChainError(f"unknown table {table!r}; provable tables: {', '.join(sorted(BY_NAME))}")
-    found = store.query(
+    found = store._query(
         f"""SELECT max(epoch) FROM (SELECT {commitment.epoch} AS epoch, CAST({commitment.key} AS VARCHAR) AS _key
                                     FROM {commitment.table})
             WHERE _key = ? AND (? IS NULL OR epoch = ?) AND epoch IN (SELECT height FROM blocks WHERE status = ?)""",
         [row_id, epoch, epoch, FINALIZED])[0][0]
     if found is None:
         raise ChainError(f"no row {row_id!r} in {commitment.table} of a finalized block" + (f" at epoch {epoch}" if epoch is not None else ""))
-    keyed = epoch_rows(store.connection, commitment, found)
+    keyed = epoch_rows(store._connection, commitment, found)
     leaves = [row_leaf(commitment, row) for _, row in keyed]
     index = next(i for i, (key, _) in enumerate(keyed) if key == row_id)
     proof = build_proof(leaves, index)

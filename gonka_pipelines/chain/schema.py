@@ -136,16 +136,23 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         JOIN task_outcomes o ON o.task_id = f.task_id;
         """,
     ),
+    (
+        4,
+        "one home for the previous block hash: epochs no longer copy it (it is the hash of block epoch - 1)",
+        """
+        ALTER TABLE epochs DROP COLUMN seed;
+        """,
+    ),
 ]
 
 
 def current_version(connection: duckdb.DuckDBPyConnection) -> int:
     """The highest migration applied; 0 for an empty database."""
     exists = connection.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'").fetchone()[0]
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'").fetchall()[0][0]
     if not exists:
         return 0
-    return connection.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+    return connection.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()[0][0]
 
 
 def migrate(connection: duckdb.DuckDBPyConnection, target: int | None = None) -> list[int]:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gonka_pipelines.chain.commitments import epoch_roots
-from gonka_pipelines.chain.store import FINALIZED, ChainStore
+from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.protocol.block import (
     GENESIS_PREV_HASH,
     BlockHeader,
@@ -40,7 +40,7 @@ def _short(digest: str) -> str:
 
 def _post_state_mismatch(store: ChainStore, height: int) -> str | None:
     """The accounts of a post-state must equal the previous post-state plus the epoch's transfers."""
-    stored = {row.pop("address"): row for row in store.records(
+    stored = {row.pop("address"): row for row in store._records(
         "SELECT address, balance, escrow, locked, collateral FROM account_states WHERE epoch = ? ORDER BY address", [height])}
     derived = {row.pop("address"): row for row in store.running_accounts(height)}
     for address in sorted(stored.keys() | derived.keys()):
@@ -68,13 +68,11 @@ def _with_block(check: BlockCheck) -> BlockCheck:
 
 @_with_block
 def link_problem(store: ChainStore, height: int, header: BlockHeader, block: dict, expected_prev_hash: str) -> Inconsistency | None:
-    """The block names this chain and height, and links to the previous block (its epoch seeded by that hash)."""
+    """The block names this chain and height, and links to the previous block."""
     if header.height != height or header.chain_id != store.chain_id:
         return Inconsistency(height, f"header names chain {header.chain_id!r} height {header.height}")
     if header.prev_hash != expected_prev_hash:
         return Inconsistency(height, f"links to {_short(header.prev_hash)}, but the previous block is {_short(expected_prev_hash)}")
-    if height > 0 and store.epoch_seed(height) != expected_prev_hash:
-        return Inconsistency(height, "the epoch's seed is not the previous block hash")
     return None
 
 
@@ -89,12 +87,12 @@ def content_problem(store: ChainStore, height: int, header: BlockHeader, block: 
         return problem(f"stored hash {_short(block['hash'])} is not the hash of its header ({_short(header.hash)})")
     if header.prev_hash != block["prev_hash"]:
         return problem(f"stored previous hash {_short(block['prev_hash'])} differs from the header's ({_short(header.prev_hash)})")
-    epoch = store.records("SELECT params_hash, params_json FROM epochs WHERE epoch = ?", [height])
+    epoch = store._records("SELECT params_hash, params_json FROM epochs WHERE epoch = ?", [height])
     if not epoch:
         return problem("its epoch has no parameters row")
     if header.params_hash != epoch[0]["params_hash"] or header.params_hash != hash_value(json.loads(epoch[0]["params_json"])):
         return problem("parameter hash does not match the epoch's recorded parameters")
-    for name, root in epoch_roots(store.connection, height).items():
+    for name, root in epoch_roots(store._connection, height).items():
         if header.roots.get(name) != root:
             return problem(f"the {name} root in the header is {_short(header.roots.get(name, '-'))} but the {name} "
                            f"rows of epoch {height} give {_short(root)}: a row was changed, added or removed")
@@ -127,11 +125,11 @@ SIGNED_ROWS: tuple[_SignedRows, ...] = (
                    WHERE t.epoch = ?""",
                 lambda r: task_body(r["chain_id"], r["signer_key"], r["nonce"], r["model"], r["prompt"], r["max_tokens"], r["max_price"])),
     _SignedRows("poc_batches", MessageKind.POC_BATCH,
-                """SELECT b.batch_id AS id, h.public_key AS signer_key, b.signature, b.epoch, e.seed, b.sequence, b.nonces,
-                          b.distances
-                   FROM poc_batches b JOIN hosts h ON h.address = b.host JOIN epochs e ON e.epoch = b.epoch
+                """SELECT b.batch_id AS id, h.public_key AS signer_key, b.signature, b.epoch, p.hash AS prev_hash, b.sequence,
+                          b.nonces, b.distances
+                   FROM poc_batches b JOIN hosts h ON h.address = b.host JOIN blocks p ON p.height = b.epoch - 1
                    WHERE b.epoch = ? AND b.status = 'accepted'""",
-                lambda r: poc_batch_body(r["epoch"], r["signer_key"], r["seed"], r["sequence"], r["nonces"], r["distances"])),
+                lambda r: poc_batch_body(r["epoch"], r["signer_key"], r["prev_hash"], r["sequence"], r["nonces"], r["distances"])),
     _SignedRows("poc_verdicts", MessageKind.POC_VERDICT,
                 """SELECT s.validator AS id, h.public_key AS signer_key, s.signature, s.epoch, s.validator,
                           list({'host': v.host, 'sampled': v.sampled, 'mismatches': v.mismatches, 'valid': v.valid}) AS verdicts
@@ -159,7 +157,7 @@ def signed_row_problem(store: ChainStore, height: int) -> Inconsistency | None:
     with its signer's key over the body rebuilt from the row."""
     chain_id = store.chain_id
     for spec in SIGNED_ROWS:
-        for row in store.records(spec.sql + " ORDER BY id", [height]):
+        for row in store._records(spec.sql + " ORDER BY id", [height]):
             if not verify(row["signer_key"], chain_id, spec.kind, spec.body(row), row["signature"]):
                 return Inconsistency(height, f"{spec.table} row {row['id'][:24]}: signature does not verify over the row's content")
     return None
@@ -174,7 +172,7 @@ def verify_block(store: ChainStore, height: int, expected_prev_hash: str) -> Inc
 def _signature_problem(store: ChainStore, header: BlockHeader, signatures: list[dict]) -> Inconsistency | None:
     """Every signature verifies with the signer's key, carries its in-force weight, and together they pass 2/3."""
     weights = store.weights(max(header.height - 1, 0))
-    keys = dict(store.query("SELECT address, public_key FROM hosts"))
+    keys = dict(store._query("SELECT address, public_key FROM hosts"))
     for signature in signatures:
         signer = signature["signer"]
         if signer not in keys or not verify(keys[signer], header.chain_id, MessageKind.BLOCK, header.as_dict(), signature["signature"]):
@@ -197,7 +195,7 @@ class ChainReport:
 
 def verify_chain(store: ChainStore) -> ChainReport:
     """Walk the finalized blocks from genesis, stopping at the first inconsistency."""
-    heights = [h for (h,) in store.query("SELECT height FROM blocks WHERE status = ? ORDER BY height", [FINALIZED])]
+    heights = store.finalized_heights()
     prev_hash = GENESIS_PREV_HASH
     for index, height in enumerate(heights):
         if height != index:

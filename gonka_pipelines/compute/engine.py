@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property, lru_cache
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -56,6 +57,21 @@ def reproducible_threads(device: torch.device) -> Iterator[None]:
 @lru_cache(maxsize=8)
 def _runner(model: str, seed: bytes, device: str | None) -> ModelRunner:
     return ModelRunner(load_profile(model), seed, device)
+
+
+class Compute(Protocol):
+    """The model compute an epoch needs: mine and recompute sprint nonces, generate and judge served tasks."""
+
+    @property
+    def sprint_batch_size(self) -> int: ...
+
+    def mine(self, public_key: str, nonce_start: int, count: int, r_target: float) -> tuple[list[int], list[float]]: ...
+
+    def distances(self, public_key: str, nonces: list[int]) -> np.ndarray: ...
+
+    def generate(self, model: str, executor: str, behaviour: str, prompts: list[str], max_tokens: int) -> list[Generation]: ...
+
+    def judge(self, model: str, prompt: str, result: dict, max_tokens: int, threshold: float) -> Comparison: ...
 
 
 class TorchCompute:

@@ -17,8 +17,6 @@ from gonka_pipelines.chain.verify import (
     signature_problem,
     signed_row_problem,
 )
-from gonka_pipelines.defs.assets.block import block_proposal
-from gonka_pipelines.defs.assets.rewards import rewards
 from gonka_pipelines.defs.partitions import epoch_of
 from gonka_pipelines.defs.resources import ChainResource
 from gonka_pipelines.protocol.rewards import SupplyInvariantError
@@ -32,31 +30,31 @@ def _block_check(context: dg.AssetCheckExecutionContext, chain: ChainResource,
     return dg.AssetCheckResult(passed=problem is None, metadata={"problem": str(problem) if problem else "none"})
 
 
-@dg.asset_check(asset=block_proposal, blocking=True, description="The proposal names this chain and links to the head's hash.")
+@dg.asset_check(asset="block_proposal", blocking=True, description="The proposal names this chain and links to the head's hash.")
 def block_links_to_head(context: dg.AssetCheckExecutionContext, chain: ChainResource) -> dg.AssetCheckResult:
     return _block_check(context, chain, lambda store, epoch: link_problem(store, epoch, store.head().hash))
 
 
-@dg.asset_check(asset=block_proposal, blocking=True,
+@dg.asset_check(asset="block_proposal", blocking=True,
                 description="The block hash, parameter hash, every Merkle root and the post-state re-derive from the rows.")
 def block_rederives(context: dg.AssetCheckExecutionContext, chain: ChainResource) -> dg.AssetCheckResult:
     return _block_check(context, chain, content_problem)
 
 
-@dg.asset_check(asset=block_proposal, blocking=True,
+@dg.asset_check(asset="block_proposal", blocking=True,
                 description="Every host signature verifies with its key and in-force weight, and signers hold more than 2/3.")
 def block_signatures_verify(context: dg.AssetCheckExecutionContext, chain: ChainResource) -> dg.AssetCheckResult:
     return _block_check(context, chain, signature_problem)
 
 
-@dg.asset_check(asset=block_proposal, blocking=True,
+@dg.asset_check(asset="block_proposal", blocking=True,
                 description="Every signed message of the epoch (tasks, PoC batches and verdicts, seed commitments, results, "
                             "task verdicts) verifies with its signer's key over the content of its row.")
 def signed_messages_verify(context: dg.AssetCheckExecutionContext, chain: ChainResource) -> dg.AssetCheckResult:
     return _block_check(context, chain, signed_row_problem)
 
 
-@dg.asset_check(asset=rewards, blocking=True,
+@dg.asset_check(asset="rewards", blocking=True,
                 description="Σ balances + escrow + locked vesting + collateral = genesis supply + minted − burned.")
 def supply_conserved(context: dg.AssetCheckExecutionContext, chain: ChainResource) -> dg.AssetCheckResult:
     epoch = epoch_of(context)
@@ -68,7 +66,7 @@ def supply_conserved(context: dg.AssetCheckExecutionContext, chain: ChainResourc
     return dg.AssetCheckResult(passed=True, metadata={"supply": supply})
 
 
-@dg.asset_check(asset=rewards, blocking=True,
+@dg.asset_check(asset="rewards", blocking=True,
                 description="Every payout's lineage (weight, fee shares) sums to its reward plus work coins.")
 def payouts_have_lineage(context: dg.AssetCheckExecutionContext, chain: ChainResource) -> dg.AssetCheckResult:
     epoch = epoch_of(context)
@@ -77,7 +75,7 @@ def payouts_have_lineage(context: dg.AssetCheckExecutionContext, chain: ChainRes
     return dg.AssetCheckResult(passed=not problems, metadata={"problems": dg.MetadataValue.json(problems)})
 
 
-@dg.asset_check(asset=rewards, description="No host configured honest was rejected, invalidated or refused (false positives).")
+@dg.asset_check(asset="rewards", description="No host configured honest was rejected, invalidated or refused (false positives).")
 def no_honest_host_flagged(context: dg.AssetCheckExecutionContext, chain: ChainResource) -> dg.AssetCheckResult:
     epoch = epoch_of(context)
     with chain.store(read_only=True) as store:

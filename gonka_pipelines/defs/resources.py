@@ -11,6 +11,7 @@ import dagster as dg
 from gonka_pipelines.chain.store import ChainError, ChainStore
 from gonka_pipelines.defs.partitions import epoch_of
 from gonka_pipelines.local.paths import DataLayout
+from gonka_pipelines.stages.environment import EpochEnvironment, build_environment
 
 
 def run_active(instance: dg.DagsterInstance, run_id: str) -> bool:
@@ -34,9 +35,8 @@ class ChainResource(dg.ConfigurableResource):
         with ChainStore.open(self.layout.database, read_only=read_only) as store:
             yield store
 
-    @contextmanager
-    def epoch_store(self, context: dg.AssetExecutionContext) -> Iterator[tuple[ChainStore, int]]:
-        """The store and the step's epoch, after checking the epoch is next and claiming it for this run.
+    def claim(self, context: dg.AssetExecutionContext) -> int:
+        """The step's epoch, after checking the epoch is next and claiming it for this run.
 
         A launch for an epoch that is finalized, not next, or held by another active run fails here, before any
         work, with a message saying what to launch instead.
@@ -48,10 +48,24 @@ class ChainResource(dg.ConfigurableResource):
             except ChainError as error:
                 context.log.error(str(error))
                 raise dg.Failure(description=str(error)) from error
-            yield store, epoch
+        return epoch
 
 
 class ComputeResource(dg.ConfigurableResource):
     """Where model compute runs: None picks CUDA when present (through accelerate), else CPU; "cpu" forces CPU."""
 
     device: str | None = None
+
+    def environment(self, context: dg.AssetExecutionContext, chain: ChainResource) -> EpochEnvironment:
+        """The run's epoch environment, after claiming the epoch: built by the run's first step, reused by the others."""
+        epoch = chain.claim(context)
+        key = (context.run_id, str(chain.layout.database), epoch, self.device)
+        if key not in _ENVIRONMENTS:
+            _ENVIRONMENTS.clear()  # one run at a time per process: keep only the current run's
+            with chain.store(read_only=True) as store:
+                _ENVIRONMENTS[key] = build_environment(store, chain.layout, epoch, self.device)
+        return _ENVIRONMENTS[key]
+
+
+_ENVIRONMENTS: dict[tuple[str, str, int, str | None], EpochEnvironment] = {}
+"""The current run's environment (steps of a run share a process under the in-process executor)."""

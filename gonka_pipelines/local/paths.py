@@ -19,7 +19,7 @@ class DataLayout:
     root: Path
 
     @classmethod
-    def from_env(cls) -> "DataLayout":
+    def from_env(cls) -> DataLayout:
         """GONKA_DATA_DIR if set, else the repository's data/ folder."""
         return cls(Path(os.environ.get(DATA_DIR_ENV, DEFAULT_DATA_DIR)).resolve())
 

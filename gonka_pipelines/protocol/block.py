@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import enum
 import hashlib
 from dataclasses import asdict, dataclass
 
 from gonka_pipelines.protocol.crypto import hash_value
 
 GENESIS_PREV_HASH = "0" * 64
+"""The previous block hash of block 0 (nothing precedes genesis)."""
+
+
+class BlockStatus(enum.StrEnum):
+    """An epoch's and its block's life: opened by intake, proposed with signatures, then final and immutable."""
+
+    OPEN = "open"
+    PROPOSED = "proposed"
+    FINALIZED = "finalized"
 
 
 @dataclass(frozen=True)

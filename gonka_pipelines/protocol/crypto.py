@@ -16,7 +16,7 @@ ENCODING_VERSION = "gonka/v1"
 ADDRESS_PREFIX = "gonka1"
 
 
-class MessageKind(str, enum.Enum):
+class MessageKind(enum.StrEnum):
     """Every signed message names its kind, so a signature over one kind never validates another."""
 
     TASK = "task"
@@ -110,17 +110,17 @@ class KeyPair:
     signing_key: SigningKey
 
     @classmethod
-    def from_seed(cls, seed: bytes) -> "KeyPair":
+    def from_seed(cls, seed: bytes) -> KeyPair:
         if len(seed) != 32:
             raise ValueError(f"an ed25519 seed is 32 bytes, got {len(seed)}")
         return cls(SigningKey(seed))
 
     @classmethod
-    def generate(cls) -> "KeyPair":
+    def generate(cls) -> KeyPair:
         return cls(SigningKey.generate())
 
     @classmethod
-    def derive(cls, chain_id: str, name: str, key_seed: str) -> "KeyPair":
+    def derive(cls, chain_id: str, name: str, key_seed: str) -> KeyPair:
         """Deterministic key for simulated identities: same network file, same keys, same blocks."""
         return cls.from_seed(hashlib.sha256(f"{chain_id}|{key_seed}|{name}".encode()).digest())
 

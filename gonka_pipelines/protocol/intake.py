@@ -14,7 +14,7 @@ MAX_INTEGER = 2**63 - 1
 TASK_FIELDS = {"chain_id": str, "developer": str, "nonce": int, "model": str, "prompt": str, "max_tokens": int, "max_price": int}
 
 
-class RejectReason(str, enum.Enum):
+class RejectReason(enum.StrEnum):
     """Why a submission was refused; stored beside its raw payload so nothing is lost."""
 
     MALFORMED = "malformed"

@@ -97,7 +97,19 @@ class GenesisParams(StrictConfig):
         return datetime.fromtimestamp(seconds, tz=self.genesis_time.tzinfo).isoformat()
 
 
-class Behaviour(str, enum.Enum):
+class EpochParams(GenesisParams):
+    """What one epoch runs under: the genesis profile plus what is derived for the epoch; its hash is in the header."""
+
+    epoch: int = Field(ge=0)
+    price_per_token: int = Field(ge=0, description="the genesis price, or zero during the free epochs")
+    r_target: float = Field(gt=0, description="sprint hit radius, calibrated from the model's vocab and the wanted hit rate")
+
+    @classmethod
+    def derive(cls, genesis: GenesisParams, epoch: int, r_target: float) -> EpochParams:
+        return cls(**dict(genesis), epoch=epoch, price_per_token=genesis.tasks.price(epoch), r_target=r_target)
+
+
+class Behaviour(enum.StrEnum):
     """How a simulated host acts; honest unless network.yaml says otherwise."""
 
     HONEST = "honest"
@@ -129,7 +141,7 @@ class NetworkConfig(StrictConfig):
     developers: tuple[DeveloperConfig, ...] = ()
 
     @model_validator(mode="after")
-    def _unique_names(self) -> "NetworkConfig":
+    def _unique_names(self) -> NetworkConfig:
         names = [h.name for h in self.hosts] + [d.name for d in self.developers]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:

@@ -10,7 +10,7 @@ from gonka_pipelines.protocol.crypto import MessageKind, verify
 from gonka_pipelines.protocol.messages import poc_batch_body
 
 
-class BatchReject(str, enum.Enum):
+class BatchReject(enum.StrEnum):
     BAD_SIGNATURE = "bad_signature"
     WRONG_BLOCK = "wrong_block"
     LATE = "late"

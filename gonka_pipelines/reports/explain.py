@@ -27,32 +27,21 @@ class Explanation:
         return sum(amount for _, amount in self.lines) == self.payout
 
 
-def _resolve(store: ChainStore, host: str) -> tuple[str, str]:
-    row = store.query("SELECT name, address FROM hosts WHERE name = ? OR address = ?", [host, host])
-    if not row:
-        raise ChainError(f"no host named {host!r}; hosts: {', '.join(n for (n,) in store.query('SELECT name FROM hosts ORDER BY 1'))}")
-    return row[0]
-
-
 def explain_payout(store: ChainStore, host: str, epoch: int) -> Explanation:
     """Trace a host's payout in an epoch to the emission, its weight, its batches and its fee shares."""
-    name, address = _resolve(store, host)
-    rows = store.records("SELECT * FROM rewards WHERE epoch = ? AND address = ?", [epoch, address])
-    if not rows:
+    name, address = store.resolve_host(host)
+    r = store.reward_row(epoch, address)
+    if r is None:
         raise ChainError(f"epoch {epoch} has no rewards yet (run its rewards stage, or pick an earlier epoch)")
-    r = rows[0]
-    emission = store.records("SELECT * FROM emissions WHERE epoch = ?", [epoch])[0]
-    weight = store.records("SELECT * FROM epoch_weights WHERE epoch = ? AND address = ?", [epoch, address])[0]
-    batches = store.query(
-        "SELECT batch_id, len(nonces) FROM poc_batches WHERE epoch = ? AND host = ? AND status = 'accepted' ORDER BY sequence",
-        [epoch, address])
-    in_force = store.scalar("SELECT sum(weight) FROM host_states WHERE epoch = ?", [epoch - 1])
-    params = store.epoch_params(epoch)["emission"]
-    paid = store.query("SELECT address FROM rewards WHERE epoch = ? AND weight > 0 ORDER BY address LIMIT 1", [epoch])
+    emission, weight = store.emission(epoch), store.weight_row(epoch, address)
+    batches = store.accepted_batches(epoch, address)
+    in_force = store.total_weight(epoch - 1)
+    params = store.epoch_params(epoch).emission
+    first_paid = store.first_paid_address(epoch)
     share = emission["minted"] * r["weight"] // r["total_weight"] if r["total_weight"] else 0
     out = Explanation(name, address, epoch, r["status"], r["claimed"], r["payout"], r["reward"], r["work_coins"])
     out.notes += [
-        f"R({epoch}) = floor({params['initial_reward']} · exp(−{params['decay_rate']} · ({epoch} − 1))) = {emission['scheduled']}; minted {emission['minted']}",
+        f"R({epoch}) = floor({params.initial_reward} · exp(−{params.decay_rate} · ({epoch} − 1))) = {emission['scheduled']}; minted {emission['minted']}",
         f"sprint: {weight['hits']} hits in {len(batches)} accepted batches ({', '.join(b[:10] + '…' for b, _ in batches) or 'none'}); "
         f"validators holding {weight['valid_vote_weight']} of {in_force} weight voted valid → "
         f"{'accepted' if weight['sprint_accepted'] else 'REJECTED'}; collateral-adjusted {weight['adjusted_weight']}; power-capped {weight['weight']}",
@@ -62,9 +51,8 @@ def explain_payout(store: ChainStore, host: str, epoch: int) -> Explanation:
         if r["reward"]:
             out.lines.append((f"reward share floor({emission['minted']} · {r['weight']} / {r['total_weight']})", share))
             if r["reward"] != share:
-                out.lines.append(("rounding remainder (first paid address)" if paid and paid[0][0] == address else "adjustment", r["reward"] - share))
-        for task_id, role, amount in store.query(
-                "SELECT task_id, role, amount FROM fee_shares WHERE epoch = ? AND host = ? ORDER BY task_id", [epoch, address]):
+                out.lines.append(("rounding remainder (first paid address)" if first_paid == address else "adjustment", r["reward"] - share))
+        for task_id, role, amount in store.fee_shares_of(epoch, address):
             if r["work_coins"]:
                 out.lines.append((f"work coins: {role} share of task {task_id[:12]}…", amount))
     else:

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-from gonka_pipelines.chain.store import FINALIZED, ChainStore
+from gonka_pipelines.chain.store import ChainStore
 
 
 def block_summaries(store: ChainStore) -> list[dict]:
     """One row per finalized block: height, hash prefix, tasks accepted, rejections by reason, signers."""
-    rejected = {}
-    for epoch, reason, count in store.query("SELECT epoch, reason, count(*) FROM rejected_tasks GROUP BY 1, 2 ORDER BY 1, 2"):
-        rejected.setdefault(epoch, {})[reason] = count
-    rows = store.records(
-        """SELECT b.height, b.hash,
-                  (SELECT count(*) FROM tasks t WHERE t.epoch = b.height) AS accepted,
-                  (SELECT count(*) FROM block_signatures s WHERE s.height = b.height) AS signers
-           FROM blocks b WHERE b.status = ? ORDER BY b.height""", [FINALIZED])
-    return [row | {"rejected": rejected.get(row["height"], {})} for row in rows]
+    rejected = store.rejections_by_epoch()
+    return [row | {"rejected": rejected.get(row["height"], {})} for row in store.finalized_blocks()]
 
 
 def format_summary(rows: list[dict]) -> str:
@@ -29,17 +22,7 @@ def format_summary(rows: list[dict]) -> str:
 
 def host_summaries(store: ChainStore) -> list[dict]:
     """Per host over all finalized epochs: how often its sprint was rejected, it was INVALID or its claim refused."""
-    return store.records(
-        """SELECT h.name, h.behaviour,
-                  count(*) FILTER (w.hits > 0 AND NOT w.sprint_accepted) AS sprints_rejected,
-                  count(*) FILTER (r.status = 'INVALID') AS epochs_invalid,
-                  count(*) FILTER (NOT r.claimed) AS claims_refused,
-                  coalesce(sum(r.payout), 0) AS paid
-           FROM hosts h
-           JOIN epoch_weights w ON w.address = h.address
-           JOIN rewards r ON r.address = w.address AND r.epoch = w.epoch
-           JOIN blocks b ON b.height = w.epoch AND b.status = ?
-           GROUP BY h.name, h.behaviour ORDER BY h.name""", [FINALIZED])
+    return store.host_records()
 
 
 def format_hosts(rows: list[dict]) -> str:

@@ -25,14 +25,13 @@ def _developer_keys(layout: DataLayout, network: NetworkConfig, chain_id: str) -
 
 def submit_demo_workload(store: ChainStore, layout: DataLayout, network: NetworkConfig, epoch: int) -> Counter:
     """Sign about TASKS_PER_EPOCH tasks for the coming epoch plus one bad submission of each kind; returns counts by kind."""
-    chain_id, params = store.chain_id, store.epoch_params(0)
+    chain_id, params = store.chain_id, store.genesis()
     rng = random.Random(f"{chain_id}|demo-workload|{epoch}")
     prompts = [line for line in CORPUS.read_text().splitlines() if line.strip()]
     keys = _developer_keys(layout, network, chain_id)
     model = sorted({m for host in network.hosts for m in host.models})[0]
-    max_tokens, price = min(16, params["tasks"]["max_tokens_limit"]), params["tasks"]["price_per_token"]
-    nonces = {name: next_nonce(n for (n,) in store.query(
-        "SELECT nonce FROM tasks t JOIN accounts a ON a.address = t.developer WHERE a.name = ?", [name])) for name in keys}
+    max_tokens, price = min(16, params.tasks.max_tokens_limit), params.tasks.price_per_token
+    nonces = {name: next_nonce(store.developer_nonces(name)) for name in keys}
     kinds: Counter = Counter()
 
     def submit(kind: str, raw: bytes) -> None:
@@ -52,7 +51,7 @@ def submit_demo_workload(store: ChainStore, layout: DataLayout, network: Network
     forged = task(first)
     submit("forged_signature", forged.replace(keys[first].public_key.encode(), keys[second].public_key.encode()))
     submit("unknown_model", task(first, model="llm-does-not-exist"))
-    submit("prompt_too_long", task(second, prompt="x" * (params["tasks"]["max_prompt_bytes"] + 1)))
+    submit("prompt_too_long", task(second, prompt="x" * (params.tasks.max_prompt_bytes + 1)))
     replayed = task(second)
     submit("honest", replayed)
     submit("replay", replayed)

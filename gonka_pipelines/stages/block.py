@@ -2,51 +2,38 @@
 
 from __future__ import annotations
 
-from gonka_pipelines.chain.commitments import epoch_roots
-from gonka_pipelines.chain.store import PROPOSED, ChainStore
 from gonka_pipelines.local.inbox import archive_submissions
-from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.protocol.block import BlockHeader, choose_proposer
 from gonka_pipelines.protocol.crypto import MessageKind
-from gonka_pipelines.stages.environment import chain_genesis, host_keys
+from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain
 
 
-def next_host_states(store: ChainStore, epoch: int) -> list[dict]:
-    """Hosts after the epoch: the sprint's weights (zero when INVALID), status, reputation and streak."""
-    return store.records(
-        """SELECT w.address, CASE WHEN h.status = 'INVALID' THEN 0 ELSE w.weight END AS weight, h.status, h.reputation,
-                  h.epochs_served, h.consecutive_invalidations
-           FROM epoch_weights w JOIN host_epochs h USING (epoch, address) WHERE w.epoch = ? ORDER BY w.address""", [epoch])
-
-
-def propose_block(store: ChainStore, layout: DataLayout, epoch: int) -> BlockHeader:
+def propose_block(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> BlockHeader:
     """Write the epoch's post-state, build the header over every commitment, and collect host signatures."""
-    genesis = chain_genesis(store)
-    keys = host_keys(store, layout)
-    with store.transaction():
+    epoch = env.epoch
+    with open_chain() as store, store.transaction():
         store.require_writable(epoch)
-        store.epoch_seed(epoch)  # refuses an epoch that its collect stage never opened
-        head = store.head()
-        weights_in_force = store.weights(epoch - 1)
-        store.write_post_state(epoch, next_host_states(store, epoch))
+        params_hash = store.params_hash(epoch)  # refuses an epoch that its collect stage never opened
+        store.write_post_state(epoch, store.next_host_states(epoch))
         header = BlockHeader(
-            chain_id=store.chain_id, height=epoch, prev_hash=head.hash, timestamp=genesis.block_timestamp(epoch),
-            params_hash=store.scalar("SELECT params_hash FROM epochs WHERE epoch = ?", [epoch]),
-            roots=epoch_roots(store.connection, epoch), proposer=choose_proposer(head.hash, weights_in_force),
+            chain_id=env.chain_id, height=epoch, prev_hash=env.prev_hash, timestamp=env.params.block_timestamp(epoch),
+            params_hash=params_hash, roots=store.epoch_roots(epoch), proposer=choose_proposer(env.prev_hash, env.weights),
         )
         signatures = [
             {"signer": address, "weight": weight,
-             "signature": keys[address].sign(header.chain_id, MessageKind.BLOCK, header.as_dict())}
-            for address, weight in weights_in_force.items() if weight > 0
+             "signature": env.keys[address].sign(header.chain_id, MessageKind.BLOCK, header.as_dict())}
+            for address, weight in env.weights.items() if weight > 0
         ]
-        store.save_block(header.as_dict(), header.hash, signatures, PROPOSED)
+        store.save_proposal(header.as_dict(), header.hash, signatures)
+    log(f"proposed block {epoch} {header.hash[:16]} with {len(signatures)} signatures")
     return header
 
 
-def finalize_block(store: ChainStore, layout: DataLayout, epoch: int) -> str:
+def finalize_block(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> str:
     """Seal the proposed block, then move the epoch's submissions out of the inbox. Returns the block hash."""
-    with store.transaction():
-        store.finalize(epoch)
-    archive_submissions(layout.inbox, [sid for (sid,) in store.query(
-        "SELECT submission_id FROM submissions WHERE epoch = ?", [epoch])])
-    return store.head().hash
+    with open_chain() as store:
+        store.finalize(env.epoch)
+        submission_ids, block_hash = store.submission_ids(env.epoch), store.head().hash
+    archive_submissions(env.layout.inbox, submission_ids)
+    log(f"block {env.epoch} final: {block_hash}; epoch {env.epoch + 1} is next")
+    return block_hash

@@ -1,67 +1,106 @@
-"""What every computing stage of an epoch starts from: its parameters, seed, signing keys, weights in force, compute."""
+"""The epoch environment: what every stage of one epoch starts from, read once per run from the chain's head.
+
+The previous block hash (`prev_hash`) seeds every draw of the epoch; the parameters are derived from genesis
+for the epoch; keys, the host registry, the weights in force and each host's secret seed do not change while
+the epoch runs. Stages receive the environment and a way to open the chain, and never re-read any of it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from functools import cached_property
 
 from gonka_pipelines.chain.store import ChainStore
-from gonka_pipelines.compute.engine import TorchCompute
+from gonka_pipelines.compute.engine import Compute, TorchCompute
 from gonka_pipelines.compute.profiles import load_profile
 from gonka_pipelines.local.keys import load_key
 from gonka_pipelines.local.paths import DataLayout
-from gonka_pipelines.protocol.crypto import KeyPair
-from gonka_pipelines.protocol.params import GenesisParams
+from gonka_pipelines.protocol.crypto import KeyPair, MessageKind, sha256_hex
+from gonka_pipelines.protocol.params import EpochParams, GenesisParams
+from gonka_pipelines.protocol.records import Host
 from gonka_pipelines.protocol.sprint import calibrate_r_target
 
 Log = Callable[[str], None]
 """Where a stage reports progress per host or batch (Dagster's context.log.info, print, or nothing)."""
 
-
-@dataclass(frozen=True)
-class EpochContext:
-    epoch: int
-    chain_id: str
-    params: dict
-    seed: str
-    keys: dict[str, KeyPair]
-    weights: dict[str, int]
-    compute: TorchCompute
+OpenChain = Callable[[], AbstractContextManager[ChainStore]]
+"""Opens the chain for one read or one write; stages hold no connection while models run."""
 
 
-def epoch_compute(store: ChainStore, epoch: int, device: str | None = None) -> TorchCompute:
-    """The epoch's models: the sprint profile seeded from the previous block hash, and the served models."""
-    return TorchCompute(store.epoch_params(epoch)["sprint"]["model"], store.epoch_seed(epoch), device)
+def quiet(_: str) -> None:
+    """A progress log that says nothing."""
 
 
-def epoch_context(store: ChainStore, layout: DataLayout, epoch: int, compute: TorchCompute | None = None) -> EpochContext:
-    """Read once what a stage needs; weights are those in force (the previous epoch's post-state)."""
-    return EpochContext(epoch, store.chain_id, store.epoch_params(epoch), store.epoch_seed(epoch), host_keys(store, layout),
-                        store.weights(epoch - 1), compute or epoch_compute(store, epoch))
+def epoch_parameters(genesis: GenesisParams, epoch: int) -> EpochParams:
+    """Everything an epoch runs under; r_target is calibrated from the sprint model's vocab and the wanted hit rate."""
+    vocab = load_profile(genesis.sprint.model).vocab
+    return EpochParams.derive(genesis, epoch, calibrate_r_target(vocab, genesis.sprint.wanted_hit_rate))
 
 
-def host_keys(store: ChainStore, layout: DataLayout) -> dict[str, KeyPair]:
+def host_keys(hosts: list[Host], layout: DataLayout) -> dict[str, KeyPair]:
     """Key pair of every host by address; a missing or foreign key file is an error naming the file."""
     keys = {}
-    for address, name, public_key in store.query("SELECT address, name, public_key FROM hosts ORDER BY address"):
-        path = layout.key_file(name)
+    for host in hosts:
+        path = layout.key_file(host.name)
         if not path.exists():
-            raise FileNotFoundError(f"{path}: key file of host {name} not found (simulated hosts sign from data/keys/)")
+            raise FileNotFoundError(f"{path}: key file of host {host.name} not found (simulated hosts sign from data/keys/)")
         pair = load_key(path)
-        if pair.public_key != public_key:
-            raise ValueError(f"{path}: key does not match host {name}'s public key on the chain")
-        keys[address] = pair
+        if pair.public_key != host.public_key:
+            raise ValueError(f"{path}: key does not match host {host.name}'s public key on the chain")
+        keys[host.address] = pair
     return keys
 
 
-def chain_genesis(store: ChainStore) -> GenesisParams:
-    """The genesis parameters the chain was created with (stored at genesis, never re-read from YAML)."""
-    return GenesisParams.model_validate_json(store.meta("genesis_params"))
+def secret_seed(key: KeyPair, chain_id: str, epoch: int, prev_hash: str) -> str:
+    """A host's secret epoch seed: the hash of its signature over (epoch, previous block hash), reproducible only with its key."""
+    return sha256_hex(bytes.fromhex(key.sign(chain_id, MessageKind.SEED_COMMIT, {"epoch": epoch, "secret_for": prev_hash})))
 
 
-def epoch_parameters(genesis: GenesisParams, epoch: int) -> dict[str, Any]:
-    """Everything an epoch runs under; r_target is calibrated from the sprint model's vocab and the wanted hit rate."""
-    vocab = load_profile(genesis.sprint.model).vocab
-    return {**genesis.as_dict(), "epoch": epoch, "price_per_token": genesis.tasks.price(epoch),
-            "r_target": calibrate_r_target(vocab, genesis.sprint.wanted_hit_rate)}
+@dataclass(frozen=True)
+class EpochEnvironment:
+    """One epoch's fixed inputs, built once per run by `build_environment`."""
+
+    epoch: int
+    chain_id: str
+    prev_hash: str
+    params: EpochParams
+    layout: DataLayout
+    hosts: tuple[Host, ...]
+    keys: dict[str, KeyPair]
+    weights: dict[str, int]
+    compute: Compute
+
+    @cached_property
+    def secret_seeds(self) -> dict[str, str]:
+        """Every host's secret epoch seed by address (derived once; the validation draw and the claims use it)."""
+        return {host.address: secret_seed(self.keys[host.address], self.chain_id, self.epoch, self.prev_hash)
+                for host in self.hosts}
+
+    @cached_property
+    def host(self) -> dict[str, Host]:
+        """The hosts by address."""
+        return {host.address: host for host in self.hosts}
+
+
+def build_environment(store: ChainStore, layout: DataLayout, epoch: int, device: str | None = None,
+                      compute: Compute | None = None) -> EpochEnvironment:
+    """Read the epoch's inputs from the head (the epoch must be its successor); compute defaults to the torch models
+    (the sprint profile seeded from the previous block hash, and the served models) on `device`."""
+    store.require_writable(epoch)
+    prev_hash, hosts = store.head().hash, store.hosts()
+    params = epoch_parameters(store.genesis(), epoch)
+    return EpochEnvironment(epoch=epoch, chain_id=store.chain_id, prev_hash=prev_hash, params=params, layout=layout,
+                            hosts=tuple(hosts), keys=host_keys(hosts, layout), weights=store.weights(epoch - 1),
+                            compute=compute or TorchCompute(params.sprint.model, prev_hash, device))
+
+
+def holding(store: ChainStore) -> OpenChain:
+    """An OpenChain over a store the caller already holds open (tests, scripts): every open returns it."""
+
+    @contextmanager
+    def reuse() -> Iterator[ChainStore]:
+        yield store
+
+    return reuse

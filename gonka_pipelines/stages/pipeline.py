@@ -1,34 +1,23 @@
-"""All stages of one epoch in order, without Dagster: for tests, benchmarks and scripts."""
+"""All stages of one epoch in registry order, without Dagster: for tests, benchmarks and scripts."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from gonka_pipelines.chain.store import ChainStore
+from gonka_pipelines.compute.engine import Compute
 from gonka_pipelines.local.paths import DataLayout
-from gonka_pipelines.stages.block import finalize_block, propose_block
-from gonka_pipelines.stages.collect import run_collect
-from gonka_pipelines.stages.environment import epoch_compute
-from gonka_pipelines.stages.inference import run_task_execution, run_task_validation
-from gonka_pipelines.stages.rewards import run_rewards
-from gonka_pipelines.stages.sprint import (
-    run_epoch_weights,
-    run_sprint,
-    run_sprint_validation,
-)
+from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain, build_environment, holding, quiet
+from gonka_pipelines.stages.registry import STAGES, stages_through
 
 
-def quiet(_: str) -> None:
-    """A progress log that says nothing."""
+def run_stages(env: EpochEnvironment, open_chain: OpenChain, log: Log = quiet, through: str = STAGES[-1].name) -> dict[str, Any]:
+    """Run the epoch's stages in order up to and including `through`; returns each stage's result by name."""
+    return {stage.name: stage.run(env, open_chain, log) for stage in stages_through(through)}
 
 
-def run_epoch(store: ChainStore, layout: DataLayout, epoch: int, log=quiet, device: str | None = None) -> str:
-    """Collect → sprint → sprint validation → weights → execution → validation → rewards → block. Returns the block hash."""
-    run_collect(store, layout, epoch)
-    compute = epoch_compute(store, epoch, device)
-    run_sprint(store, layout, epoch, log, compute)
-    run_sprint_validation(store, layout, epoch, log, compute)
-    run_epoch_weights(store, epoch)
-    run_task_execution(store, layout, epoch, log, compute)
-    run_task_validation(store, layout, epoch, log, compute)
-    run_rewards(store, layout, epoch)
-    propose_block(store, layout, epoch)
-    return finalize_block(store, layout, epoch)
+def run_epoch(store: ChainStore, layout: DataLayout, epoch: int, log: Log = quiet, device: str | None = None,
+              compute: Compute | None = None) -> str:
+    """Every stage of one epoch on an open store, through to the finalized block; returns its hash."""
+    env = build_environment(store, layout, epoch, device, compute)
+    return run_stages(env, holding(store), log)["block"]

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import dagster as dg
 import pytest
-from epoch_fixtures import demo_chain, demo_network, new_chain, opened, small_chain
+from support.chains import create_chain, opened, small_template
 
 from gonka_pipelines.defs.launch import run_next_epoch
-from gonka_pipelines.local.config import load_genesis
+from gonka_pipelines.local.config import load_genesis, load_network
 from gonka_pipelines.simulation.workload import submit_demo_workload
 
 DEMO_HASHES = [
@@ -30,21 +30,21 @@ SMALL_HASHES = [
 
 def block_hashes(layout) -> list[str]:
     with opened(layout, read_only=True) as store:
-        return [store.block(height)["hash"] for height in range(store.head().height + 1)]
+        return [store.block(height)["hash"] for height in store.finalized_heights()]
 
 
-def test_the_demo_chain_has_the_pinned_block_hashes(tmp_path_factory):
-    assert block_hashes(demo_chain(tmp_path_factory)) == DEMO_HASHES
+def test_the_demo_chain_has_the_pinned_block_hashes(demo_template):
+    assert block_hashes(demo_template) == DEMO_HASHES
 
 
 def test_the_small_adversarial_chain_has_the_pinned_block_hashes(tmp_path_factory):
-    assert block_hashes(small_chain(tmp_path_factory)[0]) == SMALL_HASHES
+    assert block_hashes(small_template(tmp_path_factory)[0]) == SMALL_HASHES
 
 
 @pytest.mark.slow
 def test_an_epoch_run_through_dagster_gives_the_pinned_block(tmp_path):
-    network = demo_network()
-    layout = new_chain(tmp_path / "chain", load_genesis(), network)
+    network = load_network()
+    layout = create_chain(tmp_path / "chain", load_genesis(), network)
     with opened(layout) as store:
         submit_demo_workload(store, layout, network, 1)
     with dg.DagsterInstance.ephemeral() as instance:

@@ -1,0 +1,91 @@
+"""Reads for people: block and host summaries, payouts by name, and the rows behind one host's payout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gonka_pipelines.chain.core import FINALIZED, StoreCore
+from gonka_pipelines.protocol.host_status import HostStatus
+from gonka_pipelines.protocol.records import BatchStatus
+
+CAUGHT = f"((w.hits > 0 AND NOT w.sprint_accepted) OR r.status = '{HostStatus.INVALID}' OR NOT r.claimed)"
+"""The one "caught host" rule: its sprint was rejected, it was INVALID, or its claim was refused."""
+
+
+class AuditRows(StoreCore):
+    def rejections_by_epoch(self) -> dict[int, dict[str, int]]:
+        rejected: dict[int, dict[str, int]] = {}
+        for epoch, reason, count in self._query("SELECT epoch, reason, count(*) FROM rejected_tasks GROUP BY 1, 2 ORDER BY 1, 2"):
+            rejected.setdefault(epoch, {})[reason] = count
+        return rejected
+
+    def finalized_blocks(self) -> list[dict[str, Any]]:
+        """Per finalized block: height, hash, tasks accepted and signers."""
+        return self._records(
+            """SELECT b.height, b.hash,
+                      (SELECT count(*) FROM tasks t WHERE t.epoch = b.height) AS accepted,
+                      (SELECT count(*) FROM block_signatures s WHERE s.height = b.height) AS signers
+               FROM blocks b WHERE b.status = ? ORDER BY b.height""", [FINALIZED])
+
+    def host_records(self) -> list[dict[str, Any]]:
+        """Per host over all finalized epochs: sprints rejected, epochs INVALID, claims refused, total paid."""
+        return self._records(
+            f"""SELECT h.name, h.behaviour,
+                      count(*) FILTER (w.hits > 0 AND NOT w.sprint_accepted) AS sprints_rejected,
+                      count(*) FILTER (r.status = '{HostStatus.INVALID}') AS epochs_invalid,
+                      count(*) FILTER (NOT r.claimed) AS claims_refused,
+                      coalesce(sum(r.payout), 0) AS paid
+               FROM hosts h
+               JOIN epoch_weights w ON w.address = h.address
+               JOIN rewards r ON r.address = w.address AND r.epoch = w.epoch
+               JOIN blocks b ON b.height = w.epoch AND b.status = ?
+               GROUP BY h.name, h.behaviour ORDER BY h.name""", [FINALIZED])
+
+    def caught_hosts(self, epoch: int) -> list[tuple[str, str]]:
+        """(name, behaviour) of every host the epoch caught, by name."""
+        return self._query(
+            f"""SELECT h.name, h.behaviour FROM hosts h JOIN epoch_weights w ON w.address = h.address
+                JOIN rewards r ON r.epoch = w.epoch AND r.address = w.address WHERE w.epoch = ? AND {CAUGHT} ORDER BY h.name""",
+            [epoch])
+
+    def flagged_honest_hosts(self, epoch: int) -> list[tuple[str, str]]:
+        """(name, why) of hosts configured honest that the epoch nevertheless caught: false positives."""
+        return self._query(
+            f"""SELECT h.name, CASE WHEN w.hits > 0 AND NOT w.sprint_accepted THEN 'sprint rejected'
+                                   WHEN r.status = '{HostStatus.INVALID}' THEN 'status INVALID' ELSE 'claim refused' END
+                FROM hosts h JOIN epoch_weights w ON w.address = h.address JOIN rewards r ON r.epoch = w.epoch AND r.address = w.address
+                WHERE w.epoch = ? AND h.behaviour = 'honest' AND {CAUGHT}
+                ORDER BY h.name""", [epoch])
+
+    def payouts(self, epoch: int) -> list[dict[str, Any]]:
+        """The epoch's rewards rows with each host's name, by name."""
+        return self._records("SELECT h.name, r.* FROM rewards r JOIN hosts h USING (address) WHERE r.epoch = ? ORDER BY h.name", [epoch])
+
+    def reward_row(self, epoch: int, address: str) -> dict[str, Any] | None:
+        rows = self._records("SELECT * FROM rewards WHERE epoch = ? AND address = ?", [epoch, address])
+        return rows[0] if rows else None
+
+    def emission(self, epoch: int) -> dict[str, Any]:
+        return self._records("SELECT * FROM emissions WHERE epoch = ?", [epoch])[0]
+
+    def weight_row(self, epoch: int, address: str) -> dict[str, Any]:
+        return self._records("SELECT * FROM epoch_weights WHERE epoch = ? AND address = ?", [epoch, address])[0]
+
+    def accepted_batches(self, epoch: int, address: str) -> list[tuple[str, int]]:
+        """(batch id, hits) of a host's accepted batches, in submission order."""
+        return self._query(
+            "SELECT batch_id, len(nonces) FROM poc_batches WHERE epoch = ? AND host = ? AND status = ? ORDER BY sequence",
+            [epoch, address, BatchStatus.ACCEPTED])
+
+    def total_weight(self, epoch: int) -> int:
+        """Σ weight of an epoch's post-state (the weight in force during the next epoch)."""
+        return self._scalar("SELECT sum(weight) FROM host_states WHERE epoch = ?", [epoch])
+
+    def first_paid_address(self, epoch: int) -> str | None:
+        """The first address (in address order) with a non-zero final weight: it takes the rounding remainder."""
+        return self._scalar("SELECT address FROM rewards WHERE epoch = ? AND weight > 0 ORDER BY address LIMIT 1", [epoch])
+
+    def fee_shares_of(self, epoch: int, address: str) -> list[tuple[str, str, int]]:
+        """(task id, role, amount) of a host's fee shares in the epoch."""
+        return self._query("SELECT task_id, role, amount FROM fee_shares WHERE epoch = ? AND host = ? ORDER BY task_id",
+                           [epoch, address])

@@ -1,0 +1,33 @@
+"""Block rows: the post-state a proposal commits to, the header's roots, the signed proposal and its finalization."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from gonka_pipelines.chain.commitments import epoch_roots
+from gonka_pipelines.chain.core import PROPOSED, StoreCore
+
+
+class BlockRows(StoreCore):
+    def next_host_states(self, epoch: int) -> list[dict[str, Any]]:
+        """Hosts after the epoch: the sprint's weights (zero when INVALID), status, reputation and streak."""
+        return self._records(
+            """SELECT w.address, CASE WHEN h.status = 'INVALID' THEN 0 ELSE w.weight END AS weight, h.status, h.reputation,
+                      h.epochs_served, h.consecutive_invalidations
+               FROM epoch_weights w JOIN host_epochs h USING (epoch, address) WHERE w.epoch = ? ORDER BY w.address""", [epoch])
+
+    def write_post_state(self, epoch: int, host_rows: Sequence[dict[str, Any]]) -> None:
+        """Accounts = previous state + the epoch's transfers; hosts as given."""
+        self.require_writable(epoch)
+        self._write_post_state(epoch, host_rows)
+
+    def epoch_roots(self, epoch: int) -> dict[str, str]:
+        """The Merkle root of every commitment over the epoch's rows as they stand."""
+        return epoch_roots(self._connection, epoch)
+
+    def save_proposal(self, header: dict[str, Any], block_hash: str, signatures: Sequence[dict[str, Any]]) -> None:
+        self._save_block(header, block_hash, signatures, PROPOSED)
+
+    def signer_count(self, height: int) -> int:
+        return self._scalar("SELECT count(*) FROM block_signatures WHERE height = ?", [height])

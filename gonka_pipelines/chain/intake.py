@@ -1,0 +1,59 @@
+"""Intake rows: an epoch's accepted tasks with escrow, its rejections with reasons, and the submissions behind both."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gonka_pipelines.chain.core import FINALIZED, StoreCore
+from gonka_pipelines.protocol.crypto import hash_value
+from gonka_pipelines.protocol.intake import IntakeResult
+from gonka_pipelines.protocol.params import EpochParams
+from gonka_pipelines.protocol.records import SubmissionOutcome
+
+STAGE = "collect"
+"""The tag of intake's transfers and lineage (committed: it must not change)."""
+
+
+class IntakeRows(StoreCore):
+    def open_epoch(self, params: EpochParams) -> None:
+        """Open (or reopen) the head's successor under params and clear a previous attempt's intake."""
+        self._open_epoch(params, hash_value(params.as_dict()))
+        self._replace_epoch_rows(params.epoch, ["tasks", "rejected_tasks", "submissions"], stage=STAGE)
+
+    def used_task_nonces(self, before_epoch: int) -> set[tuple[str, int]]:
+        """(developer, nonce) of every task accepted before the epoch."""
+        return set(self._query("SELECT developer, nonce FROM tasks WHERE epoch < ?", [before_epoch]))
+
+    def served_models(self) -> set[str]:
+        return {model for (model,) in self._query("SELECT DISTINCT unnest(models) FROM hosts")}
+
+    def developer_nonces(self, developer: str) -> list[int]:
+        """Nonces of a developer's accepted tasks (developer by name or address)."""
+        return [nonce for (nonce,) in self._query(
+            "SELECT t.nonce FROM tasks t JOIN accounts a ON a.address = t.developer WHERE a.name = ? OR a.address = ?",
+            [developer, developer])]
+
+    def consumed_submissions(self, submission_ids: Sequence[str], before_epoch: int) -> set[str]:
+        """Which of these ids finalized epochs already took (their files linger if a crash hit before archiving)."""
+        return {sid for (sid,) in self._query(
+            """SELECT s.submission_id FROM submissions s JOIN epochs e ON e.epoch = s.epoch AND e.status = ?
+               WHERE s.epoch < ? AND list_contains(?, s.submission_id)""",
+            [FINALIZED, before_epoch, list(submission_ids)])}
+
+    def submission_ids(self, epoch: int) -> list[str]:
+        return [sid for (sid,) in self._query("SELECT submission_id FROM submissions WHERE epoch = ? ORDER BY 1", [epoch])]
+
+    def write_intake(self, epoch: int, result: IntakeResult) -> None:
+        """Accepted tasks with their escrow transfers and lineage, rejections with reason and raw payload."""
+        accepted, rejected = result.accepted, result.rejected
+        self._insert("tasks", [{"epoch": epoch, **vars(task)} for task in accepted])
+        self._insert("rejected_tasks", [{"epoch": epoch, "submission_id": r.submission_id, "reason": r.reason.value,
+                                         "detail": r.detail, "raw_payload": r.raw_payload} for r in rejected])
+        self._insert("submissions", [{"submission_id": t.submission_id, "epoch": epoch, "outcome": SubmissionOutcome.ACCEPTED}
+                                     for t in accepted]
+                     + [{"submission_id": r.submission_id, "epoch": epoch, "outcome": SubmissionOutcome.REJECTED} for r in rejected])
+        self._insert("transfers", [{"transfer_id": hash_value(["escrow", t.task_id]), "epoch": epoch, "stage": STAGE,
+                                    "account": t.developer, "balance_delta": -t.escrow, "escrow_delta": t.escrow,
+                                    "kind": "escrow", "ref": t.task_id} for t in accepted])
+        self._insert("lineage", [{"epoch": epoch, "child_kind": "task", "child_id": t.task_id, "parent_kind": "submission",
+                                  "parent_id": t.submission_id, "relation": f"{STAGE}:accepted"} for t in accepted])

@@ -1,0 +1,80 @@
+"""Task rows: seed commitments, executed results with refunds, sampled verdicts, outcomes, fee shares, host epochs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from gonka_pipelines.chain.core import StoreCore
+from gonka_pipelines.protocol.records import ResultStatus
+
+EXECUTION_STAGE = "task_results"
+VALIDATION_STAGE = "task_verdicts"
+"""Tags of the stages' transfers (committed: they must not change)."""
+
+
+class TaskRows(StoreCore):
+    def epoch_tasks(self, epoch: int) -> pa.Table:
+        """The epoch's accepted tasks (what execution needs), in task id order."""
+        return self._arrow(
+            "SELECT task_id, developer, model, prompt, prompt_tokens, max_tokens, escrow FROM tasks WHERE epoch = ? ORDER BY task_id",
+            [epoch])
+
+    def task_count(self, epoch: int) -> int:
+        return self._scalar("SELECT count(*) FROM tasks WHERE epoch = ?", [epoch])
+
+    def write_task_results(self, epoch: int, commitments: Sequence[dict[str, Any]], results: Sequence[dict[str, Any]],
+                           refunds: Sequence[dict[str, Any]]) -> None:
+        with self.transaction():
+            self._replace_epoch_rows(epoch, ["seed_commitments", "task_results"], stage=EXECUTION_STAGE)
+            self._insert("seed_commitments", commitments)
+            self._insert("task_results", results)
+            self._insert("transfers", refunds)
+
+    def completed_results(self, epoch: int) -> list[dict[str, Any]]:
+        """(task_id, executor, cost) of the epoch's completed tasks, in task id order."""
+        return self._records("SELECT task_id, executor, cost FROM task_results WHERE epoch = ? AND status = ? ORDER BY task_id",
+                             [epoch, ResultStatus.COMPLETED])
+
+    def checked_outputs(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Outputs, top-5 log-probs and prompts of the tasks some validator checks (only those: they are the bulk)."""
+        return {row["task_id"]: row for row in self._records(
+            """SELECT r.task_id, r.output_tokens, r.top_ids, r.top_logprobs, t.prompt, t.model, t.max_tokens
+               FROM task_results r JOIN tasks t USING (task_id) WHERE list_contains(?, r.task_id)""", [list(task_ids)])}
+
+    def host_states(self, epoch: int) -> dict[str, dict[str, Any]]:
+        """An epoch's post-state of every host by address (status, reputation, streak, epochs served)."""
+        return {row["address"]: row for row in self._records("SELECT * FROM host_states WHERE epoch = ?", [epoch])}
+
+    def executor_loads(self, epoch: int) -> list[dict[str, Any]]:
+        """Per executor: tasks assigned and missed (expired) in the epoch."""
+        return self._records(
+            "SELECT executor AS address, count(*) AS assigned, count(*) FILTER (status = ?) AS missed "
+            "FROM task_results WHERE epoch = ? AND executor != '' GROUP BY executor", [ResultStatus.EXPIRED, epoch])
+
+    def contradicted_poc_votes(self, epoch: int) -> list[dict[str, Any]]:
+        """Per validator: "valid" votes for sprints the weighted vote rejected."""
+        return self._records(
+            """SELECT v.validator AS address, count(*) AS contradicted_votes FROM poc_verdicts v
+               JOIN epoch_weights w ON w.address = v.host AND w.epoch = v.epoch
+               WHERE v.epoch = ? AND v.valid AND NOT w.sprint_accepted GROUP BY v.validator""", [epoch])
+
+    def miss_history(self, before_epoch: int) -> dict[str, list[float]]:
+        """Per host: its miss rate of every earlier epoch in which it was assigned tasks, oldest first."""
+        return dict(self._query(
+            "SELECT address, list(missed / assigned ORDER BY epoch) FROM host_epochs WHERE epoch < ? AND assigned > 0 GROUP BY address",
+            [before_epoch]))
+
+    def write_task_verdicts(self, epoch: int, verdicts: Sequence[dict[str, Any]], outcomes: Sequence[dict[str, Any]],
+                            fee_shares: Sequence[dict[str, Any]], host_epochs: Sequence[dict[str, Any]]) -> None:
+        with self.transaction():
+            self._replace_epoch_rows(epoch, ["task_verdicts", "task_outcomes", "fee_shares", "host_epochs"], stage=VALIDATION_STAGE)
+            self._insert("task_verdicts", verdicts)
+            self._insert("task_outcomes", outcomes)
+            self._insert("fee_shares", fee_shares)
+            self._insert("host_epochs", host_epochs)
+
+    def host_status_counts(self, epoch: int) -> dict[str, int]:
+        return dict(self._query("SELECT status, count(*) FROM host_epochs WHERE epoch = ? GROUP BY 1 ORDER BY 1", [epoch]))

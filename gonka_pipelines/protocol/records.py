@@ -1,0 +1,41 @@
+"""Records the stages pass between chain, protocol and compute, and the status codes stored in their rows."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from gonka_pipelines.protocol.params import Behaviour
+
+
+@dataclass(frozen=True)
+class Host:
+    """A registered host: its address and key, capacity, the models it serves and how it behaves (simulation)."""
+
+    address: str
+    name: str
+    public_key: str
+    capacity: int
+    models: tuple[str, ...]
+    behaviour: Behaviour
+
+
+class SubmissionOutcome(enum.StrEnum):
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
+class BatchStatus(enum.StrEnum):
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
+class ResultStatus(enum.StrEnum):
+    COMPLETED = "completed"
+    EXPIRED = "expired"
+
+
+class TaskOutcome(enum.StrEnum):
+    PASSED = "passed"
+    INVALIDATED = "invalidated"
+    UNVALIDATED = "unvalidated"

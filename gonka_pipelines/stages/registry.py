@@ -1,0 +1,62 @@
+"""The epoch's stages in order: the one list that the pipeline, the Dagster assets, the tests and the bench iterate."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gonka_pipelines.stages.block import finalize_block, propose_block
+from gonka_pipelines.stages.collect import run_collect
+from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain
+from gonka_pipelines.stages.inference import run_task_execution, run_task_validation
+from gonka_pipelines.stages.rewards import run_rewards
+from gonka_pipelines.stages.sprint import run_epoch_weights, run_sprint, run_sprint_validation
+
+StageRun = Callable[[EpochEnvironment, OpenChain, Log], Any]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of an epoch: `name` is also its Dagster asset's name; `computes` marks stages that run models."""
+
+    name: str
+    run: StageRun
+    group: str
+    computes: bool
+    description: str
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("epoch_tasks", run_collect, "intake", False,
+          "Signed task submissions taken from the inbox: accepted with escrow, or kept with a reject reason."),
+    Stage("sprint_batches", run_sprint, "sprint", True,
+          "Proof of compute: every host mines nonces on the model seeded from the previous block and signs its hit batches; "
+          "duplicates and late batches are refused."),
+    Stage("sprint_verdicts", run_sprint_validation, "sprint", True,
+          "Every validator with weight recomputes min(200, n) sampled nonces per host and signs a verdict (binomial fraud test)."),
+    Stage("epoch_weights", run_epoch_weights, "sprint", False,
+          "New weights: accepted hits (weighted-majority acceptance) → collateral adjustment → power cap. In force next epoch."),
+    Stage("task_results", run_task_execution, "inference", True,
+          "Seed commitments, then each task runs on an executor drawn ∝ weight (greedy, top-5 log-probs, signed); refunds "
+          "settled, overflow expires."),
+    Stage("task_verdicts", run_task_validation, "inference", True,
+          "Validators drawn by their secret seeds re-run tasks forcing the executor's tokens; failures go to a weighted vote; "
+          "fees shared; host status and reputation."),
+    Stage("rewards", run_rewards, "rewards", False,
+          "R(e) minted under the cap and split by final weights (remainder to the first address), work coins, slashes, claims "
+          "and vesting. Every payout row links to the weight and fee shares behind it."),
+    Stage("block_proposal", propose_block, "block", False,
+          "The epoch's post-state and block header, signed by every host with weight; not final yet."),
+    Stage("block", finalize_block, "block", False,
+          "The finalized block: immutable from here on."),
+)
+STAGE_NAMES = tuple(stage.name for stage in STAGES)
+BY_NAME = {stage.name: stage for stage in STAGES}
+
+
+def stages_through(last: str) -> tuple[Stage, ...]:
+    """The stages from the first up to and including `last`; an unknown name is an error listing the stages."""
+    if last not in BY_NAME:
+        raise ValueError(f"unknown stage {last!r}; stages: {', '.join(STAGE_NAMES)}")
+    return STAGES[: STAGE_NAMES.index(last) + 1]

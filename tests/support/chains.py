@@ -1,0 +1,131 @@
+"""Chains for tests: built from config, run stage by stage, and cached once per session as templates to copy.
+
+The session builds each template once (genesis; the `make demo` chain; the small adversarial chain; epoch 1 proposed
+and finalized); a test that writes copies one into its own tmp_path first.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from support.config import SMALL_EPOCHS, SMALL_TASKS, small_config
+
+from gonka_pipelines.chain.store import ChainStore
+from gonka_pipelines.local.config import NETWORK_FILE, load_genesis, load_network
+from gonka_pipelines.local.inbox import write_submission
+from gonka_pipelines.local.keys import load_identities
+from gonka_pipelines.local.paths import DataLayout
+from gonka_pipelines.protocol.params import GenesisParams, NetworkConfig
+from gonka_pipelines.simulation.client import next_nonce, sign_task
+from gonka_pipelines.simulation.workload import CORPUS, submit_demo_workload
+from gonka_pipelines.stages.environment import build_environment, holding, quiet
+from gonka_pipelines.stages.genesis import init_chain
+from gonka_pipelines.stages.pipeline import run_epoch
+from gonka_pipelines.stages.pipeline import run_stages as pipeline_stages
+
+
+def create_chain(root: Path, genesis: GenesisParams, network: NetworkConfig) -> DataLayout:
+    """A genesis chain (block 0 final) under root."""
+    layout = DataLayout(Path(root))
+    with ChainStore.open(layout.database) as store:
+        init_chain(store, layout, genesis, network)
+    return layout
+
+
+@contextmanager
+def opened(layout: DataLayout, read_only: bool = False) -> Iterator[ChainStore]:
+    with ChainStore.open(layout.database, read_only=read_only) as store:
+        yield store
+
+
+def submit_tasks(store: ChainStore, layout: DataLayout, network: NetworkConfig, count: int, *, max_tokens: int = 4,
+                 tag: str = "") -> int:
+    """Sign `count` valid tasks round-robin over the developers (prompts from the corpus); returns the count."""
+    chain_id, params = store.chain_id, store.genesis()
+    identities = load_identities(layout, network, chain_id)
+    names = sorted(d.name for d in network.developers)
+    model = min(m for host in network.hosts for m in host.models)
+    prompts = [line for line in CORPUS.read_text().splitlines() if line.strip()]
+    nonces = {name: next_nonce(store.developer_nonces(name)) for name in names}
+    for index in range(count):
+        name = names[index % len(names)]
+        prompt = f"{tag}{prompts[(nonces[name] * 7 + index) % len(prompts)]}"[: params.tasks.max_prompt_bytes]
+        raw = sign_task(identities[name], chain_id, model=model, prompt=prompt, max_tokens=max_tokens,
+                        max_price=params.tasks.price_per_token, nonce=nonces[name])
+        nonces[name] += 1
+        write_submission(layout.inbox, raw)
+    return count
+
+
+def run_stages(store: ChainStore, layout: DataLayout, epoch: int, through: str = "block", log=quiet) -> dict[str, Any]:
+    """Build the epoch's environment and run its stages (the registry's order) up to and including `through`;
+    returns each stage's result by name."""
+    return pipeline_stages(build_environment(store, layout, epoch), holding(store), log, through)
+
+
+def names_by_address(store: ChainStore) -> dict[str, str]:
+    return store.account_names()
+
+
+_TEMPLATES: dict[str, Path] = {}
+
+
+def cached_chain(key: str, base: Path, build: Callable[[Path], None]) -> Path:
+    """Build a chain folder once per session (build(root) fills root); later calls return the same folder.
+
+    Callers must copy it (copy_chain) before writing; read-only use of the template itself is fine.
+    """
+    if key not in _TEMPLATES:
+        root = Path(base) / f"template-{key}"
+        shutil.rmtree(root, ignore_errors=True)
+        build(root)
+        _TEMPLATES[key] = root
+    return _TEMPLATES[key]
+
+
+def copy_chain(template: Path, destination: Path) -> DataLayout:
+    shutil.copytree(template, destination)
+    return DataLayout(Path(destination))
+
+
+def build_demo_chain(root: Path, epochs: int = 3) -> None:
+    """Exactly the chain `make demo` builds: the shipped genesis and demo network, `epochs` epochs of the demo
+    workload (via run_epoch), so what these tests pin is what a user sees."""
+    genesis = load_genesis()
+    network = load_network(NETWORK_FILE)
+    layout = create_chain(root, genesis, network)
+    with opened(layout) as store:
+        for epoch in range(1, epochs + 1):
+            submit_demo_workload(store, layout, network, epoch)
+            run_epoch(store, layout, epoch)
+
+
+DEMO_EPOCHS = 3
+
+
+def demo_template(tmp_path_factory) -> DataLayout:
+    """The session's demo chain after DEMO_EPOCHS epochs (read it; copy it before writing)."""
+    base = tmp_path_factory.getbasetemp()
+    return DataLayout(cached_chain("demo", base, lambda root: build_demo_chain(root, DEMO_EPOCHS)))
+
+
+def build_small_chain(root: Path, epochs: int = SMALL_EPOCHS, tasks: int = SMALL_TASKS) -> tuple[DataLayout, NetworkConfig]:
+    """A fresh chain of the small network, `epochs` epochs run stage by stage with `tasks` tasks each."""
+    root = Path(root)
+    genesis, network = small_config(root.parent / f"{root.name}-config")
+    layout = create_chain(root, genesis, network)
+    with opened(layout) as store:
+        for epoch in range(1, epochs + 1):
+            submit_tasks(store, layout, network, tasks)
+            run_stages(store, layout, epoch)
+    return layout, network
+
+
+def small_template(tmp_path_factory) -> tuple[DataLayout, NetworkConfig]:
+    """The session's small adversarial chain after SMALL_EPOCHS epochs (read it; copy it before writing)."""
+    root = cached_chain("small", tmp_path_factory.getbasetemp(), lambda r: build_small_chain(r))
+    return DataLayout(root), small_config(root.parent / f"{root.name}-config")[1]
