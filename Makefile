@@ -6,7 +6,7 @@ DATA    ?= $(CURDIR)/data
 # The demo and the UI share one chain and one Dagster instance under data/ (tests use temporary ones).
 RUNTIME := GONKA_DATA_DIR=$(DATA) DAGSTER_HOME=$(DATA)/dagster_home
 
-.PHONY: install chromium demo test test-fast ui bench clean
+.PHONY: install chromium demo lint test test-fast ui bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,7 +24,12 @@ chromium:  ## Debian's chromium for the browser test (Playwright's own browser d
 demo: install  ## create the venv, run 3 epochs into data/chain.duckdb through Dagster, print a summary
 	$(RUNTIME) $(VENV)/bin/gonka demo --epochs 3
 
-test: install chromium  ## the whole suite, slow end-to-end and browser tests included (what CI runs)
+lint: install  ## ruff, the layer contracts (import-linter) and the type checker (mypy)
+	$(VENV)/bin/ruff check gonka_pipelines tests bench
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
+
+test: install chromium lint  ## lint, then the whole suite, slow end-to-end and browser tests included (what CI runs)
 	$(PY) -m pytest -q
 
 test-fast: install  ## skip the slow end-to-end tests

@@ -6,11 +6,12 @@ A temporary chain (a tmp dir, removed afterwards unless --keep) gets N honest ho
 ~20 developers from a generated network.yaml, and a genesis.yaml copied from resources/ with the `local`
 profile's numbers adjusted for the benchmark (small nonce budget so the sprint is cheap, tasks_per_capacity
 raised so tasks do not expire, max_tokens and price as in `local`). Before each epoch M signed tasks are
-written to the inbox (the clients' cost, timed apart), then the epoch's stages run in pipeline order with
+written to the inbox (the clients' cost, timed apart), then the epoch's environment is built once and the
+stages of gonka_pipelines.stages.registry run in order with
 `PrecomputedCompute` (bench/precomputed.py) as the compute seam, each timed with time.perf_counter.
 
 Baseline, measured in the same run: the rows each stage wrote are read back and inserted again through
-`ChainStore.insert` into a second database with the same schema (one transaction per stage, tables in the
+`ChainStore._insert` into a second database with the same schema (one transaction per stage, tables in the
 same state as the chain's). stage seconds / baseline seconds is what a stage costs beyond writing its output.
 """
 
@@ -41,17 +42,9 @@ from gonka_pipelines.local.keys import load_identities
 from gonka_pipelines.local.paths import RESOURCES, DataLayout
 from gonka_pipelines.protocol.crypto import sha256_hex
 from gonka_pipelines.simulation.client import sign_task
-from gonka_pipelines.stages.block import finalize_block, propose_block
-from gonka_pipelines.stages.collect import run_collect
+from gonka_pipelines.stages.environment import build_environment, holding, quiet
 from gonka_pipelines.stages.genesis import init_chain
-from gonka_pipelines.stages.inference import run_task_execution, run_task_validation
-from gonka_pipelines.stages.pipeline import quiet
-from gonka_pipelines.stages.rewards import run_rewards
-from gonka_pipelines.stages.sprint import (
-    run_epoch_weights,
-    run_sprint,
-    run_sprint_validation,
-)
+from gonka_pipelines.stages.registry import STAGE_NAMES, STAGES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from precomputed import (  # bench/precomputed.py, beside this script
@@ -65,8 +58,6 @@ MODEL = "llm-tiny"
 TASK_MAX_TOKENS = 8
 NONCES_PER_CAPACITY = 128  # one PoC batch per host; ~6 hits at the calibrated 5 % hit rate
 DEVELOPER_BALANCE = 10**14
-STAGES = ("collect", "sprint", "sprint_validation", "epoch_weights", "task_execution", "task_validation",
-          "rewards", "propose_block", "finalize_block")
 _WORDS = ("summarise", "the", "ledger", "of", "epoch", "weights", "for", "host", "explain", "a", "merkle", "proof",
           "translate", "this", "sentence", "into", "french", "list", "three", "facts", "about", "gpus", "and", "tokens")
 
@@ -128,24 +119,24 @@ def submit_tasks(layout: DataLayout, keys: list, nonces: list[int], count: int, 
 
 def table_marks(store: ChainStore) -> dict[str, tuple[int, int]]:
     """(row count, highest rowid) of every table: rows a stage appends are those above the highest rowid before it."""
-    tables = [name for (name,) in store.query(
+    tables = [name for (name,) in store._query(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' AND table_type = 'BASE TABLE' ORDER BY table_name")]
     sql = " UNION ALL ".join(f"SELECT '{t}', count(*), coalesce(max(rowid), -1) FROM {t}" for t in tables)
-    return {name: (count, top) for name, count, top in store.query(sql)}
+    return {name: (count, top) for name, count, top in store._query(sql)}
 
 
 def appended_rows(store: ChainStore, before: dict, after: dict) -> dict[str, list[dict]]:
-    """The rows each table gained between two marks, as the list of dicts stages hand to ChainStore.insert."""
-    return {t: store.records(f"SELECT * FROM {t} WHERE rowid > ? ORDER BY rowid", [before.get(t, (0, -1))[1]])
+    """The rows each table gained between two marks, as the list of dicts the chain inserts."""
+    return {t: store._records(f"SELECT * FROM {t} WHERE rowid > ? ORDER BY rowid", [before.get(t, (0, -1))[1]])
             for t, (count, _) in after.items() if count > before.get(t, (0, -1))[0]}
 
 
 def baseline_insert(base: ChainStore, rows: dict[str, list[dict]]) -> float:
-    """Seconds to insert the same rows through ChainStore.insert in one transaction (the raw write cost)."""
+    """Seconds to insert the same rows through ChainStore._insert in one transaction (the raw write cost)."""
     start = time.perf_counter()
     with base.transaction():
         for table, table_rows in rows.items():
-            base.insert(table, table_rows)
+            base._insert(table, table_rows)
     return time.perf_counter() - start
 
 
@@ -169,40 +160,39 @@ def run_stage(name: str, step: Callable[[], object], profile: set[str], top: int
     return time.perf_counter() - start, result
 
 
+def summarize(name: str, result: object) -> object:
+    """A short printable form of a stage's result."""
+    if name == "epoch_weights":
+        return len(result)  # type: ignore[arg-type]
+    if name == "rewards":
+        return result[1]  # type: ignore[index]
+    if name == "block_proposal":
+        return result.hash[:16] + "…"  # type: ignore[attr-defined]
+    if name == "block":
+        return str(result)[:16] + "…"
+    return result
+
+
 def run_one_epoch(store: ChainStore, base: ChainStore, layout: DataLayout, epoch: int, profile: set[str], top: int) -> list[dict]:
-    """All stages of one epoch in pipeline order; per stage: seconds, rows written, baseline seconds, results."""
-    compute: PrecomputedCompute | None = None
-
-    def collect():
-        nonlocal compute
-        summary = run_collect(store, layout, epoch)
-        compute = PrecomputedCompute(store.epoch_params(epoch)["sprint"]["model"], store.epoch_seed(epoch))
-        return summary
-
-    steps = {
-        "collect": collect,
-        "sprint": lambda: run_sprint(store, layout, epoch, quiet, compute),
-        "sprint_validation": lambda: run_sprint_validation(store, layout, epoch, quiet, compute),
-        "epoch_weights": lambda: len(run_epoch_weights(store, epoch)),
-        "task_execution": lambda: run_task_execution(store, layout, epoch, quiet, compute),
-        "task_validation": lambda: run_task_validation(store, layout, epoch, quiet, compute),
-        "rewards": lambda: run_rewards(store, layout, epoch)[1],
-        "propose_block": lambda: propose_block(store, layout, epoch).hash[:16] + "…",
-        "finalize_block": lambda: finalize_block(store, layout, epoch)[:16] + "…",
-    }
-    rows = []
-    for name in STAGES:
+    """The epoch's environment, then every stage of the registry in order; per stage: seconds, rows written, baseline
+    seconds, results."""
+    start = time.perf_counter()
+    compute = PrecomputedCompute(store.genesis().sprint.model, store.head().hash)
+    env = build_environment(store, layout, epoch, compute=compute)
+    rows = [{"stage": "environment", "seconds": time.perf_counter() - start, "rows": 0, "tables": {}, "baseline": None,
+             "result": f"{len(env.hosts):,} hosts, {len(env.keys):,} keys"}]
+    open_chain = holding(store)
+    for stage in STAGES:
         before = table_marks(store)
-        seconds, result = run_stage(name, steps[name], profile, top)
+        seconds, result = run_stage(stage.name, lambda: stage.run(env, open_chain, quiet), profile, top)  # noqa: B023
         after = table_marks(store)
         written = appended_rows(store, before, after)
         baseline = baseline_insert(base, written) if written else None
-        rows.append({"stage": name, "seconds": seconds, "rows": sum(len(r) for r in written.values()),
-                     "tables": {t: len(r) for t, r in written.items()}, "baseline": baseline, "result": result})
+        rows.append({"stage": stage.name, "seconds": seconds, "rows": sum(len(r) for r in written.values()),
+                     "tables": {t: len(r) for t, r in written.items()}, "baseline": baseline, "result": summarize(stage.name, result)})
         del written
-    committed = sum(store.scalar(f"SELECT count(*) FROM {c.table} WHERE {getattr(c, 'epoch', 'epoch')} = ?", [epoch])
-                    for c in COMMITMENTS)
-    rows[STAGES.index("propose_block")]["committed"] = committed
+    committed = sum(store._scalar(f"SELECT count(*) FROM {c.table} WHERE {c.epoch} = ?", [epoch]) for c in COMMITMENTS)
+    next(row for row in rows if row["stage"] == "block_proposal")["committed"] = committed
     return rows
 
 
@@ -211,7 +201,8 @@ def run_one_epoch(store: ChainStore, base: ChainStore, layout: DataLayout, epoch
 
 def print_table(headers: list[str], rows: list[list[str]], right: set[int]) -> None:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    fmt = lambda cells: "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    def fmt(cells):
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
     print(fmt(headers))
     print("  ".join("-" * w for w in widths))
     for row in rows:
@@ -236,16 +227,17 @@ def report_epoch(epoch: int, client_seconds: float, tasks: int, stages: list[dic
                   f"{total_base:.3f}", f"{total / total_base:.1f}x" if total_base else "-", ""])
     print_table(["stage", "seconds", "rows written", "rows/s", "baseline s", "ratio", "biggest tables written"],
                 table, right={1, 2, 3, 4, 5})
-    print("baseline = the same rows inserted through ChainStore.insert into a scratch DuckDB; ratio = stage / baseline")
-    propose = next(s for s in stages if s["stage"] == "propose_block")
-    print(f"propose_block writes few rows but reads and hashes every committed row of the epoch (Merkle roots): "
+    print("baseline = the same rows inserted through ChainStore._insert into a scratch DuckDB; ratio = stage / baseline")
+    propose = next(s for s in stages if s["stage"] == "block_proposal")
+    print(f"block_proposal writes few rows but reads and hashes every committed row of the epoch (Merkle roots): "
           f"{propose['committed']:,} rows, {propose['committed'] / propose['seconds']:,.0f} rows/s")
     print("results: " + "; ".join(f"{s['stage']} {s['result']}" for s in stages))
 
 
 def epoch_checks(store: ChainStore, epoch: int, tasks: int) -> list[str]:
     """What an honest network must show; a failure means the benchmark measured a broken epoch."""
-    one = lambda sql: store.scalar(sql, [epoch])
+    def one(sql):
+        return store._scalar(sql, [epoch])
     facts = {
         "accepted tasks": one("SELECT count(*) FROM tasks WHERE epoch = ?"),
         "rejected submissions": one("SELECT count(*) FROM rejected_tasks WHERE epoch = ?"),
@@ -281,7 +273,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="100 hosts, 5,000 tasks (overrides --hosts/--tasks)")
     parser.add_argument("--keep", type=Path, default=None, help="build the chain in this (new) folder and keep it")
     parser.add_argument("--no-verify", action="store_true", help="skip re-deriving the blocks afterwards")
-    parser.add_argument("--profile-stage", action="append", default=[], choices=STAGES,
+    parser.add_argument("--profile-stage", action="append", default=[], choices=STAGE_NAMES,
                         help="cProfile this stage (repeatable) and print its hottest functions")
     parser.add_argument("--profile-top", type=int, default=25)
     args = parser.parse_args()

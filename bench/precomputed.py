@@ -1,7 +1,7 @@
 """PrecomputedCompute: the epoch's compute seam with model compute replaced by precomputed results.
 
-Same interface as `gonka_pipelines.stages.compute.TorchCompute` (mine, distances, sprint_batch_size,
-generate, judge), but no torch model runs: the benchmark measures the chain's bookkeeping (signing,
+The `gonka_pipelines.compute.engine.Compute` interface (mine, distances, sprint_batch_size, generate, judge),
+but no torch model runs: the benchmark measures the chain's bookkeeping (signing,
 sampling, assignment, DuckDB writes, commitments), not the models.
 
 - Sprint distances are a deterministic function of (block hash, public key, nonce): a numpy-vectorised

@@ -20,13 +20,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # `support` and the helpers beside tests, from any test folder
 
-from support.chains import create_chain, demo_template as build_demo_template, run_stages  # noqa: E402
-from support.submitter import TaskSubmitter  # noqa: E402
-
 from gonka_pipelines.chain.store import ChainStore  # noqa: E402
 from gonka_pipelines.local.config import load_genesis, load_network  # noqa: E402
 from gonka_pipelines.local.paths import DataLayout  # noqa: E402
 from gonka_pipelines.protocol.params import GenesisParams, NetworkConfig  # noqa: E402
+
+from support.chains import create_chain, run_stages  # noqa: E402
+from support.chains import demo_template as build_demo_template
+from support.submitter import TaskSubmitter  # noqa: E402
 
 SMALL_EPOCH_SUBMISSIONS = (("dev-ada", 3), ("dev-grace", 2))
 """Epoch 1 of the proposed and finalized templates: dev-ada's nonces 0..2 and dev-grace's 0..1, plus one junk file."""

@@ -296,6 +296,13 @@ class StoreCore:
         )
         return row
 
+    def block_hash(self, height: int) -> str:
+        """The stored hash of the block at a height; no block there is an error."""
+        block_hash = self._scalar("SELECT hash FROM blocks WHERE height = ?", [height])
+        if block_hash is None:
+            raise ChainError(f"no block at height {height}")
+        return block_hash
+
     def finalized_heights(self) -> list[int]:
         return [height for (height,) in self._query("SELECT height FROM blocks WHERE status = ? ORDER BY height", [FINALIZED])]
 

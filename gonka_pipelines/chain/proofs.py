@@ -26,6 +26,7 @@ def prove_row(store: ChainStore, table: str, row_id: str, epoch: int | None = No
     index = next(i for i, (key, _) in enumerate(keyed) if key == row_id)
     proof = build_proof(leaves, index)
     block = store.block(found)
+    assert block is not None, "a finalized epoch has its block"
     root = block["header"]["roots"][commitment.name]
     return {
         "table": commitment.table, "commitment": commitment.name, "id": row_id, "epoch": found,

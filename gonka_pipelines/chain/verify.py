@@ -202,5 +202,5 @@ def verify_chain(store: ChainStore) -> ChainReport:
             return ChainReport(index, heights[-1], Inconsistency(index, "missing: the finalized heights have a gap"))
         if problem := verify_block(store, height, prev_hash):
             return ChainReport(index, heights[-1], problem)
-        prev_hash = store.block(height)["hash"]
+        prev_hash = store.block_hash(height)
     return ChainReport(len(heights), heights[-1] if heights else -1, None)

@@ -93,6 +93,9 @@ class Block(nn.Module):
 class Decoder(nn.Module):
     """The whole decoder: `poc` models take (B, T, dim) embeddings, `llm` models take (B, T) token ids."""
 
+    rope_cos: Tensor
+    rope_sin: Tensor
+
     def __init__(self, profile: ModelProfile) -> None:
         super().__init__()
         self.profile = profile

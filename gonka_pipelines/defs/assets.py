@@ -3,7 +3,7 @@
 import dagster as dg
 
 from gonka_pipelines.defs.metadata import RENDER
-from gonka_pipelines.defs.partitions import epochs
+from gonka_pipelines.defs.partitions import EPOCHS, epochs
 from gonka_pipelines.defs.resources import ChainResource, ComputeResource
 from gonka_pipelines.stages.registry import BY_NAME, STAGES, Stage
 
@@ -23,7 +23,7 @@ def stage_asset(stage: Stage, previous: Stage | None) -> dg.AssetsDefinition:
         with chain.store(read_only=True) as store:
             metadata = RENDER[stage.name](env, store, result)
         if stage is STAGES[-1]:
-            context.instance.add_dynamic_partitions(epochs.name, [str(env.epoch + 1)])
+            context.instance.add_dynamic_partitions(EPOCHS, [str(env.epoch + 1)])
         return dg.MaterializeResult(metadata=metadata)
 
     return materialize

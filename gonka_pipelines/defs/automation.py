@@ -8,8 +8,8 @@ import dagster as dg
 from pydantic import Field
 
 from gonka_pipelines.chain.store import ChainError, ChainStore
-from gonka_pipelines.defs.jobs import epoch_job
-from gonka_pipelines.defs.partitions import epochs
+from gonka_pipelines.defs import jobs
+from gonka_pipelines.defs.partitions import EPOCHS, epochs
 from gonka_pipelines.local.config import read_yaml, validate_config
 from gonka_pipelines.local.paths import RESOURCES, DataLayout
 from gonka_pipelines.protocol.params import StrictConfig
@@ -56,16 +56,16 @@ def next_epoch_request(instance: dg.DagsterInstance, layout: DataLayout, reason:
     return dg.RunRequest(partition_key=str(epoch), tags={"gonka/trigger": reason})
 
 
-@dg.schedule(job=epoch_job, cron_schedule=OPERATIONS.sprint_schedule.cron, execution_timezone=OPERATIONS.sprint_schedule.timezone,
+@dg.schedule(job=jobs.epoch_job, cron_schedule=OPERATIONS.sprint_schedule.cron, execution_timezone=OPERATIONS.sprint_schedule.timezone,
              default_status=dg.DefaultScheduleStatus.STOPPED, description="Recurring sprints: launch the next epoch on a cron.")
 def recurring_sprints(context: dg.ScheduleEvaluationContext):
     request = next_epoch_request(context.instance, DataLayout.from_env(), "schedule")
     if isinstance(request, dg.RunRequest):
-        context.instance.add_dynamic_partitions(epochs.name, [request.partition_key])
+        context.instance.add_dynamic_partitions(EPOCHS, [str(request.partition_key)])
     return request
 
 
-@dg.sensor(job=epoch_job, minimum_interval_seconds=OPERATIONS.inbox_sensor.interval_seconds,
+@dg.sensor(job=jobs.epoch_job, minimum_interval_seconds=OPERATIONS.inbox_sensor.interval_seconds,
            default_status=dg.DefaultSensorStatus.STOPPED,
            description="Launch the next epoch when enough tasks wait in the inbox, or when the oldest has waited long enough.")
 def inbox_sensor(context: dg.SensorEvaluationContext):
@@ -78,4 +78,4 @@ def inbox_sensor(context: dg.SensorEvaluationContext):
     request = next_epoch_request(context.instance, layout, "inbox")
     if isinstance(request, dg.SkipReason):
         return request
-    return dg.SensorResult(run_requests=[request], dynamic_partitions_requests=[epochs.build_add_request([request.partition_key])])
+    return dg.SensorResult(run_requests=[request], dynamic_partitions_requests=[epochs.build_add_request([str(request.partition_key)])])

@@ -30,9 +30,9 @@ def dagster_instance(layout: DataLayout) -> dg.DagsterInstance:
 
 def register_next_epoch(layout: DataLayout, epoch: int) -> None:
     """Add the next epoch's partition to the Dagster instance, so the UI shows it ready to launch."""
-    from gonka_pipelines.defs.partitions import epochs
+    from gonka_pipelines.defs.partitions import EPOCHS
 
-    dagster_instance(layout).add_dynamic_partitions(epochs.name, [str(epoch)])
+    dagster_instance(layout).add_dynamic_partitions(EPOCHS, [str(epoch)])
 
 
 @dataclass(frozen=True)
@@ -45,12 +45,12 @@ class EpochRun:
 def run_next_epoch(layout: DataLayout, instance: dg.DagsterInstance, log_level: str = "WARNING") -> EpochRun:
     """Materialize every asset of the head's successor as one run of the `epoch` job."""
     from gonka_pipelines.definitions import defs
-    from gonka_pipelines.defs.partitions import epochs
+    from gonka_pipelines.defs.partitions import EPOCHS
     from gonka_pipelines.defs.resources import ChainResource
 
     with ChainStore.open(layout.database, read_only=True) as store:
         epoch = store.head().height + 1
-    instance.add_dynamic_partitions(epochs.name, [str(epoch)])
+    instance.add_dynamic_partitions(EPOCHS, [str(epoch)])
     result = defs.resolve_job_def("epoch").execute_in_process(
         instance=instance, partition_key=str(epoch), resources={"chain": ChainResource(data_dir=str(layout.root))},
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}}, raise_on_error=False,

@@ -2,7 +2,8 @@
 
 import dagster as dg
 
-epochs = dg.DynamicPartitionsDefinition(name="epochs")
+EPOCHS = "epochs"
+epochs = dg.DynamicPartitionsDefinition(name=EPOCHS)
 
 
 def epoch_of(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> int:

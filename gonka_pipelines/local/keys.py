@@ -10,7 +10,7 @@ from pathlib import Path
 
 from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.protocol.crypto import KeyPair
-from gonka_pipelines.protocol.params import NetworkConfig
+from gonka_pipelines.protocol.params import DeveloperConfig, HostConfig, NetworkConfig
 
 
 def save_key(path: Path, keypair: KeyPair) -> None:
@@ -47,7 +47,8 @@ class Identities:
 def load_identities(layout: DataLayout, network: NetworkConfig, chain_id: str) -> Identities:
     """Load each participant's key, creating missing key files (derived from key_seed when set, else random)."""
     keys = {}
-    for participant in (*network.hosts, *network.developers):
+    participants: list[HostConfig | DeveloperConfig] = [*network.hosts, *network.developers]
+    for participant in participants:
         path = participant.key or layout.key_file(participant.name)
         if path.exists():
             pair = load_key(path)

@@ -41,10 +41,12 @@ def explain_payout(store: ChainStore, host: str, epoch: int) -> Explanation:
     share = emission["minted"] * r["weight"] // r["total_weight"] if r["total_weight"] else 0
     out = Explanation(name, address, epoch, r["status"], r["claimed"], r["payout"], r["reward"], r["work_coins"])
     out.notes += [
-        f"R({epoch}) = floor({params.initial_reward} · exp(−{params.decay_rate} · ({epoch} − 1))) = {emission['scheduled']}; minted {emission['minted']}",
+        f"R({epoch}) = floor({params.initial_reward} · exp(−{params.decay_rate} · ({epoch} − 1))) = {emission['scheduled']}; "
+        f"minted {emission['minted']}",
         f"sprint: {weight['hits']} hits in {len(batches)} accepted batches ({', '.join(b[:10] + '…' for b, _ in batches) or 'none'}); "
         f"validators holding {weight['valid_vote_weight']} of {in_force} weight voted valid → "
-        f"{'accepted' if weight['sprint_accepted'] else 'REJECTED'}; collateral-adjusted {weight['adjusted_weight']}; power-capped {weight['weight']}",
+        f"{'accepted' if weight['sprint_accepted'] else 'REJECTED'}; collateral-adjusted {weight['adjusted_weight']}; "
+        f"power-capped {weight['weight']}",
         f"final weight {r['weight']} of {r['total_weight']}" + (" (status INVALID: weight 0, fees withheld)" if r["status"] == "INVALID" else ""),
     ]
     if r["claimed"]:

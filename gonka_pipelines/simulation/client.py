@@ -16,9 +16,11 @@ def sign_task(keypair: KeyPair, chain_id: str, *, model: str, prompt: str, max_t
     return canonical_bytes({"body": body, "signature": keypair.sign(chain_id, MessageKind.TASK, body)})
 
 
-def submit_task(inbox: Path, keypair: KeyPair, chain_id: str, **task: object) -> str:
+def submit_task(inbox: Path, keypair: KeyPair, chain_id: str, *, model: str, prompt: str, max_tokens: int, max_price: int,
+                nonce: int) -> str:
     """Sign and submit one task; returns the submission id (the inbox file's name)."""
-    return write_submission(inbox, sign_task(keypair, chain_id, **task))
+    return write_submission(inbox, sign_task(keypair, chain_id, model=model, prompt=prompt, max_tokens=max_tokens,
+                                             max_price=max_price, nonce=nonce))
 
 
 def next_nonce(used: Iterable[int]) -> int:

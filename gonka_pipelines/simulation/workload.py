@@ -38,11 +38,11 @@ def submit_demo_workload(store: ChainStore, layout: DataLayout, network: Network
         write_submission(layout.inbox, raw)
         kinds[kind] += 1
 
-    def task(name: str, **override) -> bytes:
-        fields = {"model": model, "prompt": rng.choice(prompts), "max_tokens": max_tokens, "max_price": price,
-                  "nonce": nonces[name]} | override
+    def task(name: str, model: str = model, prompt: str | None = None) -> bytes:
+        drawn = rng.choice(prompts)  # drawn even when overridden, so later prompts do not shift
         nonces[name] += 1
-        return sign_task(keys[name], chain_id, **fields)
+        return sign_task(keys[name], chain_id, model=model, prompt=drawn if prompt is None else prompt, max_tokens=max_tokens,
+                         max_price=price, nonce=nonces[name] - 1)
 
     names = sorted(keys)
     for index in range(TASKS_PER_EPOCH):

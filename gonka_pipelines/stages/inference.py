@@ -26,8 +26,9 @@ from gonka_pipelines.protocol.params import Behaviour
 from gonka_pipelines.protocol.records import ResultStatus, TaskOutcome
 from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain
 
-TASK_SCHEMA = {"task_id": pl.String, "developer": pl.String, "model": pl.String, "prompt": pl.String,
-               "prompt_tokens": pl.Int64, "max_tokens": pl.Int64, "escrow": pl.Int64}
+TASK_SCHEMA: dict[str, pl.DataType] = {
+    "task_id": pl.String(), "developer": pl.String(), "model": pl.String(), "prompt": pl.String(), "prompt_tokens": pl.Int64(),
+    "max_tokens": pl.Int64(), "escrow": pl.Int64()}
 
 
 def _seed_commitments(env: EpochEnvironment) -> list[dict[str, Any]]:
@@ -61,7 +62,7 @@ def run_task_execution(env: EpochEnvironment, open_chain: OpenChain, log: Log) -
     """Commit seeds, assign each task ∝ weight, run it on its executor (within capacity), settle refunds."""
     epoch, price = env.epoch, env.params.price_per_token
     with open_chain() as store:
-        tasks = _assigned_tasks(env, pl.from_arrow(store.epoch_tasks(epoch)).cast(TASK_SCHEMA))  # type: ignore[union-attr]
+        tasks = _assigned_tasks(env, pl.DataFrame(store.epoch_tasks(epoch)).cast(TASK_SCHEMA))  # type: ignore[arg-type]
     results = []
     for (executor, model, max_tokens), group in tasks.filter("runs").group_by(["executor", "model", "max_tokens"], maintain_order=True):
         generations = env.compute.generate(model, executor, env.host[executor].behaviour, group["prompt"].to_list(), max_tokens)
@@ -172,8 +173,10 @@ def _host_epochs(env, outcomes, verdicts, pool, validator_index, previous, histo
     streaks = checked.group_by("executor").agg(
         pl.len().alias("validated"), pl.col("bad").sum().alias("invalidated"),
         (pl.len() - 1 - pl.col("i").filter(~pl.col("bad")).max().fill_null(-1)).alias("trailing"))
-    required = pl.DataFrame({"address": [pool.ids[v] for v in validator_index]}, schema={"address": pl.String}).group_by("address").len("required_validations")
-    done = pl.DataFrame({"address": [v["validator"] for v in verdicts]}, schema={"address": pl.String}).group_by("address").len("done_validations")
+    required = (pl.DataFrame({"address": [pool.ids[v] for v in validator_index]}, schema={"address": pl.String})
+                .group_by("address").len("required_validations"))
+    done = (pl.DataFrame({"address": [v["validator"] for v in verdicts]}, schema={"address": pl.String})
+            .group_by("address").len("done_validations"))
     invalidated_tasks = {o["task_id"] for o in outcomes if o["outcome"] == TaskOutcome.INVALIDATED}
     contradicted = pl.DataFrame(
         history.contradicted + [{"address": v["validator"], "contradicted_votes": 1} for v in verdicts

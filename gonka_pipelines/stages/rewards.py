@@ -35,11 +35,10 @@ def _claims(env: EpochEnvironment, commitments: dict[str, str], hosts: pl.DataFr
 def compute_rewards(env: EpochEnvironment, store: ChainStore) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Per host: status, final weight, reward share, work coins, withheld fees, slashes, claim and payout."""
     epoch, emission, validation = env.epoch, env.params.emission, env.params.validation
-    hosts = pl.from_arrow(store.reward_inputs(epoch))
-    assert isinstance(hosts, pl.DataFrame)
-    hosts = hosts.with_columns(pl.col(pl.Int32).cast(pl.Int64))
+    hosts = pl.DataFrame(store.reward_inputs(epoch)).with_columns(pl.col(pl.Int32).cast(pl.Int64))
     invalid = pl.col("status") == HostStatus.INVALID.value
-    hosts = hosts.with_columns(pl.when(invalid).then(0).otherwise(pl.col("sprint_weight")).alias("weight"), _claims(env, store.seed_commitments(epoch), hosts))
+    hosts = hosts.with_columns(pl.when(invalid).then(0).otherwise(pl.col("sprint_weight")).alias("weight"),
+                               _claims(env, store.seed_commitments(epoch), hosts))
     scheduled = epoch_reward(epoch, emission.initial_reward, emission.decay_rate)
     minted_before = store.minted_before(epoch)
     minted = mint_amount(scheduled, minted_before, emission.supply_cap) if hosts["weight"].sum() > 0 else 0
@@ -54,7 +53,7 @@ def compute_rewards(env: EpochEnvironment, store: ChainStore) -> tuple[pl.DataFr
         pl.lit(sum(hosts["weight"])).alias("total_weight"))
         .with_columns(pl.when(pl.col("claimed")).then(pl.col("reward") + pl.col("work_coins")).otherwise(0).alias("payout")))
     forfeited = hosts.filter(~pl.col("claimed")).select(pl.col("reward") + pl.col("work_coins")).sum().item() or 0
-    burned = int(hosts["withheld"].sum() + hosts["slashed"].sum() + forfeited)
+    burned = int(hosts["withheld"].sum()) + int(hosts["slashed"].sum()) + int(forfeited)
     return hosts, {"epoch": epoch, "scheduled": scheduled, "minted": minted, "burned": burned}
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import dagster as dg
 import pytest
-from support.chains import create_chain, opened, small_template
 
 from gonka_pipelines.defs.launch import run_next_epoch
 from gonka_pipelines.local.config import load_genesis, load_network
 from gonka_pipelines.simulation.workload import submit_demo_workload
+
+from support.chains import create_chain, opened, small_template
 
 DEMO_HASHES = [
     "1fe40e882bac76d4bd5bf41a3f54f97d4fedb5f3cb37a395975a99663c998683",

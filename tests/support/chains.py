@@ -12,8 +12,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from support.config import SMALL_EPOCHS, SMALL_TASKS, small_config
-
 from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.local.config import NETWORK_FILE, load_genesis, load_network
 from gonka_pipelines.local.inbox import write_submission
@@ -26,6 +24,8 @@ from gonka_pipelines.stages.environment import build_environment, holding, quiet
 from gonka_pipelines.stages.genesis import init_chain
 from gonka_pipelines.stages.pipeline import run_epoch
 from gonka_pipelines.stages.pipeline import run_stages as pipeline_stages
+
+from support.config import SMALL_EPOCHS, SMALL_TASKS, small_config
 
 
 def create_chain(root: Path, genesis: GenesisParams, network: NetworkConfig) -> DataLayout:

@@ -1,7 +1,8 @@
-"""A `dagster dev` webserver (and daemon) over a temporary chain, for the browser tests.
+"""A `dg dev` webserver (and daemon) over a temporary chain, for the browser tests.
 
-`DagsterDevServer(data_dir)` runs `gonka init` on data_dir, starts `dg dev` from the repository
-root on a free loopback port in its own process group (GONKA_DATA_DIR=data_dir, DAGSTER_HOME=data_dir/dagster_home),
+`DagsterDevServer(data_dir)` runs `gonka init` on data_dir, starts `dg dev` (the code location of pyproject's
+[tool.dg.project]: gonka_pipelines.definitions) from the repository root
+on a free loopback port in its own process group (GONKA_DATA_DIR=data_dir, DAGSTER_HOME=data_dir/dagster_home),
 and waits for `/server_info`. `stop()` ends the whole process group (SIGTERM, then SIGKILL after a grace period) and
 checks that nothing is left running or listening; it is idempotent.
 """
@@ -18,12 +19,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]  # tests/e2e/ -> the repository root
 BIN = Path(sys.executable).parent
 START_TIMEOUT_S = 120.0
 STOP_GRACE_S = 30.0
 
-# `dagster dev` maps SIGTERM to its SIGINT handler; when the parent ignores SIGINT (a background job of a
+# `dg dev` (like `dagster dev`) maps SIGTERM to its SIGINT handler; when the parent ignores SIGINT (a background job of a
 # non-interactive shell), the child inherits SIG_IGN and would ignore SIGTERM too. Restore the default first.
 _EXEC_WITH_DEFAULT_SIGINT = "import os, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); os.execv(sys.argv[1], sys.argv[1:])"
 
@@ -104,7 +105,7 @@ class DagsterDevServer:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"dagster dev exited with {self.process.returncode} before serving:\n{self.log_tail()}")
+                raise RuntimeError(f"dg dev exited with {self.process.returncode} before serving:\n{self.log_tail()}")
             try:
                 with urllib.request.urlopen(f"{self.url}/server_info", timeout=2) as response:
                     if response.status == 200:
@@ -113,7 +114,7 @@ class DagsterDevServer:
                 pass
             time.sleep(0.5)
         self.stop()
-        raise TimeoutError(f"dagster dev did not answer {self.url}/server_info within {START_TIMEOUT_S:.0f}s:\n{self.log_tail()}")
+        raise TimeoutError(f"dg dev did not answer {self.url}/server_info within {START_TIMEOUT_S:.0f}s:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -151,5 +152,5 @@ class DagsterDevServer:
         self._log.close()
         self.stop_seconds = time.monotonic() - started
         left = group_members(pgid)
-        assert not left, f"processes of dagster dev (group {pgid}) survived SIGKILL: {left}"
-        assert not port_in_use(self.port), f"something still listens on 127.0.0.1:{self.port} after dagster dev stopped"
+        assert not left, f"processes of dg dev (group {pgid}) survived SIGKILL: {left}"
+        assert not port_in_use(self.port), f"something still listens on 127.0.0.1:{self.port} after dg dev stopped"

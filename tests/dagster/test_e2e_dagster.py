@@ -3,6 +3,7 @@ epoch refused without touching the chain; a proposal that fails a blocking check
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import dagster as dg
@@ -16,6 +17,9 @@ from gonka_pipelines.defs.partitions import epochs
 from gonka_pipelines.defs.resources import ChainResource
 from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.simulation.workload import submit_demo_workload
+from gonka_pipelines.stages import registry
+from gonka_pipelines.stages.block import propose_block
+from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +41,7 @@ def error_text(event: dg.DagsterEvent) -> str:
 
 
 def snapshot(store: ChainStore) -> dict[str, list[tuple]]:
-    return {table: store.query(f"SELECT * FROM {table} ORDER BY ALL") for table in TABLES}
+    return {table: store._query(f"SELECT * FROM {table} ORDER BY ALL") for table in TABLES}
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +51,9 @@ def instance():
 
 
 @pytest.fixture(scope="module")
-def two_epochs_through_dagster(tmp_path_factory, _genesis_template, network, instance):
+def two_epochs_through_dagster(tmp_path_factory, genesis_template, network, instance):
     layout = DataLayout(tmp_path_factory.mktemp("e2e") / "chain")
-    shutil.copytree(_genesis_template, layout.root)
+    shutil.copytree(genesis_template, layout.root)
     runs, submitted = [], []
     for _ in range(2):
         with ChainStore.open(layout.database) as store:
@@ -67,9 +71,9 @@ def test_two_epochs_run_and_verify(two_epochs_through_dagster):
         report = verify_chain(store)
         assert (report.blocks_verified, report.first_problem) == (3, None)
         for epoch, count in zip((1, 2), submitted):
-            taken = store.scalar("SELECT count(*) FROM submissions WHERE epoch = ?", [epoch])
+            taken = store._scalar("SELECT count(*) FROM submissions WHERE epoch = ?", [epoch])
             assert taken == count
-            assert store.scalar("SELECT count(*) FROM tasks WHERE epoch = ?", [epoch]) > 0
+            assert store._scalar("SELECT count(*) FROM tasks WHERE epoch = ?", [epoch]) > 0
             assert store.epoch_status(epoch) == "finalized"
     assert not list(layout.inbox.glob("*.json"))
 
@@ -113,25 +117,33 @@ def test_a_run_for_a_finalized_epoch_fails_and_changes_nothing(two_epochs_throug
         assert verify_chain(store).first_problem is None
 
 
-def test_a_proposal_that_fails_the_blocking_check_never_becomes_a_block(initialized_layout, submit, instance, monkeypatch):
-    from gonka_pipelines.defs.assets import block as block_assets
+def test_a_proposal_that_fails_the_blocking_check_never_becomes_a_block(genesis_layout, submit, instance, monkeypatch):
+    """The real proposal, then a task row rewritten after signing: block_rederives fails, so `block` never runs.
 
-    real_propose = block_assets.propose_block
+    The assets look their stage up in the registry when they run, so the test swaps the registry's block_proposal
+    stage (no asset module attribute is patched)."""
+    stage = registry.BY_NAME["block_proposal"]
 
-    def corrupt_proposal(store, layout, epoch):
-        header = real_propose(store, layout, epoch)
-        store.connection.execute("UPDATE tasks SET prompt = 'rewritten after signing' WHERE task_id = "
-                                 "(SELECT min(task_id) FROM tasks WHERE epoch = ?)", [epoch])
+    def corrupting_run(env: EpochEnvironment, open_chain: OpenChain, log: Log):
+        header = propose_block(env, open_chain, log)
+        with open_chain() as store:
+            store._execute("UPDATE tasks SET prompt = 'rewritten after signing' WHERE task_id = "
+                           "(SELECT min(task_id) FROM tasks WHERE epoch = ?)", [env.epoch])
         return header
 
     submit(3)
     with monkeypatch.context() as patch:
-        patch.setattr(block_assets, "propose_block", corrupt_proposal)
-        run = run_next_epoch(initialized_layout, instance)
+        patch.setitem(registry.BY_NAME, "block_proposal", dataclasses.replace(stage, run=corrupting_run))
+        run = run_next_epoch(genesis_layout, instance)
+    assert registry.BY_NAME["block_proposal"] is stage
     assert (run.epoch, run.success) == (1, False)
-    with ChainStore.open(initialized_layout.database, read_only=True) as store:
+    with ChainStore.open(genesis_layout.database, read_only=True) as store:
         assert store.head().height == 0 and store.epoch_status(1) == "proposed"
-    assert list(initialized_layout.inbox.glob("*.json")), "submissions of an unfinalized epoch stay in the inbox"
+        assert store._scalar("SELECT count(*) FROM tasks WHERE epoch = 1 AND prompt = 'rewritten after signing'") == 1
+    assert list(genesis_layout.inbox.glob("*.json")), "submissions of an unfinalized epoch stay in the inbox"
     evaluation = instance.get_latest_asset_check_evaluation_record(
         dg.AssetCheckKey(dg.AssetKey("block_proposal"), "block_rederives")).event.asset_check_evaluation
     assert not evaluation.passed and "tasks root" in evaluation.metadata["problem"].value
+    materialized = {record.dagster_event.event_specific_data.materialization.asset_key.to_user_string()
+                    for record in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)}
+    assert "block_proposal" in materialized and "block" not in materialized

@@ -7,6 +7,8 @@ import pytest
 from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.chain.verify import SIGNED_ROWS, signed_row_problem
 
+from support.chains import DEMO_EPOCHS
+
 TAMPERING = {
     "tasks": "UPDATE tasks SET prompt = prompt || '!' WHERE task_id = (SELECT min(task_id) FROM tasks WHERE epoch = 1)",
     "poc_batches": "UPDATE poc_batches SET distances = list_transform(distances, lambda d: d * 0.5) "
@@ -26,14 +28,15 @@ def test_every_signed_table_is_checked():
     assert {spec.table for spec in SIGNED_ROWS} == set(TAMPERING)
 
 
-def test_the_demo_chain_signatures_all_verify(demo_chain: ChainStore):
-    assert signed_row_problem(demo_chain, 1) is None
-    assert signed_row_problem(demo_chain, 2) is None
+def test_the_demo_chain_signatures_all_verify(demo_store: ChainStore):
+    assert demo_store.head().height == DEMO_EPOCHS
+    for epoch in range(1, DEMO_EPOCHS + 1):
+        assert signed_row_problem(demo_store, epoch) is None
 
 
 @pytest.mark.parametrize("table", sorted(TAMPERING))
-def test_a_changed_signed_row_is_named(demo_chain: ChainStore, table: str):
-    demo_chain.connection.execute(TAMPERING[table])
-    problem = signed_row_problem(demo_chain, 1)
+def test_a_changed_signed_row_is_named(demo_store: ChainStore, table: str):
+    demo_store._connection.execute(TAMPERING[table])
+    problem = signed_row_problem(demo_store, 1)
     assert problem is not None and problem.height == 1
     assert problem.message.startswith(f"{table} row ") and "does not verify" in problem.message

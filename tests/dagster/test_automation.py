@@ -37,10 +37,10 @@ def instance(tmp_path: Path):
 
 
 @pytest.fixture
-def chain_env(initialized_layout, monkeypatch):
+def chain_env(genesis_layout, monkeypatch):
     """The automations read the chain from $GONKA_DATA_DIR, as under `make ui`."""
-    monkeypatch.setenv("GONKA_DATA_DIR", str(initialized_layout.root))
-    return initialized_layout
+    monkeypatch.setenv("GONKA_DATA_DIR", str(genesis_layout.root))
+    return genesis_layout
 
 
 def test_both_automations_are_stopped_by_default_and_use_the_shipped_config():
@@ -95,10 +95,10 @@ def test_sensor_launches_a_few_tasks_once_the_oldest_has_waited_long_enough(chai
 
 
 @pytest.mark.slow
-def test_a_second_launch_of_a_running_epoch_is_refused_and_the_chain_stays_intact(initialized_layout, tmp_path):
+def test_a_second_launch_of_a_running_epoch_is_refused_and_the_chain_stays_intact(genesis_layout, tmp_path):
     """Run A (a subprocess) runs epoch 1; run B launches epoch 1 while A holds it: B fails, A's block stands."""
     home = tmp_path / "shared_dagster_home"
-    env = {**os.environ, "DAGSTER_HOME": str(home), "GONKA_DATA_DIR": str(initialized_layout.root)}
+    env = {**os.environ, "DAGSTER_HOME": str(home), "GONKA_DATA_DIR": str(genesis_layout.root)}
     instance = dg.DagsterInstance.from_config(str(_home_with_config(home)))
     first = subprocess.Popen([sys.executable, "-m", "gonka_pipelines.cli", "run"], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
@@ -108,7 +108,7 @@ def test_a_second_launch_of_a_running_epoch_is_refused_and_the_chain_stays_intac
         time.sleep(0.2)
     second = defs.resolve_job_def("epoch").execute_in_process(
         instance=instance, partition_key="1", raise_on_error=False,
-        resources={"chain": ChainResource(data_dir=str(initialized_layout.root))})
+        resources={"chain": ChainResource(data_dir=str(genesis_layout.root))})
     output, _ = first.communicate(timeout=600)
     assert first.returncode == 0, output
     assert not second.success
@@ -116,7 +116,7 @@ def test_a_second_launch_of_a_running_epoch_is_refused_and_the_chain_stays_intac
     assert failure.step_key == "epoch_tasks"
     assert ("is being run by run" in str(failure.event_specific_data.error)
             or "is finalized" in str(failure.event_specific_data.error))
-    with ChainStore.open(initialized_layout.database, read_only=True) as store:
+    with ChainStore.open(genesis_layout.database, read_only=True) as store:
         assert store.head().height == 1
         assert verify_chain(store).first_problem is None
 

@@ -1,7 +1,7 @@
 """The Dagster UI end to end, in headless Chromium: launch epoch 1 from the browser, watch it succeed, read the payouts.
 
-A real `dagster dev` (webserver and daemon) serves a fresh chain in tmp_path with a few submitted tasks. The test
-clicks through the UI the way an operator would:
+A real `dg dev` (webserver and daemon; code location gonka_pipelines.definitions) serves a fresh chain in tmp_path
+with a few submitted tasks. The test clicks through the UI the way an operator would:
 
 1. Lineage → fold the group list → graph settings (gear, bottom right) → "Expand all groups": the nine assets
    (screenshot artifacts/asset-graph.png).
@@ -11,8 +11,8 @@ clicks through the UI the way an operator would:
    then `derivations` → "[Show Markdown]": each host's payout, amount by amount (artifacts/rewards-derivation.png).
 
 Then, with the server stopped, the chain must be at height 1 and hold exactly the payouts the UI showed.
-Screenshots go to <repo>/artifacts/ (git-ignored). Needs Debian's /usr/bin/chromium (Playwright's own browser
-download is not used); skipped without it.
+Screenshots go to <repo>/artifacts/ (git-ignored; the README's docs/images/ are copied from there). Needs Debian's
+/usr/bin/chromium (`make chromium`; Playwright's own browser download is not used); skipped without it.
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ from pathlib import Path
 import pytest
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
-from dagster_server import REPO_ROOT, DagsterDevServer
 from playwright.sync_api import Page, expect, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.local.config import load_network
+
+from dagster_server import REPO_ROOT, DagsterDevServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -56,7 +57,7 @@ def chromium() -> Path:
 
 @pytest.fixture
 def dagster_ui(chromium: Path, tmp_path: Path) -> Iterator[DagsterDevServer]:
-    """`gonka init` and a few `gonka submit`s on a chain in tmp_path, then `dagster dev` over it; stopped afterwards."""
+    """`gonka init` and a few `gonka submit`s on a chain in tmp_path, then `dg dev` over it; stopped afterwards."""
     server = DagsterDevServer(tmp_path / "chain", log_dir=tmp_path)
     server.gonka("init")
     for developer, prompt in SUBMISSIONS:
@@ -66,7 +67,7 @@ def dagster_ui(chromium: Path, tmp_path: Path) -> Iterator[DagsterDevServer]:
         yield server
     finally:
         server.stop()
-        print(f"\ndagster dev stopped in {server.stop_seconds:.1f}s ({'SIGKILL needed' if server.killed else 'SIGTERM'}); "
+        print(f"\ndg dev stopped in {server.stop_seconds:.1f}s ({'SIGKILL needed' if server.killed else 'SIGTERM'}); "
               f"log: {server.log_path}")
 
 
@@ -173,6 +174,13 @@ def read_payouts(page: Page) -> dict[str, dict[str, str]]:
     return payouts
 
 
+def test_screenshots_go_to_the_git_ignored_artifacts_folder_of_the_repository():
+    """tests/e2e/ is two levels below the root: the screenshots land in <repo>/artifacts/, as before the move."""
+    assert (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "gonka_pipelines" / "definitions.py").is_file()
+    assert ARTIFACTS == REPO_ROOT / "artifacts"
+    assert "/artifacts/" in (REPO_ROOT / ".gitignore").read_text().splitlines()
+
+
 def test_launch_epoch_from_the_ui_and_read_its_payouts(dagster_ui: DagsterDevServer):
     server, epoch = dagster_ui, "1"
     hosts = sorted(host.name for host in load_network().hosts)
@@ -217,12 +225,12 @@ def test_launch_epoch_from_the_ui_and_read_its_payouts(dagster_ui: DagsterDevSer
     with ChainStore.open(server.data_dir / "chain.duckdb", read_only=True) as store:
         assert store.head().height == 1
         assert store.epoch_status(1) == "finalized"
-        chain_payouts = {row["name"]: row for row in store.records(
+        chain_payouts = {row["name"]: row for row in store._records(
             "SELECT h.name, r.payout, r.status FROM rewards r JOIN hosts h USING (address) WHERE r.epoch = 1")}
     assert {name: f"{row['payout']:,}" for name, row in chain_payouts.items()} == \
         {name: cells["payout"] for name, cells in payouts.items()}
     assert {name: row["status"] for name, row in chain_payouts.items()} == \
         {name: cells["status"] for name, cells in payouts.items()}
     total_s = time.perf_counter() - server.started_at
-    print(f"\nbrowser e2e: setup (init, submit, dagster dev up) {setup_s:.1f}s, epoch run {run_s:.1f}s, "
+    print(f"\nbrowser e2e: setup (init, submit, dg dev up) {setup_s:.1f}s, epoch run {run_s:.1f}s, "
           f"total {total_s:.1f}s; screenshots in {ARTIFACTS}")

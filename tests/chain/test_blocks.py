@@ -3,6 +3,7 @@ re-verification that names the block of any tampered row, the CLI, and Merkle in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -36,15 +37,35 @@ from gonka_pipelines.protocol.merkle import MerkleProof, verify_proof
 from gonka_pipelines.simulation.workload import submit_demo_workload
 from gonka_pipelines.stages.block import finalize_block, propose_block
 from gonka_pipelines.stages.collect import run_collect
-from gonka_pipelines.stages.environment import host_keys
+from gonka_pipelines.stages.environment import EpochEnvironment, build_environment, epoch_parameters, holding, host_keys, quiet
 from gonka_pipelines.stages.genesis import init_chain
+
+from support.chains import DEMO_EPOCHS
 
 TABLES = ("accounts", "hosts", "epochs", "submissions", "tasks", "rejected_tasks", "transfers", "account_states",
           "host_states", "blocks", "block_signatures", "lineage", "chain_meta")
 
 
 def snapshot(store: ChainStore) -> dict[str, list[tuple]]:
-    return {table: store.query(f"SELECT * FROM {table} ORDER BY ALL") for table in TABLES}
+    return {table: store._query(f"SELECT * FROM {table} ORDER BY ALL") for table in TABLES}
+
+
+def collect(env: EpochEnvironment, store: ChainStore):
+    return run_collect(env, holding(store), quiet)
+
+
+def propose(env: EpochEnvironment, store: ChainStore) -> BlockHeader:
+    return propose_block(env, holding(store), quiet)
+
+
+def finalize(env: EpochEnvironment, store: ChainStore) -> str:
+    return finalize_block(env, holding(store), quiet)
+
+
+def forged_environment(store: ChainStore, layout: DataLayout, epoch: int) -> EpochEnvironment:
+    """The environment of the head's successor relabelled as `epoch`: what a stage would get if the environment were
+    built wrongly, so that the stages' own refusals are tested, not only build_environment's."""
+    return dataclasses.replace(build_environment(store, layout, store.head().height + 1), epoch=epoch)
 
 
 # -- genesis ------------------------------------------------------------------------------------
@@ -54,8 +75,8 @@ def test_genesis_block_is_signed_by_every_genesis_host(layout, genesis, network)
     with ChainStore.open(layout.database) as store:
         head = init_chain(store, layout, genesis, network)
         block = store.block(0)
-        hosts = dict(store.query("SELECT name, address FROM hosts"))
-        keys = dict(store.query("SELECT address, public_key FROM hosts"))
+        hosts = dict(store._query("SELECT name, address FROM hosts"))
+        keys = dict(store._query("SELECT address, public_key FROM hosts"))
         assert set(hosts) == {h.name for h in network.hosts}
         assert head.height == 0 and head.hash == block["hash"] and block["status"] == "finalized"
         header = BlockHeader(**block["header"])
@@ -63,7 +84,7 @@ def test_genesis_block_is_signed_by_every_genesis_host(layout, genesis, network)
         assert (header.chain_id, header.height, header.prev_hash) == (genesis.chain_id, 0, GENESIS_PREV_HASH)
         assert header.params_hash == genesis.params_hash and header.timestamp == genesis.block_timestamp(0)
         assert header.proposer in keys
-        assert header.roots == epoch_roots(store.connection, 0)
+        assert header.roots == epoch_roots(store._connection, 0)
         assert sorted(s["signer"] for s in block["signatures"]) == sorted(hosts.values())
         for signature in block["signatures"]:
             assert signature["weight"] == 1
@@ -75,12 +96,12 @@ def test_genesis_block_is_signed_by_every_genesis_host(layout, genesis, network)
 def test_genesis_state_and_key_files(layout, genesis, network):
     with ChainStore.open(layout.database) as store:
         init_chain(store, layout, genesis, network)
-        balances = {name: balance for name, balance in store.query(
+        balances = {name: balance for name, balance in store._query(
             "SELECT a.name, s.balance FROM account_states s JOIN accounts a USING (address) WHERE s.epoch = 0")}
         assert balances == {d.name: d.balance for d in network.developers} | {h.name: 0 for h in network.hosts}
-        assert store.scalar("SELECT sum(balance + escrow + collateral) FROM account_states WHERE epoch = 0") == network.genesis_supply
+        assert store._scalar("SELECT sum(balance + escrow + collateral) FROM account_states WHERE epoch = 0") == network.genesis_supply
         assert store.meta("chain_id") == genesis.chain_id and store.meta("genesis_supply") == str(network.genesis_supply)
-        assert store.weights(0) == {address: 1 for (address,) in store.query("SELECT address FROM hosts")}
+        assert store.weights(0) == {address: 1 for (address,) in store._query("SELECT address FROM hosts")}
     key_files = sorted(p.name for p in layout.keys.iterdir())
     assert key_files == sorted(f"{p.name}.key" for p in (*network.hosts, *network.developers))
     assert {oct(p.stat().st_mode & 0o777) for p in layout.keys.iterdir()} == {"0o600"}
@@ -90,12 +111,12 @@ def test_genesis_state_and_key_files(layout, genesis, network):
     assert not any(p.read_text().strip() in dump for p in layout.keys.iterdir())
 
 
-def test_init_is_idempotent_and_refuses_another_chain(chain, initialized_layout, genesis, network):
-    head = chain.head()
-    assert init_chain(chain, initialized_layout, genesis, network) == head
-    assert chain.scalar("SELECT count(*) FROM blocks") == 1
+def test_init_is_idempotent_and_refuses_another_chain(genesis_store, genesis_layout, genesis, network):
+    head = genesis_store.head()
+    assert init_chain(genesis_store, genesis_layout, genesis, network) == head
+    assert genesis_store._scalar("SELECT count(*) FROM blocks") == 1
     with pytest.raises(ChainError, match=r"already holds chain 'gonka-local-1'; use another data dir for 'gonka-mainnet'"):
-        init_chain(chain, initialized_layout, load_genesis("mainnet"), network)
+        init_chain(genesis_store, genesis_layout, load_genesis("mainnet"), network)
 
 
 def test_genesis_is_deterministic(tmp_path, genesis, network):
@@ -111,13 +132,13 @@ def test_genesis_is_deterministic(tmp_path, genesis, network):
 
 
 @pytest.fixture
-def proposed_chain(proposed_layout):
+def proposed_store(proposed_layout):
     with ChainStore.open(proposed_layout.database) as store:
         yield store
 
 
-def test_propose_then_finalize_an_epoch(proposed_chain, proposed_layout, genesis):
-    chain = proposed_chain
+def test_propose_then_finalize_an_epoch(proposed_store, proposed_layout, genesis):
+    chain = proposed_store
     genesis_hash = chain.block(0)["hash"]
     ids = {p.stem for p in proposed_layout.inbox.glob("*.json")}
     assert len(ids) == 6
@@ -128,21 +149,21 @@ def test_propose_then_finalize_an_epoch(proposed_chain, proposed_layout, genesis
     assert chain.block(1)["hash"] == header.hash
     assert (header.height, header.prev_hash, header.chain_id) == (1, genesis_hash, genesis.chain_id)
     assert header.timestamp == genesis.block_timestamp(1)
-    assert header.params_hash == chain.scalar("SELECT params_hash FROM epochs WHERE epoch = 1")
-    assert header.roots == epoch_roots(chain.connection, 1)
+    assert header.params_hash == chain._scalar("SELECT params_hash FROM epochs WHERE epoch = 1")
+    assert header.roots == epoch_roots(chain._connection, 1)
     assert {"tasks", "rejections", "transfers", "accounts", "hosts"} <= set(header.roots)
     assert header.proposer == choose_proposer(genesis_hash, chain.weights(0))
     signers = {s["signer"]: s["weight"] for s in chain.block(1)["signatures"]}
     assert signers == {a: w for a, w in chain.weights(0).items() if w > 0}
     assert verify_block(chain, 1, genesis_hash) is None
-    assert chain.scalar("SELECT count(*) FROM tasks WHERE epoch = 1") == 5
+    assert chain._scalar("SELECT count(*) FROM tasks WHERE epoch = 1") == 5
     # the post-state is the previous one plus the epoch's transfers, escrow among them
-    assert chain.records("SELECT address, balance, escrow, locked, collateral FROM account_states WHERE epoch = 1 "
-                         "ORDER BY address") == chain.running_accounts(1)
-    assert chain.scalar("SELECT count(*) FROM transfers WHERE epoch = 1 AND kind = 'escrow'") == 5
+    assert chain._records("SELECT address, balance, escrow, locked, collateral FROM account_states WHERE epoch = 1 "
+                          "ORDER BY address") == chain.running_accounts(1)
+    assert chain._scalar("SELECT count(*) FROM transfers WHERE epoch = 1 AND kind = 'escrow'") == 5
     assert list(proposed_layout.inbox.glob("*.json")), "files stay in the inbox until the block is final"
 
-    block_hash = finalize_block(chain, proposed_layout, 1)
+    block_hash = finalize(build_environment(chain, proposed_layout, 1), chain)
     assert block_hash == header.hash and chain.head().height == 1 and chain.head().hash == header.hash
     assert chain.epoch_status(1) == "finalized" and chain.block(1)["status"] == "finalized"
     assert not list(proposed_layout.inbox.glob("*.json"))
@@ -150,74 +171,89 @@ def test_propose_then_finalize_an_epoch(proposed_chain, proposed_layout, genesis
     assert verify_chain(chain).blocks_verified == 2
 
 
-def test_finalize_needs_a_proposal(chain, initialized_layout, submit):
+def test_finalize_needs_a_proposal(genesis_store, genesis_layout, submit):
     submit(1)
-    run_collect(chain, initialized_layout, 1)
+    env = build_environment(genesis_store, genesis_layout, 1)
+    assert collect(env, genesis_store).accepted == 1
     with pytest.raises(ChainError, match="block 1 has not been proposed; run the block_proposal stage first"):
-        finalize_block(chain, initialized_layout, 1)
-    assert chain.head().height == 0
+        finalize(env, genesis_store)
+    assert genesis_store.head().height == 0 and genesis_store.epoch_status(1) == "open"
 
 
-def test_propose_refuses_an_epoch_that_was_never_collected(chain, initialized_layout):
-    before = snapshot(chain)
+def test_propose_refuses_an_epoch_that_was_never_collected(genesis_store, genesis_layout):
+    before = snapshot(genesis_store)
     with pytest.raises(ChainError, match="epoch 1 has not been opened; run its collect stage first"):
-        propose_block(chain, initialized_layout, 1)
-    assert chain.block(1) is None and snapshot(chain) == before
+        propose(build_environment(genesis_store, genesis_layout, 1), genesis_store)
+    assert genesis_store.block(1) is None and snapshot(genesis_store) == before
 
 
 # -- immutability and order ---------------------------------------------------------------------
 
 
-def test_the_two_epoch_chain_verifies(demo_chain):
-    report = verify_chain(demo_chain)
-    assert (report.blocks_verified, report.head, report.first_problem) == (3, 2, None)
-    for epoch in (1, 2):
-        assert demo_chain.scalar("SELECT count(*) FROM tasks WHERE epoch = ?", [epoch]) > 0
-        assert demo_chain.scalar("SELECT count(*) FROM rejected_tasks WHERE epoch = ?", [epoch]) > 0
-        assert demo_chain.scalar("SELECT count(*) FROM transfers WHERE epoch = ?", [epoch]) > 0
-    assert [demo_chain.block(h)["header"]["prev_hash"] for h in (1, 2)] == [demo_chain.block(h)["hash"] for h in (0, 1)]
+def test_the_demo_chain_verifies(demo_store):
+    assert DEMO_EPOCHS == 3
+    report = verify_chain(demo_store)
+    assert (report.blocks_verified, report.head, report.first_problem) == (4, 3, None)
+    for epoch in (1, 2, 3):
+        assert demo_store._scalar("SELECT count(*) FROM tasks WHERE epoch = ?", [epoch]) > 0
+        assert demo_store._scalar("SELECT count(*) FROM rejected_tasks WHERE epoch = ?", [epoch]) > 0
+        assert demo_store._scalar("SELECT count(*) FROM transfers WHERE epoch = ?", [epoch]) > 0
+    assert [demo_store.block(h)["header"]["prev_hash"] for h in (1, 2, 3)] == [demo_store.block(h)["hash"] for h in (0, 1, 2)]
+    assert [demo_store.prev_hash(h) for h in (1, 2, 3)] == [demo_store.block(h)["hash"] for h in (0, 1, 2)]
 
 
-FINALIZED_MESSAGE = r"^epoch {e} is finalized \(block {e}\); its rows are immutable\..*\b3\b"
-"""Names the epoch, says why, and names the epoch to run instead (the head is block 2)."""
+FINALIZED_MESSAGE = r"^epoch {e} is finalized \(block {e}\); its rows are immutable\..*\b4\b"
+"""Names the epoch, says why, and names the epoch to run instead (the head is block 3)."""
 
 
-@pytest.mark.parametrize("epoch", [0, 1, 2])
-def test_a_finalized_epoch_is_immutable(demo_chain, demo_layout, network, epoch):
-    before = snapshot(demo_chain)
-    pending = submit_demo_workload(demo_chain, demo_layout, network, 3)
+@pytest.mark.parametrize("epoch", [0, 1, 2, 3])
+def test_a_finalized_epoch_is_immutable(demo_store, demo_layout, network, epoch):
+    before = snapshot(demo_store)
+    pending = submit_demo_workload(demo_store, demo_layout, network, 4)
     assert sum(pending.values()) > 0
     inbox = sorted(p.name for p in demo_layout.inbox.glob("*.json"))
     message = FINALIZED_MESSAGE.format(e=epoch)
-    for attempt in (lambda: run_collect(demo_chain, demo_layout, epoch),
-                    lambda: propose_block(demo_chain, demo_layout, epoch),
-                    lambda: demo_chain.require_writable(epoch),
-                    lambda: demo_chain.delete_epoch_rows(epoch, ["tasks"]),
-                    lambda: demo_chain.write_post_state(epoch, []),
-                    lambda: demo_chain.open_epoch(epoch, {}, "x")):
+    forged = forged_environment(demo_store, demo_layout, epoch)
+    params = epoch_parameters(demo_store.genesis(), epoch)
+    for attempt in (lambda: build_environment(demo_store, demo_layout, epoch),
+                    lambda: collect(forged, demo_store),
+                    lambda: propose(forged, demo_store),
+                    lambda: finalize(forged, demo_store),
+                    lambda: demo_store.require_writable(epoch),
+                    lambda: demo_store._replace_epoch_rows(epoch, ["tasks"]),
+                    lambda: demo_store.write_post_state(epoch, []),
+                    lambda: demo_store.open_epoch(params),
+                    lambda: demo_store.finalize(epoch)):
         with pytest.raises(FinalizedEpochError, match=message):
             attempt()
-    assert snapshot(demo_chain) == before
+    assert snapshot(demo_store) == before
     assert sorted(p.name for p in demo_layout.inbox.glob("*.json")) == inbox
-    assert verify_chain(demo_chain).first_problem is None
+    assert verify_chain(demo_store).first_problem is None
 
 
-def test_finalizing_twice_is_refused(demo_chain, demo_layout):
-    with pytest.raises(ChainError):
-        finalize_block(demo_chain, demo_layout, 2)
-    assert verify_chain(demo_chain).first_problem is None
+def test_finalizing_twice_is_refused(demo_store, demo_layout):
+    head = demo_store.head()
+    with pytest.raises(FinalizedEpochError, match=FINALIZED_MESSAGE.format(e=3)):
+        finalize(forged_environment(demo_store, demo_layout, 3), demo_store)
+    assert demo_store.head() == head
+    assert verify_chain(demo_store).first_problem is None
 
 
-@pytest.mark.parametrize("epoch", [4, 10])
-def test_an_epoch_out_of_order_is_refused(demo_chain, demo_layout, epoch):
-    before = snapshot(demo_chain)
-    message = rf"^epoch {epoch} cannot run now: the head is block 2\b.*\b3\b"
-    for attempt in (lambda: run_collect(demo_chain, demo_layout, epoch),
-                    lambda: propose_block(demo_chain, demo_layout, epoch),
-                    lambda: demo_chain.require_writable(epoch)):
+@pytest.mark.parametrize("epoch", [5, 10])
+def test_an_epoch_out_of_order_is_refused(demo_store, demo_layout, epoch):
+    before = snapshot(demo_store)
+    message = rf"^epoch {epoch} cannot run now: the head is block 3\b.*\b4\b"
+    forged = forged_environment(demo_store, demo_layout, epoch)
+    params = epoch_parameters(demo_store.genesis(), epoch)
+    for attempt in (lambda: build_environment(demo_store, demo_layout, epoch),
+                    lambda: collect(forged, demo_store),
+                    lambda: propose(forged, demo_store),
+                    lambda: finalize(forged, demo_store),
+                    lambda: demo_store.require_writable(epoch),
+                    lambda: demo_store.open_epoch(params)):
         with pytest.raises(EpochOrderError, match=message):
             attempt()
-    assert snapshot(demo_chain) == before
+    assert snapshot(demo_store) == before
 
 
 def test_errors_are_chain_errors():
@@ -254,12 +290,12 @@ def test_proposer_is_replayable_weighted_and_needs_weight():
 
 
 def first_id(store: ChainStore, table: str, key: str, epoch: int) -> str:
-    return store.scalar(f"SELECT min({key}) FROM {table} WHERE epoch = ?", [epoch])
+    return store._scalar(f"SELECT min({key}) FROM {table} WHERE epoch = ?", [epoch])
 
 
 def sql(statement: str, *args):
     """A tamper step: one SQL statement; args may be callables of the store (evaluated at tamper time)."""
-    return lambda store: store.connection.execute(statement, [a(store) if callable(a) else a for a in args])
+    return lambda store: store._connection.execute(statement, [a(store) if callable(a) else a for a in args])
 
 
 def edit_header(at: int, rehash: bool, **changes):
@@ -267,8 +303,17 @@ def edit_header(at: int, rehash: bool, **changes):
     def tamper(store: ChainStore) -> None:
         header = store.block(at)["header"] | changes
         block_hash = BlockHeader(**header).hash if rehash else store.block(at)["hash"]
-        store.connection.execute("UPDATE blocks SET header_json = ?, hash = ? WHERE height = ?",
-                                 [json.dumps(header, sort_keys=True), block_hash, at])
+        store._connection.execute("UPDATE blocks SET header_json = ?, hash = ? WHERE height = ?",
+                                  [json.dumps(header, sort_keys=True), block_hash, at])
+    return tamper
+
+
+def relink(at: int, prev_hash: str):
+    """Point a block at another parent consistently: header (rehashed) and the blocks.prev_hash column agree, so only
+    the link to the actual previous block can tell (the previous hash is stored nowhere else since migration 4)."""
+    def tamper(store: ChainStore) -> None:
+        edit_header(at, rehash=True, prev_hash=prev_hash)(store)
+        store._connection.execute("UPDATE blocks SET prev_hash = ? WHERE height = ?", [prev_hash, at])
     return tamper
 
 
@@ -278,15 +323,15 @@ def drop_signatures_below_quorum(height: int):
         total = sum(store.weights(max(height - 1, 0)).values())
         while quorum_reached(sum(s["weight"] for s in signatures), total):
             gone = signatures.pop(0)
-            store.connection.execute("DELETE FROM block_signatures WHERE height = ? AND signer = ?", [height, gone["signer"]])
+            store._connection.execute("DELETE FROM block_signatures WHERE height = ? AND signer = ?", [height, gone["signer"]])
     return tamper
 
 
 def swap_signature(height: int):
     def tamper(store: ChainStore) -> None:
         first, second = store.block(height)["signatures"][:2]
-        store.connection.execute("UPDATE block_signatures SET signature = ? WHERE height = ? AND signer = ?",
-                                 [second["signature"], height, first["signer"]])
+        store._connection.execute("UPDATE block_signatures SET signature = ? WHERE height = ? AND signer = ?",
+                                  [second["signature"], height, first["signer"]])
     return tamper
 
 
@@ -330,7 +375,7 @@ TAMPERING = {
     "block hash": (sql("UPDATE blocks SET hash = ? WHERE height = 1", "ab" * 32), 1, "is not the hash of its header"),
     "epoch parameters": (sql("UPDATE epochs SET params_json = replace(params_json, '\"epoch\": 2', '\"epoch\": 3') "
                              "WHERE epoch = 2"), 2, "parameter hash"),
-    "epoch seed": (sql("UPDATE epochs SET seed = ? WHERE epoch = 1", "cd" * 32), 1, "seed is not the previous block hash"),
+    "previous hash, header and column": (relink(1, "cd" * 32), 1, "links to"),
     "host key": (sql("UPDATE hosts SET public_key = ? WHERE address = (SELECT min(address) FROM hosts)", "ee" * 32), 0,
                  "registry_hosts root"),
     "host served models": (sql("UPDATE hosts SET models = ['llm-other'] WHERE address = (SELECT min(address) FROM hosts)"), 0,
@@ -344,9 +389,9 @@ TAMPERING = {
 
 
 @pytest.mark.parametrize("tamper, height, message", TAMPERING.values(), ids=TAMPERING.keys())
-def test_tampering_names_exactly_that_block(demo_chain, tamper, height, message):
-    tamper(demo_chain)
-    report = verify_chain(demo_chain)
+def test_tampering_names_exactly_that_block(demo_store, tamper, height, message):
+    tamper(demo_store)
+    report = verify_chain(demo_store)
     assert report.first_problem is not None, "tampering went unnoticed"
     assert report.first_problem.height == height, str(report.first_problem)
     assert report.blocks_verified == height
@@ -354,52 +399,52 @@ def test_tampering_names_exactly_that_block(demo_chain, tamper, height, message)
     assert str(report.first_problem).startswith(f"block {height}: ")
 
 
-def test_a_missing_block_is_a_gap(demo_chain):
-    demo_chain.connection.execute("UPDATE blocks SET status = 'proposed' WHERE height = 1")
-    report = verify_chain(demo_chain)
+def test_a_missing_block_is_a_gap(demo_store):
+    demo_store._connection.execute("UPDATE blocks SET status = 'proposed' WHERE height = 1")
+    report = verify_chain(demo_store)
     assert report.first_problem.height == 1 and "gap" in report.first_problem.message
 
 
-def test_a_signature_beyond_the_quorum_may_be_missing(demo_chain):
+def test_a_signature_beyond_the_quorum_may_be_missing(demo_store):
     """Finality needs > 2/3 of the weight, not every signature: dropping one surplus signature is no inconsistency."""
-    block = demo_chain.block(1)
-    total = sum(demo_chain.weights(0).values())
+    block = demo_store.block(1)
+    total = sum(demo_store.weights(0).values())
     smallest = min(block["signatures"], key=lambda s: (s["weight"], s["signer"]))
     assert quorum_reached(sum(s["weight"] for s in block["signatures"]) - smallest["weight"], total)
-    demo_chain.connection.execute("DELETE FROM block_signatures WHERE height = 1 AND signer = ?", [smallest["signer"]])
-    assert verify_chain(demo_chain).first_problem is None
+    demo_store._connection.execute("DELETE FROM block_signatures WHERE height = 1 AND signer = ?", [smallest["signer"]])
+    assert verify_chain(demo_store).first_problem is None
 
 
 def reseal(store: ChainStore, layout: DataLayout, height: int) -> None:
     """What a proposer holding every host key could do: recompute the roots from the rows and re-sign the header."""
     block = store.block(height)
-    header = BlockHeader(**(block["header"] | {"roots": epoch_roots(store.connection, height)}))
-    keys = host_keys(store, layout)
+    header = BlockHeader(**(block["header"] | {"roots": store.epoch_roots(height)}))
+    keys = host_keys(store.hosts(), layout)
     signatures = [{"signer": s["signer"], "weight": s["weight"],
                    "signature": keys[s["signer"]].sign(header.chain_id, MessageKind.BLOCK, header.as_dict())}
                   for s in block["signatures"]]
-    store.save_block(header.as_dict(), header.hash, signatures, "finalized")
+    store._save_block(header.as_dict(), header.hash, signatures, "finalized")
 
 
-def test_a_resealed_block_with_a_wrong_post_state_is_caught(demo_chain, demo_layout):
-    demo_chain.connection.execute("UPDATE account_states SET balance = balance + 1000 WHERE epoch = 2 AND address = "
-                              "(SELECT min(address) FROM account_states WHERE epoch = 2)")
-    reseal(demo_chain, demo_layout, 2)
-    problem = verify_chain(demo_chain).first_problem
+def test_a_resealed_block_with_a_wrong_post_state_is_caught(demo_store, demo_layout):
+    demo_store._connection.execute("UPDATE account_states SET balance = balance + 1000 WHERE epoch = 2 AND address = "
+                                   "(SELECT min(address) FROM account_states WHERE epoch = 2)")
+    reseal(demo_store, demo_layout, 2)
+    problem = verify_chain(demo_store).first_problem
     assert problem.height == 2 and "previous state plus the epoch's transfers" in problem.message
 
 
-def test_a_resealed_block_with_a_forged_transfer_is_caught(demo_chain, demo_layout):
-    demo_chain.connection.execute("UPDATE transfers SET balance_delta = balance_delta + 7 WHERE transfer_id = ?",
-                              [first_id(demo_chain, "transfers", "transfer_id", 2)])
-    reseal(demo_chain, demo_layout, 2)
-    problem = verify_chain(demo_chain).first_problem
+def test_a_resealed_block_with_a_forged_transfer_is_caught(demo_store, demo_layout):
+    demo_store._connection.execute("UPDATE transfers SET balance_delta = balance_delta + 7 WHERE transfer_id = ?",
+                                   [first_id(demo_store, "transfers", "transfer_id", 2)])
+    reseal(demo_store, demo_layout, 2)
+    problem = verify_chain(demo_store).first_problem
     assert problem.height == 2 and "previous state plus the epoch's transfers" in problem.message
 
 
-def test_resealing_an_untouched_block_verifies(demo_chain, demo_layout):
-    reseal(demo_chain, demo_layout, 2)
-    assert verify_chain(demo_chain).first_problem is None
+def test_resealing_an_untouched_block_verifies(demo_store, demo_layout):
+    reseal(demo_store, demo_layout, 2)
+    assert verify_chain(demo_store).first_problem is None
 
 
 # -- the CLI --------------------------------------------------------------------------------------
@@ -407,12 +452,12 @@ def test_resealing_an_untouched_block_verifies(demo_chain, demo_layout):
 
 def test_cli_verify_chain_ok(demo_layout, capsys):
     assert cli.main(["--data-dir", str(demo_layout.root), "verify-chain"]) == 0
-    assert capsys.readouterr().out.strip() == "ok: 3 blocks verified, head 2"
+    assert capsys.readouterr().out.strip() == "ok: 4 blocks verified, head 3"
 
 
 def test_cli_verify_chain_names_the_tampered_block(demo_layout, capsys):
     with ChainStore.open(demo_layout.database) as store:
-        store.connection.execute("UPDATE tasks SET prompt = 'x' WHERE task_id = ?", [first_id(store, "tasks", "task_id", 2)])
+        store._connection.execute("UPDATE tasks SET prompt = 'x' WHERE task_id = ?", [first_id(store, "tasks", "task_id", 2)])
     assert cli.main(["--data-dir", str(demo_layout.root), "verify-chain"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("INCONSISTENT block 2: the tasks root in the header is ")
@@ -421,7 +466,7 @@ def test_cli_verify_chain_names_the_tampered_block(demo_layout, capsys):
 @pytest.mark.slow
 def test_gonka_verify_chain_command_exits_non_zero(demo_layout):
     with ChainStore.open(demo_layout.database) as store:
-        store.connection.execute("UPDATE host_states SET weight = 9 WHERE epoch = 1")
+        store._connection.execute("UPDATE host_states SET weight = 9 WHERE epoch = 1")
     done = subprocess.run([sys.executable, "-m", "gonka_pipelines.cli", "--data-dir", str(demo_layout.root), "verify-chain"],
                           capture_output=True, text=True, env=os.environ.copy(), timeout=120)
     assert done.returncode == 1 and "INCONSISTENT block 1: the hosts root" in done.stderr
@@ -446,61 +491,62 @@ def check_proof(store: ChainStore, proof: dict) -> None:
     assert verify_proof(proof["leaf"], rebuilt, block["header"]["roots"][commitment.name])
 
 
-def test_prove_a_task(demo_chain):
-    task_id = first_id(demo_chain, "tasks", "task_id", 1)
-    proof = prove_row(demo_chain, "tasks", task_id)
+def test_prove_a_task(demo_store):
+    task_id = first_id(demo_store, "tasks", "task_id", 1)
+    proof = prove_row(demo_store, "tasks", task_id)
     assert proof["verified"] is True and proof["epoch"] == 1 and proof["commitment"] == "tasks"
     assert proof["row"]["task_id"] == task_id
-    assert proof["proof"]["leaf_count"] == demo_chain.scalar("SELECT count(*) FROM tasks WHERE epoch = 1")
-    check_proof(demo_chain, proof)
+    assert proof["proof"]["leaf_count"] == demo_store._scalar("SELECT count(*) FROM tasks WHERE epoch = 1")
+    check_proof(demo_store, proof)
 
 
-def test_prove_an_account_latest_and_at_an_epoch(demo_chain):
-    address = demo_chain.scalar("SELECT min(address) FROM accounts WHERE kind = 'developer'")
-    latest = prove_row(demo_chain, "accounts", address)
-    assert latest["verified"] and latest["epoch"] == 2 and latest["table"] == "account_states"
-    at_one = prove_row(demo_chain, "account_states", address, epoch=1)
+def test_prove_an_account_latest_and_at_an_epoch(demo_store):
+    address = demo_store._scalar("SELECT min(address) FROM accounts WHERE kind = 'developer'")
+    latest = prove_row(demo_store, "accounts", address)
+    assert latest["verified"] and latest["epoch"] == DEMO_EPOCHS and latest["table"] == "account_states"
+    at_one = prove_row(demo_store, "account_states", address, epoch=1)
     assert at_one["verified"] and at_one["epoch"] == 1
     for proof in (latest, at_one):
-        check_proof(demo_chain, proof)
-        assert proof["row"]["balance"] == demo_chain.scalar(
+        check_proof(demo_store, proof)
+        assert proof["row"]["balance"] == demo_store._scalar(
             "SELECT balance FROM account_states WHERE epoch = ? AND address = ?", [proof["epoch"], address])
 
 
-def test_prove_a_rejection_with_its_raw_payload(demo_chain):
-    submission_id = first_id(demo_chain, "rejected_tasks", "submission_id", 2)
-    proof = prove_row(demo_chain, "rejections", submission_id)
-    raw = demo_chain.scalar("SELECT raw_payload FROM rejected_tasks WHERE submission_id = ?", [submission_id])
+def test_prove_a_rejection_with_its_raw_payload(demo_store):
+    submission_id = first_id(demo_store, "rejected_tasks", "submission_id", 2)
+    proof = prove_row(demo_store, "rejections", submission_id)
+    raw = demo_store._scalar("SELECT raw_payload FROM rejected_tasks WHERE submission_id = ?", [submission_id])
     assert proof["verified"] and proof["row"]["raw_payload"] == bytes(raw).hex()
-    check_proof(demo_chain, proof)
+    check_proof(demo_store, proof)
 
 
 @pytest.mark.parametrize("table, statement", [
     ("tasks", "UPDATE tasks SET prompt = prompt || '?' WHERE task_id = ?"),
     # another row of the same epoch: the recomputed root no longer matches the header, so no proof of that epoch holds
     ("tasks", "UPDATE tasks SET escrow = escrow + 1 WHERE task_id = (SELECT max(task_id) FROM tasks WHERE epoch = 1) AND ? IS NOT NULL"),
-    ("accounts", "UPDATE account_states SET balance = balance + 1 WHERE epoch = 2 AND address = ?"),
+    # the latest state (the head's epoch) is the one an account proof proves
+    ("accounts", f"UPDATE account_states SET balance = balance + 1 WHERE epoch = {DEMO_EPOCHS} AND address = ?"),
 ], ids=["the row itself", "a sibling row", "an account state"])
-def test_a_proof_fails_after_tampering(demo_chain, table, statement):
-    row_id = (first_id(demo_chain, "tasks", "task_id", 1) if table == "tasks"
-              else demo_chain.scalar("SELECT min(address) FROM accounts WHERE kind = 'developer'"))
-    assert prove_row(demo_chain, table, row_id)["verified"]
-    demo_chain.connection.execute(statement, [row_id])
-    assert prove_row(demo_chain, table, row_id)["verified"] is False
+def test_a_proof_fails_after_tampering(demo_store, table, statement):
+    row_id = (first_id(demo_store, "tasks", "task_id", 1) if table == "tasks"
+              else demo_store._scalar("SELECT min(address) FROM accounts WHERE kind = 'developer'"))
+    assert prove_row(demo_store, table, row_id)["verified"]
+    demo_store._connection.execute(statement, [row_id])
+    assert prove_row(demo_store, table, row_id)["verified"] is False
 
 
-def test_prove_refuses_unknown_tables_rows_and_unfinalized_epochs(demo_chain, demo_layout, network):
+def test_prove_refuses_unknown_tables_rows_and_unfinalized_epochs(demo_store, demo_layout, network):
     with pytest.raises(ChainError, match="unknown table 'blocks'; provable tables: "):
-        prove_row(demo_chain, "blocks", "1")
+        prove_row(demo_store, "blocks", "1")
     with pytest.raises(ChainError, match="no row 'nope' in tasks of a finalized block"):
-        prove_row(demo_chain, "tasks", "nope")
-    task_id = first_id(demo_chain, "tasks", "task_id", 1)
+        prove_row(demo_store, "tasks", "nope")
+    task_id = first_id(demo_store, "tasks", "task_id", 1)
     with pytest.raises(ChainError, match="at epoch 2"):
-        prove_row(demo_chain, "tasks", task_id, epoch=2)
-    submit_demo_workload(demo_chain, demo_layout, network, 3)
-    run_collect(demo_chain, demo_layout, 3)
-    with pytest.raises(ChainError, match="of a finalized block"):
-        prove_row(demo_chain, "tasks", first_id(demo_chain, "tasks", "task_id", 3))
+        prove_row(demo_store, "tasks", task_id, epoch=2)
+    submit_demo_workload(demo_store, demo_layout, network, 4)
+    assert collect(build_environment(demo_store, demo_layout, 4), demo_store).accepted > 0
+    with pytest.raises(ChainError, match="no row .* in tasks of a finalized block"):
+        prove_row(demo_store, "tasks", first_id(demo_store, "tasks", "task_id", 4))
 
 
 def test_cli_prove(demo_layout, capsys):
@@ -510,6 +556,6 @@ def test_cli_prove(demo_layout, capsys):
     proof = json.loads(capsys.readouterr().out)
     assert proof["verified"] is True and proof["id"] == task_id and proof["epoch"] == 2
     with ChainStore.open(demo_layout.database) as store:
-        store.connection.execute("UPDATE tasks SET nonce = nonce + 1000 WHERE task_id = ?", [task_id])
+        store._connection.execute("UPDATE tasks SET nonce = nonce + 1000 WHERE task_id = ?", [task_id])
     assert cli.main(["--data-dir", str(demo_layout.root), "prove", "tasks", task_id]) == 1
     assert json.loads(capsys.readouterr().out)["verified"] is False

@@ -5,22 +5,15 @@ from __future__ import annotations
 
 import dagster as dg
 import pytest
-from epoch_fixtures import (
-    copy_chain,
-    demo_network,
-    fast_genesis,
-    new_chain,
-    opened,
-    run_stages,
-    small_chain,
-    submit_tasks,
-)
 
 from gonka_pipelines.chain.invariants import check_epoch_supply
 from gonka_pipelines.chain.verify import verify_chain
 from gonka_pipelines.defs.launch import run_next_epoch
 from gonka_pipelines.protocol.rewards import SupplyInvariantError
 from gonka_pipelines.simulation.workload import submit_demo_workload
+
+from support.chains import copy_chain, create_chain, opened, run_stages, small_template, submit_tasks
+from support.config import demo_network, fast_genesis
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +68,7 @@ def demo_epoch(tmp_path_factory, instance):
     """The demo network (fast local profile) at genesis, the demo workload submitted, epoch 1 run through Dagster."""
     base = tmp_path_factory.mktemp("dagster-epoch")
     network = demo_network()
-    layout = new_chain(base / "chain", fast_genesis(base / "config"), network)
+    layout = create_chain(base / "chain", fast_genesis(base / "config"), network)
     with opened(layout) as store:
         kinds = submit_demo_workload(store, layout, network, 1)
     run = run_next_epoch(layout, instance)
@@ -106,13 +99,15 @@ def test_metadata_values_match_the_chain(demo_epoch):
     layout, kinds, _, materializations, _ = demo_epoch
     meta = {asset: m.metadata for asset, m in materializations.items()}
     with opened(layout, read_only=True) as store:
-        one = lambda sql: store.scalar(sql, [1])
+        def one(sql: str):
+            return store._scalar(sql, [1])
+
         tasks = meta["epoch_tasks"]
         assert value(tasks, "submitted") == sum(kinds.values())
         assert value(tasks, "accepted") == one("SELECT count(*) FROM tasks WHERE epoch = ?") == kinds["honest"]
         assert value(tasks, "rejected") == one("SELECT count(*) FROM rejected_tasks WHERE epoch = ?") == sum(kinds.values()) - kinds["honest"]
         assert value(tasks, "escrowed") == one("SELECT sum(escrow) FROM tasks WHERE epoch = ?")
-        assert value(tasks, "rejected_by_reason") == dict(store.query(
+        assert value(tasks, "rejected_by_reason") == dict(store._query(
             "SELECT reason, count(*) FROM rejected_tasks WHERE epoch = 1 GROUP BY 1"))
 
         batches = meta["sprint_batches"]
@@ -138,16 +133,16 @@ def test_metadata_values_match_the_chain(demo_epoch):
         assert value(validation, "validations") == one("SELECT count(*) FROM task_verdicts WHERE epoch = ?")
         assert value(validation, "invalidated_tasks") == one(
             "SELECT count(*) FROM task_outcomes WHERE epoch = ? AND outcome = 'invalidated'")
-        assert value(validation, "statuses") == dict(store.query("SELECT status, count(*) FROM host_epochs WHERE epoch = 1 GROUP BY 1"))
+        assert value(validation, "statuses") == dict(store._query("SELECT status, count(*) FROM host_epochs WHERE epoch = 1 GROUP BY 1"))
 
         rewards = meta["rewards"]
-        emission = store.records("SELECT * FROM emissions WHERE epoch = 1")[0]
+        emission = store._records("SELECT * FROM emissions WHERE epoch = 1")[0]
         assert value(rewards, "emission_minted") == emission["minted"] == emission["scheduled"] == value(rewards, "emission_scheduled")
         assert value(rewards, "burned") == emission["burned"]
         assert value(rewards, "paid") == one("SELECT sum(payout) FROM rewards WHERE epoch = ?")
         assert value(rewards, "hosts_caught") >= 2, "host-fake (sprint) and host-lazy (claim) are caught in epoch 1"
         derivations = value(rewards, "derivations")
-        for (name,) in store.query("SELECT name FROM hosts"):
+        for (name,) in store._query("SELECT name FROM hosts"):
             assert f"### {name} — epoch 1: payout" in derivations
 
         block = store.block(1)
@@ -185,15 +180,15 @@ def test_blocking_flags_of_the_checks():
 
 def test_supply_check_names_both_sides_of_a_bogus_transfer(tmp_path_factory, tmp_path):
     """Stages up to rewards, then a transfer that creates 7 units from nothing: check_epoch_supply names both sides."""
-    template, network = small_chain(tmp_path_factory)
+    template, network = small_template(tmp_path_factory)
     layout = copy_chain(template.root, tmp_path / "chain")
     with opened(layout) as store:
         epoch = store.head().height + 1
         submit_tasks(store, layout, network, 3)
         run_stages(store, layout, epoch, through="rewards")
         supply = check_epoch_supply(store, epoch)
-        developer = store.query("SELECT address FROM accounts WHERE kind = 'developer' ORDER BY address")[0][0]
-        store.insert("transfers", [{"transfer_id": "bogus", "epoch": epoch, "stage": "rewards", "account": developer,
+        developer = store._query("SELECT address FROM accounts WHERE kind = 'developer' ORDER BY address")[0][0]
+        store._insert("transfers", [{"transfer_id": "bogus", "epoch": epoch, "stage": "rewards", "account": developer,
                                     "balance_delta": 7, "escrow_delta": 0, "kind": "bogus", "ref": "test"}])
         with pytest.raises(SupplyInvariantError) as caught:
             check_epoch_supply(store, epoch)
@@ -202,7 +197,7 @@ def test_supply_check_names_both_sides_of_a_bogus_transfer(tmp_path_factory, tmp
         assert f"= {supply + 7}" in str(error) and f"= {supply}" in str(error) and "(difference +7)" in str(error)
         assert "balances + escrow + locked vesting + collateral" in str(error) and "genesis supply + minted - burned" in str(error)
         # escrow that vanishes is caught the same way, with the opposite sign
-        store.connection.execute("UPDATE transfers SET balance_delta = 0, escrow_delta = -3 WHERE transfer_id = 'bogus'")
+        store._execute("UPDATE transfers SET balance_delta = 0, escrow_delta = -3 WHERE transfer_id = 'bogus'")
         with pytest.raises(SupplyInvariantError, match=r"difference -3"):
             check_epoch_supply(store, epoch)
 
@@ -212,9 +207,9 @@ def test_a_failed_supply_check_blocks_the_block(tmp_path, instance):
     epoch is never proposed or finalized, and the check's metadata says by how much."""
     genesis_dir = tmp_path / "config"
     network = demo_network()
-    layout = new_chain(tmp_path / "chain", fast_genesis(genesis_dir), network)
+    layout = create_chain(tmp_path / "chain", fast_genesis(genesis_dir), network)
     with opened(layout) as store:
-        store.connection.execute(
+        store._execute(
             "UPDATE account_states SET balance = balance + 1 WHERE epoch = 0 AND address = "
             "(SELECT min(address) FROM accounts WHERE kind = 'developer')")
         submit_tasks(store, layout, network, 3)
@@ -234,9 +229,9 @@ def test_a_failed_supply_check_blocks_the_block(tmp_path, instance):
 
 
 def test_store_insert_right_after_scalar(tmp_path_factory, tmp_path):
-    template, _ = small_chain(tmp_path_factory)
+    template, _ = small_template(tmp_path_factory)
     layout = copy_chain(template.root, tmp_path / "chain")
     with opened(layout) as store:
-        assert store.scalar("SELECT count(*) FROM hosts") == 5
-        store.insert("chain_meta", [{"key": "test-key", "value": "v"}])
+        assert store._scalar("SELECT count(*) FROM hosts") == 5
+        store._insert("chain_meta", [{"key": "test-key", "value": "v"}])
         assert store.meta("test-key") == "v"

@@ -9,37 +9,44 @@ from gonka_pipelines.chain.verify import verify_chain
 from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.simulation.workload import submit_demo_workload
 from gonka_pipelines.stages.genesis import init_chain
+from gonka_pipelines.stages.pipeline import run_epoch
+
+from support.chains import DEMO_EPOCHS, opened
 
 COMMITTED = ("tasks", "rejected_tasks", "transfers", "account_states", "host_states", "block_signatures", "submissions")
 
 
 def chain_contents(store: ChainStore) -> tuple[list[str], dict[str, list[tuple]]]:
-    hashes = [h for (h,) in store.query("SELECT hash FROM blocks WHERE status = 'finalized' ORDER BY height")]
-    rows = {table: store.query(f"SELECT * FROM {table} ORDER BY ALL") for table in COMMITTED}
-    rows["headers"] = store.query("SELECT height, hash, header_json FROM blocks ORDER BY height")
+    hashes = [h for (h,) in store._query("SELECT hash FROM blocks WHERE status = 'finalized' ORDER BY height")]
+    rows = {table: store._query(f"SELECT * FROM {table} ORDER BY ALL") for table in COMMITTED}
+    rows["headers"] = store._query("SELECT height, hash, header_json FROM blocks ORDER BY height")
     return hashes, rows
 
 
-def test_two_fresh_chains_give_identical_blocks(tmp_path, genesis, network, demo_chain, run_epoch):
+def test_two_fresh_chains_give_identical_blocks(tmp_path, genesis, network, demo_template):
     """A chain built here from scratch (stages directly, no Dagster) equals the session's demo chain, block for block."""
-    epochs = demo_chain.head().height
+    with opened(demo_template, read_only=True) as demo:
+        epochs = demo.head().height
+        other_hashes, other_rows = chain_contents(demo)
+    assert epochs == DEMO_EPOCHS == 3
     layout = DataLayout(tmp_path / "fresh")
     with ChainStore.open(layout.database) as store:
         init_chain(store, layout, genesis, network)
         for epoch in range(1, epochs + 1):
             submit_demo_workload(store, layout, network, epoch)
-            run_epoch(store, layout, epoch)  # the conftest fixture: stages.pipeline, no Dagster
+            run_epoch(store, layout, epoch)  # stages.pipeline, no Dagster
         assert verify_chain(store).first_problem is None
         hashes, rows = chain_contents(store)
-    other_hashes, other_rows = chain_contents(demo_chain)
-    assert len(hashes) == epochs + 1 == len(set(hashes)) and epochs >= 2
+    assert len(hashes) == epochs + 1 == len(set(hashes))
     assert hashes == other_hashes
     assert rows == other_rows
     assert rows["tasks"], "the workload must produce accepted tasks, or the comparison proves little"
 
 
-def test_block_times_come_from_genesis_not_the_clock(demo_chain, genesis):
-    headers = [json.loads(header) for (header,) in demo_chain.query("SELECT header_json FROM blocks ORDER BY height")]
+def test_block_times_come_from_genesis_not_the_clock(demo_template, genesis):
+    with opened(demo_template, read_only=True) as demo:
+        headers = [json.loads(header) for (header,) in demo._query("SELECT header_json FROM blocks ORDER BY height")]
+    assert len(headers) == DEMO_EPOCHS + 1
     assert [h["timestamp"] for h in headers] == [genesis.block_timestamp(height) for height in range(len(headers))]
     assert headers[1]["timestamp"] == "2026-01-01T00:10:00+00:00"
 

@@ -8,35 +8,38 @@ import sys
 from pathlib import Path
 
 import pytest
-from epoch_fixtures import DEMO_EPOCHS, SMALL_EPOCHS, demo_chain, opened, small_chain
 
 from gonka_pipelines.chain.store import ChainError
+from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.reports.explain import explain_payout, render_markdown
+
+from support.chains import DEMO_EPOCHS, opened, small_template
+from support.config import SMALL_EPOCHS
 
 REMAINDER_LABEL = "rounding remainder (first paid address)"
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory):
-    """The small adversarial chain (3 honest hosts, host-fake, host-lazy) after SMALL_EPOCHS epochs, read-only."""
-    layout, _ = small_chain(tmp_path_factory)
-    with opened(layout, read_only=True) as store:
-        yield store
+def small_dir(tmp_path_factory) -> Path:
+    """The session's small adversarial chain (3 honest hosts, host-fake, host-lazy) after SMALL_EPOCHS epochs."""
+    return small_template(tmp_path_factory)[0].root
 
 
 @pytest.fixture(scope="module")
-def chain_dir(chain, tmp_path_factory) -> Path:
-    return small_chain(tmp_path_factory)[0].root
+def small_store(small_dir):
+    """The small small_store, open read-only."""
+    with opened(DataLayout(small_dir), read_only=True) as store:
+        yield store
 
 
 def hosts(store) -> list[tuple[str, str]]:
-    return store.query("SELECT name, address FROM hosts ORDER BY name")
+    return store._query("SELECT name, address FROM hosts ORDER BY name")
 
 
 def check_explanations(store, epoch: int) -> dict[str, object]:
     """Explain every host of the epoch and check each derivation; returns the explanations by host name."""
-    minted = store.scalar("SELECT minted FROM emissions WHERE epoch = ?", [epoch])
-    rewards = {r["address"]: r for r in store.records("SELECT * FROM rewards WHERE epoch = ?", [epoch])}
+    minted = store._scalar("SELECT minted FROM emissions WHERE epoch = ?", [epoch])
+    rewards = {r["address"]: r for r in store._records("SELECT * FROM rewards WHERE epoch = ?", [epoch])}
     paid = sorted(a for a, r in rewards.items() if r["weight"] > 0)
     first_paid = paid[0] if paid else None
     total_weight = sum(r["weight"] for r in rewards.values())
@@ -73,7 +76,7 @@ def check_explanations(store, epoch: int) -> dict[str, object]:
             assert remainder_lines == [(REMAINDER_LABEL, remainder)]
         else:
             assert remainder_lines == []
-        fee_shares = store.query("SELECT amount FROM fee_shares WHERE epoch = ? AND host = ?", [epoch, address])
+        fee_shares = store._query("SELECT amount FROM fee_shares WHERE epoch = ? AND host = ?", [epoch, address])
         assert sum(amount for _, amount in work_lines) == row["work_coins"]
         if row["work_coins"]:
             assert len(work_lines) == len(fee_shares)
@@ -83,8 +86,8 @@ def check_explanations(store, epoch: int) -> dict[str, object]:
 
 
 @pytest.mark.parametrize("epoch", range(1, SMALL_EPOCHS + 1))
-def test_every_payout_is_explained_and_balanced(chain, epoch):
-    explained = check_explanations(chain, epoch)
+def test_every_payout_is_explained_and_balanced(small_store, epoch):
+    explained = check_explanations(small_store, epoch)
     # the small network covers: honest with reward + work coins, a rejected sprint, a refused claim
     assert explained["host-lazy"].claimed is False and explained["host-lazy"].reward > 0
     assert explained["host-fake"].reward == 0
@@ -92,20 +95,20 @@ def test_every_payout_is_explained_and_balanced(chain, epoch):
     assert any("REJECTED" in note for note in explained["host-fake"].notes)
 
 
-def test_the_rounding_remainder_goes_to_the_first_paid_address(chain):
+def test_the_rounding_remainder_goes_to_the_first_paid_address(small_store):
     """At least one epoch has a remainder, and the first address with weight gets it (whether or not it claims)."""
     remainders = {}
     for epoch in range(1, SMALL_EPOCHS + 1):
-        minted = chain.scalar("SELECT minted FROM emissions WHERE epoch = ?", [epoch])
-        rows = chain.records("SELECT address, weight, total_weight, reward FROM rewards WHERE epoch = ? ORDER BY address", [epoch])
+        minted = small_store._scalar("SELECT minted FROM emissions WHERE epoch = ?", [epoch])
+        rows = small_store._records("SELECT address, weight, total_weight, reward FROM rewards WHERE epoch = ? ORDER BY address", [epoch])
         first = next(r for r in rows if r["weight"] > 0)
         remainders[epoch] = minted - sum(minted * r["weight"] // r["total_weight"] for r in rows)
         assert first["reward"] == minted * first["weight"] // first["total_weight"] + remainders[epoch]
     assert any(remainders.values())
 
 
-def test_markdown_ends_in_the_payout(chain):
-    e = explain_payout(chain, "host-alpha", 1)
+def test_markdown_ends_in_the_payout(small_store):
+    e = explain_payout(small_store, "host-alpha", 1)
     text = render_markdown(e)
     assert text.splitlines()[0] == f"### host-alpha — epoch 1: payout {e.payout:,}"
     assert text.splitlines()[-1] == f"| **payout** | **{e.payout:,}** |"
@@ -113,16 +116,16 @@ def test_markdown_ends_in_the_payout(chain):
         assert f"| {label} | {amount:,} |" in text
 
 
-def test_explain_by_address_is_the_same(chain):
-    address = dict(hosts(chain))["host-bravo"]
-    assert explain_payout(chain, address, 1) == explain_payout(chain, "host-bravo", 1)
+def test_explain_by_address_is_the_same(small_store):
+    address = dict(hosts(small_store))["host-bravo"]
+    assert explain_payout(small_store, address, 1) == explain_payout(small_store, "host-bravo", 1)
 
 
-def test_explain_refuses_unknown_hosts_and_unrewarded_epochs(chain):
+def test_explain_refuses_unknown_hosts_and_unrewarded_epochs(small_store):
     with pytest.raises(ChainError, match=r"no host named 'host-nope'; hosts: host-alpha, host-bravo, host-charlie, host-fake, host-lazy"):
-        explain_payout(chain, "host-nope", 1)
+        explain_payout(small_store, "host-nope", 1)
     with pytest.raises(ChainError, match=f"epoch {SMALL_EPOCHS + 5} has no rewards yet"):
-        explain_payout(chain, "host-alpha", SMALL_EPOCHS + 5)
+        explain_payout(small_store, "host-alpha", SMALL_EPOCHS + 5)
 
 
 # -- the CLI --------------------------------------------------------------------------------------------------------
@@ -134,17 +137,17 @@ def gonka(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*command, *args], check=False, capture_output=True, text=True, timeout=120)
 
 
-def test_cli_explain_prints_the_payout(chain, chain_dir):
-    payout = chain.scalar("SELECT payout FROM rewards r JOIN hosts h USING (address) WHERE h.name = 'host-alpha' AND r.epoch = 1")
+def test_cli_explain_prints_the_payout(small_store, small_dir):
+    payout = small_store._scalar("SELECT payout FROM rewards r JOIN hosts h USING (address) WHERE h.name = 'host-alpha' AND r.epoch = 1")
     assert payout > 0
-    result = gonka("--data-dir", str(chain_dir), "explain", "host-alpha", "1")
+    result = gonka("--data-dir", str(small_dir), "explain", "host-alpha", "1")
     assert result.returncode == 0, result.stderr
     assert f"### host-alpha — epoch 1: payout {payout:,}" in result.stdout
     assert f"| **payout** | **{payout:,}** |" in result.stdout
 
 
-def test_cli_explain_unknown_host_exits_2_listing_hosts(chain_dir):
-    result = gonka("--data-dir", str(chain_dir), "explain", "host-nope", "1")
+def test_cli_explain_unknown_host_exits_2_listing_hosts(small_dir):
+    result = gonka("--data-dir", str(small_dir), "explain", "host-nope", "1")
     assert result.returncode == 2
     assert result.stdout == ""
     assert "no host named 'host-nope'" in result.stderr
@@ -156,36 +159,36 @@ def test_cli_explain_unknown_host_exits_2_listing_hosts(chain_dir):
 
 def check_lineage(store, epoch: int) -> None:
     def parents(child_kind: str, child_id: str, relation: str) -> list[tuple[str, str]]:
-        return store.query("SELECT parent_kind, parent_id FROM lineage WHERE epoch = ? AND child_kind = ? AND child_id = ? "
-                           "AND relation = ? ORDER BY parent_id", [epoch, child_kind, child_id, relation])
+        return store._query("SELECT parent_kind, parent_id FROM lineage WHERE epoch = ? AND child_kind = ? AND child_id = ? "
+                            "AND relation = ? ORDER BY parent_id", [epoch, child_kind, child_id, relation])
 
-    rewards = store.records("SELECT * FROM rewards WHERE epoch = ? ORDER BY address", [epoch])
+    rewards = store._records("SELECT * FROM rewards WHERE epoch = ? ORDER BY address", [epoch])
     assert rewards
     for row in rewards:
         address = row["address"]
         reward_parents = parents("payout", address, "rewards:reward")
         if row["reward"] > 0:
             assert reward_parents == [("weight", address)]
-            weight = store.records("SELECT * FROM epoch_weights WHERE epoch = ? AND address = ?", [epoch, address])[0]
+            weight = store._records("SELECT * FROM epoch_weights WHERE epoch = ? AND address = ?", [epoch, address])[0]
             assert weight["weight"] > 0
             batches = parents("weight", address, "sprint_weights:hits")
             assert batches and {kind for kind, _ in batches} == {"poc_batch"}
-            rows = store.query(
+            rows = store._query(
                 "SELECT batch_id, epoch, host, status, len(nonces) FROM poc_batches WHERE list_contains(?, batch_id) ORDER BY batch_id",
                 [[b for _, b in batches]])
             assert [r[0] for r in rows] == [b for _, b in batches], "every parent is a stored batch"
             assert all((e, h, s) == (epoch, address, "accepted") for _, e, h, s, _ in rows)
             assert sum(n for *_, n in rows) == weight["hits"]
-            accepted = store.query("SELECT batch_id FROM poc_batches WHERE epoch = ? AND host = ? AND status = 'accepted' "
-                                   "ORDER BY batch_id", [epoch, address])
+            accepted = store._query("SELECT batch_id FROM poc_batches WHERE epoch = ? AND host = ? AND status = 'accepted' "
+                                    "ORDER BY batch_id", [epoch, address])
             assert [b for (b,) in accepted] == [b for _, b in batches], "no accepted batch is left out"
         else:
             assert reward_parents == []
         fee_parents = parents("payout", address, "rewards:work_coins")
         if row["work_coins"] > 0:
             assert fee_parents and {kind for kind, _ in fee_parents} == {"fee_share"}
-            amounts = store.query("SELECT task_id, amount FROM fee_shares WHERE epoch = ? AND host = ? AND list_contains(?, task_id) "
-                                  "ORDER BY task_id", [epoch, address, [t for _, t in fee_parents]])
+            amounts = store._query("SELECT task_id, amount FROM fee_shares WHERE epoch = ? AND host = ? AND list_contains(?, task_id) "
+                                   "ORDER BY task_id", [epoch, address, [t for _, t in fee_parents]])
             assert [t for t, _ in amounts] == [t for _, t in fee_parents]
             assert sum(a for _, a in amounts) == row["work_coins"]
         else:
@@ -193,11 +196,11 @@ def check_lineage(store, epoch: int) -> None:
 
 
 @pytest.mark.parametrize("epoch", range(1, SMALL_EPOCHS + 1))
-def test_lineage_links_payouts_to_weights_batches_and_fee_shares(chain, epoch):
-    check_lineage(chain, epoch)
-    relations = dict(chain.query("SELECT relation, count(*) FROM lineage WHERE epoch = ? GROUP BY 1", [epoch]))
-    assert relations["rewards:reward"] == chain.scalar("SELECT count(*) FROM rewards WHERE epoch = ? AND reward > 0", [epoch])
-    assert relations["sprint_weights:hits"] == chain.scalar(
+def test_lineage_links_payouts_to_weights_batches_and_fee_shares(small_store, epoch):
+    check_lineage(small_store, epoch)
+    relations = dict(small_store._query("SELECT relation, count(*) FROM lineage WHERE epoch = ? GROUP BY 1", [epoch]))
+    assert relations["rewards:reward"] == small_store._scalar("SELECT count(*) FROM rewards WHERE epoch = ? AND reward > 0", [epoch])
+    assert relations["sprint_weights:hits"] == small_store._scalar(
         "SELECT count(*) FROM poc_batches WHERE epoch = ? AND status = 'accepted'", [epoch])
 
 
@@ -205,8 +208,8 @@ def test_lineage_links_payouts_to_weights_batches_and_fee_shares(chain, epoch):
 
 
 @pytest.mark.slow
-def test_demo_network_payouts_explained_and_linked(tmp_path_factory):
-    with opened(demo_chain(tmp_path_factory), read_only=True) as store:
+def test_demo_network_payouts_explained_and_linked(demo_template):
+    with opened(demo_template, read_only=True) as store:
         statuses = set()
         for epoch in range(1, DEMO_EPOCHS + 1):
             explained = check_explanations(store, epoch)

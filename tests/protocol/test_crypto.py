@@ -1,9 +1,8 @@
-"""Signatures, domain separation, canonical encoding, addresses and key files (PROTOCOL section 1)."""
+"""Signatures, domain separation, canonical encoding and addresses (PROTOCOL section 1); key files are in tests/chain/test_key_files.py."""
 
 from __future__ import annotations
 
 import math
-import stat
 
 import pytest
 from hypothesis import given, settings
@@ -11,7 +10,6 @@ from hypothesis import strategies as st
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
-from gonka_pipelines.local.keys import load_key, save_key
 from gonka_pipelines.protocol.crypto import (
     ADDRESS_PREFIX,
     KeyPair,
@@ -179,36 +177,3 @@ def test_seed_must_be_32_bytes():
 def test_generated_keys_differ():
     assert KeyPair.generate().public_key != KeyPair.generate().public_key
 
-
-def test_saved_key_is_0600_and_round_trips(tmp_path):
-    path = tmp_path / "keys" / "host.key"
-    save_key(path, KEY)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert path.read_text() == KEY.seed.hex() + "\n"
-    assert load_key(path) == KEY
-
-
-def test_save_key_tightens_an_existing_loose_file(tmp_path):
-    path = tmp_path / "host.key"
-    path.write_text("old")
-    path.chmod(0o644)
-    save_key(path, KEY)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-
-
-@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660, 0o666])
-def test_load_key_refuses_a_key_others_can_read(tmp_path, mode):
-    path = tmp_path / "host.key"
-    save_key(path, KEY)
-    path.chmod(mode)
-    with pytest.raises(PermissionError, match=r"must be 0600") as error:
-        load_key(path)
-    assert str(path) in str(error.value)
-
-
-def test_load_key_refuses_a_file_that_is_not_a_key(tmp_path):
-    path = tmp_path / "host.key"
-    save_key(path, KEY)
-    path.write_text("not a key\n")
-    with pytest.raises(ValueError, match="not a key file"):
-        load_key(path)

@@ -5,26 +5,27 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from epoch_fixtures import (
-    SMALL_EPOCHS,
-    SMALL_TASKS,
-    build_small_chain,
-    copy_chain,
-    opened,
-    run_stages,
-    small_chain,
-    submit_tasks,
-)
 
 from gonka_pipelines.chain.invariants import check_epoch_supply
 from gonka_pipelines.compute.engine import TorchCompute
-from gonka_pipelines.stages.environment import epoch_compute
+from gonka_pipelines.stages.environment import (
+    EpochEnvironment,
+    build_environment,
+    epoch_parameters,
+    holding,
+    host_keys,
+    quiet,
+)
 from gonka_pipelines.stages.rewards import run_rewards
 from gonka_pipelines.stages.sprint import (
+    compute_epoch_weights,
     run_epoch_weights,
     run_sprint,
     run_sprint_validation,
 )
+
+from support.chains import build_small_chain, copy_chain, opened, run_stages, small_template, submit_tasks
+from support.config import SMALL_EPOCHS, SMALL_TASKS
 
 EPOCHS = SMALL_EPOCHS
 TASKS = SMALL_TASKS
@@ -35,11 +36,22 @@ pytestmark = pytest.mark.slow  # five small epochs of real compute: ~15 s on an 
 @pytest.fixture(scope="module")
 def twin_chains(tmp_path_factory):
     """The session's small chain and a second one built from scratch the same way."""
-    return small_chain(tmp_path_factory), build_small_chain(tmp_path_factory.mktemp("twin") / "b")
+    return small_template(tmp_path_factory), build_small_chain(tmp_path_factory.mktemp("twin") / "b")
 
 
 def table(store, sql):
-    return store.query(sql)
+    return store._query(sql)
+
+
+def finalized_environment(store, layout, epoch) -> EpochEnvironment:
+    """The environment a finalized epoch ran under, rebuilt from what the chain recorded for it (build_environment
+    only builds the head's successor)."""
+    hosts = store.hosts()
+    params, prev_hash = store.epoch_params(epoch), store.prev_hash(epoch)
+    assert params == epoch_parameters(store.genesis(), epoch)
+    return EpochEnvironment(epoch=epoch, chain_id=store.chain_id, prev_hash=prev_hash, params=params, layout=layout,
+                            hosts=tuple(hosts), keys=host_keys(hosts, layout), weights=store.weights(epoch - 1),
+                            compute=TorchCompute(params.sprint.model, prev_hash))
 
 
 def test_two_fresh_chains_give_identical_weights_and_blocks(twin_chains):
@@ -50,7 +62,7 @@ def test_two_fresh_chains_give_identical_weights_and_blocks(twin_chains):
         "SELECT epoch, host, sequence, nonces, distances, status, reason FROM poc_batches ORDER BY ALL",
         "SELECT * FROM rewards ORDER BY epoch, address",
         "SELECT * FROM emissions ORDER BY epoch",
-        "SELECT epoch, seed FROM epochs ORDER BY epoch",
+        "SELECT epoch, status, params_hash, params_json FROM epochs ORDER BY epoch",
     ]
     with opened(a, read_only=True) as sa, opened(b, read_only=True) as sb:
         assert sa.head().height == sb.head().height == EPOCHS
@@ -60,39 +72,39 @@ def test_two_fresh_chains_give_identical_weights_and_blocks(twin_chains):
             assert rows == table(sb, sql), sql
         weights = table(sa, "SELECT epoch, weight FROM epoch_weights")
         assert any(w > 0 for _, w in weights)
-        # each epoch's sprint is seeded by the previous block hash
+        # each epoch's sprint is seeded by the previous block hash (the epochs table no longer copies it)
         hashes = dict(table(sa, "SELECT height, hash FROM blocks"))
-        assert dict(table(sa, "SELECT epoch, seed FROM epochs WHERE epoch > 0")) == {e: hashes[e - 1] for e in range(1, EPOCHS + 1)}
+        assert {e: sa.prev_hash(e) for e in range(1, EPOCHS + 1)} == {e: hashes[e - 1] for e in range(1, EPOCHS + 1)}
+        assert dict(table(sa, "SELECT height, prev_hash FROM blocks WHERE height > 0")) == {e: hashes[e - 1] for e in range(1, EPOCHS + 1)}
 
 
 def test_sprint_weights_follow_the_block_hash_only(twin_chains):
     """Recomputing an epoch's weights from the stored rows gives the stored weights (nothing else feeds them)."""
-    from gonka_pipelines.stages.sprint import compute_epoch_weights
-
     (a, _), _ = twin_chains
     with opened(a, read_only=True) as store:
         for epoch in range(1, EPOCHS + 1):
-            stored = store.records("SELECT * FROM epoch_weights WHERE epoch = ? ORDER BY address", [epoch])
-            assert sorted(compute_epoch_weights(store, epoch), key=lambda r: r["address"]) == stored
+            stored = store._records("SELECT * FROM epoch_weights WHERE epoch = ? ORDER BY address", [epoch])
+            env = finalized_environment(store, a, epoch)
+            assert sorted(compute_epoch_weights(env, store.weight_inputs(epoch)), key=lambda r: r["address"]) == stored
 
 
 @pytest.mark.parametrize("epoch", range(1, EPOCHS + 1))
 def test_a_validator_reproduces_accepted_distances_bit_for_bit(twin_chains, epoch):
     (a, _), _ = twin_chains
     with opened(a, read_only=True) as store:
-        params, seed = store.epoch_params(epoch), store.epoch_seed(epoch)
-        batches = store.records(
+        params, seed = store.epoch_params(epoch), store.prev_hash(epoch)
+        batches = store._records(
             """SELECT b.nonces, b.distances, h.public_key, h.behaviour FROM poc_batches b JOIN hosts h ON h.address = b.host
                WHERE b.epoch = ? AND b.status = 'accepted' ORDER BY b.host, b.sequence""", [epoch])
     honest = [b for b in batches if b["behaviour"] == "honest"]
     assert honest
-    compute = TorchCompute(params["sprint"]["model"], seed)  # a fresh validator's view: the model rebuilt from the hash
+    compute = TorchCompute(params.sprint.model, seed)  # a fresh validator's view: the model rebuilt from the hash
     for batch in honest:
         recomputed = np.asarray(compute.distances(batch["public_key"], batch["nonces"]), dtype=np.float64)
         stored = np.asarray(batch["distances"], dtype=np.float64)
         assert recomputed.shape == stored.shape
         assert recomputed.tobytes() == stored.tobytes(), "distances must reproduce bit for bit"
-        assert (stored < params["r_target"]).all(), "a batch holds hits only"
+        assert (stored < params.r_target).all(), "a batch holds hits only"
     # the same nonces one at a time and shuffled give the same bits (a validator's sample is any subset, any order)
     batch = honest[0]
     singles = [float(compute.distances(batch["public_key"], [n])[0]) for n in batch["nonces"][:4]]
@@ -114,7 +126,7 @@ EPOCH_TABLES = ("tasks", "rejected_tasks", "submissions", "poc_batches", "poc_ve
 
 
 def snapshot(store, epoch):
-    return {t: store.query(f"SELECT * FROM {t} WHERE epoch = ? ORDER BY ALL", [epoch]) for t in EPOCH_TABLES}
+    return {t: store._query(f"SELECT * FROM {t} WHERE epoch = ? ORDER BY ALL", [epoch]) for t in EPOCH_TABLES}
 
 
 @pytest.fixture
@@ -136,9 +148,10 @@ def open_epoch(twin_chains, tmp_path):
 def test_rerunning_rewards_is_idempotent(open_epoch):
     layout, epoch, before = open_epoch
     with opened(layout) as store:
-        hosts, emission = run_rewards(store, layout, epoch)
+        env = build_environment(store, layout, epoch)
+        hosts, emission = run_rewards(env, holding(store), quiet)
         assert snapshot(store, epoch) == before
-        hosts_again, emission_again = run_rewards(store, layout, epoch)
+        hosts_again, emission_again = run_rewards(env, holding(store), quiet)
         assert snapshot(store, epoch) == before
         assert emission == emission_again and hosts.equals(hosts_again)
         assert check_epoch_supply(store, epoch) == check_epoch_supply(store, epoch - 1) + emission["minted"] - emission["burned"]
@@ -147,11 +160,11 @@ def test_rerunning_rewards_is_idempotent(open_epoch):
 def test_rerunning_the_sprint_is_idempotent(open_epoch):
     layout, epoch, before = open_epoch
     with opened(layout) as store:
-        compute = epoch_compute(store, epoch)
-        run_sprint(store, layout, epoch, lambda _: None, compute)
+        env, open_chain = build_environment(store, layout, epoch), holding(store)
+        run_sprint(env, open_chain, quiet)
         assert snapshot(store, epoch) == before, "the same batches, ids and signatures; nothing downstream touched"
-        run_sprint_validation(store, layout, epoch, lambda _: None, compute)
-        run_epoch_weights(store, epoch)
+        run_sprint_validation(env, open_chain, quiet)
+        run_epoch_weights(env, open_chain, quiet)
         assert snapshot(store, epoch) == before
 
 
@@ -162,10 +175,10 @@ def test_rerunning_every_stage_then_finalizing_gives_the_same_block(open_epoch, 
     clean = copy_chain(a.root, tmp_path / "clean")
     with opened(clean) as store:
         submit_tasks(store, clean, network, TASKS)
-        clean_hash = run_stages(store, clean, epoch)["finalize"]
+        clean_hash = run_stages(store, clean, epoch)["block"]
     with opened(layout) as store:
         # collect again: the inbox still holds the epoch's submissions (archived only at finalize)
-        retried = run_stages(store, layout, epoch)["finalize"]
+        retried = run_stages(store, layout, epoch)["block"]
         after = snapshot(store, epoch)
     assert retried == clean_hash
     assert {t: rows for t, rows in after.items()} == before

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gonka_pipelines.chain import store as chain_store
+from gonka_pipelines.chain import core as chain_core
 from gonka_pipelines.chain.store import ChainError
 
 
@@ -31,10 +31,10 @@ def locked_database(tmp_path: Path):
 
 def test_an_open_beside_a_writer_fails_with_a_clear_message_after_waiting(locked_database: Path):
     with pytest.raises(ChainError, match="is busy: another process .* holds its write lock"):
-        chain_store._connect(locked_database, read_only=True, wait=0.5)
+        chain_core._connect(locked_database, read_only=True, wait=0.5)
 
 
 def test_an_open_succeeds_once_the_writer_is_gone(locked_database: Path):
-    connection = chain_store._connect(locked_database, read_only=True, wait=30)
+    connection = chain_core._connect(locked_database, read_only=True, wait=30)
     assert connection.execute("SELECT count(*) FROM t").fetchone() == (0,)
     connection.close()

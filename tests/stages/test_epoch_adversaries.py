@@ -2,16 +2,17 @@
 
 One chain: the shipped network.yaml (5 honest hosts, host-fake = fake_hits, host-garbled = garbled_output,
 host-lazy = lazy_validator) under the shipped local profile: the chain `make demo` builds, DEMO_EPOCHS epochs of the demo
-workload run with `run_epoch`. Built once per session (epoch_fixtures' cache) and only read here.
+workload run with `run_epoch`. Built once per session (the demo_template fixture) and only read here.
 """
 
 from __future__ import annotations
 
 import pytest
-from epoch_fixtures import DEMO_EPOCHS, demo_chain, opened
 
 from gonka_pipelines.chain.verify import verify_chain
 from gonka_pipelines.reports.summary import format_hosts, host_summaries
+
+from support.chains import DEMO_EPOCHS, opened
 
 pytestmark = pytest.mark.slow
 
@@ -21,14 +22,14 @@ EPOCHS = range(1, DEMO_EPOCHS + 1)
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory):
-    with opened(demo_chain(tmp_path_factory), read_only=True) as store:
+def chain(demo_template):
+    with opened(demo_template, read_only=True) as store:
         yield store
 
 
 def per_host(store, sql: str, params=()) -> dict[tuple[int, str], dict]:
     """Rows keyed by (epoch, host name); the query must select `epoch` and `name`."""
-    return {(r["epoch"], r["name"]): r for r in store.records(sql, params)}
+    return {(r["epoch"], r["name"]): r for r in store._records(sql, params)}
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def test_the_chain_ran_every_epoch_and_verifies(chain, epoch_rows):
     names = {name for (_, name) in epoch_rows}
     assert names == set(HONEST) | set(ADVERSARIES)
     assert len(epoch_rows) == len(names) * DEMO_EPOCHS
-    behaviours = dict(chain.query("SELECT name, behaviour FROM hosts"))
+    behaviours = dict(chain._query("SELECT name, behaviour FROM hosts"))
     assert {n: behaviours[n] for n in ADVERSARIES} == ADVERSARIES
     assert all(behaviours[n] == "honest" for n in HONEST)
 
@@ -72,23 +73,23 @@ def test_fake_hits_sprint_is_rejected_every_epoch(epoch_rows, epoch):
 
 @pytest.mark.parametrize("epoch", EPOCHS)
 def test_fake_hits_batches_include_a_duplicate_and_a_late_one(chain, epoch):
-    rows = chain.records(
+    rows = chain._records(
         """SELECT b.sequence, b.status, b.reason, len(b.nonces) AS n, b.submitted_at FROM poc_batches b
            JOIN hosts h ON h.address = b.host WHERE b.epoch = ? AND h.name = 'host-fake' ORDER BY b.sequence""", [epoch])
     rejected = {r["reason"]: r for r in rows if r["status"] == "rejected"}
     assert set(rejected) == {"duplicate_nonce", "late"}
     assert all(r["reason"] is None for r in rows if r["status"] == "accepted")
     assert sum(r["status"] == "accepted" for r in rows) == 2
-    params = chain.epoch_params(epoch)["sprint"]
-    assert rejected["late"]["submitted_at"] > params["duration_seconds"] + params["late_grace_seconds"]
+    sprint = chain.epoch_params(epoch).sprint
+    assert rejected["late"]["submitted_at"] > sprint.duration_seconds + sprint.late_grace_seconds
     # the accepted batches sum to the hits the weight pipeline counted
-    hits = chain.scalar("SELECT hits FROM epoch_weights w JOIN hosts h USING (address) WHERE w.epoch = ? AND h.name = 'host-fake'", [epoch])
+    hits = chain._scalar("SELECT hits FROM epoch_weights w JOIN hosts h USING (address) WHERE w.epoch = ? AND h.name = 'host-fake'", [epoch])
     assert sum(r["n"] for r in rows if r["status"] == "accepted") == hits
 
 
 @pytest.mark.parametrize("epoch", EPOCHS)
 def test_only_the_fake_host_has_rejected_batches(chain, epoch):
-    rejected = chain.query(
+    rejected = chain._query(
         """SELECT DISTINCT h.name FROM poc_batches b JOIN hosts h ON h.address = b.host
            WHERE b.epoch = ? AND b.status = 'rejected'""", [epoch])
     assert rejected == [("host-fake",)]
@@ -96,7 +97,7 @@ def test_only_the_fake_host_has_rejected_batches(chain, epoch):
 
 @pytest.mark.parametrize("epoch", EPOCHS)
 def test_honest_validators_vote_the_fake_sprint_invalid(chain, epoch):
-    votes = chain.records(
+    votes = chain._records(
         """SELECT vh.name AS validator, v.valid, v.recomputed, v.sampled, v.mismatches FROM poc_verdicts v
            JOIN hosts vh ON vh.address = v.validator JOIN hosts th ON th.address = v.host
            WHERE v.epoch = ? AND th.name = 'host-fake' ORDER BY vh.name""", [epoch])
@@ -136,14 +137,14 @@ def test_invalidation_streak_follows_the_outcomes(chain):
 
     mismatched = []
     for epoch in EPOCHS:
-        prior = dict(chain.query(
+        prior = dict(chain._query(
             "SELECT address, CASE WHEN status = 'INVALID' THEN 0 ELSE consecutive_invalidations END FROM host_states WHERE epoch = ?",
             [epoch - 1]))
         outcomes: dict[str, list[bool]] = {}
-        for executor, outcome in chain.query(
+        for executor, outcome in chain._query(
                 "SELECT executor, outcome FROM task_outcomes WHERE epoch = ? AND validations > 0 ORDER BY task_id", [epoch]):
             outcomes.setdefault(executor, []).append(outcome == "invalidated")
-        for row in chain.records("SELECT e.*, h.name FROM host_epochs e JOIN hosts h USING (address) WHERE e.epoch = ?", [epoch]):
+        for row in chain._records("SELECT e.*, h.name FROM host_epochs e JOIN hosts h USING (address) WHERE e.epoch = ?", [epoch]):
             streak = prior[row["address"]]
             for bad in outcomes.get(row["address"], []):
                 streak = streak + 1 if bad else 0
@@ -164,7 +165,7 @@ def test_garbled_output_is_invalid_from_its_first_failed_streak_and_unpaid_while
 
 
 def test_garbled_tasks_are_invalidated_and_refunded(chain):
-    rows = chain.records(
+    rows = chain._records(
         """SELECT o.task_id, o.epoch, o.outcome, r.cost, count(f.task_id) AS shares FROM task_outcomes o
            JOIN hosts h ON h.address = o.executor JOIN task_results r USING (task_id)
            LEFT JOIN fee_shares f USING (task_id)
@@ -172,12 +173,12 @@ def test_garbled_tasks_are_invalidated_and_refunded(chain):
     invalidated = [r for r in rows if r["outcome"] == "invalidated"]
     assert len(invalidated) >= 5
     assert all(r["shares"] == 0 for r in invalidated), "an invalidated task shares no fee"
-    refunds = chain.query(
+    refunds = chain._query(
         """SELECT count(*) FROM transfers t JOIN task_outcomes o ON o.task_id = t.ref
            WHERE t.kind = 'fee_refund' AND o.outcome = 'invalidated'""")[0][0]
     assert refunds == sum(1 for r in invalidated if r["cost"] > 0)
     # only the garbled host's tasks are ever invalidated
-    assert chain.query(
+    assert chain._query(
         """SELECT DISTINCT h.name FROM task_outcomes o JOIN hosts h ON h.address = o.executor
            WHERE o.outcome = 'invalidated'""") == [("host-garbled",)]
 
@@ -195,11 +196,11 @@ def test_lazy_validator_claim_is_refused(epoch_rows, epoch):
 
 
 def test_lazy_validator_never_recomputes(chain):
-    counts = chain.query(
+    counts = chain._query(
         """SELECT count(*) FILTER (v.recomputed), count(*) FROM poc_verdicts v JOIN hosts h ON h.address = v.validator
            WHERE h.name = 'host-lazy'""")[0]
     assert counts[0] == 0 and counts[1] > 0
-    task = chain.query(
+    task = chain._query(
         """SELECT count(*) FILTER (v.recomputed), count(*) FILTER (NOT v.passed) FROM task_verdicts v
            JOIN hosts h ON h.address = v.validator WHERE h.name = 'host-lazy'""")[0]
     assert task == (0, 0)
@@ -211,9 +212,9 @@ def test_refused_payouts_are_burned(chain, epoch_rows):
         forfeited = sum(r["reward"] + r["work_coins"] for (e, _), r in epoch_rows.items() if e == epoch and not r["claimed"])
         assert forfeited >= lazy["reward"] + lazy["work_coins"]
         withheld = sum(r["withheld"] + r["slashed"] for (e, _), r in epoch_rows.items() if e == epoch)
-        burned = chain.scalar("SELECT burned FROM emissions WHERE epoch = ?", [epoch])
+        burned = chain._scalar("SELECT burned FROM emissions WHERE epoch = ?", [epoch])
         assert burned == forfeited + withheld
-        assert not chain.query("SELECT 1 FROM transfers t JOIN hosts h ON h.address = t.account "
+        assert not chain._query("SELECT 1 FROM transfers t JOIN hosts h ON h.address = t.account "
                                "WHERE t.epoch = ? AND h.name = 'host-lazy' AND t.kind IN ('reward', 'work_coins')", [epoch])
 
 
@@ -234,7 +235,7 @@ def test_no_honest_host_is_flagged(epoch_rows, epoch):
 
 @pytest.mark.parametrize("epoch", EPOCHS)
 def test_honest_sprints_pass_every_honest_validator(chain, epoch):
-    rows = chain.records(
+    rows = chain._records(
         """SELECT vh.behaviour, v.valid, v.mismatches FROM poc_verdicts v JOIN hosts vh ON vh.address = v.validator
            JOIN hosts th ON th.address = v.host WHERE v.epoch = ? AND th.behaviour = 'honest'""", [epoch])
     assert rows

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from epoch_fixtures import fast_genesis, new_chain, opened, small_network
-
 from gonka_pipelines.stages.collect import run_collect
-from gonka_pipelines.stages.pipeline import quiet
+from gonka_pipelines.stages.environment import build_environment, holding, quiet
 from gonka_pipelines.stages.sprint import run_sprint
+
+from support.chains import create_chain, opened
+from support.config import fast_genesis, small_network
 
 DURATION = 0.4
 GRACE = 2.0  # a batch finished within the grace after the sprint (one model batch: milliseconds) is on time
@@ -16,11 +17,13 @@ def test_real_mode_mines_for_the_sprint_duration_and_refuses_late_batches(tmp_pa
     genesis = fast_genesis(tmp_path / "config", sprint__mode="real", sprint__duration_seconds=DURATION,
                            sprint__late_grace_seconds=GRACE)
     network = small_network(tmp_path / "config", [("host-alpha", 1), ("host-bravo", 1), ("host-fake", 1, "fake_hits")])
-    layout = new_chain(tmp_path / "chain", genesis, network)
+    layout = create_chain(tmp_path / "chain", genesis, network)
     with opened(layout) as store:
-        run_collect(store, layout, 1)
-        summary = run_sprint(store, layout, 1, quiet)
-        batches = store.records(
+        env = build_environment(store, layout, 1)
+        assert env.params.sprint.mode == "real"
+        run_collect(env, holding(store), quiet)
+        summary = run_sprint(env, holding(store), quiet)
+        batches = store._records(
             """SELECT h.name, b.sequence, b.submitted_at, b.status, b.reason, len(b.nonces) AS hits
                FROM poc_batches b JOIN hosts h ON h.address = b.host ORDER BY h.name, b.sequence""")
     honest = [b for b in batches if b["name"] != "host-fake"]

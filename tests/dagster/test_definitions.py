@@ -1,15 +1,26 @@
-"""The Dagster code location: loadable, the chain-core assets, checks and job present, writers serialized."""
+"""The Dagster code location (gonka_pipelines.definitions, dg's layout): loadable without deprecation warnings, one
+asset per registry stage in the registry's order, checks and job present, writers serialized."""
 
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import dagster as dg
 import pytest
 import yaml
 
 from gonka_pipelines.definitions import defs
+from gonka_pipelines.defs.assets import EPOCH_ASSETS
 from gonka_pipelines.defs.launch import DAGSTER_YAML
+from gonka_pipelines.defs.metadata import RENDER
 from gonka_pipelines.defs.partitions import epoch_of, epochs
 from gonka_pipelines.defs.resources import ChainResource
+from gonka_pipelines.stages.registry import STAGE_NAMES, STAGES
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 CORE_ASSETS = {"epoch_tasks", "block_proposal", "block"}
 
@@ -21,6 +32,53 @@ def asset_defs() -> dict[str, dg.AssetsDefinition]:
 
 def test_definitions_are_loadable():
     dg.Definitions.validate_loadable(defs)
+
+
+# The warnings that loading the code location raises, recorded in a fresh interpreter (a module imported once per
+# process warns once, so this process, which imported it above, cannot see them): category (with its bases), message.
+_LOAD_AND_RECORD_WARNINGS = """
+import json, warnings
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    from gonka_pipelines.definitions import defs
+    defs.resolve_asset_graph()
+    defs.resolve_job_def("epoch")
+print(json.dumps([{"categories": [c.__name__ for c in w.category.__mro__], "message": f"{w.category.__name__}: {w.message} "
+                   f"({w.filename}:{w.lineno})"} for w in caught]))
+"""
+
+
+def test_loading_the_code_location_raises_no_deprecation_or_supersession_warning():
+    result = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-c", _LOAD_AND_RECORD_WARNINGS], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    caught = json.loads(result.stdout.strip().splitlines()[-1])
+    offending = [w["message"] for w in caught
+                 if {"DeprecationWarning", "PendingDeprecationWarning", "SupersessionWarning"} & set(w["categories"])]
+    assert offending == []
+    assert "DeprecationWarning" not in result.stderr and "SupersessionWarning" not in result.stderr, result.stderr[-4000:]
+
+
+def test_the_assets_are_exactly_the_registry_stages_in_order():
+    """One asset per stage of stages.registry.STAGES, named after it, each after the stage before it."""
+    assert [a.key.to_user_string() for a in EPOCH_ASSETS] == list(STAGE_NAMES) == [
+        "epoch_tasks", "sprint_batches", "sprint_verdicts", "epoch_weights", "task_results", "task_verdicts", "rewards",
+        "block_proposal", "block"]
+    assert sorted(asset_defs()) == sorted(STAGE_NAMES)  # nothing else in the code location
+    graph = defs.resolve_asset_graph()
+    assert [key.to_user_string() for key in graph.toposorted_asset_keys] == list(STAGE_NAMES)
+    for previous, stage in zip((None, *STAGES), STAGES):
+        node = graph.get(dg.AssetKey(stage.name))
+        assert node.parent_keys == ({dg.AssetKey(previous.name)} if previous else set()), stage.name
+        spec = node.assets_def.specs_by_key[dg.AssetKey(stage.name)]
+        assert [dep.asset_key for dep in spec.deps] == ([dg.AssetKey(previous.name)] if previous else []), stage.name
+        assert (spec.group_name, spec.description) == (stage.group, stage.description), stage.name
+        assert ("pytorch" in spec.kinds) == stage.computes, stage.name
+
+
+def test_every_stage_has_its_metadata_renderer():
+    assert list(RENDER) == list(STAGE_NAMES)
+    assert all(callable(render) for render in RENDER.values())
 
 
 def test_chain_core_assets_are_present():

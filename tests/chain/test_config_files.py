@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import textwrap
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -59,10 +59,10 @@ def test_mainnet_price_is_free_for_90_epochs():
 
 def test_block_timestamps_come_from_genesis_time_not_the_clock():
     params = load_genesis()
-    assert params.genesis_time == datetime(2026, 1, 1, tzinfo=timezone.utc)
+    assert params.genesis_time == datetime(2026, 1, 1, tzinfo=UTC)
     assert params.block_timestamp(0) == "2026-01-01T00:00:00+00:00"
     assert params.block_timestamp(3) == datetime.fromtimestamp(
-        params.genesis_time.timestamp() + 3 * params.epoch_seconds, tz=timezone.utc).isoformat()
+        params.genesis_time.timestamp() + 3 * params.epoch_seconds, tz=UTC).isoformat()
 
 
 def test_params_hash_is_stable_and_profile_specific():

@@ -1,0 +1,225 @@
+"""Task intake rules (PROTOCOL section 4, Submission), pure: parse, check and collect submissions against a hand-made
+context; every submission accepted with escrow or rejected with a reason. The collect stage on a chain is in
+tests/stages/test_collect_stage.py."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gonka_pipelines.protocol.crypto import (
+    KeyPair,
+    canonical_bytes,
+    hash_value,
+)
+from gonka_pipelines.protocol.intake import (
+    IntakeContext,
+    RejectReason,
+    Submission,
+    collect,
+    parse_submission,
+    prompt_token_count,
+)
+from gonka_pipelines.simulation.client import sign_task
+
+CHAIN = "gonka-test-1"
+DEV = KeyPair.from_seed(b"\x01" * 32)
+POOR = KeyPair.from_seed(b"\x02" * 32)
+STRANGER = KeyPair.from_seed(b"\x03" * 32)
+PRICE = 10
+
+
+def context() -> IntakeContext:
+    return IntakeContext(
+        chain_id=CHAIN, developers={DEV.public_key: DEV.address, POOR.public_key: POOR.address},
+        balances={DEV.address: 10**6, POOR.address: 100}, used_nonces={(DEV.address, 0)}, models={"llm-tiny"},
+        max_prompt_bytes=10, max_tokens_limit=8, price_per_token=PRICE,
+    )
+
+
+def body(key: KeyPair = DEV, chain_id: str = CHAIN, **fields) -> dict:
+    return {"chain_id": chain_id, "developer": key.public_key, "nonce": 1, "model": "llm-tiny", "prompt": "hello",
+            "max_tokens": 4, "max_price": PRICE} | fields
+
+
+def signed(key: KeyPair = DEV, chain_id: str = CHAIN, **fields) -> bytes:
+    task = {"nonce": 1, "model": "llm-tiny", "prompt": "hello", "max_tokens": 4, "max_price": PRICE} | fields
+    return sign_task(key, chain_id, **task)
+
+
+def document(body_: dict, signature: str) -> bytes:
+    return canonical_bytes({"body": body_, "signature": signature})
+
+
+def judge(raw: bytes, ctx: IntakeContext | None = None):
+    result = collect([Submission("s", raw)], ctx or context())
+    return result
+
+
+def reason_of(raw: bytes, ctx: IntakeContext | None = None) -> RejectReason | None:
+    result = judge(raw, ctx)
+    assert len(result.accepted) + len(result.rejected) == 1
+    return result.rejected[0].reason if result.rejected else None
+
+
+GOOD_SIGNATURE = json.loads(signed())["signature"]
+
+MALFORMED = {
+    "not json": b"hello",
+    "invalid utf-8": b"\xff\xfe\x00garbage",
+    "empty": b"",
+    "a list": b"[1, 2]",
+    "body not an object": canonical_bytes({"body": [1], "signature": GOOD_SIGNATURE}),
+    "no signature": canonical_bytes({"body": body()}),
+    "signature not a string": canonical_bytes({"body": body(), "signature": 5}),
+    "missing nonce": document({k: v for k, v in body().items() if k != "nonce"}, GOOD_SIGNATURE),
+    "bool nonce": document(body(nonce=True), GOOD_SIGNATURE),
+    "float max_tokens": document(body(max_tokens=4.0), GOOD_SIGNATURE),
+    "string max_price": document(body(max_price="10"), GOOD_SIGNATURE),
+    "null prompt": document(body(prompt=None), GOOD_SIGNATURE),
+    "int model": document(body(model=3), GOOD_SIGNATURE),
+    "extra field": document(body(priority=1), GOOD_SIGNATURE),
+}
+
+
+@pytest.mark.parametrize("raw", MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed(raw):
+    result = judge(raw)
+    assert [r.reason for r in result.rejected] == [RejectReason.MALFORMED]
+    assert result.rejected[0].raw_payload == raw and result.rejected[0].detail
+
+
+def test_malformed_detail_names_the_field():
+    with pytest.raises(Exception, match=r"field 'body\.nonce' missing or not int"):
+        parse_submission(MALFORMED["bool nonce"])
+    with pytest.raises(Exception, match=r"unknown field\(s\) in body: priority"):
+        parse_submission(MALFORMED["extra field"])
+
+
+def test_a_well_formed_task_is_accepted_with_escrow():
+    ctx = context()
+    result = collect([Submission("s", signed())], ctx)
+    (task,) = result.accepted
+    assert result.rejected == []
+    assert task.task_id == hash_value(body())
+    assert (task.developer, task.nonce, task.prompt_tokens, task.max_tokens) == (DEV.address, 1, 5, 4)
+    assert task.escrow == (4 + 5) * PRICE
+    assert ctx.balances[DEV.address] == 10**6 - 90
+    assert (DEV.address, 1) in ctx.used_nonces
+
+
+@pytest.mark.parametrize("raw, reason", [
+    (signed(chain_id="gonka-other-9"), RejectReason.WRONG_CHAIN),
+    (document(body(chain_id="gonka-other-9"), GOOD_SIGNATURE), RejectReason.WRONG_CHAIN),
+    (document(body(prompt="hellp"), GOOD_SIGNATURE), RejectReason.BAD_SIGNATURE),
+    (document(body(), json.loads(signed(STRANGER))["signature"]), RejectReason.BAD_SIGNATURE),
+    (document(body(), "zz" * 64), RejectReason.BAD_SIGNATURE),
+    (document(body(developer="not-a-key"), GOOD_SIGNATURE), RejectReason.BAD_SIGNATURE),
+    (signed(STRANGER), RejectReason.UNKNOWN_ACCOUNT),
+    (signed(nonce=0), RejectReason.REPLAYED_NONCE),
+    (signed(nonce=-1), RejectReason.MALFORMED),
+    (signed(nonce=2**63), RejectReason.MALFORMED),  # beyond the int64 the ledger stores
+    (signed(max_price=2**64), RejectReason.MALFORMED),
+    (signed(model="llm-huge"), RejectReason.UNKNOWN_MODEL),
+    (signed(prompt="x" * 11), RejectReason.PROMPT_TOO_LONG),
+    (signed(prompt="é" * 6), RejectReason.PROMPT_TOO_LONG),  # 6 characters, 12 bytes
+    (signed(max_tokens=0), RejectReason.MAX_TOKENS_OUT_OF_RANGE),
+    (signed(max_tokens=9), RejectReason.MAX_TOKENS_OUT_OF_RANGE),
+    (signed(max_tokens=-3), RejectReason.MALFORMED),
+    (signed(nonce=2**63 - 1), None),  # the largest int64 is fine
+    (signed(max_price=PRICE - 1), RejectReason.PRICE_TOO_LOW),
+    (signed(POOR, max_tokens=8, prompt="abc"), RejectReason.INSUFFICIENT_BALANCE),  # (8 + 3) * 10 = 110 > 100
+])
+def test_each_check(raw, reason):
+    ctx = context()
+    before = dict(ctx.balances), set(ctx.used_nonces)
+    result = collect([Submission("s", raw)], ctx)
+    if reason is None:
+        assert len(result.accepted) == 1 and result.rejected == []
+        return
+    assert [r.reason for r in result.rejected] == [reason] and result.accepted == []
+    assert result.rejected[0].raw_payload == raw
+    assert (ctx.balances, ctx.used_nonces) == before  # a rejection changes nothing
+
+
+def test_boundaries_are_inclusive():
+    # prompt exactly max_prompt_bytes, max_tokens exactly the limit, max_price exactly the price, escrow exactly the balance
+    ctx = context()
+    ctx.balances[POOR.address] = (8 + 10) * PRICE
+    result = collect([Submission("s", signed(POOR, prompt="x" * 10, max_tokens=8, max_price=PRICE))], ctx)
+    assert result.rejected == [] and result.accepted[0].escrow == 180
+    assert ctx.balances[POOR.address] == 0
+
+
+def test_the_first_failing_check_decides():
+    # wrong chain beats a bad signature; an unknown model beats everything after it
+    assert reason_of(document(body(chain_id="x", prompt="tampered"), GOOD_SIGNATURE)) is RejectReason.WRONG_CHAIN
+    assert reason_of(signed(model="nope", prompt="x" * 50, max_tokens=99, max_price=0)) is RejectReason.UNKNOWN_MODEL
+    assert reason_of(signed(prompt="x" * 50, max_tokens=99)) is RejectReason.PROMPT_TOO_LONG
+
+
+def test_replay_within_one_submission_batch_keeps_the_first_by_id():
+    ctx = context()
+    first, second = signed(nonce=5, prompt="a"), signed(nonce=5, prompt="b")
+    result = collect([Submission("id-b", second), Submission("id-a", first)], ctx)
+    assert [t.submission_id for t in result.accepted] == ["id-a"] and result.accepted[0].prompt == "a"
+    assert [(r.submission_id, r.reason) for r in result.rejected] == [("id-b", RejectReason.REPLAYED_NONCE)]
+
+
+def test_prompt_tokens_are_utf8_bytes():
+    assert prompt_token_count("abc") == 3 and prompt_token_count("é✓") == 5 and prompt_token_count("") == 0
+
+
+def test_balance_is_debited_in_nonce_order_regardless_of_arrival():
+    ctx = context()
+    ctx.balances[POOR.address] = 3 * 90  # exactly three tasks of escrow (4 + 5) * 10
+    subs = [Submission(f"id-{9 - n}", signed(POOR, nonce=n)) for n in range(1, 6)]  # ids sort opposite to nonces
+    result = collect(subs, ctx)
+    assert [t.nonce for t in result.accepted] == [1, 2, 3]
+    assert {json.loads(r.raw_payload)["body"]["nonce"]: r.reason for r in result.rejected} == {
+        4: RejectReason.INSUFFICIENT_BALANCE, 5: RejectReason.INSUFFICIENT_BALANCE}
+    assert ctx.balances[POOR.address] == 0
+
+
+SUBMISSION_KINDS = st.sampled_from(["ok", "ok", "ok", "poor", "replay", "model", "long", "chain", "forged", "junk"])
+
+
+def make_raw(kind: str, nonce: int) -> bytes:
+    return {
+        "ok": lambda: signed(nonce=nonce, prompt=f"p{nonce % 100}"),
+        "poor": lambda: signed(POOR, nonce=nonce, max_tokens=8),
+        "replay": lambda: signed(nonce=nonce % 3),
+        "model": lambda: signed(nonce=nonce, model="m2"),
+        "long": lambda: signed(nonce=nonce, prompt="y" * 20),
+        "chain": lambda: signed(nonce=nonce, chain_id="c2"),
+        "forged": lambda: document(body(nonce=nonce), GOOD_SIGNATURE),
+        "junk": lambda: f"junk {nonce}".encode(),
+    }[kind]()
+
+
+@settings(max_examples=40, deadline=None)
+@given(kinds=st.lists(SUBMISSION_KINDS, max_size=25), seed=st.integers(0, 2**16))
+def test_property_conservation_escrow_and_order_independence(kinds, seed):
+    submissions = [Submission(f"{hash_value([i, k])}", make_raw(k, i + 1)) for i, k in enumerate(kinds)]
+    ctx = context()
+    result = collect(submissions, ctx)
+    # every submission exactly once
+    taken = [t.submission_id for t in result.accepted] + [r.submission_id for r in result.rejected]
+    assert sorted(taken) == sorted(s.submission_id for s in submissions)
+    # escrow debited equals the sum of (max_tokens + prompt_tokens) * price
+    for key in (DEV, POOR):
+        mine = [t for t in result.accepted if t.developer == key.address]
+        assert all(t.escrow == (t.max_tokens + t.prompt_tokens) * PRICE for t in mine)
+        assert ctx.balances[key.address] == context().balances[key.address] - sum(t.escrow for t in mine)
+        assert ctx.balances[key.address] >= 0
+    # no (developer, nonce) twice
+    assert len({(t.developer, t.nonce) for t in result.accepted}) == len(result.accepted)
+    # the arrival order does not matter
+    shuffled = list(submissions)
+    random.Random(seed).shuffle(shuffled)
+    again = collect(shuffled, context())
+    assert again == result

@@ -1,0 +1,99 @@
+"""sprint_verdicts (PROTOCOL section 3, Validation): every validator with weight samples min(200, n) of each other host's
+accepted nonces, recomputes them and counts mismatches; fraud iff P(X >= k | n, 5e-4) < 1e-7 (k >= 5 at n = 200)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gonka_pipelines.protocol.crypto import MessageKind, verify
+from gonka_pipelines.protocol.messages import poc_verdicts_body
+from gonka_pipelines.protocol.sprint import binomial_tail, count_mismatches, is_fraud, sample_nonces
+
+from stage_kit import STAGE_EPOCH, StageRun, assert_idempotent
+
+
+@pytest.fixture(scope="module")
+def verdicts(tmp_path_factory):
+    run = StageRun.prepare(tmp_path_factory, "sprint_verdicts")
+    result = run.run()
+    with run.store() as store:
+        rows = store._records(
+            """SELECT v.*, vh.name AS validator_name, th.name AS host_name FROM poc_verdicts v
+               JOIN hosts vh ON vh.address = v.validator JOIN hosts th ON th.address = v.host
+               WHERE v.epoch = ? ORDER BY th.name, vh.name""", [STAGE_EPOCH])
+        claims = dict(store.accepted_claims(STAGE_EPOCH))
+        signatures = store._records("SELECT * FROM poc_verdict_signatures WHERE epoch = ? ORDER BY validator", [STAGE_EPOCH])
+    return run, result, rows, claims, signatures
+
+
+def test_every_validator_with_weight_votes_on_every_other_host(verdicts):
+    run, result, rows, claims, _ = verdicts
+    validators = {a for a, w in run.env.weights.items() if w > 0}
+    names = {h.address: h.name for h in run.env.hosts}
+    assert names[next(a for a, w in run.env.weights.items() if w == 0)] == "host-fake", "weight 0 after its rejected sprint"
+    expected = {(v, h) for h in claims for v in validators if v != h}
+    assert {(r["validator"], r["host"]) for r in rows} == expected
+    assert len(rows) == len(expected) == sum(len(validators - {h}) for h in claims)
+    assert result == {"verdicts": len(rows), "invalid_votes": sum(not r["valid"] for r in rows)}
+
+
+def test_each_validator_samples_min_200_nonces_and_counts_mismatches_exactly(verdicts):
+    """Re-derive every recomputing validator's sample (keyed by its key, the block hash and the epoch) and its count of
+    recomputed distances at or above r_target."""
+    run, _, rows, claims, _ = verdicts
+    env = run.env
+    recomputed: dict[str, dict[int, float]] = {}
+    for row in rows:
+        nonces = claims[row["host"]]
+        sample = sample_nonces(env.keys[row["validator"]].public_key, env.prev_hash, STAGE_EPOCH, nonces, 200)
+        assert row["sampled"] == len(sample) == min(200, len(nonces))
+        if not row["recomputed"]:
+            continue
+        known = recomputed.setdefault(row["host"], {})
+        missing = [n for n in sample if n not in known]
+        known.update(zip(missing, env.compute.inner.distances(env.keys[row["host"]].public_key, missing)))
+        assert row["mismatches"] == count_mismatches([known[n] for n in sample], env.params.r_target)
+        assert row["valid"] is (binomial_tail(row["mismatches"], row["sampled"], 5e-4) >= 1e-7)
+
+
+def test_the_fake_hosts_sprint_is_voted_fraud_with_n_200(verdicts):
+    _, _, rows, _, _ = verdicts
+    fake = [r for r in rows if r["host_name"] == "host-fake"]
+    assert fake
+    for vote in fake:
+        assert vote["sampled"] == 200
+        if vote["validator_name"] == "host-lazy":
+            assert (vote["recomputed"], vote["mismatches"], vote["valid"]) == (False, 0, True)
+        else:
+            assert vote["recomputed"] is True and vote["valid"] is False
+            assert vote["mismatches"] >= 5 and is_fraud(vote["mismatches"], 200)
+    # the threshold of PROTOCOL.md: at n = 200, k = 4 is honest noise, k = 5 is fraud
+    assert not is_fraud(4, 200, 5e-4, 1e-7) and is_fraud(5, 200, 5e-4, 1e-7)
+
+
+def test_honest_sprints_reproduce_without_a_mismatch(verdicts):
+    _, _, rows, _, _ = verdicts
+    honest = [r for r in rows if r["host_name"] != "host-fake"]
+    assert honest and all(r["valid"] and r["mismatches"] == 0 for r in honest)
+    assert all(r["recomputed"] is (r["validator_name"] != "host-lazy") for r in rows), "only the lazy validator skips"
+
+
+def test_one_signature_per_validator_over_all_its_verdicts(verdicts):
+    run, _, rows, _, signatures = verdicts
+    env = run.env
+    assert [s["validator"] for s in signatures] == sorted({r["validator"] for r in rows})
+    for signature in signatures:
+        own = [r for r in rows if r["validator"] == signature["validator"]]
+        body = poc_verdicts_body(STAGE_EPOCH, signature["validator"], own)
+        assert verify(env.keys[signature["validator"]].public_key, env.chain_id, MessageKind.POC_VERDICT, body,
+                      signature["signature"])
+
+
+def test_recomputing_runs_with_the_chain_closed(verdicts):
+    run, _, _, claims, _ = verdicts
+    assert run.opener.opens == 2, "one read of the claims, one write of the verdicts"
+    assert dict(run.compute.calls) == {"distances": len(claims)}, "each host's sampled nonces are recomputed once"
+
+
+def test_rerunning_the_stage_is_idempotent(tmp_path_factory):
+    assert_idempotent(tmp_path_factory, "sprint_verdicts")

@@ -1,0 +1,122 @@
+"""task_results (PROTOCOL section 4, Assignment and Execution): hosts commit to their secret seeds, each task runs on an
+executor drawn ∝ weight among the hosts serving its model (within capacity · tasks_per_capacity), the cost
+(prompt + completion tokens) · price is kept in escrow and the rest refunded; tasks over capacity expire, fully refunded."""
+
+from __future__ import annotations
+
+import pytest
+
+from gonka_pipelines.protocol.assignment import assign_executors
+from gonka_pipelines.protocol.crypto import MessageKind, hash_value, sha256_hex, verify
+from gonka_pipelines.protocol.messages import result_body, seed_commitment_body
+from gonka_pipelines.stages.environment import secret_seed
+
+from stage_kit import STAGE_EPOCH, STAGE_HOSTS, TASKS_PER_EPOCH, StageRun, assert_idempotent
+
+CAPACITY = {h["name"]: h["capacity"] for h in STAGE_HOSTS}
+
+
+@pytest.fixture(scope="module")
+def execution(tmp_path_factory):
+    run = StageRun.prepare(tmp_path_factory, "task_results")
+    result = run.run()
+    with run.store() as store:
+        tasks = {t["task_id"]: t for t in store._records("SELECT * FROM tasks WHERE epoch = ? ORDER BY task_id", [STAGE_EPOCH])}
+        results = store._records(
+            "SELECT r.*, h.name FROM task_results r LEFT JOIN hosts h ON h.address = r.executor WHERE r.epoch = ? ORDER BY r.task_id",
+            [STAGE_EPOCH])
+        commitments = store._records("SELECT * FROM seed_commitments WHERE epoch = ? ORDER BY host", [STAGE_EPOCH])
+        refunds = store._records("SELECT * FROM transfers WHERE epoch = ? AND stage = 'task_results' ORDER BY ref", [STAGE_EPOCH])
+    return run, result, tasks, results, commitments, refunds
+
+
+def test_every_host_commits_to_its_secret_seed(execution):
+    run, _, _, _, commitments, _ = execution
+    env = run.env
+    assert [c["host"] for c in commitments] == sorted(h.address for h in env.hosts)
+    for row in commitments:
+        seed = secret_seed(env.keys[row["host"]], env.chain_id, STAGE_EPOCH, env.prev_hash)
+        assert row["commitment"] == sha256_hex(bytes.fromhex(seed))
+        assert verify(env.keys[row["host"]].public_key, env.chain_id, MessageKind.SEED_COMMIT,
+                      seed_commitment_body(STAGE_EPOCH, row["commitment"]), row["signature"])
+
+
+def test_every_task_gets_one_executor_drawn_by_weight(execution):
+    run, result, tasks, results, _, _ = execution
+    env = run.env
+    assert [r["task_id"] for r in results] == sorted(tasks) and len(tasks) == TASKS_PER_EPOCH
+    serving = [h.address for h in env.hosts if "llm-tiny" in h.models and env.weights[h.address] > 0]
+    expected = assign_executors(env.prev_hash, sorted(tasks), serving, [env.weights[a] for a in serving])
+    assert [r["executor"] for r in results] == expected
+    assert "host-fake" not in {r["name"] for r in results}, "weight 0 (its sprint was rejected): it is never drawn"
+    assert result == {"completed": sum(r["status"] == "completed" for r in results),
+                      "expired": sum(r["status"] == "expired" for r in results)}
+
+
+def test_an_executor_runs_up_to_its_capacity_in_task_id_order_and_the_rest_expire(execution):
+    run, _, _, results, _, _ = execution
+    per_capacity = run.env.params.tasks.tasks_per_capacity
+    assert per_capacity == 1
+    by_executor: dict[str, list[str]] = {}
+    for row in results:
+        by_executor.setdefault(row["name"], []).append(row["status"])
+    for name, statuses in by_executor.items():
+        slots = CAPACITY[name] * per_capacity
+        assert statuses == ["completed"] * min(slots, len(statuses)) + ["expired"] * max(0, len(statuses) - slots), name
+    assert by_executor["host-garbled"].count("expired") >= 1, "this epoch overflows host-garbled's 2 slots"
+
+
+def test_completed_tasks_pay_prompt_plus_completion_tokens_and_refund_the_rest(execution):
+    run, _, tasks, results, _, refunds = execution
+    env = run.env
+    price = env.params.price_per_token
+    assert price == 100
+    completed = [r for r in results if r["status"] == "completed"]
+    assert completed
+    for row in completed:
+        task = tasks[row["task_id"]]
+        assert row["completion_tokens"] == len(row["output_tokens"]) <= task["max_tokens"]
+        assert len(row["top_ids"]) == len(row["top_logprobs"]) == len(row["output_tokens"])
+        assert all(len(ids) == len(lps) == 5 for ids, lps in zip(row["top_ids"], row["top_logprobs"])), "top-5 at every position"
+        assert row["cost"] == (task["prompt_tokens"] + row["completion_tokens"]) * price
+        assert row["refund"] == task["escrow"] - row["cost"] >= 0
+        body = result_body(row["task_id"], row["executor"], row["output_tokens"], row["top_ids"], row["top_logprobs"])
+        assert verify(env.keys[row["executor"]].public_key, env.chain_id, MessageKind.RESULT, body, row["signature"])
+    expected = sorted((r["task_id"], tasks[r["task_id"]]["developer"], r["refund"], -r["refund"],
+                       "refund" if r["status"] == "completed" else "expiry_refund", hash_value(["refund", r["task_id"]]))
+                      for r in results if r["refund"])
+    assert sorted((t["ref"], t["account"], t["balance_delta"], t["escrow_delta"], t["kind"], t["transfer_id"])
+                  for t in refunds) == expected
+
+
+def test_expired_tasks_are_refunded_in_full_and_unsigned(execution):
+    _, _, tasks, results, _, refunds = execution
+    expired = [r for r in results if r["status"] == "expired"]
+    assert expired
+    for row in expired:
+        assert (row["output_tokens"], row["completion_tokens"], row["cost"], row["signature"]) == ([], 0, 0, "")
+        assert row["refund"] == tasks[row["task_id"]]["escrow"]
+    assert {t["ref"] for t in refunds if t["kind"] == "expiry_refund"} == {r["task_id"] for r in expired}
+
+
+def test_outputs_are_the_served_model_or_for_garbled_output_another_model(execution):
+    run, _, tasks, results, _, _ = execution
+    compute = run.compute.inner
+    for row in results:
+        if row["status"] != "completed":
+            continue
+        task = tasks[row["task_id"]]
+        honest = compute.generate(task["model"], row["executor"], "honest", [task["prompt"]], task["max_tokens"])[0]
+        same = list(honest.tokens) == row["output_tokens"]
+        assert same is (row["name"] != "host-garbled"), row["name"]
+
+
+def test_generation_runs_with_the_chain_closed(execution):
+    run, _, tasks, results, _, _ = execution
+    groups = {(r["executor"], tasks[r["task_id"]]["model"], tasks[r["task_id"]]["max_tokens"]) for r in results if r["status"] == "completed"}
+    assert run.opener.opens == 2, "one read of the tasks, one write of the results"
+    assert dict(run.compute.calls) == {"generate": len(groups)}, "one batched generate per executor, model and max_tokens"
+
+
+def test_rerunning_the_stage_is_idempotent(tmp_path_factory):
+    assert_idempotent(tmp_path_factory, "task_results")

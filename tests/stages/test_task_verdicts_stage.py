@@ -1,0 +1,173 @@
+"""task_verdicts (PROTOCOL section 4, Who validates / Comparison / Outcome / Status / Reputation): validators drawn by
+their secret seeds re-run tasks, failures go to a weighted vote (>= 50 % of the weight invalidates), fees are shared
+between the executor and the passing validators, and each host's counts, streak, status and reputation follow."""
+
+from __future__ import annotations
+
+import math
+from decimal import ROUND_DOWN, Decimal
+
+import pytest
+
+from gonka_pipelines.protocol.crypto import MessageKind, verify
+from gonka_pipelines.protocol.host_status import host_status
+from gonka_pipelines.protocol.inference_validation import should_validate
+from gonka_pipelines.protocol.messages import task_verdict_body
+
+from stage_kit import STAGE_EPOCH, StageRun, assert_idempotent
+
+
+@pytest.fixture(scope="module")
+def validation(tmp_path_factory):
+    run = StageRun.prepare(tmp_path_factory, "task_verdicts")
+    result = run.run()
+    with run.store() as store:
+        data = {
+            "results": store._records("SELECT * FROM task_results WHERE epoch = ? ORDER BY task_id", [STAGE_EPOCH]),
+            "verdicts": store._records("SELECT * FROM task_verdicts WHERE epoch = ? ORDER BY task_id, validator", [STAGE_EPOCH]),
+            "outcomes": {o["task_id"]: o for o in store._records("SELECT * FROM task_outcomes WHERE epoch = ?", [STAGE_EPOCH])},
+            "shares": store._records("SELECT * FROM fee_shares WHERE epoch = ? ORDER BY task_id, host", [STAGE_EPOCH]),
+            "host_epochs": {h["address"]: h for h in store._records("SELECT * FROM host_epochs WHERE epoch = ?", [STAGE_EPOCH])},
+            "previous": store.host_states(STAGE_EPOCH - 1),
+            "miss_history": store.miss_history(STAGE_EPOCH),
+            "poc_contradictions": dict(store._query(
+                """SELECT v.validator, count(*) FROM poc_verdicts v JOIN epoch_weights w ON w.address = v.host AND w.epoch = v.epoch
+                   WHERE v.epoch = ? AND v.valid AND NOT w.sprint_accepted GROUP BY 1""", [STAGE_EPOCH])),
+            "previous_tasks": store.task_count(STAGE_EPOCH - 1),
+        }
+    return run, result, data
+
+
+def behaviours(run) -> dict[str, str]:
+    return {h.address: h.behaviour.value for h in run.env.hosts}
+
+
+def test_validators_are_drawn_by_their_secret_seeds(validation):
+    """Each other host v with weight validates iff u(seed_v, task) < P_v = min(1, target · w_v / (W − w_exec)); at traffic
+    T <= 100 minAvg(T) = 1, so target = 1 whatever the executor's reputation."""
+    run, result, data = validation
+    env = run.env
+    completed = [r for r in data["results"] if r["status"] == "completed"]
+    traffic = max(len(completed), data["previous_tasks"])
+    assert traffic <= 100
+    members = {a: w for a, w in env.weights.items() if w > 0}
+    total = sum(members.values())
+    expected = {(r["task_id"], v) for r in completed for v, w in members.items()
+                if v != r["executor"] and should_validate(env.secret_seeds[v], r["task_id"], min(1.0, w / (total - members[r["executor"]])))}
+    assert {(v["task_id"], v["validator"]) for v in data["verdicts"]} == expected
+    assert expected, "some tasks are validated"
+    assert result == {"validations": len(expected), "invalidated": sum(o["outcome"] == "invalidated" for o in data["outcomes"].values())}
+
+
+def test_verdicts_compare_the_executors_output_and_are_signed(validation):
+    run, _, data = validation
+    env, behaviour = run.env, behaviours(run)
+    executor = {r["task_id"]: r["executor"] for r in data["results"]}
+    similarity: dict[str, float] = {}
+    for verdict in data["verdicts"]:
+        body = task_verdict_body(STAGE_EPOCH, verdict["task_id"], verdict["validator"], verdict["similarity"], verdict["passed"],
+                                 verdict["reason"])
+        assert verify(env.keys[verdict["validator"]].public_key, env.chain_id, MessageKind.TASK_VERDICT, body, verdict["signature"])
+        if behaviour[verdict["validator"]] == "lazy_validator":
+            assert (verdict["recomputed"], verdict["passed"], verdict["similarity"], verdict["reason"]) == (False, True, 1.0, "similar")
+            continue
+        assert verdict["recomputed"] is True
+        if behaviour[executor[verdict["task_id"]]] == "garbled_output":
+            assert verdict["passed"] is False and verdict["similarity"] <= 0.98 and verdict["reason"] != "similar"
+        else:
+            assert verdict["passed"] is True and verdict["similarity"] > 0.98 and verdict["reason"] == "similar"
+        assert similarity.setdefault(verdict["task_id"], verdict["similarity"]) == verdict["similarity"], "one honest re-run per task"
+
+
+def test_a_failure_goes_to_a_weighted_vote_and_half_the_weight_invalidates(validation):
+    run, _, data = validation
+    weights, behaviour = run.env.weights, behaviours(run)
+    total = sum(weights.values())
+    completed = [r for r in data["results"] if r["status"] == "completed"]
+    assert set(data["outcomes"]) == {r["task_id"] for r in completed}, "one outcome per completed task"
+    for result in completed:
+        outcome = data["outcomes"][result["task_id"]]
+        checks = [v for v in data["verdicts"] if v["task_id"] == result["task_id"]]
+        failures = sum(not v["passed"] for v in checks)
+        invalid_weight = sum(w for a, w in weights.items() if a != result["executor"] and behaviour[a] != "lazy_validator") if failures else 0
+        assert (outcome["executor"], outcome["validations"], outcome["failures"], outcome["invalid_vote_weight"]) == \
+            (result["executor"], len(checks), failures, invalid_weight)
+        expected = "invalidated" if failures and 2 * invalid_weight >= total else "passed" if checks else "unvalidated"
+        assert outcome["outcome"] == expected
+    invalidated = {o["executor"] for o in data["outcomes"].values() if o["outcome"] == "invalidated"}
+    assert {behaviour[a] for a in invalidated} == {"garbled_output"}, "only the garbled executor's tasks are invalidated"
+    assert all(o["outcome"] == "invalidated" for o in data["outcomes"].values() if o["executor"] in invalidated and o["validations"])
+
+
+def test_fees_are_shared_equally_by_the_executor_and_the_passing_validators(validation):
+    _, _, data = validation
+    for result in data["results"]:
+        outcome = data["outcomes"].get(result["task_id"])
+        shares = [s for s in data["shares"] if s["task_id"] == result["task_id"]]
+        if outcome is None or outcome["outcome"] == "invalidated" or not result["cost"]:
+            assert shares == [], "an invalidated (or expired) task shares no fee"
+            continue
+        passing = {v["validator"] for v in data["verdicts"] if v["task_id"] == result["task_id"] and v["passed"]}
+        earners = 1 + len(passing)
+        expected = {(result["executor"], "executor", result["cost"] // earners + result["cost"] % earners)}
+        expected |= {(v, "validator", result["cost"] // earners) for v in passing}
+        assert {(s["host"], s["role"], s["amount"]) for s in shares} == expected
+        assert sum(s["amount"] for s in shares) == result["cost"]
+
+
+def protocol_reputation(epochs_served: int, miss_rates: list[float]) -> int:
+    """x = epochs served − Σ miss rates above 1 %; rep = floor(100 · trunc2(x / 30)), 0..100."""
+    x = Decimal(epochs_served) - sum((Decimal(str(r)) for r in miss_rates if r > 0.01), Decimal(0))
+    if x <= 0:
+        return 0
+    if x > 30:
+        return 100
+    return math.floor(100 * (x / 30).quantize(Decimal("0.01"), rounding=ROUND_DOWN))
+
+
+def test_each_hosts_counts_streak_status_and_reputation(validation):
+    run, _, data = validation
+    weights, behaviour = run.env.weights, behaviours(run)
+    assert set(data["host_epochs"]) == {h.address for h in run.env.hosts}
+    for address, row in data["host_epochs"].items():
+        results = [r for r in data["results"] if r["executor"] == address]
+        validated = sorted((o for o in data["outcomes"].values() if o["executor"] == address and o["validations"]),
+                           key=lambda o: o["task_id"])
+        previous = data["previous"][address]
+        streak = 0 if previous["status"] == "INVALID" else previous["consecutive_invalidations"]
+        for outcome in validated:
+            streak = streak + 1 if outcome["outcome"] == "invalidated" else 0
+        own_votes = [v for v in data["verdicts"] if v["validator"] == address]
+        contradicted = data["poc_contradictions"].get(address, 0) + sum(
+            v["passed"] and data["outcomes"][v["task_id"]]["outcome"] == "invalidated" for v in own_votes)
+        served = previous["epochs_served"] + (1 if weights[address] > 0 else 0)
+        rates = data["miss_history"].get(address, []) + ([sum(r["status"] == "expired" for r in results) / len(results)] if results else [])
+        assert row == {
+            "epoch": STAGE_EPOCH, "address": address, "assigned": len(results),
+            "missed": sum(r["status"] == "expired" for r in results),
+            "validated": len(validated), "invalidated": sum(o["outcome"] == "invalidated" for o in validated),
+            "consecutive_invalidations": streak,
+            "required_validations": len(own_votes), "done_validations": len(own_votes),
+            "contradicted_votes": contradicted,
+            "status": host_status(streak, len(validated), sum(o["outcome"] == "invalidated" for o in validated)).value,
+            "reputation": protocol_reputation(served, rates), "epochs_served": served,
+        }, behaviour[address]
+    garbled = next(r for a, r in data["host_epochs"].items() if behaviour[a] == "garbled_output")
+    assert garbled["invalidated"] == garbled["validated"] == garbled["consecutive_invalidations"] >= 1
+    assert garbled["status"] == "RAMPING", "0.05^streak is still above 1e-6 and fewer than 10 tasks were validated"
+    assert garbled["missed"] >= 1
+    lazy = next(r for a, r in data["host_epochs"].items() if behaviour[a] == "lazy_validator")
+    assert lazy["contradicted_votes"] >= 1, "it voted valid on the fake sprint the network rejected"
+    assert all(r["contradicted_votes"] == 0 for a, r in data["host_epochs"].items() if behaviour[a] == "honest")
+
+
+def test_judging_runs_with_the_chain_closed(validation):
+    run, _, data = validation
+    behaviour = behaviours(run)
+    judged = {v["task_id"] for v in data["verdicts"] if behaviour[v["validator"]] != "lazy_validator"}
+    assert run.opener.opens == 2, "one read of results and history, one write of verdicts, outcomes, shares, host epochs"
+    assert dict(run.compute.calls) == {"judge": len(judged)}, "one honest re-run per task some honest validator checks"
+
+
+def test_rerunning_the_stage_is_idempotent(tmp_path_factory):
+    assert_idempotent(tmp_path_factory, "task_verdicts")
