@@ -10,8 +10,8 @@ sampling, assignment, DuckDB writes, commitments), not the models.
   target (cos ~ N(0, 1/vocab), PROTOCOL.md section 3). With r_target calibrated for the wanted hit rate,
   about that fraction of nonces are hits, and a validator's recomputation agrees bit for bit with the miner.
 - `generate` answers every prompt with a fixed token list ending in EOS (the prompt's first bytes) and
-  top-5 ids / log-probs derived from the prompt's hash; `judge` re-derives that answer and compares it as
-  an honest validator would, so an honest output passes with similarity 1.0.
+  top-5 ids / log-probs derived from the prompt's hash; `score` re-derives that answer's top-5 as an honest
+  validator's forced re-run would, so an honest output passes with similarity 1.0 and a garbled one fails.
 """
 
 from __future__ import annotations
@@ -25,11 +25,6 @@ import numpy as np
 
 from gonka_pipelines.compute.llm import EOS, TOP_K, Generation, encode
 from gonka_pipelines.compute.profiles import load_profile
-from gonka_pipelines.protocol.inference_validation import (
-    Comparison,
-    ComparisonReason,
-    compare_outputs,
-)
 from gonka_pipelines.protocol.params import Behaviour
 
 LABEL = "model compute replaced by precomputed results"
@@ -135,14 +130,13 @@ class PrecomputedCompute:
         variant = f"garbled|{model}|{executor}" if behaviour == Behaviour.GARBLED_OUTPUT else ""
         return [self._answer(prompt, max_tokens, variant) for prompt in prompts]
 
-    def judge(self, model: str, prompt: str, result: dict, max_tokens: int, threshold: float) -> Comparison:
-        """What an honest validator concludes: the honest answer re-derived and compared with the executor's."""
-        output = result["output_tokens"]
-        if len(output) < max_tokens and (not output or output[-1] != EOS):
-            return Comparison(False, 0.0, ComparisonReason.LENGTH_DIFFERS)
-        honest = self._answer(prompt, max_tokens)
-        if (honest.tokens == list(output) and honest.top_ids == [list(ids) for ids in result["top_ids"]]
-                and honest.top_logprobs == [list(lps) for lps in result["top_logprobs"]]):
-            return Comparison(True, 1.0, ComparisonReason.SIMILAR)
-        return compare_outputs(honest.tokens, output, honest.top_ids, honest.top_logprobs,
-                               result["top_ids"], result["top_logprobs"], threshold=threshold)
+    @property
+    def eos_token(self) -> int:
+        return EOS
+
+    def score(self, model: str, prompt: str, output: list[int]) -> tuple[list[list[int]], list[list[float]]]:
+        """What an honest validator's forced re-run reports: the honest answer's top-5 at each output position."""
+        honest = self._answer(prompt, len(output))
+        last = len(honest.tokens) - 1
+        return ([honest.top_ids[min(i, last)] for i in range(len(output))],
+                [honest.top_logprobs[min(i, last)] for i in range(len(output))])

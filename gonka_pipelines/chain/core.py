@@ -214,6 +214,11 @@ class StoreCore:
         self._require_opened(epoch)
         return EpochParams.model_validate_json(self._scalar("SELECT params_json FROM epochs WHERE epoch = ?", [epoch]))
 
+    def rules_name(self, epoch: int) -> str:
+        """The rule set an epoch (genesis included) ran under, as its recorded params name it."""
+        self._require_opened(epoch)
+        return json.loads(self._scalar("SELECT params_json FROM epochs WHERE epoch = ?", [epoch]))["rules"]
+
     def params_hash(self, epoch: int) -> str:
         self._require_opened(epoch)
         return self._scalar("SELECT params_hash FROM epochs WHERE epoch = ?", [epoch])

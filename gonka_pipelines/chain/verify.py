@@ -12,7 +12,6 @@ from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.protocol.block import (
     GENESIS_PREV_HASH,
     BlockHeader,
-    quorum_reached,
 )
 from gonka_pipelines.protocol.crypto import MessageKind, hash_value, verify
 from gonka_pipelines.protocol.messages import (
@@ -23,6 +22,7 @@ from gonka_pipelines.protocol.messages import (
     task_body,
     task_verdict_body,
 )
+from gonka_pipelines.protocol.rules import RULE_SETS
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,7 @@ def _signature_problem(store: ChainStore, header: BlockHeader, signatures: list[
             return Inconsistency(header.height, f"signature of {signer} claims weight {signature['weight']}, "
                                                 f"its weight in force is {weights.get(signer, 0)}")
     signed = sum(s["weight"] for s in signatures)
-    if not quorum_reached(signed, sum(weights.values())):
+    if not RULE_SETS[store.rules_name(header.height)].quorum_reached(signed, sum(weights.values())):
         return Inconsistency(header.height, f"signers hold {signed} of {sum(weights.values())} weight, not more than 2/3")
     return None
 

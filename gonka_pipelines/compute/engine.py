@@ -21,18 +21,11 @@ from gonka_pipelines.compute.profiles import load_profile
 from gonka_pipelines.compute.runner import ModelRunner
 from gonka_pipelines.compute.sprint import compute_distances, mine
 from gonka_pipelines.protocol.crypto import sha256_hex
-from gonka_pipelines.protocol.inference_validation import (
-    Comparison,
-    ComparisonReason,
-    compare_outputs,
-)
 from gonka_pipelines.protocol.params import Behaviour
 
 CPU_THREADS = 1
 """CPU kernels sum in an order that depends on the thread count; whatever enters a block is computed on one thread,
 so every machine derives the same hits, outputs and blocks (it also keeps a shared 2-core machine from stalling)."""
-TIE_TOLERANCE = 1e-4
-"""An executor token whose validator log-prob is this close to the validator's best counts as the same choice."""
 
 
 def served_model_seed(model: str) -> bytes:
@@ -71,7 +64,10 @@ class Compute(Protocol):
 
     def generate(self, model: str, executor: str, behaviour: str, prompts: list[str], max_tokens: int) -> list[Generation]: ...
 
-    def judge(self, model: str, prompt: str, result: dict, max_tokens: int, threshold: float) -> Comparison: ...
+    @property
+    def eos_token(self) -> int: ...
+
+    def score(self, model: str, prompt: str, output: list[int]) -> tuple[list[list[int]], list[list[float]]]: ...
 
 
 class TorchCompute:
@@ -107,16 +103,12 @@ class TorchCompute:
         with reproducible_threads(runner.device):
             return generate_greedy(runner, [encode(p) for p in prompts], max_tokens)
 
-    def judge(self, model: str, prompt: str, result: dict, max_tokens: int, threshold: float) -> Comparison:
-        """An honest re-run forcing the executor's tokens; an output cut short of EOS and max_tokens fails."""
-        output = result["output_tokens"]
-        if len(output) < max_tokens and (not output or output[-1] != EOS):
-            return Comparison(False, 0.0, ComparisonReason.LENGTH_DIFFERS)
+    @property
+    def eos_token(self) -> int:
+        return EOS
+
+    def score(self, model: str, prompt: str, output: list[int]) -> tuple[list[list[int]], list[list[float]]]:
+        """An honest re-run of the served model forcing the executor's tokens: top-5 ids and log-probs per position."""
         runner = self.served(model)
         with reproducible_threads(runner.device):
-            top_ids, top_logprobs = score_forced(runner, encode(prompt), output)
-        choices = []
-        for token, ids, logprobs in zip(output, top_ids, top_logprobs):
-            own = dict(zip(ids, logprobs)).get(token)
-            choices.append(token if own is not None and own >= logprobs[0] - TIE_TOLERANCE else ids[0])
-        return compare_outputs(choices, output, top_ids, top_logprobs, result["top_ids"], result["top_logprobs"], threshold=threshold)
+            return score_forced(runner, encode(prompt), output)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from gonka_pipelines.local.paths import RESOURCES
 from gonka_pipelines.protocol.params import GenesisParams, NetworkConfig
+from gonka_pipelines.protocol.rules import RULE_SETS
 
 GENESIS_FILE = RESOURCES / "genesis.yaml"
 NETWORK_FILE = RESOURCES / "network.yaml"
@@ -50,7 +51,11 @@ def load_genesis(profile: str | None = None, path: Path = GENESIS_FILE) -> Genes
     body = data["profiles"][name]
     if not isinstance(body, dict):
         raise ConfigError(f"{path}: field 'profiles.{name}': must be a mapping")
-    return validate_config(GenesisParams, {"profile": name, **body}, path, prefix=f"profiles.{name}")
+    params = validate_config(GenesisParams, {"profile": name, **body}, path, prefix=f"profiles.{name}")
+    if params.rules not in RULE_SETS:
+        raise ConfigError(f"{path}: field 'profiles.{name}.rules': unknown rule set {params.rules!r} "
+                          f"(known: {', '.join(sorted(RULE_SETS))})")
+    return params
 
 
 def load_network(path: Path = NETWORK_FILE) -> NetworkConfig:

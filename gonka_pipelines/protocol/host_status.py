@@ -8,17 +8,8 @@ from decimal import ROUND_DOWN, Decimal
 
 import polars as pl
 
-FALSE_POSITIVE_RATE = 0.05
-"""Chance that an honest output fails validation; the statistics below test against it."""
-RAMPING_TASKS = 10
-"""Validated tasks a host needs before the z-test applies."""
-INVALID_STREAK_PROBABILITY = 1e-6
-"""A streak of invalidations less likely than this for an honest host (FPR^k) makes it INVALID."""
-Z_SCORE_THRESHOLD = 1.0
 MAX_REPUTATION = 100
-EPOCHS_TO_MAX_REPUTATION = 30
-MISS_RATE_CUTOFF = Decimal("0.01")
-"""Epochs whose miss rate is at most this cost no reputation."""
+"""The reputation scale: 0..100 (a unit, not a consensus number; the numbers are in ValidationParams/RewardParams)."""
 _REPUTATION_STEP = Decimal("0.01")
 """x / 30 is truncated to two decimals before scaling, as Gonka's decimal arithmetic does."""
 
@@ -37,10 +28,10 @@ HOST_STATUS_DTYPE = pl.Enum([status.value for status in HostStatus])
 def host_statuses(
     hosts: pl.DataFrame,
     *,
-    false_positive_rate: float = FALSE_POSITIVE_RATE,
-    ramping_tasks: int = RAMPING_TASKS,
-    invalid_streak_probability: float = INVALID_STREAK_PROBABILITY,
-    z_threshold: float = Z_SCORE_THRESHOLD,
+    false_positive_rate: float,
+    ramping_tasks: int,
+    invalid_streak_probability: float,
+    z_threshold: float,
 ) -> pl.DataFrame:
     """hosts plus a 'status' column, from columns consecutive_invalidations, n_validated, n_invalidated.
 
@@ -67,10 +58,10 @@ def host_status(
     n_validated: int,
     n_invalidated: int,
     *,
-    false_positive_rate: float = FALSE_POSITIVE_RATE,
-    ramping_tasks: int = RAMPING_TASKS,
-    invalid_streak_probability: float = INVALID_STREAK_PROBABILITY,
-    z_threshold: float = Z_SCORE_THRESHOLD,
+    false_positive_rate: float,
+    ramping_tasks: int,
+    invalid_streak_probability: float,
+    z_threshold: float,
 ) -> HostStatus:
     """One host's status: host_statuses on a one-row frame, so there is a single rule set."""
     row = pl.DataFrame(
@@ -94,8 +85,8 @@ def reputation(
     epochs_served: int,
     miss_rates: Sequence[float],
     *,
-    epochs_to_max: int = EPOCHS_TO_MAX_REPUTATION,
-    miss_rate_cutoff: Decimal = MISS_RATE_CUTOFF,
+    epochs_to_max: int,
+    miss_rate_cutoff: float,
 ) -> int:
     """Reputation 0..100: x = epochs served - sum of miss rates above 1 %; 100 past 30, 0 at or below 0.
 
@@ -103,7 +94,8 @@ def reputation(
     (like Go's decimal.NewFromFloat) keeps x = 9.3 from landing on 30 instead of 31.
     """
     rates = [Decimal(str(rate)) for rate in miss_rates]
-    x = Decimal(epochs_served) - sum((rate for rate in rates if rate > miss_rate_cutoff), Decimal(0))
+    cutoff = Decimal(str(miss_rate_cutoff))
+    x = Decimal(epochs_served) - sum((rate for rate in rates if rate > cutoff), Decimal(0))
     if x > epochs_to_max:
         return MAX_REPUTATION
     if x <= 0:

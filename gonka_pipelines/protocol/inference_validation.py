@@ -22,16 +22,6 @@ import numpy as np
 from gonka_pipelines.protocol.assignment import sha256_u64
 from gonka_pipelines.protocol.host_status import MAX_REPUTATION
 
-MIN_AVG_TRAFFIC = (100.0, 5000.0, 10000.0)
-"""Traffic breakpoints of minAvg(T): full validation up to the first, floor from the last."""
-MIN_AVG_VALUES = (1.0, 0.05, 0.01)
-"""minAvg at each breakpoint; linear in between, constant outside."""
-SIMILARITY_THRESHOLD = 0.98
-LOGPROB_EPSILON = 1e-6
-MIN_NORMALISING_POSITIONS = 100
-"""Short outputs are normalised as if they had this many positions, so a few tokens cannot fail alone."""
-INVALIDATION_QUORUM = Fraction(1, 2)
-"""Share of total weight whose 'invalid' votes invalidate a task."""
 DEFAULT_CHUNK_PAIRS = 1 << 18
 """(validator, task) pairs drawn per numpy pass: two uint64 buffers of 2 MiB each."""
 
@@ -45,17 +35,21 @@ _FLOAT_SCALE = 2.0**_FLOAT_BITS
 # ---------------------------------------------------------------- who validates
 
 
-def min_avg(traffic: float | np.ndarray) -> float | np.ndarray:
-    """minAvg(T): the validation rate a fully trusted executor still gets at epoch traffic T.
+@dataclass(frozen=True)
+class MinAvg:
+    """minAvg(T), the validation rate a fully trusted executor still gets at epoch traffic T: the linear
+    interpolation through (traffic[i], values[i]), flat outside. Gonka's (100, 5000, 10000) -> (1.0, 0.05, 0.01)
+    gives 1.0 for T <= 100, 0.05 + 0.95(5000-T)/4900 below 5000, 0.01 + 0.04(10000-T)/5000 below 10000, then 0.01."""
 
-    1.0 for T <= 100; 0.05 + 0.95(5000-T)/4900 below 5000; 0.01 + 0.04(10000-T)/5000 below 10000;
-    0.01 from 10000 on: the linear interpolation through MIN_AVG_TRAFFIC / MIN_AVG_VALUES.
-    """
-    result = np.interp(traffic, MIN_AVG_TRAFFIC, MIN_AVG_VALUES)
-    return float(result) if np.ndim(result) == 0 else result
+    traffic: Sequence[float]
+    values: Sequence[float]
+
+    def __call__(self, traffic: float | np.ndarray) -> float | np.ndarray:
+        result = np.interp(traffic, self.traffic, self.values)
+        return float(result) if np.ndim(result) == 0 else result
 
 
-def validation_target(traffic: float, reputation: int | np.ndarray) -> float | np.ndarray:
+def validation_target(traffic: float, reputation: int | np.ndarray, min_avg: MinAvg) -> float | np.ndarray:
     """Expected validations per task: minAvg(T) + (1 - minAvg(T))(1 - rep/100), rep the executor's."""
     floor = min_avg(traffic)
     return floor + (1.0 - floor) * (1.0 - np.asarray(reputation) / MAX_REPUTATION)
@@ -144,6 +138,7 @@ def select_validations(
     task_executors: Sequence[str],
     pool: ValidatorPool,
     traffic: float,
+    min_avg: MinAvg,
     *,
     chunk_pairs: int = DEFAULT_CHUNK_PAIRS,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -170,7 +165,7 @@ def select_validations(
     found_tasks: list[np.ndarray] = []
     found_validators: list[np.ndarray] = []
     for executor, start, end in zip(group_executors, group_starts, group_ends):
-        target = validation_target(traffic, pool.reputations[executor])
+        target = validation_target(traffic, pool.reputations[executor], min_avg)
         thresholds = _draw_thresholds(validation_probability(target, weights, total_weight, weights[executor]))
         thresholds[executor] = 0
         if not thresholds.any():
@@ -219,8 +214,8 @@ def similarity(
     executor_top_ids: np.ndarray | Sequence[Sequence[int]],
     executor_top_logprobs: np.ndarray | Sequence[Sequence[float]],
     *,
-    epsilon: float = LOGPROB_EPSILON,
-    min_positions: int = MIN_NORMALISING_POSITIONS,
+    epsilon: float,
+    min_positions: int,
 ) -> float:
     """max(0, 1 - distance) between top-k log-probs, arrays of shape (positions, k).
 
@@ -256,14 +251,17 @@ def compare_outputs(
     executor_top_ids: np.ndarray | Sequence[Sequence[int]],
     executor_top_logprobs: np.ndarray | Sequence[Sequence[float]],
     *,
-    threshold: float = SIMILARITY_THRESHOLD,
+    threshold: float,
+    epsilon: float,
+    min_positions: int,
 ) -> Comparison:
     """Pass iff the token sequences are identical (ours: Gonka passes them) and similarity > threshold."""
     if len(validator_tokens) != len(executor_tokens):
         return Comparison(False, 0.0, ComparisonReason.LENGTH_DIFFERS)
     if list(validator_tokens) != list(executor_tokens):
         return Comparison(False, 0.0, ComparisonReason.TOKENS_DIFFER)
-    score = similarity(validator_top_ids, validator_top_logprobs, executor_top_ids, executor_top_logprobs)
+    score = similarity(validator_top_ids, validator_top_logprobs, executor_top_ids, executor_top_logprobs,
+                       epsilon=epsilon, min_positions=min_positions)
     if score > threshold:
         return Comparison(True, score, ComparisonReason.SIMILAR)
     return Comparison(False, score, ComparisonReason.DISSIMILAR)
@@ -272,10 +270,11 @@ def compare_outputs(
 # ---------------------------------------------------------------- fail vote
 
 
-def invalidated(votes_invalid_weight: int, total_weight: int, quorum: Fraction = INVALIDATION_QUORUM) -> bool:
-    """A failed task is invalidated iff 'invalid' votes hold at least quorum (50 %) of all weight."""
+def invalidated(votes_invalid_weight: int, total_weight: int, quorum: float) -> bool:
+    """A failed task is invalidated iff 'invalid' votes hold at least quorum (Gonka: 50 %) of all weight (exact)."""
     if total_weight <= 0:
         raise ValueError(f"total weight must be positive, got {total_weight}")
     if not 0 <= votes_invalid_weight <= total_weight:
         raise ValueError(f"invalid-vote weight {votes_invalid_weight} is outside [0, {total_weight}]")
-    return votes_invalid_weight * quorum.denominator >= total_weight * quorum.numerator
+    share = Fraction(str(quorum))
+    return votes_invalid_weight * share.denominator >= total_weight * share.numerator

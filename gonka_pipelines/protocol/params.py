@@ -41,7 +41,10 @@ class SprintParams(StrictConfig):
     fraud_threshold: float = Field(gt=0, lt=1)
     power_cap: float = Field(gt=0, le=1)
     collateral_grace_epochs: int = Field(ge=0)
+    collateral_base_fraction: float = Field(ge=0, le=1, description="share of a weight that needs no collateral after the grace")
     price_per_weight_unit: int = Field(gt=0)
+    small_network_caps: tuple[float, ...] = Field(description="power-cap floor for networks of 1, 2, 3, ... hosts")
+    genesis_weight: int = Field(gt=0, description="weight of every genesis host (epoch 0 has no sprint)")
 
 
 class TaskParams(StrictConfig):
@@ -64,16 +67,26 @@ class ValidationParams(StrictConfig):
     invalid_slash_fraction: float = Field(ge=0, le=1)
     miss_slash_fraction: float = Field(ge=0, le=1)
     miss_tolerance: float = Field(ge=0, le=1)
+    z_threshold: float = Field(description="INVALID when the invalidated fraction's z-score exceeds this")
+    invalidation_quorum: float = Field(gt=0, le=1, description="share of all weight whose invalid votes invalidate a task")
+    tie_tolerance: float = Field(ge=0, description="an executor token this close to the validator's best log-prob is the same choice")
+    logprob_epsilon: float = Field(gt=0, description="keeps the log-prob distance finite where both are 0")
+    min_normalising_positions: int = Field(gt=0, description="the log-prob distance divides by at least this many positions")
+    min_avg_traffic: tuple[float, float, float] = Field(description="minAvg breakpoints: traffic T")
+    min_avg_values: tuple[float, float, float] = Field(description="minAvg breakpoints: the validation rate at each T")
 
 
 class RewardParams(StrictConfig):
     vesting_epochs: int = Field(gt=0)
+    epochs_to_full_reputation: int = Field(gt=0)
+    miss_rate_cutoff: float = Field(ge=0, lt=1, description="epochs missing more than this share of tasks lower reputation")
 
 
 class GenesisParams(StrictConfig):
     """One profile of genesis.yaml: every number the protocol uses."""
 
     profile: str
+    rules: str = Field(min_length=1, description="the named rule set the chain's epochs run (protocol/rules.py)")
     chain_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
     genesis_time: datetime
     epoch_seconds: int = Field(gt=0)

@@ -7,13 +7,11 @@ from collections.abc import Iterable, Mapping
 
 import polars as pl
 
-EMISSION_DECAY = 0.000475
-"""Per-epoch decay of the epoch reward: half-life ln 2 / 0.000475 ≈ 1,459 epochs."""
 FIRST_REWARDED_EPOCH = 1
 """Epoch 0 is genesis (no sprint, no reward); R(1) = R0."""
 
 
-def epoch_reward(epoch: int, r0: int, decay: float = EMISSION_DECAY) -> int:
+def epoch_reward(epoch: int, r0: int, decay: float) -> int:
     """R(e) = floor(R0 * exp(-decay * (e - 1))), before the supply cap.
 
     Float64 is exact for R0 below 2^53 base units (mainnet R0 = 3.23e14), so R(1) = R0 exactly.

@@ -13,7 +13,6 @@ from statistics import NormalDist
 
 import numpy as np
 
-SMALL_NETWORK_CAP = {1: 1.0, 2: 0.5, 3: 0.4}  # cap fraction floor for networks of fewer than 4 hosts
 POC_DOMAIN = "gonka/poc"
 """Domain tag of every hash the sprint derives (nonce inputs, permutations, target, samples)."""
 
@@ -82,9 +81,11 @@ def sprint_accepted(valid_weight: int, total_weight: int) -> bool:
     return valid_weight > total_weight // 2
 
 
-def cap_fraction(n_hosts: int, c: float) -> float:
-    """The power-cap fraction for a network of n_hosts: c, raised for networks of fewer than 4 hosts."""
-    return max(c, SMALL_NETWORK_CAP.get(n_hosts, c))
+def cap_fraction(n_hosts: int, c: float, small_network_caps: Sequence[float]) -> float:
+    """The power-cap fraction for a network of n_hosts: c, raised to small_network_caps[n - 1] for small networks
+    (Gonka: 1.0, 0.5, 0.4 for 1, 2, 3 hosts)."""
+    floor = small_network_caps[n_hosts - 1] if 1 <= n_hosts <= len(small_network_caps) else c
+    return max(c, floor)
 
 
 def power_cap(weights: Sequence[int], c: float) -> list[int]:
@@ -111,7 +112,7 @@ def collateral_adjust(
     price_per_weight_unit: int,
     epochs_since_genesis: int,
     grace_epochs: int,
-    base_fraction: float = 0.2,
+    base_fraction: float,
 ) -> int:
     """After the grace period only base_fraction of a weight is free; the rest must be backed by collateral.
 

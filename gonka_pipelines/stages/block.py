@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gonka_pipelines.local.inbox import archive_submissions
-from gonka_pipelines.protocol.block import BlockHeader, choose_proposer
+from gonka_pipelines.protocol.block import BlockHeader
 from gonka_pipelines.protocol.crypto import MessageKind
 from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain
 
@@ -17,7 +17,7 @@ def propose_block(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> Blo
         store.write_post_state(epoch, store.next_host_states(epoch))
         header = BlockHeader(
             chain_id=env.chain_id, height=epoch, prev_hash=env.prev_hash, timestamp=env.params.block_timestamp(epoch),
-            params_hash=params_hash, roots=store.epoch_roots(epoch), proposer=choose_proposer(env.prev_hash, env.weights),
+            params_hash=params_hash, roots=store.epoch_roots(epoch), proposer=env.rules.choose_proposer(env.prev_hash, env.weights),
         )
         signatures = [
             {"signer": address, "weight": weight,

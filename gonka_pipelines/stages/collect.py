@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.local.failpoints import failpoint
 from gonka_pipelines.local.inbox import archive_submissions, pending_submissions
-from gonka_pipelines.protocol.intake import IntakeContext, collect
+from gonka_pipelines.protocol.intake import IntakeContext
 from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain
 
 
@@ -42,7 +42,7 @@ def run_collect(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> Colle
         submissions = [s for s in submissions if s.submission_id not in leftovers]
         with store.transaction():
             store.open_epoch(env.params)
-            result = collect(submissions, intake_context(env, store))
+            result = env.rules.collect(submissions, intake_context(env, store))
             store.write_intake(epoch, result)
             failpoint("collect.before_commit")
     summary = CollectSummary(epoch, len(submissions), len(result.accepted),

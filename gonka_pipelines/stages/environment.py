@@ -2,7 +2,8 @@
 
 The previous block hash (`prev_hash`) seeds every draw of the epoch; the parameters are derived from genesis
 for the epoch; keys, the host registry, the weights in force and each host's secret seed do not change while
-the epoch runs. Stages receive the environment and a way to open the chain, and never re-read any of it.
+the epoch runs; the rule set the params name decides. Stages receive the environment and a way to open the chain,
+and never re-read any of it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.protocol.crypto import KeyPair, MessageKind, sha256_hex
 from gonka_pipelines.protocol.params import EpochParams, GenesisParams
 from gonka_pipelines.protocol.records import Host
+from gonka_pipelines.protocol.rules import RuleSet, rules_for
 from gonka_pipelines.protocol.sprint import calibrate_r_target
 
 Log = Callable[[str], None]
@@ -71,6 +73,11 @@ class EpochEnvironment:
     keys: dict[str, KeyPair]
     weights: dict[str, int]
     compute: Compute
+
+    @cached_property
+    def rules(self) -> RuleSet:
+        """The rule set the params name, bound to them (the one way stages decide)."""
+        return rules_for(self.params)
 
     @cached_property
     def secret_seeds(self) -> dict[str, str]:

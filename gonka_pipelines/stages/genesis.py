@@ -5,13 +5,12 @@ from __future__ import annotations
 from gonka_pipelines.chain.store import ChainError, ChainStore, Head
 from gonka_pipelines.local.keys import load_identities
 from gonka_pipelines.local.paths import DataLayout
-from gonka_pipelines.protocol.block import GENESIS_PREV_HASH, BlockHeader, choose_proposer
+from gonka_pipelines.protocol.block import GENESIS_PREV_HASH, BlockHeader
 from gonka_pipelines.protocol.crypto import MessageKind
 from gonka_pipelines.protocol.host_status import HostStatus
 from gonka_pipelines.protocol.params import GenesisParams, NetworkConfig
-
-GENESIS_WEIGHT = 1
-"""PROTOCOL section 2: epoch 0 has no sprint; every genesis host has weight 1."""
+from gonka_pipelines.protocol.rules import rules_for
+from gonka_pipelines.stages.environment import epoch_parameters
 
 
 def init_chain(store: ChainStore, layout: DataLayout, params: GenesisParams, network: NetworkConfig) -> Head:
@@ -23,6 +22,8 @@ def init_chain(store: ChainStore, layout: DataLayout, params: GenesisParams, net
     identities = load_identities(layout, network, params.chain_id)
     hosts = {identities[h.name].address: (h, identities[h.name]) for h in network.hosts}
     developers = {identities[d.name].address: (d, identities[d.name]) for d in network.developers}
+    weight = params.sprint.genesis_weight  # PROTOCOL section 2: epoch 0 has no sprint; every genesis host has this weight
+    rules = rules_for(epoch_parameters(params, 0))
     with store.transaction():
         store.write_genesis(
             params, network.genesis_supply,
@@ -32,11 +33,11 @@ def init_chain(store: ChainStore, layout: DataLayout, params: GenesisParams, net
                     "behaviour": c.behaviour.value} for a, (c, k) in hosts.items()],
             account_states=[{"address": a, "balance": 0, "escrow": 0, "collateral": c.collateral} for a, (c, _) in hosts.items()]
             + [{"address": a, "balance": c.balance, "escrow": 0, "collateral": 0} for a, (c, _) in developers.items()],
-            host_states=[{"address": a, "weight": GENESIS_WEIGHT, "status": HostStatus.RAMPING.value} for a in hosts])
-        weights = {address: GENESIS_WEIGHT for address in hosts}
+            host_states=[{"address": a, "weight": weight, "status": HostStatus.RAMPING.value} for a in hosts])
+        weights = {address: weight for address in hosts}
         header = BlockHeader(params.chain_id, 0, GENESIS_PREV_HASH, params.block_timestamp(0), params.params_hash,
-                             store.epoch_roots(0), choose_proposer(GENESIS_PREV_HASH, weights))
-        signatures = [{"signer": a, "signature": k.sign(params.chain_id, MessageKind.BLOCK, header.as_dict()), "weight": GENESIS_WEIGHT}
+                             store.epoch_roots(0), rules.choose_proposer(GENESIS_PREV_HASH, weights))
+        signatures = [{"signer": a, "signature": k.sign(params.chain_id, MessageKind.BLOCK, header.as_dict()), "weight": weight}
                       for a, (_, k) in sorted(hosts.items())]
         store.save_genesis_block(header.as_dict(), header.hash, signatures)
     return store.head()

@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import polars as pl
 
-from gonka_pipelines.protocol.assignment import assign_executors
 from gonka_pipelines.protocol.crypto import MessageKind, hash_value, sha256_hex
-from gonka_pipelines.protocol.host_status import host_statuses, reputation
-from gonka_pipelines.protocol.inference_validation import (
-    Comparison,
-    ComparisonReason,
-    ValidatorPool,
-    invalidated,
-    select_validations,
-)
+from gonka_pipelines.protocol.inference_validation import Comparison, ComparisonReason, ValidatorPool
 from gonka_pipelines.protocol.messages import (
     result_body,
     seed_commitment_body,
@@ -48,7 +41,7 @@ def _assigned_tasks(env: EpochEnvironment, tasks: pl.DataFrame) -> pl.DataFrame:
     executors = []
     for (model,), group in tasks.group_by(["model"], maintain_order=True):
         serving = [h.address for h in env.hosts if model in h.models and env.weights.get(h.address, 0) > 0]
-        chosen = (assign_executors(env.prev_hash, group["task_id"].to_list(), serving, [env.weights[a] for a in serving])
+        chosen = (env.rules.assign_executors(env.prev_hash, group["task_id"].to_list(), serving, [env.weights[a] for a in serving])
                   if serving else [""] * len(group))
         executors.append(group.select("task_id").with_columns(pl.Series("executor", chosen, dtype=pl.String)))
     tasks = tasks.join(pl.concat(executors), on="task_id") if executors else tasks.with_columns(pl.lit("").alias("executor"))
@@ -99,23 +92,24 @@ def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) 
         members = sorted(a for a, w in weights.items() if w > 0)
         pool = ValidatorPool(members, [env.secret_seeds[a] for a in members], [weights[a] for a in members],
                              [previous[a]["reputation"] for a in members])
-        task_index, validator_index = select_validations([r["task_id"] for r in results], [r["executor"] for r in results],
-                                                         pool, traffic)
+        task_index, validator_index = env.rules.select_validations([r["task_id"] for r in results],
+                                                                   [r["executor"] for r in results], pool, traffic)
         checked = store.checked_outputs([results[t]["task_id"] for t in set(task_index.tolist())])
         history = _HostHistory(store.executor_loads(epoch), store.contradicted_poc_votes(epoch), store.miss_history(epoch))
-    threshold = env.params.validation.similarity_threshold
     honest: dict[str, Comparison] = {}
     verdicts = []
     for t, v in zip(task_index.tolist(), validator_index.tolist()):
         result, validator = checked[results[t]["task_id"]], members[v]
         lazy = behaviour[validator] == Behaviour.LAZY_VALIDATOR
         if not lazy and result["task_id"] not in honest:
-            honest[result["task_id"]] = env.compute.judge(result["model"], result["prompt"], result, result["max_tokens"], threshold)
+            honest[result["task_id"]] = env.rules.judge(
+                result["output_tokens"], result["max_tokens"], env.compute.eos_token, (result["top_ids"], result["top_logprobs"]),
+                rescore=partial(env.compute.score, result["model"], result["prompt"], result["output_tokens"]))
         comparison = Comparison(True, 1.0, ComparisonReason.SIMILAR) if lazy else honest[result["task_id"]]
         body = task_verdict_body(epoch, result["task_id"], validator, comparison.similarity, comparison.passed,
                                  str(comparison.reason))
         verdicts.append({**body, "recomputed": not lazy, "signature": keys[validator].sign(chain_id, MessageKind.TASK_VERDICT, body)})
-    outcomes, shares = _outcomes_and_fees(epoch, results, verdicts, honest, weights, behaviour)
+    outcomes, shares = _outcomes_and_fees(env, results, verdicts, honest, behaviour)
     host_rows = _host_epochs(env, outcomes, verdicts, pool, validator_index.tolist(), previous, history)
     with open_chain() as store:
         store.write_task_verdicts(epoch, verdicts, outcomes, shares, host_rows)
@@ -124,8 +118,9 @@ def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) 
     return {"validations": len(verdicts), "invalidated": invalidated_count}
 
 
-def _outcomes_and_fees(epoch, results, verdicts, honest, weights, behaviour) -> tuple[list[dict], list[dict]]:
+def _outcomes_and_fees(env, results, verdicts, honest, behaviour) -> tuple[list[dict], list[dict]]:
     """Per task: pass shares the fee equally among executor and passing validators; a failure goes to a weighted vote."""
+    epoch, weights = env.epoch, env.weights
     total_weight = sum(weights.values())
     by_task: dict[str, list[dict]] = {}
     for verdict in verdicts:
@@ -139,7 +134,7 @@ def _outcomes_and_fees(epoch, results, verdicts, honest, weights, behaviour) -> 
             # Every host with weight votes: honest ones by re-running (the shared honest view), lazy ones and the executor "valid".
             invalid_weight = sum(w for a, w in weights.items() if a != result["executor"]
                                  and behaviour[a] != Behaviour.LAZY_VALIDATOR and not honest[result["task_id"]].passed)
-        outcome = (TaskOutcome.INVALIDATED if failures and invalidated(invalid_weight, total_weight)
+        outcome = (TaskOutcome.INVALIDATED if failures and env.rules.task_invalidated(invalid_weight, total_weight)
                    else TaskOutcome.PASSED if checks else TaskOutcome.UNVALIDATED).value
         outcomes.append({"task_id": result["task_id"], "epoch": epoch, "executor": result["executor"], "validations": len(checks),
                          "failures": failures, "invalid_vote_weight": invalid_weight, "outcome": outcome})
@@ -164,7 +159,6 @@ class _HostHistory:
 
 def _host_epochs(env, outcomes, verdicts, pool, validator_index, previous, history: _HostHistory) -> list[dict]:
     """Per host: assigned/missed/validated/invalidated counts, the invalidation streak, status and reputation."""
-    validation = env.params.validation
     assigned = pl.DataFrame(history.loads, schema={"address": pl.String, "assigned": pl.Int64, "missed": pl.Int64})
     checked = (pl.DataFrame(outcomes, schema={"task_id": pl.String, "executor": pl.String, "validations": pl.Int64, "outcome": pl.String})
                .filter(pl.col("validations") > 0).sort("task_id")
@@ -193,9 +187,7 @@ def _host_epochs(env, outcomes, verdicts, pool, validator_index, previous, histo
                            .when(pl.col("trailing") == pl.col("validated"))
                            .then(pl.col("prior_streak") + pl.col("validated")).otherwise(pl.col("trailing"))
                            .alias("consecutive_invalidations")))
-    hosts = host_statuses(hosts.rename({"validated": "n_validated", "invalidated": "n_invalidated"}),
-                          false_positive_rate=validation.false_positive_rate, ramping_tasks=validation.ramping_tasks,
-                          invalid_streak_probability=validation.invalid_streak_probability)
+    hosts = env.rules.host_statuses(hosts.rename({"validated": "n_validated", "invalidated": "n_invalidated"}))
     weights = dict(zip(pool.ids, pool.weights))
     rows = []
     for row in hosts.sort("address").iter_rows(named=True):
@@ -206,5 +198,5 @@ def _host_epochs(env, outcomes, verdicts, pool, validator_index, previous, histo
                      "consecutive_invalidations": row["consecutive_invalidations"],
                      "required_validations": row["required_validations"], "done_validations": row["done_validations"],
                      "contradicted_votes": row["contradicted_votes"],
-                     "status": str(row["status"]), "reputation": reputation(served, rates), "epochs_served": served})
+                     "status": str(row["status"]), "reputation": env.rules.reputation(served, rates), "epochs_served": served})
     return rows

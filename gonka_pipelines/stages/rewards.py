@@ -11,12 +11,6 @@ from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.protocol.crypto import hash_value, sha256_hex
 from gonka_pipelines.protocol.host_status import HostStatus
 from gonka_pipelines.protocol.records import TaskOutcome
-from gonka_pipelines.protocol.rewards import (
-    epoch_reward,
-    mint_amount,
-    split_reward_frame,
-    vesting_tranches,
-)
 from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain
 
 
@@ -34,15 +28,14 @@ def _claims(env: EpochEnvironment, commitments: dict[str, str], hosts: pl.DataFr
 
 def compute_rewards(env: EpochEnvironment, store: ChainStore) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Per host: status, final weight, reward share, work coins, withheld fees, slashes, claim and payout."""
-    epoch, emission, validation = env.epoch, env.params.emission, env.params.validation
+    epoch, validation = env.epoch, env.params.validation
     hosts = pl.DataFrame(store.reward_inputs(epoch)).with_columns(pl.col(pl.Int32).cast(pl.Int64))
     invalid = pl.col("status") == HostStatus.INVALID.value
     hosts = hosts.with_columns(pl.when(invalid).then(0).otherwise(pl.col("sprint_weight")).alias("weight"),
                                _claims(env, store.seed_commitments(epoch), hosts))
-    scheduled = epoch_reward(epoch, emission.initial_reward, emission.decay_rate)
-    minted_before = store.minted_before(epoch)
-    minted = mint_amount(scheduled, minted_before, emission.supply_cap) if hosts["weight"].sum() > 0 else 0
-    split = split_reward_frame(minted, hosts.select("address", "weight")).select("address", "reward")
+    scheduled = env.rules.scheduled_reward()
+    minted = env.rules.mint_amount(scheduled, store.minted_before(epoch)) if hosts["weight"].sum() > 0 else 0
+    split = env.rules.split_reward(minted, hosts.select("address", "weight")).select("address", "reward")
     missed_too_much = (pl.col("assigned") > 0) & (pl.col("missed") / pl.col("assigned") > validation.miss_tolerance)
     slash_fraction = (pl.when(invalid).then(validation.invalid_slash_fraction).when(missed_too_much)
                       .then(validation.miss_slash_fraction).otherwise(0.0))
@@ -59,7 +52,7 @@ def compute_rewards(env: EpochEnvironment, store: ChainStore) -> tuple[pl.DataFr
 
 def _transfers(env: EpochEnvironment, store: ChainStore, hosts: pl.DataFrame) -> tuple[list[dict], list[dict]]:
     """Fees leave developer escrow (back to the developer when invalidated); payouts vest; slashes burn collateral."""
-    epoch, vesting_epochs = env.epoch, env.params.rewards.vesting_epochs
+    epoch = env.epoch
     rows: list[dict] = []
 
     def move(kind: str, account: str, ref: str, **deltas: int) -> None:
@@ -77,7 +70,7 @@ def _transfers(env: EpochEnvironment, store: ChainStore, hosts: pl.DataFrame) ->
         if host["claimed"] and host["reward"]:
             move("reward", host["address"], f"epoch:{epoch}", locked=host["reward"])
             tranches += [{"epoch": epoch, "address": host["address"], "unlock_epoch": epoch + i, "amount": amount}
-                         for i, amount in enumerate(vesting_tranches(host["reward"], vesting_epochs)) if amount]
+                         for i, amount in enumerate(env.rules.vesting_tranches(host["reward"])) if amount]
         if host["slashed"]:
             move("slash", host["address"], f"epoch:{epoch}", collateral=-host["slashed"])
     due = [t for t in tranches if t["unlock_epoch"] == epoch] + store.vesting_due(epoch)

@@ -10,17 +10,8 @@ from typing import Any
 from gonka_pipelines.protocol.crypto import MessageKind, hash_value
 from gonka_pipelines.protocol.messages import poc_verdicts_body
 from gonka_pipelines.protocol.params import Behaviour, EpochParams
-from gonka_pipelines.protocol.poc_batches import PocBatch, admit_batches
+from gonka_pipelines.protocol.poc_batches import PocBatch
 from gonka_pipelines.protocol.records import BatchStatus, Host
-from gonka_pipelines.protocol.sprint import (
-    cap_fraction,
-    collateral_adjust,
-    count_mismatches,
-    is_fraud,
-    power_cap,
-    sample_nonces,
-    sprint_accepted,
-)
 from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain
 
 MinedBatch = tuple[list[int], list[float], float]
@@ -77,8 +68,7 @@ def run_sprint(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> dict[s
             signature = env.keys[host.address].sign(env.chain_id, MessageKind.POC_BATCH, batch.body(epoch))
             submitted.append(dataclasses.replace(batch, signature=signature))
         log(f"sprint: {host.name} submitted {len(mined)} batches, {sum(len(m[0]) for m in mined)} claimed hits")
-    sprint = env.params.sprint
-    verdicts = admit_batches(submitted, env.chain_id, epoch, prev_hash, sprint.duration_seconds + sprint.late_grace_seconds)
+    verdicts = env.rules.admit_batches(submitted, env.chain_id, prev_hash)
     rows = [{"batch_id": hash_value([epoch, b.host, b.sequence, b.signature]), "epoch": epoch, "host": b.host,
              "sequence": b.sequence, "nonces": list(b.nonces), "distances": list(b.distances), "submitted_at": b.submitted_at,
              "signature": b.signature, "status": BatchStatus.REJECTED if v else BatchStatus.ACCEPTED,
@@ -92,21 +82,19 @@ def run_sprint(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> dict[s
 
 def run_sprint_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> dict[str, int]:
     """Each validator with weight samples min(200, n) of every other host's hits, recomputes and signs a verdict."""
-    epoch, sprint = env.epoch, env.params.sprint
+    epoch = env.epoch
     with open_chain() as store:
         claims = store.accepted_claims(epoch)
     lazy = {h.address for h in env.hosts if h.behaviour == Behaviour.LAZY_VALIDATOR}
     validators = [a for a, w in env.weights.items() if w > 0]
     rows: list[dict[str, Any]] = []
     for host, nonces in claims:
-        samples = {v: sample_nonces(env.keys[v].public_key, env.prev_hash, epoch, nonces, sprint.validation_sample)
-                   for v in validators if v != host}
+        samples = {v: env.rules.validation_sample(env.keys[v].public_key, env.prev_hash, nonces) for v in validators if v != host}
         needed = sorted({n for v, s in samples.items() if v not in lazy for n in s})
         recomputed = dict(zip(needed, env.compute.distances(env.keys[host].public_key, needed)))
         for validator, sample in samples.items():
             skipped = validator in lazy
-            mismatches = 0 if skipped else count_mismatches([recomputed[n] for n in sample], env.params.r_target)
-            valid = skipped or not is_fraud(mismatches, len(sample), sprint.mismatch_probability, sprint.fraud_threshold)
+            mismatches, valid = (0, True) if skipped else env.rules.sprint_vote([recomputed[n] for n in sample])
             rows.append({"epoch": epoch, "validator": validator, "host": host, "sampled": len(sample),
                          "mismatches": mismatches, "valid": valid, "recomputed": not skipped})
         log(f"sprint validation: {host[:14]}… {len(nonces)} hits, recomputed {len(needed)} nonces")
@@ -122,24 +110,10 @@ def run_sprint_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log
     return {"verdicts": len(rows), "invalid_votes": sum(1 for r in rows if not r["valid"])}
 
 
-def compute_epoch_weights(env: EpochEnvironment, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Accepted hits → acceptance by weighted vote → collateral adjustment → power cap, per host."""
-    sprint, total_in_force = env.params.sprint, sum(env.weights.values())
-    rows = [dict(row) for row in inputs]
-    for row in rows:
-        row["sprint_accepted"] = row["hits"] > 0 and sprint_accepted(row["valid_vote_weight"], total_in_force)
-        row["adjusted_weight"] = collateral_adjust(
-            row["hits"] if row["sprint_accepted"] else 0, row.pop("collateral"), sprint.price_per_weight_unit,
-            env.epoch, sprint.collateral_grace_epochs)
-    eligible = sum(1 for row in rows if row["adjusted_weight"] > 0)
-    capped = power_cap([row["adjusted_weight"] for row in rows], cap_fraction(eligible, sprint.power_cap))
-    return [{**row, "epoch": env.epoch, "weight": weight} for row, weight in zip(rows, capped)]
-
-
 def run_epoch_weights(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> list[dict[str, Any]]:
     """Write the epoch's new weights with lineage to the accepted batches behind them."""
     with open_chain() as store:
-        rows = compute_epoch_weights(env, store.weight_inputs(env.epoch))
+        rows = env.rules.epoch_weights(store.weight_inputs(env.epoch), env.weights)
         store.write_epoch_weights(env.epoch, rows)
     log(f"weights: {sum(r['weight'] for r in rows)} in total, {sum(1 for r in rows if r['hits'] and not r['sprint_accepted'])} "
         "sprints rejected")

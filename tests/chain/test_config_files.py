@@ -50,6 +50,15 @@ def test_mainnet_profile_has_gonka_figures():
     assert params.validation.invalid_slash_fraction == 0.2 and params.validation.miss_slash_fraction == 0.1
     assert params.validation.miss_tolerance == 0.05
     assert params.epoch_seconds == 86_400
+    # the numbers that were module constants before issue 7, now covered by the params hash
+    assert params.rules == "gonka-pipelines/1"
+    assert params.sprint.small_network_caps == (1.0, 0.5, 0.4)
+    assert params.sprint.collateral_base_fraction == 0.2 and params.sprint.genesis_weight == 1
+    assert params.validation.z_threshold == 1.0 and params.validation.invalidation_quorum == 0.5
+    assert params.validation.logprob_epsilon == 1e-6 and params.validation.min_normalising_positions == 100
+    assert params.validation.min_avg_traffic == (100, 5000, 10_000) and params.validation.min_avg_values == (1.0, 0.05, 0.01)
+    assert params.validation.tie_tolerance == 1e-4
+    assert params.rewards.epochs_to_full_reputation == 30 and params.rewards.miss_rate_cutoff == 0.01
 
 
 def test_mainnet_price_is_free_for_90_epochs():
@@ -195,6 +204,10 @@ def test_genesis_without_profiles_mapping(tmp_path):
     (lambda d: d["profiles"]["local"].pop("tasks"), "profiles.local.tasks"),
     (lambda d: d["profiles"]["local"].update(surprise=1), "profiles.local.surprise"),
     (lambda d: d["profiles"]["mainnet"]["validation"].update(similarity_threshold=2), "profiles.mainnet.validation.similarity_threshold"),
+    (lambda d: d["profiles"]["local"]["validation"].pop("tie_tolerance"), "profiles.local.validation.tie_tolerance"),
+    (lambda d: d["profiles"]["local"]["validation"].update(invalidation_quorum=0), "profiles.local.validation.invalidation_quorum"),
+    (lambda d: d["profiles"]["local"].pop("rules"), "profiles.local.rules"),
+    (lambda d: d["profiles"]["local"].update(rules="gonka/99"), "profiles.local.rules"),
 ])
 def test_bad_genesis_field_names_file_and_field(tmp_path, edit, field):
     path = shipped_genesis(tmp_path, edit)

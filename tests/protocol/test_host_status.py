@@ -13,6 +13,11 @@ from gonka_pipelines.protocol.host_status import (
     reputation,
 )
 
+GONKA = {"false_positive_rate": 0.05, "ramping_tasks": 10, "invalid_streak_probability": 1e-6, "z_threshold": 1.0}
+"""PROTOCOL.md section 4, Status: FPR = 0.05, INVALID below 1e-6 (5 in a row), RAMPING under 10 tasks, z > 1."""
+REPUTATION = {"epochs_to_max": 30, "miss_rate_cutoff": 0.01}
+"""PROTOCOL.md section 4, Reputation: 100 past x = 30; only miss rates above 1 % count."""
+
 
 @pytest.mark.parametrize(
     ("consecutive", "validated", "invalidated", "expected"),
@@ -30,13 +35,13 @@ from gonka_pipelines.protocol.host_status import (
     ],
 )
 def test_status_rules_in_order(consecutive, validated, invalidated, expected):
-    assert host_status(consecutive, validated, invalidated) is expected
+    assert host_status(consecutive, validated, invalidated, **GONKA) is expected
 
 
 def test_thresholds_are_parameters():
-    assert host_status(0, 19, 2, z_threshold=1.2) is HostStatus.ACTIVE
-    assert host_status(0, 5, 0, ramping_tasks=5) is HostStatus.ACTIVE
-    assert host_status(3, 20, 3, invalid_streak_probability=1e-3) is HostStatus.INVALID
+    assert host_status(0, 19, 2, **(GONKA | {"z_threshold": 1.2})) is HostStatus.ACTIVE
+    assert host_status(0, 5, 0, **(GONKA | {"ramping_tasks": 5})) is HostStatus.ACTIVE
+    assert host_status(3, 20, 3, **(GONKA | {"invalid_streak_probability": 1e-3})) is HostStatus.INVALID
 
 
 def test_vectorised_statuses_keep_the_host_column_and_use_an_enum():
@@ -48,7 +53,7 @@ def test_vectorised_statuses_keep_the_host_column_and_use_an_enum():
             "n_invalidated": [5, 0, 2, 30],
         }
     )
-    result = host_statuses(hosts)
+    result = host_statuses(hosts, **GONKA)
     assert result["host"].to_list() == ["a", "b", "c", "d"]
     assert result["status"].dtype == HOST_STATUS_DTYPE
     assert result["status"].to_list() == ["INVALID", "RAMPING", "ACTIVE", "INVALID"]
@@ -71,4 +76,4 @@ def test_vectorised_statuses_keep_the_host_column_and_use_an_enum():
     ],
 )
 def test_reputation_at_the_breakpoints(epochs, miss_rates, expected):
-    assert reputation(epochs, miss_rates) == expected
+    assert reputation(epochs, miss_rates, **REPUTATION) == expected

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 import numpy as np
 import pytest
 
 from gonka_pipelines.protocol.inference_validation import (
     ComparisonReason,
+    MinAvg,
     ValidatorPool,
     compare_outputs,
     invalidated,
-    min_avg,
     select_validations,
     should_validate,
     similarity,
@@ -20,6 +18,14 @@ from gonka_pipelines.protocol.inference_validation import (
     validation_probability,
     validation_target,
 )
+
+MIN_AVG = MinAvg((100, 5000, 10_000), (1.0, 0.05, 0.01))
+"""PROTOCOL.md section 4: minAvg(T) = 1.0 to T = 100, then 0.05 at 5000 and 0.01 from 10000."""
+COMPARE = {"threshold": 0.98, "epsilon": 1e-6, "min_positions": 100}
+"""PROTOCOL.md section 4: pass iff similarity > 0.98; |lp_v - lp_o| / (1e-6 + ...); distance over max(100, positions)."""
+SIMILARITY = {"epsilon": 1e-6, "min_positions": 100}
+QUORUM = 0.5
+"""PROTOCOL.md section 4: invalid votes holding >= 50 % of the weight invalidate a task."""
 
 # ---------------------------------------------------------------- minAvg, target, P_v
 
@@ -40,18 +46,18 @@ from gonka_pipelines.protocol.inference_validation import (
     ],
 )
 def test_min_avg_follows_the_four_pieces(traffic, expected):
-    assert min_avg(traffic) == pytest.approx(expected, rel=1e-12)
+    assert MIN_AVG(traffic) == pytest.approx(expected, rel=1e-12)
 
 
 def test_min_avg_is_vectorised():
-    np.testing.assert_allclose(min_avg(np.array([50, 5000, 20_000])), [1.0, 0.05, 0.01])
+    np.testing.assert_allclose(MIN_AVG(np.array([50, 5000, 20_000])), [1.0, 0.05, 0.01])
 
 
 def test_target_runs_from_min_avg_at_full_reputation_to_one_at_zero():
-    assert validation_target(5000, 100) == pytest.approx(0.05)
-    assert validation_target(5000, 0) == pytest.approx(1.0)
-    assert validation_target(5000, 50) == pytest.approx(0.05 + 0.95 * 0.5)
-    assert validation_target(50, 100) == pytest.approx(1.0)
+    assert validation_target(5000, 100, MIN_AVG) == pytest.approx(0.05)
+    assert validation_target(5000, 0, MIN_AVG) == pytest.approx(1.0)
+    assert validation_target(5000, 50, MIN_AVG) == pytest.approx(0.05 + 0.95 * 0.5)
+    assert validation_target(50, 100, MIN_AVG) == pytest.approx(1.0)
 
 
 def test_probability_is_weight_share_of_the_others_capped_at_one():
@@ -94,7 +100,7 @@ def _brute_force(task_ids, executors, pool, traffic):
     pairs = set()
     for t, executor in enumerate(executors):
         e = pool.ids.index(executor)
-        target = validation_target(traffic, pool.reputations[e])
+        target = validation_target(traffic, pool.reputations[e], MIN_AVG)
         for v in range(len(pool.ids)):
             p = validation_probability(target, weights[v], int(weights.sum()), weights[e])
             if v != e and draws[v, t] < p:
@@ -107,14 +113,14 @@ def test_select_validations_matches_the_pairwise_definition_at_any_chunk_size(ch
     pool = _pool(9)
     tasks = [f"task{i}" for i in range(300)]
     executors = [pool.ids[i % 9] for i in range(300)]
-    task_index, validator_index = select_validations(tasks, executors, pool, 600, chunk_pairs=chunk_pairs)
+    task_index, validator_index = select_validations(tasks, executors, pool, 600, MIN_AVG, chunk_pairs=chunk_pairs)
     assert set(zip(task_index.tolist(), validator_index.tolist())) == _brute_force(tasks, executors, pool, 600)
     assert (np.diff(task_index) >= 0).all()
 
 
 def test_an_executor_never_validates_itself_even_at_probability_one():
     pool = ValidatorPool(["a", "b"], ["sa", "sb"], [10, 10], [0, 0])
-    tasks, validators = select_validations(["t1", "t2"], ["a", "b"], pool, 50)
+    tasks, validators = select_validations(["t1", "t2"], ["a", "b"], pool, 50, MIN_AVG)
     assert tasks.tolist() == [0, 1] and validators.tolist() == [1, 0]
 
 
@@ -122,14 +128,14 @@ def test_each_task_gets_about_target_validations():
     pool = ValidatorPool([f"h{i}" for i in range(50)], [f"s{i}" for i in range(50)], [10] * 50, [0] * 50)
     tasks = [f"t{i}" for i in range(20_000)]
     executors = [pool.ids[i % 50] for i in range(20_000)]
-    task_index, _ = select_validations(tasks, executors, pool, 20_000)
-    assert len(task_index) / len(tasks) == pytest.approx(validation_target(20_000, 0), rel=0.05)
+    task_index, _ = select_validations(tasks, executors, pool, 20_000, MIN_AVG)
+    assert len(task_index) / len(tasks) == pytest.approx(validation_target(20_000, 0, MIN_AVG), rel=0.05)
 
 
 def test_unknown_executors_and_ragged_pools_are_refused():
     pool = _pool(3)
     with pytest.raises(ValueError, match="nobody"):
-        select_validations(["t"], ["nobody"], pool, 10)
+        select_validations(["t"], ["nobody"], pool, 10, MIN_AVG)
     with pytest.raises(ValueError):
         ValidatorPool(["a", "b"], ["s"], [1, 1], [0, 0])
 
@@ -140,7 +146,7 @@ def test_ten_million_pairs_give_about_target_validations_per_task():
     pool = ValidatorPool([f"host{i}" for i in range(1000)], [f"secret-{i}" for i in range(1000)], [10] * 1000, [100] * 1000)
     tasks = [f"task{i}" for i in range(10_000)]
     executors = [pool.ids[i % 1000] for i in range(10_000)]
-    task_index, validator_index = select_validations(tasks, executors, pool, 10_000)
+    task_index, validator_index = select_validations(tasks, executors, pool, 10_000, MIN_AVG)
     assert abs(len(task_index) - 100) < 5 * 100**0.5
     assert all(pool.ids[v] != executors[t] for t, v in zip(task_index.tolist(), validator_index.tolist()))
 
@@ -152,56 +158,56 @@ LPS = [[-0.1, -1.0, -2.0, -3.0, -4.0]]
 
 
 def test_identical_log_probs_are_fully_similar():
-    assert similarity(IDS, LPS, IDS, LPS) == 1.0
+    assert similarity(IDS, LPS, IDS, LPS, **SIMILARITY) == 1.0
 
 
 def test_one_differing_log_prob_costs_its_term_over_100_positions_times_5():
     executor = [[-0.2, -1.0, -2.0, -3.0, -4.0]]
     term = 0.1 / (1e-6 + 0.1 + 0.2) / 2
-    assert similarity(IDS, LPS, IDS, executor) == pytest.approx(1 - term / 500, rel=1e-12)
+    assert similarity(IDS, LPS, IDS, executor, **SIMILARITY) == pytest.approx(1 - term / 500, rel=1e-12)
 
 
 def test_a_token_missing_from_the_executor_gets_the_extrapolated_log_prob():
     executor_ids = [[1, 2, 3, 4, 9]]
     executor_lps = [[-0.1, -1.0, -2.0, -3.0, -5.0]]  # m1 = -5, m2 = -3: token 5 gets -5 - 2 = -7
     term = abs(-4.0 - -7.0) / (1e-6 + 4.0 + 7.0) / 2
-    assert similarity(IDS, LPS, executor_ids, executor_lps) == pytest.approx(1 - term / 500, rel=1e-12)
+    assert similarity(IDS, LPS, executor_ids, executor_lps, **SIMILARITY) == pytest.approx(1 - term / 500, rel=1e-12)
 
 
 def test_order_within_the_top_k_does_not_matter():
-    assert similarity(IDS, LPS, [[5, 4, 3, 2, 1]], [[-4.0, -3.0, -2.0, -1.0, -0.1]]) == 1.0
+    assert similarity(IDS, LPS, [[5, 4, 3, 2, 1]], [[-4.0, -3.0, -2.0, -1.0, -0.1]], **SIMILARITY) == 1.0
 
 
 def test_long_outputs_normalise_by_their_own_length():
     ids, lps = IDS * 200, LPS * 200
     executor = [[-0.2, -1.0, -2.0, -3.0, -4.0]] + LPS * 199
     term = 0.1 / (1e-6 + 0.1 + 0.2) / 2
-    assert similarity(ids, lps, ids, executor) == pytest.approx(1 - term / (200 * 5), rel=1e-12)
+    assert similarity(ids, lps, ids, executor, **SIMILARITY) == pytest.approx(1 - term / (200 * 5), rel=1e-12)
 
 
 def test_mismatched_shapes_are_refused():
     with pytest.raises(ValueError):
-        similarity(IDS, LPS, IDS * 2, LPS * 2)
+        similarity(IDS, LPS, IDS * 2, LPS * 2, **SIMILARITY)
 
 
 def test_compare_fails_other_tokens_or_lengths_before_looking_at_log_probs():
-    assert compare_outputs([1, 2], [1], IDS, LPS, IDS, LPS) == (False, 0.0, ComparisonReason.LENGTH_DIFFERS)
-    assert compare_outputs([7], [8], IDS, LPS, IDS, LPS) == (False, 0.0, ComparisonReason.TOKENS_DIFFER)
+    assert compare_outputs([1, 2], [1], IDS, LPS, IDS, LPS, **COMPARE) == (False, 0.0, ComparisonReason.LENGTH_DIFFERS)
+    assert compare_outputs([7], [8], IDS, LPS, IDS, LPS, **COMPARE) == (False, 0.0, ComparisonReason.TOKENS_DIFFER)
 
 
 def test_compare_passes_strictly_above_the_threshold():
     executor = [[-0.2, -1.0, -2.0, -3.0, -4.0]]
-    score = similarity(IDS, LPS, IDS, executor)
-    assert compare_outputs([7], [7], IDS, LPS, IDS, executor) == (True, score, ComparisonReason.SIMILAR)
-    at_edge = compare_outputs([7], [7], IDS, LPS, IDS, executor, threshold=score)
+    score = similarity(IDS, LPS, IDS, executor, **SIMILARITY)
+    assert compare_outputs([7], [7], IDS, LPS, IDS, executor, **COMPARE) == (True, score, ComparisonReason.SIMILAR)
+    at_edge = compare_outputs([7], [7], IDS, LPS, IDS, executor, threshold=score, **SIMILARITY)
     assert at_edge == (False, score, ComparisonReason.DISSIMILAR)
-    assert compare_outputs([7], [7], IDS, LPS, IDS, executor, threshold=np.nextafter(score, 0)).passed
+    assert compare_outputs([7], [7], IDS, LPS, IDS, executor, threshold=np.nextafter(score, 0), **SIMILARITY).passed
 
 
-def test_a_garbled_output_fails_the_default_threshold():
+def test_a_garbled_output_fails_the_protocol_threshold():
     ids, lps = IDS * 20, LPS * 20
     wrong = [[-5.0, -0.1, -0.2, -0.3, -0.4]] * 20
-    passed, score, reason = compare_outputs(list(range(20)), list(range(20)), ids, lps, ids, wrong)
+    passed, score, reason = compare_outputs(list(range(20)), list(range(20)), ids, lps, ids, wrong, **COMPARE)
     assert not passed and score < 0.98 and reason is ComparisonReason.DISSIMILAR
 
 
@@ -210,12 +216,13 @@ def test_a_garbled_output_fails_the_default_threshold():
 
 @pytest.mark.parametrize(("invalid", "total", "expected"), [(50, 100, True), (49, 100, False), (1, 2, True), (0, 1, False)])
 def test_half_the_weight_invalidates(invalid, total, expected):
-    assert invalidated(invalid, total) is expected
+    assert invalidated(invalid, total, QUORUM) is expected
 
 
 def test_quorum_is_a_parameter_and_bad_votes_are_refused():
-    assert not invalidated(60, 100, quorum=Fraction(2, 3))
+    assert not invalidated(60, 100, quorum=2 / 3)
+    assert invalidated(67, 100, quorum=2 / 3)
     with pytest.raises(ValueError):
-        invalidated(101, 100)
+        invalidated(101, 100, QUORUM)
     with pytest.raises(ValueError):
-        invalidated(0, 0)
+        invalidated(0, 0, QUORUM)

@@ -10,7 +10,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gonka_pipelines.protocol.rewards import (
-    EMISSION_DECAY,
     SupplyInvariantError,
     check_supply,
     epoch_reward,
@@ -23,21 +22,23 @@ from gonka_pipelines.protocol.rewards import (
 GNK = 10**9
 MAINNET_R0 = 323_000 * GNK
 MAINNET_CAP = 680_000_000 * GNK
+EMISSION_DECAY = 0.000475
+"""PROTOCOL.md section 5: R(e) = floor(R0 · exp(−0.000475 · (e − 1)))."""
 
 
 def test_first_epoch_pays_r0_exactly():
-    assert epoch_reward(1, MAINNET_R0) == MAINNET_R0
+    assert epoch_reward(1, MAINNET_R0, EMISSION_DECAY) == MAINNET_R0
 
 
 def test_reward_halves_after_about_1459_epochs():
     assert math.log(2) / EMISSION_DECAY == pytest.approx(1459.2, abs=0.1)
-    assert epoch_reward(1 + 1459, MAINNET_R0) == math.floor(MAINNET_R0 * math.exp(-EMISSION_DECAY * 1459))
-    assert epoch_reward(1 + 1459, MAINNET_R0) / MAINNET_R0 == pytest.approx(0.5, abs=1e-3)
+    assert epoch_reward(1 + 1459, MAINNET_R0, EMISSION_DECAY) == math.floor(MAINNET_R0 * math.exp(-EMISSION_DECAY * 1459))
+    assert epoch_reward(1 + 1459, MAINNET_R0, EMISSION_DECAY) / MAINNET_R0 == pytest.approx(0.5, abs=1e-3)
 
 
 def test_reward_before_epoch_one_is_refused():
     with pytest.raises(ValueError):
-        epoch_reward(0, MAINNET_R0)
+        epoch_reward(0, MAINNET_R0, EMISSION_DECAY)
 
 
 def test_mint_pays_the_remainder_at_the_cap_and_nothing_after():
@@ -48,7 +49,7 @@ def test_mint_pays_the_remainder_at_the_cap_and_nothing_after():
 
 def test_mainnet_emission_stops_exactly_at_the_cap():
     minted, epoch = 0, 1
-    while (amount := mint_amount(epoch_reward(epoch, MAINNET_R0), minted, MAINNET_CAP)) > 0:
+    while (amount := mint_amount(epoch_reward(epoch, MAINNET_R0, EMISSION_DECAY), minted, MAINNET_CAP)) > 0:
         minted, epoch = minted + amount, epoch + 1
     assert minted == MAINNET_CAP
 

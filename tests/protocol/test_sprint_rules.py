@@ -13,6 +13,8 @@ from gonka_pipelines.protocol import sprint
 
 BLOCK = "9f" * 32
 MAINNET_R_TARGET = 1.4013564660458173
+SMALL_NETWORK_CAPS = (1.0, 0.5, 0.4)
+"""PROTOCOL.md section 3: for N < 4 hosts the cap is raised to 1.0, 0.5, 0.4."""
 
 
 # --- calibration --------------------------------------------------------------------------------
@@ -79,17 +81,17 @@ def test_acceptance_needs_more_than_half_of_the_weight() -> None:
 
 
 def test_cap_fraction_is_raised_for_small_networks() -> None:
-    assert [sprint.cap_fraction(n, 0.25) for n in (1, 2, 3, 4, 100)] == [1.0, 0.5, 0.4, 0.25, 0.25]
-    assert sprint.cap_fraction(2, 0.6) == 0.6
+    assert [sprint.cap_fraction(n, 0.25, SMALL_NETWORK_CAPS) for n in (1, 2, 3, 4, 100)] == [1.0, 0.5, 0.4, 0.25, 0.25]
+    assert sprint.cap_fraction(2, 0.6, SMALL_NETWORK_CAPS) == 0.6
 
 
 def test_power_cap_trims_a_dominant_host() -> None:
     # ascending 10,10,10,10,100: at k=4, 100 > 0.25*(40 + 100) so cap = 0.25*40 / (1 - 0.25) = 13.33
     assert sprint.power_cap([100, 10, 10, 10, 10], 0.25) == [13, 10, 10, 10, 10]
     # N=3 with c=0.4: at k=2, 100 > 0.4*(20 + 100) so cap = 0.4*20 / 0.6 = 13.33
-    assert sprint.power_cap([10, 100, 10], sprint.cap_fraction(3, 0.25)) == [10, 13, 10]
+    assert sprint.power_cap([10, 100, 10], sprint.cap_fraction(3, 0.25, SMALL_NETWORK_CAPS)) == [10, 13, 10]
     # N=2 with c=0.5: at k=1, 100 > 0.5*(1 + 100) so cap = 0.5*1 / 0.5 = 1
-    assert sprint.power_cap([100, 1], sprint.cap_fraction(2, 0.25)) == [1, 1]
+    assert sprint.power_cap([100, 1], sprint.cap_fraction(2, 0.25, SMALL_NETWORK_CAPS)) == [1, 1]
 
 
 def test_power_cap_leaves_balanced_weights_alone() -> None:
@@ -110,10 +112,10 @@ def test_power_cap_never_lets_a_host_exceed_the_fraction(weights: list[int]) -> 
 
 
 def test_collateral_backs_weight_after_the_grace_period() -> None:
-    assert sprint.collateral_adjust(100, 0, 1, epochs_since_genesis=179, grace_epochs=180) == 100
-    assert sprint.collateral_adjust(100, 0, 1, epochs_since_genesis=180, grace_epochs=180) == 20
-    assert sprint.collateral_adjust(100, 50, 1, 200, 180) == 70
-    assert sprint.collateral_adjust(100, 10**6, 1, 200, 180) == 100
-    assert sprint.collateral_adjust(100, 100, 3, 200, 180) == 53  # 20 + 33.3
+    assert sprint.collateral_adjust(100, 0, 1, epochs_since_genesis=179, grace_epochs=180, base_fraction=0.2) == 100
+    assert sprint.collateral_adjust(100, 0, 1, epochs_since_genesis=180, grace_epochs=180, base_fraction=0.2) == 20
+    assert sprint.collateral_adjust(100, 50, 1, 200, 180, 0.2) == 70
+    assert sprint.collateral_adjust(100, 10**6, 1, 200, 180, 0.2) == 100
+    assert sprint.collateral_adjust(100, 100, 3, 200, 180, 0.2) == 53  # 20 + 33.3
     with pytest.raises(ValueError, match="price_per_weight_unit"):
-        sprint.collateral_adjust(100, 100, 0, 200, 180)
+        sprint.collateral_adjust(100, 100, 0, 200, 180, 0.2)

@@ -38,7 +38,7 @@ from support.config import SMALL_NONCES_PER_CAPACITY, fast_genesis, write_networ
 STAGE_HOSTS = [
     {"name": "host-alpha", "capacity": 6, "models": ["llm-tiny"], "collateral": 10**6},
     {"name": "host-bravo", "capacity": 2, "models": ["llm-tiny"]},
-    {"name": "host-charlie", "capacity": 2, "models": ["llm-tiny"], "collateral": 2},
+    {"name": "host-charlie", "capacity": 4, "models": ["llm-tiny"], "collateral": 2},
     {"name": "host-delta", "capacity": 1, "models": ["llm-tiny"], "collateral": 10**6},
     {"name": "host-fake", "capacity": 4, "models": ["llm-tiny"], "behaviour": "fake_hits", "collateral": 10**6},
     {"name": "host-garbled", "capacity": 2, "models": ["llm-tiny"], "behaviour": "garbled_output", "collateral": 10**6},
@@ -112,9 +112,13 @@ class GuardedCompute:
         self._enter("generate")
         return self.inner.generate(*args)
 
-    def judge(self, *args: Any) -> Any:
-        self._enter("judge")
-        return self.inner.judge(*args)
+    @property
+    def eos_token(self) -> int:
+        return self.inner.eos_token
+
+    def score(self, *args: Any) -> Any:
+        self._enter("score")
+        return self.inner.score(*args)
 
 
 # -- rows ---------------------------------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ from gonka_pipelines.stages.environment import (
 )
 from gonka_pipelines.stages.rewards import run_rewards
 from gonka_pipelines.stages.sprint import (
-    compute_epoch_weights,
     run_epoch_weights,
     run_sprint,
     run_sprint_validation,
@@ -85,7 +84,7 @@ def test_sprint_weights_follow_the_block_hash_only(twin_chains):
         for epoch in range(1, EPOCHS + 1):
             stored = store._records("SELECT * FROM epoch_weights WHERE epoch = ? ORDER BY address", [epoch])
             env = finalized_environment(store, a, epoch)
-            assert sorted(compute_epoch_weights(env, store.weight_inputs(epoch)), key=lambda r: r["address"]) == stored
+            assert sorted(env.rules.epoch_weights(store.weight_inputs(epoch), env.weights), key=lambda r: r["address"]) == stored
 
 
 @pytest.mark.parametrize("epoch", range(1, EPOCHS + 1))

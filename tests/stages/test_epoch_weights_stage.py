@@ -8,8 +8,6 @@ from fractions import Fraction
 
 import pytest
 
-from gonka_pipelines.stages.sprint import compute_epoch_weights
-
 from stage_kit import STAGE_EPOCH, StageRun, assert_idempotent
 
 
@@ -25,7 +23,7 @@ def weights(tmp_path_factory):
         collateral = {a["address"]: a["collateral"] for a in store.running_accounts(STAGE_EPOCH)}
         lineage = store._query("SELECT child_kind, child_id, parent_kind, parent_id, relation FROM lineage "
                                "WHERE epoch = ? AND relation LIKE 'sprint_weights:%'", [STAGE_EPOCH])
-        recomputed = compute_epoch_weights(run.env, store.weight_inputs(STAGE_EPOCH))
+        recomputed = run.env.rules.epoch_weights(store.weight_inputs(STAGE_EPOCH), run.env.weights)
     return run, result, rows, batches, votes, collateral, lineage, recomputed
 
 

@@ -149,11 +149,17 @@ def test_each_hosts_counts_streak_status_and_reputation(validation):
             "consecutive_invalidations": streak,
             "required_validations": len(own_votes), "done_validations": len(own_votes),
             "contradicted_votes": contradicted,
-            "status": host_status(streak, len(validated), sum(o["outcome"] == "invalidated" for o in validated)).value,
+            "status": host_status(streak, len(validated), sum(o["outcome"] == "invalidated" for o in validated),
+                                  false_positive_rate=0.05, ramping_tasks=10, invalid_streak_probability=1e-6, z_threshold=1.0).value,
             "reputation": protocol_reputation(served, rates), "epochs_served": served,
         }, behaviour[address]
-    garbled = next(r for a, r in data["host_epochs"].items() if behaviour[a] == "garbled_output")
-    assert garbled["invalidated"] == garbled["validated"] == garbled["consecutive_invalidations"] >= 1
+    garbled_address, garbled = next((a, r) for a, r in data["host_epochs"].items() if behaviour[a] == "garbled_output")
+    checked_honestly = {v["task_id"] for v in data["verdicts"] if behaviour[v["validator"]] != "lazy_validator"}
+    garbled_tasks = [o for o in data["outcomes"].values() if o["executor"] == garbled_address and o["validations"]]
+    assert garbled_tasks and {o["outcome"] for o in garbled_tasks if o["task_id"] in checked_honestly} == {"invalidated"}
+    assert all(o["outcome"] == "passed" for o in garbled_tasks if o["task_id"] not in checked_honestly), \
+        "a garbled task only the lazy validator checked passes (its vote is 'valid')"
+    assert garbled["invalidated"] == len(checked_honestly & {o["task_id"] for o in garbled_tasks}) >= 1
     assert garbled["status"] == "RAMPING", "0.05^streak is still above 1e-6 and fewer than 10 tasks were validated"
     assert garbled["missed"] >= 1
     lazy = next(r for a, r in data["host_epochs"].items() if behaviour[a] == "lazy_validator")
@@ -166,7 +172,7 @@ def test_judging_runs_with_the_chain_closed(validation):
     behaviour = behaviours(run)
     judged = {v["task_id"] for v in data["verdicts"] if behaviour[v["validator"]] != "lazy_validator"}
     assert run.opener.opens == 2, "one read of results and history, one write of verdicts, outcomes, shares, host epochs"
-    assert dict(run.compute.calls) == {"judge": len(judged)}, "one honest re-run per task some honest validator checks"
+    assert dict(run.compute.calls) == {"score": len(judged)}, "one honest re-run per task some honest validator checks"
 
 
 def test_rerunning_the_stage_is_idempotent(tmp_path_factory):

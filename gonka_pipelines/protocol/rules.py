@@ -1,0 +1,190 @@
+"""Rule sets: the protocol's decisions, bound to an epoch's parameters and selected by the name the params record.
+
+Stages decide only through `rules_for(params)`, never by calling rule functions themselves, so a second rule set
+(Gonka's current one, with proof of compute on the served model, say) is one more class registered in RULE_SETS:
+no stage and no store changes. `gonka-pipelines/1` is today's rules (PROTOCOL.md with the deviations marked ours).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import numpy as np
+import polars as pl
+
+from gonka_pipelines.protocol.assignment import assign_executors
+from gonka_pipelines.protocol.block import choose_proposer, quorum_reached
+from gonka_pipelines.protocol.host_status import host_statuses, reputation
+from gonka_pipelines.protocol.inference_validation import (
+    Comparison,
+    ComparisonReason,
+    MinAvg,
+    ValidatorPool,
+    compare_outputs,
+    invalidated,
+    select_validations,
+)
+from gonka_pipelines.protocol.intake import IntakeContext, IntakeResult, Submission, collect
+from gonka_pipelines.protocol.params import EpochParams
+from gonka_pipelines.protocol.poc_batches import BatchReject, PocBatch, admit_batches
+from gonka_pipelines.protocol.rewards import epoch_reward, mint_amount, split_reward_frame, vesting_tranches
+from gonka_pipelines.protocol.sprint import (
+    cap_fraction,
+    collateral_adjust,
+    count_mismatches,
+    is_fraud,
+    power_cap,
+    sample_nonces,
+    sprint_accepted,
+)
+
+TopK = tuple[Sequence[Sequence[int]], Sequence[Sequence[float]]]
+"""(top ids, top log-probs) per position of an output, as a forced re-run scores it."""
+
+
+class RuleSet(Protocol):
+    """Every decision a stage takes, for one epoch's parameters."""
+
+    name: str
+    params: EpochParams
+
+    def collect(self, submissions: list[Submission], context: IntakeContext) -> IntakeResult: ...
+    def admit_batches(self, batches: Sequence[PocBatch], chain_id: str, prev_hash: str) -> list[BatchReject | None]: ...
+    def validation_sample(self, validator_key: str, prev_hash: str, nonces: Sequence[int]) -> list[int]: ...
+    def sprint_vote(self, recomputed_distances: Sequence[float] | np.ndarray) -> tuple[int, bool]: ...
+    def epoch_weights(self, rows: list[dict], weights_in_force: dict[str, int]) -> list[dict]: ...
+    def assign_executors(self, prev_hash: str, task_ids: Sequence[str], hosts: Sequence[str], weights: Sequence[int]) -> list[str]: ...
+    def select_validations(self, task_ids: Sequence[str], executors: Sequence[str], pool: ValidatorPool,
+                           traffic: float) -> tuple[np.ndarray, np.ndarray]: ...
+    def judge(self, output: Sequence[int], max_tokens: int, eos: int, executor: TopK, rescore: Callable[[], TopK]) -> Comparison: ...
+    def task_invalidated(self, invalid_weight: int, total_weight: int) -> bool: ...
+    def host_statuses(self, hosts: pl.DataFrame) -> pl.DataFrame: ...
+    def reputation(self, epochs_served: int, miss_rates: Sequence[float]) -> int: ...
+    def scheduled_reward(self) -> int: ...
+    def mint_amount(self, reward: int, minted_so_far: int) -> int: ...
+    def split_reward(self, total: int, weights: pl.DataFrame) -> pl.DataFrame: ...
+    def vesting_tranches(self, amount: int) -> list[int]: ...
+    def choose_proposer(self, prev_hash: str, weights: dict[str, int]) -> str: ...
+    @staticmethod
+    def quorum_reached(signed_weight: int, total_weight: int) -> bool: ...
+
+
+class GonkaPipelinesV1:
+    """Today's rules: PROTOCOL.md sections 3 to 6 as this project runs them."""
+
+    name = "gonka-pipelines/1"
+
+    def __init__(self, params: EpochParams):
+        self.params = params
+
+    # -- intake ---------------------------------------------------------------------------------
+
+    def collect(self, submissions: list[Submission], context: IntakeContext) -> IntakeResult:
+        return collect(submissions, context)
+
+    # -- sprint ---------------------------------------------------------------------------------
+
+    def admit_batches(self, batches: Sequence[PocBatch], chain_id: str, prev_hash: str) -> list[BatchReject | None]:
+        """ours: the chain refuses duplicate nonces and batches after duration + grace."""
+        sprint = self.params.sprint
+        return admit_batches(batches, chain_id, self.params.epoch, prev_hash, sprint.duration_seconds + sprint.late_grace_seconds)
+
+    def validation_sample(self, validator_key: str, prev_hash: str, nonces: Sequence[int]) -> list[int]:
+        return sample_nonces(validator_key, prev_hash, self.params.epoch, nonces, self.params.sprint.validation_sample)
+
+    def sprint_vote(self, recomputed_distances: Sequence[float] | np.ndarray) -> tuple[int, bool]:
+        """(mismatches, valid) of a validator's recomputation: fraud iff the binomial tail of k mismatches is too small."""
+        sprint = self.params.sprint
+        mismatches = count_mismatches(recomputed_distances, self.params.r_target)
+        return mismatches, not is_fraud(mismatches, len(recomputed_distances), sprint.mismatch_probability, sprint.fraud_threshold)
+
+    def epoch_weights(self, rows: list[dict], weights_in_force: dict[str, int]) -> list[dict]:
+        """Per host row (hits, valid_vote_weight, collateral): acceptance by weighted vote, collateral adjustment after
+        the grace period, then the power cap; returns the rows with sprint_accepted, adjusted_weight and weight."""
+        sprint, epoch = self.params.sprint, self.params.epoch
+        total_in_force = sum(weights_in_force.values())
+        out = [dict(row) for row in rows]
+        for row in out:
+            row["sprint_accepted"] = row["hits"] > 0 and sprint_accepted(row["valid_vote_weight"], total_in_force)
+            row["adjusted_weight"] = collateral_adjust(
+                row["hits"] if row["sprint_accepted"] else 0, row.pop("collateral"), sprint.price_per_weight_unit,
+                epoch, sprint.collateral_grace_epochs, sprint.collateral_base_fraction)
+        eligible = sum(1 for row in out if row["adjusted_weight"] > 0)
+        capped = power_cap([row["adjusted_weight"] for row in out], cap_fraction(eligible, sprint.power_cap, sprint.small_network_caps))
+        return [{**row, "epoch": epoch, "weight": weight} for row, weight in zip(out, capped)]
+
+    # -- tasks ----------------------------------------------------------------------------------
+
+    def assign_executors(self, prev_hash: str, task_ids: Sequence[str], hosts: Sequence[str], weights: Sequence[int]) -> list[str]:
+        """ours: executors drawn ∝ weight from (previous block hash, task id), replayable."""
+        return assign_executors(prev_hash, list(task_ids), list(hosts), list(weights))
+
+    def select_validations(self, task_ids: Sequence[str], executors: Sequence[str], pool: ValidatorPool,
+                           traffic: float) -> tuple[np.ndarray, np.ndarray]:
+        validation = self.params.validation
+        return select_validations(task_ids, executors, pool, traffic, MinAvg(validation.min_avg_traffic, validation.min_avg_values))
+
+    def judge(self, output: Sequence[int], max_tokens: int, eos: int, executor: TopK, rescore: Callable[[], TopK]) -> Comparison:
+        """An honest validator's verdict: an output cut short of EOS and max_tokens fails; otherwise the validator re-runs
+        forcing the executor's tokens (rescore) and compares top-k log-probs, counting a near-tie as the same choice."""
+        if len(output) < max_tokens and (not output or output[-1] != eos):
+            return Comparison(False, 0.0, ComparisonReason.LENGTH_DIFFERS)
+        top_ids, top_logprobs = rescore()
+        validation = self.params.validation
+        choices = []
+        for token, ids, logprobs in zip(output, top_ids, top_logprobs):
+            own = dict(zip(ids, logprobs)).get(token)
+            choices.append(token if own is not None and own >= logprobs[0] - validation.tie_tolerance else ids[0])
+        return compare_outputs(choices, output, top_ids, top_logprobs, executor[0], executor[1],
+                               threshold=validation.similarity_threshold, epsilon=validation.logprob_epsilon,
+                               min_positions=validation.min_normalising_positions)
+
+    def task_invalidated(self, invalid_weight: int, total_weight: int) -> bool:
+        return invalidated(invalid_weight, total_weight, self.params.validation.invalidation_quorum)
+
+    def host_statuses(self, hosts: pl.DataFrame) -> pl.DataFrame:
+        validation = self.params.validation
+        return host_statuses(hosts, false_positive_rate=validation.false_positive_rate, ramping_tasks=validation.ramping_tasks,
+                             invalid_streak_probability=validation.invalid_streak_probability, z_threshold=validation.z_threshold)
+
+    def reputation(self, epochs_served: int, miss_rates: Sequence[float]) -> int:
+        rewards = self.params.rewards
+        return reputation(epochs_served, miss_rates, epochs_to_max=rewards.epochs_to_full_reputation,
+                          miss_rate_cutoff=rewards.miss_rate_cutoff)
+
+    # -- rewards --------------------------------------------------------------------------------
+
+    def scheduled_reward(self) -> int:
+        emission = self.params.emission
+        return epoch_reward(self.params.epoch, emission.initial_reward, emission.decay_rate)
+
+    def mint_amount(self, reward: int, minted_so_far: int) -> int:
+        return mint_amount(reward, minted_so_far, self.params.emission.supply_cap)
+
+    def split_reward(self, total: int, weights: pl.DataFrame) -> pl.DataFrame:
+        return split_reward_frame(total, weights)
+
+    def vesting_tranches(self, amount: int) -> list[int]:
+        return vesting_tranches(amount, self.params.rewards.vesting_epochs)
+
+    # -- blocks ---------------------------------------------------------------------------------
+
+    def choose_proposer(self, prev_hash: str, weights: dict[str, int]) -> str:
+        return choose_proposer(prev_hash, weights)
+
+    @staticmethod
+    def quorum_reached(signed_weight: int, total_weight: int) -> bool:
+        """Final above 2/3 of the weight; needs no params, so a verifier can ask it of any block."""
+        return quorum_reached(signed_weight, total_weight)
+
+
+RULE_SETS: dict[str, type[GonkaPipelinesV1]] = {GonkaPipelinesV1.name: GonkaPipelinesV1}
+"""Every rule set a chain may name in its params, by name."""
+
+
+def rules_for(params: EpochParams) -> RuleSet:
+    """The rule set the epoch's params name, bound to them; an unknown name is an error listing the known ones."""
+    if params.rules not in RULE_SETS:
+        raise ValueError(f"unknown rule set {params.rules!r}; known: {', '.join(sorted(RULE_SETS))}")
+    return RULE_SETS[params.rules](params)
