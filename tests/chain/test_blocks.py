@@ -206,6 +206,15 @@ FINALIZED_MESSAGE = r"^epoch {e} is finalized \(block {e}\); its rows are immuta
 """Names the epoch, says why, and names the epoch to run instead (the head is block 3)."""
 
 
+def launch_attempts(store, layout, epoch) -> list:
+    """Every way to start or write an epoch: building its environment, each block stage with an environment forged
+    for it, the writability check, and opening it."""
+    forged = forged_environment(store, layout, epoch)
+    params = epoch_parameters(store.genesis(), epoch)
+    return [lambda: build_environment(store, layout, epoch), lambda: collect(forged, store), lambda: propose(forged, store),
+            lambda: finalize(forged, store), lambda: store.require_writable(epoch), lambda: store.open_epoch(params)]
+
+
 @pytest.mark.parametrize("epoch", [0, 1, 2, 3])
 def test_a_finalized_epoch_is_immutable(demo_store, demo_layout, network, epoch):
     before = snapshot(demo_store)
@@ -213,17 +222,10 @@ def test_a_finalized_epoch_is_immutable(demo_store, demo_layout, network, epoch)
     assert sum(pending.values()) > 0
     inbox = sorted(p.name for p in demo_layout.inbox.glob("*.json"))
     message = FINALIZED_MESSAGE.format(e=epoch)
-    forged = forged_environment(demo_store, demo_layout, epoch)
-    params = epoch_parameters(demo_store.genesis(), epoch)
-    for attempt in (lambda: build_environment(demo_store, demo_layout, epoch),
-                    lambda: collect(forged, demo_store),
-                    lambda: propose(forged, demo_store),
-                    lambda: finalize(forged, demo_store),
-                    lambda: demo_store.require_writable(epoch),
-                    lambda: demo_store._replace_epoch_rows(epoch, ["tasks"]),
-                    lambda: demo_store.write_post_state(epoch, []),
-                    lambda: demo_store.open_epoch(params),
-                    lambda: demo_store.finalize(epoch)):
+    for attempt in launch_attempts(demo_store, demo_layout, epoch) + [
+            lambda: demo_store._replace_epoch_rows(epoch, ["tasks"]),
+            lambda: demo_store.write_post_state(epoch, []),
+            lambda: demo_store.finalize(epoch)]:
         with pytest.raises(FinalizedEpochError, match=message):
             attempt()
     assert snapshot(demo_store) == before
@@ -243,14 +245,7 @@ def test_finalizing_twice_is_refused(demo_store, demo_layout):
 def test_an_epoch_out_of_order_is_refused(demo_store, demo_layout, epoch):
     before = snapshot(demo_store)
     message = rf"^epoch {epoch} cannot run now: the head is block 3\b.*\b4\b"
-    forged = forged_environment(demo_store, demo_layout, epoch)
-    params = epoch_parameters(demo_store.genesis(), epoch)
-    for attempt in (lambda: build_environment(demo_store, demo_layout, epoch),
-                    lambda: collect(forged, demo_store),
-                    lambda: propose(forged, demo_store),
-                    lambda: finalize(forged, demo_store),
-                    lambda: demo_store.require_writable(epoch),
-                    lambda: demo_store.open_epoch(params)):
+    for attempt in launch_attempts(demo_store, demo_layout, epoch):
         with pytest.raises(EpochOrderError, match=message):
             attempt()
     assert snapshot(demo_store) == before
