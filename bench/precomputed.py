@@ -80,8 +80,8 @@ class PrecomputedCompute:
 
     label = LABEL
 
-    def __init__(self, sprint_model: str, block_hash: str, device: str | None = None):
-        self.sprint_model, self.block_hash, self.device = sprint_model, block_hash, device
+    def __init__(self, sprint_model: str, prev_hash: str, device: str | None = None):
+        self.sprint_model, self.prev_hash, self.device = sprint_model, prev_hash, device
         self.vocab = load_profile(sprint_model).vocab  # reads the profile's YAML only; no model is built
 
     # -- sprint ---------------------------------------------------------------------------------
@@ -92,7 +92,7 @@ class PrecomputedCompute:
 
     def _distances(self, public_key: str, nonces: np.ndarray) -> np.ndarray:
         """float64 distance of each nonce, a pure function of (block hash, public key, nonce)."""
-        states = _root(self.block_hash, public_key) + nonces.astype(np.uint64) * _GAMMA
+        states = _root(self.prev_hash, public_key) + nonces.astype(np.uint64) * _GAMMA
         first, second = _mix64(states), _mix64(states ^ _GAMMA)
         z = np.sqrt(-2.0 * np.log(_uniforms(first))) * np.cos(2.0 * math.pi * _uniforms(second))
         return np.sqrt(np.maximum(0.0, 2.0 - 2.0 * z / math.sqrt(self.vocab)))

@@ -28,12 +28,14 @@ class AuditRows(StoreCore):
                FROM blocks b WHERE b.status = ? ORDER BY b.height""", [FINALIZED])
 
     def host_records(self) -> list[dict[str, Any]]:
-        """Per host over all finalized epochs: sprints rejected, epochs INVALID, claims refused, total paid."""
+        """Per host over all finalized epochs: sprints rejected, epochs INVALID, claims refused, epochs caught (any of
+        the three), total paid."""
         return self._records(
             f"""SELECT h.name, h.behaviour,
                       count(*) FILTER (w.hits > 0 AND NOT w.sprint_accepted) AS sprints_rejected,
                       count(*) FILTER (r.status = '{HostStatus.INVALID}') AS epochs_invalid,
                       count(*) FILTER (NOT r.claimed) AS claims_refused,
+                      count(*) FILTER ({CAUGHT}) AS epochs_caught,
                       coalesce(sum(r.payout), 0) AS paid
                FROM hosts h
                JOIN epoch_weights w ON w.address = h.address

@@ -11,11 +11,11 @@ from gonka_pipelines.chain.core import PROPOSED, StoreCore
 
 class BlockRows(StoreCore):
     def next_host_states(self, epoch: int) -> list[dict[str, Any]]:
-        """Hosts after the epoch: the sprint's weights (zero when INVALID), status, reputation and streak."""
+        """Hosts after the epoch: their final weight as the rewards stage settled it (zero when INVALID), status,
+        reputation and streak."""
         return self._records(
-            """SELECT w.address, CASE WHEN h.status = 'INVALID' THEN 0 ELSE w.weight END AS weight, h.status, h.reputation,
-                      h.epochs_served, h.consecutive_invalidations
-               FROM epoch_weights w JOIN host_epochs h USING (epoch, address) WHERE w.epoch = ? ORDER BY w.address""", [epoch])
+            """SELECT r.address, r.weight, h.status, h.reputation, h.epochs_served, h.consecutive_invalidations
+               FROM rewards r JOIN host_epochs h USING (epoch, address) WHERE r.epoch = ? ORDER BY r.address""", [epoch])
 
     def write_post_state(self, epoch: int, host_rows: Sequence[dict[str, Any]]) -> None:
         """Accounts = previous state + the epoch's transfers; hosts as given."""

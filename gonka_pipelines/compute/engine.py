@@ -73,12 +73,12 @@ class Compute(Protocol):
 class TorchCompute:
     """Real compute: the sprint model seeded from the epoch's block hash, served models seeded from their names."""
 
-    def __init__(self, sprint_model: str, block_hash: str, device: str | None = None):
-        self.sprint_model, self.block_hash, self.device = sprint_model, block_hash, device
+    def __init__(self, sprint_model: str, prev_hash: str, device: str | None = None):
+        self.sprint_model, self.prev_hash, self.device = sprint_model, prev_hash, device
 
     @cached_property
     def sprint_runner(self) -> ModelRunner:
-        return ModelRunner(load_profile(self.sprint_model), bytes.fromhex(self.block_hash), self.device)
+        return ModelRunner(load_profile(self.sprint_model), bytes.fromhex(self.prev_hash), self.device)
 
     @property
     def sprint_batch_size(self) -> int:
@@ -86,11 +86,11 @@ class TorchCompute:
 
     def mine(self, public_key: str, nonce_start: int, count: int, r_target: float) -> tuple[list[int], list[float]]:
         with reproducible_threads(self.sprint_runner.device):
-            return mine(self.sprint_runner, self.block_hash, public_key, nonce_start, count, r_target)
+            return mine(self.sprint_runner, self.prev_hash, public_key, nonce_start, count, r_target)
 
     def distances(self, public_key: str, nonces: list[int]) -> np.ndarray:
         with reproducible_threads(self.sprint_runner.device):
-            return compute_distances(self.sprint_runner, self.block_hash, public_key, nonces)
+            return compute_distances(self.sprint_runner, self.prev_hash, public_key, nonces)
 
     def served(self, model: str, executor: str = "", behaviour: str = Behaviour.HONEST) -> ModelRunner:
         """What an executor runs: the served model, or for garbled_output another seeded model of the same shape."""

@@ -99,16 +99,16 @@ def _nonce_tensor(nonces: Sequence[int] | np.ndarray | Tensor, device: torch.dev
     return tensor.to(device)
 
 
-def _nonce_keys(purpose: str, block_hash: str, public_key: str, nonces: Tensor) -> Tensor:
+def _nonce_keys(purpose: str, prev_hash: str, public_key: str, nonces: Tensor) -> Tensor:
     """One 64-bit key per nonce: the splitmix64 stream of the (purpose, block, host) root at the nonce."""
-    return mix64(_root_key(purpose, block_hash, public_key) + nonces * _GAMMA)
+    return mix64(_root_key(purpose, prev_hash, public_key) + nonces * _GAMMA)
 
 
 def nonce_inputs(
-    profile: ModelProfile, block_hash: str, public_key: str, nonces: Sequence[int] | Tensor, device: torch.device | str
+    profile: ModelProfile, prev_hash: str, public_key: str, nonces: Sequence[int] | Tensor, device: torch.device | str
 ) -> Tensor:
     """(B, seq_len, dim) float32 standard-normal model inputs, one per nonce, keyed by (block, host, nonce)."""
-    keys = _nonce_keys("input", block_hash, public_key, _nonce_tensor(nonces, device))
+    keys = _nonce_keys("input", prev_hash, public_key, _nonce_tensor(nonces, device))
     return _normals(keys, profile.seq_len * profile.dim).reshape(-1, profile.seq_len, profile.dim)
 
 
@@ -119,7 +119,7 @@ def _units(vocab: int, device: torch.device) -> Tensor:
 
 
 def nonce_permutations(
-    vocab: int, block_hash: str, public_key: str, nonces: Sequence[int] | Tensor, device: torch.device | str
+    vocab: int, prev_hash: str, public_key: str, nonces: Sequence[int] | Tensor, device: torch.device | str
 ) -> Tensor:
     """(B, vocab) index maps i -> (a*i + b) mod vocab, with a unit a and offset b keyed by (block, host, nonce).
 
@@ -128,7 +128,7 @@ def nonce_permutations(
     from the target as a uniform permutation does; two nonces' maps agree on few positions.
     """
     nonce_tensor = _nonce_tensor(nonces, device)
-    words = _nonce_keys("permutation", block_hash, public_key, nonce_tensor)
+    words = _nonce_keys("permutation", prev_hash, public_key, nonce_tensor)
     units = _units(vocab, nonce_tensor.device)
     multipliers = units[torch.remainder(_shr(words, 32), units.numel())]
     offsets = torch.remainder(words.bitwise_and_(0xFFFFFFFF), vocab)
@@ -140,14 +140,14 @@ def nonce_permutations(
     return scaled.frac_().mul_(vocab).long()
 
 
-def target_vector(block_hash: str, vocab: int, device: torch.device | str = "cpu") -> Tensor:
+def target_vector(prev_hash: str, vocab: int, device: torch.device | str = "cpu") -> Tensor:
     """(vocab,) float32 random unit vector keyed by the block hash alone: the direction hits must approach."""
-    key = torch.tensor([_root_key("target", block_hash)], dtype=torch.int64, device=device)
+    key = torch.tensor([_root_key("target", prev_hash)], dtype=torch.int64, device=device)
     return torch.nn.functional.normalize(_normals(key, vocab)[0], dim=0)
 
 
 def _batch_distances(
-    runner: ModelRunner, target: Tensor, block_hash: str, public_key: str, nonces: Tensor
+    runner: ModelRunner, target: Tensor, prev_hash: str, public_key: str, nonces: Tensor
 ) -> Tensor:
     """Distances of up to batch_size nonces, always run as a full batch (short ones repeat the last nonce).
 
@@ -157,28 +157,28 @@ def _batch_distances(
     profile = runner.profile
     count = nonces.numel()
     padded = torch.cat([nonces, nonces[-1:].expand(profile.batch_size - count)])
-    logits = runner.last_logits(nonce_inputs(profile, block_hash, public_key, padded, runner.device))
-    permuted = torch.gather(logits, 1, nonce_permutations(profile.vocab, block_hash, public_key, padded, runner.device))
+    logits = runner.last_logits(nonce_inputs(profile, prev_hash, public_key, padded, runner.device))
+    permuted = torch.gather(logits, 1, nonce_permutations(profile.vocab, prev_hash, public_key, padded, runner.device))
     return torch.linalg.vector_norm(torch.nn.functional.normalize(permuted, dim=1) - target, dim=1)[:count]
 
 
-def _distances(runner: ModelRunner, block_hash: str, public_key: str, batches: Iterable[Tensor]) -> np.ndarray:
+def _distances(runner: ModelRunner, prev_hash: str, public_key: str, batches: Iterable[Tensor]) -> np.ndarray:
     """float64 distances of batches of nonces, copied off the device once at the end (no sync per batch)."""
-    target = target_vector(block_hash, runner.profile.vocab, runner.device)
-    parts = [_batch_distances(runner, target, block_hash, public_key, batch) for batch in batches]
+    target = target_vector(prev_hash, runner.profile.vocab, runner.device)
+    parts = [_batch_distances(runner, target, prev_hash, public_key, batch) for batch in batches]
     return torch.cat(parts).cpu().numpy().astype(np.float64) if parts else np.empty(0, dtype=np.float64)
 
 
 def compute_distances(
-    runner: ModelRunner, block_hash: str, public_key: str, nonces: Sequence[int] | np.ndarray
+    runner: ModelRunner, prev_hash: str, public_key: str, nonces: Sequence[int] | np.ndarray
 ) -> np.ndarray:
     """float64 array of each nonce's distance ||permuted normalised last logits - target||, in input order."""
     batches = torch.split(_nonce_tensor(nonces, runner.device), runner.profile.batch_size)
-    return _distances(runner, block_hash, public_key, (batch for batch in batches if batch.numel()))
+    return _distances(runner, prev_hash, public_key, (batch for batch in batches if batch.numel()))
 
 
 def mine(
-    runner: ModelRunner, block_hash: str, public_key: str, nonce_start: int, n_nonces: int, r_target: float
+    runner: ModelRunner, prev_hash: str, public_key: str, nonce_start: int, n_nonces: int, r_target: float
 ) -> tuple[list[int], list[float]]:
     """Score nonces nonce_start .. nonce_start + n_nonces - 1 in batches; return the hits (distance < r_target)."""
     end, size = nonce_start + n_nonces, runner.profile.batch_size
@@ -186,6 +186,6 @@ def mine(
         raise ValueError(f"nonce range [{nonce_start}, {end}) must lie within [0, 2**63)")
     starts = range(nonce_start, end, size)
     batches = (torch.arange(start, min(start + size, end), device=runner.device) for start in starts)
-    distances = _distances(runner, block_hash, public_key, batches)
+    distances = _distances(runner, prev_hash, public_key, batches)
     hits = np.flatnonzero(distances < r_target)
     return (nonce_start + hits).tolist(), distances[hits].tolist()

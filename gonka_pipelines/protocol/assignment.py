@@ -37,11 +37,11 @@ def scale_draws(draws: np.ndarray, bound: int) -> np.ndarray:
 
 
 def assign_executors(
-    epoch_seed: str, task_ids: Sequence[str], hosts: Sequence[str], weights: Sequence[int]
+    prev_hash: str, task_ids: Sequence[str], hosts: Sequence[str], weights: Sequence[int]
 ) -> list[str]:
     """The executor of each task, drawn with probability weight / total weight among the given hosts.
 
-    u = first 8 bytes of SHA-256(epoch_seed ‖ task_id) / 2^64 picks the point floor(u * W) on the
+    u = first 8 bytes of SHA-256(prev_hash ‖ task_id) / 2^64 picks the point floor(u * W) on the
     cumulative weights of the hosts in sorted address order, so anyone can replay the choice and
     zero-weight hosts own no point. Pass only the hosts serving the task's model.
     """
@@ -57,7 +57,7 @@ def assign_executors(
     total = int(cumulative[-1]) if len(cumulative) else 0
     if total <= 0:
         raise ValueError("no host has weight: cannot assign tasks")
-    seed = epoch_seed.encode()
+    seed = prev_hash.encode()
     points = scale_draws(sha256_u64(seed + task_id.encode() for task_id in task_ids), total)
     picks = np.searchsorted(cumulative, points.astype(np.int64), side="right")
     sorted_hosts = [hosts[i] for i in order]

@@ -10,9 +10,9 @@ def task_body(chain_id: str, developer_key: str, nonce: int, model: str, prompt:
             "max_tokens": max_tokens, "max_price": max_price}
 
 
-def poc_batch_body(epoch: int, public_key: str, block_hash: str, sequence: int, nonces: Sequence[int],
+def poc_batch_body(epoch: int, public_key: str, prev_hash: str, sequence: int, nonces: Sequence[int],
                    distances: Sequence[float]) -> dict:
-    return {"epoch": epoch, "public_key": public_key, "block_hash": block_hash, "sequence": sequence,
+    return {"epoch": epoch, "public_key": public_key, "block_hash": prev_hash, "sequence": sequence,
             "nonces": list(nonces), "distances": list(distances)}
 
 

@@ -24,7 +24,7 @@ class PocBatch:
 
     host: str
     public_key: str
-    block_hash: str
+    prev_hash: str
     sequence: int
     nonces: tuple[int, ...]
     distances: tuple[float, ...]
@@ -32,10 +32,10 @@ class PocBatch:
     signature: str = ""
 
     def body(self, epoch: int) -> dict:
-        return poc_batch_body(epoch, self.public_key, self.block_hash, self.sequence, self.nonces, self.distances)
+        return poc_batch_body(epoch, self.public_key, self.prev_hash, self.sequence, self.nonces, self.distances)
 
 
-def admit_batches(batches: Sequence[PocBatch], chain_id: str, epoch: int, block_hash: str, deadline: float) -> list[BatchReject | None]:
+def admit_batches(batches: Sequence[PocBatch], chain_id: str, epoch: int, prev_hash: str, deadline: float) -> list[BatchReject | None]:
     """Judge batches in (host, sequence) order; a nonce a host already submitted (or repeats) rejects the batch."""
     seen: dict[str, set[int]] = {}
     verdicts: list[BatchReject | None] = []
@@ -45,7 +45,7 @@ def admit_batches(batches: Sequence[PocBatch], chain_id: str, epoch: int, block_
             verdicts.append(BatchReject.MALFORMED)
         elif not verify(batch.public_key, chain_id, MessageKind.POC_BATCH, batch.body(epoch), batch.signature):
             verdicts.append(BatchReject.BAD_SIGNATURE)
-        elif batch.block_hash != block_hash:
+        elif batch.prev_hash != prev_hash:
             verdicts.append(BatchReject.WRONG_BLOCK)
         elif batch.submitted_at > deadline:
             verdicts.append(BatchReject.LATE)

@@ -31,7 +31,7 @@ def calibrate_r_target(vocab: int, hit_rate: float) -> float:
 
 
 def sample_nonces(
-    validator_public_key: str, block_hash: str, epoch: int, nonces: Sequence[int], n_max: int = 200
+    validator_public_key: str, prev_hash: str, epoch: int, nonces: Sequence[int], n_max: int = 200
 ) -> list[int]:
     """The min(n_max, len(nonces)) nonces a validator recomputes, ascending.
 
@@ -40,7 +40,7 @@ def sample_nonces(
     """
     if len(nonces) <= n_max:
         return sorted(int(nonce) for nonce in nonces)
-    seed = hashlib.sha256("|".join((POC_DOMAIN, "sample", validator_public_key, block_hash, str(epoch))).encode()).digest()
+    seed = hashlib.sha256("|".join((POC_DOMAIN, "sample", validator_public_key, prev_hash, str(epoch))).encode()).digest()
     ranked = sorted(
         (int(nonce) for nonce in nonces),
         key=lambda nonce: (hashlib.sha256(seed + nonce.to_bytes(8, "little")).digest(), nonce),

@@ -30,7 +30,7 @@ def format_hosts(rows: list[dict]) -> str:
     lines = [f"{'host':<14} {'behaviour':<15} {'sprint rejected':>15} {'INVALID':>8} {'claim refused':>13} {'paid (base units)':>20}  verdict",
              "-" * 100]
     for row in rows:
-        flagged = row["sprints_rejected"] + row["epochs_invalid"] + row["claims_refused"] > 0
+        flagged = row["epochs_caught"] > 0
         verdict = ("caught" if flagged else "NOT CAUGHT") if row["behaviour"] != "honest" else ("FLAGGED" if flagged else "ok")
         lines.append(f"{row['name']:<14} {row['behaviour']:<15} {row['sprints_rejected']:>15} {row['epochs_invalid']:>8} "
                      f"{row['claims_refused']:>13} {row['paid']:>20,}  {verdict}")

@@ -115,7 +115,7 @@ def test_the_environment_holds_the_epochs_inputs(base):
     assert env.host == {h.address: h for h in hosts}
     assert env.weights == weights and sum(weights.values()) > len(hosts), "epoch 1's sprint weights, not genesis' 1 each"
     assert {a: k.public_key for a, k in env.keys.items()} == {h.address: h.public_key for h in hosts}
-    assert env.compute.block_hash == head.hash and env.compute.sprint_model == genesis.sprint.model
+    assert env.compute.prev_hash == head.hash and env.compute.sprint_model == genesis.sprint.model
 
 
 def test_secret_seeds_are_each_hosts_signature_hash_over_epoch_and_previous_hash(base):
