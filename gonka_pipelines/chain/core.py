@@ -211,6 +211,8 @@ class StoreCore:
 
     def epoch_params(self, epoch: int) -> EpochParams:
         """The parameters an opened epoch runs under, as recorded (and hashed) by its collect stage."""
+        if epoch == 0:
+            raise ChainError("epoch 0 is genesis: it runs no stage, and its parameters are the genesis parameters (genesis())")
         self._require_opened(epoch)
         return EpochParams.model_validate_json(self._scalar("SELECT params_json FROM epochs WHERE epoch = ?", [epoch]))
 

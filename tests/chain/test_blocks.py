@@ -554,3 +554,11 @@ def test_cli_prove(demo_layout, capsys):
         store._connection.execute("UPDATE tasks SET nonce = nonce + 1000 WHERE task_id = ?", [task_id])
     assert cli.main(["--data-dir", str(demo_layout.root), "prove", "tasks", task_id]) == 1
     assert json.loads(capsys.readouterr().out)["verified"] is False
+
+
+def test_genesis_has_genesis_params_and_names_its_rule_set(genesis_store, genesis):
+    with pytest.raises(ChainError, match="epoch 0 is genesis"):
+        genesis_store.epoch_params(0)
+    assert genesis_store.genesis() == genesis
+    assert genesis_store.rules_name(0) == genesis.rules == "gonka-pipelines/1"
+    assert genesis_store.block(0)["header"]["params_hash"] == genesis.params_hash
