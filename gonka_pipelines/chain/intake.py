@@ -8,7 +8,7 @@ from gonka_pipelines.chain.core import FINALIZED, StoreCore
 from gonka_pipelines.protocol.crypto import hash_value
 from gonka_pipelines.protocol.intake import IntakeResult
 from gonka_pipelines.protocol.params import EpochParams
-from gonka_pipelines.protocol.records import SubmissionOutcome
+from gonka_pipelines.protocol.records import SubmissionOutcome, TransferKind
 
 STAGE = "collect"
 """The tag of intake's transfers and lineage (committed: it must not change)."""
@@ -52,8 +52,8 @@ class IntakeRows(StoreCore):
         self._insert("submissions", [{"submission_id": t.submission_id, "epoch": epoch, "outcome": SubmissionOutcome.ACCEPTED}
                                      for t in accepted]
                      + [{"submission_id": r.submission_id, "epoch": epoch, "outcome": SubmissionOutcome.REJECTED} for r in rejected])
-        self._insert("transfers", [{"transfer_id": hash_value(["escrow", t.task_id]), "epoch": epoch, "stage": STAGE,
+        self._insert("transfers", [{"transfer_id": hash_value([TransferKind.ESCROW, t.task_id]), "epoch": epoch, "stage": STAGE,
                                     "account": t.developer, "balance_delta": -t.escrow, "escrow_delta": t.escrow,
-                                    "kind": "escrow", "ref": t.task_id} for t in accepted])
+                                    "kind": TransferKind.ESCROW, "ref": t.task_id} for t in accepted])
         self._insert("lineage", [{"epoch": epoch, "child_kind": "task", "child_id": t.task_id, "parent_kind": "submission",
                                   "parent_id": t.submission_id, "relation": f"{STAGE}:accepted"} for t in accepted])

@@ -39,3 +39,24 @@ class TaskOutcome(enum.StrEnum):
     PASSED = "passed"
     INVALIDATED = "invalidated"
     UNVALIDATED = "unvalidated"
+
+
+class TransferKind(enum.StrEnum):
+    """Why units moved: every transfer row names one (the supply invariant sums them all)."""
+
+    ESCROW = "escrow"
+    REFUND = "refund"
+    EXPIRY_REFUND = "expiry_refund"
+    FEE = "fee"
+    FEE_REFUND = "fee_refund"
+    WORK_COINS = "work_coins"
+    REWARD = "reward"
+    SLASH = "slash"
+    VESTING_UNLOCK = "vesting_unlock"
+
+
+class ShareRole(enum.StrEnum):
+    """Who earns a share of a passed task's fee."""
+
+    EXECUTOR = "executor"
+    VALIDATOR = "validator"

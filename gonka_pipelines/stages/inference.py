@@ -8,6 +8,7 @@ from typing import Any
 
 import polars as pl
 
+from gonka_pipelines.chain.tasks import EXECUTION_STAGE
 from gonka_pipelines.protocol.crypto import MessageKind, hash_value, sha256_hex
 from gonka_pipelines.protocol.inference_validation import Comparison, ComparisonReason, ValidatorPool
 from gonka_pipelines.protocol.messages import (
@@ -15,8 +16,8 @@ from gonka_pipelines.protocol.messages import (
     seed_commitment_body,
     task_verdict_body,
 )
-from gonka_pipelines.protocol.params import Behaviour
-from gonka_pipelines.protocol.records import ResultStatus, TaskOutcome
+from gonka_pipelines.protocol.records import ResultStatus, ShareRole, TaskOutcome, TransferKind
+from gonka_pipelines.simulation.behaviours import skips_recomputation
 from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain
 
 TASK_SCHEMA: dict[str, pl.DataType] = {
@@ -71,9 +72,9 @@ def run_task_execution(env: EpochEnvironment, open_chain: OpenChain, log: Log) -
                         "output_tokens": [], "top_ids": [], "top_logprobs": [], "completion_tokens": 0, "cost": 0,
                         "refund": task["escrow"], "signature": ""})
     developer = dict(zip(tasks["task_id"], tasks["developer"]))
-    refunds = [{"transfer_id": hash_value(["refund", r["task_id"]]), "epoch": epoch, "stage": "task_results",
+    refunds = [{"transfer_id": hash_value(["refund", r["task_id"]]), "epoch": epoch, "stage": EXECUTION_STAGE,
                 "account": developer[r["task_id"]], "balance_delta": r["refund"], "escrow_delta": -r["refund"],
-                "kind": "refund" if r["status"] == ResultStatus.COMPLETED else "expiry_refund", "ref": r["task_id"]}
+                "kind": TransferKind.REFUND if r["status"] == ResultStatus.COMPLETED else TransferKind.EXPIRY_REFUND, "ref": r["task_id"]}
                for r in results if r["refund"]]
     with open_chain() as store:
         store.write_task_results(epoch, _seed_commitments(env), results, refunds)
@@ -84,7 +85,7 @@ def run_task_execution(env: EpochEnvironment, open_chain: OpenChain, log: Log) -
 def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> dict[str, int]:
     """Sample validators per task with their secret seeds, re-run, vote on failures, share fees, update status."""
     epoch, chain_id, keys, weights = env.epoch, env.chain_id, env.keys, env.weights
-    behaviour = {h.address: h.behaviour for h in env.hosts}
+    lazy_validators = {h.address for h in env.hosts if skips_recomputation(h)}
     with open_chain() as store:
         previous = store.host_states(epoch - 1)
         results = store.completed_results(epoch)
@@ -100,7 +101,7 @@ def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) 
     verdicts = []
     for t, v in zip(task_index.tolist(), validator_index.tolist()):
         result, validator = checked[results[t]["task_id"]], members[v]
-        lazy = behaviour[validator] == Behaviour.LAZY_VALIDATOR
+        lazy = validator in lazy_validators
         if not lazy and result["task_id"] not in honest:
             honest[result["task_id"]] = env.rules.judge(
                 result["output_tokens"], result["max_tokens"], env.compute.eos_token, (result["top_ids"], result["top_logprobs"]),
@@ -109,7 +110,7 @@ def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) 
         body = task_verdict_body(epoch, result["task_id"], validator, comparison.similarity, comparison.passed,
                                  str(comparison.reason))
         verdicts.append({**body, "recomputed": not lazy, "signature": keys[validator].sign(chain_id, MessageKind.TASK_VERDICT, body)})
-    outcomes, shares = _outcomes_and_fees(env, results, verdicts, honest, behaviour)
+    outcomes, shares = _outcomes_and_fees(env, results, verdicts, honest, lazy_validators)
     host_rows = _host_epochs(env, outcomes, verdicts, pool, validator_index.tolist(), previous, history)
     with open_chain() as store:
         store.write_task_verdicts(epoch, verdicts, outcomes, shares, host_rows)
@@ -118,7 +119,7 @@ def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) 
     return {"validations": len(verdicts), "invalidated": invalidated_count}
 
 
-def _outcomes_and_fees(env, results, verdicts, honest, behaviour) -> tuple[list[dict], list[dict]]:
+def _outcomes_and_fees(env, results, verdicts, honest, lazy_validators) -> tuple[list[dict], list[dict]]:
     """Per task: pass shares the fee equally among executor and passing validators; a failure goes to a weighted vote."""
     epoch, weights = env.epoch, env.weights
     total_weight = sum(weights.values())
@@ -133,14 +134,14 @@ def _outcomes_and_fees(env, results, verdicts, honest, behaviour) -> tuple[list[
         if failures:
             # Every host with weight votes: honest ones by re-running (the shared honest view), lazy ones and the executor "valid".
             invalid_weight = sum(w for a, w in weights.items() if a != result["executor"]
-                                 and behaviour[a] != Behaviour.LAZY_VALIDATOR and not honest[result["task_id"]].passed)
+                                 and a not in lazy_validators and not honest[result["task_id"]].passed)
         outcome = (TaskOutcome.INVALIDATED if failures and env.rules.task_invalidated(invalid_weight, total_weight)
                    else TaskOutcome.PASSED if checks else TaskOutcome.UNVALIDATED).value
         outcomes.append({"task_id": result["task_id"], "epoch": epoch, "executor": result["executor"], "validations": len(checks),
                          "failures": failures, "invalid_vote_weight": invalid_weight, "outcome": outcome})
         if outcome == TaskOutcome.INVALIDATED or not result["cost"]:
             continue
-        earners = [(result["executor"], "executor")] + [(c["validator"], "validator") for c in checks if c["passed"]]
+        earners = [(result["executor"], ShareRole.EXECUTOR)] + [(c["validator"], ShareRole.VALIDATOR) for c in checks if c["passed"]]
         share, remainder = divmod(result["cost"], len(earners))
         shares += [{"epoch": epoch, "task_id": result["task_id"], "host": host, "role": role,
                     "amount": share + (remainder if index == 0 else 0)} for index, (host, role) in enumerate(earners)]

@@ -10,7 +10,7 @@ from gonka_pipelines.chain.rewards import STAGE
 from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.protocol.crypto import hash_value, sha256_hex
 from gonka_pipelines.protocol.host_status import HostStatus
-from gonka_pipelines.protocol.records import TaskOutcome
+from gonka_pipelines.protocol.records import TaskOutcome, TransferKind
 from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain
 
 
@@ -55,27 +55,27 @@ def _transfers(env: EpochEnvironment, store: ChainStore, hosts: pl.DataFrame) ->
     epoch = env.epoch
     rows: list[dict] = []
 
-    def move(kind: str, account: str, ref: str, **deltas: int) -> None:
+    def move(kind: TransferKind, account: str, ref: str, **deltas: int) -> None:
         rows.append({"transfer_id": hash_value([kind, epoch, account, ref]), "epoch": epoch, "stage": STAGE,
                      "account": account, "kind": kind, "ref": ref, "balance_delta": 0, "escrow_delta": 0,
                      "locked_delta": 0, "collateral_delta": 0} | {f"{k}_delta": v for k, v in deltas.items()})
 
     for task_id, developer, cost, outcome in store.fee_settlements(epoch):
         refunded = outcome == TaskOutcome.INVALIDATED
-        move("fee_refund" if refunded else "fee", developer, task_id, escrow=-cost, balance=cost if refunded else 0)
+        move(TransferKind.FEE_REFUND if refunded else TransferKind.FEE, developer, task_id, escrow=-cost, balance=cost if refunded else 0)
     tranches = []
     for host in hosts.iter_rows(named=True):
         if host["claimed"] and host["work_coins"]:
-            move("work_coins", host["address"], f"epoch:{epoch}", balance=host["work_coins"])
+            move(TransferKind.WORK_COINS, host["address"], f"epoch:{epoch}", balance=host["work_coins"])
         if host["claimed"] and host["reward"]:
-            move("reward", host["address"], f"epoch:{epoch}", locked=host["reward"])
+            move(TransferKind.REWARD, host["address"], f"epoch:{epoch}", locked=host["reward"])
             tranches += [{"epoch": epoch, "address": host["address"], "unlock_epoch": epoch + i, "amount": amount}
                          for i, amount in enumerate(env.rules.vesting_tranches(host["reward"])) if amount]
         if host["slashed"]:
-            move("slash", host["address"], f"epoch:{epoch}", collateral=-host["slashed"])
+            move(TransferKind.SLASH, host["address"], f"epoch:{epoch}", collateral=-host["slashed"])
     due = [t for t in tranches if t["unlock_epoch"] == epoch] + store.vesting_due(epoch)
     for tranche in due:
-        move("vesting_unlock", tranche["address"], f"granted:{tranche['epoch']}", locked=-tranche["amount"], balance=tranche["amount"])
+        move(TransferKind.VESTING_UNLOCK, tranche["address"], f"granted:{tranche['epoch']}", locked=-tranche["amount"], balance=tranche["amount"])
     return rows, tranches
 
 

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-import random
 import time
 from typing import Any
 
 from gonka_pipelines.protocol.crypto import MessageKind, hash_value
 from gonka_pipelines.protocol.messages import poc_verdicts_body
-from gonka_pipelines.protocol.params import Behaviour, EpochParams
 from gonka_pipelines.protocol.poc_batches import PocBatch
 from gonka_pipelines.protocol.records import BatchStatus, Host
+from gonka_pipelines.simulation.behaviours import MinedBatch, fake_batches, mines_honestly, skips_recomputation
 from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain
-
-MinedBatch = tuple[list[int], list[float], float]
-"""(hit nonces, their distances, submission time in sprint seconds) of one batch a host submits."""
 
 
 def _honest_batches(env: EpochEnvironment, host: Host) -> list[MinedBatch]:
@@ -42,27 +38,12 @@ def _honest_batches(env: EpochEnvironment, host: Host) -> list[MinedBatch]:
     return batches
 
 
-def _fake_batches(host: Host, prev_hash: str, params: EpochParams) -> list[MinedBatch]:
-    """fake_hits: claim random nonces as hits without computing; also resend one and send one after the deadline."""
-    sprint = params.sprint
-    rng = random.Random(hash_value(["fake_hits", prev_hash, host.address]))
-    budget = host.capacity * sprint.nonces_per_capacity
-    nonces = sorted(rng.sample(range(budget * 1000), budget))
-    distances = [rng.uniform(0.5 * params.r_target, params.r_target) for _ in nonces]
-    half, late = budget // 2, sprint.duration_seconds + sprint.late_grace_seconds + 1
-    return [(nonces[:half], distances[:half], sprint.duration_seconds / 2),
-            (nonces[half:], distances[half:], sprint.duration_seconds),
-            (nonces[:1], distances[:1], sprint.duration_seconds),
-            ([budget * 1000 + 1], [distances[0]], late)]
-
-
 def run_sprint(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> dict[str, int]:
     """Every host mines and signs its batches; the chain admits or rejects each. Returns counts."""
     epoch, prev_hash = env.epoch, env.prev_hash
     submitted: list[PocBatch] = []
     for host in env.hosts:
-        mined = (_fake_batches(host, prev_hash, env.params) if host.behaviour == Behaviour.FAKE_HITS
-                 else _honest_batches(env, host))
+        mined = _honest_batches(env, host) if mines_honestly(host) else fake_batches(host, prev_hash, env.params)
         for sequence, (nonces, distances, submitted_at) in enumerate(mined):
             batch = PocBatch(host.address, host.public_key, prev_hash, sequence, tuple(nonces), tuple(distances), submitted_at)
             signature = env.keys[host.address].sign(env.chain_id, MessageKind.POC_BATCH, batch.body(epoch))
@@ -85,7 +66,7 @@ def run_sprint_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log
     epoch = env.epoch
     with open_chain() as store:
         claims = store.accepted_claims(epoch)
-    lazy = {h.address for h in env.hosts if h.behaviour == Behaviour.LAZY_VALIDATOR}
+    lazy = {h.address for h in env.hosts if skips_recomputation(h)}
     validators = [a for a, w in env.weights.items() if w > 0]
     rows: list[dict[str, Any]] = []
     for host, nonces in claims:

@@ -1,0 +1,40 @@
+"""How simulated hosts behave: honestly, or as one of the adversaries of PROTOCOL section 7 that network.yaml names.
+
+The stages ask these questions of every host, so a new adversary is a new Behaviour and an answer here. (A
+garbled_output executor's other model is chosen by compute.engine.TorchCompute.served, which owns model seeds.)
+"""
+
+from __future__ import annotations
+
+import random
+
+from gonka_pipelines.protocol.crypto import hash_value
+from gonka_pipelines.protocol.params import Behaviour, EpochParams
+from gonka_pipelines.protocol.records import Host
+
+MinedBatch = tuple[list[int], list[float], float]
+"""(hit nonces, their distances, submission time in sprint seconds) of one batch a host submits."""
+
+
+def mines_honestly(host: Host) -> bool:
+    """Whether the host computes its sprint (fake_hits claims random nonces instead)."""
+    return host.behaviour != Behaviour.FAKE_HITS
+
+
+def skips_recomputation(host: Host) -> bool:
+    """Whether the host, as a validator, votes "valid" without recomputing anything (lazy_validator)."""
+    return host.behaviour == Behaviour.LAZY_VALIDATOR
+
+
+def fake_batches(host: Host, prev_hash: str, params: EpochParams) -> list[MinedBatch]:
+    """fake_hits: claim random nonces as hits without computing; also resend one and send one after the deadline."""
+    sprint = params.sprint
+    rng = random.Random(hash_value(["fake_hits", prev_hash, host.address]))
+    budget = host.capacity * sprint.nonces_per_capacity
+    nonces = sorted(rng.sample(range(budget * 1000), budget))
+    distances = [rng.uniform(0.5 * params.r_target, params.r_target) for _ in nonces]
+    half, late = budget // 2, sprint.duration_seconds + sprint.late_grace_seconds + 1
+    return [(nonces[:half], distances[:half], sprint.duration_seconds / 2),
+            (nonces[half:], distances[half:], sprint.duration_seconds),
+            (nonces[:1], distances[:1], sprint.duration_seconds),
+            ([budget * 1000 + 1], [distances[0]], late)]
