@@ -11,6 +11,7 @@ from gonka_pipelines.chain.store import ChainError, ChainStore
 from gonka_pipelines.defs import jobs
 from gonka_pipelines.defs.partitions import EPOCHS, epochs
 from gonka_pipelines.local.config import read_yaml, validate_config
+from gonka_pipelines.local.inbox import waiting_names
 from gonka_pipelines.local.paths import RESOURCES, DataLayout
 from gonka_pipelines.protocol.params import StrictConfig
 
@@ -70,8 +71,9 @@ def recurring_sprints(context: dg.ScheduleEvaluationContext):
            description="Launch the next epoch when enough tasks wait in the inbox, or when the oldest has waited long enough.")
 def inbox_sensor(context: dg.SensorEvaluationContext):
     config, layout = OPERATIONS.inbox_sensor, DataLayout.from_env()
-    waiting = sorted(layout.inbox.glob("*.json"), key=lambda path: path.stat().st_mtime) if layout.inbox.exists() else []
-    oldest_wait = time.time() - waiting[0].stat().st_mtime if waiting else 0.0
+    # lstat: an entry is judged by collect, never followed here (a dangling link must not crash the sensor)
+    waiting = sorted((layout.inbox / name).lstat().st_mtime for name in waiting_names(layout.inbox))
+    oldest_wait = time.time() - waiting[0] if waiting else 0.0
     if len(waiting) < config.min_pending_tasks and oldest_wait < config.max_wait_seconds:
         return dg.SkipReason(f"{len(waiting)} submissions waiting, the oldest for {oldest_wait:.0f}s "
                              f"(launch at {config.min_pending_tasks}, or once one has waited {config.max_wait_seconds}s)")

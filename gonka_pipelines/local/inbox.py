@@ -1,13 +1,24 @@
-"""The inbox: signed submissions as files, written atomically, named by content hash plus a copy number."""
+"""The inbox: signed submissions as files, written atomically, named by content hash plus a copy number.
+
+Whatever else lands in the folder is read defensively: only regular files, never through a symbolic link, never
+more than a size limit, and never blocking (a FIFO), so no single entry can fail, hang or leak into an epoch. An
+entry that is not a readable submission is still taken, as a rejection with its reason (and its bytes, when it
+has any), so nothing in the inbox is silently skipped.
+"""
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
 from gonka_pipelines.protocol.crypto import sha256_hex
-from gonka_pipelines.protocol.intake import Submission
+from gonka_pipelines.protocol.intake import Rejected, RejectReason, Submission
+
+SUFFIX = ".json"
+ESCAPED_NAME = "name-hex:"
+"""Prefix of the id of a file whose name is not valid UTF-8: the rest is the name's bytes in hex."""
 
 
 def write_submission(inbox: Path, raw: bytes) -> str:
@@ -25,9 +36,9 @@ def write_submission(inbox: Path, raw: bytes) -> str:
         copy = 0
         while True:
             submission_id = digest if copy == 0 else f"{digest}-{copy}"
-            if not (processed / f"{submission_id}.json").exists():
+            if not (processed / f"{submission_id}{SUFFIX}").exists():
                 try:
-                    os.link(temporary, inbox / f"{submission_id}.json")
+                    os.link(temporary, inbox / f"{submission_id}{SUFFIX}")
                     return submission_id
                 except FileExistsError:
                     pass
@@ -36,24 +47,82 @@ def write_submission(inbox: Path, raw: bytes) -> str:
         temporary.unlink()
 
 
-def pending_submissions(inbox: Path) -> list[Submission]:
-    """Every submission file waiting in the inbox, ordered by id."""
-    if not inbox.exists():
+def submission_id_of(name: str) -> str:
+    """The id of an inbox file name: its stem, or an escaped form when the name is not valid UTF-8."""
+    stem = name[: -len(SUFFIX)]
+    try:
+        stem.encode("utf-8")
+    except UnicodeEncodeError:
+        return ESCAPED_NAME + os.fsencode(stem).hex()
+    return stem
+
+
+def file_name_of(submission_id: str) -> str:
+    """The inbox file name of a submission id (the inverse of submission_id_of)."""
+    if submission_id.startswith(ESCAPED_NAME):
+        return os.fsdecode(bytes.fromhex(submission_id[len(ESCAPED_NAME):])) + SUFFIX
+    return submission_id + SUFFIX
+
+
+def waiting_names(inbox: Path) -> list[str]:
+    """Names of the entries waiting in the inbox (whatever their kind), in name order."""
+    if not inbox.is_dir():
         return []
-    names = sorted(name for name in os.listdir(inbox) if name.endswith(".json"))
-    return [Submission(name[: -len(".json")], (inbox / name).read_bytes()) for name in names]
+    return sorted(name for name in os.listdir(inbox) if name.endswith(SUFFIX))
+
+
+def read_entry(inbox: Path, name: str, max_bytes: int) -> Submission:
+    """One inbox entry as a submission, or as an unreadable one that says why; never follows a link or blocks."""
+    submission_id = submission_id_of(name)
+
+    def refused(reason: RejectReason, detail: str, raw: bytes = b"") -> Submission:
+        return Submission(submission_id, raw, Rejected(reason, detail))
+
+    try:
+        descriptor = os.open(inbox / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as error:
+        kind = "a symbolic link (links are never followed)" if os.path.islink(inbox / name) else f"unreadable ({error.strerror})"
+        return refused(RejectReason.NOT_A_FILE, f"the inbox entry is {kind}")
+    mode = os.fstat(descriptor).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(descriptor)
+        return refused(RejectReason.NOT_A_FILE, f"the inbox entry is a {_kind(mode)}, not a regular file")
+    with os.fdopen(descriptor, "rb") as handle:
+        raw = handle.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        return refused(RejectReason.TOO_LARGE, f"larger than {max_bytes} bytes (only the first {max_bytes} are kept)", raw[:max_bytes])
+    if submission_id.startswith(ESCAPED_NAME):
+        return refused(RejectReason.BAD_FILE_NAME, "the file name is not valid UTF-8", raw)
+    return Submission(submission_id, raw)
+
+
+def _kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return kind
+    return "special file"
+
+
+def pending_submissions(inbox: Path, max_bytes: int) -> list[Submission]:
+    """Every entry waiting in the inbox, ordered by name, read safely (see read_entry)."""
+    return [read_entry(inbox, name, max_bytes) for name in waiting_names(inbox)]
 
 
 def archive_submissions(inbox: Path, submission_ids: Iterable[str]) -> int:
-    """Move consumed submissions to inbox/processed once their epoch is final; returns how many moved."""
+    """Move consumed submissions to inbox/processed once their epoch is final, never replacing an archived entry
+    (a second entry of the same name is kept beside it as NAME~N); returns how many moved."""
     processed = inbox / "processed"
     processed.mkdir(parents=True, exist_ok=True)
     moved = 0
     for submission_id in submission_ids:
-        name = f"{submission_id}.json"
-        try:
-            os.rename(inbox / name, processed / name)
-        except FileNotFoundError:
+        name = file_name_of(submission_id)
+        if not os.path.lexists(inbox / name):
             continue
+        target, copy = processed / name, 0
+        while os.path.lexists(target):
+            copy += 1
+            target = processed / f"{name}~{copy}"
+        os.rename(inbox / name, target)
         moved += 1
     return moved

@@ -27,6 +27,25 @@ class RejectReason(enum.StrEnum):
     MAX_TOKENS_OUT_OF_RANGE = "max_tokens_out_of_range"
     PRICE_TOO_LOW = "price_too_low"
     INSUFFICIENT_BALANCE = "insufficient_balance"
+    NOT_A_FILE = "not_a_file"
+    TOO_LARGE = "too_large"
+    BAD_FILE_NAME = "bad_file_name"
+
+
+SUBMISSION_OVERHEAD_BYTES = 4096
+"""A submission's bytes beyond its prompt: field names, key, signature, numbers (about 600 in practice)."""
+JSON_ESCAPE_FACTOR = 6
+"""The most bytes JSON spends on one byte of text (\\u00XX)."""
+
+
+def max_submission_bytes(max_prompt_bytes: int) -> int:
+    """The largest file a well-formed submission under this prompt limit can be: anything larger is refused unread."""
+    return JSON_ESCAPE_FACTOR * max_prompt_bytes + SUBMISSION_OVERHEAD_BYTES
+
+
+def printable(text: str) -> str:
+    """Text any UTF-8 column can store: lone surrogates and other unencodable code points become escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class Rejected(Exception):
@@ -44,8 +63,11 @@ def prompt_token_count(prompt: str) -> int:
 
 @dataclass(frozen=True)
 class Submission:
+    """One inbox entry: its id and bytes, or why it could not be read as a submission at all (kept as a rejection)."""
+
     submission_id: str
     raw: bytes
+    unreadable: Rejected | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +119,14 @@ def parse_submission(raw: bytes) -> tuple[dict[str, Any], str]:
         document = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise Rejected(RejectReason.MALFORMED, f"not JSON ({error})") from error
+    except RecursionError as error:
+        raise Rejected(RejectReason.MALFORMED, "JSON nested too deep") from error
+    except ValueError as error:  # e.g. an integer literal beyond Python's digit limit
+        raise Rejected(RejectReason.MALFORMED, f"not JSON ({printable(str(error))[:200]})") from error
+    try:
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise Rejected(RejectReason.MALFORMED, "text that is not valid Unicode (a lone surrogate escape)") from error
     if not isinstance(document, dict) or not isinstance(document.get("body"), dict):
         raise Rejected(RejectReason.MALFORMED, "expected an object with 'body' and 'signature'")
     body, signature = document["body"], document.get("signature")
@@ -150,6 +180,9 @@ def collect(submissions: list[Submission], context: IntakeContext) -> IntakeResu
     result = IntakeResult()
     parsed: list[tuple[tuple, Submission, dict, str]] = []
     for submission in sorted(submissions, key=lambda s: s.submission_id):
+        if submission.unreadable is not None:
+            result.rejected.append(_rejection(submission, submission.unreadable))
+            continue
         try:
             body, signature = parse_submission(submission.raw)
         except Rejected as rejection:
@@ -169,4 +202,4 @@ def collect(submissions: list[Submission], context: IntakeContext) -> IntakeResu
 
 
 def _rejection(submission: Submission, rejection: Rejected) -> Rejection:
-    return Rejection(submission.submission_id, rejection.reason, rejection.detail, submission.raw)
+    return Rejection(submission.submission_id, rejection.reason, printable(rejection.detail), submission.raw)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.local.failpoints import failpoint
 from gonka_pipelines.local.inbox import archive_submissions, pending_submissions
-from gonka_pipelines.protocol.intake import IntakeContext
+from gonka_pipelines.protocol.intake import IntakeContext, max_submission_bytes
 from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain
 
 
@@ -34,7 +34,7 @@ def intake_context(env: EpochEnvironment, store: ChainStore) -> IntakeContext:
 def run_collect(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> CollectSummary:
     """Open the epoch (replacing a previous attempt) and take the inbox, all in one transaction."""
     epoch, inbox = env.epoch, env.layout.inbox
-    submissions = pending_submissions(inbox)
+    submissions = pending_submissions(inbox, max_submission_bytes(env.params.tasks.max_prompt_bytes))
     with open_chain() as store:
         store.require_writable(epoch)
         leftovers = store.consumed_submissions([s.submission_id for s in submissions], before_epoch=epoch)

@@ -125,3 +125,11 @@ def _home_with_config(home: Path) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text(DAGSTER_YAML.read_text())
     return home
+
+
+def test_sensor_counts_a_dangling_link_without_following_it(chain_env, instance, submit):
+    """A link to nothing named *.json is an inbox entry like any other (collect rejects it); the sensor must not crash."""
+    submit(1)
+    os.symlink(chain_env.inbox / "nowhere", chain_env.inbox / "dangling.json")
+    skipped = inbox_sensor(dg.build_sensor_context(instance=instance))
+    assert isinstance(skipped, dg.SkipReason) and "2 submissions waiting" in skipped.skip_message

@@ -11,7 +11,7 @@ import pytest
 from gonka_pipelines.chain.core import ChainError, FinalizedEpochError
 from gonka_pipelines.chain.invariants import check_epoch_supply
 from gonka_pipelines.chain.verify import verify_chain
-from gonka_pipelines.local.inbox import pending_submissions
+from gonka_pipelines.local.inbox import submission_id_of, waiting_names
 from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.protocol.block import choose_proposer, quorum_reached
 from gonka_pipelines.protocol.crypto import MessageKind, hash_value, verify
@@ -104,7 +104,7 @@ def finalized(tmp_path_factory):
         proposed = store.block(STAGE_EPOCH)
         submissions = store.submission_ids(STAGE_EPOCH)
         before = epoch_snapshot(store, STAGE_EPOCH)
-    pending_before = {s.submission_id for s in pending_submissions(run.layout.inbox)}
+    pending_before = {submission_id_of(name) for name in waiting_names(run.layout.inbox)}
     block_hash = run.run()
     with run.store() as store:
         after = {"head": store.head(), "block": store.block(STAGE_EPOCH), "status": store.epoch_status(STAGE_EPOCH),
@@ -126,7 +126,7 @@ def test_finalizing_changes_only_the_blocks_status_and_archives_the_inbox(finali
     changed = {table for table in before if before[table] != after["snapshot"][table]}
     assert changed == {"blocks", "epochs"}
     assert set(submissions) <= pending_before and submissions, "the epoch's submissions waited in the inbox"
-    pending_after = {s.submission_id for s in pending_submissions(run.layout.inbox)}
+    pending_after = {submission_id_of(name) for name in waiting_names(run.layout.inbox)}
     assert pending_after == pending_before - set(submissions)
     assert all((run.layout.inbox / "processed" / f"{s}.json").exists() for s in submissions)
     assert run.opener.opens == 1 and dict(run.compute.calls) == {}
