@@ -297,7 +297,10 @@ class StoreCore:
         if not rows:
             return None
         row = rows[0]
-        row["header"] = json.loads(row.pop("header_json"))
+        try:
+            row["header"] = json.loads(row.pop("header_json"))
+        except json.JSONDecodeError as error:
+            raise ChainError(f"the stored header (blocks.header_json) is not valid JSON ({error})") from error
         row["signatures"] = self._records(
             "SELECT signer, signature, weight FROM block_signatures WHERE height = ? ORDER BY signer", [height]
         )

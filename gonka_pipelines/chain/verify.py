@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from gonka_pipelines.chain.commitments import epoch_roots
-from gonka_pipelines.chain.store import ChainStore
+from gonka_pipelines.chain.store import ChainError, ChainStore
 from gonka_pipelines.protocol.block import (
     GENESIS_PREV_HASH,
     BlockHeader,
@@ -51,6 +52,15 @@ def _post_state_mismatch(store: ChainStore, height: int) -> str | None:
 
 
 BlockCheck = Callable[..., "Inconsistency | None"]
+HEADER_FIELDS = tuple(field.name for field in dataclasses.fields(BlockHeader))
+
+
+def _header(stored: object) -> tuple[BlockHeader | None, str]:
+    """The stored header as a BlockHeader, or what is wrong with it (a forged header never raises here)."""
+    if not isinstance(stored, dict) or set(stored) != set(HEADER_FIELDS):
+        fields = sorted(stored) if isinstance(stored, dict) else type(stored).__name__
+        return None, f"the header's fields are {fields}, a header has exactly {sorted(HEADER_FIELDS)}"
+    return BlockHeader(**stored), ""
 
 
 def _with_block(check: BlockCheck) -> BlockCheck:
@@ -58,10 +68,16 @@ def _with_block(check: BlockCheck) -> BlockCheck:
 
     @functools.wraps(check)
     def run(store: ChainStore, height: int, *args: str) -> Inconsistency | None:
-        block = store.block(height)
+        try:
+            block = store.block(height)
+        except ChainError as error:
+            return Inconsistency(height, str(error))
         if block is None:
             return Inconsistency(height, "no block at this height")
-        return check(store, height, BlockHeader(**block["header"]), block, *args)
+        header, problem = _header(block["header"])
+        if header is None:
+            return Inconsistency(height, problem)
+        return check(store, height, header, block, *args)
 
     return run
 
@@ -90,7 +106,11 @@ def content_problem(store: ChainStore, height: int, header: BlockHeader, block: 
     epoch = store._records("SELECT params_hash, params_json FROM epochs WHERE epoch = ?", [height])
     if not epoch:
         return problem("its epoch has no parameters row")
-    if header.params_hash != epoch[0]["params_hash"] or header.params_hash != hash_value(json.loads(epoch[0]["params_json"])):
+    try:
+        recorded = json.loads(epoch[0]["params_json"])
+    except json.JSONDecodeError:
+        return problem("the epoch's recorded parameters (epochs.params_json) are not valid JSON")
+    if header.params_hash != epoch[0]["params_hash"] or header.params_hash != hash_value(recorded):
         return problem("parameter hash does not match the epoch's recorded parameters")
     for name, root in epoch_roots(store._connection, height).items():
         if header.roots.get(name) != root:
@@ -181,7 +201,11 @@ def _signature_problem(store: ChainStore, header: BlockHeader, signatures: list[
             return Inconsistency(header.height, f"signature of {signer} claims weight {signature['weight']}, "
                                                 f"its weight in force is {weights.get(signer, 0)}")
     signed = sum(s["weight"] for s in signatures)
-    if not RULE_SETS[store.rules_name(header.height)].quorum_reached(signed, sum(weights.values())):
+    try:
+        rule_set = RULE_SETS[store.rules_name(header.height)]
+    except (ChainError, KeyError, ValueError, TypeError):
+        return Inconsistency(header.height, "the epoch's recorded parameters name no known rule set")
+    if not rule_set.quorum_reached(signed, sum(weights.values())):
         return Inconsistency(header.height, f"signers hold {signed} of {sum(weights.values())} weight, not more than 2/3")
     return None
 

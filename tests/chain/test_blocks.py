@@ -380,6 +380,14 @@ TAMPERING = {
     "account added": (sql("INSERT INTO accounts BY NAME SELECT 'gonka1newcomer' AS address, 'dev-new' AS name, "
                           "'developer' AS kind, ? AS public_key", "ee" * 32), 0, "registry_accounts root"),
     "blocks.prev_hash column": (sql("UPDATE blocks SET prev_hash = ? WHERE height = 2", "99" * 32), 2, "stored previous hash"),
+    "header_json not JSON": (sql("UPDATE blocks SET header_json = '{\"height\": 1,' WHERE height = 1"), 1,
+                             "the stored header (blocks.header_json) is not valid JSON"),
+    "header_json not an object": (sql("UPDATE blocks SET header_json = '[1, 2]' WHERE height = 2"), 2, "a header has exactly"),
+    "header with an extra field": (edit_header(1, rehash=False, extra="forged"), 1, "'extra'"),
+    "header missing a field": (sql("UPDATE blocks SET header_json = json_object('height', 2) WHERE height = 2"), 2,
+                               "the header's fields are ['height']"),
+    "params_json not JSON": (sql("UPDATE epochs SET params_json = 'oops' WHERE epoch = 2"), 2,
+                             "(epochs.params_json) are not valid JSON"),
 }
 
 
@@ -456,6 +464,18 @@ def test_cli_verify_chain_names_the_tampered_block(demo_layout, capsys):
     assert cli.main(["--data-dir", str(demo_layout.root), "verify-chain"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("INCONSISTENT block 2: the tasks root in the header is ")
+
+
+@pytest.mark.parametrize("statement, message", [
+    ("UPDATE blocks SET header_json = 'not json' WHERE height = 1", "INCONSISTENT block 1: the stored header (blocks.header_json)"),
+    ("UPDATE epochs SET params_json = '{' WHERE epoch = 3", "INCONSISTENT block 3: the epoch's recorded parameters"),
+])
+def test_cli_verify_chain_reports_unreadable_json_without_a_traceback(demo_layout, capsys, statement, message):
+    with ChainStore.open(demo_layout.database) as store:
+        store._connection.execute(statement)
+    assert cli.main(["--data-dir", str(demo_layout.root), "verify-chain"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(message) and "Traceback" not in err
 
 
 @pytest.mark.slow
