@@ -39,16 +39,21 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    from gonka_pipelines.local.inbox import write_submission
     from gonka_pipelines.local.keys import load_key
-    from gonka_pipelines.simulation.client import next_nonce, submit_task
+    from gonka_pipelines.protocol.intake import Rejected
+    from gonka_pipelines.simulation.client import checked_submission
 
     layout = _layout(args)
     keypair = load_key(layout.key_file(args.developer))
     with ChainStore.open(layout.database, read_only=True) as store:
-        chain_id = store.chain_id
-        nonce = args.nonce if args.nonce is not None else next_nonce(store.developer_nonces(keypair.address))
-    submission_id = submit_task(layout.inbox, keypair, chain_id, model=args.model, prompt=args.prompt,
-                                max_tokens=args.max_tokens, max_price=args.max_price, nonce=nonce)
+        try:
+            raw, nonce = checked_submission(store, layout.inbox, keypair, model=args.model, prompt=args.prompt,
+                                            max_tokens=args.max_tokens, max_price=args.max_price, nonce=args.nonce)
+        except Rejected as rejection:
+            print(f"error: not submitted, the collector would reject it: {rejection}", file=sys.stderr)
+            return 2
+    submission_id = write_submission(layout.inbox, raw)
     print(f"submitted {submission_id} (nonce {nonce}) to {layout.inbox}")
     return 0
 

@@ -1,12 +1,14 @@
-"""The developer's side of intake: sign a task and drop it in the chain's inbox."""
+"""The developer's side of intake: sign a task, check it as the collector will, and drop it in the chain's inbox."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
 
-from gonka_pipelines.local.inbox import write_submission
+from gonka_pipelines.chain.store import ChainStore
+from gonka_pipelines.local.inbox import read_entry, waiting_names
 from gonka_pipelines.protocol.crypto import KeyPair, MessageKind, canonical_bytes
+from gonka_pipelines.protocol.intake import IntakeContext, Rejected, check_submission, max_submission_bytes, parse_submission
 from gonka_pipelines.protocol.messages import task_body
 
 
@@ -16,13 +18,41 @@ def sign_task(keypair: KeyPair, chain_id: str, *, model: str, prompt: str, max_t
     return canonical_bytes({"body": body, "signature": keypair.sign(chain_id, MessageKind.TASK, body)})
 
 
-def submit_task(inbox: Path, keypair: KeyPair, chain_id: str, *, model: str, prompt: str, max_tokens: int, max_price: int,
-                nonce: int) -> str:
-    """Sign and submit one task; returns the submission id (the inbox file's name)."""
-    return write_submission(inbox, sign_task(keypair, chain_id, model=model, prompt=prompt, max_tokens=max_tokens,
-                                             max_price=max_price, nonce=nonce))
-
-
 def next_nonce(used: Iterable[int]) -> int:
     """The lowest nonce above every nonce this developer has used or has waiting in the inbox."""
     return max(used, default=-1) + 1
+
+
+def waiting_nonces(inbox: Path, developer_key: str, max_bytes: int) -> list[int]:
+    """Nonces of this developer's submissions still waiting in the inbox (entries that do not parse are skipped)."""
+    nonces = []
+    for name in waiting_names(inbox):
+        entry = read_entry(inbox, name, max_bytes)
+        if entry.unreadable is not None:
+            continue
+        try:
+            body, _ = parse_submission(entry.raw)
+        except Rejected:
+            continue
+        if body["developer"] == developer_key:
+            nonces.append(body["nonce"])
+    return nonces
+
+
+def checked_submission(store: ChainStore, inbox: Path, keypair: KeyPair, *, model: str, prompt: str, max_tokens: int,
+                       max_price: int, nonce: int | None = None) -> tuple[bytes, int]:
+    """A signed task for the head's successor and its nonce (by default the next one free, counting submissions still
+    waiting in the inbox), checked as the collector will check it; a task it would reject raises Rejected, unwritten."""
+    epoch, genesis, chain_id = store.head().height + 1, store.genesis(), store.chain_id
+    max_bytes = max_submission_bytes(genesis.tasks.max_prompt_bytes)
+    if nonce is None:
+        nonce = next_nonce([*store.developer_nonces(keypair.address), *waiting_nonces(inbox, keypair.public_key, max_bytes)])
+    raw = sign_task(keypair, chain_id, model=model, prompt=prompt, max_tokens=max_tokens, max_price=max_price, nonce=nonce)
+    body, signature = parse_submission(raw)
+    context = IntakeContext(
+        chain_id=chain_id, developers=store.developer_keys(), balances=store.balances(epoch),
+        used_nonces=store.used_task_nonces(before_epoch=epoch), models=store.served_models(),
+        max_prompt_bytes=genesis.tasks.max_prompt_bytes, max_tokens_limit=genesis.tasks.max_tokens_limit,
+        price_per_token=genesis.tasks.price(epoch))
+    check_submission(body, signature, "", context)
+    return raw, nonce

@@ -1,0 +1,51 @@
+"""`gonka submit`: the next free nonce counts submissions still waiting, and a task the collector would reject is refused
+before anything is written."""
+
+from __future__ import annotations
+
+import pytest
+from support.chains import opened, run_stages
+
+from gonka_pipelines import cli
+from gonka_pipelines.local.inbox import waiting_names
+from gonka_pipelines.local.keys import save_key
+from gonka_pipelines.protocol.crypto import KeyPair
+
+
+def submit(layout, *args: str) -> int:
+    return cli.main(["--data-dir", str(layout.root), "submit", "--developer", "dev-ada", *args])
+
+
+def test_repeated_submits_take_consecutive_nonces_and_are_all_accepted(genesis_layout, capsys):
+    for prompt in ("first", "second", "third"):
+        assert submit(genesis_layout, "--prompt", prompt) == 0
+    out = capsys.readouterr().out
+    assert [line.split("(nonce ")[1].split(")")[0] for line in out.splitlines()] == ["0", "1", "2"]
+    with opened(genesis_layout) as store:
+        summary = run_stages(store, genesis_layout, 1, through="epoch_tasks")["epoch_tasks"]
+    assert (summary.submitted, summary.accepted) == (3, 3)
+    assert submit(genesis_layout, "--prompt", "fourth") == 0
+    assert "(nonce 3)" in capsys.readouterr().out, "accepted nonces count too"
+
+
+@pytest.mark.parametrize("args, reason", [
+    (["--prompt", "x", "--model", "llm-nope"], "unknown_model: model 'llm-nope' is served by no host"),
+    (["--prompt", "x" * 201], "prompt_too_long: prompt is 201 bytes, limit 200"),
+    (["--prompt", "x", "--max-tokens", "33"], "max_tokens_out_of_range: max_tokens 33 not in 1..32"),
+    (["--prompt", "x", "--max-price", "99"], "price_too_low: max_price 99 below the price 100"),
+    (["--prompt", "x", "--nonce", "0", "--max-tokens", "1"], None),
+])
+def test_a_task_the_collector_would_reject_is_never_written(genesis_layout, capsys, args, reason):
+    code = submit(genesis_layout, *args)
+    if reason is None:
+        assert code == 0 and len(waiting_names(genesis_layout.inbox)) == 1
+        return
+    assert code == 2 and waiting_names(genesis_layout.inbox) == []
+    assert capsys.readouterr().err == f"error: not submitted, the collector would reject it: {reason}\n"
+
+
+def test_a_key_without_an_account_is_refused(genesis_layout, capsys):
+    save_key(genesis_layout.key_file("dev-stranger"), KeyPair.derive("x", "dev-stranger", "y"))
+    code = cli.main(["--data-dir", str(genesis_layout.root), "submit", "--developer", "dev-stranger", "--prompt", "hi"])
+    assert code == 2 and waiting_names(genesis_layout.inbox) == []
+    assert "unknown_account: no developer account for key" in capsys.readouterr().err
