@@ -4,12 +4,13 @@ before anything is written."""
 from __future__ import annotations
 
 import pytest
-from support.chains import opened, run_stages
 
 from gonka_pipelines import cli
 from gonka_pipelines.local.inbox import waiting_names
 from gonka_pipelines.local.keys import save_key
 from gonka_pipelines.protocol.crypto import KeyPair
+
+from support.chains import opened, run_stages
 
 
 def submit(layout, *args: str) -> int:
