@@ -16,9 +16,17 @@ STAGE = "collect"
 
 class IntakeRows(StoreCore):
     def open_epoch(self, params: EpochParams) -> None:
-        """Open (or reopen) the head's successor under params and clear a previous attempt's intake."""
+        """Open (or reopen) the head's successor under params, clearing every row a previous attempt of it wrote in any
+        stage: a re-run starts from intake, so nothing an interrupted attempt did (its refunds, say) may count."""
         self._open_epoch(params, hash_value(params.as_dict()))
-        self._replace_epoch_rows(params.epoch, ["tasks", "rejected_tasks", "submissions"], stage=STAGE)
+        self._replace_epoch_rows(params.epoch, self._epoch_tables())
+
+    def _epoch_tables(self) -> list[str]:
+        """Every table whose rows belong to one epoch (an `epoch` column), but the epoch itself and its run claim."""
+        return [table for (table,) in self._query(
+            """SELECT c.table_name FROM information_schema.columns c
+               JOIN information_schema.tables t ON t.table_name = c.table_name AND t.table_type = 'BASE TABLE'
+               WHERE c.column_name = 'epoch' AND c.table_name NOT IN ('epochs', 'epoch_runs') ORDER BY 1""")]
 
     def used_task_nonces(self, before_epoch: int) -> set[tuple[str, int]]:
         """(developer, nonce) of every task accepted before the epoch."""
