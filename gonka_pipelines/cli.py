@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -73,6 +75,11 @@ def _run_epochs(layout: DataLayout, count: int) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     return _run_epochs(_layout(args), args.epochs)
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    """SIGTERM stops a run as Ctrl-C does: the open transaction rolls back and the chain stays as it was."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -191,11 +198,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
         return args.handler(args)
+    except KeyboardInterrupt as interruption:
+        print(f"interrupted ({interruption or 'SIGINT'}): the chain is as it was before the interrupted epoch's last write; "
+              "`gonka run` takes the epoch up again", file=sys.stderr)
+        return 130
     except (ChainError, ConfigError, FileNotFoundError, PermissionError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

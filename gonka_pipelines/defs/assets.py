@@ -5,6 +5,7 @@ import dagster as dg
 from gonka_pipelines.defs.metadata import RENDER
 from gonka_pipelines.defs.partitions import EPOCHS, epochs
 from gonka_pipelines.defs.resources import ChainResource, ComputeResource
+from gonka_pipelines.local.failpoints import failpoint
 from gonka_pipelines.stages.registry import BY_NAME, STAGES, Stage
 
 OWNERS = {"intake": "team:gonka-core", "sprint": "team:gonka-sprint", "inference": "team:gonka-inference",
@@ -20,6 +21,7 @@ def stage_asset(stage: Stage, previous: Stage | None) -> dg.AssetsDefinition:
     def materialize(context: dg.AssetExecutionContext, chain: ChainResource, compute: ComputeResource) -> dg.MaterializeResult:
         env = compute.environment(context, chain)
         result = BY_NAME[stage.name].run(env, chain.store, context.log.info)
+        failpoint(f"asset.{stage.name}.done")  # tests kill the run here, between one asset and the next
         with chain.store(read_only=True) as store:
             metadata = RENDER[stage.name](env, store, result)
         if stage is STAGES[-1]:

@@ -10,13 +10,13 @@ from pydantic import Field
 from gonka_pipelines.chain.store import ChainError, ChainStore
 from gonka_pipelines.defs import jobs
 from gonka_pipelines.defs.partitions import EPOCHS, epochs
+from gonka_pipelines.defs.runs import IN_PROGRESS, reap_dead_runs
 from gonka_pipelines.local.config import read_yaml, validate_config
 from gonka_pipelines.local.inbox import waiting_names
 from gonka_pipelines.local.paths import RESOURCES, DataLayout
 from gonka_pipelines.protocol.params import StrictConfig
 
 OPERATIONS_FILE = RESOURCES / "operations.yaml"
-IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
 
 class ScheduleConfig(StrictConfig):
@@ -45,6 +45,7 @@ OPERATIONS = load_operations()
 def next_epoch_request(instance: dg.DagsterInstance, layout: DataLayout, reason: str) -> dg.RunRequest | dg.SkipReason:
     """A run request for the head's successor, or why not: a run already queued or running (any job: asset
     materializations launched from the graph write the chain too), or no chain yet."""
+    reap_dead_runs(instance)
     running = instance.get_runs(dg.RunsFilter(statuses=IN_PROGRESS), limit=1)
     if running:
         return dg.SkipReason(f"run {running[0].run_id[:8]} ({running[0].job_name}, partition "

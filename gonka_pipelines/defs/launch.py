@@ -47,12 +47,15 @@ def run_next_epoch(layout: DataLayout, instance: dg.DagsterInstance, log_level: 
     from gonka_pipelines.definitions import defs
     from gonka_pipelines.defs.partitions import EPOCHS
     from gonka_pipelines.defs.resources import ChainResource
+    from gonka_pipelines.defs.runs import PROCESS_TAG, reap_dead_runs, this_process
 
+    reap_dead_runs(instance)  # a killed run must not hold the chain pool or the epoch
     with ChainStore.open(layout.database, read_only=True) as store:
         epoch = store.head().height + 1
     instance.add_dynamic_partitions(EPOCHS, [str(epoch)])
     result = defs.resolve_job_def("epoch").execute_in_process(
         instance=instance, partition_key=str(epoch), resources={"chain": ChainResource(data_dir=str(layout.root))},
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}}, raise_on_error=False,
+        tags={PROCESS_TAG: this_process()},
     )
     return EpochRun(epoch, result.run_id, result.success)

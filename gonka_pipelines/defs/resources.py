@@ -10,14 +10,9 @@ import dagster as dg
 
 from gonka_pipelines.chain.store import ChainError, ChainStore
 from gonka_pipelines.defs.partitions import epoch_of
+from gonka_pipelines.defs.runs import record_process, run_active
 from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.stages.environment import EpochEnvironment, build_environment
-
-
-def run_active(instance: dg.DagsterInstance, run_id: str) -> bool:
-    """Whether a run is still queued or running (a finished, failed or vanished run holds nothing)."""
-    run = instance.get_run_by_id(run_id)
-    return run is not None and not run.is_finished
 
 
 class ChainResource(dg.ConfigurableResource):
@@ -42,6 +37,7 @@ class ChainResource(dg.ConfigurableResource):
         work, with a message saying what to launch instead.
         """
         epoch = epoch_of(context)
+        record_process(context.instance, context.run_id)
         with self.store() as store:
             try:
                 store.claim_epoch(epoch, context.run_id, lambda run_id: run_active(context.instance, run_id))

@@ -133,3 +133,21 @@ def test_sensor_counts_a_dangling_link_without_following_it(chain_env, instance,
     os.symlink(chain_env.inbox / "nowhere", chain_env.inbox / "dangling.json")
     skipped = inbox_sensor(dg.build_sensor_context(instance=instance))
     assert isinstance(skipped, dg.SkipReason) and "2 submissions waiting" in skipped.skip_message
+
+
+def test_a_run_whose_process_is_gone_is_marked_failed_and_the_schedule_goes_on(chain_env, instance):
+    """A run left STARTED by a killed process (its recorded pid no longer exists) does not make the automations skip."""
+    import socket
+
+    from gonka_pipelines.defs.runs import PROCESS_TAG, this_process
+
+    gone = create_run_for_test(instance, job_name=epoch_job.name, status=dg.DagsterRunStatus.STARTED,
+                               tags={"dagster/partition": "1", PROCESS_TAG: f"{socket.gethostname()}:999999999:1"})
+    alive = this_process()
+    request = recurring_sprints(dg.build_schedule_context(instance=instance))
+    assert isinstance(request, dg.RunRequest) and request.partition_key == "1"
+    assert instance.get_run_by_id(gone.run_id).status == dg.DagsterRunStatus.FAILURE
+    create_run_for_test(instance, job_name=epoch_job.name, status=dg.DagsterRunStatus.STARTED,
+                        tags={"dagster/partition": "1", PROCESS_TAG: alive})
+    assert isinstance(recurring_sprints(dg.build_schedule_context(instance=instance)), dg.SkipReason), \
+        "a run whose process lives still holds the chain"
