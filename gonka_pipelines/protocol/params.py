@@ -5,11 +5,16 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
 from gonka_pipelines.protocol.crypto import hash_value
+
+MAX_INT64 = 2**63 - 1
+"""The largest amount or count a chain column (BIGINT) holds."""
+Int64 = Annotated[int, Strict(), Field(le=MAX_INT64)]
+"""An integer as the chain stores it: never coerced from true or '32', never beyond 2**63 - 1."""
 
 
 class StrictConfig(BaseModel):
@@ -20,13 +25,13 @@ class StrictConfig(BaseModel):
 
 class TokenParams(StrictConfig):
     denom: str
-    base_units: int = Field(gt=0)
+    base_units: Int64 = Field(gt=0)
 
 
 class EmissionParams(StrictConfig):
-    initial_reward: int = Field(ge=0, description="R0 in base units")
+    initial_reward: Int64 = Field(ge=0, description="R0 in base units")
     decay_rate: float = Field(ge=0)
-    supply_cap: int = Field(ge=0, description="most base units ever minted")
+    supply_cap: Int64 = Field(ge=0, description="most base units ever minted")
 
 
 class SprintParams(StrictConfig):
@@ -35,24 +40,24 @@ class SprintParams(StrictConfig):
     duration_seconds: float = Field(gt=0, description="sprint length: wall clock in real mode, virtual in simulation")
     late_grace_seconds: float = Field(ge=0, description="batches later than duration + grace are refused")
     wanted_hit_rate: float = Field(gt=0, lt=1)
-    nonces_per_capacity: int = Field(gt=0)
-    validation_sample: int = Field(gt=0)
+    nonces_per_capacity: Int64 = Field(gt=0)
+    validation_sample: Int64 = Field(gt=0)
     mismatch_probability: float = Field(gt=0, lt=1)
     fraud_threshold: float = Field(gt=0, lt=1)
     power_cap: float = Field(gt=0, le=1)
-    collateral_grace_epochs: int = Field(ge=0)
+    collateral_grace_epochs: Int64 = Field(ge=0)
     collateral_base_fraction: float = Field(ge=0, le=1, description="share of a weight that needs no collateral after the grace")
-    price_per_weight_unit: int = Field(gt=0)
+    price_per_weight_unit: Int64 = Field(gt=0)
     small_network_caps: tuple[float, ...] = Field(description="power-cap floor for networks of 1, 2, 3, ... hosts")
-    genesis_weight: int = Field(gt=0, description="weight of every genesis host (epoch 0 has no sprint)")
+    genesis_weight: Int64 = Field(gt=0, description="weight of every genesis host (epoch 0 has no sprint)")
 
 
 class TaskParams(StrictConfig):
-    max_prompt_bytes: int = Field(gt=0)
-    max_tokens_limit: int = Field(gt=0)
-    price_per_token: int = Field(ge=0)
-    free_epochs: int = Field(ge=0)
-    tasks_per_capacity: int = Field(gt=0)
+    max_prompt_bytes: Int64 = Field(gt=0)
+    max_tokens_limit: Int64 = Field(gt=0)
+    price_per_token: Int64 = Field(ge=0)
+    free_epochs: Int64 = Field(ge=0)
+    tasks_per_capacity: Int64 = Field(gt=0)
 
     def price(self, epoch: int) -> int:
         """Per-token price in an epoch: zero during the free period."""
@@ -62,7 +67,7 @@ class TaskParams(StrictConfig):
 class ValidationParams(StrictConfig):
     false_positive_rate: float = Field(gt=0, lt=1)
     similarity_threshold: float = Field(gt=0, le=1)
-    ramping_tasks: int = Field(ge=0)
+    ramping_tasks: Int64 = Field(ge=0)
     invalid_streak_probability: float = Field(gt=0, lt=1)
     invalid_slash_fraction: float = Field(ge=0, le=1)
     miss_slash_fraction: float = Field(ge=0, le=1)
@@ -71,14 +76,14 @@ class ValidationParams(StrictConfig):
     invalidation_quorum: float = Field(gt=0, le=1, description="share of all weight whose invalid votes invalidate a task")
     tie_tolerance: float = Field(ge=0, description="an executor token this close to the validator's best log-prob is the same choice")
     logprob_epsilon: float = Field(gt=0, description="keeps the log-prob distance finite where both are 0")
-    min_normalising_positions: int = Field(gt=0, description="the log-prob distance divides by at least this many positions")
+    min_normalising_positions: Int64 = Field(gt=0, description="the log-prob distance divides by at least this many positions")
     min_avg_traffic: tuple[float, float, float] = Field(description="minAvg breakpoints: traffic T")
     min_avg_values: tuple[float, float, float] = Field(description="minAvg breakpoints: the validation rate at each T")
 
 
 class RewardParams(StrictConfig):
-    vesting_epochs: int = Field(gt=0)
-    epochs_to_full_reputation: int = Field(gt=0)
+    vesting_epochs: Int64 = Field(gt=0)
+    epochs_to_full_reputation: Int64 = Field(gt=0)
     miss_rate_cutoff: float = Field(ge=0, lt=1, description="epochs missing more than this share of tasks lower reputation")
 
 
@@ -89,7 +94,7 @@ class GenesisParams(StrictConfig):
     rules: str = Field(min_length=1, description="the named rule set the chain's epochs run (protocol/rules.py)")
     chain_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
     genesis_time: datetime
-    epoch_seconds: int = Field(gt=0)
+    epoch_seconds: Int64 = Field(gt=0)
     token: TokenParams
     emission: EmissionParams
     sprint: SprintParams
@@ -113,8 +118,8 @@ class GenesisParams(StrictConfig):
 class EpochParams(GenesisParams):
     """What one epoch runs under: the genesis profile plus what is derived for the epoch; its hash is in the header."""
 
-    epoch: int = Field(ge=0)
-    price_per_token: int = Field(ge=0, description="the genesis price, or zero during the free epochs")
+    epoch: Int64 = Field(ge=0)
+    price_per_token: Int64 = Field(ge=0, description="the genesis price, or zero during the free epochs")
     r_target: float = Field(gt=0, description="sprint hit radius, calibrated from the model's vocab and the wanted hit rate")
 
     @classmethod
@@ -134,16 +139,16 @@ class Behaviour(enum.StrEnum):
 class HostConfig(StrictConfig):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
     key: Path | None = None
-    capacity: int = Field(gt=0)
+    capacity: int = Field(strict=True, gt=0, le=2**31 - 1, description="stored as INTEGER")
     models: tuple[str, ...] = Field(min_length=1)
     behaviour: Behaviour = Behaviour.HONEST
-    collateral: int = Field(default=0, ge=0)
+    collateral: Int64 = Field(default=0, ge=0)
 
 
 class DeveloperConfig(StrictConfig):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
     key: Path | None = None
-    balance: int = Field(ge=0)
+    balance: Int64 = Field(ge=0)
 
 
 class NetworkConfig(StrictConfig):

@@ -3,22 +3,61 @@
 from __future__ import annotations
 
 from gonka_pipelines.chain.store import ChainError, ChainStore, Head
+from gonka_pipelines.compute.profiles import load_profile
+from gonka_pipelines.local.config import ConfigError
 from gonka_pipelines.local.keys import load_identities
 from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.protocol.block import GENESIS_PREV_HASH, BlockHeader
 from gonka_pipelines.protocol.crypto import MessageKind
 from gonka_pipelines.protocol.host_status import HostStatus
-from gonka_pipelines.protocol.params import GenesisParams, NetworkConfig
+from gonka_pipelines.protocol.params import MAX_INT64, GenesisParams, NetworkConfig
 from gonka_pipelines.protocol.rules import rules_for
 from gonka_pipelines.stages.environment import epoch_parameters
 
 
+def check_runnable(params: GenesisParams, network: NetworkConfig) -> None:
+    """Refuse, before anything is written, a configuration whose epochs could not run: models that do not exist or do not
+    fit their role, task limits beyond a served model's context, amounts beyond the chain's integers, or a sprint
+    budget in which no host can expect a hit. The ConfigError names the field."""
+    def refuse(field: str, problem: str) -> ConfigError:
+        return ConfigError(f"genesis profile {params.profile!r}: field '{field}': {problem}")
+
+    try:
+        sprint_model = load_profile(params.sprint.model)
+    except ValueError as error:
+        raise refuse("sprint.model", str(error)) from error
+    if sprint_model.kind != "poc":
+        raise refuse("sprint.model", f"{sprint_model.name} is a {sprint_model.kind} model, the sprint needs a poc model")
+    context = params.tasks.max_prompt_bytes + 1 + params.tasks.max_tokens_limit  # the prompt's bytes, BOS, the output
+    for host in network.hosts:
+        for model in host.models:
+            try:
+                served = load_profile(model)
+            except ValueError as error:
+                raise ConfigError(f"network: host {host.name!r} serves {model!r}: {error}") from error
+            if served.kind != "llm":
+                raise ConfigError(f"network: host {host.name!r} serves {model!r}, a {served.kind} model, not a language model")
+            if context > served.seq_len:
+                raise refuse("tasks.max_prompt_bytes", f"max_prompt_bytes {params.tasks.max_prompt_bytes} + BOS + max_tokens_limit "
+                                                       f"{params.tasks.max_tokens_limit} exceed {model}'s context of {served.seq_len}")
+    if (params.tasks.max_prompt_bytes + params.tasks.max_tokens_limit) * params.tasks.price_per_token > MAX_INT64:
+        raise refuse("tasks.price_per_token", "the largest task's escrow exceeds the chain's integers (2**63 - 1)")
+    if network.genesis_supply > MAX_INT64 or params.emission.supply_cap > MAX_INT64 - network.genesis_supply:
+        raise refuse("emission.supply_cap", "genesis supply plus everything that may be minted exceeds 2**63 - 1")
+    budget = max(host.capacity for host in network.hosts) * params.sprint.nonces_per_capacity
+    if params.sprint.mode == "simulation" and budget * params.sprint.wanted_hit_rate < 1:
+        raise refuse("sprint.nonces_per_capacity", f"the largest host mines {budget} nonces at a hit rate of "
+                                                   f"{params.sprint.wanted_hit_rate}: no host can expect a hit, so none wins weight")
+
+
 def init_chain(store: ChainStore, layout: DataLayout, params: GenesisParams, network: NetworkConfig) -> Head:
-    """Create block 0 once; calling it again on the same chain is a no-op, on another chain an error."""
+    """Create block 0 once; calling it again on the same chain is a no-op, on another chain an error. A configuration
+    whose epochs could not run is refused first (check_runnable)."""
     if store.initialized:
         if store.chain_id != params.chain_id:
             raise ChainError(f"{layout.database} already holds chain {store.chain_id!r}; use another data dir for {params.chain_id!r}")
         return store.head()
+    check_runnable(params, network)
     identities = load_identities(layout, network, params.chain_id)
     hosts = {identities[h.name].address: (h, identities[h.name]) for h in network.hosts}
     developers = {identities[d.name].address: (d, identities[d.name]) for d in network.developers}
