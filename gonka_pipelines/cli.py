@@ -94,9 +94,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"submitted {sum(kinds.values())} tasks: {dict(sorted(kinds.items()))}")
         if _run_epochs(layout, 1):
             return 1
+    from gonka_pipelines.defs.launch import recorded_block_hashes
+
+    anchors = recorded_block_hashes(layout) or {}
     with ChainStore.open(layout.database, read_only=True) as store:
         _print_summary(store)
-        report = verify_chain(store)
+        report = verify_chain(store, anchors)
     print(f"verify-chain: {report.blocks_verified} blocks verified" if report.first_problem is None else f"verify-chain: {report.first_problem}")
     return 0 if report.first_problem is None else 1
 
@@ -121,12 +124,25 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    with ChainStore.open(_layout(args).database, read_only=True) as store:
-        report = verify_chain(store)
+    from gonka_pipelines.defs.launch import recorded_block_hashes
+
+    layout = _layout(args)
+    anchors = {} if args.no_dagster else (recorded_block_hashes(layout) or {})
+    with ChainStore.open(layout.database, read_only=True) as store:
+        if args.expect_head:
+            height = store.height_of(args.expect_head)
+            if height is None:
+                print(f"INCONSISTENT no finalized block has hash {args.expect_head[:12]}…: the chain was cut short or rewritten",
+                      file=sys.stderr)
+                return 1
+            anchors[height] = args.expect_head
+        report = verify_chain(store, anchors)
+        head_hash = store.head().hash if report.first_problem is None else ""
     if report.first_problem is not None:
         print(f"INCONSISTENT {report.first_problem}", file=sys.stderr)
         return 1
-    print(f"ok: {report.blocks_verified} blocks verified, head {report.head}")
+    pinned = f"; matches {len(anchors)} block hash(es) kept outside the database" if anchors else ""
+    print(f"ok: {report.blocks_verified} blocks verified, head {report.head} {head_hash}{pinned}")
     return 0
 
 
@@ -181,7 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=cmd_demo)
 
     commands.add_parser("summary", help="one line per finalized block").set_defaults(handler=cmd_summary)
-    commands.add_parser("verify-chain", help="re-derive every hash, root and signature").set_defaults(handler=cmd_verify)
+    verify = commands.add_parser("verify-chain", help="re-derive every hash, root and signature; compare with the block "
+                                                      "hashes kept outside the database")
+    verify.add_argument("--expect-head", metavar="HASH",
+                        help="a block hash (12 or more hex digits) you kept: the chain must still hold it, finalized")
+    verify.add_argument("--no-dagster", action="store_true",
+                        help="do not compare with the block hashes the Dagster instance recorded")
+    verify.set_defaults(handler=cmd_verify)
 
     explain = commands.add_parser("explain", help="why HOST was paid what it was paid in EPOCH, amount by amount")
     explain.add_argument("host", help="host name (e.g. host-alpha) or address")

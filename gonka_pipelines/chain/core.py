@@ -313,6 +313,15 @@ class StoreCore:
             raise ChainError(f"no block at height {height}")
         return block_hash
 
+    def height_of(self, block_hash: str) -> int | None:
+        """The height of the finalized block whose hash starts with block_hash (12 hex digits at least)."""
+        if len(block_hash) < 12 or any(c not in "0123456789abcdef" for c in block_hash):
+            raise ChainError(f"{block_hash!r} is not a block hash (12 or more lowercase hex digits)")
+        rows = self._query("SELECT height FROM blocks WHERE status = ? AND starts_with(hash, ?)", [FINALIZED, block_hash])
+        if len(rows) > 1:
+            raise ChainError(f"{block_hash!r} is the start of {len(rows)} block hashes; give more digits")
+        return rows[0][0] if rows else None
+
     def finalized_heights(self) -> list[int]:
         return [height for (height,) in self._query("SELECT height FROM blocks WHERE status = ? ORDER BY height", [FINALIZED])]
 

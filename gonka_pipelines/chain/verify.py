@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from gonka_pipelines.chain.commitments import epoch_roots
@@ -217,8 +217,10 @@ class ChainReport:
     first_problem: Inconsistency | None
 
 
-def verify_chain(store: ChainStore) -> ChainReport:
-    """Walk the finalized blocks from genesis, stopping at the first inconsistency."""
+def verify_chain(store: ChainStore, anchors: Mapping[int, str] | None = None) -> ChainReport:
+    """Walk the finalized blocks from genesis, stopping at the first inconsistency. Anchors are block hashes known from
+    outside the database (an auditor's pinned head, the hashes Dagster recorded): a missing or different block at an
+    anchored height is reported, so a chain cut short or rewritten under its own hashes cannot verify."""
     heights = store.finalized_heights()
     prev_hash = GENESIS_PREV_HASH
     for index, height in enumerate(heights):
@@ -227,4 +229,13 @@ def verify_chain(store: ChainStore) -> ChainReport:
         if problem := verify_block(store, height, prev_hash):
             return ChainReport(index, heights[-1], problem)
         prev_hash = store.block_hash(height)
-    return ChainReport(len(heights), heights[-1] if heights else -1, None)
+    head = heights[-1] if heights else -1
+    for height, expected in sorted((anchors or {}).items()):
+        if height > head:
+            return ChainReport(len(heights), head, Inconsistency(
+                height, f"missing: the anchor says block {height} is {_short(expected)}, but the chain's finalized head is "
+                        f"block {head}: it was cut short"))
+        if not store.block_hash(height).startswith(expected):
+            return ChainReport(len(heights), head, Inconsistency(
+                height, f"is {_short(store.block_hash(height))}, but the anchor says {_short(expected)}: it was replaced"))
+    return ChainReport(len(heights), head, None)

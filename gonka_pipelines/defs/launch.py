@@ -24,6 +24,26 @@ def dagster_home(layout: DataLayout) -> Path:
     return home
 
 
+def recorded_block_hashes(layout: DataLayout) -> dict[int, str] | None:
+    """The block hash Dagster recorded for each finalized height (the `block` asset's metadata), or None when this
+    chain has no Dagster instance yet. Kept outside the chain database, they anchor it against truncation."""
+    home = Path(os.environ.get("DAGSTER_HOME") or layout.root / "dagster_home").resolve()
+    if not (home / "dagster.yaml").exists():
+        return None
+    hashes: dict[int, str] = {}
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        cursor = None
+        while True:
+            page = instance.fetch_materializations(dg.AssetKey("block"), limit=10_000, cursor=cursor, ascending=True)
+            for record in page.records:
+                materialization = record.asset_materialization
+                if materialization is not None and materialization.partition and "block_hash" in materialization.metadata:
+                    hashes[int(materialization.partition)] = str(materialization.metadata["block_hash"].value)
+            if not page.has_more:
+                return hashes
+            cursor = page.cursor
+
+
 def dagster_instance(layout: DataLayout) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(dagster_home(layout)))
 
