@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 from gonka_pipelines.chain.core import FINALIZED, StoreCore
 from gonka_pipelines.protocol.crypto import hash_value
-from gonka_pipelines.protocol.intake import IntakeResult
-from gonka_pipelines.protocol.params import EpochParams
+from gonka_pipelines.protocol.intake import IntakeContext, IntakeResult
+from gonka_pipelines.protocol.params import EpochParams, TaskParams
 from gonka_pipelines.protocol.records import SubmissionOutcome, TransferKind
 
 STAGE = "collect"
@@ -27,6 +27,18 @@ class IntakeRows(StoreCore):
             """SELECT c.table_name FROM information_schema.columns c
                JOIN information_schema.tables t ON t.table_name = c.table_name AND t.table_type = 'BASE TABLE'
                WHERE c.column_name = 'epoch' AND c.table_name NOT IN ('epochs', 'epoch_runs') ORDER BY 1""")]
+
+    def intake_context(self, epoch: int, tasks: TaskParams, price_per_token: int) -> IntakeContext:
+        """What intake's checks need for an epoch, read from the chain as it stands before the epoch's intake (the
+        collector's and `gonka submit`'s view alike)."""
+        return IntakeContext(
+            chain_id=self.chain_id, developers=self.developer_keys(), balances=self.balances(epoch),
+            used_nonces=self.used_task_nonces(before_epoch=epoch), models=self.served_models(),
+            max_prompt_bytes=tasks.max_prompt_bytes, max_tokens_limit=tasks.max_tokens_limit, price_per_token=price_per_token)
+
+    def developer_keys(self) -> dict[str, str]:
+        """Developer addresses by public key."""
+        return dict(self._query("SELECT public_key, address FROM accounts WHERE kind = 'developer'"))
 
     def used_task_nonces(self, before_epoch: int) -> set[tuple[str, int]]:
         """(developer, nonce) of every task accepted before the epoch."""

@@ -39,10 +39,6 @@ class RegistryRows(StoreCore):
         """Name of every account (hosts and developers) by address."""
         return dict(self._query("SELECT address, name FROM accounts ORDER BY address"))
 
-    def developer_keys(self) -> dict[str, str]:
-        """Developer addresses by public key."""
-        return dict(self._query("SELECT public_key, address FROM accounts WHERE kind = 'developer'"))
-
     def resolve_host(self, host: str) -> tuple[str, str]:
         """(name, address) of a host given by name or address; an unknown one is an error listing the hosts."""
         row = self._query("SELECT name, address FROM hosts WHERE name = ? OR address = ?", [host, host])

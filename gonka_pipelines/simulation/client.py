@@ -8,7 +8,7 @@ from pathlib import Path
 from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.local.inbox import read_entry, waiting_names
 from gonka_pipelines.protocol.crypto import KeyPair, MessageKind, canonical_bytes
-from gonka_pipelines.protocol.intake import IntakeContext, Rejected, check_submission, max_submission_bytes, parse_submission
+from gonka_pipelines.protocol.intake import Rejected, check_submission, max_submission_bytes, parse_submission
 from gonka_pipelines.protocol.messages import task_body
 
 
@@ -49,10 +49,5 @@ def checked_submission(store: ChainStore, inbox: Path, keypair: KeyPair, *, mode
         nonce = next_nonce([*store.developer_nonces(keypair.address), *waiting_nonces(inbox, keypair.public_key, max_bytes)])
     raw = sign_task(keypair, chain_id, model=model, prompt=prompt, max_tokens=max_tokens, max_price=max_price, nonce=nonce)
     body, signature = parse_submission(raw)
-    context = IntakeContext(
-        chain_id=chain_id, developers=store.developer_keys(), balances=store.balances(epoch),
-        used_nonces=store.used_task_nonces(before_epoch=epoch), models=store.served_models(),
-        max_prompt_bytes=genesis.tasks.max_prompt_bytes, max_tokens_limit=genesis.tasks.max_tokens_limit,
-        price_per_token=genesis.tasks.price(epoch))
-    check_submission(body, signature, "", context)
+    check_submission(body, signature, "", store.intake_context(epoch, genesis.tasks, genesis.tasks.price(epoch)))
     return raw, nonce
