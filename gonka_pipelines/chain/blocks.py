@@ -18,9 +18,10 @@ class BlockRows(StoreCore):
                FROM rewards r JOIN host_epochs h USING (epoch, address) WHERE r.epoch = ? ORDER BY r.address""", [epoch])
 
     def write_post_state(self, epoch: int, host_rows: Sequence[dict[str, Any]]) -> None:
-        """Accounts = previous state + the epoch's transfers; hosts as given."""
-        self.require_writable(epoch)
-        self._write_post_state(epoch, host_rows)
+        """Accounts = previous state + the epoch's transfers; hosts as given (refused for an epoch that is not writable)."""
+        self._replace_epoch_rows(epoch, ["account_states", "host_states"])
+        self._insert("account_states", [{"epoch": epoch, **row} for row in self.running_accounts(epoch)])
+        self._insert("host_states", [{"epoch": epoch, **row} for row in host_rows])
 
     def epoch_roots(self, epoch: int) -> dict[str, str]:
         """The Merkle root of every commitment over the epoch's rows as they stand."""

@@ -273,12 +273,6 @@ class StoreCore:
             "SELECT coalesce(sum(minted), 0), coalesce(sum(burned), 0) FROM emissions WHERE epoch <= ?", [through_epoch])[0]
         return int(minted), int(burned)
 
-    def _write_post_state(self, epoch: int, host_rows: Sequence[dict[str, Any]]) -> None:
-        """Post-state of an epoch: accounts = previous state + the epoch's transfers; hosts as given."""
-        self._replace_epoch_rows(epoch, ["account_states", "host_states"])
-        self._insert("account_states", [{"epoch": epoch, **row} for row in self.running_accounts(epoch)])
-        self._insert("host_states", [{"epoch": epoch, **row} for row in host_rows])
-
     # -- blocks ---------------------------------------------------------------------------------
 
     def _save_block(self, header: dict[str, Any], block_hash: str, signatures: Sequence[dict[str, Any]], status: str) -> None:

@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from gonka_pipelines.chain.core import ChainError, StoreCore
+from gonka_pipelines.chain.core import FINALIZED, ChainError, StoreCore
 from gonka_pipelines.protocol.params import Behaviour, GenesisParams
 from gonka_pipelines.protocol.records import Host
 
@@ -22,12 +22,12 @@ class RegistryRows(StoreCore):
             "genesis_supply": str(genesis_supply)}.items()])
         self._insert("accounts", accounts)
         self._insert("hosts", hosts)
-        self._insert("epochs", [{"epoch": 0, "status": "finalized", "params_hash": params.params_hash, "params_json": params_json}])
+        self._insert("epochs", [{"epoch": 0, "status": FINALIZED, "params_hash": params.params_hash, "params_json": params_json}])
         self._insert("account_states", [{"epoch": 0, **row} for row in account_states])
         self._insert("host_states", [{"epoch": 0, **row} for row in host_states])
 
     def save_genesis_block(self, header: dict[str, Any], block_hash: str, signatures: Sequence[dict[str, Any]]) -> None:
-        self._save_block(header, block_hash, signatures, "finalized")
+        self._save_block(header, block_hash, signatures, FINALIZED)
 
     def hosts(self) -> list[Host]:
         """Every registered host, in address order."""

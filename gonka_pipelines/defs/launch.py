@@ -15,9 +15,14 @@ from gonka_pipelines.local.paths import RESOURCES, DataLayout
 DAGSTER_YAML = RESOURCES / "dagster.yaml"
 
 
+def dagster_home_path(layout: DataLayout) -> Path:
+    """$DAGSTER_HOME, else data/dagster_home (whether or not it exists yet)."""
+    return Path(os.environ.get("DAGSTER_HOME") or layout.root / "dagster_home").resolve()
+
+
 def dagster_home(layout: DataLayout) -> Path:
-    """$DAGSTER_HOME, else data/dagster_home; the project's dagster.yaml is installed there when missing."""
-    home = Path(os.environ.get("DAGSTER_HOME") or layout.root / "dagster_home").resolve()
+    """The Dagster home, created with the project's dagster.yaml when missing."""
+    home = dagster_home_path(layout)
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
         shutil.copyfile(DAGSTER_YAML, home / "dagster.yaml")
@@ -27,7 +32,7 @@ def dagster_home(layout: DataLayout) -> Path:
 def recorded_block_hashes(layout: DataLayout) -> dict[int, str] | None:
     """The block hash Dagster recorded for each finalized height (the `block` asset's metadata), or None when this
     chain has no Dagster instance yet. Kept outside the chain database, they anchor it against truncation."""
-    home = Path(os.environ.get("DAGSTER_HOME") or layout.root / "dagster_home").resolve()
+    home = dagster_home_path(layout)
     if not (home / "dagster.yaml").exists():
         return None
     hashes: dict[int, str] = {}

@@ -37,7 +37,7 @@ class ChainResource(dg.ConfigurableResource):
         work, with a message saying what to launch instead.
         """
         epoch = epoch_of(context)
-        record_process(context.instance, context.run_id)
+        record_process(context.instance, context.run)
         with self.store() as store:
             try:
                 store.claim_epoch(epoch, context.run_id, lambda run_id: run_active(context.instance, run_id))

@@ -31,9 +31,12 @@ def this_process() -> str:
     return f"{socket.gethostname()}:{pid}:{_start_time(pid) or ''}"
 
 
-def record_process(instance: dg.DagsterInstance, run_id: str) -> None:
-    """Tag the run with the process executing it (every step does, so a re-executed run is tagged anew)."""
-    instance.add_run_tags(run_id, {PROCESS_TAG: this_process()})
+def record_process(instance: dg.DagsterInstance, run: dg.DagsterRun) -> None:
+    """Tag the run with the process executing it, unless already tagged with it (every step asks: the first step of
+    a run launched from the UI records its worker; `gonka run` tags its runs at launch)."""
+    process = this_process()
+    if run.tags.get(PROCESS_TAG) != process:
+        instance.add_run_tags(run.run_id, {PROCESS_TAG: process})
 
 
 def process_gone(run: dg.DagsterRun) -> bool:
