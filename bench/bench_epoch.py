@@ -73,6 +73,7 @@ def write_genesis(path: Path, hosts: int, tasks: int) -> Path:
     local["sprint"]["nonces_per_capacity"] = NONCES_PER_CAPACITY
     # executors are drawn ∝ weight: leave each host 4x its fair share (at least 64) so almost nothing expires
     local["tasks"]["tasks_per_capacity"] = max(64, 4 * math.ceil(tasks / hosts))
+    local["tasks"]["max_submissions_per_epoch"] = max(local["tasks"]["max_submissions_per_epoch"], 2 * tasks)
     data["default_profile"] = PROFILE
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path

@@ -97,13 +97,13 @@ class PrecomputedCompute:
         z = np.sqrt(-2.0 * np.log(_uniforms(first))) * np.cos(2.0 * math.pi * _uniforms(second))
         return np.sqrt(np.maximum(0.0, 2.0 - 2.0 * z / math.sqrt(self.vocab)))
 
-    def mine(self, public_key: str, nonce_start: int, count: int, r_target: float) -> tuple[list[int], list[float]]:
-        if nonce_start < 0 or count < 0:
-            raise ValueError(f"nonce range [{nonce_start}, {nonce_start + count}) must be non-negative")
-        nonces = np.arange(nonce_start, nonce_start + count, dtype=np.uint64)
+    def mine(self, public_key: str, nonce_start: int, count: int, r_target: float, stride: int = 1) -> tuple[list[int], list[float]]:
+        if nonce_start < 0 or count < 0 or stride < 1:
+            raise ValueError(f"nonce range [{nonce_start}, {nonce_start + count * stride}) step {stride} must be non-negative")
+        nonces = np.arange(nonce_start, nonce_start + count * stride, stride, dtype=np.uint64)
         distances = self._distances(public_key, nonces)
         hits = np.flatnonzero(distances < r_target)
-        return (nonce_start + hits).tolist(), distances[hits].tolist()
+        return (nonce_start + hits * stride).tolist(), distances[hits].tolist()
 
     def distances(self, public_key: str, nonces: list[int]) -> np.ndarray:
         return self._distances(public_key, np.asarray(nonces, dtype=np.uint64)) if len(nonces) else np.empty(0, np.float64)

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from gonka_pipelines.chain.store import ChainError, ChainStore
-from gonka_pipelines.chain.verify import verify_chain
+from gonka_pipelines.chain.verify import Anchor, verify_chain
 from gonka_pipelines.local.config import (
     GENESIS_FILE,
     NETWORK_FILE,
@@ -94,9 +94,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"submitted {sum(kinds.values())} tasks: {dict(sorted(kinds.items()))}")
         if _run_epochs(layout, 1):
             return 1
-    from gonka_pipelines.defs.launch import recorded_block_hashes
+    from gonka_pipelines.defs.launch import recorded_anchors
 
-    anchors = recorded_block_hashes(layout) or {}
+    anchors = recorded_anchors(layout) or {}
     with ChainStore.open(layout.database, read_only=True) as store:
         _print_summary(store)
         report = verify_chain(store, anchors)
@@ -124,10 +124,10 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from gonka_pipelines.defs.launch import recorded_block_hashes
+    from gonka_pipelines.defs.launch import recorded_anchors
 
     layout = _layout(args)
-    anchors = {} if args.no_dagster else (recorded_block_hashes(layout) or {})
+    anchors = {} if args.no_dagster else (recorded_anchors(layout) or {})
     with ChainStore.open(layout.database, read_only=True) as store:
         if args.expect_head:
             height = store.height_of(args.expect_head)
@@ -135,7 +135,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 print(f"INCONSISTENT no finalized block has hash {args.expect_head[:12]}…: the chain was cut short or rewritten",
                       file=sys.stderr)
                 return 1
-            anchors[height] = args.expect_head
+            anchors[height] = Anchor(args.expect_head, (anchors.get(height) or Anchor("")).signatures_hash)
         report = verify_chain(store, anchors)
         head_hash = store.head().hash if report.first_problem is None else ""
     if report.first_problem is not None:

@@ -11,11 +11,19 @@ from gonka_pipelines.chain.core import PROPOSED, StoreCore
 
 class BlockRows(StoreCore):
     def next_host_states(self, epoch: int) -> list[dict[str, Any]]:
-        """Hosts after the epoch: their final weight as the rewards stage settled it (zero when INVALID), status,
-        reputation and streak."""
+        """Hosts after the epoch: the weight they won in its sprint (in force next epoch; an INVALID status costs the
+        weight of this epoch, not that one), status, reputation and streak."""
         return self._records(
-            """SELECT r.address, r.weight, h.status, h.reputation, h.epochs_served, h.consecutive_invalidations
-               FROM rewards r JOIN host_epochs h USING (epoch, address) WHERE r.epoch = ? ORDER BY r.address""", [epoch])
+            """SELECT w.address, w.weight, h.status, h.reputation, h.epochs_served, h.consecutive_invalidations
+               FROM epoch_weights w JOIN host_epochs h USING (epoch, address) WHERE w.epoch = ? ORDER BY w.address""", [epoch])
+
+    def signing_weights(self, height: int) -> dict[str, int]:
+        """The weights that propose and sign block `height`: those in force during its epoch, zero for a host the epoch
+        found INVALID (PROTOCOL section 4: weight 0 for the rest of the epoch). Block 0 is signed by the genesis weights."""
+        return dict(self._query(
+            """SELECT s.address, CASE WHEN h.status = 'INVALID' THEN 0 ELSE s.weight END FROM host_states s
+               LEFT JOIN host_epochs h ON h.address = s.address AND h.epoch = ? WHERE s.epoch = ? ORDER BY s.address""",
+            [height, max(height - 1, 0)]))
 
     def write_post_state(self, epoch: int, host_rows: Sequence[dict[str, Any]]) -> None:
         """Accounts = previous state + the epoch's transfers; hosts as given (refused for an epoch that is not writable)."""

@@ -30,6 +30,7 @@ COMMITMENTS: tuple[Commitment, ...] = (
     Commitment("registry_accounts", "accounts", "address", ("address", "name", "kind", "public_key"), epoch="0"),
     Commitment("registry_hosts", "hosts", "address", ("address", "name", "public_key", "capacity", "models", "behaviour"),
                epoch="0"),
+    Commitment("submissions", "submissions", "submission_id", ("submission_id", "outcome")),
     Commitment("tasks", "tasks", "task_id", (
         "task_id", "submission_id", "developer", "nonce", "model", "prompt", "prompt_tokens",
         "max_tokens", "max_price", "escrow", "signature")),
@@ -57,8 +58,10 @@ COMMITMENTS: tuple[Commitment, ...] = (
         "required_validations", "done_validations", "contradicted_votes", "status", "reputation", "epochs_served")),
     Commitment("rewards", "rewards", "address", (
         "address", "status", "weight", "total_weight", "reward", "work_coins", "withheld", "slashed", "claimed", "payout")),
-    Commitment("emissions", "emissions", "CAST(epoch AS VARCHAR)", ("scheduled", "minted", "burned")),
+    Commitment("emissions", "emissions", "CAST(epoch AS VARCHAR)", ("scheduled", "minted", "burned", "unclaimed")),
     Commitment("vesting", "vesting", "address || ':' || unlock_epoch", ("address", "unlock_epoch", "amount")),
+    Commitment("lineage", "lineage", "concat_ws(':', child_kind, child_id, parent_kind, parent_id, relation)", (
+        "child_kind", "child_id", "parent_kind", "parent_id", "relation")),
     Commitment("accounts", "account_states", "address", ("address", "balance", "escrow", "locked", "collateral")),
     Commitment("hosts", "host_states", "address", (
         "address", "weight", "status", "reputation", "epochs_served", "consecutive_invalidations")),

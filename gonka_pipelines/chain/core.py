@@ -22,6 +22,8 @@ from gonka_pipelines.protocol.block import BlockStatus
 from gonka_pipelines.protocol.params import EpochParams, GenesisParams
 
 OPEN, PROPOSED, FINALIZED = BlockStatus.OPEN, BlockStatus.PROPOSED, BlockStatus.FINALIZED
+CHAIN_ID_KEY = "chain_id"
+"""chain_meta's only row: the chain's id (every block header repeats it, and verify-chain compares the two)."""
 
 
 class ChainError(RuntimeError):
@@ -155,21 +157,27 @@ class StoreCore:
 
     @property
     def initialized(self) -> bool:
-        return self.meta("chain_id") is not None
+        return self.meta(CHAIN_ID_KEY) is not None
 
     @property
     def chain_id(self) -> str:
-        chain_id = self.meta("chain_id")
+        chain_id = self.meta(CHAIN_ID_KEY)
         if chain_id is None:
             raise ChainError("this database holds no chain yet; run `gonka init` (or `make demo`) first")
         return chain_id
 
     def genesis(self) -> GenesisParams:
-        """The genesis parameters the chain was created with (stored at genesis, never re-read from YAML)."""
-        return GenesisParams.model_validate_json(self.meta("genesis_params") or "")
+        """The genesis parameters the chain was created with: epoch 0's recorded parameters, which block 0's params_hash
+        commits to (never re-read from YAML)."""
+        params_json = self._scalar("SELECT params_json FROM epochs WHERE epoch = 0")
+        if params_json is None:
+            raise ChainError("the chain has no genesis epoch; run `gonka init` (or `make demo`) first")
+        return GenesisParams.model_validate_json(params_json)
 
     def genesis_supply(self) -> int:
-        return int(self.meta("genesis_supply") or 0)
+        """Every unit that existed at genesis: the sum over block 0's committed account states."""
+        return int(self._scalar(
+            "SELECT coalesce(sum(balance + escrow + locked + collateral), 0) FROM account_states WHERE epoch = 0"))
 
     def head(self) -> Head:
         """The last finalized block."""
@@ -295,10 +303,12 @@ class StoreCore:
             row["header"] = json.loads(row.pop("header_json"))
         except json.JSONDecodeError as error:
             raise ChainError(f"the stored header (blocks.header_json) is not valid JSON ({error})") from error
-        row["signatures"] = self._records(
-            "SELECT signer, signature, weight FROM block_signatures WHERE height = ? ORDER BY signer", [height]
-        )
+        row["signatures"] = self.block_signatures(height)
         return row
+
+    def block_signatures(self, height: int) -> list[dict[str, Any]]:
+        """(signer, signature, weight) of every signature on the block at a height, in signer order."""
+        return self._records("SELECT signer, signature, weight FROM block_signatures WHERE height = ? ORDER BY signer", [height])
 
     def block_hash(self, height: int) -> str:
         """The stored hash of the block at a height; no block there is an error."""

@@ -7,7 +7,8 @@ from gonka_pipelines.protocol.rewards import check_supply
 
 
 def check_epoch_supply(store: ChainStore, epoch: int) -> int:
-    """Σ balances + escrow + locked + collateral = genesis supply + minted − burned, mid-epoch; returns the supply.
+    """Σ balances + escrow + locked + collateral + unclaimed payouts held = genesis supply + minted − burned, mid-epoch;
+    returns the supply.
 
     Raises SupplyInvariantError naming both sides when units were created or lost.
     """
@@ -16,7 +17,7 @@ def check_epoch_supply(store: ChainStore, epoch: int) -> int:
     return check_supply(
         balances=[a["balance"] for a in accounts], escrow=[a["escrow"] for a in accounts],
         locked_vesting=[a["locked"] for a in accounts], collateral=[a["collateral"] for a in accounts],
-        genesis_supply=store.genesis_supply(), minted=minted, burned=burned)
+        unclaimed=store.unclaimed_held(epoch), genesis_supply=store.genesis_supply(), minted=minted, burned=burned)
 
 
 def lineage_mismatches(store: ChainStore, epoch: int) -> list[str]:

@@ -6,20 +6,18 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from gonka_pipelines.chain.core import FINALIZED, ChainError, StoreCore
+from gonka_pipelines.chain.core import CHAIN_ID_KEY, FINALIZED, ChainError, StoreCore
 from gonka_pipelines.protocol.params import Behaviour, GenesisParams
 from gonka_pipelines.protocol.records import Host
 
 
 class RegistryRows(StoreCore):
-    def write_genesis(self, params: GenesisParams, genesis_supply: int, accounts: Sequence[dict[str, Any]],
-                      hosts: Sequence[dict[str, Any]], account_states: Sequence[dict[str, Any]],
-                      host_states: Sequence[dict[str, Any]]) -> None:
-        """Chain metadata, the registry, epoch 0 and the genesis post-state (the caller's transaction)."""
+    def write_genesis(self, params: GenesisParams, accounts: Sequence[dict[str, Any]], hosts: Sequence[dict[str, Any]],
+                      account_states: Sequence[dict[str, Any]], host_states: Sequence[dict[str, Any]]) -> None:
+        """The chain's id, the registry, epoch 0 with the genesis parameters and the genesis post-state (the caller's
+        transaction). chain_meta holds the chain id alone: everything else a payout reads is committed by block 0."""
         params_json = json.dumps(params.as_dict(), sort_keys=True)
-        self._insert("chain_meta", [{"key": k, "value": v} for k, v in {
-            "chain_id": params.chain_id, "profile": params.profile, "genesis_params": params_json,
-            "genesis_supply": str(genesis_supply)}.items()])
+        self._insert("chain_meta", [{"key": CHAIN_ID_KEY, "value": params.chain_id}])
         self._insert("accounts", accounts)
         self._insert("hosts", hosts)
         self._insert("epochs", [{"epoch": 0, "status": FINALIZED, "params_hash": params.params_hash, "params_json": params_json}])

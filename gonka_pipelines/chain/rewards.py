@@ -27,6 +27,11 @@ class RewardRows(StoreCore):
                LEFT JOIN (SELECT host, sum(amount) fees FROM fee_shares WHERE epoch = ? GROUP BY host) f ON f.host = w.address
                WHERE w.epoch = ? ORDER BY w.address""", [epoch, epoch])
 
+    def unclaimed_held(self, epoch: int) -> int:
+        """Refused and unclaimed payouts held after an epoch's rewards: its own, or, before its rewards stage ran, the
+        previous epoch's (each rewards stage burns the ones before it)."""
+        return int(self._scalar("SELECT coalesce(max_by(unclaimed, epoch), 0) FROM emissions WHERE epoch <= ?", [epoch]))
+
     def minted_before(self, epoch: int) -> int:
         return int(self._scalar("SELECT coalesce(sum(minted), 0) FROM emissions WHERE epoch < ?", [epoch]))
 

@@ -143,6 +143,20 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE epochs DROP COLUMN seed;
         """,
     ),
+    (
+        5,
+        "genesis parameters and supply are read from block 0's committed rows, not from uncommitted chain_meta copies",
+        """
+        DELETE FROM chain_meta WHERE key <> 'chain_id';
+        """,
+    ),
+    (
+        6,
+        "refused and unclaimed payouts are held one epoch before they burn (PROTOCOL section 5)",
+        """
+        ALTER TABLE emissions ADD COLUMN unclaimed BIGINT NOT NULL DEFAULT 0;
+        """,
+    ),
 ]
 
 

@@ -8,12 +8,10 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from gonka_pipelines.chain.commitments import epoch_roots
+from gonka_pipelines.chain.commitments import COMMITMENTS, epoch_roots
+from gonka_pipelines.chain.core import CHAIN_ID_KEY
 from gonka_pipelines.chain.store import ChainError, ChainStore
-from gonka_pipelines.protocol.block import (
-    GENESIS_PREV_HASH,
-    BlockHeader,
-)
+from gonka_pipelines.protocol.block import GENESIS_PREV_HASH, BlockHeader, BlockStatus, signature_set_hash
 from gonka_pipelines.protocol.crypto import MessageKind, hash_value, verify
 from gonka_pipelines.protocol.messages import (
     poc_batch_body,
@@ -118,6 +116,11 @@ def content_problem(store: ChainStore, height: int, header: BlockHeader, block: 
                            f"rows of epoch {height} give {_short(root)}: a row was changed, added or removed")
     if height > 0 and (mismatch := _post_state_mismatch(store, height)):
         return problem(mismatch)
+    previous = store.block_signatures(height - 1) if height > 0 else []
+    if header.prev_signatures != signature_set_hash(previous):
+        return problem(f"the header commits to block {height - 1}'s signer set {_short(header.prev_signatures)}, but block "
+                       f"{height - 1}'s stored signatures (block_signatures) give {_short(signature_set_hash(previous))}: "
+                       f"a signature was dropped, added, moved or changed")
     return None
 
 
@@ -191,7 +194,7 @@ def verify_block(store: ChainStore, height: int, expected_prev_hash: str) -> Inc
 
 def _signature_problem(store: ChainStore, header: BlockHeader, signatures: list[dict]) -> Inconsistency | None:
     """Every signature verifies with the signer's key, carries its in-force weight, and together they pass 2/3."""
-    weights = store.weights(max(header.height - 1, 0))
+    weights = store.signing_weights(header.height)
     keys = dict(store._query("SELECT address, public_key FROM hosts"))
     for signature in signatures:
         signer = signature["signer"]
@@ -199,7 +202,7 @@ def _signature_problem(store: ChainStore, header: BlockHeader, signatures: list[
             return Inconsistency(header.height, f"signature of {signer} does not verify")
         if signature["weight"] != weights.get(signer, 0):
             return Inconsistency(header.height, f"signature of {signer} claims weight {signature['weight']}, "
-                                                f"its weight in force is {weights.get(signer, 0)}")
+                                                f"its signing weight is {weights.get(signer, 0)}")
     signed = sum(s["weight"] for s in signatures)
     try:
         rule_set = RULE_SETS[store.rules_name(header.height)]
@@ -210,6 +213,55 @@ def _signature_problem(store: ChainStore, header: BlockHeader, signatures: list[
     return None
 
 
+def status_problem(store: ChainStore, head: int) -> Inconsistency | None:
+    """The statuses agree with the blocks: every epoch up to the head and its block are finalized, at most the head's
+    successor is open or proposed (its block, if any, in the same state), and no table holds rows of a later epoch."""
+    statuses = set(BlockStatus)
+    rows = store._query("""SELECT coalesce(e.epoch, b.height), e.status, b.status
+                           FROM epochs e FULL JOIN blocks b ON b.height = e.epoch ORDER BY 1""")
+    for height, epoch_status, block_status in rows:
+        if epoch_status is None:
+            return Inconsistency(height, "the block has no epochs row (table epochs)")
+        if epoch_status not in statuses or block_status not in (*statuses, None):
+            return Inconsistency(height, f"unknown status: epochs.status {epoch_status!r}, blocks.status {block_status!r}")
+        if height <= head and epoch_status != BlockStatus.FINALIZED:
+            return Inconsistency(height, f"epochs.status is {epoch_status!r} at or below the finalized head {head}")
+        if height > head + 1 or (height == head + 1 and epoch_status == BlockStatus.FINALIZED):
+            return Inconsistency(height, f"epoch {height} is {epoch_status!r} (epochs.status) beyond the finalized head "
+                                         f"{head}: the chain was cut short or a status was changed")
+        if block_status is not None and block_status != epoch_status:
+            return Inconsistency(height, f"blocks.status is {block_status!r} but epochs.status is {epoch_status!r}")
+        if block_status is None and epoch_status != BlockStatus.OPEN:
+            return Inconsistency(height, f"epochs.status is {epoch_status!r} but table blocks has no block at this height")
+    unsigned = store._scalar("SELECT min(height) FROM block_signatures WHERE height NOT IN (SELECT height FROM blocks)")
+    if unsigned is not None:
+        return Inconsistency(unsigned, "table block_signatures holds signatures of a block that does not exist")
+    for commitment in COMMITMENTS:
+        beyond = store._scalar(f"SELECT max({commitment.epoch}) FROM {commitment.table}")
+        if beyond is not None and beyond > head + 1:
+            return Inconsistency(beyond, f"table {commitment.table} holds rows of epoch {beyond}, beyond the head's successor "
+                                         f"{head + 1}: no block commits to them, so they were forged")
+    return None
+
+
+def meta_problem(store: ChainStore) -> Inconsistency | None:
+    """chain_meta holds the chain id alone; every other value a payout reads comes from committed rows."""
+    keys = [key for (key,) in store._query("SELECT key FROM chain_meta ORDER BY key")]
+    if keys != [CHAIN_ID_KEY]:
+        return Inconsistency(0, f"chain_meta holds the keys {keys}: it holds exactly {[CHAIN_ID_KEY]} (everything else is read "
+                                "from committed rows), so a row was forged, renamed or deleted")
+    return None
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """What is known of a block from outside the database: its hash (or a prefix of 12+ digits) and, where Dagster
+    recorded it, the hash of its signer set (the head's signatures are committed by no later header)."""
+
+    block_hash: str
+    signatures_hash: str | None = None
+
+
 @dataclass(frozen=True)
 class ChainReport:
     blocks_verified: int
@@ -217,11 +269,14 @@ class ChainReport:
     first_problem: Inconsistency | None
 
 
-def verify_chain(store: ChainStore, anchors: Mapping[int, str] | None = None) -> ChainReport:
-    """Walk the finalized blocks from genesis, stopping at the first inconsistency. Anchors are block hashes known from
-    outside the database (an auditor's pinned head, the hashes Dagster recorded): a missing or different block at an
-    anchored height is reported, so a chain cut short or rewritten under its own hashes cannot verify."""
+def verify_chain(store: ChainStore, anchors: Mapping[int, Anchor] | None = None) -> ChainReport:
+    """Walk the finalized blocks from genesis, stopping at the first inconsistency, then check the statuses. Anchors
+    are what is known of blocks from outside the database (an auditor's pinned head, what Dagster recorded): a missing
+    or different block, or a different signer set, at an anchored height is reported, so a chain cut short or
+    rewritten under its own hashes cannot verify."""
     heights = store.finalized_heights()
+    if problem := meta_problem(store):
+        return ChainReport(0, heights[-1] if heights else -1, problem)
     prev_hash = GENESIS_PREV_HASH
     for index, height in enumerate(heights):
         if height != index:
@@ -230,12 +285,20 @@ def verify_chain(store: ChainStore, anchors: Mapping[int, str] | None = None) ->
             return ChainReport(index, heights[-1], problem)
         prev_hash = store.block_hash(height)
     head = heights[-1] if heights else -1
-    for height, expected in sorted((anchors or {}).items()):
-        if height > head:
-            return ChainReport(len(heights), head, Inconsistency(
-                height, f"missing: the anchor says block {height} is {_short(expected)}, but the chain's finalized head is "
-                        f"block {head}: it was cut short"))
-        if not store.block_hash(height).startswith(expected):
-            return ChainReport(len(heights), head, Inconsistency(
-                height, f"is {_short(store.block_hash(height))}, but the anchor says {_short(expected)}: it was replaced"))
-    return ChainReport(len(heights), head, None)
+    problem = status_problem(store, head) or next(
+        (p for height, anchor in sorted((anchors or {}).items()) if (p := _anchor_problem(store, head, height, anchor))), None)
+    return ChainReport(len(heights), head, problem)
+
+
+def _anchor_problem(store: ChainStore, head: int, height: int, anchor: Anchor) -> Inconsistency | None:
+    if height > head:
+        return Inconsistency(height, f"missing: the anchor says block {height} is {_short(anchor.block_hash)}, but the "
+                                     f"chain's finalized head is block {head}: it was cut short")
+    if not store.block_hash(height).startswith(anchor.block_hash):
+        return Inconsistency(height, f"is {_short(store.block_hash(height))}, but the anchor says "
+                                     f"{_short(anchor.block_hash)}: it was replaced")
+    stored = signature_set_hash(store.block_signatures(height))
+    if anchor.signatures_hash is not None and stored != anchor.signatures_hash:
+        return Inconsistency(height, f"its signatures (block_signatures) hash to {_short(stored)}, but the anchor recorded "
+                                     f"{_short(anchor.signatures_hash)}: a signature was dropped, added or changed")
+    return None

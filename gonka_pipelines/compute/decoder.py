@@ -125,6 +125,12 @@ def _param_seed(root: bytes, name: str) -> int:
     return int.from_bytes(hashlib.sha256(root + name.encode()).digest()[:8], "little")
 
 
+def parameter_count(profile: ModelProfile) -> int:
+    """How many parameters a profile's decoder has, counted on the meta device (nothing is allocated)."""
+    with torch.device("meta"):
+        return sum(param.numel() for param in Decoder(profile).parameters())
+
+
 @torch.no_grad()
 def build_seeded_decoder(profile: ModelProfile, seed: bytes) -> Decoder:
     """A float32 CPU decoder in eval mode whose weights depend only on (profile, seed), bit for bit.

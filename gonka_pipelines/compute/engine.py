@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cached_property, lru_cache
 from typing import Protocol
@@ -48,6 +49,12 @@ def reproducible_threads(device: torch.device) -> Iterator[None]:
 
 
 @lru_cache(maxsize=8)
+def _timed(work: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
+
+
 def _runner(model: str, seed: bytes, device: str | None) -> ModelRunner:
     return ModelRunner(load_profile(model), seed, device)
 
@@ -58,7 +65,7 @@ class Compute(Protocol):
     @property
     def sprint_batch_size(self) -> int: ...
 
-    def mine(self, public_key: str, nonce_start: int, count: int, r_target: float) -> tuple[list[int], list[float]]: ...
+    def mine(self, public_key: str, nonce_start: int, count: int, r_target: float, stride: int = 1) -> tuple[list[int], list[float]]: ...
 
     def distances(self, public_key: str, nonces: list[int]) -> np.ndarray: ...
 
@@ -84,9 +91,17 @@ class TorchCompute:
     def sprint_batch_size(self) -> int:
         return self.sprint_runner.profile.batch_size
 
-    def mine(self, public_key: str, nonce_start: int, count: int, r_target: float) -> tuple[list[int], list[float]]:
+    def mine(self, public_key: str, nonce_start: int, count: int, r_target: float, stride: int = 1) -> tuple[list[int], list[float]]:
         with reproducible_threads(self.sprint_runner.device):
-            return mine(self.sprint_runner, self.prev_hash, public_key, nonce_start, count, r_target)
+            return mine(self.sprint_runner, self.prev_hash, public_key, nonce_start, count, r_target, stride)
+
+    def nonce_rate(self, batches: int = 3) -> float:
+        """Nonces per second this machine mines with the sprint model (the best of a few batches, after a warm-up):
+        what a real-mode sprint of a given duration can expect. A measurement, used only to check a configuration."""
+        size = self.sprint_batch_size
+        self.mine("00" * 32, 0, size, 0.0)
+        best = min(_timed(lambda: self.mine("00" * 32, 0, size, 0.0)) for _ in range(batches))
+        return size / max(best, 1e-9)
 
     def distances(self, public_key: str, nonces: list[int]) -> np.ndarray:
         with reproducible_threads(self.sprint_runner.device):

@@ -178,14 +178,15 @@ def compute_distances(
 
 
 def mine(
-    runner: ModelRunner, prev_hash: str, public_key: str, nonce_start: int, n_nonces: int, r_target: float
+    runner: ModelRunner, prev_hash: str, public_key: str, nonce_start: int, n_nonces: int, r_target: float, stride: int = 1
 ) -> tuple[list[int], list[float]]:
-    """Score nonces nonce_start .. nonce_start + n_nonces - 1 in batches; return the hits (distance < r_target)."""
-    end, size = nonce_start + n_nonces, runner.profile.batch_size
-    if nonce_start < 0 or n_nonces < 0 or end > _MAX_NONCE:
-        raise ValueError(f"nonce range [{nonce_start}, {end}) must lie within [0, 2**63)")
+    """Score the n_nonces nonces nonce_start, nonce_start + stride, ... in batches; return the hits (distance < r_target).
+    A stride of n gives one of a host's n ML nodes its own stream (PROTOCOL section 3)."""
+    end, size = nonce_start + n_nonces * stride, runner.profile.batch_size * stride
+    if nonce_start < 0 or n_nonces < 0 or stride < 1 or end > _MAX_NONCE:
+        raise ValueError(f"nonce range [{nonce_start}, {end}) step {stride} must lie within [0, 2**63)")
     starts = range(nonce_start, end, size)
-    batches = (torch.arange(start, min(start + size, end), device=runner.device) for start in starts)
+    batches = (torch.arange(start, min(start + size, end), stride, device=runner.device) for start in starts)
     distances = _distances(runner, prev_hash, public_key, batches)
     hits = np.flatnonzero(distances < r_target)
-    return (nonce_start + hits).tolist(), distances[hits].tolist()
+    return (nonce_start + hits * stride).tolist(), distances[hits].tolist()

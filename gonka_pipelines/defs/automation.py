@@ -30,9 +30,14 @@ class SensorConfig(StrictConfig):
     interval_seconds: int = Field(gt=0)
 
 
+class ReaperConfig(StrictConfig):
+    interval_seconds: int = Field(gt=0)
+
+
 class OperationsConfig(StrictConfig):
     sprint_schedule: ScheduleConfig
     inbox_sensor: SensorConfig
+    dead_run_reaper: ReaperConfig
 
 
 def load_operations(path=OPERATIONS_FILE) -> OperationsConfig:
@@ -82,3 +87,12 @@ def inbox_sensor(context: dg.SensorEvaluationContext):
     if isinstance(request, dg.SkipReason):
         return request
     return dg.SensorResult(run_requests=[request], dynamic_partitions_requests=[epochs.build_add_request([str(request.partition_key)])])
+
+
+@dg.sensor(minimum_interval_seconds=OPERATIONS.dead_run_reaper.interval_seconds, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Always on, launches nothing: marks failed every run whose worker process died (kill -9, a crash), "
+                       "freeing its pool slot and epoch, so a run launched from the UI and queued behind it goes on.")
+def dead_run_reaper(context: dg.SensorEvaluationContext):
+    reaped = reap_dead_runs(context.instance)
+    return dg.SkipReason(f"marked {len(reaped)} dead run(s) failed: {', '.join(r[:8] for r in reaped)}" if reaped
+                         else "no run in progress has lost its process")

@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from gonka_pipelines.chain.store import ChainStore
+from gonka_pipelines.chain.verify import Anchor
 from gonka_pipelines.local.paths import RESOURCES, DataLayout
 
 DAGSTER_YAML = RESOURCES / "dagster.yaml"
@@ -29,13 +30,14 @@ def dagster_home(layout: DataLayout) -> Path:
     return home
 
 
-def recorded_block_hashes(layout: DataLayout) -> dict[int, str] | None:
-    """The block hash Dagster recorded for each finalized height (the `block` asset's metadata), or None when this
-    chain has no Dagster instance yet. Kept outside the chain database, they anchor it against truncation."""
+def recorded_anchors(layout: DataLayout) -> dict[int, Anchor] | None:
+    """The block hash and signer-set hash Dagster recorded for each finalized height (the `block` asset's metadata), or
+    None when this chain has no Dagster instance yet. Kept outside the chain database, they anchor it against
+    truncation and against a dropped signature on the head."""
     home = dagster_home_path(layout)
     if not (home / "dagster.yaml").exists():
         return None
-    hashes: dict[int, str] = {}
+    anchors: dict[int, Anchor] = {}
     with dg.DagsterInstance.from_config(str(home)) as instance:
         cursor = None
         while True:
@@ -43,9 +45,12 @@ def recorded_block_hashes(layout: DataLayout) -> dict[int, str] | None:
             for record in page.records:
                 materialization = record.asset_materialization
                 if materialization is not None and materialization.partition and "block_hash" in materialization.metadata:
-                    hashes[int(materialization.partition)] = str(materialization.metadata["block_hash"].value)
+                    metadata = materialization.metadata
+                    signatures = metadata.get("signatures_hash")
+                    anchors[int(materialization.partition)] = Anchor(
+                        str(metadata["block_hash"].value), None if signatures is None else str(signatures.value))
             if not page.has_more:
-                return hashes
+                return anchors
             cursor = page.cursor
 
 

@@ -9,7 +9,7 @@ import dagster as dg
 import polars as pl
 
 from gonka_pipelines.chain.store import ChainStore
-from gonka_pipelines.protocol.block import BlockHeader
+from gonka_pipelines.protocol.block import BlockHeader, signature_set_hash
 from gonka_pipelines.reports.explain import explain_payout, render_markdown
 from gonka_pipelines.stages.collect import CollectSummary
 from gonka_pipelines.stages.environment import EpochEnvironment
@@ -77,7 +77,8 @@ def _proposal(env: EpochEnvironment, store: ChainStore, header: BlockHeader) -> 
 
 
 def _block(env: EpochEnvironment, store: ChainStore, block_hash: str) -> Metadata:
-    return {"height": env.epoch, "block_hash": block_hash, "next_epoch": str(env.epoch + 1)}
+    return {"height": env.epoch, "block_hash": block_hash, "next_epoch": str(env.epoch + 1),
+            "signatures_hash": signature_set_hash(store.block_signatures(env.epoch))}
 
 
 RENDER: dict[str, Render] = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 
 from gonka_pipelines.protocol.crypto import hash_value
@@ -31,6 +32,8 @@ class BlockHeader:
     params_hash: str
     roots: dict[str, str]
     proposer: str
+    prev_signatures: str
+    """signature_set_hash of the previous block's signatures, so a dropped or moved signature breaks the next block."""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -38,6 +41,12 @@ class BlockHeader:
     @property
     def hash(self) -> str:
         return hash_value(self.as_dict())
+
+
+def signature_set_hash(signatures: Iterable[Mapping]) -> str:
+    """Hash of a block's signer set: every (signer, weight, signature), in signer order (genesis follows the empty set)."""
+    return hash_value(sorted(({"signer": s["signer"], "weight": s["weight"], "signature": s["signature"]} for s in signatures),
+                             key=lambda s: s["signer"]))
 
 
 def quorum_reached(signed_weight: int, total_weight: int) -> bool:

@@ -33,9 +33,10 @@ def host_statuses(
     invalid_streak_probability: float,
     z_threshold: float,
 ) -> pl.DataFrame:
-    """hosts plus a 'status' column, from columns consecutive_invalidations, n_validated, n_invalidated.
+    """hosts plus a 'status' column, from columns consecutive_invalidations, n_executed, n_validated, n_invalidated.
 
-    In order: INVALID if FPR^consecutive < 1e-6; RAMPING below ramping_tasks validated tasks;
+    In order: INVALID if FPR^consecutive < 1e-6; RAMPING below ramping_tasks executed tasks (as Gonka counts them:
+    at a 1 % validation rate a host would need ~1,000 tasks before a count of validated ones let the z-test run);
     INVALID if z = (f - FPR) / sqrt(FPR(1 - FPR) / n) > z_threshold, f = n_invalidated / n; else ACTIVE.
     """
     n = pl.col("n_validated")
@@ -44,7 +45,7 @@ def host_statuses(
     status = (
         pl.when(pl.lit(false_positive_rate).pow(pl.col("consecutive_invalidations")) < invalid_streak_probability)
         .then(pl.lit(HostStatus.INVALID.value))
-        .when(n < ramping_tasks)
+        .when(pl.col("n_executed") < ramping_tasks)
         .then(pl.lit(HostStatus.RAMPING.value))
         .when(z > z_threshold)
         .then(pl.lit(HostStatus.INVALID.value))
@@ -58,6 +59,7 @@ def host_status(
     n_validated: int,
     n_invalidated: int,
     *,
+    n_executed: int,
     false_positive_rate: float,
     ramping_tasks: int,
     invalid_streak_probability: float,
@@ -67,6 +69,7 @@ def host_status(
     row = pl.DataFrame(
         {
             "consecutive_invalidations": [consecutive_invalidations],
+            "n_executed": [n_executed],
             "n_validated": [n_validated],
             "n_invalidated": [n_invalidated],
         }

@@ -44,7 +44,7 @@ class SprintParams(StrictConfig):
     validation_sample: Int64 = Field(gt=0)
     mismatch_probability: float = Field(gt=0, lt=1)
     fraud_threshold: float = Field(gt=0, lt=1)
-    power_cap: float = Field(gt=0, le=1)
+    power_cap: float = Field(ge=0, le=1, description="no host above this fraction of total weight; 0 means no cap")
     collateral_grace_epochs: Int64 = Field(ge=0)
     collateral_base_fraction: float = Field(ge=0, le=1, description="share of a weight that needs no collateral after the grace")
     price_per_weight_unit: Int64 = Field(gt=0)
@@ -58,10 +58,14 @@ class TaskParams(StrictConfig):
     price_per_token: Int64 = Field(ge=0)
     free_epochs: Int64 = Field(ge=0)
     tasks_per_capacity: Int64 = Field(gt=0)
+    max_submission_bytes: Int64 = Field(gt=0, description="an inbox file larger than this is refused unread (its first "
+                                                          "bytes kept as the rejection's payload)")
+    max_submissions_per_epoch: Int64 = Field(gt=0, description="an epoch takes at most this many inbox entries, in name "
+                                                               "order; the rest wait for the next epoch")
 
     def price(self, epoch: int) -> int:
-        """Per-token price in an epoch: zero during the free period."""
-        return 0 if epoch <= self.free_epochs else self.price_per_token
+        """Per-token price in an epoch: zero while the epoch is below free_epochs (Gonka's grace period uses `<`)."""
+        return 0 if epoch < self.free_epochs else self.price_per_token
 
 
 class ValidationParams(StrictConfig):

@@ -28,7 +28,7 @@ from gonka_pipelines.protocol.inference_validation import (
 from gonka_pipelines.protocol.intake import IntakeContext, IntakeResult, Submission, collect
 from gonka_pipelines.protocol.params import EpochParams
 from gonka_pipelines.protocol.poc_batches import BatchReject, PocBatch, admit_batches
-from gonka_pipelines.protocol.rewards import epoch_reward, mint_amount, split_reward_frame, vesting_tranches
+from gonka_pipelines.protocol.rewards import collateral_slash, epoch_reward, mint_amount, split_reward_frame, vesting_tranches
 from gonka_pipelines.protocol.sprint import (
     cap_fraction,
     collateral_adjust,
@@ -64,6 +64,7 @@ class RuleSet(Protocol):
     def scheduled_reward(self) -> int: ...
     def mint_amount(self, reward: int, minted_so_far: int) -> int: ...
     def split_reward(self, total: int, weights: pl.DataFrame) -> pl.DataFrame: ...
+    def collateral_slash(self, collateral: pl.Expr, invalid: pl.Expr, missed_too_much: pl.Expr) -> pl.Expr: ...
     def vesting_tranches(self, amount: int) -> list[int]: ...
     def choose_proposer(self, prev_hash: str, weights: dict[str, int]) -> str: ...
     @staticmethod
@@ -167,6 +168,11 @@ class GonkaPipelinesV1:
 
     def vesting_tranches(self, amount: int) -> list[int]:
         return vesting_tranches(amount, self.params.rewards.vesting_epochs)
+
+    def collateral_slash(self, collateral: pl.Expr, invalid: pl.Expr, missed_too_much: pl.Expr) -> pl.Expr:
+        validation = self.params.validation
+        return collateral_slash(collateral, invalid, missed_too_much, invalid_fraction=validation.invalid_slash_fraction,
+                                miss_fraction=validation.miss_slash_fraction)
 
     # -- blocks ---------------------------------------------------------------------------------
 

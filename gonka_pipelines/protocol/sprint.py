@@ -72,8 +72,8 @@ def is_fraud(mismatches: int, n: int, p: float = 5e-4, threshold: float = 1e-7) 
 
 
 def count_mismatches(recomputed_distances: Sequence[float] | np.ndarray, r_target: float) -> int:
-    """Claimed hits whose recomputed distance is not below r_target."""
-    return int(np.count_nonzero(np.asarray(recomputed_distances, dtype=np.float64) >= r_target))
+    """Claimed hits whose recomputed distance is above r_target (Gonka's fraud test: `>`, so a tie is no mismatch)."""
+    return int(np.count_nonzero(np.asarray(recomputed_distances, dtype=np.float64) > r_target))
 
 
 def sprint_accepted(valid_weight: int, total_weight: int) -> bool:
@@ -83,7 +83,9 @@ def sprint_accepted(valid_weight: int, total_weight: int) -> bool:
 
 def cap_fraction(n_hosts: int, c: float, small_network_caps: Sequence[float]) -> float:
     """The power-cap fraction for a network of n_hosts: c, raised to small_network_caps[n - 1] for small networks
-    (Gonka: 1.0, 0.5, 0.4 for 1, 2, 3 hosts)."""
+    (Gonka: 1.0, 0.5, 0.4 for 1, 2, 3 hosts). c = 0 (no cap) stays 0."""
+    if c == 0:
+        return 0.0
     floor = small_network_caps[n_hosts - 1] if 1 <= n_hosts <= len(small_network_caps) else c
     return max(c, floor)
 
@@ -92,8 +94,10 @@ def power_cap(weights: Sequence[int], c: float) -> list[int]:
     """Cap every weight so no host holds more than fraction c of the capped total; input order is kept.
 
     PROTOCOL.md's walk over the ascending weights, in exact rational arithmetic with c at its
-    decimal value (0.4 is 2/5), so boundary cases do not depend on float rounding.
+    decimal value (0.4 is 2/5), so boundary cases do not depend on float rounding. c = 0 means no cap (as in Gonka).
     """
+    if c == 0:
+        return list(weights)
     fraction = Fraction(str(c))
     ascending = sorted(weights)
     n = len(ascending)

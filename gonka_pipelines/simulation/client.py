@@ -8,7 +8,7 @@ from pathlib import Path
 from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.local.inbox import read_entry, waiting_names
 from gonka_pipelines.protocol.crypto import KeyPair, MessageKind, canonical_bytes
-from gonka_pipelines.protocol.intake import Rejected, check_submission, max_submission_bytes, parse_submission
+from gonka_pipelines.protocol.intake import Rejected, check_submission, parse_submission
 from gonka_pipelines.protocol.messages import task_body
 
 
@@ -44,7 +44,7 @@ def checked_submission(store: ChainStore, inbox: Path, keypair: KeyPair, *, mode
     """A signed task for the head's successor and its nonce (by default the next one free, counting submissions still
     waiting in the inbox), checked as the collector will check it; a task it would reject raises Rejected, unwritten."""
     epoch, genesis, chain_id = store.head().height + 1, store.genesis(), store.chain_id
-    max_bytes = max_submission_bytes(genesis.tasks.max_prompt_bytes)
+    max_bytes = genesis.tasks.max_submission_bytes
     if nonce is None:
         nonce = next_nonce([*store.developer_nonces(keypair.address), *waiting_nonces(inbox, keypair.public_key, max_bytes)])
     raw = sign_task(keypair, chain_id, model=model, prompt=prompt, max_tokens=max_tokens, max_price=max_price, nonce=nonce)

@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 from gonka_pipelines.local.inbox import archive_submissions
-from gonka_pipelines.protocol.block import BlockHeader
+from gonka_pipelines.protocol.block import BlockHeader, signature_set_hash
 from gonka_pipelines.protocol.crypto import MessageKind
 from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain
 
 
 def propose_block(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> BlockHeader:
-    """Write the epoch's post-state, build the header over every commitment, and collect host signatures."""
+    """Write the epoch's post-state, build the header over every commitment, and collect the signatures of every host
+    with weight (an INVALID host has none for the rest of its epoch)."""
     epoch = env.epoch
     with open_chain() as store, store.transaction():
         store.require_writable(epoch)
         params_hash = store.params_hash(epoch)  # refuses an epoch that its collect stage never opened
         store.write_post_state(epoch, store.next_host_states(epoch))
+        weights = store.signing_weights(epoch)
         header = BlockHeader(
             chain_id=env.chain_id, height=epoch, prev_hash=env.prev_hash, timestamp=env.params.block_timestamp(epoch),
-            params_hash=params_hash, roots=store.epoch_roots(epoch), proposer=env.rules.choose_proposer(env.prev_hash, env.weights),
+            params_hash=params_hash, roots=store.epoch_roots(epoch), proposer=env.rules.choose_proposer(env.prev_hash, weights),
+            prev_signatures=signature_set_hash(store.block_signatures(epoch - 1)),
         )
         signatures = [
             {"signer": address, "weight": weight,
              "signature": env.keys[address].sign(header.chain_id, MessageKind.BLOCK, header.as_dict())}
-            for address, weight in env.weights.items() if weight > 0
+            for address, weight in weights.items() if weight > 0
         ]
         store.save_proposal(header.as_dict(), header.hash, signatures)
     log(f"proposed block {epoch} {header.hash[:16]} with {len(signatures)} signatures")

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 from gonka_pipelines.local.failpoints import failpoint
 from gonka_pipelines.local.inbox import archive_submissions, pending_submissions
-from gonka_pipelines.protocol.intake import max_submission_bytes
 from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain
 
 
@@ -21,9 +20,10 @@ class CollectSummary:
 
 
 def run_collect(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> CollectSummary:
-    """Open the epoch (replacing a previous attempt) and take the inbox, all in one transaction."""
-    epoch, inbox = env.epoch, env.layout.inbox
-    submissions = pending_submissions(inbox, max_submission_bytes(env.params.tasks.max_prompt_bytes))
+    """Open the epoch (replacing a previous attempt) and take the inbox, up to max_submissions_per_epoch entries in name
+    order (the rest wait for the next epoch), all in one transaction."""
+    epoch, inbox, tasks = env.epoch, env.layout.inbox, env.params.tasks
+    submissions = pending_submissions(inbox, tasks.max_submission_bytes, tasks.max_submissions_per_epoch)
     with open_chain() as store:
         store.require_writable(epoch)
         leftovers = store.consumed_submissions([s.submission_id for s in submissions], before_epoch=epoch)

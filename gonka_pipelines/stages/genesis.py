@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 from gonka_pipelines.chain.store import ChainError, ChainStore, Head
+from gonka_pipelines.compute.decoder import parameter_count
+from gonka_pipelines.compute.engine import TorchCompute
 from gonka_pipelines.compute.profiles import load_profile
 from gonka_pipelines.local.config import ConfigError
 from gonka_pipelines.local.keys import load_identities
 from gonka_pipelines.local.paths import DataLayout
-from gonka_pipelines.protocol.block import GENESIS_PREV_HASH, BlockHeader
+from gonka_pipelines.protocol.block import GENESIS_PREV_HASH, BlockHeader, signature_set_hash
 from gonka_pipelines.protocol.crypto import MessageKind
 from gonka_pipelines.protocol.host_status import HostStatus
+from gonka_pipelines.protocol.intake import max_submission_bytes
 from gonka_pipelines.protocol.params import MAX_INT64, GenesisParams, NetworkConfig
 from gonka_pipelines.protocol.rules import rules_for
 from gonka_pipelines.stages.environment import epoch_parameters
@@ -17,8 +22,9 @@ from gonka_pipelines.stages.environment import epoch_parameters
 
 def check_runnable(params: GenesisParams, network: NetworkConfig) -> None:
     """Refuse, before anything is written, a configuration whose epochs could not run: models that do not exist or do not
-    fit their role, task limits beyond a served model's context, amounts beyond the chain's integers, or a sprint
-    budget in which no host can expect a hit. The ConfigError names the field."""
+    fit their role, task limits beyond a served model's context or the submission size limit, amounts beyond the chain's
+    integers, or a sprint in which no host can expect a hit (in real mode, measured on this machine). The ConfigError
+    names the field."""
     def refuse(field: str, problem: str) -> ConfigError:
         return ConfigError(f"genesis profile {params.profile!r}: field '{field}': {problem}")
 
@@ -40,6 +46,9 @@ def check_runnable(params: GenesisParams, network: NetworkConfig) -> None:
             if context > served.seq_len:
                 raise refuse("tasks.max_prompt_bytes", f"max_prompt_bytes {params.tasks.max_prompt_bytes} + BOS + max_tokens_limit "
                                                        f"{params.tasks.max_tokens_limit} exceed {model}'s context of {served.seq_len}")
+    if params.tasks.max_submission_bytes < (needed := max_submission_bytes(params.tasks.max_prompt_bytes)):
+        raise refuse("tasks.max_submission_bytes", f"{params.tasks.max_submission_bytes} bytes would refuse a valid task: a "
+                                                   f"{params.tasks.max_prompt_bytes}-byte prompt may need {needed}")
     if (params.tasks.max_prompt_bytes + params.tasks.max_tokens_limit) * params.tasks.price_per_token > MAX_INT64:
         raise refuse("tasks.price_per_token", "the largest task's escrow exceeds the chain's integers (2**63 - 1)")
     if network.genesis_supply > MAX_INT64 or params.emission.supply_cap > MAX_INT64 - network.genesis_supply:
@@ -48,6 +57,17 @@ def check_runnable(params: GenesisParams, network: NetworkConfig) -> None:
     if params.sprint.mode == "simulation" and budget * params.sprint.wanted_hit_rate < 1:
         raise refuse("sprint.nonces_per_capacity", f"the largest host mines {budget} nonces at a hit rate of "
                                                    f"{params.sprint.wanted_hit_rate}: no host can expect a hit, so none wins weight")
+    if params.sprint.mode == "real":
+        needed, free = 4 * parameter_count(sprint_model), os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+        if needed > free:
+            raise refuse("sprint.model", f"{sprint_model.name}'s float32 weights take {needed / 2**30:,.1f} GiB and this "
+                                         f"machine has {free / 2**30:,.1f} GiB free: no host here could mine a real-mode sprint")
+        rate = TorchCompute(params.sprint.model, GENESIS_PREV_HASH).nonce_rate()
+        if (expected := params.sprint.duration_seconds * rate * params.sprint.wanted_hit_rate) < 1:
+            raise refuse("sprint.duration_seconds", f"a real-mode sprint of {params.sprint.duration_seconds} s mines about "
+                                                    f"{rate:,.0f} nonces/s with {params.sprint.model} on this machine: "
+                                                    f"{expected:.2g} expected hits at a hit rate of {params.sprint.wanted_hit_rate}, "
+                                                    "so no host can expect one and none wins weight")
 
 
 def init_chain(store: ChainStore, layout: DataLayout, params: GenesisParams, network: NetworkConfig) -> Head:
@@ -65,7 +85,7 @@ def init_chain(store: ChainStore, layout: DataLayout, params: GenesisParams, net
     rules = rules_for(epoch_parameters(params, 0))
     with store.transaction():
         store.write_genesis(
-            params, network.genesis_supply,
+            params,
             accounts=[{"address": a, "name": c.name, "kind": "host", "public_key": k.public_key} for a, (c, k) in hosts.items()]
             + [{"address": a, "name": c.name, "kind": "developer", "public_key": k.public_key} for a, (c, k) in developers.items()],
             hosts=[{"address": a, "name": c.name, "public_key": k.public_key, "capacity": c.capacity, "models": list(c.models),
@@ -74,8 +94,9 @@ def init_chain(store: ChainStore, layout: DataLayout, params: GenesisParams, net
             + [{"address": a, "balance": c.balance, "escrow": 0, "collateral": 0} for a, (c, _) in developers.items()],
             host_states=[{"address": a, "weight": weight, "status": HostStatus.RAMPING.value} for a in hosts])
         weights = {address: weight for address in hosts}
-        header = BlockHeader(params.chain_id, 0, GENESIS_PREV_HASH, params.block_timestamp(0), params.params_hash,
-                             store.epoch_roots(0), rules.choose_proposer(GENESIS_PREV_HASH, weights))
+        header = BlockHeader(chain_id=params.chain_id, height=0, prev_hash=GENESIS_PREV_HASH,
+                             timestamp=params.block_timestamp(0), params_hash=params.params_hash, roots=store.epoch_roots(0),
+                             proposer=rules.choose_proposer(GENESIS_PREV_HASH, weights), prev_signatures=signature_set_hash([]))
         signatures = [{"signer": a, "signature": k.sign(params.chain_id, MessageKind.BLOCK, header.as_dict()), "weight": weight}
                       for a, (_, k) in sorted(hosts.items())]
         store.save_genesis_block(header.as_dict(), header.hash, signatures)

@@ -89,7 +89,7 @@ def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) 
     with open_chain() as store:
         previous = store.host_states(epoch - 1)
         results = store.completed_results(epoch)
-        traffic = max(len(results), store.task_count(epoch - 1))
+        traffic = max(store.task_count(epoch), store.task_count(epoch - 1))  # accepted tasks, this epoch or the last
         members = sorted(a for a, w in weights.items() if w > 0)
         pool = ValidatorPool(members, [env.secret_seeds[a] for a in members], [weights[a] for a in members],
                              [previous[a]["reputation"] for a in members])
@@ -188,7 +188,8 @@ def _host_epochs(env, outcomes, verdicts, pool, validator_index, previous, histo
                            .when(pl.col("trailing") == pl.col("validated"))
                            .then(pl.col("prior_streak") + pl.col("validated")).otherwise(pl.col("trailing"))
                            .alias("consecutive_invalidations")))
-    hosts = env.rules.host_statuses(hosts.rename({"validated": "n_validated", "invalidated": "n_invalidated"}))
+    hosts = env.rules.host_statuses(hosts.rename({"validated": "n_validated", "invalidated": "n_invalidated"})
+                                    .with_columns((pl.col("assigned") - pl.col("missed")).alias("n_executed")))
     weights = dict(zip(pool.ids, pool.weights))
     rows = []
     for row in hosts.sort("address").iter_rows(named=True):

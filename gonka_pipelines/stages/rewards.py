@@ -37,21 +37,21 @@ def compute_rewards(env: EpochEnvironment, store: ChainStore) -> tuple[pl.DataFr
     minted = env.rules.mint_amount(scheduled, store.minted_before(epoch)) if hosts["weight"].sum() > 0 else 0
     split = env.rules.split_reward(minted, hosts.select("address", "weight")).select("address", "reward")
     missed_too_much = (pl.col("assigned") > 0) & (pl.col("missed") / pl.col("assigned") > validation.miss_tolerance)
-    slash_fraction = (pl.when(invalid).then(validation.invalid_slash_fraction).when(missed_too_much)
-                      .then(validation.miss_slash_fraction).otherwise(0.0))
     hosts = (hosts.join(split, on="address", how="left").fill_null(0).with_columns(
         pl.when(invalid).then(0).otherwise(pl.col("fees")).alias("work_coins"),
         pl.when(invalid).then(pl.col("fees")).otherwise(0).alias("withheld"),
-        (pl.col("collateral") * slash_fraction).floor().cast(pl.Int64).alias("slashed"),
+        env.rules.collateral_slash(pl.col("collateral"), invalid, missed_too_much).alias("slashed"),
         pl.lit(sum(hosts["weight"])).alias("total_weight"))
         .with_columns(pl.when(pl.col("claimed")).then(pl.col("reward") + pl.col("work_coins")).otherwise(0).alias("payout")))
+    # Refused payouts are held one epoch, then burned (PROTOCOL section 5): this epoch burns the previous epoch's.
     forfeited = hosts.filter(~pl.col("claimed")).select(pl.col("reward") + pl.col("work_coins")).sum().item() or 0
-    burned = int(hosts["withheld"].sum()) + int(hosts["slashed"].sum()) + int(forfeited)
-    return hosts, {"epoch": epoch, "scheduled": scheduled, "minted": minted, "burned": burned}
+    burned = int(hosts["withheld"].sum()) + int(hosts["slashed"].sum()) + store.unclaimed_held(epoch - 1)
+    return hosts, {"epoch": epoch, "scheduled": scheduled, "minted": minted, "burned": burned, "unclaimed": int(forfeited)}
 
 
 def _transfers(env: EpochEnvironment, store: ChainStore, hosts: pl.DataFrame) -> tuple[list[dict], list[dict]]:
-    """Fees leave developer escrow (back to the developer when invalidated); payouts vest; slashes burn collateral."""
+    """Fees leave developer escrow (back to the developer when invalidated); payouts (reward and work coins) vest;
+    slashes burn collateral."""
     epoch = env.epoch
     rows: list[dict] = []
 
@@ -66,11 +66,12 @@ def _transfers(env: EpochEnvironment, store: ChainStore, hosts: pl.DataFrame) ->
     tranches = []
     for host in hosts.iter_rows(named=True):
         if host["claimed"] and host["work_coins"]:
-            move(TransferKind.WORK_COINS, host["address"], f"epoch:{epoch}", balance=host["work_coins"])
+            move(TransferKind.WORK_COINS, host["address"], f"epoch:{epoch}", locked=host["work_coins"])
         if host["claimed"] and host["reward"]:
             move(TransferKind.REWARD, host["address"], f"epoch:{epoch}", locked=host["reward"])
+        if host["claimed"] and host["payout"]:
             tranches += [{"epoch": epoch, "address": host["address"], "unlock_epoch": epoch + i, "amount": amount}
-                         for i, amount in enumerate(env.rules.vesting_tranches(host["reward"])) if amount]
+                         for i, amount in enumerate(env.rules.vesting_tranches(host["payout"])) if amount]
         if host["slashed"]:
             move(TransferKind.SLASH, host["address"], f"epoch:{epoch}", collateral=-host["slashed"])
     due = [t for t in tranches if t["unlock_epoch"] == epoch] + store.vesting_due(epoch)

@@ -15,27 +15,33 @@ from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain
 
 
 def _honest_batches(env: EpochEnvironment, host: Host) -> list[MinedBatch]:
-    """Mine the host's nonce budget (simulation) or for the sprint duration (real), one batch per model batch."""
-    sprint, chunk = env.params.sprint, env.compute.sprint_batch_size
-    budget = host.capacity * sprint.nonces_per_capacity
-    batches, start, started = [], 0, time.monotonic()
+    """Mine with one ML node per capacity unit, node i of n on its own stream i, i + n, i + 2n, ... (PROTOCOL section 3,
+    Gonka's NonceIterator): nonces_per_capacity per node (simulation) or round-robin for the sprint duration (real);
+    one batch per model batch."""
+    sprint, chunk, nodes = env.params.sprint, env.compute.sprint_batch_size, host.capacity
+    per_node = sprint.nonces_per_capacity
+    batches: list[MinedBatch] = []
+    mined, started = [0] * nodes, time.monotonic()
     while True:
-        if sprint.mode == "simulation":
-            if start >= budget:
-                break
-            size = min(chunk, budget - start)
-            submitted_at = (start + size) / budget * sprint.duration_seconds
-        else:
-            if time.monotonic() - started >= sprint.duration_seconds:
-                break
-            size = chunk
-        nonces, distances = env.compute.mine(host.public_key, start, size, env.params.r_target)
-        if sprint.mode == "real":
-            submitted_at = time.monotonic() - started
-        if nonces:
-            batches.append((nonces, distances, submitted_at))
-        start += size
-    return batches
+        progressed = False
+        for node in range(nodes):
+            if sprint.mode == "simulation":
+                if mined[node] >= per_node:
+                    continue
+                size = min(chunk, per_node - mined[node])
+            elif time.monotonic() - started >= sprint.duration_seconds:
+                return batches
+            else:
+                size = chunk
+            nonces, distances = env.compute.mine(host.public_key, node + mined[node] * nodes, size, env.params.r_target, nodes)
+            mined[node] += size
+            submitted_at = (mined[node] / per_node * sprint.duration_seconds if sprint.mode == "simulation"
+                            else time.monotonic() - started)
+            if nonces:
+                batches.append((nonces, distances, submitted_at))
+            progressed = True
+        if not progressed:
+            return batches
 
 
 def run_sprint(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> dict[str, int]:
@@ -62,19 +68,23 @@ def run_sprint(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> dict[s
 
 
 def run_sprint_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> dict[str, int]:
-    """Each validator with weight samples min(200, n) of every other host's hits, recomputes and signs a verdict."""
+    """Each validator with weight samples min(200, n) of every host's hits (its own included), recomputes and signs a
+    verdict."""
     epoch = env.epoch
     with open_chain() as store:
         claims = store.accepted_claims(epoch)
     lazy = {h.address for h in env.hosts if skips_recomputation(h)}
+    cheats = {h.address for h in env.hosts if not mines_honestly(h)}
     validators = [a for a, w in env.weights.items() if w > 0]
     rows: list[dict[str, Any]] = []
     for host, nonces in claims:
-        samples = {v: env.rules.validation_sample(env.keys[v].public_key, env.prev_hash, nonces) for v in validators if v != host}
-        needed = sorted({n for v, s in samples.items() if v not in lazy for n in s})
+        # A host's own vote counts, as in Gonka: an honest one checks itself like any other; a cheat vouches for itself.
+        samples = {v: env.rules.validation_sample(env.keys[v].public_key, env.prev_hash, nonces) for v in validators}
+        unchecked = lazy | ({host} & cheats)
+        needed = sorted({n for v, s in samples.items() if v not in unchecked for n in s})
         recomputed = dict(zip(needed, env.compute.distances(env.keys[host].public_key, needed)))
         for validator, sample in samples.items():
-            skipped = validator in lazy
+            skipped = validator in unchecked
             mismatches, valid = (0, True) if skipped else env.rules.sprint_vote([recomputed[n] for n in sample])
             rows.append({"epoch": epoch, "validator": validator, "host": host, "sampled": len(sample),
                          "mismatches": mismatches, "valid": valid, "recomputed": not skipped})

@@ -100,7 +100,8 @@ def test_genesis_state_and_key_files(layout, genesis, network):
             "SELECT a.name, s.balance FROM account_states s JOIN accounts a USING (address) WHERE s.epoch = 0")}
         assert balances == {d.name: d.balance for d in network.developers} | {h.name: 0 for h in network.hosts}
         assert store._scalar("SELECT sum(balance + escrow + collateral) FROM account_states WHERE epoch = 0") == network.genesis_supply
-        assert store.meta("chain_id") == genesis.chain_id and store.meta("genesis_supply") == str(network.genesis_supply)
+        assert store.meta("chain_id") == genesis.chain_id and store.genesis_supply() == network.genesis_supply
+        assert store._query("SELECT key FROM chain_meta") == [("chain_id",)] and store.genesis() == genesis
         assert store.weights(0) == {address: 1 for (address,) in store._query("SELECT address FROM hosts")}
     key_files = sorted(p.name for p in layout.keys.iterdir())
     assert key_files == sorted(f"{p.name}.key" for p in (*network.hosts, *network.developers))
@@ -408,14 +409,20 @@ def test_a_missing_block_is_a_gap(demo_store):
     assert report.first_problem.height == 1 and "gap" in report.first_problem.message
 
 
-def test_a_signature_beyond_the_quorum_may_be_missing(demo_store):
-    """Finality needs > 2/3 of the weight, not every signature: dropping one surplus signature is no inconsistency."""
+@pytest.mark.parametrize("tamper", ["DELETE FROM block_signatures WHERE height = 1 AND signer = ?",
+                                    "UPDATE block_signatures SET height = 4 WHERE height = 1 AND signer = ?"],
+                         ids=["dropped", "moved beyond the head"])
+def test_a_signature_beyond_the_quorum_is_committed_by_the_next_header(demo_store, tamper):
+    """Finality needs > 2/3 of the weight, not every signature; but block 2's header commits to block 1's signer set, so
+    dropping or moving a surplus signature is caught at block 2."""
     block = demo_store.block(1)
     total = sum(demo_store.weights(0).values())
     smallest = min(block["signatures"], key=lambda s: (s["weight"], s["signer"]))
     assert quorum_reached(sum(s["weight"] for s in block["signatures"]) - smallest["weight"], total)
-    demo_store._connection.execute("DELETE FROM block_signatures WHERE height = 1 AND signer = ?", [smallest["signer"]])
-    assert verify_chain(demo_store).first_problem is None
+    demo_store._connection.execute(tamper, [smallest["signer"]])
+    problem = verify_chain(demo_store).first_problem
+    assert problem is not None and problem.height == 2
+    assert "block 1's stored signatures (block_signatures)" in problem.message and "a signature was dropped" in problem.message
 
 
 def reseal(store: ChainStore, layout: DataLayout, height: int) -> None:

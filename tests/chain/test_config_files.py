@@ -30,40 +30,61 @@ def test_default_profile_is_local_and_loads():
     assert params.sprint.power_cap == 0.25
 
 
-def test_mainnet_profile_has_gonka_figures():
-    params = load_genesis("mainnet")
-    assert params.profile == "mainnet"
-    assert params.token.denom == "GNK" and params.token.base_units == GNK
-    assert params.emission.initial_reward == 323_000 * GNK == 323000 * 10**9
-    assert params.emission.supply_cap == 680_000_000 * GNK
-    assert params.emission.decay_rate == 0.000475
-    assert params.sprint.power_cap == 0.25
-    assert params.sprint.collateral_grace_epochs == 180
-    assert params.sprint.validation_sample == 200
-    assert params.sprint.mismatch_probability == 5e-4
-    assert params.sprint.fraud_threshold == 1e-7
-    assert params.rewards.vesting_epochs == 180
-    assert params.tasks.free_epochs == 90 and params.tasks.price_per_token == 100
-    assert params.validation.false_positive_rate == 0.05
-    assert params.validation.similarity_threshold == 0.98
-    assert params.validation.ramping_tasks == 10
-    assert params.validation.invalid_slash_fraction == 0.2 and params.validation.miss_slash_fraction == 0.1
-    assert params.validation.miss_tolerance == 0.05
-    assert params.epoch_seconds == 86_400
-    # the numbers that were module constants before issue 7, now covered by the params hash
-    assert params.rules == "gonka-pipelines/1"
-    assert params.sprint.small_network_caps == (1.0, 0.5, 0.4)
-    assert params.sprint.collateral_base_fraction == 0.2 and params.sprint.genesis_weight == 1
-    assert params.validation.z_threshold == 1.0 and params.validation.invalidation_quorum == 0.5
-    assert params.validation.logprob_epsilon == 1e-6 and params.validation.min_normalising_positions == 100
-    assert params.validation.min_avg_traffic == (100, 5000, 10_000) and params.validation.min_avg_values == (1.0, 0.05, 0.01)
-    assert params.validation.tie_tolerance == 1e-4
-    assert params.rewards.epochs_to_full_reputation == 30 and params.rewards.miss_rate_cutoff == 0.01
+MAINNET = {
+    # field: (value, where it comes from) -- "ours" marks a number Gonka does not have (or has in another form)
+    "profile": ("mainnet", "ours: the profile's name"),
+    "rules": ("gonka-pipelines/1", "ours: the rule set"),
+    "chain_id": ("gonka-mainnet", "ours"),
+    "genesis_time": ("2025-08-22T00:00:00Z", "Gonka mainnet genesis"),
+    "epoch_seconds": (86_400, "17,280 blocks of ~5 s"),
+    "token.denom": ("GNK", "Gonka"), "token.base_units": (GNK, "1 GNK = 1e9 base units"),
+    "emission.initial_reward": (323_000 * GNK, "R0 = 323,000 GNK"), "emission.decay_rate": (0.000475, "half-life ~1,459 epochs"),
+    "emission.supply_cap": (680_000_000 * GNK, "680 M GNK"),
+    "sprint.model": ("poc-mainnet", "dim 1792, 64 layers, vocab 8196"), "sprint.mode": ("real", "wall-clock sprints"),
+    "sprint.duration_seconds": (300.0, "PoC generation [H, H+60) of ~5 s blocks"),
+    "sprint.late_grace_seconds": (25.0, "batches accepted until H+65"), "sprint.wanted_hit_rate": (0.05, "r_target 1.40136 ~ 1 in 20"),
+    "sprint.nonces_per_capacity": (64, "ours: simulation mode only"), "sprint.validation_sample": (200, "n = min(200, #nonces)"),
+    "sprint.mismatch_probability": (5e-4, "binomial p"), "sprint.fraud_threshold": (1e-7, "binomial tail"),
+    "sprint.power_cap": (0.25, "MaxIndividualPowerPercentage"), "sprint.collateral_grace_epochs": (180, "collateral grace"),
+    "sprint.collateral_base_fraction": (0.2, "w' = 0.2 w + min(0.8 w, collateral / price)"),
+    "sprint.price_per_weight_unit": (1, "ours: one base unit of collateral backs one weight unit"),
+    "sprint.small_network_caps": ([1.0, 0.5, 0.4], "cap raised for 1, 2, 3 hosts"), "sprint.genesis_weight": (1, "PROTOCOL section 2"),
+    "tasks.max_prompt_bytes": (32_768, "ours"), "tasks.max_tokens_limit": (4_096, "ours"),
+    "tasks.price_per_token": (100, "BasePerTokenPrice"), "tasks.free_epochs": (90, "GracePeriodEndEpoch"),
+    "tasks.tasks_per_capacity": (1_000, "ours: simulation mode only"),
+    "tasks.max_submission_bytes": (262_144, "ours"), "tasks.max_submissions_per_epoch": (1_000_000, "ours"),
+    "validation.false_positive_rate": (0.05, "FPR"), "validation.similarity_threshold": (0.98, "pass iff similarity > 0.98"),
+    "validation.ramping_tasks": (10, "RAMPING under 10 executed tasks"), "validation.invalid_streak_probability": (1e-6, "FPR^k < 1e-6"),
+    "validation.invalid_slash_fraction": (0.2, "INVALID slash"), "validation.miss_slash_fraction": (0.1, "downtime slash"),
+    "validation.miss_tolerance": (0.05, "missing > 5 % of tasks"), "validation.z_threshold": (1.0, "z > 1"),
+    "validation.invalidation_quorum": (0.5, ">= 50 % of weight invalidates"),
+    "validation.tie_tolerance": (1e-4, "ours: near-ties count as the same token"),
+    "validation.logprob_epsilon": (1e-6, "|lp_v - lp_o| / (1e-6 + |lp_v| + |lp_o|)"),
+    "validation.min_normalising_positions": (100, "max(100, positions)"),
+    "validation.min_avg_traffic": ([100.0, 5_000.0, 10_000.0], "minAvg breakpoints"),
+    "validation.min_avg_values": ([1.0, 0.05, 0.01], "minAvg values"),
+    "rewards.vesting_epochs": (180, "vesting"), "rewards.epochs_to_full_reputation": (30, "rep = 100 past x = 30"),
+    "rewards.miss_rate_cutoff": (0.01, "miss rates above 1 % count"),
+}
+"""Every field of the mainnet profile with its value and source (PROTOCOL.md, Gonka's parameters)."""
 
 
-def test_mainnet_price_is_free_for_90_epochs():
+def _flat(values: dict, prefix: str = "") -> dict:
+    return {key: value for name, child in values.items()
+            for key, value in (_flat(child, f"{prefix}{name}.") if isinstance(child, dict) else {f"{prefix}{name}": child}).items()}
+
+
+def test_every_field_of_the_mainnet_profile_has_gonkas_value_or_says_it_is_ours():
+    """A new parameter fails here until it is given its mainnet value and source."""
+    profile = _flat(load_genesis("mainnet").as_dict())
+    assert set(profile) == set(MAINNET), "every field, and only those, has an entry"
+    assert {field: value for field, value in profile.items()} == {field: value for field, (value, _) in MAINNET.items()}
+
+
+def test_mainnet_price_is_free_below_epoch_90():
+    """Gonka's grace period: free while the epoch is below GracePeriodEndEpoch (90), the base price from epoch 90 on."""
     tasks = load_genesis("mainnet").tasks
-    assert [tasks.price(e) for e in (1, 90, 91)] == [0, 0, 100]
+    assert [tasks.price(e) for e in (1, 89, 90, 91)] == [0, 0, 100, 100]
 
 
 def test_block_timestamps_come_from_genesis_time_not_the_clock():

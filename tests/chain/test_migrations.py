@@ -26,7 +26,7 @@ def recorded(connection: duckdb.DuckDBPyConnection) -> list[tuple[int, str]]:
 
 
 def test_migrations_are_numbered_one_up_without_gaps():
-    assert [version for version, _, _ in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1)) == [1, 2, 3, 4]
+    assert [version for version, _, _ in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1)) == [1, 2, 3, 4, 5, 6]
     assert all(description.strip() and sql.strip() for _, description, sql in MIGRATIONS)
 
 
@@ -40,7 +40,7 @@ def test_migration_4_drops_the_epoch_seed(tmp_path):
     with duckdb.connect(str(tmp_path / "c.duckdb")) as connection:
         migrate(connection, target=3)
         assert columns(connection, "epochs") == ["epoch", "status", "seed", "params_hash", "params_json"]
-        assert migrate(connection) == [4]
+        assert migrate(connection, target=4) == [4]
         assert columns(connection, "epochs") == ["epoch", "status", "params_hash", "params_json"]
         assert "prev_hash" in columns(connection, "blocks")
 
@@ -157,24 +157,35 @@ DATA_TABLES = ("accounts", "hosts", "tasks", "rejected_tasks", "transfers", "acc
 
 def rewind_to_version_3(path) -> dict[int, str]:
     """Turn a current chain back into what version 3 stored: every epoch row holds its seed (GENESIS_PREV_HASH for
-    epoch 0, the hash of block epoch - 1 after it) and schema_version stops at 3. Returns the seeds by epoch."""
+    epoch 0, the hash of block epoch - 1 after it), chain_meta copies the genesis parameters, supply and profile,
+    emissions have no `unclaimed` column, and schema_version stops at 3. Returns the seeds by epoch."""
     with duckdb.connect(str(path)) as connection:
         connection.execute("ALTER TABLE epochs ADD COLUMN seed VARCHAR")
         connection.execute("""UPDATE epochs SET seed = coalesce((SELECT b.hash FROM blocks b WHERE b.height = epochs.epoch - 1), ?)""",
                            [GENESIS_PREV_HASH])
         connection.execute("ALTER TABLE epochs ALTER COLUMN seed SET NOT NULL")
-        connection.execute("DELETE FROM schema_version WHERE version = 4")
+        connection.execute("""INSERT INTO chain_meta SELECT 'genesis_params', params_json FROM epochs WHERE epoch = 0
+                              UNION ALL SELECT 'genesis_supply', CAST(sum(balance + collateral) AS VARCHAR)
+                                        FROM account_states WHERE epoch = 0
+                              UNION ALL SELECT 'profile', json_extract_string(params_json, 'profile') FROM epochs WHERE epoch = 0""")
+        connection.execute("ALTER TABLE emissions DROP COLUMN unclaimed")
+        connection.execute("DELETE FROM schema_version WHERE version >= 4")
         assert current_version(connection) == 3
         return dict(connection.execute("SELECT epoch, seed FROM epochs ORDER BY epoch").fetchall())
 
 
 def test_a_version_3_chain_upgrades_with_its_data(demo_layout):
-    """A chain written at version 3 (epochs carry the seed) is refused read-only, then upgraded in place on a writable
-    open: the seed column goes, every other row stays, and the previous block hash is read from the blocks."""
+    """A chain written at version 3 (epochs carry the seed, chain_meta copies of the genesis rows, no unclaimed payouts)
+    is refused read-only, then upgraded in place on a writable open: the seed column and the copies go, every other row
+    stays, the previous block hash is read from the blocks, and emissions gain `unclaimed` at 0. A version-3 chain burned
+    refused payouts at once, so its blocks, sealed under those rules, hold other emission rows than today's rules write:
+    the schema upgrades, and verify-chain says which root no longer matches (re-create such a chain to use issue 8's
+    rules)."""
     with ChainStore.open(demo_layout.database) as store:
         head = store.head()
         assert head.height == DEMO_EPOCHS
         rows = {table: store._query(f"SELECT * FROM {table} ORDER BY ALL") for table in DATA_TABLES}
+        emissions = store._query("SELECT epoch, scheduled, minted, burned FROM emissions ORDER BY epoch")
         epochs = store._query("SELECT epoch, status, params_hash, params_json FROM epochs ORDER BY epoch")
     seeds = rewind_to_version_3(demo_layout.database)
     assert seeds[0] == GENESIS_PREV_HASH and len(seeds) == DEMO_EPOCHS + 1
@@ -182,13 +193,17 @@ def test_a_version_3_chain_upgrades_with_its_data(demo_layout):
         with ChainStore.open(demo_layout.database, read_only=True):
             pass
     with ChainStore.open(demo_layout.database) as store:
-        assert current_version(store._connection) == LATEST == 4
-        assert [v for v, _ in recorded(store._connection)] == [1, 2, 3, 4]
+        assert current_version(store._connection) == LATEST == 6
+        assert [v for v, _ in recorded(store._connection)] == [1, 2, 3, 4, 5, 6]
+        assert store._query("SELECT key FROM chain_meta") == [("chain_id",)]
         assert columns(store._connection, "epochs") == ["epoch", "status", "params_hash", "params_json"]
         assert store.head() == head
         assert {table: store._query(f"SELECT * FROM {table} ORDER BY ALL") for table in DATA_TABLES} == rows
         assert store._query("SELECT epoch, status, params_hash, params_json FROM epochs ORDER BY epoch") == epochs
         assert {epoch: store.prev_hash(epoch) for epoch in range(1, DEMO_EPOCHS + 1)} == {
             epoch: seed for epoch, seed in seeds.items() if epoch > 0}
+        assert store._query("SELECT epoch, scheduled, minted, burned FROM emissions ORDER BY epoch") == emissions
+        assert store._query("SELECT DISTINCT unclaimed FROM emissions") == [(0,)]
         report = verify_chain(store)
-        assert (report.blocks_verified, report.head, report.first_problem) == (DEMO_EPOCHS + 1, DEMO_EPOCHS, None)
+        assert report.first_problem is not None and report.first_problem.height == 1
+        assert "the emissions root in the header" in report.first_problem.message

@@ -102,6 +102,18 @@ def test_mine_keeps_exactly_the_hits(runner: ModelRunner, distances: np.ndarray)
         poc.mine(runner, BLOCK, HOST, -1, 10, r_target)
 
 
+def test_ml_nodes_mine_disjoint_interleaved_streams(runner: ModelRunner, distances: np.ndarray) -> None:
+    """Node i of n mines i, i + n, i + 2n, ... (Gonka's NonceIterator): n nodes cover 0 .. n * count - 1 exactly once."""
+    r_target = sprint.calibrate_r_target(TINY.vocab, 0.2)
+    streams = [poc.mine(runner, BLOCK, HOST, node, 100, r_target, stride=3) for node in range(3)]
+    for node, (nonces, hit_distances) in enumerate(streams):
+        assert nonces == [n for n in range(node, 300, 3) if distances[n] < r_target] and nonces
+        assert all(n % 3 == node for n in nonces) and hit_distances == distances[nonces].tolist()
+    assert sorted(n for nonces, _ in streams for n in nonces) == [n for n in range(300) if distances[n] < r_target]
+    with pytest.raises(ValueError, match="step 0"):
+        poc.mine(runner, BLOCK, HOST, 0, 10, r_target, stride=0)
+
+
 def test_nonces_outside_int64_range_are_refused(runner: ModelRunner) -> None:
     with pytest.raises(ValueError, match=r"nonces must be integers in \[0, 2\*\*63\), got -1"):
         poc.compute_distances(runner, BLOCK, HOST, [3, -1])

@@ -18,6 +18,7 @@ from gonka_pipelines.chain.verify import verify_chain
 from gonka_pipelines.definitions import defs
 from gonka_pipelines.defs.automation import (
     OPERATIONS,
+    dead_run_reaper,
     inbox_sensor,
     load_operations,
     recurring_sprints,
@@ -151,3 +152,23 @@ def test_a_run_whose_process_is_gone_is_marked_failed_and_the_schedule_goes_on(c
                         tags={"dagster/partition": "1", PROCESS_TAG: alive})
     assert isinstance(recurring_sprints(dg.build_schedule_context(instance=instance)), dg.SkipReason), \
         "a run whose process lives still holds the chain"
+
+
+def test_the_always_on_reaper_frees_a_queue_stuck_behind_a_dead_ui_run(instance):
+    """A run launched from the UI whose worker was killed stays STARTED: with the schedule and the inbox sensor off,
+    the dead-run reaper (on by default, launching nothing) marks it failed so the queued run behind it can start."""
+    import socket
+
+    from gonka_pipelines.defs.runs import PROCESS_TAG, this_process
+
+    assert defs.get_sensor_def("dead_run_reaper").default_status == dg.DefaultSensorStatus.RUNNING
+    assert defs.get_sensor_def("inbox_sensor").default_status == dg.DefaultSensorStatus.STOPPED
+    dead = create_run_for_test(instance, job_name=epoch_job.name, status=dg.DagsterRunStatus.STARTED,
+                               tags={"dagster/partition": "1", PROCESS_TAG: f"{socket.gethostname()}:999999999:1"})
+    living = create_run_for_test(instance, job_name=epoch_job.name, status=dg.DagsterRunStatus.STARTED,
+                                 tags={"dagster/partition": "1", PROCESS_TAG: this_process()})
+    result = dead_run_reaper(dg.build_sensor_context(instance=instance))
+    assert isinstance(result, dg.SkipReason) and f"marked 1 dead run(s) failed: {dead.run_id[:8]}" in result.skip_message
+    assert [instance.get_run_by_id(r.run_id).status for r in (dead, living)] == [
+        dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.STARTED]
+    assert "no run in progress has lost its process" in dead_run_reaper(dg.build_sensor_context(instance=instance)).skip_message

@@ -9,6 +9,7 @@ import pytest
 from gonka_pipelines.chain.invariants import check_epoch_supply
 from gonka_pipelines.chain.verify import verify_chain
 from gonka_pipelines.defs.launch import run_next_epoch
+from gonka_pipelines.protocol.block import signature_set_hash
 from gonka_pipelines.protocol.rewards import SupplyInvariantError
 from gonka_pipelines.simulation.workload import submit_demo_workload
 
@@ -149,10 +150,13 @@ def test_metadata_values_match_the_chain(demo_epoch):
         proposal = meta["block_proposal"]
         assert (value(proposal, "height"), value(proposal, "block_hash"), value(proposal, "prev_hash")) == (
             1, block["hash"], store.block(0)["hash"])
-        assert value(proposal, "signers") == len(block["signatures"]) == 8, "every genesis host signs with weight 1"
+        invalid = one("SELECT count(*) FROM host_epochs WHERE epoch = ? AND status = 'INVALID'")
+        assert value(proposal, "signers") == len(block["signatures"]) == 8 - invalid, \
+            "every genesis host signs with weight 1, but one found INVALID in the epoch"
         assert value(proposal, "roots") == block["header"]["roots"]
         final = meta["block"]
         assert (value(final, "height"), value(final, "block_hash"), value(final, "next_epoch")) == (1, block["hash"], "2")
+        assert value(final, "signatures_hash") == signature_set_hash(block["signatures"])
 
 
 def test_every_asset_check_ran_and_passed(demo_epoch):
@@ -203,14 +207,17 @@ def test_supply_check_names_both_sides_of_a_bogus_transfer(tmp_path_factory, tmp
 
 
 def test_a_failed_supply_check_blocks_the_block(tmp_path, instance):
-    """A chain whose genesis post-state holds 1 unit more than its genesis supply: the run stops at the check, the
-    epoch is never proposed or finalized, and the check's metadata says by how much."""
+    """A chain whose block 1 post-state holds 1 unit more than genesis supply + minted - burned: epoch 2 stops at the
+    check, is never proposed or finalized, and the check's metadata says by how much."""
     genesis_dir = tmp_path / "config"
     network = demo_network()
     layout = create_chain(tmp_path / "chain", fast_genesis(genesis_dir), network)
     with opened(layout) as store:
+        submit_tasks(store, layout, network, 3)
+    assert run_next_epoch(layout, instance).success
+    with opened(layout) as store:
         store._execute(
-            "UPDATE account_states SET balance = balance + 1 WHERE epoch = 0 AND address = "
+            "UPDATE account_states SET balance = balance + 1 WHERE epoch = 1 AND address = "
             "(SELECT min(address) FROM accounts WHERE kind = 'developer')")
         submit_tasks(store, layout, network, 3)
     run = run_next_epoch(layout, instance)
@@ -223,9 +230,9 @@ def test_a_failed_supply_check_blocks_the_block(tmp_path, instance):
     assert "rewards" in materializations
     assert "block_proposal" not in materializations and "block" not in materializations
     with opened(layout, read_only=True) as store:
-        assert store.head().height == 0
-        assert store.epoch_status(1) == "open"
-        assert store.block(1) is None
+        assert store.head().height == 1
+        assert store.epoch_status(2) == "open"
+        assert store.block(2) is None
 
 
 def test_store_insert_right_after_scalar(tmp_path_factory, tmp_path):

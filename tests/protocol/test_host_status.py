@@ -35,13 +35,24 @@ REPUTATION = {"epochs_to_max": 30, "miss_rate_cutoff": 0.01}
     ],
 )
 def test_status_rules_in_order(consecutive, validated, invalidated, expected):
-    assert host_status(consecutive, validated, invalidated, **GONKA) is expected
+    assert host_status(consecutive, validated, invalidated, n_executed=validated, **GONKA) is expected
+
+
+@pytest.mark.parametrize(("executed", "validated", "invalidated", "expected"), [
+    (9, 9, 0, HostStatus.RAMPING),
+    (10, 1, 0, HostStatus.ACTIVE),  # 10 executed end the ramp though only 1 was validated: z = -0.23
+    (10, 1, 1, HostStatus.INVALID),  # z = 0.95 / sqrt(0.0475) = 4.36
+    (1000, 10, 1, HostStatus.ACTIVE),  # 1 % validation of 1,000 tasks: the z-test runs on 10
+])
+def test_ramping_counts_executed_tasks_as_gonka_does(executed, validated, invalidated, expected):
+    """Gonka's RAMPING test compares the tasks a host executed with the threshold, not the ones validated."""
+    assert host_status(0, validated, invalidated, n_executed=executed, **GONKA) is expected
 
 
 def test_thresholds_are_parameters():
-    assert host_status(0, 19, 2, **(GONKA | {"z_threshold": 1.2})) is HostStatus.ACTIVE
-    assert host_status(0, 5, 0, **(GONKA | {"ramping_tasks": 5})) is HostStatus.ACTIVE
-    assert host_status(3, 20, 3, **(GONKA | {"invalid_streak_probability": 1e-3})) is HostStatus.INVALID
+    assert host_status(0, 19, 2, n_executed=19, **(GONKA | {"z_threshold": 1.2})) is HostStatus.ACTIVE
+    assert host_status(0, 5, 0, n_executed=5, **(GONKA | {"ramping_tasks": 5})) is HostStatus.ACTIVE
+    assert host_status(3, 20, 3, n_executed=20, **(GONKA | {"invalid_streak_probability": 1e-3})) is HostStatus.INVALID
 
 
 def test_vectorised_statuses_keep_the_host_column_and_use_an_enum():
@@ -49,6 +60,7 @@ def test_vectorised_statuses_keep_the_host_column_and_use_an_enum():
         {
             "host": ["a", "b", "c", "d"],
             "consecutive_invalidations": [5, 0, 0, 0],
+            "n_executed": [50, 3, 100, 100],
             "n_validated": [50, 3, 100, 100],
             "n_invalidated": [5, 0, 2, 30],
         }

@@ -97,10 +97,17 @@ def test_split_sums_exactly_and_floors_every_share(total, weights):
         assert shares == {}
         return
     assert sum(shares.values()) == total
-    first_paid = min(address for address, weight in weights.items() if weight > 0)
+    floors = {address: total * weight // total_weight for address, weight in weights.items() if weight > 0}
+    first_paid = min((a for a, f in floors.items() if f > 0), default=min(floors))
     for address, share in shares.items():
-        floor_share = total * weights[address] // total_weight
-        assert share == floor_share or (address == first_paid and share >= floor_share)
+        assert share == floors[address] or (address == first_paid and share >= floors[address])
+
+
+def test_the_remainder_goes_to_the_first_host_with_a_non_zero_share():
+    """PROTOCOL section 5: not to the first host with weight, whose share may be 0 (item 8 of issue 8)."""
+    assert split_reward(10, {"a": 1, "b": 1000}) == {"a": 0, "b": 10}
+    assert split_reward(7, {"a": 1, "b": 5, "c": 5}) == {"a": 0, "b": 4, "c": 3}
+    assert split_reward(1, {"a": 1, "b": 1}) == {"a": 1, "b": 0}, "every floor is 0: the first host with weight"
 
 
 def test_vesting_puts_the_remainder_in_the_first_tranche():

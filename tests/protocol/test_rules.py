@@ -17,7 +17,8 @@ PARAMS = EpochParams.model_validate({
                "nonces_per_capacity": 256, "validation_sample": 200, "mismatch_probability": 5e-4, "fraud_threshold": 1e-7,
                "power_cap": 0.25, "collateral_grace_epochs": 180, "collateral_base_fraction": 0.2, "price_per_weight_unit": 1,
                "small_network_caps": [1.0, 0.5, 0.4], "genesis_weight": 1},
-    "tasks": {"max_prompt_bytes": 200, "max_tokens_limit": 32, "price_per_token": 100, "free_epochs": 0, "tasks_per_capacity": 5},
+    "tasks": {"max_prompt_bytes": 200, "max_tokens_limit": 32, "price_per_token": 100, "free_epochs": 0, "tasks_per_capacity": 5,
+              "max_submission_bytes": 8192, "max_submissions_per_epoch": 1000},
     "validation": {"false_positive_rate": 0.05, "similarity_threshold": 0.98, "ramping_tasks": 10, "invalid_streak_probability": 1e-6,
                    "invalid_slash_fraction": 0.2, "miss_slash_fraction": 0.1, "miss_tolerance": 0.05, "z_threshold": 1.0,
                    "invalidation_quorum": 0.5, "tie_tolerance": 1e-4, "logprob_epsilon": 1e-6, "min_normalising_positions": 100,
@@ -50,6 +51,9 @@ def test_the_weights_pipeline_takes_the_cap_floors_and_the_free_fraction_from_th
     assert weights == {"a": 20, "b": 10}, "past the grace a keeps 20 % unbacked; floor 1.0 for two hosts lifts the cap"
     freer = changed("sprint", collateral_grace_epochs=1, small_network_caps=(1.0, 1.0, 1.0), collateral_base_fraction=0.5)
     assert {r["address"]: r["weight"] for r in rules_for(freer).epoch_weights(rows, in_force)}["a"] == 50
+    uncapped = EpochParams.model_validate(PARAMS.as_dict() | {"sprint": PARAMS.as_dict()["sprint"] | {"power_cap": 0}})
+    assert {r["address"]: r["weight"] for r in rules_for(uncapped).epoch_weights(rows, in_force)} == {"a": 100, "b": 10}, \
+        "a power cap of 0 is valid in the params and means no cap, even for two hosts (Gonka)"
 
 
 def test_the_sprint_vote_is_the_binomial_test_at_the_params_threshold():
@@ -78,7 +82,7 @@ def test_an_output_cut_short_fails_without_a_rerun():
 
 def test_status_reputation_quorum_and_rewards_read_the_params():
     rules = rules_for(PARAMS)
-    frame = pl.DataFrame({"consecutive_invalidations": [5, 0], "n_validated": [5, 20], "n_invalidated": [5, 3]})
+    frame = pl.DataFrame({"consecutive_invalidations": [5, 0], "n_executed": [5, 20], "n_validated": [5, 20], "n_invalidated": [5, 3]})
     assert rules.host_statuses(frame)["status"].to_list() == ["INVALID", "INVALID"]
     lenient = rules_for(changed("validation", z_threshold=2.1)).host_statuses(frame)["status"].to_list()
     assert lenient == ["INVALID", "ACTIVE"], "z = (0.15 - 0.05) / sqrt(0.05 · 0.95 / 20) ≈ 2.05: above 1, below 2.1"
@@ -88,3 +92,15 @@ def test_status_reputation_quorum_and_rewards_read_the_params():
     assert not rules_for(changed("validation", invalidation_quorum=0.75)).task_invalidated(74, 100)
     assert rules.scheduled_reward() == 999_525_112_794, "R(2) = floor(1e12 · exp(−0.000475))"
     assert rules.vesting_tranches(10) == [4, 3, 3]
+
+
+@pytest.mark.parametrize(("invalid", "missed", "slashed"), [
+    (True, True, 280),  # Gonka's double-jeopardy test: 1000 -> 900 (missed, 10 %) -> 720 (INVALID, 20 %)
+    (True, False, 200),
+    (False, True, 100),
+    (False, False, 0),
+])
+def test_both_slashes_apply_each_to_what_the_other_left(invalid, missed, slashed):
+    frame = pl.DataFrame({"collateral": [1000], "invalid": [invalid], "missed": [missed]})
+    rule = rules_for(PARAMS).collateral_slash(pl.col("collateral"), pl.col("invalid"), pl.col("missed"))
+    assert frame.select(rule).item() == slashed

@@ -66,8 +66,9 @@ def test_five_mismatches_in_200_is_the_first_fraud() -> None:
     assert not sprint.is_fraud(0, 0)
 
 
-def test_mismatches_count_recomputed_distances_not_below_r_target() -> None:
-    assert sprint.count_mismatches([1.30, 1.39, 1.40, 1.41], 1.40) == 2
+def test_mismatches_count_recomputed_distances_above_r_target() -> None:
+    """Gonka's fraud test counts distance > r_target: a recomputed distance equal to it is no mismatch."""
+    assert sprint.count_mismatches([1.30, 1.39, 1.40, 1.41], 1.40) == 1
     assert sprint.count_mismatches(np.array([]), 1.4) == 0
 
 
@@ -92,6 +93,12 @@ def test_power_cap_trims_a_dominant_host() -> None:
     assert sprint.power_cap([10, 100, 10], sprint.cap_fraction(3, 0.25, SMALL_NETWORK_CAPS)) == [10, 13, 10]
     # N=2 with c=0.5: at k=1, 100 > 0.5*(1 + 100) so cap = 0.5*1 / 0.5 = 1
     assert sprint.power_cap([100, 1], sprint.cap_fraction(2, 0.25, SMALL_NETWORK_CAPS)) == [1, 1]
+
+
+def test_a_power_cap_of_zero_means_no_cap() -> None:
+    """As in Gonka: c = 0 switches the cap off (it does not zero every weight), whatever the network's size."""
+    assert sprint.power_cap([100, 10, 10, 10, 10], 0) == [100, 10, 10, 10, 10]
+    assert sprint.cap_fraction(2, 0, SMALL_NETWORK_CAPS) == 0
 
 
 def test_power_cap_leaves_balanced_weights_alone() -> None:

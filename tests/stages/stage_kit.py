@@ -52,7 +52,7 @@ STAGE_OVERRIDES = {
     "rewards__vesting_epochs": 3,
 }
 STAGE_EPOCH = 2
-TASKS_PER_EPOCH = 14
+TASKS_PER_EPOCH = 13
 
 EPOCH_TABLES = ("tasks", "rejected_tasks", "submissions", "poc_batches", "poc_verdicts", "poc_verdict_signatures",
                 "epoch_weights", "seed_commitments", "task_results", "task_verdicts", "task_outcomes", "fee_shares",

@@ -10,7 +10,7 @@ import pytest
 
 from gonka_pipelines.chain.core import ChainError, FinalizedEpochError
 from gonka_pipelines.chain.invariants import check_epoch_supply
-from gonka_pipelines.chain.verify import verify_chain
+from gonka_pipelines.chain.verify import signature_problem, verify_chain
 from gonka_pipelines.local.inbox import submission_id_of, waiting_names
 from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.protocol.block import choose_proposer, quorum_reached
@@ -27,7 +27,7 @@ def proposal(tmp_path_factory):
     run = StageRun.prepare(tmp_path_factory, "block_proposal")
     with run.store() as store:
         before = {"accounts": store.running_accounts(STAGE_EPOCH), "hosts": store.next_host_states(STAGE_EPOCH),
-                  "supply": check_epoch_supply(store, STAGE_EPOCH)}
+                  "supply": check_epoch_supply(store, STAGE_EPOCH), "unclaimed": store.unclaimed_held(STAGE_EPOCH)}
     header = run.run()
     with run.store() as store:
         after = {"block": store.block(STAGE_EPOCH), "epoch_status": store.epoch_status(STAGE_EPOCH),
@@ -72,9 +72,13 @@ def test_the_post_state_is_the_running_accounts_and_the_next_host_states(proposa
     _, _, before, after = proposal
     assert after["accounts"] == before["accounts"]
     assert after["hosts"] == before["hosts"]
-    assert sum(a["balance"] + a["escrow"] + a["locked"] + a["collateral"] for a in after["accounts"]) == before["supply"]
-    fake = [h for h in after["hosts"] if h["weight"] == 0]
-    assert len(fake) == 1, "the fake host's rejected sprint leaves it without weight for the next epoch"
+    held = before["unclaimed"]
+    assert held > 0, "host-lazy's refused payout is held until the next epoch burns it"
+    assert sum(a["balance"] + a["escrow"] + a["locked"] + a["collateral"] for a in after["accounts"]) + held == before["supply"]
+    run = proposal[0]
+    fake = {h.address for h in run.env.hosts if h.behaviour == "fake_hits"}
+    assert {h["address"] for h in after["hosts"] if h["weight"] == 0} == fake, \
+        "the fake host's rejected sprint leaves it without weight for the next epoch (INVALID costs this epoch's weight)"
 
 
 def test_proposing_opens_the_chain_once_and_computes_nothing(proposal):
@@ -163,3 +167,20 @@ def test_a_block_without_two_thirds_of_the_weight_does_not_verify(tmp_path_facto
         report = verify_chain(store)
     assert report.first_problem is not None and report.first_problem.height == STAGE_EPOCH
     assert f"signers hold {remaining} of {total} weight, not more than 2/3" in str(report.first_problem)
+
+
+def test_an_invalid_host_loses_this_epochs_weight_and_keeps_the_one_it_won(tmp_path_factory):
+    """PROTOCOL section 4: INVALID sets a host's weight to 0 for the rest of the epoch, so it neither proposes nor signs
+    the epoch's block; the weight its sprint won governs the next epoch as usual."""
+    run = StageRun.prepare(tmp_path_factory, "block_proposal")
+    honest = sorted(h.address for h in run.env.hosts if h.behaviour == "honest" and run.env.weights[h.address] > 0)
+    host = honest[0]
+    with opened(run.layout) as store:
+        store._execute("UPDATE host_epochs SET status = 'INVALID' WHERE epoch = ? AND address = ?", [STAGE_EPOCH, host])
+        won = store._scalar("SELECT weight FROM epoch_weights WHERE epoch = ? AND address = ?", [STAGE_EPOCH, host])
+    header = run.run()
+    with run.store() as store:
+        assert store.signing_weights(STAGE_EPOCH) == {a: (0 if a == host else w) for a, w in run.env.weights.items()}
+        assert host not in {s["signer"] for s in store.block_signatures(STAGE_EPOCH)} and header.proposer != host
+        assert store.weights(STAGE_EPOCH)[host] == won > 0
+        assert signature_problem(store, STAGE_EPOCH) is None, "the verifier counts the same signing weights"

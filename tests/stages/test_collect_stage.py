@@ -173,3 +173,24 @@ def test_collect_is_deterministic_across_chains(other_chain):
                             store._query("SELECT * FROM rejected_tasks ORDER BY submission_id"),
                             store._query("SELECT * FROM transfers ORDER BY transfer_id")))
     assert results[0] == results[1] and len(results[0][0]) == 10
+
+
+def test_an_epoch_takes_at_most_its_limit_of_entries_and_the_rest_wait(tmp_path, network):
+    """tasks.max_submissions_per_epoch bounds what one intake reads: the first entries in name order are taken, the
+    others stay in the inbox, untouched, for the next epoch (nothing is lost)."""
+    from gonka_pipelines.local.inbox import waiting_names
+
+    from support.chains import create_chain, opened
+    from support.config import fast_genesis
+    from support.submitter import TaskSubmitter
+
+    genesis = fast_genesis(tmp_path / "config", tasks__max_submissions_per_epoch=3)
+    layout = create_chain(tmp_path / "chain", genesis, network)
+    ids = sorted(TaskSubmitter(layout, genesis, network)(5, "dev-ada"))
+    with opened(layout) as store:
+        assert run_stages(store, layout, 1)["epoch_tasks"].submitted == 3
+        assert sorted(s for (s,) in store._query("SELECT submission_id FROM submissions WHERE epoch = 1")) == ids[:3]
+        assert waiting_names(layout.inbox) == [f"{i}.json" for i in ids[3:]]
+        summary = run_stages(store, layout, 2)["epoch_tasks"]
+        assert (summary.submitted, summary.accepted) == (2, 2)
+        assert store._scalar("SELECT count(*) FROM tasks") == 5 and waiting_names(layout.inbox) == []

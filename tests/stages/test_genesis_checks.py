@@ -39,6 +39,10 @@ def init(tmp_path, overrides=None, hosts=HOSTS, developers=DEVELOPERS):
     ({"tasks.price_per_token": 2**60}, HOSTS, "field 'tasks.price_per_token': the largest task's escrow exceeds"),
     ({"emission.supply_cap": 2**63 - 1}, HOSTS, "field 'emission.supply_cap': genesis supply plus everything"),
     ({"sprint.nonces_per_capacity": 9}, HOSTS, "field 'sprint.nonces_per_capacity': the largest host mines 18 nonces"),
+    ({"sprint.mode": "real", "sprint.duration_seconds": 1e-9}, HOSTS,
+     "field 'sprint.duration_seconds': a real-mode sprint of 1e-09 s mines about"),
+    ({"tasks.max_submission_bytes": 5295}, HOSTS,
+     "field 'tasks.max_submission_bytes': 5295 bytes would refuse a valid task: a 200-byte prompt may need 5296"),
 ])
 def test_init_refuses_a_configuration_its_epochs_would_fail_on(tmp_path, overrides, hosts, message):
     with pytest.raises(ConfigError) as error:
@@ -49,8 +53,9 @@ def test_init_refuses_a_configuration_its_epochs_would_fail_on(tmp_path, overrid
 
 
 def test_the_edge_of_each_check_still_starts(tmp_path):
-    head = init(tmp_path, {"tasks.max_prompt_bytes": 223, "sprint.nonces_per_capacity": 10})
-    assert head.height == 0, "223 + 1 + 32 = 256 fits llm-tiny's context; 2 × 10 nonces at 5 % expect one hit"
+    head = init(tmp_path, {"tasks.max_prompt_bytes": 223, "sprint.nonces_per_capacity": 10, "tasks.max_submission_bytes": 5434})
+    assert head.height == 0, ("223 + 1 + 32 = 256 fits llm-tiny's context; 2 × 10 nonces at 5 % expect one hit; a 223-byte "
+                              "prompt's submission fits 6 × 223 + 4096 = 5434 bytes")
 
 
 @pytest.mark.parametrize("overrides, field", [
@@ -74,3 +79,14 @@ def test_gonka_init_says_what_is_wrong_without_a_traceback(tmp_path, capsys):
     code = cli.main(["--data-dir", str(tmp_path / "chain"), "init", "--genesis", str(genesis)])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: genesis profile 'local': field 'sprint.model'") and "Traceback" not in err
+
+
+def test_a_real_mode_sprint_model_that_does_not_fit_this_machine_is_refused(tmp_path, monkeypatch):
+    """Real mode builds the sprint model here: weights beyond the free memory (poc-mainnet's 17.7 B parameters take
+    66 GiB in float32) mean no host could mine, so init refuses, naming the sizes."""
+    from gonka_pipelines.stages import genesis as genesis_stage
+
+    monkeypatch.setattr(genesis_stage.os, "sysconf", lambda name: {"SC_PAGE_SIZE": 4096, "SC_AVPHYS_PAGES": 100}[name])
+    with pytest.raises(ConfigError, match=r"field 'sprint.model': poc-tiny's float32 weights take 0.0 GiB and this machine has "
+                                          r"0.0 GiB free"):
+        init(tmp_path, {"sprint.mode": "real", "sprint.duration_seconds": 5})

@@ -9,13 +9,13 @@ import threading
 import pytest
 
 from gonka_pipelines.chain.verify import verify_chain
+from gonka_pipelines.local.config import load_genesis
 from gonka_pipelines.local.inbox import ESCAPED_NAME
-from gonka_pipelines.protocol.intake import max_submission_bytes
 
 from support.chains import opened, run_stages
 
-CAP = max_submission_bytes(200)
-"""The shipped local profile's limit: 6 × max_prompt_bytes (200) + 4096 bytes."""
+CAP = load_genesis().tasks.max_submission_bytes
+"""The shipped local profile's limit on an inbox file: 8,192 bytes."""
 
 
 def signed_like(submit, **body_extra) -> bytes:

@@ -55,8 +55,9 @@ def test_r_target_is_calibrated_for_a_5_percent_hit_rate(sprint):
 
 
 def test_honest_hosts_submit_exactly_the_hits_of_their_nonce_budget(sprint):
-    """A host's budget is capacity · nonces_per_capacity nonces 0..budget-1; it submits every nonce whose recomputed
-    distance is below r_target, with that distance bit for bit, and nothing else."""
+    """A host's budget is capacity · nonces_per_capacity nonces 0..budget-1, one ML node per capacity unit, node i of n
+    on the stream i, i + n, ... (PROTOCOL section 3); it submits every nonce whose recomputed distance is below r_target,
+    with that distance bit for bit, and nothing else. Each batch is one node's."""
     run, _, rows = sprint
     sprint_params, r_target = run.env.params.sprint, run.env.params.r_target
     compute = run.compute.inner  # not the guarded one: this check holds no chain open but should not be counted
@@ -68,9 +69,12 @@ def test_honest_hosts_submit_exactly_the_hits_of_their_nonce_budget(sprint):
         distances = np.asarray(compute.distances(batches[0]["public_key"], list(range(budget))), dtype=np.float64)
         hits = [n for n in range(budget) if distances[n] < r_target]
         assert hits, name
-        assert [n for b in batches for n in b["nonces"]] == hits, name
+        assert sorted(n for b in batches for n in b["nonces"]) == hits, name
+        submitted = [n for b in batches for n in b["nonces"]]
         stored = np.asarray([d for b in batches for d in b["distances"]], dtype=np.float64)
-        assert stored.tobytes() == distances[hits].tobytes(), name
+        assert stored.tobytes() == distances[submitted].tobytes(), name
+        for batch in batches:
+            assert len({n % CAPACITY[name] for n in batch["nonces"]}) == 1 and batch["nonces"] == sorted(batch["nonces"])
         assert all(b["status"] == "accepted" and b["reason"] is None for b in batches), name
         assert [b["sequence"] for b in batches] == list(range(len(batches))), name
         total_hits, total_budget = total_hits + len(hits), total_budget + budget
@@ -78,17 +82,19 @@ def test_honest_hosts_submit_exactly_the_hits_of_their_nonce_budget(sprint):
 
 
 def test_honest_batches_are_submitted_in_virtual_sprint_time(sprint):
-    """Simulation mode: a batch covering nonces up to end is submitted at end / budget · duration."""
+    """Simulation mode: a node's batch covering its stream up to position end is submitted at end / per_node · duration
+    (the nodes mine side by side)."""
     run, _, rows = sprint
     sprint_params, chunk = run.env.params.sprint, run.compute.sprint_batch_size
+    per_node = sprint_params.nonces_per_capacity
     for name, batches in by_host(rows).items():
         if name == "host-fake":
             continue
-        budget = CAPACITY[name] * sprint_params.nonces_per_capacity
         for batch in batches:
-            end = min(budget, (max(batch["nonces"]) // chunk + 1) * chunk)
-            assert min(batch["nonces"]) >= end - chunk, "one batch per model batch of nonces"
-            assert batch["submitted_at"] == end / budget * sprint_params.duration_seconds
+            positions = [n // CAPACITY[name] for n in batch["nonces"]]
+            end = min(per_node, (max(positions) // chunk + 1) * chunk)
+            assert min(positions) >= end - chunk, "one batch per model batch of a node's nonces"
+            assert batch["submitted_at"] == end / per_node * sprint_params.duration_seconds
         assert batches[-1]["submitted_at"] <= sprint_params.duration_seconds
 
 
@@ -118,9 +124,9 @@ def test_every_batch_is_signed_by_its_host_over_the_previous_block_hash(sprint):
 def test_mining_runs_with_the_chain_closed_and_one_write(sprint):
     run, _, rows = sprint
     sprint_params, chunk = run.env.params.sprint, run.compute.sprint_batch_size
-    chunks = sum(math.ceil(CAPACITY[name] * sprint_params.nonces_per_capacity / chunk) for name in CAPACITY if name != "host-fake")
+    chunks = sum(CAPACITY[name] * math.ceil(sprint_params.nonces_per_capacity / chunk) for name in CAPACITY if name != "host-fake")
     assert run.opener.opens == 1, "the stage opens the chain once, to write its batches"
-    assert dict(run.compute.calls) == {"mine": chunks}, "one mine call per model batch of every honest host"
+    assert dict(run.compute.calls) == {"mine": chunks}, "one mine call per model batch of every ML node of every honest host"
 
 
 def test_rerunning_the_stage_is_idempotent(tmp_path_factory):

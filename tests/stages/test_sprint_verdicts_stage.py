@@ -26,20 +26,24 @@ def verdicts(tmp_path_factory):
     return run, result, rows, claims, signatures
 
 
-def test_every_validator_with_weight_votes_on_every_other_host(verdicts):
+def test_every_validator_with_weight_votes_on_every_host_its_own_included(verdicts):
     run, result, rows, claims, _ = verdicts
     validators = {a for a, w in run.env.weights.items() if w > 0}
     names = {h.address: h.name for h in run.env.hosts}
     assert names[next(a for a, w in run.env.weights.items() if w == 0)] == "host-fake", "weight 0 after its rejected sprint"
-    expected = {(v, h) for h in claims for v in validators if v != h}
+    expected = {(v, h) for h in claims for v in validators}
     assert {(r["validator"], r["host"]) for r in rows} == expected
-    assert len(rows) == len(expected) == sum(len(validators - {h}) for h in claims)
+    assert len(rows) == len(expected) == len(claims) * len(validators)
+    own = {r["host"]: r for r in rows if r["validator"] == r["host"]}
+    assert set(own) == set(claims) & validators and all(r["valid"] for r in own.values())
+    assert {names[h] for h, r in own.items() if not r["recomputed"]} == {"host-lazy"}, \
+        "an honest host checks its own sprint like any other (the lazy one checks nothing)"
     assert result == {"verdicts": len(rows), "invalid_votes": sum(not r["valid"] for r in rows)}
 
 
 def test_each_validator_samples_min_200_nonces_and_counts_mismatches_exactly(verdicts):
     """Re-derive every recomputing validator's sample (keyed by its key, the block hash and the epoch) and its count of
-    recomputed distances at or above r_target."""
+    recomputed distances above r_target."""
     run, _, rows, claims, _ = verdicts
     env = run.env
     recomputed: dict[str, dict[int, float]] = {}

@@ -13,8 +13,10 @@ from gonka_pipelines.protocol.crypto import MessageKind, verify
 from gonka_pipelines.protocol.host_status import host_status
 from gonka_pipelines.protocol.inference_validation import should_validate
 from gonka_pipelines.protocol.messages import task_verdict_body
+from gonka_pipelines.protocol.rules import GonkaPipelinesV1
 
 from stage_kit import STAGE_EPOCH, StageRun, assert_idempotent
+from support.chains import opened
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +50,7 @@ def test_validators_are_drawn_by_their_secret_seeds(validation):
     run, result, data = validation
     env = run.env
     completed = [r for r in data["results"] if r["status"] == "completed"]
-    traffic = max(len(completed), data["previous_tasks"])
-    assert traffic <= 100
+    assert max(len(data["results"]), data["previous_tasks"]) <= 100
     members = {a: w for a, w in env.weights.items() if w > 0}
     total = sum(members.values())
     expected = {(r["task_id"], v) for r in completed for v, w in members.items()
@@ -57,6 +58,28 @@ def test_validators_are_drawn_by_their_secret_seeds(validation):
     assert {(v["task_id"], v["validator"]) for v in data["verdicts"]} == expected
     assert expected, "some tasks are validated"
     assert result == {"validations": len(expected), "invalidated": sum(o["outcome"] == "invalidated" for o in data["outcomes"].values())}
+
+
+def test_traffic_is_the_larger_count_of_accepted_tasks_this_epoch_or_the_last(tmp_path_factory, monkeypatch):
+    """T measures one thing on both sides (PROTOCOL section 4): accepted tasks, this epoch or the last (it used to compare
+    this epoch's completed results with last epoch's accepted tasks)."""
+    run = StageRun.prepare(tmp_path_factory, "task_verdicts")
+    seen: list[float] = []
+    select = GonkaPipelinesV1.select_validations
+
+    def spy(rules, task_ids, executors, pool, traffic):
+        seen.append(traffic)
+        return select(rules, task_ids, executors, pool, traffic)
+
+    with opened(run.layout) as store:  # a quieter last epoch: this epoch's count decides
+        store._execute("DELETE FROM tasks WHERE epoch = ? AND task_id NOT IN (SELECT min(task_id) FROM tasks WHERE epoch = ?)",
+                       [STAGE_EPOCH - 1, STAGE_EPOCH - 1])
+        accepted, before = store.task_count(STAGE_EPOCH), store.task_count(STAGE_EPOCH - 1)
+        completed = store._scalar("SELECT count(*) FROM task_results WHERE epoch = ? AND status = 'completed'", [STAGE_EPOCH])
+    assert before < completed < accepted, "some tasks expired, so the two measures differ"
+    monkeypatch.setattr(GonkaPipelinesV1, "select_validations", spy)
+    run.run()
+    assert seen == [accepted]
 
 
 def test_verdicts_compare_the_executors_output_and_are_signed(validation):
@@ -150,6 +173,7 @@ def test_each_hosts_counts_streak_status_and_reputation(validation):
             "required_validations": len(own_votes), "done_validations": len(own_votes),
             "contradicted_votes": contradicted,
             "status": host_status(streak, len(validated), sum(o["outcome"] == "invalidated" for o in validated),
+                                  n_executed=sum(r["status"] == "completed" for r in results),
                                   false_positive_rate=0.05, ramping_tasks=10, invalid_streak_probability=1e-6, z_threshold=1.0).value,
             "reputation": protocol_reputation(served, rates), "epochs_served": served,
         }, behaviour[address]
