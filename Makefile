@@ -25,7 +25,7 @@ demo: install  ## create the venv, run 3 epochs into data/chain.duckdb through D
 	$(RUNTIME) $(VENV)/bin/gonka demo --epochs 3
 
 lint: install  ## ruff, the layer contracts (import-linter) and the type checker (mypy)
-	$(VENV)/bin/ruff check gonka_pipelines tests bench
+	$(VENV)/bin/ruff check gonka_pipelines tests bench tools
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 

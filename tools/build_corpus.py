@@ -2,9 +2,10 @@
 
 Sources (all under the PSF License 2.0, see resources/corpus/README.md): the reference topics of `pydoc_data.topics`
 (the text `help()` shows), the docstrings of the standard library's modules, classes and functions, and blocks of
-the standard library's source code (tests and private modules left out). The text is normalised to ASCII lines of printable characters, split into paragraphs,
-shuffled deterministically and cut into fixed-size shards at paragraph boundaries; each shard is written as
-resources/corpus/<sha256>.txt and listed in resources/corpus/manifest.yaml with its role (train or eval).
+the standard library's source code (tests and private modules left out). The text is normalised to ASCII lines of
+printable characters, split into paragraphs, shuffled deterministically and cut into fixed-size shards at paragraph
+boundaries; each shard is written as resources/corpus/<sha256>.txt and listed in resources/corpus/manifest.yaml with
+its role (train or eval).
 
 Run once by a maintainer (`python tools/build_corpus.py`); the shards are committed, so no machine rebuilds them and
 every machine reads the same bytes. Rebuilding on another CPython patch release may give other shards.
@@ -104,9 +105,10 @@ def main() -> None:
     for index, shard in enumerate(shards):
         digest = hashlib.sha256(shard).hexdigest()
         (OUT / f"{digest}.txt").write_bytes(shard)
-        manifest.append({"hash": digest, "bytes": len(shard), "role": "eval" if index >= TRAIN_SHARDS else "train",
-                         "name": f"{'eval' if index >= TRAIN_SHARDS else 'train'}-{index if index < TRAIN_SHARDS else index - TRAIN_SHARDS}"})
-    header = (f"# Built by tools/build_corpus.py from CPython {sys.version.split()[0]}'s documentation and standard-library source (PSF License 2.0).\n"
+        role, number = ("train", index) if index < TRAIN_SHARDS else ("eval", index - TRAIN_SHARDS)
+        manifest.append({"hash": digest, "bytes": len(shard), "role": role, "name": f"{role}-{number}"})
+    header = (f"# Built by tools/build_corpus.py from CPython {sys.version.split()[0]}'s documentation and standard-library "
+              "source (PSF License 2.0).\n"
               "# Each shard is <hash>.txt beside this file; a training task names shards by hash.\n")
     (OUT / "manifest.yaml").write_text(header + yaml.safe_dump({"shards": manifest}, sort_keys=False))
     print(f"{len(paragraphs)} paragraphs; wrote {len(shards)} shards, {sum(len(s) for s in shards):,} bytes")

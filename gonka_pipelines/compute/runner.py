@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import torch
-from accelerate import Accelerator
+from accelerate import PartialState
 from torch import Tensor
 
 from gonka_pipelines.compute.decoder import Decoder, build_seeded_decoder
@@ -19,10 +19,11 @@ TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": 
 def resolve_device(device: str | None) -> torch.device:
     """The named device, else accelerate's choice (CUDA when present, else CPU).
 
-    An explicit device bypasses accelerate on purpose: its AcceleratorState is process-wide and
-    refuses `cpu=True` once it has picked a GPU, which would break a CPU runner built after a GPU one.
+    An explicit device bypasses accelerate on purpose: its state is process-wide and refuses `cpu=True` once it has
+    picked a GPU. The choice asks PartialState (the device alone), so the mixed precision a training run's Accelerator
+    sets is still free.
     """
-    return torch.device(device) if device is not None else Accelerator().device
+    return torch.device(device) if device is not None else PartialState().device
 
 
 def compute_dtype(profile: ModelProfile, device: torch.device) -> torch.dtype:
