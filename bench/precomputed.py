@@ -19,10 +19,12 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from functools import lru_cache
+from functools import cached_property, lru_cache
+from typing import Any
 
 import numpy as np
 
+from gonka_pipelines.compute.engine import TorchCompute
 from gonka_pipelines.compute.llm import EOS, TOP_K, Generation, encode
 from gonka_pipelines.compute.profiles import load_profile
 from gonka_pipelines.protocol.params import Behaviour
@@ -140,3 +142,16 @@ class PrecomputedCompute:
         last = len(honest.tokens) - 1
         return ([honest.top_ids[min(i, last)] for i in range(len(output))],
                 [honest.top_logprobs[min(i, last)] for i in range(len(output))])
+
+    # -- training -------------------------------------------------------------------------------
+
+    def train(self, *args: Any) -> Any:
+        """Training is not precomputed (the benchmark's workload orders none): a training task runs for real."""
+        return self._torch.train(*args)
+
+    def evaluate(self, *args: Any) -> Any:
+        return self._torch.evaluate(*args)
+
+    @cached_property
+    def _torch(self) -> TorchCompute:
+        return TorchCompute(self.sprint_model, self.prev_hash, self.device)

@@ -60,6 +60,61 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from gonka_pipelines.local.inbox import write_submission
+    from gonka_pipelines.local.keys import load_key
+    from gonka_pipelines.protocol.intake import Rejected
+    from gonka_pipelines.protocol.training import served_version
+    from gonka_pipelines.simulation.client import checked_training
+
+    layout = _layout(args)
+    keypair = load_key(layout.key_file(args.developer))
+    with ChainStore.open(layout.database, read_only=True) as store:
+        try:
+            base = args.base or served_version(store.version_scores(), args.model)
+            shards = args.shards or sorted(store.training_shards())
+            raw, nonce = checked_training(store, layout.inbox, keypair, model=args.model, base_version=base, shards=shards,
+                                          steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                                          seed=args.seed, max_price=args.max_price, nonce=args.nonce)
+        except (Rejected, ValueError) as error:
+            print(f"error: not submitted, the collector would reject it: {error}", file=sys.stderr)
+            return 2
+    submission_id = write_submission(layout.inbox, raw)
+    print(f"submitted training {submission_id} (nonce {nonce}): {args.steps} steps × {args.batch_size} windows of "
+          f"{args.model} from version {base[:12]} on {len(shards)} shard(s)")
+    return 0
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    from gonka_pipelines.protocol.training import served_version
+
+    with ChainStore.open(_layout(args).database, read_only=True) as store:
+        rows, scores = store.version_rows(), store.version_scores()
+        shards = store.shard_names()
+    served = {served_version(scores, model) for model in {r["model"] for r in rows}}
+    if args.action == "list":
+        print(f"{'version':14}{'model':10}{'epoch':>6}  {'parent':14}{'executor':14}{'final loss':>11}{'held-out':>10}")
+        for r in rows:
+            final = "-" if r["final_loss"] is None else f"{r['final_loss']:.4f}"
+            print(f"{r['version'][:12]:14}{r['model']:10}{r['epoch']:>6}  {(r['parent'][:12] or 'genesis'):14}"
+                  f"{(r['executor_name'] or '-'):14}{final:>11}{r['eval_loss']:>10.4f}{'  served' if r['version'] in served else ''}")
+        return 0
+    by_version = {r["version"]: r for r in rows}
+    matches = [v for v in by_version if v.startswith(args.version)]
+    if len(matches) != 1:
+        print(f"error: {args.version!r} names {len(matches)} model versions; give 12 or more hex digits of one "
+              "(`gonka model list`)", file=sys.stderr)
+        return 2
+    version = matches[0]
+    while version:
+        r = by_version[version]
+        origin = (f"trained in epoch {r['epoch']} by {r['executor_name']} (task {r['task_id'][:12]}) on "
+                  + ", ".join(f"{shards.get(s, '?')} {s[:12]}" for s in r["shards"]) if r["parent"] else "genesis: seeded random weights")
+        print(f"{version}  {r['model']}  held-out loss {r['eval_loss']:.4f}{'  (served)' if version in served else ''}\n    {origin}")
+        version = r["parent"]
+    return 0
+
+
 def _run_epochs(layout: DataLayout, count: int) -> int:
     from gonka_pipelines.defs.launch import dagster_instance, run_next_epoch
 
@@ -186,6 +241,24 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--max-price", type=int, default=100)
     submit.add_argument("--nonce", type=int, help="default: one above the developer's last accepted nonce")
     submit.set_defaults(handler=cmd_submit)
+
+    train = commands.add_parser("train", help="sign a training task with a developer key and put it in the inbox")
+    train.add_argument("--developer", required=True, help="developer name (its key is data/keys/NAME.key)")
+    train.add_argument("--model", default="llm-tiny", help="the model to fine-tune")
+    train.add_argument("--base", help="model version to start from (default: the served one, `gonka model list`)")
+    train.add_argument("--shards", nargs="+", metavar="HASH", help="corpus shards to train on (default: every training shard)")
+    train.add_argument("--steps", type=int, default=8, help="optimizer steps")
+    train.add_argument("--batch-size", type=int, default=4, help="windows of the model's context per step")
+    train.add_argument("--learning-rate", type=float, default=3e-3)
+    train.add_argument("--seed", type=int, default=0, help="draws the training windows")
+    train.add_argument("--max-price", type=int, default=100, help="most base units per token processed")
+    train.add_argument("--nonce", type=int, help="default: one above the developer's last nonce, counting the inbox")
+    train.set_defaults(handler=cmd_train)
+
+    model = commands.add_parser("model", help="model versions: `list`, or `show VERSION` with its lineage down to shards")
+    model.add_argument("action", choices=["list", "show"])
+    model.add_argument("version", nargs="?", default="", help="for show: 12 or more hex digits of a version")
+    model.set_defaults(handler=cmd_model)
 
     run = commands.add_parser("run", help="run the next epoch(s) through Dagster")
     run.add_argument("--epochs", type=int, default=1)

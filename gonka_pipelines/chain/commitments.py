@@ -30,10 +30,21 @@ COMMITMENTS: tuple[Commitment, ...] = (
     Commitment("registry_accounts", "accounts", "address", ("address", "name", "kind", "public_key"), epoch="0"),
     Commitment("registry_hosts", "hosts", "address", ("address", "name", "public_key", "capacity", "models", "behaviour"),
                epoch="0"),
+    Commitment("corpus_shards", "corpus_shards", "hash", ("hash", "name", "role", "bytes"), epoch="0"),
     Commitment("submissions", "submissions", "submission_id", ("submission_id", "outcome")),
     Commitment("tasks", "tasks", "task_id", (
         "task_id", "submission_id", "developer", "nonce", "model", "prompt", "prompt_tokens",
         "max_tokens", "max_price", "escrow", "signature")),
+    Commitment("training_tasks", "training_tasks", "task_id", (
+        "task_id", "submission_id", "developer", "nonce", "model", "base_version", "shards", "steps", "batch_size",
+        "learning_rate", "seed", "max_price", "tokens", "escrow", "signature")),
+    Commitment("training_results", "training_results", "task_id", (
+        "task_id", "executor", "status", "version", "checkpoint_steps", "checkpoints", "losses", "tokens", "cost", "refund",
+        "signature")),
+    Commitment("training_verdicts", "training_verdicts", "task_id || ':' || validator", (
+        "task_id", "validator", "first_step", "last_step", "recomputed", "passed", "eval_loss", "reason", "signature")),
+    Commitment("model_versions", "model_versions", "version", (
+        "version", "model", "parent", "task_id", "executor", "shards", "final_loss", "eval_loss")),
     Commitment("rejections", "rejected_tasks", "submission_id", ("submission_id", "reason", "detail", "raw_payload")),
     Commitment("transfers", "transfers", "transfer_id", (
         "transfer_id", "stage", "account", "balance_delta", "escrow_delta", "locked_delta", "collateral_delta", "kind", "ref")),

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from gonka_pipelines.chain.core import FINALIZED, StoreCore
 from gonka_pipelines.protocol.crypto import hash_value
-from gonka_pipelines.protocol.intake import IntakeContext, IntakeResult
-from gonka_pipelines.protocol.params import EpochParams, TaskParams
+from gonka_pipelines.protocol.intake import AcceptedTask, AcceptedTraining, IntakeContext, IntakeResult, TrainingLimits
+from gonka_pipelines.protocol.params import EpochParams, GenesisParams
 from gonka_pipelines.protocol.records import SubmissionOutcome, TransferKind
+from gonka_pipelines.protocol.training import VersionScore
 
 STAGE = "collect"
 """The tag of intake's transfers and lineage (committed: it must not change)."""
@@ -28,30 +30,57 @@ class IntakeRows(StoreCore):
                JOIN information_schema.tables t ON t.table_name = c.table_name AND t.table_type = 'BASE TABLE'
                WHERE c.column_name = 'epoch' AND c.table_name NOT IN ('epochs', 'epoch_runs') ORDER BY 1""")]
 
-    def intake_context(self, epoch: int, tasks: TaskParams, price_per_token: int) -> IntakeContext:
+    def intake_context(self, epoch: int, params: GenesisParams, price_per_token: int, contexts: Mapping[str, int]) -> IntakeContext:
         """What intake's checks need for an epoch, read from the chain as it stands before the epoch's intake (the
-        collector's and `gonka submit`'s view alike)."""
+        collector's and `gonka submit`'s view alike). `contexts`: each model's context length in tokens (a training
+        window), which the model profiles know and the chain does not."""
+        tasks, training = params.tasks, params.training
+        versions = self.model_versions()
         return IntakeContext(
             chain_id=self.chain_id, developers=self.developer_keys(), balances=self.balances(epoch),
             used_nonces=self.used_task_nonces(before_epoch=epoch), models=self.served_models(),
-            max_prompt_bytes=tasks.max_prompt_bytes, max_tokens_limit=tasks.max_tokens_limit, price_per_token=price_per_token)
+            max_prompt_bytes=tasks.max_prompt_bytes, max_tokens_limit=tasks.max_tokens_limit, price_per_token=price_per_token,
+            training=TrainingLimits(self.training_shards(), versions, {m: contexts[m] for m in set(versions.values())},
+                                    training.max_steps, training.max_batch_size, training.max_learning_rate))
+
+    def model_versions(self) -> dict[str, str]:
+        """Every model version on the chain: its model's name by version hash."""
+        return dict(self._query("SELECT version, model FROM model_versions ORDER BY version"))
+
+    def version_scores(self) -> list[VersionScore]:
+        """Every model version's held-out loss, what the served-version rule compares."""
+        return [VersionScore(*row) for row in self._query("SELECT version, model, epoch, eval_loss FROM model_versions ORDER BY version")]
+
+    def version_rows(self) -> list[dict[str, Any]]:
+        """Every model version with its lineage (parent, task, executor, shards) and losses, oldest first."""
+        return self._records("""SELECT v.*, coalesce(h.name, '') AS executor_name FROM model_versions v
+                                LEFT JOIN hosts h ON h.address = v.executor ORDER BY v.epoch, v.version""")
+
+    def shard_names(self) -> dict[str, str]:
+        """Every registered corpus shard's name (train-0, eval-0, ...) by hash."""
+        return dict(self._query("SELECT hash, name FROM corpus_shards ORDER BY name"))
+
+    def training_shards(self) -> frozenset[str]:
+        """Hashes of the shards a training task may name (the held-out ones are for evaluation only)."""
+        return frozenset(h for (h,) in self._query("SELECT hash FROM corpus_shards WHERE role = 'train'"))
 
     def developer_keys(self) -> dict[str, str]:
         """Developer addresses by public key."""
         return dict(self._query("SELECT public_key, address FROM accounts WHERE kind = 'developer'"))
 
     def used_task_nonces(self, before_epoch: int) -> set[tuple[str, int]]:
-        """(developer, nonce) of every task accepted before the epoch."""
-        return set(self._query("SELECT developer, nonce FROM tasks WHERE epoch < ?", [before_epoch]))
+        """(developer, nonce) of every task (inference or training) accepted before the epoch."""
+        return set(self._query("SELECT developer, nonce FROM tasks WHERE epoch < ? UNION ALL "
+                               "SELECT developer, nonce FROM training_tasks WHERE epoch < ?", [before_epoch, before_epoch]))
 
     def served_models(self) -> set[str]:
         return {model for (model,) in self._query("SELECT DISTINCT unnest(models) FROM hosts")}
 
     def developer_nonces(self, developer: str) -> list[int]:
-        """Nonces of a developer's accepted tasks (developer by name or address)."""
+        """Nonces of a developer's accepted tasks, inference and training (developer by name or address)."""
         return [nonce for (nonce,) in self._query(
-            "SELECT t.nonce FROM tasks t JOIN accounts a ON a.address = t.developer WHERE a.name = ? OR a.address = ?",
-            [developer, developer])]
+            """SELECT t.nonce FROM (SELECT developer, nonce FROM tasks UNION ALL SELECT developer, nonce FROM training_tasks) t
+               JOIN accounts a ON a.address = t.developer WHERE a.name = ? OR a.address = ?""", [developer, developer])]
 
     def consumed_submissions(self, submission_ids: Sequence[str], before_epoch: int) -> set[str]:
         """Which of these ids finalized epochs already took (their files linger if a crash hit before archiving)."""
@@ -64,9 +93,12 @@ class IntakeRows(StoreCore):
         return [sid for (sid,) in self._query("SELECT submission_id FROM submissions WHERE epoch = ? ORDER BY 1", [epoch])]
 
     def write_intake(self, epoch: int, result: IntakeResult) -> None:
-        """Accepted tasks with their escrow transfers and lineage, rejections with reason and raw payload."""
-        accepted, rejected = result.accepted, result.rejected
-        self._insert("tasks", [{"epoch": epoch, **vars(task)} for task in accepted])
+        """Accepted tasks (inference and training) with their escrow transfers and lineage, rejections with reason and
+        raw payload."""
+        rejected = result.rejected
+        accepted: list[AcceptedTask | AcceptedTraining] = [*result.accepted, *result.trainings]
+        self._insert("tasks", [{"epoch": epoch, **vars(task)} for task in result.accepted])
+        self._insert("training_tasks", [{"epoch": epoch, **vars(task), "shards": list(task.shards)} for task in result.trainings])
         self._insert("rejected_tasks", [{"epoch": epoch, "submission_id": r.submission_id, "reason": r.reason.value,
                                          "detail": r.detail, "raw_payload": r.raw_payload} for r in rejected])
         self._insert("submissions", [{"submission_id": t.submission_id, "epoch": epoch, "outcome": SubmissionOutcome.ACCEPTED}

@@ -24,6 +24,12 @@ class RegistryRows(StoreCore):
         self._insert("account_states", [{"epoch": 0, **row} for row in account_states])
         self._insert("host_states", [{"epoch": 0, **row} for row in host_states])
 
+    def register_training(self, shards: Sequence[dict[str, Any]], versions: Sequence[dict[str, Any]]) -> None:
+        """The corpus shards training tasks may name and each served model's genesis version (the caller's transaction;
+        block 0 commits to both)."""
+        self._insert("corpus_shards", list(shards))
+        self._insert("model_versions", [{"epoch": 0, **version} for version in versions])
+
     def save_genesis_block(self, header: dict[str, Any], block_hash: str, signatures: Sequence[dict[str, Any]]) -> None:
         self._save_block(header, block_hash, signatures, FINALIZED)
 

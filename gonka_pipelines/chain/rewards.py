@@ -36,10 +36,13 @@ class RewardRows(StoreCore):
         return int(self._scalar("SELECT coalesce(sum(minted), 0) FROM emissions WHERE epoch < ?", [epoch]))
 
     def fee_settlements(self, epoch: int) -> list[tuple[str, str, int, str]]:
-        """(task id, developer, cost, outcome) of every task with a cost, in task id order."""
+        """(task id, developer, cost, outcome) of every task (inference or training) with a cost, in task id order."""
         return self._query(
             """SELECT r.task_id, t.developer, r.cost, o.outcome FROM task_results r JOIN tasks t USING (task_id)
-               JOIN task_outcomes o USING (task_id) WHERE r.epoch = ? AND r.cost > 0 ORDER BY r.task_id""", [epoch])
+               JOIN task_outcomes o USING (task_id) WHERE r.epoch = ? AND r.cost > 0
+               UNION ALL
+               SELECT r.task_id, t.developer, r.cost, o.outcome FROM training_results r JOIN training_tasks t USING (task_id)
+               JOIN task_outcomes o USING (task_id) WHERE r.epoch = ? AND r.cost > 0 ORDER BY 1""", [epoch, epoch])
 
     def vesting_due(self, epoch: int) -> list[dict[str, Any]]:
         """Tranches granted by earlier epochs that unlock in this one."""

@@ -157,6 +157,56 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE emissions ADD COLUMN unclaimed BIGINT NOT NULL DEFAULT 0;
         """,
     ),
+    (
+        7,
+        "training: the corpus shards registered at genesis, training tasks, and model versions with their lineage",
+        """
+        CREATE TABLE corpus_shards (hash VARCHAR PRIMARY KEY, name VARCHAR NOT NULL, role VARCHAR NOT NULL, bytes BIGINT NOT NULL);
+        CREATE TABLE training_tasks (
+            task_id VARCHAR PRIMARY KEY, epoch BIGINT NOT NULL, submission_id VARCHAR NOT NULL, developer VARCHAR NOT NULL,
+            nonce BIGINT NOT NULL, model VARCHAR NOT NULL, base_version VARCHAR NOT NULL, shards VARCHAR[] NOT NULL,
+            steps INTEGER NOT NULL, batch_size INTEGER NOT NULL, learning_rate DOUBLE NOT NULL, seed BIGINT NOT NULL,
+            max_price BIGINT NOT NULL, tokens BIGINT NOT NULL, escrow BIGINT NOT NULL, signature VARCHAR NOT NULL,
+            UNIQUE (developer, nonce));
+        CREATE TABLE model_versions (
+            version VARCHAR PRIMARY KEY, epoch BIGINT NOT NULL, model VARCHAR NOT NULL, parent VARCHAR NOT NULL,
+            task_id VARCHAR NOT NULL, executor VARCHAR NOT NULL, shards VARCHAR[] NOT NULL, final_loss DOUBLE,
+            eval_loss DOUBLE NOT NULL);
+        CREATE TABLE training_results (
+            task_id VARCHAR PRIMARY KEY, epoch BIGINT NOT NULL, executor VARCHAR NOT NULL, status VARCHAR NOT NULL,
+            version VARCHAR NOT NULL, checkpoint_steps INTEGER[] NOT NULL, checkpoints VARCHAR[] NOT NULL,
+            losses DOUBLE[] NOT NULL, tokens BIGINT NOT NULL, cost BIGINT NOT NULL, refund BIGINT NOT NULL,
+            signature VARCHAR NOT NULL);
+        CREATE TABLE training_verdicts (
+            epoch BIGINT NOT NULL, task_id VARCHAR NOT NULL, validator VARCHAR NOT NULL, first_step INTEGER NOT NULL,
+            last_step INTEGER NOT NULL, recomputed BOOLEAN NOT NULL, passed BOOLEAN NOT NULL, eval_loss DOUBLE NOT NULL,
+            reason VARCHAR NOT NULL, signature VARCHAR NOT NULL, PRIMARY KEY (task_id, validator));
+        CREATE OR REPLACE VIEW payout_lineage AS
+        WITH payouts AS (SELECT r.*, h.name AS host FROM rewards r JOIN hosts h USING (address)),
+             costs AS (SELECT task_id, cost FROM task_results UNION ALL SELECT task_id, cost FROM training_results)
+        SELECT p.epoch, p.host, p.address, p.payout, p.claimed, 'reward' AS part, 'weight' AS source_kind,
+               w.address AS source_id, p.reward AS amount,
+               format('weight {} of {} from {} accepted hits', p.weight, p.total_weight, w.hits) AS detail
+        FROM payouts p
+        JOIN lineage l ON l.epoch = p.epoch AND l.child_kind = 'payout' AND l.child_id = p.address AND l.parent_kind = 'weight'
+        JOIN epoch_weights w ON w.epoch = p.epoch AND w.address = l.parent_id
+        UNION ALL
+        SELECT p.epoch, p.host, p.address, p.payout, p.claimed, 'reward', 'poc_batch', b.batch_id, NULL,
+               format('{} hits in batch {} (behind the weight)', len(b.nonces), b.sequence)
+        FROM payouts p
+        JOIN lineage l ON l.epoch = p.epoch AND l.child_kind = 'weight' AND l.child_id = p.address AND l.parent_kind = 'poc_batch'
+        JOIN poc_batches b ON b.batch_id = l.parent_id
+        WHERE p.reward > 0
+        UNION ALL
+        SELECT p.epoch, p.host, p.address, p.payout, p.claimed, 'work_coins', 'fee_share', f.task_id, f.amount,
+               format('{} share of fee {} (task {}, {} validation(s))', f.role, c.cost, o.outcome, o.validations)
+        FROM payouts p
+        JOIN lineage l ON l.epoch = p.epoch AND l.child_kind = 'payout' AND l.child_id = p.address AND l.parent_kind = 'fee_share'
+        JOIN fee_shares f ON f.task_id = l.parent_id AND f.host = p.address
+        JOIN costs c ON c.task_id = f.task_id
+        JOIN task_outcomes o ON o.task_id = f.task_id;
+        """,
+    ),
 ]
 
 

@@ -22,15 +22,30 @@ class TaskRows(StoreCore):
             "SELECT task_id, developer, model, prompt, prompt_tokens, max_tokens, escrow FROM tasks WHERE epoch = ? ORDER BY task_id",
             [epoch])
 
+    def epoch_trainings(self, epoch: int) -> list[dict[str, Any]]:
+        """The epoch's accepted training tasks (what execution needs), in task id order."""
+        return self._records(
+            """SELECT task_id, developer, model, base_version, shards, steps, batch_size, learning_rate, seed, tokens, escrow
+               FROM training_tasks WHERE epoch = ? ORDER BY task_id""", [epoch])
+
+    def completed_trainings(self, epoch: int) -> list[dict[str, Any]]:
+        """Completed training results with their orders (what validators re-run), in task id order."""
+        return self._records(
+            """SELECT r.task_id, r.executor, r.version, r.checkpoint_steps, r.checkpoints, r.losses, r.cost, t.model,
+                      t.base_version, t.shards, t.steps, t.batch_size, t.learning_rate, t.seed
+               FROM training_results r JOIN training_tasks t USING (task_id) WHERE r.epoch = ? AND r.status = ?
+               ORDER BY r.task_id""", [epoch, ResultStatus.COMPLETED])
+
     def task_count(self, epoch: int) -> int:
         return self._scalar("SELECT count(*) FROM tasks WHERE epoch = ?", [epoch])
 
     def write_task_results(self, epoch: int, commitments: Sequence[dict[str, Any]], results: Sequence[dict[str, Any]],
-                           refunds: Sequence[dict[str, Any]]) -> None:
+                           refunds: Sequence[dict[str, Any]], trainings: Sequence[dict[str, Any]] = ()) -> None:
         with self.transaction():
-            self._replace_epoch_rows(epoch, ["seed_commitments", "task_results"], stage=EXECUTION_STAGE)
+            self._replace_epoch_rows(epoch, ["seed_commitments", "task_results", "training_results"], stage=EXECUTION_STAGE)
             self._insert("seed_commitments", commitments)
             self._insert("task_results", results)
+            self._insert("training_results", trainings)
             self._insert("transfers", refunds)
 
     def completed_results(self, epoch: int) -> list[dict[str, Any]]:
@@ -49,10 +64,12 @@ class TaskRows(StoreCore):
         return {row["address"]: row for row in self._records("SELECT * FROM host_states WHERE epoch = ?", [epoch])}
 
     def executor_loads(self, epoch: int) -> list[dict[str, Any]]:
-        """Per executor: tasks assigned and missed (expired) in the epoch."""
+        """Per executor: tasks (inference and training) assigned and missed (expired) in the epoch."""
         return self._records(
             "SELECT executor AS address, count(*) AS assigned, count(*) FILTER (status = ?) AS missed "
-            "FROM task_results WHERE epoch = ? AND executor != '' GROUP BY executor", [ResultStatus.EXPIRED, epoch])
+            "FROM (SELECT executor, status FROM task_results WHERE epoch = ? UNION ALL "
+            "      SELECT executor, status FROM training_results WHERE epoch = ?) "
+            "WHERE executor != '' GROUP BY executor", [ResultStatus.EXPIRED, epoch, epoch])
 
     def contradicted_poc_votes(self, epoch: int) -> list[dict[str, Any]]:
         """Per validator: "valid" votes for sprints the weighted vote rejected."""
@@ -68,10 +85,16 @@ class TaskRows(StoreCore):
             [before_epoch]))
 
     def write_task_verdicts(self, epoch: int, verdicts: Sequence[dict[str, Any]], outcomes: Sequence[dict[str, Any]],
-                            fee_shares: Sequence[dict[str, Any]], host_epochs: Sequence[dict[str, Any]]) -> None:
+                            fee_shares: Sequence[dict[str, Any]], host_epochs: Sequence[dict[str, Any]],
+                            training_verdicts: Sequence[dict[str, Any]] = (), versions: Sequence[dict[str, Any]] = ()) -> None:
+        """Inference and training verdicts, every task's outcome and fee shares, host standings, and the model versions
+        the epoch's validated training produced."""
         with self.transaction():
-            self._replace_epoch_rows(epoch, ["task_verdicts", "task_outcomes", "fee_shares", "host_epochs"], stage=VALIDATION_STAGE)
+            self._replace_epoch_rows(epoch, ["task_verdicts", "task_outcomes", "fee_shares", "host_epochs", "training_verdicts",
+                                             "model_versions"], stage=VALIDATION_STAGE)
             self._insert("task_verdicts", verdicts)
+            self._insert("training_verdicts", training_verdicts)
+            self._insert("model_versions", versions)
             self._insert("task_outcomes", outcomes)
             self._insert("fee_shares", fee_shares)
             self._insert("host_epochs", host_epochs)

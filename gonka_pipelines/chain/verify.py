@@ -20,6 +20,9 @@ from gonka_pipelines.protocol.messages import (
     seed_commitment_body,
     task_body,
     task_verdict_body,
+    training_body,
+    training_result_body,
+    training_verdict_body,
 )
 from gonka_pipelines.protocol.rules import RULE_SETS
 
@@ -147,6 +150,22 @@ SIGNED_ROWS: tuple[_SignedRows, ...] = (
                    FROM tasks t JOIN accounts a ON a.address = t.developer JOIN chain_meta c ON c.key = 'chain_id'
                    WHERE t.epoch = ?""",
                 lambda r: task_body(r["chain_id"], r["signer_key"], r["nonce"], r["model"], r["prompt"], r["max_tokens"], r["max_price"])),
+    _SignedRows("training_tasks", MessageKind.TRAINING_TASK,
+                """SELECT t.task_id AS id, a.public_key AS signer_key, c.value AS chain_id, t.*
+                   FROM training_tasks t JOIN accounts a ON a.address = t.developer JOIN chain_meta c ON c.key = 'chain_id'
+                   WHERE t.epoch = ?""",
+                lambda r: training_body(r["chain_id"], r["signer_key"], r["nonce"], r["model"], r["base_version"], r["shards"],
+                                        r["steps"], r["batch_size"], r["learning_rate"], r["seed"], r["max_price"])),
+    _SignedRows("training_results", MessageKind.TRAINING_RESULT,
+                """SELECT r.task_id AS id, h.public_key AS signer_key, r.* FROM training_results r JOIN hosts h ON h.address = r.executor
+                   WHERE r.epoch = ? AND r.status = 'completed'""",
+                lambda r: training_result_body(r["task_id"], r["executor"], r["version"], r["checkpoint_steps"], r["checkpoints"],
+                                               r["losses"], r["tokens"])),
+    _SignedRows("training_verdicts", MessageKind.TRAINING_VERDICT,
+                """SELECT v.task_id || ':' || v.validator AS id, h.public_key AS signer_key, v.*
+                   FROM training_verdicts v JOIN hosts h ON h.address = v.validator WHERE v.epoch = ?""",
+                lambda r: training_verdict_body(r["epoch"], r["task_id"], r["validator"], r["first_step"], r["last_step"],
+                                                r["passed"], r["eval_loss"], r["reason"])),
     _SignedRows("poc_batches", MessageKind.POC_BATCH,
                 """SELECT b.batch_id AS id, h.public_key AS signer_key, b.signature, b.epoch, p.hash AS prev_hash, b.sequence,
                           b.nonces, b.distances

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from functools import cached_property, lru_cache
 from typing import Protocol
 
 import numpy as np
-import torch
 
 from gonka_pipelines.compute.llm import (
     EOS,
@@ -19,33 +17,11 @@ from gonka_pipelines.compute.llm import (
     score_forced,
 )
 from gonka_pipelines.compute.profiles import load_profile
-from gonka_pipelines.compute.runner import ModelRunner
+from gonka_pipelines.compute.runner import ModelRunner, reproducible_threads, served_model_seed
 from gonka_pipelines.compute.sprint import compute_distances, mine
+from gonka_pipelines.compute.training import TrainingRun, TrainingSpec, evaluate, train
 from gonka_pipelines.protocol.crypto import sha256_hex
 from gonka_pipelines.protocol.params import Behaviour
-
-CPU_THREADS = 1
-"""CPU kernels sum in an order that depends on the thread count; whatever enters a block is computed on one thread,
-so every machine derives the same hits, outputs and blocks (it also keeps a shared 2-core machine from stalling)."""
-
-
-def served_model_seed(model: str) -> bytes:
-    """A served model's version: its weights are seeded from its name (no checkpoint is trained yet)."""
-    return bytes.fromhex(sha256_hex(f"served-model|{model}".encode()))
-
-
-@contextmanager
-def reproducible_threads(device: torch.device) -> Iterator[None]:
-    """Run CPU compute on CPU_THREADS threads, restoring the process setting afterwards."""
-    if device.type != "cpu":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(CPU_THREADS)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @lru_cache(maxsize=8)
@@ -75,6 +51,11 @@ class Compute(Protocol):
     def eos_token(self) -> int: ...
 
     def score(self, model: str, prompt: str, output: list[int]) -> tuple[list[list[int]], list[list[float]]]: ...
+
+    def train(self, model: str, base: bytes | None, data: bytes, spec: TrainingSpec, first_step: int = 0,
+              last_step: int | None = None) -> TrainingRun: ...
+
+    def evaluate(self, model: str, checkpoint: bytes | None, data: bytes, windows: int) -> float: ...
 
 
 class TorchCompute:
@@ -127,3 +108,12 @@ class TorchCompute:
         runner = self.served(model)
         with reproducible_threads(runner.device):
             return score_forced(runner, encode(prompt), output)
+
+    def train(self, model: str, base: bytes | None, data: bytes, spec: TrainingSpec, first_step: int = 0,
+              last_step: int | None = None) -> TrainingRun:
+        """Fine-tune a served model's version (base: its checkpoint; None: the genesis weights) through accelerate."""
+        return train(load_profile(model), served_model_seed(model), base, data, spec, first_step, last_step, self.device)
+
+    def evaluate(self, model: str, checkpoint: bytes | None, data: bytes, windows: int) -> float:
+        """A version's mean next-byte loss on `windows` held-out windows (drawn with seed 0, the same for everyone)."""
+        return evaluate(load_profile(model), served_model_seed(model), checkpoint, data, windows, seed=0, device=self.device)

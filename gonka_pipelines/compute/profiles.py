@@ -100,3 +100,9 @@ def load_profile(name: str, models_dir: Path | None = None) -> ModelProfile:
 def list_profiles(models_dir: Path | None = None) -> list[str]:
     """Names of the profiles shipped in the models directory, sorted."""
     return sorted(path.stem for path in (models_dir or MODELS_DIR).glob("*.yaml"))
+
+
+def llm_contexts(models_dir: Path | None = None) -> dict[str, int]:
+    """Every language model's context length in tokens: the window a training step trains on."""
+    profiles = (load_profile(name, models_dir) for name in list_profiles(models_dir))
+    return {p.name: p.seq_len for p in profiles if p.kind == "llm"}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from accelerate import PartialState
@@ -10,6 +12,7 @@ from torch import Tensor
 
 from gonka_pipelines.compute.decoder import Decoder, build_seeded_decoder
 from gonka_pipelines.compute.profiles import ModelProfile
+from gonka_pipelines.protocol.crypto import sha256_hex
 
 log = logging.getLogger(__name__)
 
@@ -58,3 +61,27 @@ class ModelRunner:
     def last_logits(self, inputs: Tensor) -> Tensor:
         """Logits at the last position only, (B, vocab) float32: what a sprint nonce is scored on."""
         return self.model(self._prepare(inputs), last_only=True).float()
+
+
+CPU_THREADS = 1
+"""CPU kernels sum in an order that depends on the thread count; whatever enters a block is computed on one thread,
+so every machine derives the same hits, outputs and blocks (it also keeps a shared 2-core machine from stalling)."""
+
+
+@contextmanager
+def reproducible_threads(device: torch.device) -> Iterator[None]:
+    """Run CPU compute on CPU_THREADS threads, restoring the process setting afterwards."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(CPU_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def served_model_seed(model: str) -> bytes:
+    """A served model's version: its weights are seeded from its name (no checkpoint is trained yet)."""
+    return bytes.fromhex(sha256_hex(f"served-model|{model}".encode()))

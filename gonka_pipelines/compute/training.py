@@ -24,10 +24,9 @@ from safetensors.torch import save as save_tensors
 from torch import Tensor
 
 from gonka_pipelines.compute.decoder import Decoder, build_seeded_decoder
-from gonka_pipelines.compute.engine import reproducible_threads
 from gonka_pipelines.compute.llm import BOS
 from gonka_pipelines.compute.profiles import ModelProfile
-from gonka_pipelines.compute.runner import resolve_device
+from gonka_pipelines.compute.runner import reproducible_threads, resolve_device
 
 MODEL_PREFIX, STATE_PREFIX = "model.", "adam."
 STEP_KEY = "step"
@@ -106,8 +105,9 @@ def serialize(model: Decoder, optimizer: torch.optim.AdamW, step: int) -> bytes:
 
 
 def restore(profile: ModelProfile, checkpoint: bytes | None, seed: bytes, learning_rate: float,
-            device: torch.device) -> tuple[Decoder, torch.optim.AdamW, int]:
-    """The model and optimizer a checkpoint holds (None: the profile's seeded genesis weights, fresh moments)."""
+            device: torch.device, weights_only: bool = False) -> tuple[Decoder, torch.optim.AdamW, int]:
+    """The model and optimizer a checkpoint holds (None: the profile's seeded genesis weights, fresh moments). With
+    weights_only the checkpoint is a model version to start from: fresh moments, step 0."""
     model = build_seeded_decoder(profile, seed).train().requires_grad_(True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=BETAS, eps=EPS, weight_decay=WEIGHT_DECAY)
     if checkpoint is None:
@@ -123,6 +123,8 @@ def restore(profile: ModelProfile, checkpoint: bytes | None, seed: bytes, learni
         raise CheckpointError(f"checkpoint {checkpoint_hash(checkpoint)[:12]} lacks {sorted(missing)[:3]}: not a {profile.name} checkpoint")
     model.load_state_dict(weights, strict=False)
     model.to(device)
+    if weights_only:
+        return model, optimizer, 0
     for name, param in model.named_parameters():
         keys = [f"{STATE_PREFIX}{name}.{key}" for key in ("exp_avg", "exp_avg_sq")]
         if all(key in tensors for key in keys):
@@ -140,9 +142,10 @@ def _metadata(checkpoint: bytes) -> dict[str, str]:
 def train(profile: ModelProfile, genesis_seed: bytes, base: bytes | None, data: bytes, spec: TrainingSpec,
           first_step: int = 0, last_step: int | None = None, device: str | None = None,
           on_step: Callable[[int, float], None] | None = None) -> TrainingRun:
-    """Run optimizer steps first_step .. last_step - 1 (default: all) from `base` (the checkpoint after first_step
-    steps, or None for genesis weights at step 0) on `data`, checkpointing every spec.checkpoint_every steps and after
-    the last one."""
+    """Run optimizer steps first_step .. last_step - 1 (default: all) on `data`, checkpointing every
+    spec.checkpoint_every steps and after the last one. From step 0, `base` is the model version to fine-tune (its
+    weights; None: the genesis weights); from a later step, the run's own checkpoint after first_step (weights and
+    AdamW moments)."""
     last = spec.steps if last_step is None else last_step
     target = resolve_device(device)
     micro = min(spec.batch_size, profile.batch_size)
@@ -152,7 +155,8 @@ def train(profile: ModelProfile, genesis_seed: bytes, base: bytes | None, data: 
     checkpoints: list[tuple[int, str, bytes]] = []
     with reproducible_threads(target):
         torch.manual_seed(spec.seed)
-        model, optimizer, restored_step = restore(profile, base, genesis_seed, spec.learning_rate, target)
+        model, optimizer, restored_step = restore(profile, base, genesis_seed, spec.learning_rate, target,
+                                                  weights_only=first_step == 0)
         if restored_step != first_step:
             raise CheckpointError(f"the checkpoint follows step {restored_step}, not {first_step}")
         accelerator = _accelerator(target, accumulation)
@@ -196,6 +200,12 @@ def evaluate(profile: ModelProfile, genesis_seed: bytes, checkpoint: bytes | Non
             total += torch.nn.functional.cross_entropy(
                 logits.reshape(-1, profile.vocab), targets.to(target).reshape(-1), reduction="sum").item()
     return total / (windows * profile.seq_len)
+
+
+def genesis_checkpoint(profile: ModelProfile, genesis_seed: bytes) -> bytes:
+    """The checkpoint of a model's genesis version: its seeded random weights, no optimizer state, step 0."""
+    model, optimizer, _ = restore(profile, None, genesis_seed, 1e-3, torch.device("cpu"))
+    return serialize(model, optimizer, 0)
 
 
 def write_checkpoint(folder: Path, data: bytes) -> Path:

@@ -39,5 +39,10 @@ class DataLayout:
     def artifacts(self) -> Path:
         return self.root / "artifacts"
 
+    @property
+    def checkpoints(self) -> Path:
+        """Model checkpoints, each stored as <sha256>.safetensors (content-addressed: a version's hash is its file)."""
+        return self.artifacts / "checkpoints"
+
     def key_file(self, name: str) -> Path:
         return self.keys / f"{name}.key"

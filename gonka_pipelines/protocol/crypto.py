@@ -20,7 +20,10 @@ class MessageKind(enum.StrEnum):
     """Every signed message names its kind, so a signature over one kind never validates another."""
 
     TASK = "task"
+    TRAINING_TASK = "training_task"
     RESULT = "result"
+    TRAINING_RESULT = "training_result"
+    TRAINING_VERDICT = "training_verdict"
     POC_BATCH = "poc_batch"
     POC_VERDICT = "poc_verdict"
     TASK_VERDICT = "task_verdict"

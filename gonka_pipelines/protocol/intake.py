@@ -12,6 +12,12 @@ from gonka_pipelines.protocol.crypto import MessageKind, hash_value, verify
 MAX_INTEGER = 2**63 - 1
 """Integers in a task are stored as signed 64-bit: anything larger is malformed, not a crash."""
 TASK_FIELDS = {"chain_id": str, "developer": str, "nonce": int, "model": str, "prompt": str, "max_tokens": int, "max_price": int}
+TRAINING_KIND = "train"
+"""A body with "kind": "train" is a training task (PROTOCOL section 4); an inference task has no kind. Its learning rate
+is a JSON number with a fraction or exponent (a float), so the stored row rebuilds the signed bytes exactly."""
+TRAINING_FIELDS = {"chain_id": str, "developer": str, "nonce": int, "kind": str, "model": str, "base_version": str,
+                   "shards": list, "steps": int, "batch_size": int, "learning_rate": float, "seed": int, "max_price": int}
+MAX_TRAINING_SHARDS = 16
 
 
 class RejectReason(enum.StrEnum):
@@ -26,6 +32,11 @@ class RejectReason(enum.StrEnum):
     PROMPT_TOO_LONG = "prompt_too_long"
     MAX_TOKENS_OUT_OF_RANGE = "max_tokens_out_of_range"
     PRICE_TOO_LOW = "price_too_low"
+    UNKNOWN_MODEL_VERSION = "unknown_model_version"
+    UNKNOWN_SHARD = "unknown_shard"
+    STEPS_OUT_OF_RANGE = "steps_out_of_range"
+    BATCH_OUT_OF_RANGE = "batch_out_of_range"
+    LEARNING_RATE_OUT_OF_RANGE = "learning_rate_out_of_range"
     INSUFFICIENT_BALANCE = "insufficient_balance"
     NOT_A_FILE = "not_a_file"
     TOO_LARGE = "too_large"
@@ -86,6 +97,40 @@ class AcceptedTask:
 
 
 @dataclass(frozen=True)
+class AcceptedTraining:
+    """A training task taken into the epoch: `tokens` = steps × batch_size × the model's context, the escrow's base."""
+
+    submission_id: str
+    task_id: str
+    developer: str
+    nonce: int
+    model: str
+    base_version: str
+    shards: tuple[str, ...]
+    steps: int
+    batch_size: int
+    learning_rate: float
+    seed: int
+    max_price: int
+    tokens: int
+    escrow: int
+    signature: str
+
+
+@dataclass(frozen=True)
+class TrainingLimits:
+    """What intake checks a training task against: registered shards, known versions (version -> model name), each
+    trainable model's context, and the params' limits."""
+
+    shards: frozenset[str]
+    versions: dict[str, str]
+    context: dict[str, int]
+    max_steps: int
+    max_batch_size: int
+    max_learning_rate: float
+
+
+@dataclass(frozen=True)
 class Rejection:
     submission_id: str
     reason: RejectReason
@@ -105,12 +150,14 @@ class IntakeContext:
     max_prompt_bytes: int
     max_tokens_limit: int
     price_per_token: int
+    training: TrainingLimits | None = None
 
 
 @dataclass
 class IntakeResult:
     accepted: list[AcceptedTask] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
+    trainings: list[AcceptedTraining] = field(default_factory=list)
 
 
 def parse_submission(raw: bytes) -> tuple[dict[str, Any], str]:
@@ -132,30 +179,75 @@ def parse_submission(raw: bytes) -> tuple[dict[str, Any], str]:
     body, signature = document["body"], document.get("signature")
     if not isinstance(signature, str):
         raise Rejected(RejectReason.MALFORMED, "field 'signature' missing or not a string")
-    for name, kind in TASK_FIELDS.items():
+    training = body.get("kind") == TRAINING_KIND
+    fields = TRAINING_FIELDS if training else TASK_FIELDS
+    for name, kind in fields.items():
         value = body.get(name)
         if not isinstance(value, kind) or isinstance(value, bool):
             raise Rejected(RejectReason.MALFORMED, f"field 'body.{name}' missing or not {kind.__name__}")
-    for name in ("nonce", "max_tokens", "max_price"):
+    for name in ("nonce", "max_price", *(("steps", "batch_size", "seed") if training else ("max_tokens",))):
         if not 0 <= body[name] <= MAX_INTEGER:
             raise Rejected(RejectReason.MALFORMED, f"field 'body.{name}' = {body[name]} is outside 0..{MAX_INTEGER}")
-    extra = sorted(set(body) - set(TASK_FIELDS))
+    if training and (not 1 <= len(body["shards"]) <= MAX_TRAINING_SHARDS or not all(isinstance(s, str) for s in body["shards"])):
+        raise Rejected(RejectReason.MALFORMED, f"field 'body.shards' must list 1..{MAX_TRAINING_SHARDS} shard hashes")
+    extra = sorted(set(body) - set(fields))
     if extra:
         raise Rejected(RejectReason.MALFORMED, f"unknown field(s) in body: {', '.join(extra)}")
     return body, signature
 
 
-def check_submission(body: dict[str, Any], signature: str, submission_id: str, context: IntakeContext) -> AcceptedTask:
-    """Run every check in order; the first failure rejects. Does not change the context."""
+def _signer(body: dict[str, Any], signature: str, kind: MessageKind, context: IntakeContext) -> str:
+    """The checks every submission shares (chain, signature, account, nonce); returns the developer's address."""
     if body["chain_id"] != context.chain_id:
         raise Rejected(RejectReason.WRONG_CHAIN, f"chain id {body['chain_id']!r}, this chain is {context.chain_id!r}")
-    if not verify(body["developer"], context.chain_id, MessageKind.TASK, body, signature):
+    if not verify(body["developer"], context.chain_id, kind, body, signature):
         raise Rejected(RejectReason.BAD_SIGNATURE, "signature does not verify against the developer key")
     address = context.developers.get(body["developer"])
     if address is None:
         raise Rejected(RejectReason.UNKNOWN_ACCOUNT, f"no developer account for key {body['developer'][:16]}…")
     if body["nonce"] < 0 or (address, body["nonce"]) in context.used_nonces:
         raise Rejected(RejectReason.REPLAYED_NONCE, f"nonce {body['nonce']} already used by {address}")
+    return address
+
+
+def _escrow(address: str, escrow: int, context: IntakeContext) -> int:
+    if escrow > context.balances.get(address, 0):
+        raise Rejected(RejectReason.INSUFFICIENT_BALANCE, f"escrow {escrow} exceeds balance {context.balances.get(address, 0)}")
+    return escrow
+
+
+def check_training(body: dict[str, Any], signature: str, submission_id: str, context: IntakeContext) -> AcceptedTraining:
+    """A training task's checks, in order: the shared ones, then model version, shards, steps, batch size, learning
+    rate, price and escrow = steps × batch × context tokens at the price."""
+    address = _signer(body, signature, MessageKind.TRAINING_TASK, context)
+    limits = context.training
+    if limits is None or limits.versions.get(body["base_version"]) != body["model"]:
+        raise Rejected(RejectReason.UNKNOWN_MODEL_VERSION,
+                       f"no version {body['base_version'][:12]} of model {body['model']!r} on this chain")
+    unknown = [shard for shard in body["shards"] if shard not in limits.shards]
+    if unknown:
+        raise Rejected(RejectReason.UNKNOWN_SHARD, f"shard {unknown[0][:12]} is not a registered training shard")
+    if not 1 <= body["steps"] <= limits.max_steps:
+        raise Rejected(RejectReason.STEPS_OUT_OF_RANGE, f"steps {body['steps']} not in 1..{limits.max_steps}")
+    if not 1 <= body["batch_size"] <= limits.max_batch_size:
+        raise Rejected(RejectReason.BATCH_OUT_OF_RANGE, f"batch_size {body['batch_size']} not in 1..{limits.max_batch_size}")
+    if not 0 < body["learning_rate"] <= limits.max_learning_rate:
+        raise Rejected(RejectReason.LEARNING_RATE_OUT_OF_RANGE,
+                       f"learning_rate {body['learning_rate']} not in (0, {limits.max_learning_rate}]")
+    if body["max_price"] < context.price_per_token:
+        raise Rejected(RejectReason.PRICE_TOO_LOW, f"max_price {body['max_price']} below the price {context.price_per_token}")
+    tokens = body["steps"] * body["batch_size"] * limits.context[body["model"]]
+    escrow = _escrow(address, tokens * context.price_per_token, context)
+    return AcceptedTraining(
+        submission_id=submission_id, task_id=hash_value(body), developer=address, nonce=body["nonce"], model=body["model"],
+        base_version=body["base_version"], shards=tuple(body["shards"]), steps=body["steps"], batch_size=body["batch_size"],
+        learning_rate=body["learning_rate"], seed=body["seed"], max_price=body["max_price"], tokens=tokens, escrow=escrow,
+        signature=signature)
+
+
+def check_submission(body: dict[str, Any], signature: str, submission_id: str, context: IntakeContext) -> AcceptedTask:
+    """Run every check in order; the first failure rejects. Does not change the context."""
+    address = _signer(body, signature, MessageKind.TASK, context)
     if body["model"] not in context.models:
         raise Rejected(RejectReason.UNKNOWN_MODEL, f"model {body['model']!r} is served by no host")
     prompt_tokens = prompt_token_count(body["prompt"])
@@ -165,9 +257,7 @@ def check_submission(body: dict[str, Any], signature: str, submission_id: str, c
         raise Rejected(RejectReason.MAX_TOKENS_OUT_OF_RANGE, f"max_tokens {body['max_tokens']} not in 1..{context.max_tokens_limit}")
     if body["max_price"] < context.price_per_token:
         raise Rejected(RejectReason.PRICE_TOO_LOW, f"max_price {body['max_price']} below the price {context.price_per_token}")
-    escrow = (body["max_tokens"] + prompt_tokens) * context.price_per_token
-    if escrow > context.balances.get(address, 0):
-        raise Rejected(RejectReason.INSUFFICIENT_BALANCE, f"escrow {escrow} exceeds balance {context.balances.get(address, 0)}")
+    escrow = _escrow(address, (body["max_tokens"] + prompt_tokens) * context.price_per_token, context)
     return AcceptedTask(
         submission_id=submission_id, task_id=hash_value(body), developer=address, nonce=body["nonce"],
         model=body["model"], prompt=body["prompt"], prompt_tokens=prompt_tokens, max_tokens=body["max_tokens"],
@@ -190,14 +280,19 @@ def collect(submissions: list[Submission], context: IntakeContext) -> IntakeResu
             continue
         parsed.append(((body["developer"], body["nonce"], submission.submission_id), submission, body, signature))
     for _, submission, body, signature in sorted(parsed, key=lambda item: item[0]):
+        task: AcceptedTask | AcceptedTraining
         try:
-            task = check_submission(body, signature, submission.submission_id, context)
+            if body.get("kind") == TRAINING_KIND:
+                task = check_training(body, signature, submission.submission_id, context)
+                result.trainings.append(task)
+            else:
+                task = check_submission(body, signature, submission.submission_id, context)
+                result.accepted.append(task)
         except Rejected as rejection:
             result.rejected.append(_rejection(submission, rejection))
             continue
         context.used_nonces.add((task.developer, task.nonce))
         context.balances[task.developer] -= task.escrow
-        result.accepted.append(task)
     return result
 
 

@@ -10,6 +10,28 @@ def task_body(chain_id: str, developer_key: str, nonce: int, model: str, prompt:
             "max_tokens": max_tokens, "max_price": max_price}
 
 
+def training_body(chain_id: str, developer_key: str, nonce: int, model: str, base_version: str, shards: Sequence[str],
+                  steps: int, batch_size: int, learning_rate: float, seed: int, max_price: int) -> dict:
+    """What a developer signs to order training (PROTOCOL section 4, "Training tasks")."""
+    return {"chain_id": chain_id, "developer": developer_key, "nonce": nonce, "kind": "train", "model": model,
+            "base_version": base_version, "shards": list(shards), "steps": steps, "batch_size": batch_size,
+            "learning_rate": learning_rate, "seed": seed, "max_price": max_price}
+
+
+def training_result_body(task_id: str, executor: str, version: str, checkpoint_steps: Sequence[int],
+                         checkpoints: Sequence[str], losses: Sequence[float], tokens: int) -> dict:
+    """What an executor signs for a training task: the final version, the intermediate checkpoints, the loss curve."""
+    return {"task_id": task_id, "executor": executor, "version": version, "checkpoint_steps": list(checkpoint_steps),
+            "checkpoints": list(checkpoints), "losses": list(losses), "tokens": tokens}
+
+
+def training_verdict_body(epoch: int, task_id: str, validator: str, first_step: int, last_step: int, passed: bool,
+                          eval_loss: float, reason: str) -> dict:
+    """What a validator signs after re-running steps first_step .. last_step - 1 of a training task."""
+    return {"epoch": epoch, "task_id": task_id, "validator": validator, "first_step": first_step, "last_step": last_step,
+            "passed": passed, "eval_loss": eval_loss, "reason": reason}
+
+
 def poc_batch_body(epoch: int, public_key: str, prev_hash: str, sequence: int, nonces: Sequence[int],
                    distances: Sequence[float]) -> dict:
     return {"epoch": epoch, "public_key": public_key, "block_hash": prev_hash, "sequence": sequence,

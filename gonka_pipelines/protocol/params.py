@@ -68,6 +68,16 @@ class TaskParams(StrictConfig):
         return 0 if epoch < self.free_epochs else self.price_per_token
 
 
+class TrainingParams(StrictConfig):
+    """Training tasks (PROTOCOL section 4, ours): the limits intake checks and how executors checkpoint."""
+
+    max_steps: Int64 = Field(gt=0, description="most optimizer steps one task may ask")
+    max_batch_size: Int64 = Field(gt=0, description="most windows per step")
+    max_learning_rate: float = Field(gt=0, le=1)
+    checkpoint_every: Int64 = Field(gt=0, description="steps between intermediate checkpoints (validators re-run one interval)")
+    eval_windows: Int64 = Field(gt=0, description="held-out windows a validator scores a new version on")
+
+
 class ValidationParams(StrictConfig):
     false_positive_rate: float = Field(gt=0, lt=1)
     similarity_threshold: float = Field(gt=0, le=1)
@@ -103,6 +113,7 @@ class GenesisParams(StrictConfig):
     emission: EmissionParams
     sprint: SprintParams
     tasks: TaskParams
+    training: TrainingParams
     validation: ValidationParams
     rewards: RewardParams
 
@@ -138,6 +149,9 @@ class Behaviour(enum.StrEnum):
     FAKE_HITS = "fake_hits"
     GARBLED_OUTPUT = "garbled_output"
     LAZY_VALIDATOR = "lazy_validator"
+    LAZY_TRAINER = "lazy_trainer"
+    FABRICATED_LOSS = "fabricated_loss"
+    WRONG_SHARDS = "wrong_shards"
 
 
 class HostConfig(StrictConfig):

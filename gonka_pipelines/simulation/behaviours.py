@@ -38,3 +38,22 @@ def fake_batches(host: Host, prev_hash: str, params: EpochParams) -> list[MinedB
             (nonces[half:], distances[half:], sprint.duration_seconds),
             (nonces[:1], distances[:1], sprint.duration_seconds),
             ([budget * 1000 + 1], [distances[0]], late)]
+
+
+FABRICATED_LOSS_FACTOR = 0.9
+"""fabricated_loss: the loss curve a cheat signs is its real one times this (a better-looking run)."""
+
+
+def skips_training(host: Host) -> bool:
+    """lazy_trainer: signs its base version as every checkpoint, with a made-up falling loss curve, and trains nothing."""
+    return host.behaviour == Behaviour.LAZY_TRAINER
+
+
+def reported_losses(host: Host, losses: list[float]) -> list[float]:
+    """The loss curve a host signs for a run: the real one, or (fabricated_loss) a better-looking one."""
+    return [loss * FABRICATED_LOSS_FACTOR for loss in losses] if host.behaviour == Behaviour.FABRICATED_LOSS else losses
+
+
+def training_shards(host: Host, named: list[str], held_out: list[str]) -> list[str]:
+    """The shards a host really trains on: the named ones, or (wrong_shards) the held-out ones instead."""
+    return held_out if host.behaviour == Behaviour.WRONG_SHARDS else named

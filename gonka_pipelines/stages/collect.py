@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from gonka_pipelines.compute.profiles import llm_contexts
 from gonka_pipelines.local.failpoints import failpoint
 from gonka_pipelines.local.inbox import archive_submissions, pending_submissions
 from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain
@@ -31,7 +32,8 @@ def run_collect(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> Colle
         submissions = [s for s in submissions if s.submission_id not in leftovers]
         with store.transaction():
             store.open_epoch(env.params)
-            result = env.rules.collect(submissions, store.intake_context(epoch, env.params.tasks, env.params.price_per_token))
+            context = store.intake_context(epoch, env.params, env.params.price_per_token, llm_contexts())
+            result = env.rules.collect(submissions, context)
             store.write_intake(epoch, result)
             failpoint("collect.before_commit")
     summary = CollectSummary(epoch, len(submissions), len(result.accepted),

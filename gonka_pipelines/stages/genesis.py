@@ -8,7 +8,10 @@ from gonka_pipelines.chain.store import ChainError, ChainStore, Head
 from gonka_pipelines.compute.decoder import parameter_count
 from gonka_pipelines.compute.engine import TorchCompute
 from gonka_pipelines.compute.profiles import load_profile
+from gonka_pipelines.compute.runner import served_model_seed
+from gonka_pipelines.compute.training import checkpoint_hash, evaluate, genesis_checkpoint, write_checkpoint
 from gonka_pipelines.local.config import ConfigError
+from gonka_pipelines.local.corpus import eval_bytes, manifest
 from gonka_pipelines.local.keys import load_identities
 from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.protocol.block import GENESIS_PREV_HASH, BlockHeader, signature_set_hash
@@ -70,6 +73,21 @@ def check_runnable(params: GenesisParams, network: NetworkConfig) -> None:
                                                     "so no host can expect one and none wins weight")
 
 
+def genesis_versions(layout: DataLayout, params: GenesisParams, network: NetworkConfig) -> list[dict]:
+    """Each served model's genesis version: its seeded random weights as a checkpoint (stored under the chain's
+    artifacts), scored on the held-out shard, so every later version's held-out loss has a baseline."""
+    held_out = eval_bytes()
+    versions: list[dict] = []
+    for model in sorted({m for host in network.hosts for m in host.models}):
+        profile, seed = load_profile(model), served_model_seed(model)
+        checkpoint = genesis_checkpoint(profile, seed)
+        write_checkpoint(layout.checkpoints, checkpoint)
+        versions.append({"version": checkpoint_hash(checkpoint), "model": model, "parent": "", "task_id": "", "executor": "",
+                         "shards": [], "final_loss": None,
+                         "eval_loss": evaluate(profile, seed, None, held_out, params.training.eval_windows, seed=0, device="cpu")})
+    return versions
+
+
 def init_chain(store: ChainStore, layout: DataLayout, params: GenesisParams, network: NetworkConfig) -> Head:
     """Create block 0 once; calling it again on the same chain is a no-op, on another chain an error. A configuration
     whose epochs could not run is refused first (check_runnable)."""
@@ -93,6 +111,7 @@ def init_chain(store: ChainStore, layout: DataLayout, params: GenesisParams, net
             account_states=[{"address": a, "balance": 0, "escrow": 0, "collateral": c.collateral} for a, (c, _) in hosts.items()]
             + [{"address": a, "balance": c.balance, "escrow": 0, "collateral": 0} for a, (c, _) in developers.items()],
             host_states=[{"address": a, "weight": weight, "status": HostStatus.RAMPING.value} for a in hosts])
+        store.register_training([vars(shard) for shard in manifest()], genesis_versions(layout, params, network))
         weights = {address: weight for address in hosts}
         header = BlockHeader(chain_id=params.chain_id, height=0, prev_hash=GENESIS_PREV_HASH,
                              timestamp=params.block_timestamp(0), params_hash=params.params_hash, roots=store.epoch_roots(0),

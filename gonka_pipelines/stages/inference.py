@@ -19,6 +19,13 @@ from gonka_pipelines.protocol.messages import (
 from gonka_pipelines.protocol.records import ResultStatus, ShareRole, TaskOutcome, TransferKind
 from gonka_pipelines.simulation.behaviours import skips_recomputation
 from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain
+from gonka_pipelines.stages.training import (
+    TrainingValidator,
+    execute_trainings,
+    honest_views,
+    new_versions,
+    training_verdicts,
+)
 
 TASK_SCHEMA: dict[str, pl.DataType] = {
     "task_id": pl.String(), "developer": pl.String(), "model": pl.String(), "prompt": pl.String(), "prompt_tokens": pl.Int64(),
@@ -53,10 +60,12 @@ def _assigned_tasks(env: EpochEnvironment, tasks: pl.DataFrame) -> pl.DataFrame:
 
 
 def run_task_execution(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> dict[str, int]:
-    """Commit seeds, assign each task ∝ weight, run it on its executor (within capacity), settle refunds."""
+    """Commit seeds, assign each task ∝ weight, run it on its executor (within capacity), settle refunds; training tasks
+    run too (stages/training.py)."""
     epoch, price = env.epoch, env.params.price_per_token
     with open_chain() as store:
         tasks = _assigned_tasks(env, pl.DataFrame(store.epoch_tasks(epoch)).cast(TASK_SCHEMA))  # type: ignore[arg-type]
+        trainings = store.epoch_trainings(epoch)
     results = []
     for (executor, model, max_tokens), group in tasks.filter("runs").group_by(["executor", "model", "max_tokens"], maintain_order=True):
         generations = env.compute.generate(model, executor, env.host[executor].behaviour, group["prompt"].to_list(), max_tokens)
@@ -76,10 +85,15 @@ def run_task_execution(env: EpochEnvironment, open_chain: OpenChain, log: Log) -
                 "account": developer[r["task_id"]], "balance_delta": r["refund"], "escrow_delta": -r["refund"],
                 "kind": TransferKind.REFUND if r["status"] == ResultStatus.COMPLETED else TransferKind.EXPIRY_REFUND, "ref": r["task_id"]}
                for r in results if r["refund"]]
+    training_rows, training_refunds = execute_trainings(env, trainings)
+    if trainings:
+        log(f"training: {sum(r['status'] == ResultStatus.COMPLETED for r in training_rows)} of {len(trainings)} tasks ran")
     with open_chain() as store:
-        store.write_task_results(epoch, _seed_commitments(env), results, refunds)
+        store.write_task_results(epoch, _seed_commitments(env), results, refunds + training_refunds, training_rows)
     return {"completed": sum(r["status"] == ResultStatus.COMPLETED for r in results),
-            "expired": sum(r["status"] == ResultStatus.EXPIRED for r in results)}
+            "expired": sum(r["status"] == ResultStatus.EXPIRED for r in results),
+            "trained": sum(r["status"] == ResultStatus.COMPLETED for r in training_rows),
+            "training_expired": sum(r["status"] == ResultStatus.EXPIRED for r in training_rows)}
 
 
 def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> dict[str, int]:
@@ -89,17 +103,22 @@ def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) 
     with open_chain() as store:
         previous = store.host_states(epoch - 1)
         results = store.completed_results(epoch)
+        trainings = store.completed_trainings(epoch)
         traffic = max(store.task_count(epoch), store.task_count(epoch - 1))  # accepted tasks, this epoch or the last
         members = sorted(a for a, w in weights.items() if w > 0)
         pool = ValidatorPool(members, [env.secret_seeds[a] for a in members], [weights[a] for a in members],
                              [previous[a]["reputation"] for a in members])
-        task_index, validator_index = env.rules.select_validations([r["task_id"] for r in results],
-                                                                   [r["executor"] for r in results], pool, traffic)
-        checked = store.checked_outputs([results[t]["task_id"] for t in set(task_index.tolist())])
+        everything = results + trainings  # one draw for both kinds of work
+        task_index, validator_index = env.rules.select_validations([r["task_id"] for r in everything],
+                                                                   [r["executor"] for r in everything], pool, traffic)
+        checked = store.checked_outputs([results[t]["task_id"] for t in set(task_index.tolist()) if t < len(results)])
         history = _HostHistory(store.executor_loads(epoch), store.contradicted_poc_votes(epoch), store.miss_history(epoch))
     honest: dict[str, Comparison] = {}
     verdicts = []
-    for t, v in zip(task_index.tolist(), validator_index.tolist()):
+    draws = list(zip(task_index.tolist(), validator_index.tolist()))
+    for t, v in draws:
+        if t >= len(results):
+            continue
         result, validator = checked[results[t]["task_id"]], members[v]
         lazy = validator in lazy_validators
         if not lazy and result["task_id"] not in honest:
@@ -111,12 +130,21 @@ def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) 
                                  str(comparison.reason))
         verdicts.append({**body, "recomputed": not lazy, "signature": keys[validator].sign(chain_id, MessageKind.TASK_VERDICT, body)})
     outcomes, shares = _outcomes_and_fees(env, results, verdicts, honest, lazy_validators)
-    host_rows = _host_epochs(env, outcomes, verdicts, pool, validator_index.tolist(), previous, history)
+    trainer = TrainingValidator(env)
+    checks = training_verdicts(env, trainings, [(t - len(results), members[v]) for t, v in draws if t >= len(results)],
+                               lazy_validators, trainer)
+    training_outcomes, training_shares = _outcomes_and_fees(env, trainings, checks, honest_views(trainings, checks, lazy_validators, trainer),
+                                                            lazy_validators)
+    versions = new_versions(env, trainings, training_outcomes, trainer)
+    host_rows = _host_epochs(env, outcomes + training_outcomes, verdicts + checks, pool, validator_index.tolist(), previous, history)
     with open_chain() as store:
-        store.write_task_verdicts(epoch, verdicts, outcomes, shares, host_rows)
-    invalidated_count = sum(o["outcome"] == TaskOutcome.INVALIDATED for o in outcomes)
-    log(f"validation: {len(verdicts)} checks of {len(results)} results, {invalidated_count} invalidated")
-    return {"validations": len(verdicts), "invalidated": invalidated_count}
+        store.write_task_verdicts(epoch, verdicts, outcomes + training_outcomes, shares + training_shares, host_rows,
+                                  checks, versions)
+    invalidated_count = sum(o["outcome"] == TaskOutcome.INVALIDATED for o in outcomes + training_outcomes)
+    log(f"validation: {len(verdicts)} checks of {len(results)} results, {len(checks)} of {len(trainings)} trainings, "
+        f"{invalidated_count} invalidated, {len(versions)} new model version(s)")
+    return {"validations": len(verdicts), "invalidated": invalidated_count, "training_validations": len(checks),
+            "new_versions": len(versions)}
 
 
 def _outcomes_and_fees(env, results, verdicts, honest, lazy_validators) -> tuple[list[dict], list[dict]]:

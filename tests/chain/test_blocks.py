@@ -316,7 +316,7 @@ def relink(at: int, prev_hash: str):
 def drop_signatures_below_quorum(height: int):
     def tamper(store: ChainStore) -> None:
         signatures = sorted(store.block(height)["signatures"], key=lambda s: (-s["weight"], s["signer"]))
-        total = sum(store.weights(max(height - 1, 0)).values())
+        total = sum(store.signing_weights(height).values())
         while quorum_reached(sum(s["weight"] for s in signatures), total):
             gone = signatures.pop(0)
             store._connection.execute("DELETE FROM block_signatures WHERE height = ? AND signer = ?", [height, gone["signer"]])

@@ -26,7 +26,7 @@ def recorded(connection: duckdb.DuckDBPyConnection) -> list[tuple[int, str]]:
 
 
 def test_migrations_are_numbered_one_up_without_gaps():
-    assert [version for version, _, _ in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1)) == [1, 2, 3, 4, 5, 6]
+    assert [version for version, _, _ in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1)) == [1, 2, 3, 4, 5, 6, 7]
     assert all(description.strip() and sql.strip() for _, description, sql in MIGRATIONS)
 
 
@@ -169,6 +169,8 @@ def rewind_to_version_3(path) -> dict[int, str]:
                                         FROM account_states WHERE epoch = 0
                               UNION ALL SELECT 'profile', json_extract_string(params_json, 'profile') FROM epochs WHERE epoch = 0""")
         connection.execute("ALTER TABLE emissions DROP COLUMN unclaimed")
+        for table in ("corpus_shards", "training_tasks", "model_versions", "training_results", "training_verdicts"):
+            connection.execute(f"DROP TABLE {table}")
         connection.execute("DELETE FROM schema_version WHERE version >= 4")
         assert current_version(connection) == 3
         return dict(connection.execute("SELECT epoch, seed FROM epochs ORDER BY epoch").fetchall())
@@ -177,10 +179,9 @@ def rewind_to_version_3(path) -> dict[int, str]:
 def test_a_version_3_chain_upgrades_with_its_data(demo_layout):
     """A chain written at version 3 (epochs carry the seed, chain_meta copies of the genesis rows, no unclaimed payouts)
     is refused read-only, then upgraded in place on a writable open: the seed column and the copies go, every other row
-    stays, the previous block hash is read from the blocks, and emissions gain `unclaimed` at 0. A version-3 chain burned
-    refused payouts at once, so its blocks, sealed under those rules, hold other emission rows than today's rules write:
-    the schema upgrades, and verify-chain says which root no longer matches (re-create such a chain to use issue 8's
-    rules)."""
+    stays, the previous block hash is read from the blocks, emissions gain `unclaimed` at 0 and the training tables
+    appear empty. A version-3 chain was sealed under other rules (refusals burned at once, no corpus or model versions
+    at genesis): the schema upgrades, and verify-chain says which root no longer matches (re-create such a chain)."""
     with ChainStore.open(demo_layout.database) as store:
         head = store.head()
         assert head.height == DEMO_EPOCHS
@@ -193,8 +194,8 @@ def test_a_version_3_chain_upgrades_with_its_data(demo_layout):
         with ChainStore.open(demo_layout.database, read_only=True):
             pass
     with ChainStore.open(demo_layout.database) as store:
-        assert current_version(store._connection) == LATEST == 6
-        assert [v for v, _ in recorded(store._connection)] == [1, 2, 3, 4, 5, 6]
+        assert current_version(store._connection) == LATEST == 7
+        assert [v for v, _ in recorded(store._connection)] == [1, 2, 3, 4, 5, 6, 7]
         assert store._query("SELECT key FROM chain_meta") == [("chain_id",)]
         assert columns(store._connection, "epochs") == ["epoch", "status", "params_hash", "params_json"]
         assert store.head() == head
@@ -204,6 +205,7 @@ def test_a_version_3_chain_upgrades_with_its_data(demo_layout):
             epoch: seed for epoch, seed in seeds.items() if epoch > 0}
         assert store._query("SELECT epoch, scheduled, minted, burned FROM emissions ORDER BY epoch") == emissions
         assert store._query("SELECT DISTINCT unclaimed FROM emissions") == [(0,)]
+        assert store._scalar("SELECT count(*) FROM model_versions") == 0, "a version-3 chain registered no training"
         report = verify_chain(store)
-        assert report.first_problem is not None and report.first_problem.height == 1
-        assert "the emissions root in the header" in report.first_problem.message
+        assert report.first_problem is not None and report.first_problem.height == 0
+        assert "the corpus_shards root in the header" in report.first_problem.message

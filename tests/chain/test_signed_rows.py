@@ -24,8 +24,41 @@ TAMPERING = {
 }
 
 
+TRAINING_TAMPERING = {
+    "training_tasks": "UPDATE training_tasks SET steps = steps + 1",
+    "training_results": "UPDATE training_results SET losses = list_transform(losses, lambda l: l * 0.9)",
+    "training_verdicts": "UPDATE training_verdicts SET eval_loss = eval_loss - 1",
+}
+"""The training tables' signed rows, tampered on a chain with one trained and validated order."""
+
+
 def test_every_signed_table_is_checked():
-    assert {spec.table for spec in SIGNED_ROWS} == set(TAMPERING)
+    assert {spec.table for spec in SIGNED_ROWS} == set(TAMPERING) | set(TRAINING_TAMPERING)
+
+
+@pytest.fixture(scope="module")
+def training_template(tmp_path_factory):
+    from support.chains import opened, run_stages, training_chain
+
+    layout, submitter, version, shards = training_chain(tmp_path_factory.mktemp("signed-training"),
+                                                        [("host-alpha", 2), ("host-bravo", 2), ("host-charlie", 1)])
+    submitter.train(nonce=0, base_version=version, shards=shards[:1])
+    with opened(layout) as store:
+        run_stages(store, layout, 1)
+        assert store._scalar("SELECT count(*) FROM training_verdicts") > 0
+    return layout
+
+
+@pytest.mark.parametrize("table", sorted(TRAINING_TAMPERING))
+def test_a_changed_signed_training_row_is_named(training_template, tmp_path, table: str):
+    import shutil
+
+    shutil.copytree(training_template.root, tmp_path / "chain")
+    with ChainStore.open(tmp_path / "chain" / training_template.database.name) as store:
+        assert signed_row_problem(store, 1) is None
+        store._execute(TRAINING_TAMPERING[table])
+        problem = signed_row_problem(store, 1)
+    assert problem is not None and problem.message.startswith(f"{table} row ") and "signature does not verify" in problem.message
 
 
 def test_the_demo_chain_signatures_all_verify(demo_store: ChainStore):

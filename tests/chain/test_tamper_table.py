@@ -57,7 +57,7 @@ def changed(column: str, kind: str) -> list[str]:
     if kind in ("BIGINT", "INTEGER"):
         return [f"{column} + 1", f"{column} - 1", f"{column} + 1000003"]
     if kind == "DOUBLE":
-        return [f"{column} + 0.5"]
+        return [f"coalesce({column} + 0.5, 0.5)"]
     if kind == "BOOLEAN":
         return [f"NOT {column}"]
     if kind == "BLOB":
@@ -67,7 +67,7 @@ def changed(column: str, kind: str) -> list[str]:
         return [f"list_append({column}, {element})"]
     if kind.endswith("[]"):
         element = {"VARCHAR[]": "'x'", "DOUBLE[]": "0.5"}.get(kind, "7")
-        return [f"list_append({column}, {element})", f"list_pop_back({column})"]
+        return [f"list_append({column}, {element})"]
     raise AssertionError(f"no tamper for type {kind}")
 
 
@@ -84,9 +84,10 @@ class Tamper:
 
 
 def _row(table: str) -> str:
-    """SQL selecting the rowid of the tampered row: the head epoch's first, or genesis's for the registries."""
+    """SQL selecting the rowid of the tampered row: the head epoch's first (else the latest epoch's: model versions may
+    all be genesis's), or genesis's for the registries."""
     where = {"chain_meta": "TRUE", "blocks": f"height = {HEAD}", "block_signatures": f"height = {HEAD}"}.get(
-        table, "TRUE" if table in REGISTRIES else f"epoch = {HEAD}")
+        table, "TRUE" if table in REGISTRIES else f"epoch = (SELECT max(epoch) FROM {table} WHERE epoch <= {HEAD})")
     return f"(SELECT min(rowid) FROM {table} WHERE {where})"
 
 
@@ -125,6 +126,8 @@ def tampers() -> Iterator[Tamper]:
 
 
 TAMPERS = list(tampers())
+EMPTY_IN_THE_DEMO = {"training_tasks", "training_results", "training_verdicts"}
+"""Committed tables the demo chain may leave empty (the demo workload has no training tasks yet): skipped, not passed."""
 RESULTS: dict[str, str] = {}
 
 
@@ -158,6 +161,9 @@ def verify_tampered(store: ChainStore, anchors: dict[int, Anchor], tamper: Tampe
 
 @pytest.mark.parametrize("tamper", TAMPERS, ids=[t.id for t in TAMPERS])
 def test_every_single_row_tamper_is_reported(chain, tamper):
+    store = chain[0]
+    if tamper.table in EMPTY_IN_THE_DEMO and not store._scalar(f"SELECT count(*) FROM {tamper.table}"):
+        pytest.skip(f"the demo chain has no {tamper.table} rows yet")
     problem = verify_tampered(*chain, tamper)
     RESULTS[tamper.id] = problem
     assert problem, f"{tamper.id} passed verify-chain"

@@ -6,11 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from gonka_pipelines.compute.engine import (
-    CPU_THREADS,
-    TorchCompute,
-    reproducible_threads,
-)
+from gonka_pipelines.compute.engine import TorchCompute
+from gonka_pipelines.compute.runner import CPU_THREADS, reproducible_threads
 from gonka_pipelines.simulation.workload import CORPUS
 
 BLOCK = "ab" * 32

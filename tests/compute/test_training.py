@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gonka_pipelines.compute.engine import served_model_seed
 from gonka_pipelines.compute.profiles import load_profile
+from gonka_pipelines.compute.runner import served_model_seed
 from gonka_pipelines.compute.training import (
     CheckpointError,
     TrainingSpec,
@@ -63,8 +63,14 @@ def test_any_step_range_re_runs_from_the_checkpoint_before_it_to_the_same_bytes(
     assert replay.checkpoints[-1][1] == run.checkpoints[1][1] and replay.losses == run.losses[2:4]
     other_shard = train(PROFILE, SEED, run.checkpoints[0][2], EVAL, SPEC, first_step=2, last_step=4, device="cpu")
     assert other_shard.checkpoints[-1][1] != run.checkpoints[1][1], "training on other bytes shows"
-    with pytest.raises(CheckpointError, match="follows step 2, not 0"):
-        train(PROFILE, SEED, run.checkpoints[0][2], TRAIN, SPEC, first_step=0, last_step=2, device="cpu")
+    with pytest.raises(CheckpointError, match="follows step 2, not 4"):
+        train(PROFILE, SEED, run.checkpoints[0][2], TRAIN, SPEC, first_step=4, last_step=6, device="cpu")
+
+
+def test_a_trained_version_is_fine_tuned_from_its_weights_with_fresh_moments(run):
+    """From step 0 the base is a model version: its weights, not its optimizer state (a new task, a new schedule)."""
+    child = train(PROFILE, SEED, run.checkpoints[-1][2], TRAIN, dataclasses.replace(SPEC, steps=2), device="cpu")
+    assert child.losses[0] == pytest.approx(run.losses[-1], abs=0.6) and child.losses[0] < run.losses[0] - 0.5
 
 
 def test_a_batch_beyond_the_micro_batch_accumulates_gradients():

@@ -161,8 +161,9 @@ def test_the_always_on_reaper_frees_a_queue_stuck_behind_a_dead_ui_run(instance)
 
     from gonka_pipelines.defs.runs import PROCESS_TAG, this_process
 
-    assert defs.get_sensor_def("dead_run_reaper").default_status == dg.DefaultSensorStatus.RUNNING
-    assert defs.get_sensor_def("inbox_sensor").default_status == dg.DefaultSensorStatus.STOPPED
+    assert dead_run_reaper.default_status == dg.DefaultSensorStatus.RUNNING
+    assert inbox_sensor.default_status == dg.DefaultSensorStatus.STOPPED
+    assert defs.resolve_sensor_def("dead_run_reaper").name == "dead_run_reaper", "the code location loads it"
     dead = create_run_for_test(instance, job_name=epoch_job.name, status=dg.DagsterRunStatus.STARTED,
                                tags={"dagster/partition": "1", PROCESS_TAG: f"{socket.gethostname()}:999999999:1"})
     living = create_run_for_test(instance, job_name=epoch_job.name, status=dg.DagsterRunStatus.STARTED,

@@ -2,13 +2,11 @@
 
 DEMO_HASHES are the blocks `make demo` builds (shipped genesis and network, three epochs of the demo workload);
 SMALL_HASHES the small adversarial chain run stage by stage. They must not move unless the protocol itself changes
-(then say so in the commit that re-pins them). They last moved in issue 8, for two reasons: block headers began to
-commit to lineage, submissions and the previous block's signer set (hashed without those fields, the chain was the
-issue-7 one byte for byte), and eleven rules were brought in line with PROTOCOL.md and
-Gonka's code (own sprint votes, both slashes, refusals burned an epoch later, vested work coins, INVALID costing the
-current epoch's weight, one traffic measure, RAMPING on executed tasks, the split's remainder, the price's first epoch,
-`>` for mismatches and a cap of 0, one nonce stream per ML node), which change the rows of every later block; and the
-parameters gained the inbox limits (`tasks.max_submission_bytes`, `tasks.max_submissions_per_epoch`).
+(then say so in the commit that re-pins them). They last moved in issue 9, when genesis began to register the
+training corpus's shards and each served model's genesis version (block 0's roots) and the parameters gained the
+`training` section; before that, in issue 8, headers began to commit to lineage, submissions and the previous block's
+signer set (alone, stripping those fields gave the issue-7 hashes byte for byte), eleven rules were brought in line with
+PROTOCOL.md and Gonka's code, and the parameters gained the inbox limits.
 """
 
 from __future__ import annotations
@@ -23,15 +21,15 @@ from gonka_pipelines.simulation.workload import submit_demo_workload
 from support.chains import create_chain, opened, small_template
 
 DEMO_HASHES = [
-    "838a20ff03c64926e6484aaf3cc0e354ed5690f8d19fcd69de69c9da55be9593",
-    "1d0d71df5cee5e45df56e64e7404b93777b85fcae74c5d5949cfc4537061074a",
-    "a1431c3f51f83162de1226936006569eee1038c22d57130b394b6c1d3b7c871b",
-    "d11c688ab9ccd6965928c21fcc99a9a55aeec5be1b9f658ed074776c6a85c3ec",
+    "87155d22dac5438e7367f2dd78125ecada7ab5091e4d3546cec4314f7ee617a0",
+    "3d3bff194ba4bbbbd7224adb871599b0b0999ffae4319d5dfd28f4d12bbcc905",
+    "6acff012cbb8ae88875672e2eb97041a06aa661cbceba69ad018134a579b13f1",
+    "83deb605d34d9f3a95f45a4a95660953d51eedfc5ce3b5f242e3def63d8e8be0",
 ]
 SMALL_HASHES = [
-    "974f06d6d57364516b13cff8135743fabd3bab02ba857df96faddb658a8b397b",
-    "28c21381ebe6bcf25b5a6c439cc6a0abe9abaa314d18bc4fe11fba8f6220204c",
-    "7ab090c58d40bedfacedbff3bd3449b17028a63c583a30aeff779c488614e251",
+    "821136383e2809cbd60a0e73104659d926d12e450343cef28d26a60f118c8ee6",
+    "2a6afe8c8acb4929dad0eb419ea9f7e02797add056f439aaa90078896be74494",
+    "af6d1733f678b7de09f229dcb9ff051edd3e828c6118676ecdd98071ec0741ac",
 ]
 
 

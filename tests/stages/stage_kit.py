@@ -52,7 +52,9 @@ STAGE_OVERRIDES = {
     "rewards__vesting_epochs": 3,
 }
 STAGE_EPOCH = 2
-TASKS_PER_EPOCH = 13
+FIRST_TASK_COUNT = 13
+"""Tasks per epoch are the first count from here whose draws show every case the stage tests need (_shows_every_case):
+any change to the genesis parameters re-draws everything, and a fixed count would then stop showing an overflow."""
 
 EPOCH_TABLES = ("tasks", "rejected_tasks", "submissions", "poc_batches", "poc_verdicts", "poc_verdict_signatures",
                 "epoch_weights", "seed_commitments", "task_results", "task_verdicts", "task_outcomes", "fee_shares",
@@ -120,6 +122,14 @@ class GuardedCompute:
         self._enter("score")
         return self.inner.score(*args)
 
+    def train(self, *args: Any) -> Any:
+        self._enter("train")
+        return self.inner.train(*args)
+
+    def evaluate(self, *args: Any) -> Any:
+        self._enter("evaluate")
+        return self.inner.evaluate(*args)
+
 
 # -- rows ---------------------------------------------------------------------------------------------------------
 
@@ -144,16 +154,54 @@ BASE = "stage-base"
 """Epoch 1 finalized, epoch 2's tasks in the inbox: the template before the first stage of epoch 2."""
 
 
+def _shows_every_case(store: ChainStore) -> bool:
+    """Epoch STAGE_EPOCH shows what the stage tests need: host-garbled overflows its slots (misses a task) and has a task
+    invalidated, every host but host-fake keeps weight after the collateral adjustment, the power cap binds on
+    host-alpha, and host-lazy earns a reward its claim then forfeits."""
+    rows = {name: row for name, *row in store._query(
+        """SELECT h.name, w.adjusted_weight, w.weight, e.missed, r.reward, e.invalidated FROM epoch_weights w
+           JOIN hosts h USING (address) JOIN host_epochs e USING (epoch, address) JOIN rewards r USING (epoch, address)
+           WHERE w.epoch = ?""", [STAGE_EPOCH])}
+    garbled = rows["host-garbled"]
+    return (garbled[2] >= 1 and garbled[4] >= 1 and rows["host-lazy"][3] > 0 and rows["host-alpha"][1] < rows["host-alpha"][0]
+            and all(adjusted > 0 for name, (adjusted, *_) in rows.items() if name != "host-fake"))
+
+
+def _stage_base(root: Path, config: Path, count: int) -> DataLayout:
+    """Epoch 1 finalized with `count` tasks, epoch 2's `count` tasks waiting in the inbox."""
+    genesis, network = stage_config(config)
+    layout = create_chain(root, genesis, network)
+    with opened(layout) as store:
+        submit_tasks(store, layout, network, count, tag="e1 ")
+        run_stages(build_environment(store, layout, 1), holding(store), quiet)
+        submit_tasks(store, layout, network, count, tag="e2 ")
+    return layout
+
+
+def _choose_task_count(base: Path) -> int:
+    for count in range(FIRST_TASK_COUNT, FIRST_TASK_COUNT + 40):
+        probe = _stage_base(base / f"stage-probe-{count}", base / "stage-config", count)
+        with opened(probe) as store:
+            run_stages(build_environment(store, probe, STAGE_EPOCH), holding(store), quiet)
+            if _shows_every_case(store):
+                return count
+    raise AssertionError(f"no task count from {FIRST_TASK_COUNT} shows every case the stage tests need")
+
+
+TASK_COUNT: list[int] = []
+"""The chosen tasks per epoch, once the session's templates exist (task_count())."""
+
+
+def task_count(tmp_path_factory: pytest.TempPathFactory) -> int:
+    template(tmp_path_factory, BASE)
+    return TASK_COUNT[0]
+
+
 def _build(base: Path) -> dict[str, Path]:
     root = base / "stage-chain"
     shutil.rmtree(root, ignore_errors=True)
-    genesis, network = stage_config(base / "stage-config")
-    layout = create_chain(root / BASE, genesis, network)
-    with opened(layout) as store:
-        submit_tasks(store, layout, network, TASKS_PER_EPOCH, tag="e1 ")
-        env = build_environment(store, layout, 1)
-        run_stages(env, holding(store), quiet)
-        submit_tasks(store, layout, network, TASKS_PER_EPOCH, tag="e2 ")
+    TASK_COUNT[:] = [_choose_task_count(base)]
+    layout = _stage_base(root / BASE, base / "stage-config", TASK_COUNT[0])
     templates = {BASE: layout.root}
     work = DataLayout(root / "work")
     shutil.copytree(layout.root, work.root)

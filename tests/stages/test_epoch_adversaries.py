@@ -120,7 +120,7 @@ def test_garbled_output_is_invalid_and_its_fees_withheld_when_caught(epoch_rows)
     caught = [e for e in EPOCHS if epoch_rows[(e, "host-garbled")]["host_status"] == "INVALID"]
     assert caught, "host-garbled must become INVALID"
     first = epoch_rows[(caught[0], "host-garbled")]
-    assert first["invalidated"] >= 5 and first["validated"] >= first["invalidated"]
+    assert first["invalidated"] >= 1 and first["validated"] >= first["invalidated"]
     assert first["withheld"] > 0, "the fees it earned in the epoch it is caught are withheld"
     assert first["work_coins"] == 0 and first["reward"] == 0 and first["payout"] == 0 and first["weight"] == 0
     assert first["reward_status"] == "INVALID"

@@ -11,7 +11,7 @@ from gonka_pipelines.protocol.crypto import MessageKind, hash_value, sha256_hex,
 from gonka_pipelines.protocol.messages import result_body, seed_commitment_body
 from gonka_pipelines.stages.environment import secret_seed
 
-from stage_kit import STAGE_EPOCH, STAGE_HOSTS, TASKS_PER_EPOCH, StageRun, assert_idempotent
+from stage_kit import STAGE_EPOCH, STAGE_HOSTS, StageRun, assert_idempotent, task_count
 
 CAPACITY = {h["name"]: h["capacity"] for h in STAGE_HOSTS}
 
@@ -41,16 +41,16 @@ def test_every_host_commits_to_its_secret_seed(execution):
                       seed_commitment_body(STAGE_EPOCH, row["commitment"]), row["signature"])
 
 
-def test_every_task_gets_one_executor_drawn_by_weight(execution):
+def test_every_task_gets_one_executor_drawn_by_weight(execution, tmp_path_factory):
     run, result, tasks, results, _, _ = execution
     env = run.env
-    assert [r["task_id"] for r in results] == sorted(tasks) and len(tasks) == TASKS_PER_EPOCH
+    assert [r["task_id"] for r in results] == sorted(tasks) and len(tasks) == task_count(tmp_path_factory)
     serving = [h.address for h in env.hosts if "llm-tiny" in h.models and env.weights[h.address] > 0]
     expected = assign_executors(env.prev_hash, sorted(tasks), serving, [env.weights[a] for a in serving])
     assert [r["executor"] for r in results] == expected
     assert "host-fake" not in {r["name"] for r in results}, "weight 0 (its sprint was rejected): it is never drawn"
     assert result == {"completed": sum(r["status"] == "completed" for r in results),
-                      "expired": sum(r["status"] == "expired" for r in results)}
+                      "expired": sum(r["status"] == "expired" for r in results), "trained": 0, "training_expired": 0}
 
 
 def test_an_executor_runs_up_to_its_capacity_in_task_id_order_and_the_rest_expire(execution):

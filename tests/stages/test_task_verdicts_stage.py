@@ -57,7 +57,8 @@ def test_validators_are_drawn_by_their_secret_seeds(validation):
                 if v != r["executor"] and should_validate(env.secret_seeds[v], r["task_id"], min(1.0, w / (total - members[r["executor"]])))}
     assert {(v["task_id"], v["validator"]) for v in data["verdicts"]} == expected
     assert expected, "some tasks are validated"
-    assert result == {"validations": len(expected), "invalidated": sum(o["outcome"] == "invalidated" for o in data["outcomes"].values())}
+    assert result == {"validations": len(expected), "invalidated": sum(o["outcome"] == "invalidated" for o in data["outcomes"].values()),
+                      "training_validations": 0, "new_versions": 0}, "the stage chain orders no training"
 
 
 def test_traffic_is_the_larger_count_of_accepted_tasks_this_epoch_or_the_last(tmp_path_factory, monkeypatch):

@@ -129,3 +129,18 @@ def small_template(tmp_path_factory) -> tuple[DataLayout, NetworkConfig]:
     """The session's small adversarial chain after SMALL_EPOCHS epochs (read it; copy it before writing)."""
     root = cached_chain("small", tmp_path_factory.getbasetemp(), lambda r: build_small_chain(r))
     return DataLayout(root), small_config(root.parent / f"{root.name}-config")[1]
+
+
+def training_chain(root: Path, hosts: list) -> tuple[DataLayout, Any, str, list[str]]:
+    """A genesis chain of `hosts` (small_network's form) ready for training orders: its layout, a task submitter, the
+    served model's genesis version and the training shards' hashes (sorted)."""
+    from support.config import fast_genesis, small_network
+    from support.submitter import TaskSubmitter
+
+    genesis = fast_genesis(Path(root) / "config")
+    network = small_network(Path(root) / "config", hosts)
+    layout = create_chain(Path(root) / "chain", genesis, network)
+    with opened(layout, read_only=True) as store:
+        (version,) = store.model_versions()
+        shards = sorted(store.training_shards())
+    return layout, TaskSubmitter(layout, genesis, network), version, shards

@@ -7,7 +7,7 @@ from gonka_pipelines.local.keys import load_key
 from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.protocol.crypto import KeyPair
 from gonka_pipelines.protocol.params import GenesisParams, NetworkConfig
-from gonka_pipelines.simulation.client import sign_task
+from gonka_pipelines.simulation.client import sign_task, sign_training
 
 
 class TaskSubmitter:
@@ -27,6 +27,12 @@ class TaskSubmitter:
         task = {"model": self.model, "prompt": f"task {nonce} of {developer}", "max_tokens": 4, "max_price": self.price,
                 "nonce": nonce} | fields
         return sign_task(key or self.key(developer), chain_id or self.chain_id, **task)
+
+    def train(self, developer: str = "dev-ada", *, nonce: int, base_version: str, shards: list[str], **fields: object) -> str:
+        """Order training (4 steps of 4 windows by default) and drop it in the inbox; returns the submission id."""
+        order = {"model": self.model, "steps": 4, "batch_size": 4, "learning_rate": 3e-3, "seed": 11, "max_price": self.price,
+                 "nonce": nonce} | fields
+        return self.raw(sign_training(self.key(developer), self.chain_id, base_version=base_version, shards=shards, **order))
 
     def raw(self, raw: bytes) -> str:
         """Drop arbitrary bytes in the inbox; returns the submission id."""

@@ -1,0 +1,179 @@
+"""Training tasks in the epoch (PROTOCOL section 4, "Training tasks"): executors fine-tune through accelerate and sign
+their checkpoints and loss curve; validators drawn like inference validators re-run one checkpoint interval each and
+score the new version on the held-out shard. The inference stages call these, so both kinds of work share executors'
+capacity accounting, the validator draw, the fail vote, fee sharing and the host status machine."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from gonka_pipelines.compute.training import CheckpointError, TrainingRun, TrainingSpec, read_checkpoint, write_checkpoint
+from gonka_pipelines.local.corpus import eval_bytes, manifest, training_bytes
+from gonka_pipelines.protocol.crypto import MessageKind, hash_value
+from gonka_pipelines.protocol.messages import training_result_body, training_verdict_body
+from gonka_pipelines.protocol.records import Host, ResultStatus, TaskOutcome, TransferKind
+from gonka_pipelines.simulation.behaviours import reported_losses, skips_training, training_shards
+from gonka_pipelines.stages.environment import EpochEnvironment
+
+UNSCORED = -1.0
+"""The eval loss a verdict reports when the re-run failed or the final checkpoint cannot be read: nothing to score."""
+
+
+@dataclass(frozen=True)
+class TrainingCheck:
+    """An honest validator's view of one checkpoint interval: whether the re-run matched, and why not."""
+
+    passed: bool
+    reason: str
+
+
+def _spec(env: EpochEnvironment, task: dict[str, Any]) -> TrainingSpec:
+    return TrainingSpec(task["steps"], task["batch_size"], task["learning_rate"], task["seed"], env.params.training.checkpoint_every)
+
+
+def _executors(env: EpochEnvironment, tasks: list[dict[str, Any]]) -> dict[str, str]:
+    """Each training task's executor, drawn ∝ weight among the hosts serving its model ('' when none does)."""
+    chosen: dict[str, str] = {}
+    for model in sorted({t["model"] for t in tasks}):
+        ids = [t["task_id"] for t in tasks if t["model"] == model]
+        serving = [h.address for h in env.hosts if model in h.models and env.weights.get(h.address, 0) > 0]
+        picks = env.rules.assign_executors(env.prev_hash, ids, serving, [env.weights[a] for a in serving]) if serving else [""] * len(ids)
+        chosen |= dict(zip(ids, picks))
+    return chosen
+
+
+def execute_trainings(env: EpochEnvironment, tasks: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Run each training task on its executor, in task id order while the executor's step budget (capacity ×
+    training.max_steps) lasts; store the checkpoints by hash and sign the result. The rest expire with a full refund.
+    Returns (training_results rows, refund transfers)."""
+    executors, budget = _executors(env, tasks), {h.address: h.capacity * env.params.training.max_steps for h in env.hosts}
+    rows: list[dict[str, Any]] = []
+    for task in tasks:
+        executor = executors[task["task_id"]]
+        if not executor or budget[executor] < task["steps"]:
+            rows.append({"task_id": task["task_id"], "epoch": env.epoch, "executor": executor, "status": ResultStatus.EXPIRED,
+                         "version": "", "checkpoint_steps": [], "checkpoints": [], "losses": [], "tokens": 0, "cost": 0,
+                         "refund": task["escrow"], "signature": ""})
+            continue
+        budget[executor] -= task["steps"]
+        run = _run(env, env.host[executor], task)
+        for _, _, data in run.checkpoints:
+            write_checkpoint(env.layout.checkpoints, data)
+        body = training_result_body(task["task_id"], executor, run.final_hash, [s for s, _, _ in run.checkpoints],
+                                    [h for _, h, _ in run.checkpoints], reported_losses(env.host[executor], run.losses),
+                                    run.tokens)
+        rows.append({**body, "epoch": env.epoch, "status": ResultStatus.COMPLETED, "cost": task["escrow"], "refund": 0,
+                     "signature": env.keys[executor].sign(env.chain_id, MessageKind.TRAINING_RESULT, body)})
+    developer = {t["task_id"]: t["developer"] for t in tasks}
+    refunds = [{"transfer_id": hash_value(["refund", r["task_id"]]), "epoch": env.epoch, "stage": "execution",
+                "account": developer[r["task_id"]], "balance_delta": r["refund"], "escrow_delta": -r["refund"],
+                "kind": TransferKind.EXPIRY_REFUND, "ref": r["task_id"]} for r in rows if r["refund"]]
+    return rows, refunds
+
+
+def _run(env: EpochEnvironment, host: Host, task: dict[str, Any]) -> TrainingRun:
+    """What the executor does with the order: train it (on the shards it really uses), or, a lazy trainer, nothing."""
+    spec, base = _spec(env, task), read_checkpoint(env.layout.checkpoints, task["base_version"])
+    if skips_training(host):
+        steps = [*range(spec.checkpoint_every, spec.steps, spec.checkpoint_every), spec.steps]
+        claimed = [5.0 - 0.1 * step for step in range(spec.steps)]
+        return TrainingRun(claimed, task["tokens"], [(step, task["base_version"], base) for step in steps])
+    shards = training_shards(host, list(task["shards"]), [s.hash for s in manifest() if s.role == "eval"])
+    return env.compute.train(task["model"], base, training_bytes(shards), spec)
+
+
+def interval_of(secret_seed: str, task_id: str, intervals: int) -> int:
+    """Which checkpoint interval a validator re-runs: drawn from its secret seed and the task (hidden until it reveals)."""
+    return int.from_bytes(hashlib.sha256(bytes.fromhex(secret_seed) + task_id.encode()).digest()[:8], "big") % intervals
+
+
+class TrainingValidator:
+    """Re-runs checkpoint intervals and scores versions, once per (task, interval): every honest validator derives the
+    same bytes, so one honest computation stands for all of them."""
+
+    def __init__(self, env: EpochEnvironment):
+        self.env = env
+        self.checks: dict[tuple[str, int], TrainingCheck] = {}
+        self.scores: dict[str, float] = {}
+
+    def bounds(self, result: dict[str, Any], interval: int) -> tuple[int, int]:
+        steps = [0, *result["checkpoint_steps"]]
+        return steps[interval], steps[interval + 1]
+
+    def check(self, result: dict[str, Any], interval: int) -> TrainingCheck:
+        key = (result["task_id"], interval)
+        if key not in self.checks:
+            self.checks[key] = self._rerun(result, interval)
+        return self.checks[key]
+
+    def _rerun(self, result: dict[str, Any], interval: int) -> TrainingCheck:
+        first, last = self.bounds(result, interval)
+        folder = self.env.layout.checkpoints
+        try:
+            start = result["base_version"] if interval == 0 else result["checkpoints"][interval - 1]
+            replay = self.env.compute.train(result["model"], read_checkpoint(folder, start), training_bytes(result["shards"]),
+                                            _spec(self.env, result), first, last)
+        except CheckpointError as error:
+            return TrainingCheck(False, f"checkpoint_unreadable: {error}")
+        if replay.final_hash != result["checkpoints"][interval]:
+            return TrainingCheck(False, f"checkpoint_mismatch: steps {first}..{last - 1} give {replay.final_hash[:12]}, "
+                                        f"the executor signed {result['checkpoints'][interval][:12]}")
+        if replay.losses != list(result["losses"][first:last]):
+            return TrainingCheck(False, f"loss_mismatch: steps {first}..{last - 1} give losses other than the signed curve")
+        return TrainingCheck(True, "reproduced")
+
+    def score(self, result: dict[str, Any]) -> float:
+        """The new version's held-out loss (what the network's served-version rule compares)."""
+        if result["task_id"] not in self.scores:
+            try:
+                final = read_checkpoint(self.env.layout.checkpoints, result["version"])
+                self.scores[result["task_id"]] = self.env.compute.evaluate(
+                    result["model"], final, eval_bytes(), self.env.params.training.eval_windows)
+            except CheckpointError:
+                self.scores[result["task_id"]] = UNSCORED
+        return self.scores[result["task_id"]]
+
+
+def training_verdicts(env: EpochEnvironment, results: list[dict[str, Any]], draws: list[tuple[int, str]], lazy: set[str],
+                      validator: TrainingValidator) -> list[dict[str, Any]]:
+    """One signed verdict per (training result, drawn validator): the interval it re-ran, pass or fail, the eval loss.
+    A lazy validator passes everything unchecked and reports the executor's last training loss as the eval loss."""
+    verdicts = []
+    for index, address in draws:
+        result = results[index]
+        interval = interval_of(env.secret_seeds[address], result["task_id"], len(result["checkpoint_steps"]))
+        first, last = validator.bounds(result, interval)
+        if address in lazy:
+            check, eval_loss = TrainingCheck(True, "reproduced"), result["losses"][-1]
+        else:
+            check = validator.check(result, interval)
+            eval_loss = validator.score(result) if check.passed else UNSCORED
+        body = training_verdict_body(env.epoch, result["task_id"], address, first, last, check.passed, eval_loss, check.reason)
+        verdicts.append({**body, "recomputed": address not in lazy,
+                         "signature": env.keys[address].sign(env.chain_id, MessageKind.TRAINING_VERDICT, body)})
+    return verdicts
+
+
+def honest_views(results: list[dict[str, Any]], verdicts: list[dict[str, Any]], lazy: set[str],
+                 validator: TrainingValidator) -> dict[str, TrainingCheck]:
+    """Per validated training task, what an honest re-run of every interval its honest validators checked says: it
+    fails when any of them failed (the vote every honest host then casts)."""
+    by_task = {r["task_id"]: r for r in results}
+    checks: dict[str, list[TrainingCheck]] = {}
+    for verdict in verdicts:
+        found = checks.setdefault(verdict["task_id"], [])
+        if verdict["validator"] not in lazy:
+            result = by_task[verdict["task_id"]]
+            found.append(validator.check(result, [0, *result["checkpoint_steps"]].index(verdict["first_step"])))
+    return {task_id: next((c for c in found if not c.passed), TrainingCheck(True, "reproduced")) for task_id, found in checks.items()}
+
+
+def new_versions(env: EpochEnvironment, results: list[dict[str, Any]], outcomes: list[dict[str, Any]],
+                 validator: TrainingValidator) -> list[dict[str, Any]]:
+    """The model versions the epoch's validated, passed training produced, scored on the held-out shard."""
+    passed = {o["task_id"] for o in outcomes if o["outcome"] == TaskOutcome.PASSED}
+    return [{"version": r["version"], "epoch": env.epoch, "model": r["model"], "parent": r["base_version"],
+             "task_id": r["task_id"], "executor": r["executor"], "shards": list(r["shards"]), "final_loss": r["losses"][-1],
+             "eval_loss": validator.score(r)} for r in results if r["task_id"] in passed]

@@ -1,0 +1,120 @@
+"""Training tasks through a whole epoch (PROTOCOL section 4, "Training tasks"): intake with escrow, execution through
+accelerate with content-addressed checkpoints, validators re-running one checkpoint interval each, the fee shared, and a
+new model version with its lineage and held-out loss; bad orders are kept with their reason codes."""
+
+from __future__ import annotations
+
+import pytest
+
+from gonka_pipelines.chain.verify import verify_chain
+from gonka_pipelines.compute.training import read_checkpoint
+
+from support.chains import opened, run_stages, training_chain
+
+HOSTS = [("host-alpha", 2), ("host-bravo", 2), ("host-charlie", 1)]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    layout, submitter, genesis_version, shards = training_chain(tmp_path_factory.mktemp("training"), HOSTS)
+    shards = shards[:2]
+    with opened(layout) as store:
+        submitter(2, "dev-ada")
+        ordered = submitter.train(nonce=2, base_version=genesis_version, shards=shards)
+        refused = {"unknown_shard": submitter.train(nonce=3, base_version=genesis_version, shards=["f" * 64]),
+                   "unknown_model_version": submitter.train(nonce=4, base_version="e" * 64, shards=shards),
+                   "steps_out_of_range": submitter.train(nonce=5, base_version=genesis_version, shards=shards, steps=0)}
+        results = run_stages(store, layout, 1)
+        yield store, layout, results, genesis_version, shards, ordered, refused
+
+
+def test_bad_orders_are_kept_with_their_own_reason(trained):
+    store, *_, refused = trained
+    rows = dict(store._query("SELECT submission_id, reason FROM rejected_tasks WHERE epoch = 1"))
+    assert {rows[sid]: reason for reason, sid in refused.items()} == {reason: reason for reason in refused}
+
+
+def test_the_order_is_escrowed_executed_and_its_checkpoints_stored(trained):
+    store, layout, results, genesis_version, shards, ordered, _ = trained
+    (task,) = store._records("SELECT * FROM training_tasks WHERE epoch = 1")
+    assert task["submission_id"] == ordered and task["base_version"] == genesis_version and list(task["shards"]) == shards
+    assert task["tokens"] == 4 * 4 * 256 and task["escrow"] == task["tokens"] * 100
+    (result,) = store._records("SELECT * FROM training_results WHERE epoch = 1")
+    assert result["status"] == "completed" and list(result["checkpoint_steps"]) == [4]
+    assert result["version"] == result["checkpoints"][-1] and len(result["losses"]) == 4
+    assert result["cost"] == task["escrow"] and result["refund"] == 0
+    assert read_checkpoint(layout.checkpoints, result["version"]), "stored under its hash"
+    assert results["task_results"]["trained"] == 1
+
+
+def test_validators_re_ran_an_interval_and_the_new_version_is_registered(trained):
+    store, _, results, genesis_version, shards, _, _ = trained
+    verdicts = store._records("SELECT * FROM training_verdicts WHERE epoch = 1")
+    assert verdicts and all(v["passed"] and v["recomputed"] and v["reason"] == "reproduced" for v in verdicts)
+    assert {(v["first_step"], v["last_step"]) for v in verdicts} == {(0, 4)}
+    (result,) = store._records("SELECT * FROM training_results WHERE epoch = 1")
+    (outcome,) = store._records("SELECT * FROM task_outcomes WHERE task_id = ?", [result["task_id"]])
+    assert outcome["outcome"] == "passed" and outcome["validations"] == len(verdicts)
+    version = store._records("SELECT * FROM model_versions WHERE epoch = 1")[0]
+    genesis_loss = store._scalar("SELECT eval_loss FROM model_versions WHERE epoch = 0")
+    assert (version["version"], version["parent"], version["task_id"], list(version["shards"])) == (
+        result["version"], genesis_version, result["task_id"], shards)
+    assert version["final_loss"] == result["losses"][-1]
+    assert version["eval_loss"] == verdicts[0]["eval_loss"] < genesis_loss, "training lowered the held-out loss"
+    assert results["task_verdicts"]["new_versions"] == 1
+
+
+def test_the_fee_is_shared_and_the_chain_verifies(trained):
+    store, *_ = trained
+    (result,) = store._records("SELECT * FROM training_results WHERE epoch = 1")
+    shares = store._records("SELECT host, role, amount FROM fee_shares WHERE task_id = ?", [result["task_id"]])
+    assert sum(s["amount"] for s in shares) == result["cost"] and shares[0]["role"] in ("executor", "validator")
+    assert {s["host"] for s in shares if s["role"] == "executor"} == {result["executor"]}
+    report = verify_chain(store)
+    assert (report.head, report.first_problem) == (1, None)
+
+
+ADVERSARIES = {"host-lazy-trainer": ("lazy_trainer", "checkpoint_mismatch"), "host-fabricator": ("fabricated_loss", "loss_mismatch"),
+               "host-wrong-shards": ("wrong_shards", "checkpoint_mismatch")}
+
+
+@pytest.fixture(scope="module")
+def cheated(tmp_path_factory):
+    """Three honest hosts and one of each training adversary; ten small orders (seeds 0..9) spread over them."""
+    hosts = [("host-alpha", 2), ("host-bravo", 2), ("host-charlie", 2)] + [(n, 2, b) for n, (b, _) in ADVERSARIES.items()]
+    layout, submitter, genesis_version, shards = training_chain(tmp_path_factory.mktemp("training-adversaries"), hosts)
+    with opened(layout) as store:
+        for seed in range(10):
+            submitter.train(nonce=seed, base_version=genesis_version, shards=shards[:1], steps=2, batch_size=2, seed=seed)
+        run_stages(store, layout, 1)
+        yield store
+
+
+def test_each_training_adversary_is_caught_when_checked_and_honest_work_passes(cheated):
+    store = cheated
+    rows = store._records(
+        """SELECT h.name, r.task_id, o.outcome, o.validations, r.version FROM training_results r JOIN hosts h ON h.address = r.executor
+           JOIN task_outcomes o USING (task_id) ORDER BY r.task_id""")
+    reasons = {(task, reason.split(":")[0]) for task, reason in store._query(
+        "SELECT task_id, reason FROM training_verdicts WHERE recomputed AND NOT passed")}
+    assert set(ADVERSARIES) <= {r["name"] for r in rows if r["validations"]}, "every kind of cheat was drawn for validation"
+    for row in rows:
+        if not row["validations"]:
+            continue
+        if row["name"] in ADVERSARIES:
+            assert row["outcome"] == "invalidated", row["name"]
+            assert (row["task_id"], ADVERSARIES[row["name"]][1]) in reasons, row["name"]
+        else:
+            assert row["outcome"] == "passed", row["name"]
+    versions = {v for (v,) in store._query("SELECT task_id FROM model_versions WHERE epoch = 1")}
+    assert versions == {r["task_id"] for r in rows if r["outcome"] == "passed"}, "only passed training becomes a version"
+
+
+def test_caught_trainers_are_refunded_to_the_developer_and_counted_by_the_status_machine(cheated):
+    store = cheated
+    invalidated = {task for (task,) in store._query("SELECT task_id FROM task_outcomes WHERE outcome = 'invalidated'")}
+    refunded = {ref for (ref,) in store._query("SELECT ref FROM transfers WHERE kind = 'fee_refund'")}
+    assert invalidated and invalidated <= refunded
+    counts = dict(store._query("SELECT h.name, e.invalidated FROM host_epochs e JOIN hosts h USING (address) WHERE e.epoch = 1"))
+    assert all(counts[name] >= 1 for name in ADVERSARIES) and all(counts[n] == 0 for n in ("host-alpha", "host-bravo", "host-charlie"))
+    assert verify_chain(store).first_problem is None
