@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/run_all.py
 
-bench_sprint.py (mining throughput against a bare forward loop) and bench_epoch.py --quick (an epoch's
-bookkeeping, model compute replaced by precomputed results). A benchmark file that is not there yet is
+bench_sprint.py (mining throughput against a bare forward loop), bench_epoch.py --quick (an epoch's
+bookkeeping, model compute replaced by precomputed results) and bench_training.py (training steps through the
+project's accelerate path against a bare torch loop). A benchmark file that is not there yet is
 skipped with a note; the exit status is non-zero if any benchmark that ran failed.
 """
 
@@ -18,6 +19,7 @@ BENCH = Path(__file__).resolve().parent
 BENCHMARKS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("bench_sprint.py", ()),
     ("bench_epoch.py", ("--quick",)),
+    ("bench_training.py", ()),
 )
 
 
