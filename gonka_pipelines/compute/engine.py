@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import cached_property, lru_cache
 from typing import Protocol
 
 import numpy as np
+import torch
 
 from gonka_pipelines.compute.llm import (
     EOS,
@@ -19,7 +20,7 @@ from gonka_pipelines.compute.llm import (
 from gonka_pipelines.compute.profiles import load_profile
 from gonka_pipelines.compute.runner import ModelRunner, reproducible_threads, served_model_seed
 from gonka_pipelines.compute.sprint import compute_distances, mine
-from gonka_pipelines.compute.training import TrainingRun, TrainingSpec, evaluate, train
+from gonka_pipelines.compute.training import TrainingRun, TrainingSpec, checkpoint_hash, evaluate, restore, train
 from gonka_pipelines.protocol.crypto import sha256_hex
 from gonka_pipelines.protocol.params import Behaviour
 
@@ -61,8 +62,12 @@ class Compute(Protocol):
 class TorchCompute:
     """Real compute: the sprint model seeded from the epoch's block hash, served models seeded from their names."""
 
-    def __init__(self, sprint_model: str, prev_hash: str, device: str | None = None):
+    def __init__(self, sprint_model: str, prev_hash: str, device: str | None = None,
+                 served_checkpoints: Mapping[str, bytes] | None = None):
+        """served_checkpoints: the checkpoint of each model's served version where it is a trained one (a model not
+        named there serves its genesis weights, seeded from its name)."""
         self.sprint_model, self.prev_hash, self.device = sprint_model, prev_hash, device
+        self.served_checkpoints = dict(served_checkpoints or {})
 
     @cached_property
     def sprint_runner(self) -> ModelRunner:
@@ -89,10 +94,25 @@ class TorchCompute:
             return compute_distances(self.sprint_runner, self.prev_hash, public_key, nonces)
 
     def served(self, model: str, executor: str = "", behaviour: str = Behaviour.HONEST) -> ModelRunner:
-        """What an executor runs: the served model, or for garbled_output another seeded model of the same shape."""
-        seed = (bytes.fromhex(sha256_hex(f"garbled|{model}|{executor}".encode())) if behaviour == Behaviour.GARBLED_OUTPUT
-                else served_model_seed(model))
-        return _runner(model, seed, self.device)
+        """What an executor runs: the model's served version (a trained checkpoint, or the genesis weights), or for
+        garbled_output another seeded model of the same shape."""
+        if behaviour == Behaviour.GARBLED_OUTPUT:
+            return _runner(model, bytes.fromhex(sha256_hex(f"garbled|{model}|{executor}".encode())), self.device)
+        checkpoint = self.served_checkpoints.get(model)
+        return _runner(model, served_model_seed(model), self.device) if checkpoint is None else self._trained(model, checkpoint)
+
+    def _trained(self, model: str, checkpoint: bytes) -> ModelRunner:
+        """The runner of a trained version, built once per environment."""
+        key = (model, checkpoint_hash(checkpoint))
+        if key not in self._trained_runners:
+            profile = load_profile(model)
+            decoder, _, _ = restore(profile, checkpoint, served_model_seed(model), 1e-3, torch.device("cpu"), weights_only=True)
+            self._trained_runners[key] = ModelRunner(profile, served_model_seed(model), self.device, decoder=decoder)
+        return self._trained_runners[key]
+
+    @cached_property
+    def _trained_runners(self) -> dict[tuple[str, str], ModelRunner]:
+        return {}
 
     def generate(self, model: str, executor: str, behaviour: str, prompts: list[str], max_tokens: int) -> list[Generation]:
         runner = self.served(model, executor, behaviour)

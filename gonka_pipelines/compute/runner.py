@@ -39,13 +39,15 @@ def compute_dtype(profile: ModelProfile, device: torch.device) -> torch.dtype:
 
 
 class ModelRunner:
-    """A profile's decoder, seeded from `seed`, on one device; forward passes return float32 logits."""
+    """A profile's decoder, seeded from `seed` (or given: a trained version's), on one device; forward passes return
+    float32 logits."""
 
-    def __init__(self, profile: ModelProfile, seed: bytes, device: str | None = None) -> None:
+    def __init__(self, profile: ModelProfile, seed: bytes, device: str | None = None, decoder: Decoder | None = None) -> None:
         self.profile = profile
         self.device = resolve_device(device)
         self.dtype = compute_dtype(profile, self.device)
-        self.model: Decoder = build_seeded_decoder(profile, seed).to(device=self.device, dtype=self.dtype)
+        model = decoder if decoder is not None else build_seeded_decoder(profile, seed)
+        self.model: Decoder = model.eval().requires_grad_(False).to(device=self.device, dtype=self.dtype)
 
     def _prepare(self, inputs: Tensor) -> Tensor:
         """Embeddings are cast to the model's dtype; token ids stay integers; both move to the device."""

@@ -16,6 +16,7 @@ from functools import cached_property
 from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.compute.engine import Compute, TorchCompute
 from gonka_pipelines.compute.profiles import load_profile
+from gonka_pipelines.compute.training import read_checkpoint
 from gonka_pipelines.local.keys import load_key
 from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.protocol.crypto import KeyPair, MessageKind, sha256_hex
@@ -23,6 +24,7 @@ from gonka_pipelines.protocol.params import EpochParams, GenesisParams
 from gonka_pipelines.protocol.records import Host
 from gonka_pipelines.protocol.rules import RuleSet, rules_for
 from gonka_pipelines.protocol.sprint import calibrate_r_target
+from gonka_pipelines.protocol.training import served_version
 
 Log = Callable[[str], None]
 """Where a stage reports progress per host or batch (Dagster's context.log.info, print, or nothing)."""
@@ -100,7 +102,16 @@ def build_environment(store: ChainStore, layout: DataLayout, epoch: int, device:
     params = epoch_parameters(store.genesis(), epoch)
     return EpochEnvironment(epoch=epoch, chain_id=store.chain_id, prev_hash=prev_hash, params=params, layout=layout,
                             hosts=tuple(hosts), keys=host_keys(hosts, layout), weights=store.weights(epoch - 1),
-                            compute=compute or TorchCompute(params.sprint.model, prev_hash, device))
+                            compute=compute or TorchCompute(params.sprint.model, prev_hash, device, served_checkpoints(store, layout)))
+
+
+def served_checkpoints(store: ChainStore, layout: DataLayout) -> dict[str, bytes]:
+    """The checkpoint of every model whose served version (protocol.training.served_version over the versions the
+    chain holds before the epoch) is a trained one; genesis versions serve their seeded weights without a file."""
+    scores = store.version_scores()
+    trained = {v.version for v in scores if v.epoch > 0}
+    served = {model: served_version(scores, model) for model in {v.model for v in scores}}
+    return {model: read_checkpoint(layout.checkpoints, version) for model, version in served.items() if version in trained}
 
 
 def holding(store: ChainStore) -> OpenChain:
