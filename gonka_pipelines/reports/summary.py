@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 from gonka_pipelines.chain.store import ChainStore
+from gonka_pipelines.protocol.training import served_version
 
 
 def block_summaries(store: ChainStore) -> list[dict]:
-    """One row per finalized block: height, hash prefix, tasks accepted, rejections by reason, signers."""
-    rejected = store.rejections_by_epoch()
-    return [row | {"rejected": rejected.get(row["height"], {})} for row in store.finalized_blocks()]
+    """One row per finalized block: height, hash prefix, tasks accepted, rejections by reason, signers, and the held-out
+    loss of the served model after it (the first model's, by name)."""
+    rejected, scores = store.rejections_by_epoch(), store.version_scores()
+    model = min((v.model for v in scores), default=None)
+
+    def served_loss(height: int) -> float | None:
+        known = [v for v in scores if v.epoch <= height]
+        if model is None:
+            return None
+        version = served_version(known, model)
+        return next(v.eval_loss for v in known if v.version == version)
+
+    return [row | {"rejected": rejected.get(row["height"], {}), "served_loss": served_loss(row["height"])}
+            for row in store.finalized_blocks()]
 
 
 def format_summary(rows: list[dict]) -> str:
     """A plain-text table of block_summaries."""
-    lines = [f"{'height':>6}  {'hash':<14}  {'accepted':>8}  {'signers':>7}  rejected by reason", "-" * 78]
+    lines = [f"{'height':>6}  {'hash':<14}  {'accepted':>8}  {'signers':>7}  {'served loss':>11}  rejected by reason", "-" * 91]
     for row in rows:
         reasons = ", ".join(f"{reason} {count}" for reason, count in row["rejected"].items()) or "-"
-        lines.append(f"{row['height']:>6}  {row['hash'][:12] + '…':<14}  {row['accepted']:>8}  {row['signers']:>7}  {reasons}")
+        loss = "-" if row["served_loss"] is None else f"{row['served_loss']:.4f}"
+        lines.append(f"{row['height']:>6}  {row['hash'][:12] + '…':<14}  {row['accepted']:>8}  {row['signers']:>7}  {loss:>11}  {reasons}")
     return "\n".join(lines)
 
 

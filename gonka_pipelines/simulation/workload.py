@@ -10,10 +10,13 @@ from gonka_pipelines.local.inbox import write_submission
 from gonka_pipelines.local.paths import RESOURCES, DataLayout
 from gonka_pipelines.protocol.crypto import KeyPair, canonical_bytes
 from gonka_pipelines.protocol.params import NetworkConfig
-from gonka_pipelines.simulation.client import next_nonce, sign_task
+from gonka_pipelines.protocol.training import served_version
+from gonka_pipelines.simulation.client import next_nonce, sign_task, sign_training
 
 CORPUS = RESOURCES / "corpus.txt"
 TASKS_PER_EPOCH = 66
+TRAINING_ORDERS = 2
+"""Training orders per epoch: each fine-tunes the served version for 8 steps of 4 windows on one training shard."""
 
 
 def _developer_keys(layout: DataLayout, network: NetworkConfig, chain_id: str) -> dict[str, KeyPair]:
@@ -24,7 +27,8 @@ def _developer_keys(layout: DataLayout, network: NetworkConfig, chain_id: str) -
 
 
 def submit_demo_workload(store: ChainStore, layout: DataLayout, network: NetworkConfig, epoch: int) -> Counter:
-    """Sign about TASKS_PER_EPOCH tasks for the coming epoch plus one bad submission of each kind; returns counts by kind."""
+    """Sign about TASKS_PER_EPOCH tasks for the coming epoch, one bad submission of each kind and TRAINING_ORDERS
+    training orders of the served version; returns counts by kind."""
     chain_id, params = store.chain_id, store.genesis()
     rng = random.Random(f"{chain_id}|demo-workload|{epoch}")
     prompts = [line for line in CORPUS.read_text().splitlines() if line.strip()]
@@ -56,4 +60,12 @@ def submit_demo_workload(store: ChainStore, layout: DataLayout, network: Network
     submit("honest", replayed)
     submit("replay", replayed)
     submit("malformed", canonical_bytes({"body": {"prompt": "no signature, no fields"}}))
+    base, shards = served_version(store.version_scores(), model), sorted(store.training_shards())
+    for order in range(TRAINING_ORDERS):
+        name = names[order % len(names)]
+        nonces[name] += 1
+        submit("training", sign_training(keys[name], chain_id, model=model, base_version=base,
+                                         shards=[shards[(epoch * TRAINING_ORDERS + order) % len(shards)]], steps=8,
+                                         batch_size=4, learning_rate=3e-3, seed=epoch * TRAINING_ORDERS + order,
+                                         max_price=price, nonce=nonces[name] - 1))
     return kinds

@@ -106,7 +106,9 @@ def test_metadata_values_match_the_chain(demo_epoch):
         tasks = meta["epoch_tasks"]
         assert value(tasks, "submitted") == sum(kinds.values())
         assert value(tasks, "accepted") == one("SELECT count(*) FROM tasks WHERE epoch = ?") == kinds["honest"]
-        assert value(tasks, "rejected") == one("SELECT count(*) FROM rejected_tasks WHERE epoch = ?") == sum(kinds.values()) - kinds["honest"]
+        rejected = sum(kinds.values()) - kinds["honest"] - kinds["training"]
+        assert value(tasks, "rejected") == one("SELECT count(*) FROM rejected_tasks WHERE epoch = ?") == rejected
+        assert one("SELECT count(*) FROM training_tasks WHERE epoch = ?") == kinds["training"] == 2
         assert value(tasks, "escrowed") == one("SELECT sum(escrow) FROM tasks WHERE epoch = ?")
         assert value(tasks, "rejected_by_reason") == dict(store._query(
             "SELECT reason, count(*) FROM rejected_tasks WHERE epoch = 1 GROUP BY 1"))

@@ -2,11 +2,12 @@
 
 DEMO_HASHES are the blocks `make demo` builds (shipped genesis and network, three epochs of the demo workload);
 SMALL_HASHES the small adversarial chain run stage by stage. They must not move unless the protocol itself changes
-(then say so in the commit that re-pins them). They last moved in issue 9, when genesis began to register the
-training corpus's shards and each served model's genesis version (block 0's roots) and the parameters gained the
-`training` section; before that, in issue 8, headers began to commit to lineage, submissions and the previous block's
-signer set (alone, stripping those fields gave the issue-7 hashes byte for byte), eleven rules were brought in line with
-PROTOCOL.md and Gonka's code, and the parameters gained the inbox limits.
+(then say so in the commit that re-pins them). They last moved in issue 9: the demo workload orders two training
+tasks per epoch (blocks 1-3), after genesis began to register the training corpus's shards and each served model's
+genesis version (block 0's roots) and the parameters gained the `training` section. Before that, in issue 8, headers
+began to commit to lineage, submissions and the previous block's signer set (alone, stripping those fields gave the
+issue-7 hashes byte for byte), eleven rules were brought in line with PROTOCOL.md and Gonka's code, and the
+parameters gained the inbox limits.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from support.chains import create_chain, opened, small_template
 
 DEMO_HASHES = [
     "87155d22dac5438e7367f2dd78125ecada7ab5091e4d3546cec4314f7ee617a0",
-    "3d3bff194ba4bbbbd7224adb871599b0b0999ffae4319d5dfd28f4d12bbcc905",
-    "6acff012cbb8ae88875672e2eb97041a06aa661cbceba69ad018134a579b13f1",
-    "83deb605d34d9f3a95f45a4a95660953d51eedfc5ce3b5f242e3def63d8e8be0",
+    "8d53320f9ae6be2b9eb306da1ab40dcc4811f99e3a2cdc299e2c880349f35c6a",
+    "d6b3b5ecd684485d646ad98eb73a05da7447d882a73010b0afaeab6d22a9b8ff",
+    "dcd5a3da226d5287f465ae03c5332570b6a33a523638cebd72bbabd7bfef6553",
 ]
 SMALL_HASHES = [
     "821136383e2809cbd60a0e73104659d926d12e450343cef28d26a60f118c8ee6",
