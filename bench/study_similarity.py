@@ -17,10 +17,11 @@ import argparse
 import statistics
 import time
 
+from gonka_pipelines.compute.engine import TorchCompute
 from gonka_pipelines.compute.llm import EOS, encode, generate_greedy, score_forced
 from gonka_pipelines.compute.profiles import load_profile
 from gonka_pipelines.compute.runner import ModelRunner, reproducible_threads, served_model_seed
-from gonka_pipelines.compute.training import TrainingSpec, evaluate, restore, train
+from gonka_pipelines.compute.training import TrainingSpec, evaluate, train
 from gonka_pipelines.local.config import load_genesis
 from gonka_pipelines.local.corpus import eval_bytes, manifest, training_bytes
 from gonka_pipelines.local.paths import RESOURCES
@@ -32,11 +33,9 @@ MODEL = "llm-tiny"
 
 
 def runner_of(checkpoint: bytes | None) -> ModelRunner:
-    profile, seed = load_profile(MODEL), served_model_seed(MODEL)
-    if checkpoint is None:
-        return ModelRunner(profile, seed, "cpu")
-    decoder, _, _ = restore(profile, checkpoint, seed, 1e-3, ModelRunner(profile, seed, "cpu").device, weights_only=True)
-    return ModelRunner(profile, seed, "cpu", decoder=decoder)
+    """What a host serving `checkpoint` as the model's version runs (None: the genesis weights), as the epoch builds it."""
+    served = {MODEL: checkpoint} if checkpoint is not None else {}
+    return TorchCompute(load_genesis().sprint.model, "00" * 32, "cpu", served).served(MODEL)
 
 
 def main() -> None:

@@ -92,6 +92,13 @@ class EpochEnvironment:
         """The hosts by address."""
         return {host.address: host for host in self.hosts}
 
+    def executors(self, model: str, task_ids: list[str]) -> list[str]:
+        """Each task's executor, drawn ∝ weight among the hosts serving the model ('' when none does)."""
+        serving = [h.address for h in self.hosts if model in h.models and self.weights.get(h.address, 0) > 0]
+        if not serving:
+            return [""] * len(task_ids)
+        return self.rules.assign_executors(self.prev_hash, task_ids, serving, [self.weights[a] for a in serving])
+
 
 def build_environment(store: ChainStore, layout: DataLayout, epoch: int, device: str | None = None,
                       compute: Compute | None = None) -> EpochEnvironment:

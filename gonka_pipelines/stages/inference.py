@@ -48,9 +48,7 @@ def _assigned_tasks(env: EpochEnvironment, tasks: pl.DataFrame) -> pl.DataFrame:
     and whether it runs: an executor takes tasks in id order up to capacity · tasks_per_capacity; the rest expire."""
     executors = []
     for (model,), group in tasks.group_by(["model"], maintain_order=True):
-        serving = [h.address for h in env.hosts if model in h.models and env.weights.get(h.address, 0) > 0]
-        chosen = (env.rules.assign_executors(env.prev_hash, group["task_id"].to_list(), serving, [env.weights[a] for a in serving])
-                  if serving else [""] * len(group))
+        chosen = env.executors(model, group["task_id"].to_list())
         executors.append(group.select("task_id").with_columns(pl.Series("executor", chosen, dtype=pl.String)))
     tasks = tasks.join(pl.concat(executors), on="task_id") if executors else tasks.with_columns(pl.lit("").alias("executor"))
     limit = env.params.tasks.tasks_per_capacity
@@ -80,16 +78,16 @@ def run_task_execution(env: EpochEnvironment, open_chain: OpenChain, log: Log) -
         results.append({"task_id": task["task_id"], "epoch": epoch, "executor": task["executor"], "status": ResultStatus.EXPIRED,
                         "output_tokens": [], "top_ids": [], "top_logprobs": [], "completion_tokens": 0, "cost": 0,
                         "refund": task["escrow"], "signature": ""})
-    developer = dict(zip(tasks["task_id"], tasks["developer"]))
+    training_rows = execute_trainings(env, trainings)
+    if trainings:
+        log(f"training: {sum(r['status'] == ResultStatus.COMPLETED for r in training_rows)} of {len(trainings)} tasks ran")
+    developer = dict(zip(tasks["task_id"], tasks["developer"])) | {t["task_id"]: t["developer"] for t in trainings}
     refunds = [{"transfer_id": hash_value(["refund", r["task_id"]]), "epoch": epoch, "stage": EXECUTION_STAGE,
                 "account": developer[r["task_id"]], "balance_delta": r["refund"], "escrow_delta": -r["refund"],
                 "kind": TransferKind.REFUND if r["status"] == ResultStatus.COMPLETED else TransferKind.EXPIRY_REFUND, "ref": r["task_id"]}
-               for r in results if r["refund"]]
-    training_rows, training_refunds = execute_trainings(env, trainings)
-    if trainings:
-        log(f"training: {sum(r['status'] == ResultStatus.COMPLETED for r in training_rows)} of {len(trainings)} tasks ran")
+               for r in results + training_rows if r["refund"]]
     with open_chain() as store:
-        store.write_task_results(epoch, _seed_commitments(env), results, refunds + training_refunds, training_rows)
+        store.write_task_results(epoch, _seed_commitments(env), results, refunds, training_rows)
     return {"completed": sum(r["status"] == ResultStatus.COMPLETED for r in results),
             "expired": sum(r["status"] == ResultStatus.EXPIRED for r in results),
             "trained": sum(r["status"] == ResultStatus.COMPLETED for r in training_rows),

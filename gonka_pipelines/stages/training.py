@@ -11,9 +11,9 @@ from typing import Any
 
 from gonka_pipelines.compute.training import CheckpointError, TrainingRun, TrainingSpec, read_checkpoint, write_checkpoint
 from gonka_pipelines.local.corpus import eval_bytes, manifest, training_bytes
-from gonka_pipelines.protocol.crypto import MessageKind, hash_value
+from gonka_pipelines.protocol.crypto import MessageKind
 from gonka_pipelines.protocol.messages import training_result_body, training_verdict_body
-from gonka_pipelines.protocol.records import Host, ResultStatus, TaskOutcome, TransferKind
+from gonka_pipelines.protocol.records import Host, ResultStatus, TaskOutcome
 from gonka_pipelines.simulation.behaviours import reported_losses, skips_training, training_shards
 from gonka_pipelines.stages.environment import EpochEnvironment
 
@@ -33,22 +33,15 @@ def _spec(env: EpochEnvironment, task: dict[str, Any]) -> TrainingSpec:
     return TrainingSpec(task["steps"], task["batch_size"], task["learning_rate"], task["seed"], env.params.training.checkpoint_every)
 
 
-def _executors(env: EpochEnvironment, tasks: list[dict[str, Any]]) -> dict[str, str]:
-    """Each training task's executor, drawn ∝ weight among the hosts serving its model ('' when none does)."""
-    chosen: dict[str, str] = {}
+def execute_trainings(env: EpochEnvironment, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run each training task on its executor, in task id order while the executor's step budget (capacity ×
+    training.max_steps) lasts; store the checkpoints by hash and sign the result. The rest expire, their `refund` the
+    whole escrow (the execution stage settles refunds of both kinds of task). Returns the training_results rows."""
+    executors: dict[str, str] = {}
     for model in sorted({t["model"] for t in tasks}):
         ids = [t["task_id"] for t in tasks if t["model"] == model]
-        serving = [h.address for h in env.hosts if model in h.models and env.weights.get(h.address, 0) > 0]
-        picks = env.rules.assign_executors(env.prev_hash, ids, serving, [env.weights[a] for a in serving]) if serving else [""] * len(ids)
-        chosen |= dict(zip(ids, picks))
-    return chosen
-
-
-def execute_trainings(env: EpochEnvironment, tasks: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Run each training task on its executor, in task id order while the executor's step budget (capacity ×
-    training.max_steps) lasts; store the checkpoints by hash and sign the result. The rest expire with a full refund.
-    Returns (training_results rows, refund transfers)."""
-    executors, budget = _executors(env, tasks), {h.address: h.capacity * env.params.training.max_steps for h in env.hosts}
+        executors |= dict(zip(ids, env.executors(model, ids)))
+    budget = {h.address: h.capacity * env.params.training.max_steps for h in env.hosts}
     rows: list[dict[str, Any]] = []
     for task in tasks:
         executor = executors[task["task_id"]]
@@ -66,11 +59,7 @@ def execute_trainings(env: EpochEnvironment, tasks: list[dict[str, Any]]) -> tup
                                     run.tokens)
         rows.append({**body, "epoch": env.epoch, "status": ResultStatus.COMPLETED, "cost": task["escrow"], "refund": 0,
                      "signature": env.keys[executor].sign(env.chain_id, MessageKind.TRAINING_RESULT, body)})
-    developer = {t["task_id"]: t["developer"] for t in tasks}
-    refunds = [{"transfer_id": hash_value(["refund", r["task_id"]]), "epoch": env.epoch, "stage": "execution",
-                "account": developer[r["task_id"]], "balance_delta": r["refund"], "escrow_delta": -r["refund"],
-                "kind": TransferKind.EXPIRY_REFUND, "ref": r["task_id"]} for r in rows if r["refund"]]
-    return rows, refunds
+    return rows
 
 
 def _run(env: EpochEnvironment, host: Host, task: dict[str, Any]) -> TrainingRun:

@@ -118,3 +118,21 @@ def test_caught_trainers_are_refunded_to_the_developer_and_counted_by_the_status
     counts = dict(store._query("SELECT h.name, e.invalidated FROM host_epochs e JOIN hosts h USING (address) WHERE e.epoch = 1"))
     assert all(counts[name] >= 1 for name in ADVERSARIES) and all(counts[n] == 0 for n in ("host-alpha", "host-bravo", "host-charlie"))
     assert verify_chain(store).first_problem is None
+
+
+def test_an_expired_order_is_refunded_once_however_often_execution_runs(tmp_path):
+    """A lone host (capacity 1, a 64-step budget) takes the first 40-step order and lets the second expire with a full
+    refund; re-running the execution stage replaces its rows and refunds rather than adding to them."""
+    from gonka_pipelines.stages.environment import build_environment, holding, quiet
+    from gonka_pipelines.stages.registry import BY_NAME
+
+    layout, submitter, version, shards = training_chain(tmp_path, [("solo", 1)])
+    for nonce in (0, 1):
+        submitter.train(nonce=nonce, base_version=version, shards=shards[:1], steps=40, batch_size=1, seed=nonce)
+    with opened(layout) as store:
+        run_stages(store, layout, 1, through="task_results")
+        refunds = store._query("SELECT * FROM transfers WHERE kind = 'expiry_refund' ORDER BY ALL")
+        assert len(refunds) == 1 and dict(store._query("SELECT status, count(*) FROM training_results GROUP BY 1")) == {
+            "completed": 1, "expired": 1}
+        BY_NAME["task_results"].run(build_environment(store, layout, 1), holding(store), quiet)
+        assert store._query("SELECT * FROM transfers WHERE kind = 'expiry_refund' ORDER BY ALL") == refunds
