@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/bench_training.py [--profile llm-tiny] [--steps 24] [--batch 16] [--rounds 5] [--device cpu]
 
-(a) bare: the seeded decoder, AdamW, pre-built batches; forward, cross-entropy, backward, step. Nothing else.
+(a) bare: the seeded decoder, AdamW, pre-built batches; forward (under bf16 autocast on CUDA, as the project's path),
+    cross-entropy, backward, step. Nothing else.
 (b) project: `compute.training.train` for the same steps and batch on the shipped corpus: accelerate's prepared model
     and optimizer, windows drawn from the seed, checkpoints serialized and hashed every 8 steps and after the last, and
     its one-off setup (model build, Accelerator) inside the timing, as a training task pays it.
@@ -39,7 +40,8 @@ def bare_loop(profile_name: str, steps: int, batch: int, device: torch.device) -
     loss_fn = torch.nn.CrossEntropyLoss()
     started = time.perf_counter()
     for _ in range(steps):
-        loss = loss_fn(model(inputs).float().reshape(-1, profile.vocab), targets.reshape(-1))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):  # as accelerate's bf16
+            loss = loss_fn(model(inputs).float().reshape(-1, profile.vocab), targets.reshape(-1))
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()

@@ -127,8 +127,10 @@ class PrecomputedCompute:
         rows = _top_rows(digest[1])
         return Generation(tokens, [rows[t] for t in tokens], [_logprob_row(digest[2])] * len(tokens))
 
-    def generate(self, model: str, executor: str, behaviour: str, prompts: list[str], max_tokens: int) -> list[Generation]:
-        """An honest executor's precomputed answer; garbled_output answers another (seeded by executor) sequence."""
+    def generate(self, model: str, version: str, executor: str, behaviour: str, prompts: list[str],
+                 max_tokens: int) -> list[Generation]:
+        """An honest executor's precomputed answer (the same for every version: the benchmark trains none); garbled_output
+        answers another (seeded by executor) sequence."""
         variant = f"garbled|{model}|{executor}" if behaviour == Behaviour.GARBLED_OUTPUT else ""
         return [self._answer(prompt, max_tokens, variant) for prompt in prompts]
 
@@ -136,7 +138,7 @@ class PrecomputedCompute:
     def eos_token(self) -> int:
         return EOS
 
-    def score(self, model: str, prompt: str, output: list[int]) -> tuple[list[list[int]], list[list[float]]]:
+    def score(self, model: str, version: str, prompt: str, output: list[int]) -> tuple[list[list[int]], list[list[float]]]:
         """What an honest validator's forced re-run reports: the honest answer's top-5 at each output position."""
         honest = self._answer(prompt, len(output))
         last = len(honest.tokens) - 1

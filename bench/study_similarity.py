@@ -2,40 +2,83 @@
 
     .venv/bin/python bench/study_similarity.py [--steps 64] [--batch 16] [--prompts 40] [--max-tokens 16]
 
-Trains llm-tiny twice through the project's path (compute/training.py): the served version on training shards 0-2 and
-a rival on shards 3-5, same steps. The served version answers --prompts prompts of resources/corpus.txt greedily with
-top-5 log-probs (an honest executor); then each candidate validator model re-runs every answer forcing its tokens and
-the rule set's judge compares (PROTOCOL section 4, Comparison): the served version itself (an honest validator), the
-genesis random weights, and the rival. Printed per validator model: pass rate, similarity median and range, and the
-same for the answers where the validator model's own greedy choice matches every token (where only the log-prob test
-can catch it). The figures are in docs/performance.md.
+Trains through the project's path (compute/training.py), same steps each: llm-tiny's served version on training shards
+0-2, an llm-tiny rival on shards 3-5, and a smaller model (dim 32, 1 layer, 2 heads: the cheapest impostor) on shards
+0-2. The served version answers --prompts prompts (the first half of lines of resources/corpus.txt, as the demo
+workload asks) greedily with top-5 log-probs, as an honest executor; then each candidate validator model re-runs every
+answer forcing its tokens and the local profile's judge compares (PROTOCOL section 4, Comparison): the served version
+itself (an honest validator), the genesis random weights, the rival and the small model. Printed per validator model:
+judge pass rate; the log-prob similarity alone, over Gonka's max(100, positions) and over the answer's real positions
+(median, range, count above the threshold); and the answers where the validator model's own greedy choice matches every
+token.
+The figures are in docs/performance.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
+from collections.abc import Sequence
+
+import torch
 
 from gonka_pipelines.compute.engine import TorchCompute
-from gonka_pipelines.compute.llm import EOS, encode, generate_greedy, score_forced
-from gonka_pipelines.compute.profiles import load_profile
+from gonka_pipelines.compute.llm import EOS, Generation, encode, generate_greedy, score_forced
+from gonka_pipelines.compute.profiles import ModelProfile, load_profile
 from gonka_pipelines.compute.runner import ModelRunner, reproducible_threads, served_model_seed
-from gonka_pipelines.compute.training import TrainingSpec, evaluate, train
+from gonka_pipelines.compute.training import TrainingSpec, evaluate, restore, train
 from gonka_pipelines.local.config import load_genesis
 from gonka_pipelines.local.corpus import eval_bytes, manifest, training_bytes
-from gonka_pipelines.local.paths import RESOURCES
-from gonka_pipelines.protocol.inference_validation import compare_outputs
+from gonka_pipelines.protocol.inference_validation import similarity
 from gonka_pipelines.protocol.params import EpochParams
-from gonka_pipelines.protocol.rules import rules_for
+from gonka_pipelines.protocol.rules import RuleSet, rules_for
+from gonka_pipelines.simulation.workload import corpus_prompts
 
 MODEL = "llm-tiny"
+GONKA_FLOOR = load_genesis("mainnet").validation.min_normalising_positions
+"""Gonka's normalisation floor (100): the distance divides by max(100, positions), whatever the local profile says."""
 
 
 def runner_of(checkpoint: bytes | None) -> ModelRunner:
     """What a host serving `checkpoint` as the model's version runs (None: the genesis weights), as the epoch builds it."""
-    served = {MODEL: checkpoint} if checkpoint is not None else {}
-    return TorchCompute(load_genesis().sprint.model, "00" * 32, "cpu", served).served(MODEL)
+    if checkpoint is None:
+        return TorchCompute(load_genesis().sprint.model, "00" * 32, "cpu").served(MODEL)
+    return TorchCompute(load_genesis().sprint.model, "00" * 32, "cpu", lambda version: checkpoint).served(MODEL, "trained")
+
+
+def small_runner(profile: ModelProfile, seed: bytes, checkpoint: bytes) -> ModelRunner:
+    """A trained checkpoint of a profile that has no file (TorchCompute serves only resources/models), on CPU."""
+    decoder, _, _ = restore(profile, checkpoint, seed, 1e-3, torch.device("cpu"), weights_only=True)
+    return ModelRunner(profile, seed, "cpu", decoder=decoder)
+
+
+def summary(similarities: Sequence[float], threshold: float) -> str:
+    """Median, range and count above the threshold of one similarity column."""
+    above = sum(s > threshold for s in similarities)
+    return (f"{statistics.median(similarities):>8.4f}{f'{min(similarities):.4f} .. {max(similarities):.4f}':>18}"
+            f"{f'{above}/{len(similarities)}':>8}")
+
+
+def compare(validator: ModelRunner, rules: RuleSet, prompt: str, answer: Generation, max_tokens: int) -> tuple[bool, float, float, bool]:
+    """One answer re-run by a validator model: the judge's verdict, the log-prob similarity alone (Gonka's comparison,
+    which does not check the tokens) over max(floor, positions) and over the positions, and whether its greedy tokens match."""
+    validation = rules.params.validation
+    forced = score_forced(validator, encode(prompt), answer.tokens)
+    passed = rules.judge(answer.tokens, max_tokens, EOS, (answer.top_ids, answer.top_logprobs), rescore=lambda: forced).passed
+    floored, unfloored = (similarity(forced[0], forced[1], answer.top_ids, answer.top_logprobs, epsilon=validation.logprob_epsilon,
+                                     min_positions=min_positions) for min_positions in (GONKA_FLOOR, 1))
+    same_tokens = generate_greedy(validator, [encode(prompt)], max_tokens)[0].tokens == answer.tokens
+    return passed, floored, unfloored, same_tokens
+
+
+def row(validator: ModelRunner, rules: RuleSet, prompts: list[str], answers: list[Generation], max_tokens: int) -> str:
+    """One validator model's judge pass rate, log-prob similarities (Gonka's floor, real positions) and same tokens."""
+    passed, floored, unfloored, same_tokens = zip(*(compare(validator, rules, p, a, max_tokens) for p, a in zip(prompts, answers)))
+    threshold = rules.params.validation.similarity_threshold
+    return (f"{sum(passed) / len(passed):>6.0%}{summary(floored, threshold)}{summary(unfloored, threshold)}"
+            f"{sum(same_tokens):>8}")
 
 
 def main() -> None:
@@ -46,43 +89,35 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=16)
     args = parser.parse_args()
     profile, seed = load_profile(MODEL), served_model_seed(MODEL)
+    small = dataclasses.replace(profile, name=f"{MODEL}-small", dim=32, n_layers=1, n_heads=2, ffn_hidden=86)
+    small_seed = served_model_seed(small.name)
     train_shards = [s.hash for s in manifest() if s.role == "train"]
     spec = TrainingSpec(args.steps, args.batch, 3e-3, 1, args.steps)
     started = time.perf_counter()
-    served = train(profile, seed, None, training_bytes(train_shards[:3]), spec, device="cpu")
-    rival = train(profile, seed, None, training_bytes(train_shards[3:]), spec, device="cpu")
+    served = train(profile, seed, None, training_bytes(train_shards[:3]), spec, device="cpu").checkpoints[-1][2]
+    rival = train(profile, seed, None, training_bytes(train_shards[3:]), spec, device="cpu").checkpoints[-1][2]
+    small_version = train(small, small_seed, None, training_bytes(train_shards[:3]), spec, device="cpu").checkpoints[-1][2]
     held_out = eval_bytes()
-    print(f"trained 2 x {args.steps} steps x {args.batch} windows in {time.perf_counter() - started:.0f}s; held-out loss: "
+    print(f"trained 3 x {args.steps} steps x {args.batch} windows in {time.perf_counter() - started:.0f}s; held-out loss: "
           f"genesis {evaluate(profile, seed, None, held_out, 64, 0, 'cpu'):.3f}, "
-          f"served {evaluate(profile, seed, served.checkpoints[-1][2], held_out, 64, 0, 'cpu'):.3f}, "
-          f"rival {evaluate(profile, seed, rival.checkpoints[-1][2], held_out, 64, 0, 'cpu'):.3f}")
+          f"served {evaluate(profile, seed, served, held_out, 64, 0, 'cpu'):.3f}, "
+          f"rival {evaluate(profile, seed, rival, held_out, 64, 0, 'cpu'):.3f}, "
+          f"small {evaluate(small, small_seed, small_version, held_out, 64, 0, 'cpu'):.3f}")
     rules = rules_for(EpochParams.derive(load_genesis(), 1, 1.0))
-    executor = runner_of(served.checkpoints[-1][2])
-    validators = {"served (honest re-run)": executor, "genesis random weights": runner_of(None),
-                  "rival (other shards)": runner_of(rival.checkpoints[-1][2])}
-    prompts = [line for line in (RESOURCES / "corpus.txt").read_text().splitlines() if line.strip()][: args.prompts]
-    print(f"{len(prompts)} prompts, {args.max_tokens} tokens each; threshold {rules.params.validation.similarity_threshold}")
     validation = rules.params.validation
-    print(f"{'validator model':26}{'judge pass':>11}{'log-prob similarity median':>28}{'range':>20}{'above 0.98':>12}"
-          f"{'same tokens':>13}")
+    executor = runner_of(served)
+    validators = {"served (honest re-run)": executor, "genesis random weights": runner_of(None),
+                  "rival (other shards)": runner_of(rival), "small (dim 32, 1 layer)": small_runner(small, small_seed, small_version)}
+    prompts = corpus_prompts()[: args.prompts]
+    print(f"{len(prompts)} prompts, {args.max_tokens} tokens each; threshold {validation.similarity_threshold}; the judge "
+          f"divides by max({validation.min_normalising_positions}, n) (local profile)")
+    print(f"{'':32}{f'log-prob only, / max({GONKA_FLOOR}, n)':^34}{'log-prob only, / n':^34}".rstrip())
+    columns = f"{'median':>8}{'range':>18}{f'> {validation.similarity_threshold}':>8}"
+    print(f"{'validator model':26}{'judge':>6}{columns}{columns}{'same':>8}")
     with reproducible_threads(executor.device):
         answers = [generate_greedy(executor, [encode(p)], args.max_tokens)[0] for p in prompts]
         for name, validator in validators.items():
-            passed, similarities, same_tokens = [], [], 0
-            for prompt, answer in zip(prompts, answers):
-                forced = score_forced(validator, encode(prompt), answer.tokens)
-                passed.append(rules.judge(answer.tokens, args.max_tokens, EOS, (answer.top_ids, answer.top_logprobs),
-                                          rescore=lambda forced=forced: forced).passed)
-                # the log-prob test alone, as if the validator had chosen the executor's tokens (Gonka's comparison)
-                similarities.append(compare_outputs(answer.tokens, answer.tokens, forced[0], forced[1], answer.top_ids,
-                                                    answer.top_logprobs, threshold=validation.similarity_threshold,
-                                                    epsilon=validation.logprob_epsilon,
-                                                    min_positions=validation.min_normalising_positions).similarity)
-                same_tokens += generate_greedy(validator, [encode(prompt)], args.max_tokens)[0].tokens == answer.tokens
-            above = sum(s > validation.similarity_threshold for s in similarities)
-            print(f"{name:26}{sum(passed) / len(passed):>11.0%}{statistics.median(similarities):>28.4f}"
-                  f"{f'{min(similarities):.4f} .. {max(similarities):.4f}':>20}{f'{above}/{len(similarities)}':>12}"
-                  f"{same_tokens:>13}")
+            print(f"{name:26}{row(validator, rules, prompts, answers, args.max_tokens)}", flush=True)
 
 
 if __name__ == "__main__":

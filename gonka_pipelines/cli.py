@@ -51,7 +51,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     with ChainStore.open(layout.database, read_only=True) as store:
         try:
             raw, nonce = checked_submission(store, layout.inbox, keypair, model=args.model, prompt=args.prompt,
-                                            max_tokens=args.max_tokens, max_price=args.max_price, nonce=args.nonce)
+                                            max_tokens=args.max_tokens, max_price=args.max_price, nonce=args.nonce,
+                                            version=args.version or "")
         except Rejected as rejection:
             print(f"error: not submitted, the collector would reject it: {rejection}", file=sys.stderr)
             return 2
@@ -63,20 +64,22 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from gonka_pipelines.local.inbox import write_submission
     from gonka_pipelines.local.keys import load_key
-    from gonka_pipelines.protocol.intake import Rejected
-    from gonka_pipelines.protocol.training import served_version
+    from gonka_pipelines.protocol.intake import Rejected, RejectReason
     from gonka_pipelines.simulation.client import checked_training
 
     layout = _layout(args)
     keypair = load_key(layout.key_file(args.developer))
     with ChainStore.open(layout.database, read_only=True) as store:
         try:
-            base = args.base or served_version(store.version_scores(), args.model)
+            served = store.served_versions(store.head().height)
+            if not args.base and args.model not in served:
+                raise Rejected(RejectReason.UNKNOWN_MODEL_VERSION, f"the chain holds no version of model {args.model!r}")
+            base = store.resolve_version(args.base, args.model) if args.base else served[args.model]
             shards = args.shards or sorted(store.training_shards())
             raw, nonce = checked_training(store, layout.inbox, keypair, model=args.model, base_version=base, shards=shards,
                                           steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
                                           seed=args.seed, max_price=args.max_price, nonce=args.nonce)
-        except (Rejected, ValueError) as error:
+        except Rejected as error:
             print(f"error: not submitted, the collector would reject it: {error}", file=sys.stderr)
             return 2
     submission_id = write_submission(layout.inbox, raw)
@@ -86,12 +89,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_model(args: argparse.Namespace) -> int:
-    from gonka_pipelines.protocol.training import served_version
+    from gonka_pipelines.protocol.intake import Rejected
 
     with ChainStore.open(_layout(args).database, read_only=True) as store:
-        rows, scores = store.version_rows(), store.version_scores()
-        shards = store.shard_names()
-    served = {served_version(scores, model) for model in {r["model"] for r in rows}}
+        rows, shards = store.version_rows(), store.shard_names()
+        served = set(store.served_versions(store.head().height).values())
+        try:
+            version = "" if args.action == "list" else store.resolve_version(args.version)
+        except Rejected as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     if args.action == "list":
         print(f"{'version':14}{'model':10}{'epoch':>6}  {'parent':14}{'executor':14}{'final loss':>11}{'held-out':>10}")
         for r in rows:
@@ -100,12 +107,6 @@ def cmd_model(args: argparse.Namespace) -> int:
                   f"{(r['executor_name'] or '-'):14}{final:>11}{r['eval_loss']:>10.4f}{'  served' if r['version'] in served else ''}")
         return 0
     by_version = {r["version"]: r for r in rows}
-    matches = [v for v in by_version if v.startswith(args.version)]
-    if len(matches) != 1:
-        print(f"error: {args.version!r} names {len(matches)} model versions; give 12 or more hex digits of one "
-              "(`gonka model list`)", file=sys.stderr)
-        return 2
-    version = matches[0]
     while version:
         r = by_version[version]
         origin = (f"trained in epoch {r['epoch']} by {r['executor_name']} (task {r['task_id'][:12]}) on "
@@ -240,12 +241,15 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--max-tokens", type=int, default=16)
     submit.add_argument("--max-price", type=int, default=100)
     submit.add_argument("--nonce", type=int, help="default: one above the developer's last accepted nonce")
+    submit.add_argument("--version", help="model version to run, 12 or more hex digits (default: the one the network "
+                                          "serves when the task runs, `gonka model list`)")
     submit.set_defaults(handler=cmd_submit)
 
     train = commands.add_parser("train", help="sign a training task with a developer key and put it in the inbox")
     train.add_argument("--developer", required=True, help="developer name (its key is data/keys/NAME.key)")
     train.add_argument("--model", default="llm-tiny", help="the model to fine-tune")
-    train.add_argument("--base", help="model version to start from (default: the served one, `gonka model list`)")
+    train.add_argument("--base", help="model version to start from, 12 or more hex digits (default: the served one, "
+                                      "`gonka model list`)")
     train.add_argument("--shards", nargs="+", metavar="HASH", help="corpus shards to train on (default: every training shard)")
     train.add_argument("--steps", type=int, default=8, help="optimizer steps")
     train.add_argument("--batch-size", type=int, default=4, help="windows of the model's context per step")

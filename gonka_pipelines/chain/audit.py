@@ -6,10 +6,13 @@ from typing import Any
 
 from gonka_pipelines.chain.core import FINALIZED, StoreCore
 from gonka_pipelines.protocol.host_status import HostStatus
-from gonka_pipelines.protocol.records import BatchStatus
+from gonka_pipelines.protocol.records import BatchStatus, TaskOutcome
 
-CAUGHT = f"((w.hits > 0 AND NOT w.sprint_accepted) OR r.status = '{HostStatus.INVALID}' OR NOT r.claimed)"
-"""The one "caught host" rule: its sprint was rejected, it was INVALID, or its claim was refused."""
+INVALIDATED_WORK = ("EXISTS (SELECT 1 FROM task_outcomes o WHERE o.epoch = w.epoch AND o.executor = w.address "
+                    f"AND o.outcome = '{TaskOutcome.INVALIDATED}')")
+CAUGHT = f"((w.hits > 0 AND NOT w.sprint_accepted) OR r.status = '{HostStatus.INVALID}' OR NOT r.claimed OR {INVALIDATED_WORK})"
+"""The one "caught host" rule: its sprint was rejected, it was INVALID, its claim was refused, or validators
+invalidated some work it executed (an inference or training task)."""
 
 
 class AuditRows(StoreCore):
@@ -18,6 +21,14 @@ class AuditRows(StoreCore):
         for epoch, reason, count in self._query("SELECT epoch, reason, count(*) FROM rejected_tasks GROUP BY 1, 2 ORDER BY 1, 2"):
             rejected.setdefault(epoch, {})[reason] = count
         return rejected
+
+    def training_report(self, epoch: int) -> list[dict[str, Any]]:
+        """Per training task of an epoch: its executor, status and outcome, shards, loss curve and the version it made."""
+        return self._records(
+            """SELECT t.task_id, t.model, t.base_version, t.shards, t.steps, coalesce(h.name, '') AS executor_name, r.status,
+                      coalesce(o.outcome, '') AS outcome, r.losses, r.version
+               FROM training_tasks t JOIN training_results r USING (task_id) LEFT JOIN hosts h ON h.address = r.executor
+               LEFT JOIN task_outcomes o USING (task_id) WHERE t.epoch = ? ORDER BY t.task_id""", [epoch])
 
     def finalized_blocks(self) -> list[dict[str, Any]]:
         """Per finalized block: height, hash, tasks accepted and signers."""
@@ -28,13 +39,14 @@ class AuditRows(StoreCore):
                FROM blocks b WHERE b.status = ? ORDER BY b.height""", [FINALIZED])
 
     def host_records(self) -> list[dict[str, Any]]:
-        """Per host over all finalized epochs: sprints rejected, epochs INVALID, claims refused, epochs caught (any of
-        the three), total paid."""
+        """Per host over all finalized epochs: sprints rejected, epochs INVALID, claims refused, epochs with invalidated
+        work, epochs caught (any of the four), total paid."""
         return self._records(
             f"""SELECT h.name, h.behaviour,
                       count(*) FILTER (w.hits > 0 AND NOT w.sprint_accepted) AS sprints_rejected,
                       count(*) FILTER (r.status = '{HostStatus.INVALID}') AS epochs_invalid,
                       count(*) FILTER (NOT r.claimed) AS claims_refused,
+                      count(*) FILTER ({INVALIDATED_WORK}) AS epochs_invalidated,
                       count(*) FILTER ({CAUGHT}) AS epochs_caught,
                       coalesce(sum(r.payout), 0) AS paid
                FROM hosts h
@@ -54,7 +66,8 @@ class AuditRows(StoreCore):
         """(name, why) of hosts configured honest that the epoch nevertheless caught: false positives."""
         return self._query(
             f"""SELECT h.name, CASE WHEN w.hits > 0 AND NOT w.sprint_accepted THEN 'sprint rejected'
-                                   WHEN r.status = '{HostStatus.INVALID}' THEN 'status INVALID' ELSE 'claim refused' END
+                                   WHEN r.status = '{HostStatus.INVALID}' THEN 'status INVALID'
+                                   WHEN NOT r.claimed THEN 'claim refused' ELSE 'work invalidated' END
                 FROM hosts h JOIN epoch_weights w ON w.address = h.address JOIN rewards r ON r.epoch = w.epoch AND r.address = w.address
                 WHERE w.epoch = ? AND h.behaviour = 'honest' AND {CAUGHT}
                 ORDER BY h.name""", [epoch])
@@ -87,7 +100,11 @@ class AuditRows(StoreCore):
         """The first address (in address order) with a non-zero final weight: it takes the rounding remainder."""
         return self._scalar("SELECT address FROM rewards WHERE epoch = ? AND weight > 0 ORDER BY address LIMIT 1", [epoch])
 
-    def fee_shares_of(self, epoch: int, address: str) -> list[tuple[str, str, int]]:
-        """(task id, role, amount) of a host's fee shares in the epoch."""
-        return self._query("SELECT task_id, role, amount FROM fee_shares WHERE epoch = ? AND host = ? ORDER BY task_id",
-                           [epoch, address])
+    def fee_shares_of(self, epoch: int, address: str) -> list[tuple[str, str, int, str]]:
+        """(task id, role, amount, training detail) of a host's fee shares in the epoch; the detail is '' for an
+        inference task, '(N steps → version V)' for a training task."""
+        return self._query(
+            """SELECT f.task_id, f.role, f.amount,
+                      CASE WHEN t.task_id IS NULL THEN '' ELSE format('({} steps → version {})', t.steps, r.version[:12]) END
+               FROM fee_shares f LEFT JOIN training_tasks t USING (task_id) LEFT JOIN training_results r USING (task_id)
+               WHERE f.epoch = ? AND f.host = ? ORDER BY f.task_id""", [epoch, address])

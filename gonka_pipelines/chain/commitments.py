@@ -34,7 +34,7 @@ COMMITMENTS: tuple[Commitment, ...] = (
     Commitment("submissions", "submissions", "submission_id", ("submission_id", "outcome")),
     Commitment("tasks", "tasks", "task_id", (
         "task_id", "submission_id", "developer", "nonce", "model", "prompt", "prompt_tokens",
-        "max_tokens", "max_price", "escrow", "signature")),
+        "max_tokens", "max_price", "escrow", "signature", "version")),
     Commitment("training_tasks", "training_tasks", "task_id", (
         "task_id", "submission_id", "developer", "nonce", "model", "base_version", "shards", "steps", "batch_size",
         "learning_rate", "seed", "max_price", "tokens", "escrow", "signature")),
@@ -45,6 +45,7 @@ COMMITMENTS: tuple[Commitment, ...] = (
         "task_id", "validator", "first_step", "last_step", "recomputed", "passed", "eval_loss", "reason", "signature")),
     Commitment("model_versions", "model_versions", "version", (
         "version", "model", "parent", "task_id", "executor", "shards", "final_loss", "eval_loss")),
+    Commitment("served_versions", "served_versions", "model", ("model", "version")),
     Commitment("rejections", "rejected_tasks", "submission_id", ("submission_id", "reason", "detail", "raw_payload")),
     Commitment("transfers", "transfers", "transfer_id", (
         "transfer_id", "stage", "account", "balance_delta", "escrow_delta", "locked_delta", "collateral_delta", "kind", "ref")),

@@ -7,7 +7,15 @@ from typing import Any
 
 from gonka_pipelines.chain.core import FINALIZED, StoreCore
 from gonka_pipelines.protocol.crypto import hash_value
-from gonka_pipelines.protocol.intake import AcceptedTask, AcceptedTraining, IntakeContext, IntakeResult, TrainingLimits
+from gonka_pipelines.protocol.intake import (
+    AcceptedTask,
+    AcceptedTraining,
+    IntakeContext,
+    IntakeResult,
+    Rejected,
+    RejectReason,
+    TrainingLimits,
+)
 from gonka_pipelines.protocol.params import EpochParams, GenesisParams
 from gonka_pipelines.protocol.records import SubmissionOutcome, TransferKind
 from gonka_pipelines.protocol.training import VersionScore
@@ -47,9 +55,34 @@ class IntakeRows(StoreCore):
         """Every model version on the chain: its model's name by version hash."""
         return dict(self._query("SELECT version, model FROM model_versions ORDER BY version"))
 
-    def version_scores(self) -> list[VersionScore]:
-        """Every model version's held-out loss, what the served-version rule compares."""
-        return [VersionScore(*row) for row in self._query("SELECT version, model, epoch, eval_loss FROM model_versions ORDER BY version")]
+    def version_scores(self, through_epoch: int | None = None) -> list[VersionScore]:
+        """Every model version's held-out loss (those of epochs up to `through_epoch`), what the served-version rule
+        compares."""
+        return [VersionScore(*row) for row in self._query(
+            "SELECT version, model, epoch, eval_loss FROM model_versions WHERE epoch <= coalesce(?, epoch) ORDER BY version",
+            [through_epoch])]
+
+    def resolve_version(self, prefix: str, model: str | None = None) -> str:
+        """The one version (of `model`, when given) whose hash starts with `prefix`; else Rejected (unknown model
+        version) saying why."""
+        matches = [v for v, m in self.model_versions().items() if v.startswith(prefix.lower()) and model in (None, m)]
+        if len(matches) != 1 or not prefix:
+            of = f" of model {model!r}" if model else ""
+            raise Rejected(RejectReason.UNKNOWN_MODEL_VERSION, f"{prefix!r} names {len(matches) if prefix else 'every'} model "
+                                                               f"version(s){of}; give 12 or more hex digits of one (`gonka model list`)")
+        return matches[0]
+
+    def served_versions(self, epoch: int) -> dict[str, str]:
+        """Each model's served version after an epoch (in force for the next), recorded in the epoch's post-state."""
+        return dict(self._query("SELECT model, version FROM served_versions WHERE epoch = ? ORDER BY model", [epoch]))
+
+    def served_losses(self) -> dict[int, dict[str, float]]:
+        """The held-out loss of each model's served version after every epoch, by epoch and model."""
+        losses: dict[int, dict[str, float]] = {}
+        for epoch, model, loss in self._query("""SELECT s.epoch, s.model, v.eval_loss FROM served_versions s
+                                                 JOIN model_versions v USING (version) ORDER BY s.epoch, s.model"""):
+            losses.setdefault(epoch, {})[model] = loss
+        return losses
 
     def version_rows(self) -> list[dict[str, Any]]:
         """Every model version with its lineage (parent, task, executor, shards) and losses, oldest first."""

@@ -25,10 +25,11 @@ class RegistryRows(StoreCore):
         self._insert("host_states", [{"epoch": 0, **row} for row in host_states])
 
     def register_training(self, shards: Sequence[dict[str, Any]], versions: Sequence[dict[str, Any]]) -> None:
-        """The corpus shards training tasks may name and each served model's genesis version (the caller's transaction;
-        block 0 commits to both)."""
+        """The corpus shards training tasks may name and each served model's genesis version, which it serves until a
+        trained one wins (the caller's transaction; block 0 commits to all three)."""
         self._insert("corpus_shards", list(shards))
         self._insert("model_versions", [{"epoch": 0, **version} for version in versions])
+        self._insert("served_versions", [{"epoch": 0, "model": v["model"], "version": v["version"]} for v in versions])
 
     def save_genesis_block(self, header: dict[str, Any], block_hash: str, signatures: Sequence[dict[str, Any]]) -> None:
         self._save_block(header, block_hash, signatures, FINALIZED)

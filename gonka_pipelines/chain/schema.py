@@ -207,6 +207,15 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         JOIN task_outcomes o ON o.task_id = f.task_id;
         """,
     ),
+    (
+        8,
+        "inference tasks may name a model version; each epoch's post-state records every model's served version",
+        """
+        ALTER TABLE tasks ADD COLUMN version VARCHAR NOT NULL DEFAULT '';
+        CREATE TABLE served_versions (
+            epoch BIGINT NOT NULL, model VARCHAR NOT NULL, version VARCHAR NOT NULL, PRIMARY KEY (epoch, model));
+        """,
+    ),
 ]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -17,10 +17,11 @@ VALIDATION_STAGE = "task_verdicts"
 
 class TaskRows(StoreCore):
     def epoch_tasks(self, epoch: int) -> pa.Table:
-        """The epoch's accepted tasks (what execution needs), in task id order."""
+        """The epoch's accepted tasks (what execution needs), in task id order; `version` is '' where the task asked for
+        the served one."""
         return self._arrow(
-            "SELECT task_id, developer, model, prompt, prompt_tokens, max_tokens, escrow FROM tasks WHERE epoch = ? ORDER BY task_id",
-            [epoch])
+            """SELECT task_id, developer, model, version, prompt, prompt_tokens, max_tokens, escrow FROM tasks WHERE epoch = ?
+               ORDER BY task_id""", [epoch])
 
     def epoch_trainings(self, epoch: int) -> list[dict[str, Any]]:
         """The epoch's accepted training tasks (what execution needs), in task id order."""
@@ -56,7 +57,7 @@ class TaskRows(StoreCore):
     def checked_outputs(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Outputs, top-5 log-probs and prompts of the tasks some validator checks (only those: they are the bulk)."""
         return {row["task_id"]: row for row in self._records(
-            """SELECT r.task_id, r.output_tokens, r.top_ids, r.top_logprobs, t.prompt, t.model, t.max_tokens
+            """SELECT r.task_id, r.output_tokens, r.top_ids, r.top_logprobs, t.prompt, t.model, t.version, t.max_tokens
                FROM task_results r JOIN tasks t USING (task_id) WHERE list_contains(?, r.task_id)""", [list(task_ids)])}
 
     def host_states(self, epoch: int) -> dict[str, dict[str, Any]]:
@@ -86,15 +87,17 @@ class TaskRows(StoreCore):
 
     def write_task_verdicts(self, epoch: int, verdicts: Sequence[dict[str, Any]], outcomes: Sequence[dict[str, Any]],
                             fee_shares: Sequence[dict[str, Any]], host_epochs: Sequence[dict[str, Any]],
-                            training_verdicts: Sequence[dict[str, Any]] = (), versions: Sequence[dict[str, Any]] = ()) -> None:
-        """Inference and training verdicts, every task's outcome and fee shares, host standings, and the model versions
-        the epoch's validated training produced."""
+                            training_verdicts: Sequence[dict[str, Any]], versions: Sequence[dict[str, Any]],
+                            served: Mapping[str, str]) -> None:
+        """Inference and training verdicts, every task's outcome and fee shares, host standings, the model versions
+        the epoch's validated training produced, and each model's served version after the epoch."""
         with self.transaction():
             self._replace_epoch_rows(epoch, ["task_verdicts", "task_outcomes", "fee_shares", "host_epochs", "training_verdicts",
-                                             "model_versions"], stage=VALIDATION_STAGE)
+                                             "model_versions", "served_versions"], stage=VALIDATION_STAGE)
             self._insert("task_verdicts", verdicts)
             self._insert("training_verdicts", training_verdicts)
             self._insert("model_versions", versions)
+            self._insert("served_versions", [{"epoch": epoch, "model": m, "version": v} for m, v in served.items()])
             self._insert("task_outcomes", outcomes)
             self._insert("fee_shares", fee_shares)
             self._insert("host_epochs", host_epochs)

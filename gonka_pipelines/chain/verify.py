@@ -25,6 +25,7 @@ from gonka_pipelines.protocol.messages import (
     training_verdict_body,
 )
 from gonka_pipelines.protocol.rules import RULE_SETS
+from gonka_pipelines.protocol.training import SERVED_RULES, served_versions
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,23 @@ def _post_state_mismatch(store: ChainStore, height: int) -> str | None:
             return (f"account {address} is {stored.get(address)} after the epoch, but the previous state plus the "
                     f"epoch's transfers give {derived.get(address)}")
     return None
+
+
+def served_mismatch(store: ChainStore, height: int, recorded: dict) -> str | None:
+    """Each model's served version after an epoch must be what the params' rule picks among the versions up to it."""
+    rule = recorded.get("training", {}).get("served_rule") if isinstance(recorded, dict) else None
+    if rule not in SERVED_RULES:
+        return f"the epoch's recorded parameters name no known training.served_rule ({rule!r})"
+    derived = served_versions(store.version_scores(through_epoch=height), rule)
+    stored = store.served_versions(height)
+    if stored != derived:
+        return (f"served_versions records {_short_map(stored)} after the epoch, but rule {rule} over the model versions up to "
+                f"it picks {_short_map(derived)}")
+    return None
+
+
+def _short_map(versions: Mapping[str, str]) -> str:
+    return "{" + ", ".join(f"{model}: {_short(version)}" for model, version in versions.items()) + "}"
 
 
 BlockCheck = Callable[..., "Inconsistency | None"]
@@ -119,6 +137,8 @@ def content_problem(store: ChainStore, height: int, header: BlockHeader, block: 
                            f"rows of epoch {height} give {_short(root)}: a row was changed, added or removed")
     if height > 0 and (mismatch := _post_state_mismatch(store, height)):
         return problem(mismatch)
+    if mismatch := served_mismatch(store, height, recorded):
+        return problem(mismatch)
     previous = store.block_signatures(height - 1) if height > 0 else []
     if header.prev_signatures != signature_set_hash(previous):
         return problem(f"the header commits to block {height - 1}'s signer set {_short(header.prev_signatures)}, but block "
@@ -146,10 +166,11 @@ class _SignedRows:
 SIGNED_ROWS: tuple[_SignedRows, ...] = (
     _SignedRows("tasks", MessageKind.TASK,
                 """SELECT t.task_id AS id, a.public_key AS signer_key, t.signature, c.value AS chain_id, t.nonce, t.model,
-                          t.prompt, t.max_tokens, t.max_price
+                          t.prompt, t.max_tokens, t.max_price, t.version
                    FROM tasks t JOIN accounts a ON a.address = t.developer JOIN chain_meta c ON c.key = 'chain_id'
                    WHERE t.epoch = ?""",
-                lambda r: task_body(r["chain_id"], r["signer_key"], r["nonce"], r["model"], r["prompt"], r["max_tokens"], r["max_price"])),
+                lambda r: task_body(r["chain_id"], r["signer_key"], r["nonce"], r["model"], r["prompt"], r["max_tokens"], r["max_price"],
+                                    r["version"])),
     _SignedRows("training_tasks", MessageKind.TRAINING_TASK,
                 """SELECT t.task_id AS id, a.public_key AS signer_key, c.value AS chain_id, t.*
                    FROM training_tasks t JOIN accounts a ON a.address = t.developer JOIN chain_meta c ON c.key = 'chain_id'

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from functools import cached_property, lru_cache
 from typing import Protocol
 
@@ -20,7 +20,7 @@ from gonka_pipelines.compute.llm import (
 from gonka_pipelines.compute.profiles import load_profile
 from gonka_pipelines.compute.runner import ModelRunner, reproducible_threads, served_model_seed
 from gonka_pipelines.compute.sprint import compute_distances, mine
-from gonka_pipelines.compute.training import TrainingRun, TrainingSpec, checkpoint_hash, evaluate, restore, train
+from gonka_pipelines.compute.training import TrainingRun, TrainingSpec, evaluate, restore, train
 from gonka_pipelines.protocol.crypto import sha256_hex
 from gonka_pipelines.protocol.params import Behaviour
 
@@ -46,12 +46,13 @@ class Compute(Protocol):
 
     def distances(self, public_key: str, nonces: list[int]) -> np.ndarray: ...
 
-    def generate(self, model: str, executor: str, behaviour: str, prompts: list[str], max_tokens: int) -> list[Generation]: ...
+    def generate(self, model: str, version: str, executor: str, behaviour: str, prompts: list[str],
+                 max_tokens: int) -> list[Generation]: ...
 
     @property
     def eos_token(self) -> int: ...
 
-    def score(self, model: str, prompt: str, output: list[int]) -> tuple[list[list[int]], list[list[float]]]: ...
+    def score(self, model: str, version: str, prompt: str, output: list[int]) -> tuple[list[list[int]], list[list[float]]]: ...
 
     def train(self, model: str, base: bytes | None, data: bytes, spec: TrainingSpec, first_step: int = 0,
               last_step: int | None = None) -> TrainingRun: ...
@@ -60,14 +61,14 @@ class Compute(Protocol):
 
 
 class TorchCompute:
-    """Real compute: the sprint model seeded from the epoch's block hash, served models seeded from their names."""
+    """Real compute: the sprint model seeded from the epoch's block hash, model versions restored from checkpoints."""
 
     def __init__(self, sprint_model: str, prev_hash: str, device: str | None = None,
-                 served_checkpoints: Mapping[str, bytes] | None = None):
-        """served_checkpoints: the checkpoint of each model's served version where it is a trained one (a model not
-        named there serves its genesis weights, seeded from its name)."""
+                 checkpoints: Callable[[str], bytes] | None = None):
+        """checkpoints: the checkpoint of a model version by hash (the chain's artifacts); without it, or for version
+        '', a model runs its genesis weights, seeded from its name."""
         self.sprint_model, self.prev_hash, self.device = sprint_model, prev_hash, device
-        self.served_checkpoints = dict(served_checkpoints or {})
+        self.checkpoints = checkpoints
 
     @cached_property
     def sprint_runner(self) -> ModelRunner:
@@ -93,29 +94,30 @@ class TorchCompute:
         with reproducible_threads(self.sprint_runner.device):
             return compute_distances(self.sprint_runner, self.prev_hash, public_key, nonces)
 
-    def served(self, model: str, executor: str = "", behaviour: str = Behaviour.HONEST) -> ModelRunner:
-        """What an executor runs: the model's served version (a trained checkpoint, or the genesis weights), or for
+    def served(self, model: str, version: str = "", executor: str = "", behaviour: str = Behaviour.HONEST) -> ModelRunner:
+        """What an executor runs: the model version ('' or no checkpoint source: the genesis weights), or for
         garbled_output another seeded model of the same shape."""
         if behaviour == Behaviour.GARBLED_OUTPUT:
             return _runner(model, bytes.fromhex(sha256_hex(f"garbled|{model}|{executor}".encode())), self.device)
-        checkpoint = self.served_checkpoints.get(model)
-        return _runner(model, served_model_seed(model), self.device) if checkpoint is None else self._trained(model, checkpoint)
+        if not version or self.checkpoints is None:
+            return _runner(model, served_model_seed(model), self.device)
+        if (model, version) not in self._version_runners:  # restored once per environment
+            self._version_runners[(model, version)] = self._restored(model, self.checkpoints(version))
+        return self._version_runners[(model, version)]
 
-    def _trained(self, model: str, checkpoint: bytes) -> ModelRunner:
-        """The runner of a trained version, built once per environment."""
-        key = (model, checkpoint_hash(checkpoint))
-        if key not in self._trained_runners:
-            profile = load_profile(model)
-            decoder, _, _ = restore(profile, checkpoint, served_model_seed(model), 1e-3, torch.device("cpu"), weights_only=True)
-            self._trained_runners[key] = ModelRunner(profile, served_model_seed(model), self.device, decoder=decoder)
-        return self._trained_runners[key]
+    def _restored(self, model: str, checkpoint: bytes) -> ModelRunner:
+        """A runner of the model with a checkpoint's weights."""
+        profile = load_profile(model)
+        decoder, _, _ = restore(profile, checkpoint, served_model_seed(model), 1e-3, torch.device("cpu"), weights_only=True)
+        return ModelRunner(profile, served_model_seed(model), self.device, decoder=decoder)
 
     @cached_property
-    def _trained_runners(self) -> dict[tuple[str, str], ModelRunner]:
+    def _version_runners(self) -> dict[tuple[str, str], ModelRunner]:
         return {}
 
-    def generate(self, model: str, executor: str, behaviour: str, prompts: list[str], max_tokens: int) -> list[Generation]:
-        runner = self.served(model, executor, behaviour)
+    def generate(self, model: str, version: str, executor: str, behaviour: str, prompts: list[str],
+                 max_tokens: int) -> list[Generation]:
+        runner = self.served(model, version, executor, behaviour)
         with reproducible_threads(runner.device):
             return generate_greedy(runner, [encode(p) for p in prompts], max_tokens)
 
@@ -123,9 +125,9 @@ class TorchCompute:
     def eos_token(self) -> int:
         return EOS
 
-    def score(self, model: str, prompt: str, output: list[int]) -> tuple[list[list[int]], list[list[float]]]:
-        """An honest re-run of the served model forcing the executor's tokens: top-5 ids and log-probs per position."""
-        runner = self.served(model)
+    def score(self, model: str, version: str, prompt: str, output: list[int]) -> tuple[list[list[int]], list[list[float]]]:
+        """An honest re-run of the model version forcing the executor's tokens: top-5 ids and log-probs per position."""
+        runner = self.served(model, version)
         with reproducible_threads(runner.device):
             return score_forced(runner, encode(prompt), output)
 

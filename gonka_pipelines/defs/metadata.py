@@ -51,13 +51,14 @@ def _weights(env: EpochEnvironment, store: ChainStore, rows: list[dict]) -> Meta
 
 def _results(env: EpochEnvironment, store: ChainStore, summary: dict[str, int]) -> Metadata:
     return {"dagster/row_count": summary["completed"] + summary["expired"], "completed": summary["completed"],
-            "expired": summary["expired"]}
+            "expired": summary["expired"], "trained": summary["trained"], "training_expired": summary["training_expired"]}
 
 
 def _task_verdicts(env: EpochEnvironment, store: ChainStore, summary: dict[str, int]) -> Metadata:
     statuses = store.host_status_counts(env.epoch)
     return {"dagster/row_count": summary["validations"], "validations": summary["validations"],
-            "invalidated_tasks": summary["invalidated"], "hosts_invalid": statuses.get("INVALID", 0),
+            "invalidated_tasks": summary["invalidated"], "training_validations": summary["training_validations"],
+            "new_model_versions": summary["new_versions"], "hosts_invalid": statuses.get("INVALID", 0),
             "statuses": dg.MetadataValue.json(statuses)}
 
 

@@ -12,6 +12,8 @@ from gonka_pipelines.protocol.crypto import MessageKind, hash_value, verify
 MAX_INTEGER = 2**63 - 1
 """Integers in a task are stored as signed 64-bit: anything larger is malformed, not a crash."""
 TASK_FIELDS = {"chain_id": str, "developer": str, "nonce": int, "model": str, "prompt": str, "max_tokens": int, "max_price": int}
+VERSION_FIELD = "version"
+"""An inference task may name the model version it wants (a version hash); without the field it gets the served one."""
 TRAINING_KIND = "train"
 """A body with "kind": "train" is a training task (PROTOCOL section 4); an inference task has no kind. Its learning rate
 is a JSON number with a fraction or exponent (a float), so the stored row rebuilds the signed bytes exactly."""
@@ -94,6 +96,8 @@ class AcceptedTask:
     max_price: int
     escrow: int
     signature: str
+    version: str = ""
+    """The model version the task named; '' for the version the network serves in the epoch."""
 
 
 @dataclass(frozen=True)
@@ -190,7 +194,9 @@ def parse_submission(raw: bytes) -> tuple[dict[str, Any], str]:
             raise Rejected(RejectReason.MALFORMED, f"field 'body.{name}' = {body[name]} is outside 0..{MAX_INTEGER}")
     if training and (not 1 <= len(body["shards"]) <= MAX_TRAINING_SHARDS or not all(isinstance(s, str) for s in body["shards"])):
         raise Rejected(RejectReason.MALFORMED, f"field 'body.shards' must list 1..{MAX_TRAINING_SHARDS} shard hashes")
-    extra = sorted(set(body) - set(fields))
+    if not training and VERSION_FIELD in body and (not isinstance(body[VERSION_FIELD], str) or not body[VERSION_FIELD]):
+        raise Rejected(RejectReason.MALFORMED, f"field 'body.{VERSION_FIELD}' must name a version hash (omit it for the served one)")
+    extra = sorted(set(body) - set(fields) - (set() if training else {VERSION_FIELD}))
     if extra:
         raise Rejected(RejectReason.MALFORMED, f"unknown field(s) in body: {', '.join(extra)}")
     return body, signature
@@ -216,14 +222,19 @@ def _escrow(address: str, escrow: int, context: IntakeContext) -> int:
     return escrow
 
 
+def _known_version(context: IntakeContext, version: str, model: str) -> TrainingLimits:
+    """The chain's training limits, after checking `version` is a version of `model` on this chain."""
+    limits = context.training
+    if limits is None or limits.versions.get(version) != model:
+        raise Rejected(RejectReason.UNKNOWN_MODEL_VERSION, f"no version {version[:12]} of model {model!r} on this chain")
+    return limits
+
+
 def check_training(body: dict[str, Any], signature: str, submission_id: str, context: IntakeContext) -> AcceptedTraining:
     """A training task's checks, in order: the shared ones, then model version, shards, steps, batch size, learning
     rate, price and escrow = steps × batch × context tokens at the price."""
     address = _signer(body, signature, MessageKind.TRAINING_TASK, context)
-    limits = context.training
-    if limits is None or limits.versions.get(body["base_version"]) != body["model"]:
-        raise Rejected(RejectReason.UNKNOWN_MODEL_VERSION,
-                       f"no version {body['base_version'][:12]} of model {body['model']!r} on this chain")
+    limits = _known_version(context, body["base_version"], body["model"])
     unknown = [shard for shard in body["shards"] if shard not in limits.shards]
     if unknown:
         raise Rejected(RejectReason.UNKNOWN_SHARD, f"shard {unknown[0][:12]} is not a registered training shard")
@@ -250,6 +261,8 @@ def check_submission(body: dict[str, Any], signature: str, submission_id: str, c
     address = _signer(body, signature, MessageKind.TASK, context)
     if body["model"] not in context.models:
         raise Rejected(RejectReason.UNKNOWN_MODEL, f"model {body['model']!r} is served by no host")
+    if VERSION_FIELD in body:
+        _known_version(context, body[VERSION_FIELD], body["model"])
     prompt_tokens = prompt_token_count(body["prompt"])
     if prompt_tokens > context.max_prompt_bytes:
         raise Rejected(RejectReason.PROMPT_TOO_LONG, f"prompt is {prompt_tokens} bytes, limit {context.max_prompt_bytes}")
@@ -261,7 +274,7 @@ def check_submission(body: dict[str, Any], signature: str, submission_id: str, c
     return AcceptedTask(
         submission_id=submission_id, task_id=hash_value(body), developer=address, nonce=body["nonce"],
         model=body["model"], prompt=body["prompt"], prompt_tokens=prompt_tokens, max_tokens=body["max_tokens"],
-        max_price=body["max_price"], escrow=escrow, signature=signature,
+        max_price=body["max_price"], escrow=escrow, signature=signature, version=body.get(VERSION_FIELD, ""),
     )
 
 

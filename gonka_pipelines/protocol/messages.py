@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
-def task_body(chain_id: str, developer_key: str, nonce: int, model: str, prompt: str, max_tokens: int, max_price: int) -> dict:
-    return {"chain_id": chain_id, "developer": developer_key, "nonce": nonce, "model": model, "prompt": prompt,
+def task_body(chain_id: str, developer_key: str, nonce: int, model: str, prompt: str, max_tokens: int, max_price: int,
+              version: str = "") -> dict:
+    """What a developer signs to order inference; `version` names a model version, '' (no field) asks for the served one."""
+    body = {"chain_id": chain_id, "developer": developer_key, "nonce": nonce, "model": model, "prompt": prompt,
             "max_tokens": max_tokens, "max_price": max_price}
+    return body | {"version": version} if version else body
 
 
 def training_body(chain_id: str, developer_key: str, nonce: int, model: str, base_version: str, shards: Sequence[str],

@@ -76,6 +76,8 @@ class TrainingParams(StrictConfig):
     max_learning_rate: float = Field(gt=0, le=1)
     checkpoint_every: Int64 = Field(gt=0, description="steps between intermediate checkpoints (validators re-run one interval)")
     eval_windows: Int64 = Field(gt=0, description="held-out windows a validator scores a new version on")
+    served_rule: Literal["lowest_eval_loss", "latest"] = Field(
+        description="which version of each model the network serves (protocol/training.py served_version)")
 
 
 class ValidationParams(StrictConfig):

@@ -54,9 +54,10 @@ def explain_payout(store: ChainStore, host: str, epoch: int) -> Explanation:
             out.lines.append((f"reward share floor({emission['minted']} · {r['weight']} / {r['total_weight']})", share))
             if r["reward"] != share:
                 out.lines.append(("rounding remainder (first paid address)" if first_paid == address else "adjustment", r["reward"] - share))
-        for task_id, role, amount in store.fee_shares_of(epoch, address):
+        for task_id, role, amount, training in store.fee_shares_of(epoch, address):
             if r["work_coins"]:
-                out.lines.append((f"work coins: {role} share of task {task_id[:12]}…", amount))
+                kind = f"training task {task_id[:12]}… {training}" if training else f"task {task_id[:12]}…"
+                out.lines.append((f"work coins: {role} share of {kind}", amount))
     else:
         out.notes.append(f"claim refused (seed reveal or required validations failed): reward {r['reward']} and work coins "
                          f"{r['work_coins']} burned")

@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 from gonka_pipelines.chain.store import ChainStore
-from gonka_pipelines.protocol.training import served_version
 
 
 def block_summaries(store: ChainStore) -> list[dict]:
     """One row per finalized block: height, hash prefix, tasks accepted, rejections by reason, signers, and the held-out
     loss of the served model after it (the first model's, by name)."""
-    rejected, scores = store.rejections_by_epoch(), store.version_scores()
-    model = min((v.model for v in scores), default=None)
+    rejected, losses = store.rejections_by_epoch(), store.served_losses()
 
     def served_loss(height: int) -> float | None:
-        known = [v for v in scores if v.epoch <= height]
-        if model is None:
-            return None
-        version = served_version(known, model)
-        return next(v.eval_loss for v in known if v.version == version)
+        by_model = losses.get(height, {})
+        return by_model[min(by_model)] if by_model else None
 
     return [row | {"rejected": rejected.get(row["height"], {}), "served_loss": served_loss(row["height"])}
             for row in store.finalized_blocks()]
@@ -40,11 +35,11 @@ def host_summaries(store: ChainStore) -> list[dict]:
 
 def format_hosts(rows: list[dict]) -> str:
     """A plain-text table of host_summaries with a verdict: adversaries should be caught, honest hosts never flagged."""
-    lines = [f"{'host':<14} {'behaviour':<15} {'sprint rejected':>15} {'INVALID':>8} {'claim refused':>13} {'paid (base units)':>20}  verdict",
-             "-" * 100]
+    lines = [f"{'host':<14} {'behaviour':<15} {'sprint rejected':>15} {'INVALID':>8} {'claim refused':>13} "
+             f"{'work invalidated':>16} {'paid (base units)':>20}  verdict", "-" * 117]
     for row in rows:
         flagged = row["epochs_caught"] > 0
         verdict = ("caught" if flagged else "NOT CAUGHT") if row["behaviour"] != "honest" else ("FLAGGED" if flagged else "ok")
         lines.append(f"{row['name']:<14} {row['behaviour']:<15} {row['sprints_rejected']:>15} {row['epochs_invalid']:>8} "
-                     f"{row['claims_refused']:>13} {row['paid']:>20,}  {verdict}")
+                     f"{row['claims_refused']:>13} {row['epochs_invalidated']:>16} {row['paid']:>20,}  {verdict}")
     return "\n".join(lines)

@@ -14,9 +14,10 @@ from gonka_pipelines.protocol.intake import TRAINING_KIND, Rejected, check_submi
 from gonka_pipelines.protocol.messages import task_body, training_body
 
 
-def sign_task(keypair: KeyPair, chain_id: str, *, model: str, prompt: str, max_tokens: int, max_price: int, nonce: int) -> bytes:
-    """The bytes of a signed task submission, exactly as the collector reads them."""
-    body = task_body(chain_id, keypair.public_key, nonce, model, prompt, max_tokens, max_price)
+def sign_task(keypair: KeyPair, chain_id: str, *, model: str, prompt: str, max_tokens: int, max_price: int, nonce: int,
+              version: str = "") -> bytes:
+    """The bytes of a signed task submission, exactly as the collector reads them ('' version: the served one)."""
+    body = task_body(chain_id, keypair.public_key, nonce, model, prompt, max_tokens, max_price, version)
     return canonical_bytes({"body": body, "signature": keypair.sign(chain_id, MessageKind.TASK, body)})
 
 
@@ -66,10 +67,13 @@ def checked_order(store: ChainStore, inbox: Path, keypair: KeyPair, sign: Callab
 
 
 def checked_submission(store: ChainStore, inbox: Path, keypair: KeyPair, *, model: str, prompt: str, max_tokens: int,
-                       max_price: int, nonce: int | None = None) -> tuple[bytes, int]:
-    """An inference task, checked (see checked_order)."""
+                       max_price: int, nonce: int | None = None, version: str = "") -> tuple[bytes, int]:
+    """An inference task, checked (see checked_order); `version`: a model version hash or a unique prefix of one."""
+    if version:
+        version = store.resolve_version(version, model)
     return checked_order(store, inbox, keypair, lambda n: sign_task(
-        keypair, store.chain_id, model=model, prompt=prompt, max_tokens=max_tokens, max_price=max_price, nonce=n), nonce)
+        keypair, store.chain_id, model=model, prompt=prompt, max_tokens=max_tokens, max_price=max_price, nonce=n,
+        version=version), nonce)
 
 
 def checked_training(store: ChainStore, inbox: Path, keypair: KeyPair, *, nonce: int | None = None, **order: Any) -> tuple[bytes, int]:

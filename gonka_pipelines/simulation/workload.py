@@ -10,13 +10,20 @@ from gonka_pipelines.local.inbox import write_submission
 from gonka_pipelines.local.paths import RESOURCES, DataLayout
 from gonka_pipelines.protocol.crypto import KeyPair, canonical_bytes
 from gonka_pipelines.protocol.params import NetworkConfig
-from gonka_pipelines.protocol.training import served_version
 from gonka_pipelines.simulation.client import next_nonce, sign_task, sign_training
 
 CORPUS = RESOURCES / "corpus.txt"
 TASKS_PER_EPOCH = 66
-TRAINING_ORDERS = 2
-"""Training orders per epoch: each fine-tunes the served version for 8 steps of 4 windows on one training shard."""
+TRAINING_ORDERS = 3
+"""Training orders per epoch, from the two richest developers: each fine-tunes the served version for 8 steps of 4
+windows on one training shard."""
+
+
+def corpus_prompts() -> list[str]:
+    """Prompts from resources/corpus.txt: the first half of each line's words and a space, so a model continues the
+    sentence (to a whole line, a model trained on the corpus answers with a newline and indentation, whatever it says)."""
+    lines = [line.split() for line in CORPUS.read_text().splitlines() if line.strip()]
+    return [" ".join(words[: max(1, len(words) // 2)]) + " " for words in lines]
 
 
 def _developer_keys(layout: DataLayout, network: NetworkConfig, chain_id: str) -> dict[str, KeyPair]:
@@ -27,11 +34,11 @@ def _developer_keys(layout: DataLayout, network: NetworkConfig, chain_id: str) -
 
 
 def submit_demo_workload(store: ChainStore, layout: DataLayout, network: NetworkConfig, epoch: int) -> Counter:
-    """Sign about TASKS_PER_EPOCH tasks for the coming epoch, one bad submission of each kind and TRAINING_ORDERS
-    training orders of the served version; returns counts by kind."""
+    """Sign about TASKS_PER_EPOCH tasks for the coming epoch (one naming the genesis version, the rest the served one),
+    one bad submission of each kind and TRAINING_ORDERS training orders of the served version; returns counts by kind."""
     chain_id, params = store.chain_id, store.genesis()
     rng = random.Random(f"{chain_id}|demo-workload|{epoch}")
-    prompts = [line for line in CORPUS.read_text().splitlines() if line.strip()]
+    prompts = corpus_prompts()
     keys = _developer_keys(layout, network, chain_id)
     model = sorted({m for host in network.hosts for m in host.models})[0]
     max_tokens, price = min(16, params.tasks.max_tokens_limit), params.tasks.price_per_token
@@ -42,11 +49,11 @@ def submit_demo_workload(store: ChainStore, layout: DataLayout, network: Network
         write_submission(layout.inbox, raw)
         kinds[kind] += 1
 
-    def task(name: str, model: str = model, prompt: str | None = None) -> bytes:
+    def task(name: str, model: str = model, prompt: str | None = None, version: str = "") -> bytes:
         drawn = rng.choice(prompts)  # drawn even when overridden, so later prompts do not shift
         nonces[name] += 1
         return sign_task(keys[name], chain_id, model=model, prompt=drawn if prompt is None else prompt, max_tokens=max_tokens,
-                         max_price=price, nonce=nonces[name] - 1)
+                         max_price=price, nonce=nonces[name] - 1, version=version)
 
     names = sorted(keys)
     for index in range(TASKS_PER_EPOCH):
@@ -60,9 +67,12 @@ def submit_demo_workload(store: ChainStore, layout: DataLayout, network: Network
     submit("honest", replayed)
     submit("replay", replayed)
     submit("malformed", canonical_bytes({"body": {"prompt": "no signature, no fields"}}))
-    base, shards = served_version(store.version_scores(), model), sorted(store.training_shards())
+    submit("honest", task(first, version=store.served_versions(0)[model]))  # names the genesis version: untrained weights
+    submit("unknown_version", task(second, version="0" * 64))
+    base, shards = store.served_versions(epoch - 1)[model], sorted(store.training_shards())
+    trainers = [d.name for d in sorted(network.developers, key=lambda d: (-d.balance, d.name))][:2]  # who can afford it
     for order in range(TRAINING_ORDERS):
-        name = names[order % len(names)]
+        name = trainers[order % len(trainers)]
         nonces[name] += 1
         submit("training", sign_training(keys[name], chain_id, model=model, base_version=base,
                                          shards=[shards[(epoch * TRAINING_ORDERS + order) % len(shards)]], steps=8,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 
 from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.compute.engine import Compute, TorchCompute
@@ -24,7 +24,6 @@ from gonka_pipelines.protocol.params import EpochParams, GenesisParams
 from gonka_pipelines.protocol.records import Host
 from gonka_pipelines.protocol.rules import RuleSet, rules_for
 from gonka_pipelines.protocol.sprint import calibrate_r_target
-from gonka_pipelines.protocol.training import served_version
 
 Log = Callable[[str], None]
 """Where a stage reports progress per host or batch (Dagster's context.log.info, print, or nothing)."""
@@ -75,6 +74,8 @@ class EpochEnvironment:
     keys: dict[str, KeyPair]
     weights: dict[str, int]
     compute: Compute
+    served: dict[str, str]
+    """Each model's served version in force this epoch (the previous epoch's post-state), by model name."""
 
     @cached_property
     def rules(self) -> RuleSet:
@@ -86,6 +87,10 @@ class EpochEnvironment:
         """Every host's secret epoch seed by address (derived once; the validation draw and the claims use it)."""
         return {host.address: secret_seed(self.keys[host.address], self.chain_id, self.epoch, self.prev_hash)
                 for host in self.hosts}
+
+    def version_of(self, task: dict) -> str:
+        """The model version a task runs on: the one it named, else the one the network serves this epoch."""
+        return task["version"] or self.served[task["model"]]
 
     @cached_property
     def host(self) -> dict[str, Host]:
@@ -103,22 +108,15 @@ class EpochEnvironment:
 def build_environment(store: ChainStore, layout: DataLayout, epoch: int, device: str | None = None,
                       compute: Compute | None = None) -> EpochEnvironment:
     """Read the epoch's inputs from the head (the epoch must be its successor); compute defaults to the torch models
-    (the sprint profile seeded from the previous block hash, and the served models) on `device`."""
+    (the sprint profile seeded from the previous block hash, model versions from the chain's checkpoints) on `device`."""
     store.require_writable(epoch)
     prev_hash, hosts = store.head().hash, store.hosts()
     params = epoch_parameters(store.genesis(), epoch)
     return EpochEnvironment(epoch=epoch, chain_id=store.chain_id, prev_hash=prev_hash, params=params, layout=layout,
                             hosts=tuple(hosts), keys=host_keys(hosts, layout), weights=store.weights(epoch - 1),
-                            compute=compute or TorchCompute(params.sprint.model, prev_hash, device, served_checkpoints(store, layout)))
-
-
-def served_checkpoints(store: ChainStore, layout: DataLayout) -> dict[str, bytes]:
-    """The checkpoint of every model whose served version (protocol.training.served_version over the versions the
-    chain holds before the epoch) is a trained one; genesis versions serve their seeded weights without a file."""
-    scores = store.version_scores()
-    trained = {v.version for v in scores if v.epoch > 0}
-    served = {model: served_version(scores, model) for model in {v.model for v in scores}}
-    return {model: read_checkpoint(layout.checkpoints, version) for model, version in served.items() if version in trained}
+                            compute=compute or TorchCompute(params.sprint.model, prev_hash, device,
+                                                            partial(read_checkpoint, layout.checkpoints)),
+                            served=store.served_versions(epoch - 1))
 
 
 def holding(store: ChainStore) -> OpenChain:

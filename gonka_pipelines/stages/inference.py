@@ -17,6 +17,7 @@ from gonka_pipelines.protocol.messages import (
     task_verdict_body,
 )
 from gonka_pipelines.protocol.records import ResultStatus, ShareRole, TaskOutcome, TransferKind
+from gonka_pipelines.protocol.training import VersionScore, served_versions
 from gonka_pipelines.simulation.behaviours import skips_recomputation
 from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain
 from gonka_pipelines.stages.training import (
@@ -28,7 +29,8 @@ from gonka_pipelines.stages.training import (
 )
 
 TASK_SCHEMA: dict[str, pl.DataType] = {
-    "task_id": pl.String(), "developer": pl.String(), "model": pl.String(), "prompt": pl.String(), "prompt_tokens": pl.Int64(),
+    "task_id": pl.String(), "developer": pl.String(), "model": pl.String(), "version": pl.String(), "prompt": pl.String(),
+    "prompt_tokens": pl.Int64(),
     "max_tokens": pl.Int64(), "escrow": pl.Int64()}
 
 
@@ -64,16 +66,21 @@ def run_task_execution(env: EpochEnvironment, open_chain: OpenChain, log: Log) -
     with open_chain() as store:
         tasks = _assigned_tasks(env, pl.DataFrame(store.epoch_tasks(epoch)).cast(TASK_SCHEMA))  # type: ignore[arg-type]
         trainings = store.epoch_trainings(epoch)
+    tasks = tasks.with_columns(pl.Series("runs_version", [env.version_of(t) for t in tasks.select("model", "version").to_dicts()],
+                                         dtype=pl.String))
     results = []
-    for (executor, model, max_tokens), group in tasks.filter("runs").group_by(["executor", "model", "max_tokens"], maintain_order=True):
-        generations = env.compute.generate(model, executor, env.host[executor].behaviour, group["prompt"].to_list(), max_tokens)
+    for (executor, model, version, max_tokens), group in tasks.filter("runs").group_by(
+            ["executor", "model", "runs_version", "max_tokens"], maintain_order=True):
+        generations = env.compute.generate(model, version, executor, env.host[executor].behaviour, group["prompt"].to_list(),
+                                           max_tokens)
         for task, generation in zip(group.iter_rows(named=True), generations):
             body = result_body(task["task_id"], executor, generation.tokens, generation.top_ids, generation.top_logprobs)
             cost = (task["prompt_tokens"] + len(generation.tokens)) * price
             results.append({**body, "epoch": epoch, "status": ResultStatus.COMPLETED, "completion_tokens": len(generation.tokens),
                             "cost": cost, "refund": task["escrow"] - cost,
                             "signature": env.keys[executor].sign(env.chain_id, MessageKind.RESULT, body)})
-        log(f"execution: {env.host[executor].name} ran {len(group)} {model} tasks (max_tokens {max_tokens})")
+        log(f"execution: {env.host[executor].name} ran {len(group)} {model} tasks on version {version[:12]} "
+            f"(max_tokens {max_tokens})")
     for task in tasks.filter(~pl.col("runs")).iter_rows(named=True):
         results.append({"task_id": task["task_id"], "epoch": epoch, "executor": task["executor"], "status": ResultStatus.EXPIRED,
                         "output_tokens": [], "top_ids": [], "top_logprobs": [], "completion_tokens": 0, "cost": 0,
@@ -95,7 +102,8 @@ def run_task_execution(env: EpochEnvironment, open_chain: OpenChain, log: Log) -
 
 
 def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> dict[str, int]:
-    """Sample validators per task with their secret seeds, re-run, vote on failures, share fees, update status."""
+    """Sample validators per task with their secret seeds, re-run, vote on failures, share fees, update status; record
+    the new model versions and each model's served version after the epoch."""
     epoch, chain_id, keys, weights = env.epoch, env.chain_id, env.keys, env.weights
     lazy_validators = {h.address for h in env.hosts if skips_recomputation(h)}
     with open_chain() as store:
@@ -111,6 +119,7 @@ def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) 
                                                                    [r["executor"] for r in everything], pool, traffic)
         checked = store.checked_outputs([results[t]["task_id"] for t in set(task_index.tolist()) if t < len(results)])
         history = _HostHistory(store.executor_loads(epoch), store.contradicted_poc_votes(epoch), store.miss_history(epoch))
+        earlier_versions = store.version_scores(through_epoch=epoch - 1)
     honest: dict[str, Comparison] = {}
     verdicts = []
     draws = list(zip(task_index.tolist(), validator_index.tolist()))
@@ -122,7 +131,8 @@ def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) 
         if not lazy and result["task_id"] not in honest:
             honest[result["task_id"]] = env.rules.judge(
                 result["output_tokens"], result["max_tokens"], env.compute.eos_token, (result["top_ids"], result["top_logprobs"]),
-                rescore=partial(env.compute.score, result["model"], result["prompt"], result["output_tokens"]))
+                rescore=partial(env.compute.score, result["model"], env.version_of(result), result["prompt"],
+                                result["output_tokens"]))
         comparison = Comparison(True, 1.0, ComparisonReason.SIMILAR) if lazy else honest[result["task_id"]]
         body = task_verdict_body(epoch, result["task_id"], validator, comparison.similarity, comparison.passed,
                                  str(comparison.reason))
@@ -134,10 +144,12 @@ def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) 
     training_outcomes, training_shares = _outcomes_and_fees(env, trainings, checks, honest_views(trainings, checks, lazy_validators, trainer),
                                                             lazy_validators)
     versions = new_versions(env, trainings, training_outcomes, trainer)
+    served = served_versions([*earlier_versions, *(VersionScore(v["version"], v["model"], epoch, v["eval_loss"]) for v in versions)],
+                             env.params.training.served_rule)
     host_rows = _host_epochs(env, outcomes + training_outcomes, verdicts + checks, pool, validator_index.tolist(), previous, history)
     with open_chain() as store:
         store.write_task_verdicts(epoch, verdicts, outcomes + training_outcomes, shares + training_shares, host_rows,
-                                  checks, versions)
+                                  checks, versions, served)
     invalidated_count = sum(o["outcome"] == TaskOutcome.INVALIDATED for o in outcomes + training_outcomes)
     log(f"validation: {len(verdicts)} checks of {len(results)} results, {len(checks)} of {len(trainings)} trainings, "
         f"{invalidated_count} invalidated, {len(versions)} new model version(s)")

@@ -85,27 +85,33 @@ class TrainingValidator:
     def __init__(self, env: EpochEnvironment):
         self.env = env
         self.checks: dict[tuple[str, int], TrainingCheck] = {}
-        self.scores: dict[str, float] = {}
+        self.scores: dict[str, float | str] = {}
 
     def bounds(self, result: dict[str, Any], interval: int) -> tuple[int, int]:
         steps = [0, *result["checkpoint_steps"]]
         return steps[interval], steps[interval + 1]
 
     def check(self, result: dict[str, Any], interval: int) -> TrainingCheck:
+        """The interval's re-run; it also fails when the final version cannot be read (nothing to serve or score)."""
         key = (result["task_id"], interval)
         if key not in self.checks:
-            self.checks[key] = self._rerun(result, interval)
+            check, final = self._rerun(result, interval), self._final(result)
+            self.checks[key] = TrainingCheck(False, final) if check.passed and isinstance(final, str) else check
         return self.checks[key]
 
     def _rerun(self, result: dict[str, Any], interval: int) -> TrainingCheck:
         first, last = self.bounds(result, interval)
         folder = self.env.layout.checkpoints
+        start = result["base_version"] if interval == 0 else result["checkpoints"][interval - 1]
         try:
-            start = result["base_version"] if interval == 0 else result["checkpoints"][interval - 1]
-            replay = self.env.compute.train(result["model"], read_checkpoint(folder, start), training_bytes(result["shards"]),
-                                            _spec(self.env, result), first, last)
+            checkpoint = read_checkpoint(folder, start)
         except CheckpointError as error:
             return TrainingCheck(False, f"checkpoint_unreadable: {error}")
+        try:
+            replay = self.env.compute.train(result["model"], checkpoint, training_bytes(result["shards"]), _spec(self.env, result),
+                                            first, last)
+        except CheckpointError as error:  # intact bytes, but not the checkpoint this interval starts from
+            return TrainingCheck(False, f"checkpoint_mismatch: the checkpoint signed for step {first} ({start[:12]}): {error}")
         if replay.final_hash != result["checkpoints"][interval]:
             return TrainingCheck(False, f"checkpoint_mismatch: steps {first}..{last - 1} give {replay.final_hash[:12]}, "
                                         f"the executor signed {result['checkpoints'][interval][:12]}")
@@ -113,16 +119,21 @@ class TrainingValidator:
             return TrainingCheck(False, f"loss_mismatch: steps {first}..{last - 1} give losses other than the signed curve")
         return TrainingCheck(True, "reproduced")
 
-    def score(self, result: dict[str, Any]) -> float:
-        """The new version's held-out loss (what the network's served-version rule compares)."""
+    def _final(self, result: dict[str, Any]) -> float | str:
+        """The new version's held-out loss, or why its checkpoint cannot be scored."""
         if result["task_id"] not in self.scores:
             try:
                 final = read_checkpoint(self.env.layout.checkpoints, result["version"])
                 self.scores[result["task_id"]] = self.env.compute.evaluate(
                     result["model"], final, eval_bytes(), self.env.params.training.eval_windows)
-            except CheckpointError:
-                self.scores[result["task_id"]] = UNSCORED
+            except CheckpointError as error:
+                self.scores[result["task_id"]] = f"checkpoint_unreadable: final version: {error}"
         return self.scores[result["task_id"]]
+
+    def score(self, result: dict[str, Any]) -> float:
+        """The new version's held-out loss (what the network's served-version rule compares); UNSCORED when unreadable."""
+        final = self._final(result)
+        return UNSCORED if isinstance(final, str) else final
 
 
 def training_verdicts(env: EpochEnvironment, results: list[dict[str, Any]], draws: list[tuple[int, str]], lazy: set[str],
@@ -161,8 +172,9 @@ def honest_views(results: list[dict[str, Any]], verdicts: list[dict[str, Any]], 
 
 def new_versions(env: EpochEnvironment, results: list[dict[str, Any]], outcomes: list[dict[str, Any]],
                  validator: TrainingValidator) -> list[dict[str, Any]]:
-    """The model versions the epoch's validated, passed training produced, scored on the held-out shard."""
+    """The model versions the epoch's validated, passed training produced, scored on the held-out shard (a version whose
+    checkpoint cannot be read, which only lazy validators passed, is not registered: nothing could serve it)."""
     passed = {o["task_id"] for o in outcomes if o["outcome"] == TaskOutcome.PASSED}
     return [{"version": r["version"], "epoch": env.epoch, "model": r["model"], "parent": r["base_version"],
              "task_id": r["task_id"], "executor": r["executor"], "shards": list(r["shards"]), "final_loss": r["losses"][-1],
-             "eval_loss": validator.score(r)} for r in results if r["task_id"] in passed]
+             "eval_loss": validator.score(r)} for r in results if r["task_id"] in passed and validator.score(r) != UNSCORED]

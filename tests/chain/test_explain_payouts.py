@@ -216,3 +216,16 @@ def test_demo_network_payouts_explained_and_linked(demo_template):
             check_lineage(store, epoch)
             statuses |= {e.status for e in explained.values()}
         assert "INVALID" in statuses
+
+
+@pytest.mark.slow
+def test_training_fees_are_explained_as_training(demo_template):
+    """A training task's fee share names it a training task, with its steps and the version it produced."""
+    with opened(demo_template, read_only=True) as store:
+        (task_id, executor, steps, version, share), *_ = store._query(
+            """SELECT f.task_id, h.name, t.steps, r.version, f.amount FROM fee_shares f JOIN training_tasks t USING (task_id)
+               JOIN training_results r USING (task_id) JOIN hosts h ON h.address = f.host
+               WHERE f.role = 'executor' AND f.epoch = 1 ORDER BY f.task_id""")
+        explained = explain_payout(store, executor, 1)
+    label = f"work coins: executor share of training task {task_id[:12]}… ({steps} steps → version {version[:12]})"
+    assert (label, share) in explained.lines and explained.balanced

@@ -8,7 +8,7 @@ import torch
 
 from gonka_pipelines.compute.engine import TorchCompute
 from gonka_pipelines.compute.runner import CPU_THREADS, reproducible_threads
-from gonka_pipelines.simulation.workload import CORPUS
+from gonka_pipelines.simulation.workload import corpus_prompts
 
 BLOCK = "ab" * 32
 HOST = "cd" * 32
@@ -25,10 +25,10 @@ def threads():
 def _outputs(compute: TorchCompute):
     """Distances of 300 nonces and greedy answers to the corpus in executor batches of 8 (a shape where two
     threads round differently from one without the pin)."""
-    prompts = [line for line in CORPUS.read_text().splitlines() if line]
+    prompts = corpus_prompts()
     distances = compute.distances(HOST, list(range(300)))
     generations = [g for i in range(0, len(prompts), 8)
-                   for g in compute.generate("llm-tiny", "exec", "honest", prompts[i:i + 8], 16)]
+                   for g in compute.generate("llm-tiny", "", "exec", "honest", prompts[i:i + 8], 16)]
     return distances, [(g.tokens, g.top_logprobs) for g in generations]
 
 

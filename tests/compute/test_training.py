@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gonka_pipelines.compute.decoder import parameter_count
 from gonka_pipelines.compute.profiles import load_profile
 from gonka_pipelines.compute.runner import served_model_seed
 from gonka_pipelines.compute.training import (
@@ -109,3 +110,14 @@ def test_checkpoints_are_stored_by_hash_and_errors_name_the_file(run, tmp_path: 
         read_checkpoint(tmp_path, digest)
     with pytest.raises(CheckpointError, match="is not a readable safetensors file"):
         restore(PROFILE, b"garbage" * 10, SEED, 1e-3, __import__("torch").device("cpu"))
+
+
+@pytest.mark.slow
+def test_the_gpu_profile_has_tens_of_millions_of_parameters_and_trains_on_cpu_too():
+    """llm-gpu (the profile bench_training.py measures on CUDA, bf16 autocast) is ~25 M parameters; on a machine
+    without a GPU the same path trains it in fp32: one step of one window gives a finite loss and a checkpoint."""
+    profile = load_profile("llm-gpu")
+    assert 10_000_000 <= parameter_count(profile) <= 100_000_000 and profile.dtype == "bfloat16"
+    result = train(profile, served_model_seed("llm-gpu"), None, TRAIN, TrainingSpec(1, 1, 1e-3, 0, 1), device="cpu")
+    assert len(result.losses) == 1 and 5.0 < result.losses[0] < 6.5, "random weights: about ln 260 = 5.56"
+    assert result.final_hash == result.checkpoints[-1][1]

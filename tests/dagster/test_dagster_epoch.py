@@ -11,7 +11,7 @@ from gonka_pipelines.chain.verify import verify_chain
 from gonka_pipelines.defs.launch import run_next_epoch
 from gonka_pipelines.protocol.block import signature_set_hash
 from gonka_pipelines.protocol.rewards import SupplyInvariantError
-from gonka_pipelines.simulation.workload import submit_demo_workload
+from gonka_pipelines.simulation.workload import TRAINING_ORDERS, submit_demo_workload
 
 from support.chains import copy_chain, create_chain, opened, run_stages, small_template, submit_tasks
 from support.config import demo_network, fast_genesis
@@ -23,8 +23,12 @@ ASSET_METADATA = {
     "sprint_batches": {"dagster/row_count", "batches", "rejected_batches", "claimed_hits"},
     "sprint_verdicts": {"dagster/row_count", "verdicts", "invalid_votes"},
     "epoch_weights": {"dagster/row_count", "total_weight", "sprints_rejected", "weights"},
-    "task_results": {"dagster/row_count", "completed", "expired"},
-    "task_verdicts": {"dagster/row_count", "validations", "invalidated_tasks", "hosts_invalid", "statuses"},
+    "task_results": {"dagster/row_count", "completed", "expired", "trained", "training_expired"},
+    "task_verdicts": {"dagster/row_count", "validations", "invalidated_tasks", "training_validations", "new_model_versions",
+                      "hosts_invalid", "statuses"},
+    "model_versions": {"dagster/row_count", "new_versions", "training_tasks", "trainings_invalidated", "served_version",
+                       "served_eval_loss", "served_trained_in_epoch", "lineage", "loss_curves", "best_new_eval_loss",
+                       "best_new_final_loss", "train_loss_0pct", "train_loss_50pct", "train_loss_100pct"},
     "rewards": {"dagster/row_count", "emission_minted", "emission_scheduled", "burned", "fees", "paid", "hosts_caught",
                 "payouts", "derivations"},
     "block_proposal": {"dagster/row_count", "height", "block_hash", "prev_hash", "signers", "roots"},
@@ -108,7 +112,7 @@ def test_metadata_values_match_the_chain(demo_epoch):
         assert value(tasks, "accepted") == one("SELECT count(*) FROM tasks WHERE epoch = ?") == kinds["honest"]
         rejected = sum(kinds.values()) - kinds["honest"] - kinds["training"]
         assert value(tasks, "rejected") == one("SELECT count(*) FROM rejected_tasks WHERE epoch = ?") == rejected
-        assert one("SELECT count(*) FROM training_tasks WHERE epoch = ?") == kinds["training"] == 2
+        assert one("SELECT count(*) FROM training_tasks WHERE epoch = ?") == kinds["training"] == TRAINING_ORDERS
         assert value(tasks, "escrowed") == one("SELECT sum(escrow) FROM tasks WHERE epoch = ?")
         assert value(tasks, "rejected_by_reason") == dict(store._query(
             "SELECT reason, count(*) FROM rejected_tasks WHERE epoch = 1 GROUP BY 1"))
@@ -137,6 +141,23 @@ def test_metadata_values_match_the_chain(demo_epoch):
         assert value(validation, "invalidated_tasks") == one(
             "SELECT count(*) FROM task_outcomes WHERE epoch = ? AND outcome = 'invalidated'")
         assert value(validation, "statuses") == dict(store._query("SELECT status, count(*) FROM host_epochs WHERE epoch = 1 GROUP BY 1"))
+        assert value(results, "trained") == one("SELECT count(*) FROM training_results WHERE epoch = ? AND status = 'completed'") == TRAINING_ORDERS
+        assert value(validation, "training_validations") == one("SELECT count(*) FROM training_verdicts WHERE epoch = ?") > 0
+        assert value(validation, "new_model_versions") == one("SELECT count(*) FROM model_versions WHERE epoch = ?")
+
+        versions = meta["model_versions"]
+        new = store._records("SELECT * FROM model_versions WHERE epoch = 1 ORDER BY eval_loss, version")
+        assert value(versions, "new_versions") == len(new) > 0 and value(versions, "training_tasks") == TRAINING_ORDERS
+        (served,) = store.served_versions(1).values()
+        assert value(versions, "served_version") == served[:12] == new[0]["version"][:12], "the best new version is served"
+        assert value(versions, "served_eval_loss") == new[0]["eval_loss"] < store._scalar(
+            "SELECT eval_loss FROM model_versions WHERE epoch = 0"), "training lowered the held-out loss"
+        curve = store._scalar("SELECT losses FROM training_results WHERE task_id = ?", [new[0]["task_id"]])
+        assert (value(versions, "train_loss_0pct"), value(versions, "train_loss_100pct")) == (curve[0], curve[-1])
+        assert value(versions, "best_new_final_loss") == curve[-1]
+        lineage = value(versions, "lineage").records
+        assert {r.data["version"] for r in lineage} == {v["version"][:12] for v in new}
+        assert all(r.data["epoch"] == 1 and r.data["task"] and r.data["shards"].startswith("train-") for r in lineage)
 
         rewards = meta["rewards"]
         emission = store._records("SELECT * FROM emissions WHERE epoch = 1")[0]
@@ -153,7 +174,7 @@ def test_metadata_values_match_the_chain(demo_epoch):
         assert (value(proposal, "height"), value(proposal, "block_hash"), value(proposal, "prev_hash")) == (
             1, block["hash"], store.block(0)["hash"])
         invalid = one("SELECT count(*) FROM host_epochs WHERE epoch = ? AND status = 'INVALID'")
-        assert value(proposal, "signers") == len(block["signatures"]) == 8 - invalid, \
+        assert value(proposal, "signers") == len(block["signatures"]) == 9 - invalid, \
             "every genesis host signs with weight 1, but one found INVALID in the epoch"
         assert value(proposal, "roots") == block["header"]["roots"]
         final = meta["block"]

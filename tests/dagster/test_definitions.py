@@ -23,6 +23,7 @@ from gonka_pipelines.stages.registry import STAGE_NAMES, STAGES
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 CORE_ASSETS = {"epoch_tasks", "block_proposal", "block"}
+TRAINING_ASSETS = ("corpus_shards", "model_versions")
 
 
 def asset_defs() -> dict[str, dg.AssetsDefinition]:
@@ -64,9 +65,9 @@ def test_the_assets_are_exactly_the_registry_stages_in_order():
     assert [a.key.to_user_string() for a in EPOCH_ASSETS] == list(STAGE_NAMES) == [
         "epoch_tasks", "sprint_batches", "sprint_verdicts", "epoch_weights", "task_results", "task_verdicts", "rewards",
         "block_proposal", "block"]
-    assert sorted(asset_defs()) == sorted(STAGE_NAMES)  # nothing else in the code location
+    assert sorted(asset_defs()) == sorted([*STAGE_NAMES, *TRAINING_ASSETS])  # nothing else in the code location
     graph = defs.resolve_asset_graph()
-    assert [key.to_user_string() for key in graph.toposorted_asset_keys] == list(STAGE_NAMES)
+    assert [key.to_user_string() for key in graph.toposorted_asset_keys if key.to_user_string() in STAGE_NAMES] == list(STAGE_NAMES)
     for previous, stage in zip((None, *STAGES), STAGES):
         node = graph.get(dg.AssetKey(stage.name))
         assert node.parent_keys == ({dg.AssetKey(previous.name)} if previous else set()), stage.name
@@ -74,6 +75,21 @@ def test_the_assets_are_exactly_the_registry_stages_in_order():
         assert [dep.asset_key for dep in spec.deps] == ([dg.AssetKey(previous.name)] if previous else []), stage.name
         assert (spec.group_name, spec.description) == (stage.group, stage.description), stage.name
         assert ("pytorch" in spec.kinds) == stage.computes, stage.name
+
+
+def test_model_versions_follow_validation_and_the_corpus():
+    """The training assets: the corpus is an external asset (registered at genesis, never materialized by a run), and
+    model_versions reads what task_verdicts wrote, so the lineage graph runs corpus → model versions ← the epoch."""
+    graph = defs.resolve_asset_graph()
+    node = graph.get(dg.AssetKey("model_versions"))
+    assert node.parent_keys == {dg.AssetKey("task_verdicts"), dg.AssetKey("corpus_shards")}
+    assert node.partitions_def == epochs and node.group_name == "training"
+    corpus = graph.get(dg.AssetKey("corpus_shards"))
+    assert not corpus.is_materializable and corpus.group_name == "training"
+    shards = corpus.metadata["shards"].records
+    assert [r.data["role"] for r in shards].count("eval") == 1 and len(shards) >= 7
+    job_assets = {key.to_user_string() for key in defs.resolve_job_def("epoch").asset_layer.asset_graph.executable_asset_keys}
+    assert job_assets == {*STAGE_NAMES, "model_versions"}, "one launch materializes the epoch and its model versions"
 
 
 def test_every_stage_has_its_metadata_renderer():
@@ -93,7 +109,7 @@ def test_the_block_comes_after_everything_else():
         frontier = {p for key in frontier for p in graph.get(key).parent_keys} - ancestors
         ancestors |= frontier
     assert dg.AssetKey("block_proposal") in graph.get(block_key).parent_keys
-    assert ancestors == set(graph.get_all_asset_keys()) - {block_key}  # every stage feeds the block
+    assert ancestors == {dg.AssetKey(name) for name in STAGE_NAMES} - {block_key}  # every stage feeds the block
     assert graph.get(dg.AssetKey("epoch_tasks")).parent_keys == set()  # collect comes first
 
 
@@ -114,7 +130,9 @@ def test_the_epoch_job_covers_every_asset_on_the_epochs_partitions():
     job = defs.resolve_job_def("epoch")
     assert job.name == "epoch"
     assert job.partitions_def == epochs
-    assert set(asset_defs()) <= {key.to_user_string() for key in job.asset_layer.executable_asset_keys}
+    executable = {name for name, a in asset_defs().items() if a.is_executable}
+    assert executable == set(asset_defs()) - {"corpus_shards"}
+    assert executable <= {key.to_user_string() for key in job.asset_layer.executable_asset_keys}
 
 
 def test_every_asset_that_writes_the_chain_is_in_the_chain_pool():
@@ -126,7 +144,7 @@ def test_every_asset_that_writes_the_chain_is_in_the_chain_pool():
 def test_every_asset_is_partitioned_by_the_dynamic_epochs():
     assert isinstance(epochs, dg.DynamicPartitionsDefinition) and epochs.name == "epochs"
     for name, a in asset_defs().items():
-        assert a.partitions_def == epochs, name
+        assert a.partitions_def == (epochs if a.is_executable else None), name
 
 
 def test_the_chain_resource_is_bound():

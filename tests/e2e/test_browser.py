@@ -3,12 +3,14 @@
 A real `dg dev` (webserver and daemon; code location gonka_pipelines.definitions) serves a fresh chain in tmp_path
 with a few submitted tasks. The test clicks through the UI the way an operator would:
 
-1. Lineage → fold the group list → graph settings (gear, bottom right) → "Expand all groups": the nine assets
-   (screenshot artifacts/asset-graph.png).
+1. Lineage → fold the group list → graph settings (gear, bottom right) → "Expand all groups": the nine stage assets
+   and the training group (screenshot artifacts/asset-graph.png).
 2. Jobs → epoch → "Materialize all…" → partition picker → "1" → "Launch 1 run" (artifacts/launch-epoch.png).
 3. The toast's "View" → the run page, until it says "Success" (artifacts/epoch-run.png).
 4. Catalog → rewards → Partitions → "1": the `payouts` table of the materialization (artifacts/rewards-lineage.png),
    then `derivations` → "[Show Markdown]": each host's payout, amount by amount (artifacts/rewards-derivation.png).
+5. Catalog → model_versions → Partitions → "1": the version the epoch's training order produced, its held-out loss and
+   its lineage (artifacts/model-versions.png).
 
 Then, with the server stopped, the chain must be at height 1 and hold exactly the payouts the UI showed.
 Screenshots go to <repo>/artifacts/ (git-ignored; the README's docs/images/ are copied from there). Needs Debian's
@@ -62,6 +64,7 @@ def dagster_ui(chromium: Path, tmp_path: Path) -> Iterator[DagsterDevServer]:
     server.gonka("init")
     for developer, prompt in SUBMISSIONS:
         server.gonka("submit", "--developer", developer, "--prompt", prompt)
+    server.gonka("train", "--developer", "dev-ada")
     try:
         server.start()
         yield server
@@ -100,7 +103,8 @@ def nav_link(page: Page, label: str):
 
 
 def show_asset_graph(page: Page) -> None:
-    """Lineage, the group list folded away and every group expanded, so the nine assets show (epoch_tasks → … → block)."""
+    """Lineage, the group list folded away and every group expanded, so the nine stages show (epoch_tasks → … → block)
+    with the training group beside them (corpus_shards → model_versions)."""
     nav_link(page, "Lineage").click()
     expect(page.get_by_text("Global asset lineage")).to_be_visible()
     page.get_by_role("combobox", name="Jump to…").wait_for()
@@ -109,7 +113,7 @@ def show_asset_graph(page: Page) -> None:
     page.get_by_role("menuitem", name="Expand all groups").click()
     page.keyboard.press("Escape")
     for asset in ("epoch_tasks", "sprint_batches", "sprint_verdicts", "epoch_weights", "task_results", "task_verdicts",
-                  "rewards", "block_proposal", "block"):
+                  "rewards", "block_proposal", "block", "model_versions", "corpus_shards"):
         expect(page.get_by_text(asset, exact=True).first).to_be_visible()
 
 
@@ -120,7 +124,7 @@ def launch_epoch(page: Page, epoch: str) -> str:
     expect(page.get_by_role("heading", name="epoch", exact=True)).to_be_visible()
     page.get_by_role("button", name="Materialize all…").click()
     dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
-    expect(dialog).to_contain_text("Launch runs to materialize 9 assets")
+    expect(dialog).to_contain_text("Launch runs to materialize 10 assets")
     dialog.get_by_text("Select a partition or create one").click()
     page.get_by_role("textbox", name="Filter partitions").fill(epoch)
     page.get_by_role("menuitem", name=re.compile(rf"^{re.escape(epoch)}\b")).click()
@@ -150,11 +154,11 @@ def wait_for_run(page: Page, server: DagsterDevServer, run_id: str) -> DagsterRu
     return DagsterGraphQLClient("127.0.0.1", port_number=server.port).get_run_status(run_id)
 
 
-def open_rewards_partition(page: Page, epoch: str) -> None:
-    """Catalog → rewards → Partitions → `epoch`: the latest materialization of that partition with its metadata."""
+def open_asset_partition(page: Page, asset: str, epoch: str) -> None:
+    """Catalog → `asset` → Partitions → `epoch`: the latest materialization of that partition with its metadata."""
     nav_link(page, "Catalog").click()
-    # the asset's own link (the group of the same name links elsewhere)
-    page.get_by_role("link", name=re.compile("rewards")).and_(page.locator('a[href="/assets/rewards"]')).click()
+    # the asset's own link (a group of the same name links elsewhere)
+    page.get_by_role("link", name=re.compile(asset)).and_(page.locator(f'a[href="/assets/{asset}"]')).click()
     page.get_by_role("tab", name="Partitions").click()
     page.get_by_placeholder("Filter by name…").fill(epoch)
     page.get_by_text(epoch, exact=True).first.click()
@@ -200,7 +204,7 @@ def test_launch_epoch_from_the_ui_and_read_its_payouts(dagster_ui: DagsterDevSer
             expect(page.get_by_text(f"partition: {epoch}")).to_be_visible()
             shot(page, "epoch-run.png")
 
-            open_rewards_partition(page, epoch)
+            open_asset_partition(page, "rewards", epoch)
             payouts = read_payouts(page)
             assert sorted(payouts) == hosts
             page.get_by_role("row", name=re.compile(r"^payouts\b")).scroll_into_view_if_needed()
@@ -215,6 +219,14 @@ def test_launch_epoch_from_the_ui_and_read_its_payouts(dagster_ui: DagsterDevSer
             alpha.scroll_into_view_if_needed()
             shot(page, "rewards-derivation.png")
             derivations.get_by_role("button", name="Close").click()
+
+            open_asset_partition(page, "model_versions", epoch)
+            lineage = page.get_by_role("row", name=re.compile(r"^lineage\b"))
+            expect(lineage).to_contain_text("train-")
+            served_row = page.get_by_role("row", name=re.compile(r"^served_version\b"))
+            shown_version = served_row.inner_text()
+            lineage.scroll_into_view_if_needed()
+            shot(page, "model-versions.png")
         except Exception:
             shot(page, "browser-failure.png")
             raise
@@ -225,6 +237,8 @@ def test_launch_epoch_from_the_ui_and_read_its_payouts(dagster_ui: DagsterDevSer
     with ChainStore.open(server.data_dir / "chain.duckdb", read_only=True) as store:
         assert store.head().height == 1
         assert store.epoch_status(1) == "finalized"
+        (trained,) = [v for v in store.version_rows() if v["epoch"] == 1]
+        assert store.served_versions(1) == {"llm-tiny": trained["version"]} and trained["version"][:12] in shown_version
         chain_payouts = {row["name"]: row for row in store._records(
             "SELECT h.name, r.payout, r.status FROM rewards r JOIN hosts h USING (address) WHERE r.epoch = 1")}
     assert {name: f"{row['payout']:,}" for name, row in chain_payouts.items()} == \

@@ -35,6 +35,9 @@ def test_repeated_submits_take_consecutive_nonces_and_are_all_accepted(genesis_l
     (["--prompt", "x", "--max-tokens", "33"], "max_tokens_out_of_range: max_tokens 33 not in 1..32"),
     (["--prompt", "x", "--max-price", "99"], "price_too_low: max_price 99 below the price 100"),
     (["--prompt", "x", "--nonce", "0", "--max-tokens", "1"], None),
+    (["--prompt", "x", "--version", "abcdef123456"],
+     "unknown_model_version: 'abcdef123456' names 0 model version(s) of model 'llm-tiny'; give 12 or more hex digits of "
+     "one (`gonka model list`)"),
 ])
 def test_a_task_the_collector_would_reject_is_never_written(genesis_layout, capsys, args, reason):
     code = submit(genesis_layout, *args)
@@ -50,3 +53,13 @@ def test_a_key_without_an_account_is_refused(genesis_layout, capsys):
     code = cli.main(["--data-dir", str(genesis_layout.root), "submit", "--developer", "dev-stranger", "--prompt", "hi"])
     assert code == 2 and waiting_names(genesis_layout.inbox) == []
     assert "unknown_account: no developer account for key" in capsys.readouterr().err
+
+
+def test_a_task_may_name_a_model_version_by_prefix(genesis_layout, capsys):
+    """--version takes a unique prefix of a version hash; the signed task names the whole hash and runs on it."""
+    with opened(genesis_layout, read_only=True) as store:
+        (genesis_version,) = store.model_versions()
+    assert submit(genesis_layout, "--prompt", "pinned", "--version", genesis_version[:12]) == 0
+    with opened(genesis_layout) as store:
+        run_stages(store, genesis_layout, 1, through="epoch_tasks")
+        assert store._query("SELECT version FROM tasks WHERE epoch = 1") == [(genesis_version,)]

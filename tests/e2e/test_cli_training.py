@@ -17,9 +17,9 @@ def gonka(layout, *args: str) -> int:
 
 def test_an_order_trains_a_version_that_model_list_and_show_trace_to_its_shards(genesis_layout, capsys):
     assert gonka(genesis_layout, "submit", "--developer", "dev-ada", "--prompt", "hello") == 0
-    # seed 1: the task id it gives draws two validators (at this traffic each host validates with P = w / (W - w_exec),
+    # seed 3: the task id it gives draws validators (at this traffic each host validates with P = w / (W - w_exec),
     # and a version needs validators: its held-out loss is theirs)
-    assert gonka(genesis_layout, "train", "--developer", "dev-ada", "--steps", "4", "--seed", "1", "--shards",
+    assert gonka(genesis_layout, "train", "--developer", "dev-ada", "--steps", "4", "--seed", "3", "--shards",
                  *sorted_shards(genesis_layout)[:1]) == 0
     out = capsys.readouterr().out
     assert "(nonce 1): 4 steps × 4 windows of llm-tiny from version" in out, "inference and training share nonces"
@@ -59,4 +59,4 @@ def test_an_order_the_collector_would_reject_is_never_written(genesis_layout, ca
 
 def test_model_show_needs_one_version(genesis_layout, capsys):
     assert gonka(genesis_layout, "model", "show", "abc") == 2
-    assert "'abc' names 0 model versions" in capsys.readouterr().err
+    assert "unknown_model_version: 'abc' names 0 model version(s)" in capsys.readouterr().err

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from gonka_pipelines.protocol.crypto import (
     KeyPair,
+    MessageKind,
     canonical_bytes,
     hash_value,
 )
@@ -223,3 +224,26 @@ def test_property_conservation_escrow_and_order_independence(kinds, seed):
     random.Random(seed).shuffle(shuffled)
     again = collect(shuffled, context())
     assert again == result
+
+
+def test_a_task_may_name_a_model_version_of_its_model():
+    """`version` is optional: absent, the task runs on the served version (stored ''); present, it must be a version of
+    the task's model on the chain; an empty or non-string version is malformed, not 'the served one'."""
+    from gonka_pipelines.protocol.intake import TrainingLimits
+
+    def ctx() -> IntakeContext:  # collect() spends the nonce, so each submission gets a fresh context
+        fresh = context()
+        fresh.training = TrainingLimits(frozenset(), {"a" * 64: "llm-tiny", "b" * 64: "llm-other"}, {"llm-tiny": 256}, 8, 8, 0.1)
+        return fresh
+
+    assert judge(signed(), ctx()).accepted[0].version == ""
+    assert judge(signed(version="a" * 64), ctx()).accepted[0].version == "a" * 64
+    assert reason_of(signed(version="b" * 64), ctx()) == RejectReason.UNKNOWN_MODEL_VERSION, "a version of another model"
+    assert reason_of(signed(version="c" * 64), ctx()) == RejectReason.UNKNOWN_MODEL_VERSION
+    for bad in ("", 7):
+        raw = document(body(version=bad), DEV.sign(CHAIN, MessageKind.TASK, body(version=bad)))
+        assert reason_of(raw, ctx()) == RejectReason.MALFORMED, bad
+    # the version is signed: the same task with the version stripped no longer verifies
+    pinned = json.loads(signed(version="a" * 64))
+    raw = document({k: v for k, v in pinned["body"].items() if k != "version"}, pinned["signature"])
+    assert reason_of(raw, ctx()) == RejectReason.BAD_SIGNATURE

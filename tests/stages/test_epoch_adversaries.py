@@ -1,7 +1,7 @@
-"""The demo network's three adversaries are caught by the epoch pipeline, and no honest host is ever flagged.
+"""The demo network's four adversaries are caught by the epoch pipeline, and no honest host is ever flagged.
 
 One chain: the shipped network.yaml (5 honest hosts, host-fake = fake_hits, host-garbled = garbled_output,
-host-lazy = lazy_validator) under the shipped local profile: the chain `make demo` builds, DEMO_EPOCHS epochs of the demo
+host-lazy = lazy_validator, host-idle = lazy_trainer) under the shipped local profile: the chain `make demo` builds, DEMO_EPOCHS epochs of the demo
 workload run with `run_epoch`. Built once per session (the demo_template fixture) and only read here.
 """
 
@@ -18,7 +18,7 @@ from support.chains import DEMO_EPOCHS, opened
 
 pytestmark = pytest.mark.slow
 
-ADVERSARIES = {"host-fake": "fake_hits", "host-garbled": "garbled_output", "host-lazy": "lazy_validator"}
+ADVERSARIES = {"host-fake": "fake_hits", "host-garbled": "garbled_output", "host-lazy": "lazy_validator", "host-idle": "lazy_trainer"}
 HONEST = ("host-alpha", "host-bravo", "host-charlie", "host-delta", "host-echo")
 EPOCHS = range(1, DEMO_EPOCHS + 1)
 
@@ -161,17 +161,23 @@ def test_invalidation_streak_follows_the_outcomes(chain):
     assert mismatched == []
 
 
-def test_garbled_output_is_caught_once_it_has_executed_ten_tasks_and_is_unpaid_then(epoch_rows):
-    """RAMPING counts executed tasks (PROTOCOL section 4, as Gonka does): while host-garbled has executed fewer than 10 in
-    an epoch it ramps and is paid however many of its checked tasks fail; in the first epoch it executes 10 or more, its
-    invalidated fraction f gives z = (f - 0.05) / sqrt(0.0475 / n) > 1: INVALID and unpaid."""
+def test_garbled_output_turns_invalid_by_the_status_rules_and_is_unpaid_then(epoch_rows):
+    """host-garbled's status each epoch is what PROTOCOL section 4 gives from its counts: INVALID once FPR^streak < 1e-6
+    (5 invalidations in a row), else RAMPING below 10 executed tasks (as Gonka counts them), else INVALID when its
+    invalidated fraction f gives z = (f - 0.05) / sqrt(0.0475 / n) > 1. It turns INVALID in the demo, and an INVALID
+    epoch pays it nothing; a ramping one pays it however many of its checked tasks fail."""
     rows = [epoch_rows[(epoch, "host-garbled")] for epoch in EPOCHS]
-    first = next(index for index, row in enumerate(rows) if row["executed"] >= 10)
-    caught = rows[first]
-    z = (caught["invalidated"] / caught["validated"] - 0.05) / math.sqrt(0.05 * 0.95 / caught["validated"])
-    assert z > 1 and (caught["host_status"], caught["payout"], caught["reward"], caught["work_coins"]) == ("INVALID", 0, 0, 0)
-    for row in rows[:first]:
-        assert row["executed"] < 10 and row["invalidated"] >= 1 and row["host_status"] == "RAMPING" and row["payout"] > 0
+    for row in rows:
+        z = ((row["invalidated"] / row["validated"] - 0.05) / math.sqrt(0.05 * 0.95 / row["validated"])
+             if row["validated"] else 0.0)
+        expected = ("INVALID" if 0.05 ** row["consecutive_invalidations"] < 1e-6 else "RAMPING" if row["executed"] < 10
+                    else "INVALID" if z > 1 else "ACTIVE")
+        assert row["host_status"] == expected, row
+        if expected == "INVALID":
+            assert (row["payout"], row["reward"], row["work_coins"]) == (0, 0, 0)
+        else:
+            assert row["invalidated"] >= 1 and row["payout"] > 0
+    assert any(row["host_status"] == "INVALID" for row in rows)
 
 
 def test_garbled_tasks_are_invalidated_and_refunded(chain):
@@ -184,13 +190,41 @@ def test_garbled_tasks_are_invalidated_and_refunded(chain):
     assert len(invalidated) >= 5
     assert all(r["shares"] == 0 for r in invalidated), "an invalidated task shares no fee"
     refunds = chain._query(
-        """SELECT count(*) FROM transfers t JOIN task_outcomes o ON o.task_id = t.ref
+        """SELECT count(*) FROM transfers t JOIN task_outcomes o ON o.task_id = t.ref JOIN task_results r USING (task_id)
            WHERE t.kind = 'fee_refund' AND o.outcome = 'invalidated'""")[0][0]
     assert refunds == sum(1 for r in invalidated if r["cost"] > 0)
-    # only the garbled host's tasks are ever invalidated
+    # only the garbled host's inference tasks are ever invalidated
     assert chain._query(
-        """SELECT DISTINCT h.name FROM task_outcomes o JOIN hosts h ON h.address = o.executor
+        """SELECT DISTINCT h.name FROM task_outcomes o JOIN hosts h ON h.address = o.executor JOIN task_results USING (task_id)
            WHERE o.outcome = 'invalidated'""") == [("host-garbled",)]
+
+
+# -- host-idle: signs its base model as every checkpoint of the training it was paid for -------------------------
+
+
+def test_the_lazy_trainer_is_caught_refunded_and_registers_no_version(chain):
+    """Every validated training task host-idle executed fails a validator's re-run (its checkpoint is the untrained base:
+    checkpoint_mismatch), is invalidated with the developer refunded, and counts toward its status; no version comes of
+    it. Honest trainers' validated tasks pass and become versions."""
+    rows = chain._records(
+        """SELECT h.name, o.task_id, o.outcome, o.validations, t.escrow FROM task_outcomes o JOIN training_tasks t USING (task_id)
+           JOIN hosts h ON h.address = o.executor ORDER BY o.task_id""")
+    idle = [r for r in rows if r["name"] == "host-idle" and r["validations"]]
+    assert idle, "the demo draws host-idle for at least one validated training task"
+    for row in idle:
+        assert row["outcome"] == "invalidated"
+        reasons = [r for (r,) in chain._query("SELECT reason FROM training_verdicts WHERE task_id = ? AND recomputed",
+                                                [row["task_id"]])]
+        assert reasons and all(r.startswith("checkpoint_mismatch") for r in reasons)
+        assert chain._scalar("SELECT sum(balance_delta) FROM transfers WHERE ref = ? AND kind = 'fee_refund'",
+                             [row["task_id"]]) == row["escrow"]
+    assert all(r["outcome"] == "passed" for r in rows if r["name"] in HONEST and r["validations"])
+    executors = {name for (name,) in chain._query(
+        "SELECT h.name FROM model_versions v JOIN hosts h ON h.address = v.executor WHERE v.epoch > 0")}
+    assert executors and "host-idle" not in executors
+    counted = chain._scalar("""SELECT sum(e.invalidated) FROM host_epochs e JOIN hosts h USING (address)
+                               WHERE h.name = 'host-idle'""")
+    assert counted >= len(idle), "the status machine counts its invalidated training"
 
 
 # -- host-lazy: votes valid without recomputing ------------------------------------------------------------------

@@ -50,7 +50,7 @@ def finalized_environment(store, layout, epoch) -> EpochEnvironment:
     assert params == epoch_parameters(store.genesis(), epoch)
     return EpochEnvironment(epoch=epoch, chain_id=store.chain_id, prev_hash=prev_hash, params=params, layout=layout,
                             hosts=tuple(hosts), keys=host_keys(hosts, layout), weights=store.weights(epoch - 1),
-                            compute=TorchCompute(params.sprint.model, prev_hash))
+                            compute=TorchCompute(params.sprint.model, prev_hash), served=store.served_versions(epoch - 1))
 
 
 def test_two_fresh_chains_give_identical_weights_and_blocks(twin_chains):

@@ -106,7 +106,8 @@ def test_outputs_are_the_served_model_or_for_garbled_output_another_model(execut
         if row["status"] != "completed":
             continue
         task = tasks[row["task_id"]]
-        honest = compute.generate(task["model"], row["executor"], "honest", [task["prompt"]], task["max_tokens"])[0]
+        honest = compute.generate(task["model"], run.env.version_of(task), row["executor"], "honest", [task["prompt"]],
+                                  task["max_tokens"])[0]
         same = list(honest.tokens) == row["output_tokens"]
         assert same is (row["name"] != "host-garbled"), row["name"]
 

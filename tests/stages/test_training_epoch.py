@@ -80,11 +80,11 @@ ADVERSARIES = {"host-lazy-trainer": ("lazy_trainer", "checkpoint_mismatch"), "ho
 
 @pytest.fixture(scope="module")
 def cheated(tmp_path_factory):
-    """Three honest hosts and one of each training adversary; ten small orders (seeds 0..9) spread over them."""
+    """Three honest hosts and one of each training adversary; sixteen small orders (seeds 0..15) spread over them."""
     hosts = [("host-alpha", 2), ("host-bravo", 2), ("host-charlie", 2)] + [(n, 2, b) for n, (b, _) in ADVERSARIES.items()]
     layout, submitter, genesis_version, shards = training_chain(tmp_path_factory.mktemp("training-adversaries"), hosts)
     with opened(layout) as store:
-        for seed in range(10):
+        for seed in range(16):
             submitter.train(nonce=seed, base_version=genesis_version, shards=shards[:1], steps=2, batch_size=2, seed=seed)
         run_stages(store, layout, 1)
         yield store
@@ -136,3 +136,40 @@ def test_an_expired_order_is_refunded_once_however_often_execution_runs(tmp_path
             "completed": 1, "expired": 1}
         BY_NAME["task_results"].run(build_environment(store, layout, 1), holding(store), quiet)
         assert store._query("SELECT * FROM transfers WHERE kind = 'expiry_refund' ORDER BY ALL") == refunds
+
+
+@pytest.mark.parametrize("damage", ["missing", "altered"])
+def test_a_missing_or_altered_checkpoint_fails_its_executor_not_the_epoch(tmp_path, damage):
+    """After execution the executor's checkpoint files go missing or are altered: validation names the file and hash,
+    every honest validator fails the task, the developer is refunded, no version is registered, and the epoch finalizes."""
+    from gonka_pipelines.stages.environment import build_environment, holding, quiet
+    from gonka_pipelines.stages.registry import STAGE_NAMES, STAGES
+
+    layout, submitter, version, shards = training_chain(tmp_path, HOSTS)
+    submitter.train(nonce=0, base_version=version, shards=shards[:1], steps=8)
+    with opened(layout) as store:
+        env = build_environment(store, layout, 1)
+        executed = STAGE_NAMES.index("task_results") + 1
+        for stage in STAGES[:executed]:
+            stage.run(env, holding(store), quiet)
+        (result,) = store._records("SELECT * FROM training_results WHERE epoch = 1")
+        for checkpoint in result["checkpoints"]:
+            path = layout.checkpoints / f"{checkpoint}.safetensors"
+            path.unlink() if damage == "missing" else path.write_bytes(path.read_bytes()[:-7] + b"garbage")
+        for stage in STAGES[executed:]:
+            stage.run(env, holding(store), quiet)
+        verdicts = store._records("SELECT * FROM training_verdicts WHERE epoch = 1")
+        assert verdicts and not any(v["passed"] for v in verdicts)
+        detail = "is missing" if damage == "missing" else "does not hash to"
+        for verdict in verdicts:
+            assert verdict["reason"].startswith("checkpoint_unreadable: ") and detail in verdict["reason"], verdict["reason"]
+            assert str(layout.checkpoints) in verdict["reason"], "the message names the file"
+            assert any(c[:12] in verdict["reason"] for c in result["checkpoints"]), "and the hash"
+        (outcome,) = store._records("SELECT * FROM task_outcomes WHERE task_id = ?", [result["task_id"]])
+        assert outcome["outcome"] == "invalidated" and outcome["executor"] == result["executor"]
+        assert store._scalar("SELECT count(*) FROM model_versions WHERE epoch = 1") == 0
+        assert store.served_versions(1) == {"llm-tiny": version}, "the genesis version still serves"
+        refund = store._scalar("SELECT sum(balance_delta) FROM transfers WHERE ref = ? AND kind = 'fee_refund'",
+                               [result["task_id"]])
+        assert refund == store._scalar("SELECT escrow FROM training_tasks WHERE task_id = ?", [result["task_id"]])
+        assert store.epoch_status(1) == "finalized" and verify_chain(store).first_problem is None

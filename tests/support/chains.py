@@ -19,7 +19,7 @@ from gonka_pipelines.local.keys import load_identities
 from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.protocol.params import GenesisParams, NetworkConfig
 from gonka_pipelines.simulation.client import next_nonce, sign_task
-from gonka_pipelines.simulation.workload import CORPUS, submit_demo_workload
+from gonka_pipelines.simulation.workload import corpus_prompts, submit_demo_workload
 from gonka_pipelines.stages.environment import build_environment, holding, quiet
 from gonka_pipelines.stages.genesis import init_chain
 from gonka_pipelines.stages.pipeline import run_epoch
@@ -49,7 +49,7 @@ def submit_tasks(store: ChainStore, layout: DataLayout, network: NetworkConfig, 
     identities = load_identities(layout, network, chain_id)
     names = sorted(d.name for d in network.developers)
     model = min(m for host in network.hosts for m in host.models)
-    prompts = [line for line in CORPUS.read_text().splitlines() if line.strip()]
+    prompts = corpus_prompts()
     nonces = {name: next_nonce(store.developer_nonces(name)) for name in names}
     for index in range(count):
         name = names[index % len(names)]

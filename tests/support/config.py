@@ -62,7 +62,7 @@ def small_network(directory: Path, hosts: list[tuple[str, int] | tuple[str, int,
 
 
 def demo_network() -> NetworkConfig:
-    """The shipped resources/network.yaml (5 honest hosts, host-fake, host-garbled, host-lazy)."""
+    """The shipped resources/network.yaml (5 honest hosts, host-fake, host-garbled, host-lazy, host-idle)."""
     return load_network(NETWORK_FILE)
 
 
