@@ -154,6 +154,10 @@ class PrecomputedCompute:
     def evaluate(self, *args: Any) -> Any:
         return self._torch.evaluate(*args)
 
+    @property
+    def bit_exact(self) -> bool:
+        return self._torch.bit_exact
+
     @cached_property
     def _torch(self) -> TorchCompute:
         return TorchCompute(self.sprint_model, self.prev_hash, self.device)

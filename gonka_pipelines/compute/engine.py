@@ -18,7 +18,7 @@ from gonka_pipelines.compute.llm import (
     score_forced,
 )
 from gonka_pipelines.compute.profiles import load_profile
-from gonka_pipelines.compute.runner import ModelRunner, reproducible_threads, served_model_seed
+from gonka_pipelines.compute.runner import ModelRunner, reproducible_threads, resolve_device, served_model_seed
 from gonka_pipelines.compute.sprint import compute_distances, mine
 from gonka_pipelines.compute.training import TrainingRun, TrainingSpec, evaluate, restore, train
 from gonka_pipelines.protocol.crypto import sha256_hex
@@ -59,6 +59,12 @@ class Compute(Protocol):
 
     def evaluate(self, model: str, checkpoint: bytes | None, data: bytes, windows: int) -> float: ...
 
+    @property
+    def bit_exact(self) -> bool:
+        """Whether a re-run reproduces training bytes exactly (CPU), so validators compare checkpoint hashes; else
+        (CUDA) they compare weights and losses within the params' tolerances."""
+        ...
+
 
 class TorchCompute:
     """Real compute: the sprint model seeded from the epoch's block hash, model versions restored from checkpoints."""
@@ -69,6 +75,10 @@ class TorchCompute:
         '', a model runs its genesis weights, seeded from its name."""
         self.sprint_model, self.prev_hash, self.device = sprint_model, prev_hash, device
         self.checkpoints = checkpoints
+
+    @property
+    def bit_exact(self) -> bool:
+        return resolve_device(self.device).type == "cpu"
 
     @cached_property
     def sprint_runner(self) -> ModelRunner:

@@ -133,6 +133,18 @@ def restore(profile: ModelProfile, checkpoint: bytes | None, seed: bytes, learni
     return model, optimizer, step
 
 
+def weight_difference(first: bytes, second: bytes) -> float:
+    """The largest absolute difference between two checkpoints' weights (inf when their weights differ in name or
+    shape): how a validator compares a re-run where it is not bit-identical (CUDA)."""
+    try:
+        a, b = ({k: v for k, v in load_tensors(c).items() if k.startswith(MODEL_PREFIX)} for c in (first, second))
+    except Exception as error:  # safetensors raises its own error types for any malformed file
+        raise CheckpointError(f"a checkpoint is not a readable safetensors file ({error})") from error
+    if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
+        return math.inf
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
 def _metadata(checkpoint: bytes) -> dict[str, str]:
     """The safetensors header's metadata (the format: an 8-byte little-endian length, then that much JSON)."""
     header_length = int.from_bytes(checkpoint[:8], "little")

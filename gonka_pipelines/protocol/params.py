@@ -76,6 +76,9 @@ class TrainingParams(StrictConfig):
     max_learning_rate: float = Field(gt=0, le=1)
     checkpoint_every: Int64 = Field(gt=0, description="steps between intermediate checkpoints (validators re-run one interval)")
     eval_windows: Int64 = Field(gt=0, description="held-out windows a validator scores a new version on")
+    weight_tolerance: float = Field(ge=0, description="where re-runs are not bit-identical (CUDA): the largest weight "
+                                                      "difference a re-run interval may show against the signed checkpoint")
+    loss_tolerance: float = Field(ge=0, description="likewise, the largest difference of one step's loss")
     served_rule: Literal["lowest_eval_loss", "latest"] = Field(
         description="which version of each model the network serves (protocol/training.py served_version)")
 

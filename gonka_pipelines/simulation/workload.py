@@ -14,8 +14,8 @@ from gonka_pipelines.simulation.client import next_nonce, sign_task, sign_traini
 
 CORPUS = RESOURCES / "corpus.txt"
 TASKS_PER_EPOCH = 66
-TRAINING_ORDERS = 3
-"""Training orders per epoch, from the two richest developers: each fine-tunes the served version for 8 steps of 4
+TRAINING_ORDERS = 6
+"""Training orders per epoch, from the two richest developers: each fine-tunes the served version for 4 steps of 4
 windows on one training shard."""
 
 
@@ -75,7 +75,7 @@ def submit_demo_workload(store: ChainStore, layout: DataLayout, network: Network
         name = trainers[order % len(trainers)]
         nonces[name] += 1
         submit("training", sign_training(keys[name], chain_id, model=model, base_version=base,
-                                         shards=[shards[(epoch * TRAINING_ORDERS + order) % len(shards)]], steps=8,
+                                         shards=[shards[(epoch * TRAINING_ORDERS + order) % len(shards)]], steps=4,
                                          batch_size=4, learning_rate=3e-3, seed=epoch * TRAINING_ORDERS + order,
                                          max_price=price, nonce=nonces[name] - 1))
     return kinds

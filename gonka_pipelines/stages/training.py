@@ -9,7 +9,14 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from gonka_pipelines.compute.training import CheckpointError, TrainingRun, TrainingSpec, read_checkpoint, write_checkpoint
+from gonka_pipelines.compute.training import (
+    CheckpointError,
+    TrainingRun,
+    TrainingSpec,
+    read_checkpoint,
+    weight_difference,
+    write_checkpoint,
+)
 from gonka_pipelines.local.corpus import eval_bytes, manifest, training_bytes
 from gonka_pipelines.protocol.crypto import MessageKind
 from gonka_pipelines.protocol.messages import training_result_body, training_verdict_body
@@ -112,12 +119,33 @@ class TrainingValidator:
                                             first, last)
         except CheckpointError as error:  # intact bytes, but not the checkpoint this interval starts from
             return TrainingCheck(False, f"checkpoint_mismatch: the checkpoint signed for step {first} ({start[:12]}): {error}")
-        if replay.final_hash != result["checkpoints"][interval]:
-            return TrainingCheck(False, f"checkpoint_mismatch: steps {first}..{last - 1} give {replay.final_hash[:12]}, "
-                                        f"the executor signed {result['checkpoints'][interval][:12]}")
-        if replay.losses != list(result["losses"][first:last]):
-            return TrainingCheck(False, f"loss_mismatch: steps {first}..{last - 1} give losses other than the signed curve")
-        return TrainingCheck(True, "reproduced")
+        signed, losses = result["checkpoints"][interval], list(result["losses"][first:last])
+        if self.env.compute.bit_exact:
+            if replay.final_hash != signed:
+                return TrainingCheck(False, f"checkpoint_mismatch: steps {first}..{last - 1} give {replay.final_hash[:12]}, "
+                                            f"the executor signed {signed[:12]}")
+            if replay.losses != losses:
+                return TrainingCheck(False, f"loss_mismatch: steps {first}..{last - 1} give losses other than the signed curve")
+            return TrainingCheck(True, "reproduced")
+        return self._within_tolerance(replay.checkpoints[-1][2], signed, replay.losses, losses, first, last)
+
+    def _within_tolerance(self, replayed: bytes, signed: str, replayed_losses: list[float], signed_losses: list[float],
+                          first: int, last: int) -> TrainingCheck:
+        """Where re-runs are not bit-identical (CUDA): the re-run's weights and losses must lie within the params'
+        tolerances of what the executor signed."""
+        training = self.env.params.training
+        try:
+            weights = weight_difference(replayed, read_checkpoint(self.env.layout.checkpoints, signed))
+        except CheckpointError as error:
+            return TrainingCheck(False, f"checkpoint_unreadable: {error}")
+        if weights > training.weight_tolerance:
+            return TrainingCheck(False, f"checkpoint_mismatch: steps {first}..{last - 1} give weights up to {weights:.3g} away "
+                                        f"from {signed[:12]}'s (tolerance {training.weight_tolerance:g})")
+        losses = max((abs(a - b) for a, b in zip(replayed_losses, signed_losses)), default=0.0)
+        if len(replayed_losses) != len(signed_losses) or losses > training.loss_tolerance:
+            return TrainingCheck(False, f"loss_mismatch: steps {first}..{last - 1} give losses up to {losses:.3g} away from "
+                                        f"the signed curve (tolerance {training.loss_tolerance:g})")
+        return TrainingCheck(True, "reproduced within tolerance")
 
     def _final(self, result: dict[str, Any]) -> float | str:
         """The new version's held-out loss, or why its checkpoint cannot be scored."""

@@ -55,6 +55,7 @@ MAINNET = {
     "tasks.max_submission_bytes": (262_144, "ours"), "tasks.max_submissions_per_epoch": (1_000_000, "ours"),
     "training.max_steps": (10_000, "ours: Gonka has no training tasks yet"), "training.max_batch_size": (1_024, "ours"),
     "training.max_learning_rate": (0.1, "ours"), "training.checkpoint_every": (100, "ours"), "training.eval_windows": (512, "ours"),
+    "training.weight_tolerance": (5e-3, "ours: unmeasured on GPUs yet"), "training.loss_tolerance": (2e-2, "ours"),
     "training.served_rule": ("lowest_eval_loss", "ours"),
     "validation.false_positive_rate": (0.05, "FPR"), "validation.similarity_threshold": (0.98, "pass iff similarity > 0.98"),
     "validation.ramping_tasks": (10, "RAMPING under 10 executed tasks"), "validation.invalid_streak_probability": (1e-6, "FPR^k < 1e-6"),

@@ -225,7 +225,8 @@ def test_training_fees_are_explained_as_training(demo_template):
         (task_id, executor, steps, version, share), *_ = store._query(
             """SELECT f.task_id, h.name, t.steps, r.version, f.amount FROM fee_shares f JOIN training_tasks t USING (task_id)
                JOIN training_results r USING (task_id) JOIN hosts h ON h.address = f.host
-               WHERE f.role = 'executor' AND f.epoch = 1 ORDER BY f.task_id""")
+               JOIN rewards p ON p.epoch = f.epoch AND p.address = f.host
+               WHERE f.role = 'executor' AND f.epoch = 1 AND p.claimed AND p.work_coins > 0 ORDER BY f.task_id""")
         explained = explain_payout(store, executor, 1)
     label = f"work coins: executor share of training task {task_id[:12]}… ({steps} steps → version {version[:12]})"
     assert (label, share) in explained.lines and explained.balanced

@@ -20,7 +20,7 @@ PARAMS = EpochParams.model_validate({
     "tasks": {"max_prompt_bytes": 200, "max_tokens_limit": 32, "price_per_token": 100, "free_epochs": 0, "tasks_per_capacity": 5,
               "max_submission_bytes": 8192, "max_submissions_per_epoch": 1000},
     "training": {"max_steps": 64, "max_batch_size": 64, "max_learning_rate": 0.1, "checkpoint_every": 4, "eval_windows": 32,
-                 "served_rule": "lowest_eval_loss"},
+                 "weight_tolerance": 5e-3, "loss_tolerance": 2e-2, "served_rule": "lowest_eval_loss"},
     "validation": {"false_positive_rate": 0.05, "similarity_threshold": 0.98, "ramping_tasks": 10, "invalid_streak_probability": 1e-6,
                    "invalid_slash_fraction": 0.2, "miss_slash_fraction": 0.1, "miss_tolerance": 0.05, "z_threshold": 1.0,
                    "invalidation_quorum": 0.5, "tie_tolerance": 1e-4, "logprob_epsilon": 1e-6, "min_normalising_positions": 100,

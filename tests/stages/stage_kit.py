@@ -118,6 +118,10 @@ class GuardedCompute:
     def eos_token(self) -> int:
         return self.inner.eos_token
 
+    @property
+    def bit_exact(self) -> bool:
+        return self.inner.bit_exact
+
     def score(self, *args: Any) -> Any:
         self._enter("score")
         return self.inner.score(*args)

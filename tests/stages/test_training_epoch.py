@@ -4,6 +4,8 @@ new model version with its lineage and held-out loss; bad orders are kept with t
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from gonka_pipelines.chain.verify import verify_chain
@@ -78,15 +80,25 @@ ADVERSARIES = {"host-lazy-trainer": ("lazy_trainer", "checkpoint_mismatch"), "ho
                "host-wrong-shards": ("wrong_shards", "checkpoint_mismatch")}
 
 
+def cheating_epoch(root, steps: int, wrap=lambda compute: compute):
+    """Three honest hosts and one of each training adversary; 24 small orders (seeds 0..23) spread over them; epoch 1
+    run with the torch compute, wrapped by `wrap`. Returns the chain's layout."""
+    from gonka_pipelines.stages.environment import build_environment, holding, quiet
+    from gonka_pipelines.stages.pipeline import run_stages as pipeline_stages
+
+    hosts = [("host-alpha", 2), ("host-bravo", 2), ("host-charlie", 2)] + [(n, 2, b) for n, (b, _) in ADVERSARIES.items()]
+    layout, submitter, genesis_version, shards = training_chain(root, hosts)
+    for seed in range(24):
+        submitter.train(nonce=seed, base_version=genesis_version, shards=shards[:1], steps=steps, batch_size=2, seed=seed)
+    with opened(layout) as store:
+        env = build_environment(store, layout, 1)
+        pipeline_stages(dataclasses.replace(env, compute=wrap(env.compute)), holding(store), quiet)
+    return layout
+
+
 @pytest.fixture(scope="module")
 def cheated(tmp_path_factory):
-    """Three honest hosts and one of each training adversary; sixteen small orders (seeds 0..15) spread over them."""
-    hosts = [("host-alpha", 2), ("host-bravo", 2), ("host-charlie", 2)] + [(n, 2, b) for n, (b, _) in ADVERSARIES.items()]
-    layout, submitter, genesis_version, shards = training_chain(tmp_path_factory.mktemp("training-adversaries"), hosts)
-    with opened(layout) as store:
-        for seed in range(16):
-            submitter.train(nonce=seed, base_version=genesis_version, shards=shards[:1], steps=2, batch_size=2, seed=seed)
-        run_stages(store, layout, 1)
+    with opened(cheating_epoch(tmp_path_factory.mktemp("training-adversaries"), steps=2)) as store:
         yield store
 
 
@@ -173,3 +185,32 @@ def test_a_missing_or_altered_checkpoint_fails_its_executor_not_the_epoch(tmp_pa
                                [result["task_id"]])
         assert refund == store._scalar("SELECT escrow FROM training_tasks WHERE task_id = ?", [result["task_id"]])
         assert store.epoch_status(1) == "finalized" and verify_chain(store).first_problem is None
+
+
+class NotBitExact:
+    """The torch compute, but comparing as a CUDA validator must (re-runs not bit-identical): within the tolerances."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    bit_exact = False
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_where_re_runs_are_not_bit_identical_validators_compare_within_the_tolerances(tmp_path):
+    """The CUDA comparison, exercised on CPU: honest training passes within training.weight_tolerance and loss_tolerance,
+    and each training adversary still fails with the size of the difference named."""
+    with opened(cheating_epoch(tmp_path, steps=4, wrap=NotBitExact)) as store:
+        rows = store._records(
+            """SELECT h.name, v.passed, v.reason FROM training_verdicts v JOIN training_results r USING (task_id)
+               JOIN hosts h ON h.address = r.executor WHERE v.recomputed""")
+        assert {r["name"] for r in rows} >= set(ADVERSARIES) | {"host-alpha"}, "honest and cheating work was checked"
+        for row in rows:
+            if row["name"] in ADVERSARIES:
+                assert not row["passed"] and row["reason"].startswith(ADVERSARIES[row["name"]][1]), row
+                assert "away from" in row["reason"] and "tolerance" in row["reason"], row["reason"]
+            else:
+                assert row["passed"] and row["reason"] == "reproduced within tolerance", row
+        assert verify_chain(store).first_problem is None
