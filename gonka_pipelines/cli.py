@@ -220,6 +220,63 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0 if explanation.balanced else 1
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from gonka_pipelines.lab.replay import replay_epoch
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="gonka-replay-") as temporary:
+        scratch = Path(args.scratch) if args.scratch else Path(temporary) / "chain"
+        replay = replay_epoch(_layout(args), args.epoch, scratch)
+    took = f"{time.perf_counter() - started:.1f}s" + (f"; scratch chain kept in {scratch}" if args.scratch else "")
+    if replay.identical:
+        print(f"epoch {replay.epoch} replayed: block {replay.replayed_hash[:12]}… identical to the stored block ({took})")
+        return 0
+    where = (f"first difference in {replay.divergence}" if replay.divergence else
+             "every committed row is the same: the header differs (parameters, timestamp or the signer set)")
+    print(f"epoch {replay.epoch} replayed: block {replay.replayed_hash[:12]}…, the chain stores {replay.stored_hash[:12]}…: "
+          f"DIVERGED: {where} ({took})")
+    return 1
+
+
+def cmd_what_if(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from gonka_pipelines.lab.fork import format_fork, what_if
+    from gonka_pipelines.protocol.crypto import hash_value
+
+    layout = _layout(args)
+    out = Path(args.out) if args.out else layout.root / "lab" / (
+        f"what-if-from-{args.from_height}-{hash_value([args.set or [], args.epochs])[:8]}")
+    with tempfile.TemporaryDirectory(prefix="gonka-what-if-") as temporary:
+        scratch = Path(args.scratch) if args.scratch else Path(temporary) / "chain"
+        fork = what_if(layout, args.from_height, args.set or [], scratch, args.epochs)
+        paths = fork.write(out)
+    print(format_fork(fork))
+    print(f"per-host diff: {', '.join(str(p) for p in paths)}" + (f"; scratch chain kept in {scratch}" if args.scratch else ""))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from gonka_pipelines.lab.sweep import load_sweep, plot_sweep, run_sweep, summarize
+    from gonka_pipelines.stages.environment import quiet
+
+    definition = load_sweep(Path(args.definition))
+    out = Path(args.out) if args.out else _layout(args).root / "lab" / "sweeps" / definition.name
+    started = time.perf_counter()
+    results = run_sweep(definition, out, print if args.verbose else quiet)
+    summary = summarize(definition, results)
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, float_precision=4, tbl_hide_dataframe_shape=True):
+        print(summary.select(*definition.grid, "seeds", *(c for c in summary.columns if c.endswith("_mean"))))
+    plot = plot_sweep(definition, results, out / f"{definition.name}.png") if definition.plot else None
+    print(f"sweep {definition.name}: {len(results)} runs in {time.perf_counter() - started:.0f}s; results {out / 'results.parquet'}"
+          + (f"; plot {plot}" if plot else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gonka", description=__doc__)
     parser.add_argument("--data-dir", help="chain folder (default: $GONKA_DATA_DIR or ./data)")
@@ -287,6 +344,30 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("epoch", type=int)
     explain.set_defaults(handler=cmd_explain)
 
+    replay = commands.add_parser("replay", help="rebuild a finalized EPOCH into a scratch chain from what the chain "
+                                                "stores and check that it seals the same block")
+    replay.add_argument("epoch", type=int)
+    replay.add_argument("--scratch", help="empty folder to build the scratch chain in, kept afterwards (default: a "
+                                          "temporary folder, removed)")
+    replay.set_defaults(handler=cmd_replay)
+
+    fork = commands.add_parser("what-if", help="fork the chain at a height with changed parameters, re-run the stored "
+                                              "epochs after it and print each host's outcome before and after")
+    fork.add_argument("--from", dest="from_height", type=int, required=True, help="the height to fork from")
+    fork.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                      help="a parameter change, repeatable (e.g. --set sprint.power_cap=0.15; values are YAML)")
+    fork.add_argument("--epochs", type=int, help="how many stored epochs to re-run (default: all up to the head)")
+    fork.add_argument("--out", help="folder for the per-host diff as Parquet and CSV (default: DATA/lab/what-if-from-H-<hash>)")
+    fork.add_argument("--scratch", help="empty folder to build the forked chain in, kept afterwards (default: temporary)")
+    fork.set_defaults(handler=cmd_what_if)
+
+    sweep = commands.add_parser("sweep", help="run a sweep definition (grid × population × seeds, e.g. "
+                                              "resources/sweeps/power-cap.yaml), resuming where it stopped; print and plot")
+    sweep.add_argument("definition", help="the sweep's YAML file")
+    sweep.add_argument("--out", help="results folder (default: DATA/lab/sweeps/NAME)")
+    sweep.add_argument("--verbose", action="store_true", help="print each point as it finishes")
+    sweep.set_defaults(handler=cmd_sweep)
+
     prove = commands.add_parser("prove", help="Merkle inclusion proof of a row against its block header")
     prove.add_argument("table")
     prove.add_argument("id")
@@ -305,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"interrupted ({interruption or 'SIGINT'}): the chain is as it was before the interrupted epoch's last write; "
               "`gonka run` takes the epoch up again", file=sys.stderr)
         return 130
-    except (ChainError, ConfigError, FileNotFoundError, PermissionError, ValueError) as error:
+    except (ChainError, ConfigError, FileExistsError, FileNotFoundError, PermissionError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     finally:

@@ -141,6 +141,13 @@ class StoreCore:
             self._connection.unregister("_incoming")
         return arrow.num_rows
 
+    def _epoch_tables(self) -> list[str]:
+        """Every table whose rows belong to one epoch (an `epoch` column), but the epoch itself and its run claim."""
+        return [table for (table,) in self._query(
+            """SELECT c.table_name FROM information_schema.columns c
+               JOIN information_schema.tables t ON t.table_name = c.table_name AND t.table_type = 'BASE TABLE'
+               WHERE c.column_name = 'epoch' AND c.table_name NOT IN ('epochs', 'epoch_runs') ORDER BY 1""")]
+
     def _replace_epoch_rows(self, epoch: int, tables: Sequence[str], stage: str | None = None) -> None:
         """Clear what a stage wrote for an epoch before it writes again (re-runs replace, never add)."""
         self.require_writable(epoch)

@@ -31,13 +31,6 @@ class IntakeRows(StoreCore):
         self._open_epoch(params, hash_value(params.as_dict()))
         self._replace_epoch_rows(params.epoch, self._epoch_tables())
 
-    def _epoch_tables(self) -> list[str]:
-        """Every table whose rows belong to one epoch (an `epoch` column), but the epoch itself and its run claim."""
-        return [table for (table,) in self._query(
-            """SELECT c.table_name FROM information_schema.columns c
-               JOIN information_schema.tables t ON t.table_name = c.table_name AND t.table_type = 'BASE TABLE'
-               WHERE c.column_name = 'epoch' AND c.table_name NOT IN ('epochs', 'epoch_runs') ORDER BY 1""")]
-
     def intake_context(self, epoch: int, params: GenesisParams, price_per_token: int, contexts: Mapping[str, int]) -> IntakeContext:
         """What intake's checks need for an epoch, read from the chain as it stands before the epoch's intake (the
         collector's and `gonka submit`'s view alike). `contexts`: each model's context length in tokens (a training

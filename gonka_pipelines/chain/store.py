@@ -17,13 +17,14 @@ from gonka_pipelines.chain.core import (
     Head,
 )
 from gonka_pipelines.chain.intake import IntakeRows
+from gonka_pipelines.chain.lab import LabRows
 from gonka_pipelines.chain.registry import RegistryRows
 from gonka_pipelines.chain.rewards import RewardRows
 from gonka_pipelines.chain.sprint import SprintRows
 from gonka_pipelines.chain.tasks import TaskRows
 
 
-class ChainStore(RegistryRows, IntakeRows, SprintRows, TaskRows, RewardRows, BlockRows, AuditRows):
+class ChainStore(RegistryRows, IntakeRows, SprintRows, TaskRows, RewardRows, BlockRows, AuditRows, LabRows):
     """Repository over one chain database. Use `ChainStore.open(path)` as a context manager."""
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,41 @@ def load_genesis(profile: str | None = None, path: Path = GENESIS_FILE) -> Genes
         raise ConfigError(f"{path}: field 'profiles.{name}.rules': unknown rule set {params.rules!r} "
                           f"(known: {', '.join(sorted(RULE_SETS))})")
     return params
+
+
+FIXED_PARAMS = ("profile", "chain_id", "genesis_time", "epoch_seconds", "token")
+"""What a fork keeps: the chain's identity, its clock and its token (the lab changes rules, not which chain it is)."""
+
+
+def changed_params(genesis: GenesisParams, settings: Sequence[str]) -> GenesisParams:
+    """The parameters with `section.key=value` settings applied (values read as YAML: 0.3, [1.0, 0.5, 0.4], latest),
+    checked by the params schema; a malformed setting, an unknown or fixed key or a bad value is a ConfigError naming it."""
+    data = genesis.as_dict()
+    for setting in settings:
+        path, equals, text = setting.partition("=")
+        keys = path.strip().split(".")
+        if not equals or not all(keys):
+            raise ConfigError(f"--set {setting!r}: expected section.key=value (e.g. sprint.power_cap=0.3)")
+        if keys[0] in FIXED_PARAMS:
+            raise ConfigError(f"--set {path}: a fork keeps the chain's {keys[0]}")
+        node = data
+        for depth, key in enumerate(keys):
+            known = sorted(k for k in node if k not in FIXED_PARAMS) if isinstance(node, dict) else []
+            if key not in known:
+                where = ".".join(keys[:depth]) or "the parameters"
+                raise ConfigError(f"--set {path}: {key!r} is not a parameter of {where} (known: {', '.join(known)})")
+            if depth < len(keys) - 1:
+                node = node[key]
+        if isinstance(node[keys[-1]], dict):
+            raise ConfigError(f"--set {path}: a section; set one of its keys ({', '.join(sorted(node[keys[-1]]))})")
+        try:
+            node[keys[-1]] = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"--set {path}: value {text!r} is not valid YAML ({error})") from error
+    changed = validate_config(GenesisParams, data, Path("--set"))
+    if changed.rules not in RULE_SETS:
+        raise ConfigError(f"--set rules: unknown rule set {changed.rules!r} (known: {', '.join(sorted(RULE_SETS))})")
+    return changed
 
 
 def load_network(path: Path = NETWORK_FILE) -> NetworkConfig:

@@ -64,6 +64,22 @@ def file_name_of(submission_id: str) -> str:
     return submission_id + SUFFIX
 
 
+def restore_entry(inbox: Path, submission_id: str, raw: bytes, reason: str = "", detail: str = "") -> None:
+    """Put back an inbox entry an epoch took, as the collector found it (a replay's input): a file of its bytes under
+    its id, or, for an entry refused before it was read, one of the same kind (a directory, a FIFO, a dangling link, a
+    file over the size limit). Raises ValueError for a kind that cannot be made again (a device, an unreadable file)."""
+    inbox.mkdir(parents=True, exist_ok=True)
+    path = inbox / file_name_of(submission_id)
+    if reason == RejectReason.NOT_A_FILE:
+        makers = {"a directory,": os.mkdir, "a FIFO,": os.mkfifo, "a symbolic link": lambda p: os.symlink("missing", p)}
+        maker = next((make for kind, make in makers.items() if kind in detail), None)
+        if maker is None:
+            raise ValueError(f"inbox entry {submission_id}: {detail!r} cannot be made again")
+        maker(path)
+        return
+    path.write_bytes(raw + b"\0" if reason == RejectReason.TOO_LARGE else raw)  # kept: the first max bytes of more
+
+
 def waiting_names(inbox: Path) -> list[str]:
     """Names of the entries waiting in the inbox (whatever their kind), in name order."""
     if not inbox.is_dir():

@@ -157,6 +157,7 @@ class Behaviour(enum.StrEnum):
     LAZY_TRAINER = "lazy_trainer"
     FABRICATED_LOSS = "fabricated_loss"
     WRONG_SHARDS = "wrong_shards"
+    DOWNTIME = "downtime"
 
 
 class HostConfig(StrictConfig):

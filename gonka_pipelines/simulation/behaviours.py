@@ -21,6 +21,11 @@ def mines_honestly(host: Host) -> bool:
     return host.behaviour != Behaviour.FAKE_HITS
 
 
+def serves_tasks(host: Host) -> bool:
+    """Whether the host executes the tasks assigned to it (downtime: it is offline, and every one of them expires)."""
+    return host.behaviour != Behaviour.DOWNTIME
+
+
 def skips_recomputation(host: Host) -> bool:
     """Whether the host, as a validator, votes "valid" without recomputing anything (lazy_validator)."""
     return host.behaviour == Behaviour.LAZY_VALIDATOR

@@ -79,3 +79,22 @@ def submit_demo_workload(store: ChainStore, layout: DataLayout, network: Network
                                          batch_size=4, learning_rate=3e-3, seed=epoch * TRAINING_ORDERS + order,
                                          max_price=price, nonce=nonces[name] - 1))
     return kinds
+
+
+def submit_tasks(store: ChainStore, layout: DataLayout, network: NetworkConfig, count: int, *, max_tokens: int = 4,
+                 tag: str = "") -> int:
+    """Sign `count` valid inference tasks round-robin over the developers (prompts from the corpus, prefixed by `tag`)
+    for the coming epoch; returns the count."""
+    chain_id, params = store.chain_id, store.genesis()
+    keys = _developer_keys(layout, network, chain_id)
+    names = sorted(keys)
+    model = min(m for host in network.hosts for m in host.models)
+    prompts = corpus_prompts()
+    nonces = {name: next_nonce(store.developer_nonces(name)) for name in names}
+    for index in range(count):
+        name = names[index % len(names)]
+        prompt = f"{tag}{prompts[(nonces[name] * 7 + index) % len(prompts)]}"[: params.tasks.max_prompt_bytes]
+        write_submission(layout.inbox, sign_task(keys[name], chain_id, model=model, prompt=prompt, max_tokens=max_tokens,
+                                                 max_price=params.tasks.price_per_token, nonce=nonces[name]))
+        nonces[name] += 1
+    return count

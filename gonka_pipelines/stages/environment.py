@@ -106,12 +106,13 @@ class EpochEnvironment:
 
 
 def build_environment(store: ChainStore, layout: DataLayout, epoch: int, device: str | None = None,
-                      compute: Compute | None = None) -> EpochEnvironment:
+                      compute: Compute | None = None, genesis: GenesisParams | None = None) -> EpochEnvironment:
     """Read the epoch's inputs from the head (the epoch must be its successor); compute defaults to the torch models
-    (the sprint profile seeded from the previous block hash, model versions from the chain's checkpoints) on `device`."""
+    (the sprint profile seeded from the previous block hash, model versions from the chain's checkpoints) on `device`.
+    `genesis` replaces the chain's genesis parameters (a what-if fork; the epoch records what it ran under)."""
     store.require_writable(epoch)
     prev_hash, hosts = store.head().hash, store.hosts()
-    params = epoch_parameters(store.genesis(), epoch)
+    params = epoch_parameters(genesis or store.genesis(), epoch)
     return EpochEnvironment(epoch=epoch, chain_id=store.chain_id, prev_hash=prev_hash, params=params, layout=layout,
                             hosts=tuple(hosts), keys=host_keys(hosts, layout), weights=store.weights(epoch - 1),
                             compute=compute or TorchCompute(params.sprint.model, prev_hash, device,

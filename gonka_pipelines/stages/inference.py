@@ -18,7 +18,7 @@ from gonka_pipelines.protocol.messages import (
 )
 from gonka_pipelines.protocol.records import ResultStatus, ShareRole, TaskOutcome, TransferKind
 from gonka_pipelines.protocol.training import VersionScore, served_versions
-from gonka_pipelines.simulation.behaviours import skips_recomputation
+from gonka_pipelines.simulation.behaviours import serves_tasks, skips_recomputation
 from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain
 from gonka_pipelines.stages.training import (
     TrainingValidator,
@@ -47,14 +47,16 @@ def _seed_commitments(env: EpochEnvironment) -> list[dict[str, Any]]:
 
 def _assigned_tasks(env: EpochEnvironment, tasks: pl.DataFrame) -> pl.DataFrame:
     """The epoch's tasks with an executor drawn ∝ weight among the hosts serving the model ('' when none does),
-    and whether it runs: an executor takes tasks in id order up to capacity · tasks_per_capacity; the rest expire."""
+    and whether it runs: an executor takes tasks in id order up to capacity · tasks_per_capacity (none while it is
+    down); the rest expire."""
     executors = []
     for (model,), group in tasks.group_by(["model"], maintain_order=True):
         chosen = env.executors(model, group["task_id"].to_list())
         executors.append(group.select("task_id").with_columns(pl.Series("executor", chosen, dtype=pl.String)))
     tasks = tasks.join(pl.concat(executors), on="task_id") if executors else tasks.with_columns(pl.lit("").alias("executor"))
     limit = env.params.tasks.tasks_per_capacity
-    capacity = pl.DataFrame({"executor": [h.address for h in env.hosts], "slots": [h.capacity * limit for h in env.hosts]})
+    capacity = pl.DataFrame({"executor": [h.address for h in env.hosts],
+                             "slots": [h.capacity * limit if serves_tasks(h) else 0 for h in env.hosts]})
     return (tasks.sort("task_id").with_columns(pl.int_range(pl.len()).over("executor").alias("slot"))
             .join(capacity, on="executor", how="left").with_columns((pl.col("slot") < pl.col("slots").fill_null(0)).alias("runs")))
 

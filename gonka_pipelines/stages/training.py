@@ -21,7 +21,7 @@ from gonka_pipelines.local.corpus import eval_bytes, manifest, training_bytes
 from gonka_pipelines.protocol.crypto import MessageKind
 from gonka_pipelines.protocol.messages import training_result_body, training_verdict_body
 from gonka_pipelines.protocol.records import Host, ResultStatus, TaskOutcome
-from gonka_pipelines.simulation.behaviours import reported_losses, skips_training, training_shards
+from gonka_pipelines.simulation.behaviours import reported_losses, serves_tasks, skips_training, training_shards
 from gonka_pipelines.stages.environment import EpochEnvironment
 
 UNSCORED = -1.0
@@ -42,13 +42,14 @@ def _spec(env: EpochEnvironment, task: dict[str, Any]) -> TrainingSpec:
 
 def execute_trainings(env: EpochEnvironment, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Run each training task on its executor, in task id order while the executor's step budget (capacity ×
-    training.max_steps) lasts; store the checkpoints by hash and sign the result. The rest expire, their `refund` the
-    whole escrow (the execution stage settles refunds of both kinds of task). Returns the training_results rows."""
+    training.max_steps; none while it is down) lasts; store the checkpoints by hash and sign the result. The rest
+    expire, their `refund` the whole escrow (the execution stage settles refunds of both kinds of task). Returns the
+    training_results rows."""
     executors: dict[str, str] = {}
     for model in sorted({t["model"] for t in tasks}):
         ids = [t["task_id"] for t in tasks if t["model"] == model]
         executors |= dict(zip(ids, env.executors(model, ids)))
-    budget = {h.address: h.capacity * env.params.training.max_steps for h in env.hosts}
+    budget = {h.address: h.capacity * env.params.training.max_steps if serves_tasks(h) else 0 for h in env.hosts}
     rows: list[dict[str, Any]] = []
     for task in tasks:
         executor = executors[task["task_id"]]

@@ -24,6 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 CORE_ASSETS = {"epoch_tasks", "block_proposal", "block"}
 TRAINING_ASSETS = ("corpus_shards", "model_versions")
+LAB_ASSETS = ("what_if_fork", "sweep_results")
 
 
 def asset_defs() -> dict[str, dg.AssetsDefinition]:
@@ -65,7 +66,7 @@ def test_the_assets_are_exactly_the_registry_stages_in_order():
     assert [a.key.to_user_string() for a in EPOCH_ASSETS] == list(STAGE_NAMES) == [
         "epoch_tasks", "sprint_batches", "sprint_verdicts", "epoch_weights", "task_results", "task_verdicts", "rewards",
         "block_proposal", "block"]
-    assert sorted(asset_defs()) == sorted([*STAGE_NAMES, *TRAINING_ASSETS])  # nothing else in the code location
+    assert sorted(asset_defs()) == sorted([*STAGE_NAMES, *TRAINING_ASSETS, *LAB_ASSETS])  # nothing else in the code location
     graph = defs.resolve_asset_graph()
     assert [key.to_user_string() for key in graph.toposorted_asset_keys if key.to_user_string() in STAGE_NAMES] == list(STAGE_NAMES)
     for previous, stage in zip((None, *STAGES), STAGES):
@@ -130,8 +131,8 @@ def test_the_epoch_job_covers_every_asset_on_the_epochs_partitions():
     job = defs.resolve_job_def("epoch")
     assert job.name == "epoch"
     assert job.partitions_def == epochs
-    executable = {name for name, a in asset_defs().items() if a.is_executable}
-    assert executable == set(asset_defs()) - {"corpus_shards"}
+    executable = {name for name, a in asset_defs().items() if a.is_executable and name not in LAB_ASSETS}
+    assert executable == set(asset_defs()) - {"corpus_shards", *LAB_ASSETS}
     assert executable <= {key.to_user_string() for key in job.asset_layer.executable_asset_keys}
 
 
@@ -144,7 +145,7 @@ def test_every_asset_that_writes_the_chain_is_in_the_chain_pool():
 def test_every_asset_is_partitioned_by_the_dynamic_epochs():
     assert isinstance(epochs, dg.DynamicPartitionsDefinition) and epochs.name == "epochs"
     for name, a in asset_defs().items():
-        assert a.partitions_def == (epochs if a.is_executable else None), name
+        assert a.partitions_def == (epochs if a.is_executable and name not in LAB_ASSETS else None), name
 
 
 def test_the_chain_resource_is_bound():
@@ -174,3 +175,13 @@ def test_epoch_of_refuses_keys_that_are_not_heights(key):
     context = dg.build_asset_context(partition_key=key)
     with pytest.raises(dg.Failure, match="must be a block height"):
         epoch_of(context)
+
+
+def test_the_lab_has_its_own_job_and_stays_out_of_the_epoch():
+    """what_if_fork and sweep_results run with run config in their own jobs; launching an epoch never forks or sweeps."""
+    for job, asset in (("what_if", "what_if_fork"), ("sweep", "sweep_results")):
+        lab = defs.resolve_job_def(job)
+        assert {k.to_user_string() for k in lab.asset_layer.asset_graph.executable_asset_keys} == {asset}
+    epoch = defs.resolve_job_def("epoch")
+    assert not set(LAB_ASSETS) & {k.to_user_string() for k in epoch.asset_layer.asset_graph.executable_asset_keys}
+    assert asset_defs()["what_if_fork"].op.pool == "chain", "it copies the chain: never beside a writer"

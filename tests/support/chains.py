@@ -14,12 +14,9 @@ from typing import Any
 
 from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.local.config import NETWORK_FILE, load_genesis, load_network
-from gonka_pipelines.local.inbox import write_submission
-from gonka_pipelines.local.keys import load_identities
 from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.protocol.params import GenesisParams, NetworkConfig
-from gonka_pipelines.simulation.client import next_nonce, sign_task
-from gonka_pipelines.simulation.workload import corpus_prompts, submit_demo_workload
+from gonka_pipelines.simulation.workload import submit_demo_workload, submit_tasks
 from gonka_pipelines.stages.environment import build_environment, holding, quiet
 from gonka_pipelines.stages.genesis import init_chain
 from gonka_pipelines.stages.pipeline import run_epoch
@@ -40,25 +37,6 @@ def create_chain(root: Path, genesis: GenesisParams, network: NetworkConfig) -> 
 def opened(layout: DataLayout, read_only: bool = False) -> Iterator[ChainStore]:
     with ChainStore.open(layout.database, read_only=read_only) as store:
         yield store
-
-
-def submit_tasks(store: ChainStore, layout: DataLayout, network: NetworkConfig, count: int, *, max_tokens: int = 4,
-                 tag: str = "") -> int:
-    """Sign `count` valid tasks round-robin over the developers (prompts from the corpus); returns the count."""
-    chain_id, params = store.chain_id, store.genesis()
-    identities = load_identities(layout, network, chain_id)
-    names = sorted(d.name for d in network.developers)
-    model = min(m for host in network.hosts for m in host.models)
-    prompts = corpus_prompts()
-    nonces = {name: next_nonce(store.developer_nonces(name)) for name in names}
-    for index in range(count):
-        name = names[index % len(names)]
-        prompt = f"{tag}{prompts[(nonces[name] * 7 + index) % len(prompts)]}"[: params.tasks.max_prompt_bytes]
-        raw = sign_task(identities[name], chain_id, model=model, prompt=prompt, max_tokens=max_tokens,
-                        max_price=params.tasks.price_per_token, nonce=nonces[name])
-        nonces[name] += 1
-        write_submission(layout.inbox, raw)
-    return count
 
 
 def run_stages(store: ChainStore, layout: DataLayout, epoch: int, through: str = "block", log=quiet) -> dict[str, Any]:
