@@ -152,6 +152,7 @@ class Behaviour(enum.StrEnum):
 
     HONEST = "honest"
     FAKE_HITS = "fake_hits"
+    INFLATED_HITS = "inflated_hits"
     GARBLED_OUTPUT = "garbled_output"
     LAZY_VALIDATOR = "lazy_validator"
     LAZY_TRAINER = "lazy_trainer"

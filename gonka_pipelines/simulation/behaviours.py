@@ -21,6 +21,29 @@ def mines_honestly(host: Host) -> bool:
     return host.behaviour != Behaviour.FAKE_HITS
 
 
+def vouches_for_itself(host: Host) -> bool:
+    """Whether the host, validating its own sprint, votes valid without recomputing (it knows it cheated)."""
+    return host.behaviour in (Behaviour.FAKE_HITS, Behaviour.INFLATED_HITS)
+
+
+INFLATED_SHARE = 0.1
+"""inflated_hits: the share of its claimed hits that are fake (it mines honestly, then pads its hits by this much)."""
+
+
+def inflated_batches(host: Host, prev_hash: str, params: EpochParams, mined: list[MinedBatch]) -> list[MinedBatch]:
+    """inflated_hits: the honestly mined batches plus one batch of random nonces claimed as hits, so that INFLATED_SHARE
+    of all its claimed hits are fake (at least one)."""
+    if host.behaviour != Behaviour.INFLATED_HITS:
+        return mined
+    honest = sum(len(nonces) for nonces, _, _ in mined)
+    fakes = max(1, round(honest * INFLATED_SHARE / (1 - INFLATED_SHARE)))
+    rng = random.Random(hash_value(["inflated_hits", prev_hash, host.address]))
+    budget = host.capacity * params.sprint.nonces_per_capacity  # honest nonces are below this; the fakes lie above it
+    nonces = sorted(rng.sample(range(budget, budget * 1000), fakes))
+    distances = [rng.uniform(0.5 * params.r_target, params.r_target) for _ in nonces]
+    return [*mined, (nonces, distances, params.sprint.duration_seconds)]
+
+
 def serves_tasks(host: Host) -> bool:
     """Whether the host executes the tasks assigned to it (downtime: it is offline, and every one of them expires)."""
     return host.behaviour != Behaviour.DOWNTIME

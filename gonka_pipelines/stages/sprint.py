@@ -10,7 +10,14 @@ from gonka_pipelines.protocol.crypto import MessageKind, hash_value
 from gonka_pipelines.protocol.messages import poc_verdicts_body
 from gonka_pipelines.protocol.poc_batches import PocBatch
 from gonka_pipelines.protocol.records import BatchStatus, Host
-from gonka_pipelines.simulation.behaviours import MinedBatch, fake_batches, mines_honestly, skips_recomputation
+from gonka_pipelines.simulation.behaviours import (
+    MinedBatch,
+    fake_batches,
+    inflated_batches,
+    mines_honestly,
+    skips_recomputation,
+    vouches_for_itself,
+)
 from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain
 
 
@@ -49,7 +56,8 @@ def run_sprint(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> dict[s
     epoch, prev_hash = env.epoch, env.prev_hash
     submitted: list[PocBatch] = []
     for host in env.hosts:
-        mined = _honest_batches(env, host) if mines_honestly(host) else fake_batches(host, prev_hash, env.params)
+        mined = (inflated_batches(host, prev_hash, env.params, _honest_batches(env, host)) if mines_honestly(host)
+                 else fake_batches(host, prev_hash, env.params))
         for sequence, (nonces, distances, submitted_at) in enumerate(mined):
             batch = PocBatch(host.address, host.public_key, prev_hash, sequence, tuple(nonces), tuple(distances), submitted_at)
             signature = env.keys[host.address].sign(env.chain_id, MessageKind.POC_BATCH, batch.body(epoch))
@@ -74,7 +82,7 @@ def run_sprint_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log
     with open_chain() as store:
         claims = store.accepted_claims(epoch)
     lazy = {h.address for h in env.hosts if skips_recomputation(h)}
-    cheats = {h.address for h in env.hosts if not mines_honestly(h)}
+    cheats = {h.address for h in env.hosts if vouches_for_itself(h)}
     validators = [a for a, w in env.weights.items() if w > 0]
     rows: list[dict[str, Any]] = []
     for host, nonces in claims:
