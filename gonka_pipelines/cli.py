@@ -6,8 +6,11 @@ import argparse
 import json
 import signal
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from gonka_pipelines.chain.store import ChainError, ChainStore
@@ -220,14 +223,18 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0 if explanation.balanced else 1
 
 
-def cmd_replay(args: argparse.Namespace) -> int:
-    import tempfile
+@contextmanager
+def _scratch_folder(args: argparse.Namespace) -> Iterator[Path]:
+    """Where the lab builds its scratch chain: --scratch (kept), else a temporary folder removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix=f"gonka-{args.command}-") as temporary:
+        yield Path(args.scratch) if args.scratch else Path(temporary) / "chain"
 
+
+def cmd_replay(args: argparse.Namespace) -> int:
     from gonka_pipelines.lab.replay import replay_epoch
 
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="gonka-replay-") as temporary:
-        scratch = Path(args.scratch) if args.scratch else Path(temporary) / "chain"
+    with _scratch_folder(args) as scratch:
         replay = replay_epoch(_layout(args), args.epoch, scratch)
     took = f"{time.perf_counter() - started:.1f}s" + (f"; scratch chain kept in {scratch}" if args.scratch else "")
     if replay.identical:
@@ -241,16 +248,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_what_if(args: argparse.Namespace) -> int:
-    import tempfile
-
     from gonka_pipelines.lab.fork import format_fork, what_if
     from gonka_pipelines.protocol.crypto import hash_value
 
     layout = _layout(args)
     out = Path(args.out) if args.out else layout.root / "lab" / (
         f"what-if-from-{args.from_height}-{hash_value([args.set or [], args.epochs])[:8]}")
-    with tempfile.TemporaryDirectory(prefix="gonka-what-if-") as temporary:
-        scratch = Path(args.scratch) if args.scratch else Path(temporary) / "chain"
+    with _scratch_folder(args) as scratch:
         fork = what_if(layout, args.from_height, args.set or [], scratch, args.epochs)
         paths = fork.write(out)
     print(format_fork(fork))

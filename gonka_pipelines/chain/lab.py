@@ -10,7 +10,7 @@ from gonka_pipelines.chain.audit import CAUGHT
 from gonka_pipelines.chain.commitments import COMMITMENTS, epoch_rows
 from gonka_pipelines.chain.core import StoreCore
 from gonka_pipelines.protocol.crypto import canonical_bytes
-from gonka_pipelines.protocol.messages import task_body, training_body
+from gonka_pipelines.protocol.messages import task_body_of, training_body_of
 from gonka_pipelines.protocol.records import SubmissionOutcome
 
 
@@ -58,19 +58,13 @@ class LabRows(StoreCore):
     def stored_submissions(self, epoch: int) -> list[StoredSubmission]:
         """Every submission the epoch took, in id order: accepted tasks as the signed documents their rows rebuild
         (the same bytes a client writes), rejections with their kept payload, reason and detail."""
-        chain_id = self.chain_id
         documents = {}
-        for row in self._records(
-                """SELECT t.*, a.public_key FROM tasks t JOIN accounts a ON a.address = t.developer WHERE t.epoch = ?""", [epoch]):
-            body = task_body(chain_id, row["public_key"], row["nonce"], row["model"], row["prompt"], row["max_tokens"],
-                             row["max_price"], row["version"])
-            documents[row["submission_id"]] = canonical_bytes({"body": body, "signature": row["signature"]})
-        for row in self._records(
-                """SELECT t.*, a.public_key FROM training_tasks t JOIN accounts a ON a.address = t.developer
-                   WHERE t.epoch = ?""", [epoch]):
-            body = training_body(chain_id, row["public_key"], row["nonce"], row["model"], row["base_version"], row["shards"],
-                                 row["steps"], row["batch_size"], row["learning_rate"], row["seed"], row["max_price"])
-            documents[row["submission_id"]] = canonical_bytes({"body": body, "signature": row["signature"]})
+        for table, body_of in (("tasks", task_body_of), ("training_tasks", training_body_of)):
+            for row in self._records(
+                    f"""SELECT t.*, a.public_key AS signer_key, c.value AS chain_id FROM {table} t
+                        JOIN accounts a ON a.address = t.developer JOIN chain_meta c ON c.key = 'chain_id'
+                        WHERE t.epoch = ?""", [epoch]):
+                documents[row["submission_id"]] = canonical_bytes({"body": body_of(row), "signature": row["signature"]})
         rejected = {r["submission_id"]: r for r in self._records(
             "SELECT submission_id, reason, detail, raw_payload FROM rejected_tasks WHERE epoch = ?", [epoch])}
         stored = []

@@ -18,9 +18,9 @@ from gonka_pipelines.protocol.messages import (
     poc_verdicts_body,
     result_body,
     seed_commitment_body,
-    task_body,
+    task_body_of,
     task_verdict_body,
-    training_body,
+    training_body_of,
     training_result_body,
     training_verdict_body,
 )
@@ -169,14 +169,12 @@ SIGNED_ROWS: tuple[_SignedRows, ...] = (
                           t.prompt, t.max_tokens, t.max_price, t.version
                    FROM tasks t JOIN accounts a ON a.address = t.developer JOIN chain_meta c ON c.key = 'chain_id'
                    WHERE t.epoch = ?""",
-                lambda r: task_body(r["chain_id"], r["signer_key"], r["nonce"], r["model"], r["prompt"], r["max_tokens"], r["max_price"],
-                                    r["version"])),
+                task_body_of),
     _SignedRows("training_tasks", MessageKind.TRAINING_TASK,
                 """SELECT t.task_id AS id, a.public_key AS signer_key, c.value AS chain_id, t.*
                    FROM training_tasks t JOIN accounts a ON a.address = t.developer JOIN chain_meta c ON c.key = 'chain_id'
                    WHERE t.epoch = ?""",
-                lambda r: training_body(r["chain_id"], r["signer_key"], r["nonce"], r["model"], r["base_version"], r["shards"],
-                                        r["steps"], r["batch_size"], r["learning_rate"], r["seed"], r["max_price"])),
+                training_body_of),
     _SignedRows("training_results", MessageKind.TRAINING_RESULT,
                 """SELECT r.task_id AS id, h.public_key AS signer_key, r.* FROM training_results r JOIN hosts h ON h.address = r.executor
                    WHERE r.epoch = ? AND r.status = 'completed'""",

@@ -11,12 +11,10 @@ from pathlib import Path
 import polars as pl
 
 from gonka_pipelines.chain.store import ChainError, ChainStore
-from gonka_pipelines.lab.scratch import scratch_copy
+from gonka_pipelines.lab.scratch import rerun_epoch, scratch_copy
 from gonka_pipelines.local.config import changed_params
-from gonka_pipelines.local.inbox import restore_entry
 from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.stages.environment import Log, quiet
-from gonka_pipelines.stages.pipeline import run_epoch
 
 COMPARED = ("weight", "status", "reward", "work_coins", "slashed", "payout")
 """Per host: the last forked epoch's weight and status; reward, work coins, slashed collateral and payout summed."""
@@ -63,9 +61,7 @@ def what_if(layout: DataLayout, from_height: int, settings: Sequence[str], scrat
     work = scratch_copy(layout, scratch, from_height)
     with ChainStore.open(work.database) as store:
         for epoch in forked:
-            for submission in submissions[epoch]:
-                restore_entry(work.inbox, submission.submission_id, submission.raw, submission.reason, submission.detail)
-            block = run_epoch(store, work, epoch, log, genesis=genesis)
+            block = rerun_epoch(store, work, epoch, submissions[epoch], log, genesis)
             log(f"what-if: epoch {epoch} sealed block {block[:12]}…")
         after = (store.host_outcomes(forked[0], forked[-1]), store.network_totals(forked[0], forked[-1]))
     hosts = (pl.DataFrame(before[0]).join(pl.DataFrame(after[0]), on="host", how="full", suffix="_after", coalesce=True)

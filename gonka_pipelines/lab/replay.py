@@ -8,12 +8,10 @@ from pathlib import Path
 
 from gonka_pipelines.chain.lab import Divergence
 from gonka_pipelines.chain.store import ChainError, ChainStore
-from gonka_pipelines.lab.scratch import scratch_copy
-from gonka_pipelines.local.inbox import restore_entry
+from gonka_pipelines.lab.scratch import rerun_epoch, scratch_copy
 from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.protocol.block import BlockStatus
 from gonka_pipelines.stages.environment import Log, quiet
-from gonka_pipelines.stages.pipeline import run_epoch
 
 
 @dataclass(frozen=True)
@@ -39,10 +37,8 @@ def replay_epoch(layout: DataLayout, epoch: int, scratch: Path, log: Log = quiet
             raise ChainError(f"epoch {epoch} has no finalized block to replay (finalized: 1..{chain.head().height})")
         submissions = chain.stored_submissions(epoch)
     work = scratch_copy(layout, scratch, epoch - 1)
-    for submission in submissions:
-        restore_entry(work.inbox, submission.submission_id, submission.raw, submission.reason, submission.detail)
     with ChainStore.open(work.database) as store:
-        replayed = run_epoch(store, work, epoch, log)
+        replayed = rerun_epoch(store, work, epoch, submissions, log)
     divergence = None
     if replayed != block["hash"]:
         with ChainStore.open(layout.database, read_only=True) as chain, ChainStore.open(work.database, read_only=True) as copy:

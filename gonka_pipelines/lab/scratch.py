@@ -1,13 +1,19 @@
 """Scratch chains: a copy of a chain cut back to a height, in a folder of its own, that the lab may write freely (the
-original is only ever read)."""
+original is only ever read), and stored epochs re-run on it."""
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
+from gonka_pipelines.chain.lab import StoredSubmission
 from gonka_pipelines.chain.store import ChainStore
+from gonka_pipelines.local.inbox import restore_entry
 from gonka_pipelines.local.paths import DataLayout
+from gonka_pipelines.protocol.params import GenesisParams
+from gonka_pipelines.stages.environment import Log, quiet
+from gonka_pipelines.stages.pipeline import run_epoch
 
 
 def scratch_copy(layout: DataLayout, folder: Path, height: int) -> DataLayout:
@@ -25,3 +31,12 @@ def scratch_copy(layout: DataLayout, folder: Path, height: int) -> DataLayout:
     with ChainStore.open(scratch.database) as store:
         store.truncate_after(height)
     return scratch
+
+
+def rerun_epoch(store: ChainStore, scratch: DataLayout, epoch: int, submissions: Sequence[StoredSubmission], log: Log = quiet,
+                genesis: GenesisParams | None = None) -> str:
+    """Put an epoch's stored submissions back in the scratch chain's inbox, as the collector saw them, and run every
+    stage of the epoch (under `genesis` when given); returns the block hash it seals."""
+    for submission in submissions:
+        restore_entry(scratch.inbox, submission.submission_id, submission.raw, submission.reason, submission.detail)
+    return run_epoch(store, scratch, epoch, log, genesis=genesis)

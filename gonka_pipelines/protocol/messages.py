@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 
 def task_body(chain_id: str, developer_key: str, nonce: int, model: str, prompt: str, max_tokens: int, max_price: int,
@@ -19,6 +20,18 @@ def training_body(chain_id: str, developer_key: str, nonce: int, model: str, bas
     return {"chain_id": chain_id, "developer": developer_key, "nonce": nonce, "kind": "train", "model": model,
             "base_version": base_version, "shards": list(shards), "steps": steps, "batch_size": batch_size,
             "learning_rate": learning_rate, "seed": seed, "max_price": max_price}
+
+
+def task_body_of(row: Mapping[str, Any]) -> dict:
+    """The body a stored task row was signed as (the row joined with its chain id and its developer's `signer_key`)."""
+    return task_body(row["chain_id"], row["signer_key"], row["nonce"], row["model"], row["prompt"], row["max_tokens"],
+                     row["max_price"], row["version"])
+
+
+def training_body_of(row: Mapping[str, Any]) -> dict:
+    """The body a stored training task row was signed as (joined as for task_body_of)."""
+    return training_body(row["chain_id"], row["signer_key"], row["nonce"], row["model"], row["base_version"], row["shards"],
+                         row["steps"], row["batch_size"], row["learning_rate"], row["seed"], row["max_price"])
 
 
 def training_result_body(task_id: str, executor: str, version: str, checkpoint_steps: Sequence[int],

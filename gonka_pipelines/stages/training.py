@@ -204,6 +204,7 @@ def new_versions(env: EpochEnvironment, results: list[dict[str, Any]], outcomes:
     """The model versions the epoch's validated, passed training produced, scored on the held-out shard (a version whose
     checkpoint cannot be read, which only lazy validators passed, is not registered: nothing could serve it)."""
     passed = {o["task_id"] for o in outcomes if o["outcome"] == TaskOutcome.PASSED}
+    scored = [(r, validator.score(r)) for r in results if r["task_id"] in passed]
     return [{"version": r["version"], "epoch": env.epoch, "model": r["model"], "parent": r["base_version"],
              "task_id": r["task_id"], "executor": r["executor"], "shards": list(r["shards"]), "final_loss": r["losses"][-1],
-             "eval_loss": validator.score(r)} for r in results if r["task_id"] in passed and validator.score(r) != UNSCORED]
+             "eval_loss": score} for r, score in scored if score != UNSCORED]
