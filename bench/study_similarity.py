@@ -17,7 +17,6 @@ The figures are in docs/performance.md.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import time
 from collections.abc import Sequence
@@ -26,7 +25,7 @@ import torch
 
 from gonka_pipelines.compute.engine import TorchCompute
 from gonka_pipelines.compute.llm import EOS, Generation, encode, generate_greedy, score_forced
-from gonka_pipelines.compute.profiles import ModelProfile, load_profile
+from gonka_pipelines.compute.profiles import ModelProfile, cheaper_profile, load_profile
 from gonka_pipelines.compute.runner import ModelRunner, reproducible_threads, served_model_seed
 from gonka_pipelines.compute.training import TrainingSpec, evaluate, restore, train
 from gonka_pipelines.local.config import load_genesis
@@ -89,7 +88,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=16)
     args = parser.parse_args()
     profile, seed = load_profile(MODEL), served_model_seed(MODEL)
-    small = dataclasses.replace(profile, name=f"{MODEL}-small", dim=32, n_layers=1, n_heads=2, ffn_hidden=86)
+    small = cheaper_profile(profile)
     small_seed = served_model_seed(small.name)
     train_shards = [s.hash for s in manifest() if s.role == "train"]
     spec = TrainingSpec(args.steps, args.batch, 3e-3, 1, args.steps)

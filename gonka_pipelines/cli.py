@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import statistics
 import sys
 import tempfile
 import threading
@@ -276,8 +277,30 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, float_precision=4, tbl_hide_dataframe_shape=True):
         print(summary.select(*definition.grid, "seeds", *(c for c in summary.columns if c.endswith("_mean"))))
     plot = plot_sweep(definition, results, out / f"{definition.name}.png") if definition.plot else None
-    print(f"sweep {definition.name}: {len(results)} runs in {time.perf_counter() - started:.0f}s; results {out / 'results.parquet'}"
-          + (f"; plot {plot}" if plot else ""))
+    timed: list[float] = (results.get_column("epoch_seconds_median").drop_nulls().to_list()
+                          if "epoch_seconds_median" in results.columns else [])
+    print(f"sweep {definition.name}: {len(results)} runs in {time.perf_counter() - started:.0f}s"
+          + (f" (median epoch {statistics.median(timed):.2f}s)" if timed else "")
+          + f"; results {out / 'results.parquet'}" + (f"; plot {plot}" if plot else ""))
+    return 0
+
+
+def cmd_security(args: argparse.Namespace) -> int:
+    from gonka_pipelines.lab.security import STUDIES, markdown_table, plot_security, run_security
+    from gonka_pipelines.stages.environment import quiet
+
+    unknown = sorted(set(args.study or []) - set(STUDIES))
+    if unknown:
+        raise ConfigError(f"unknown study {', '.join(unknown)}; choose from {', '.join(STUDIES)}")
+    out = Path(args.out) if args.out else _layout(args).root / "lab" / "security"
+    started = time.perf_counter()
+    results = run_security(args.trials, out, args.profile, args.study, print if args.verbose else quiet)
+    for name in dict.fromkeys(results["study"].to_list()):
+        rows = results.filter(results["study"] == name)
+        print(f"\n{rows['attack'][0]} ({name})\n\n{markdown_table(rows)}")
+    plots = plot_security(results, out)
+    print(f"\nsecurity: {len(results)} settings × {args.trials:,} trials in {time.perf_counter() - started:.0f}s; results {out}; "
+          f"plots {', '.join(str(p) for p in plots)}")
     return 0
 
 
@@ -371,6 +394,15 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", help="results folder (default: DATA/lab/sweeps/NAME)")
     sweep.add_argument("--verbose", action="store_true", help="print each point as it finishes")
     sweep.set_defaults(handler=cmd_sweep)
+
+    security = commands.add_parser("security", help="Monte Carlo detection power of every attack of PROTOCOL section 7 "
+                                                    "through the rule set, with theory beside (docs/security.md)")
+    security.add_argument("--trials", type=int, default=1000, help="trials per setting (default 1000)")
+    security.add_argument("--study", action="append", help="run only this study (repeatable; default all)")
+    security.add_argument("--profile", help="genesis profile whose parameters the rules use (default: the file's default)")
+    security.add_argument("--out", help="results folder (default: DATA/lab/security); finished studies are not rerun")
+    security.add_argument("--verbose", action="store_true", help="print each study as it finishes")
+    security.set_defaults(handler=cmd_security)
 
     prove = commands.add_parser("prove", help="Merkle inclusion proof of a row against its block header")
     prove.add_argument("table")

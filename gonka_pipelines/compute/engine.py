@@ -17,7 +17,7 @@ from gonka_pipelines.compute.llm import (
     generate_greedy,
     score_forced,
 )
-from gonka_pipelines.compute.profiles import load_profile
+from gonka_pipelines.compute.profiles import cheaper_profile, load_profile
 from gonka_pipelines.compute.runner import ModelRunner, reproducible_threads, resolve_device, served_model_seed
 from gonka_pipelines.compute.sprint import compute_distances, mine
 from gonka_pipelines.compute.training import TrainingRun, TrainingSpec, evaluate, restore, train
@@ -25,15 +25,21 @@ from gonka_pipelines.protocol.crypto import sha256_hex
 from gonka_pipelines.protocol.params import Behaviour
 
 
-@lru_cache(maxsize=8)
 def _timed(work: Callable[[], object]) -> float:
     started = time.perf_counter()
     work()
     return time.perf_counter() - started
 
 
+@lru_cache(maxsize=8)
 def _runner(model: str, seed: bytes, device: str | None) -> ModelRunner:
     return ModelRunner(load_profile(model), seed, device)
+
+
+@lru_cache(maxsize=4)
+def _cheaper_runner(model: str, device: str | None) -> ModelRunner:
+    profile = cheaper_profile(load_profile(model))
+    return ModelRunner(profile, served_model_seed(profile.name), device)
 
 
 class Compute(Protocol):
@@ -106,9 +112,11 @@ class TorchCompute:
 
     def served(self, model: str, version: str = "", executor: str = "", behaviour: str = Behaviour.HONEST) -> ModelRunner:
         """What an executor runs: the model version ('' or no checkpoint source: the genesis weights), or for
-        garbled_output another seeded model of the same shape."""
+        garbled_output another seeded model of the same shape, for cheaper_model a much smaller one."""
         if behaviour == Behaviour.GARBLED_OUTPUT:
             return _runner(model, bytes.fromhex(sha256_hex(f"garbled|{model}|{executor}".encode())), self.device)
+        if behaviour == Behaviour.CHEAPER_MODEL:
+            return _cheaper_runner(model, self.device)
         if not version or self.checkpoints is None:
             return _runner(model, served_model_seed(model), self.device)
         if (model, version) not in self._version_runners:  # restored once per environment

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +37,12 @@ class ModelProfile:
     @property
     def head_dim(self) -> int:
         return self.dim // self.n_heads
+
+
+def cheaper_profile(profile: ModelProfile) -> ModelProfile:
+    """A much smaller model with the same vocabulary and context (dim 32, 1 layer, 2 heads: about a tenth of llm-tiny's
+    compute): what a cheating executor serves instead of the network's model, and the impostor of the similarity study."""
+    return replace(profile, name=f"{profile.name}-small", dim=32, n_layers=1, n_heads=2, ffn_hidden=86)
 
 
 def _check_field(name: str, value: Any) -> Any:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import itertools
 import random
 import shutil
+import statistics
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.local.config import changed_params, load_genesis, read_yaml, validate_config
+from gonka_pipelines.local.inbox import waiting_names
 from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.protocol.crypto import hash_value
 from gonka_pipelines.protocol.params import Behaviour, DeveloperConfig, HostConfig, NetworkConfig
@@ -97,18 +100,41 @@ def population_network(population: Population, seed: int) -> NetworkConfig:
 
 
 def run_point(definition: SweepDefinition, point: dict[str, Any], seed: int, folder: Path, log: Log = quiet) -> dict[str, Any]:
-    """One point of the sweep: a fresh chain of the population (seed) under the point's parameters, run for the
-    definition's epochs; returns its measured outcome (see ChainStore.sweep_outcome)."""
+    """One point of the sweep (run_chain); returns its measured outcome (ChainStore.sweep_outcome) and the median and
+    slowest epoch in seconds (of the epochs this call ran)."""
+    outcome, seconds = run_chain(definition, point, seed, folder, log)
+    timing = dict(zip(TIMING, (statistics.median(seconds), max(seconds)))) if seconds else {}
+    return {**point, "seed": seed, **outcome, **timing}
+
+
+def run_chain(definition: SweepDefinition, point: dict[str, Any], seed: int, folder: Path,
+              log: Log = quiet) -> tuple[dict[str, Any], list[float]]:
+    """A chain of the population (seed) under the point's parameters, run for the definition's epochs, resuming after
+    the last finalized block when folder already holds the point's chain (an epoch cut short runs again, on the
+    submissions still waiting in its inbox); returns its outcome and the seconds of each epoch this call ran."""
     genesis = changed_params(load_genesis(definition.profile), settings_of(point))
     network = population_network(definition.population, seed)
     layout = DataLayout(folder)
+    seconds: list[float] = []
     with ChainStore.open(layout.database) as store:
         init_chain(store, layout, genesis, network)
-        for epoch in range(1, definition.epochs + 1):
-            submit_tasks(store, layout, network, definition.tasks, tag=f"seed {seed}: ")
+        for epoch in range(store.head().height + 1, definition.epochs + 1):
+            started = time.perf_counter()
+            if not waiting_names(layout.inbox):
+                submit_tasks(store, layout, network, definition.tasks, tag=f"seed {seed}: ")
             run_epoch(store, layout, epoch, log)
-        outcome = store.sweep_outcome(1, definition.epochs)
-    return {**point, "seed": seed, **outcome}
+            seconds.append(time.perf_counter() - started)
+            if epoch % PROGRESS_EVERY == 0:
+                log(f"sweep {definition.name}: {point} seed {seed}: epoch {epoch} of {definition.epochs}, "
+                    f"median {statistics.median(seconds):.2f}s per epoch")
+        return store.sweep_outcome(1, definition.epochs), seconds
+
+
+TIMING = ("epoch_seconds_median", "epoch_seconds_max")
+"""The columns of a point's row that are wall-clock times (the rest depend only on the definition and the seed)."""
+
+PROGRESS_EVERY = 50
+"""A long point logs its progress every this many epochs."""
 
 
 def run_sweep(definition: SweepDefinition, out: Path, log: Log = quiet) -> pl.DataFrame:
@@ -121,8 +147,7 @@ def run_sweep(definition: SweepDefinition, out: Path, log: Log = quiet) -> pl.Da
             name = f"{hash_value([point, seed, definition.epochs, definition.tasks, definition.population.model_dump(mode='json')])[:16]}"
             if (points / f"{name}.parquet").exists():
                 continue
-            scratch = out / "chains" / name
-            shutil.rmtree(scratch, ignore_errors=True)  # a point interrupted midway starts over
+            scratch = out / "chains" / name  # a point interrupted midway resumes from its last block
             row = run_point(definition, point, seed, scratch, log)
             pl.DataFrame([row]).write_parquet(points / f"{name}.tmp")
             (points / f"{name}.tmp").replace(points / f"{name}.parquet")
@@ -135,8 +160,8 @@ def run_sweep(definition: SweepDefinition, out: Path, log: Log = quiet) -> pl.Da
 
 
 def summarize(definition: SweepDefinition, results: pl.DataFrame) -> pl.DataFrame:
-    """Per grid point: the mean, minimum and maximum of every metric over the seeds."""
-    metrics = [c for c in results.columns if c not in (*definition.grid, "seed")]
+    """Per grid point: the mean, minimum and maximum of every measured metric (not the timings) over the seeds."""
+    metrics = [c for c in results.columns if c not in (*definition.grid, "seed", *TIMING)]
     return (results.group_by(list(definition.grid), maintain_order=True)
             .agg([pl.len().alias("seeds")] + [agg for m in metrics for agg in
                                              (pl.col(m).mean().alias(f"{m}_mean"), pl.col(m).min().alias(f"{m}_min"),

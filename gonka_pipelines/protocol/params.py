@@ -159,6 +159,14 @@ class Behaviour(enum.StrEnum):
     FABRICATED_LOSS = "fabricated_loss"
     WRONG_SHARDS = "wrong_shards"
     DOWNTIME = "downtime"
+    COPIED_NONCES = "copied_nonces"
+    REUSED_NONCES = "reused_nonces"
+    LATE_BATCHES = "late_batches"
+    SILENT_VALIDATOR = "silent_validator"
+    SKIPPED_VALIDATIONS = "skipped_validations"
+    CHEAPER_MODEL = "cheaper_model"
+    TRUNCATED_OUTPUT = "truncated_output"
+    COLLUDING = "colluding"
 
 
 class HostConfig(StrictConfig):

@@ -1,12 +1,14 @@
 """How simulated hosts behave: honestly, or as one of the adversaries of PROTOCOL section 7 that network.yaml names.
 
-The stages ask these questions of every host, so a new adversary is a new Behaviour and an answer here. (A
-garbled_output executor's other model is chosen by compute.engine.TorchCompute.served, which owns model seeds.)
+The stages ask these questions of every host, so a new adversary is a new Behaviour and an answer here. (The
+other model of a garbled_output or cheaper_model executor is chosen by compute.engine.TorchCompute.served, which owns
+model seeds.)
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 from gonka_pipelines.protocol.crypto import hash_value
 from gonka_pipelines.protocol.params import Behaviour, EpochParams
@@ -17,13 +19,61 @@ MinedBatch = tuple[list[int], list[float], float]
 
 
 def mines_honestly(host: Host) -> bool:
-    """Whether the host computes its sprint (fake_hits claims random nonces instead)."""
-    return host.behaviour != Behaviour.FAKE_HITS
+    """Whether the host computes its sprint (fake_hits claims random nonces instead, copied_nonces another host's hits)."""
+    return host.behaviour not in (Behaviour.FAKE_HITS, Behaviour.COPIED_NONCES)
 
 
 def vouches_for_itself(host: Host) -> bool:
     """Whether the host, validating its own sprint, votes valid without recomputing (it knows it cheated)."""
-    return host.behaviour in (Behaviour.FAKE_HITS, Behaviour.INFLATED_HITS)
+    return host.behaviour in (Behaviour.FAKE_HITS, Behaviour.INFLATED_HITS, Behaviour.COPIED_NONCES)
+
+
+def copied_batches(host: Host, hosts: Sequence[Host], mined: dict[str, list[MinedBatch]]) -> list[MinedBatch] | None:
+    """copied_nonces: the batches of the largest other host that mines (ties: name order), claimed as the host's own
+    (none when no other host mines); None for every other behaviour."""
+    if host.behaviour != Behaviour.COPIED_NONCES:
+        return None
+    others = [h for h in hosts if h.address != host.address and h.address in mined]
+    return mined[min(others, key=lambda h: (-h.capacity, h.name)).address] if others else []
+
+
+def resubmitted(host: Host, mined: list[MinedBatch]) -> list[MinedBatch]:
+    """reused_nonces: every honestly mined batch, then each of them again (claiming its hits twice)."""
+    return [*mined, *mined] if host.behaviour == Behaviour.REUSED_NONCES else mined
+
+
+def mines_past_the_deadline(host: Host) -> bool:
+    """late_batches: after its budget the host keeps mining and submits those hits after the deadline and its grace."""
+    return host.behaviour == Behaviour.LATE_BATCHES
+
+
+def votes(host: Host) -> bool:
+    """Whether the host votes at all as a validator (silent_validator sends no sprint verdicts and does no validations)."""
+    return host.behaviour != Behaviour.SILENT_VALIDATOR
+
+
+def does_required_validations(host: Host) -> bool:
+    """Whether the host re-runs the tasks its secret seed drew it to validate (skipped_validations and silent_validator
+    do none of them, saving the compute)."""
+    return host.behaviour not in (Behaviour.SKIPPED_VALIDATIONS, Behaviour.SILENT_VALIDATOR)
+
+
+def collusion_target(hosts: Sequence[Host]) -> str | None:
+    """colluding: the honest host every colluder votes against (the largest; ties: name order), None without colluders."""
+    if not any(h.behaviour == Behaviour.COLLUDING for h in hosts):
+        return None
+    honest = [h for h in hosts if h.behaviour == Behaviour.HONEST]
+    return min(honest, key=lambda h: (-h.capacity, h.name)).address if honest else None
+
+
+def colluders(hosts: Sequence[Host]) -> set[str]:
+    """The addresses that vote invalid on everything the collusion target does."""
+    return {h.address for h in hosts if h.behaviour == Behaviour.COLLUDING}
+
+
+def delivered_length(host: Host, generated: int) -> int:
+    """How many of its generated tokens an executor returns: all, or (truncated_output) the first half."""
+    return max(1, generated // 2) if host.behaviour == Behaviour.TRUNCATED_OUTPUT and generated else generated
 
 
 INFLATED_SHARE = 0.1

@@ -18,7 +18,14 @@ from gonka_pipelines.protocol.messages import (
 )
 from gonka_pipelines.protocol.records import ResultStatus, ShareRole, TaskOutcome, TransferKind
 from gonka_pipelines.protocol.training import VersionScore, served_versions
-from gonka_pipelines.simulation.behaviours import serves_tasks, skips_recomputation
+from gonka_pipelines.simulation.behaviours import (
+    colluders,
+    collusion_target,
+    delivered_length,
+    does_required_validations,
+    serves_tasks,
+    skips_recomputation,
+)
 from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain
 from gonka_pipelines.stages.training import (
     TrainingValidator,
@@ -76,9 +83,11 @@ def run_task_execution(env: EpochEnvironment, open_chain: OpenChain, log: Log) -
         generations = env.compute.generate(model, version, executor, env.host[executor].behaviour, group["prompt"].to_list(),
                                            max_tokens)
         for task, generation in zip(group.iter_rows(named=True), generations):
-            body = result_body(task["task_id"], executor, generation.tokens, generation.top_ids, generation.top_logprobs)
-            cost = (task["prompt_tokens"] + len(generation.tokens)) * price
-            results.append({**body, "epoch": epoch, "status": ResultStatus.COMPLETED, "completion_tokens": len(generation.tokens),
+            n = delivered_length(env.host[executor], len(generation.tokens))
+            tokens = generation.tokens[:n]
+            body = result_body(task["task_id"], executor, tokens, generation.top_ids[:n], generation.top_logprobs[:n])
+            cost = (task["prompt_tokens"] + len(tokens)) * price
+            results.append({**body, "epoch": epoch, "status": ResultStatus.COMPLETED, "completion_tokens": len(tokens),
                             "cost": cost, "refund": task["escrow"] - cost,
                             "signature": env.keys[executor].sign(env.chain_id, MessageKind.RESULT, body)})
         log(f"execution: {env.host[executor].name} ran {len(group)} {model} tasks on version {version[:12]} "
@@ -107,7 +116,8 @@ def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) 
     """Sample validators per task with their secret seeds, re-run, vote on failures, share fees, update status; record
     the new model versions and each model's served version after the epoch."""
     epoch, chain_id, keys, weights = env.epoch, env.chain_id, env.keys, env.weights
-    lazy_validators = {h.address for h in env.hosts if skips_recomputation(h)}
+    voters = _Voters.of(env)
+    lazy_validators = voters.lazy
     with open_chain() as store:
         previous = store.host_states(epoch - 1)
         results = store.completed_results(epoch)
@@ -129,22 +139,26 @@ def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) 
         if t >= len(results):
             continue
         result, validator = checked[results[t]["task_id"]], members[v]
-        lazy = validator in lazy_validators
+        if validator in voters.abstaining:
+            continue  # drawn, but it neither re-runs nor votes: its claim will show the validation missing
+        lazy, lying = validator in lazy_validators, voters.against(validator, results[t]["executor"])
         if not lazy and result["task_id"] not in honest:
             honest[result["task_id"]] = env.rules.judge(
                 result["output_tokens"], result["max_tokens"], env.compute.eos_token, (result["top_ids"], result["top_logprobs"]),
                 rescore=partial(env.compute.score, result["model"], env.version_of(result), result["prompt"],
                                 result["output_tokens"]))
-        comparison = Comparison(True, 1.0, ComparisonReason.SIMILAR) if lazy else honest[result["task_id"]]
+        comparison = (Comparison(True, 1.0, ComparisonReason.SIMILAR) if lazy
+                      else Comparison(False, 0.0, ComparisonReason.DISSIMILAR) if lying else honest[result["task_id"]])
         body = task_verdict_body(epoch, result["task_id"], validator, comparison.similarity, comparison.passed,
                                  str(comparison.reason))
-        verdicts.append({**body, "recomputed": not lazy, "signature": keys[validator].sign(chain_id, MessageKind.TASK_VERDICT, body)})
-    outcomes, shares = _outcomes_and_fees(env, results, verdicts, honest, lazy_validators)
+        verdicts.append({**body, "recomputed": not lazy and not lying, "signature": keys[validator].sign(chain_id, MessageKind.TASK_VERDICT, body)})
+    outcomes, shares = _outcomes_and_fees(env, results, verdicts, honest, voters)
     trainer = TrainingValidator(env)
-    checks = training_verdicts(env, trainings, [(t - len(results), members[v]) for t, v in draws if t >= len(results)],
+    checks = training_verdicts(env, trainings, [(t - len(results), members[v]) for t, v in draws
+                                                if t >= len(results) and members[v] not in voters.abstaining],
                                lazy_validators, trainer)
     training_outcomes, training_shares = _outcomes_and_fees(env, trainings, checks, honest_views(trainings, checks, lazy_validators, trainer),
-                                                            lazy_validators)
+                                                            voters)
     versions = new_versions(env, trainings, training_outcomes, trainer)
     served = served_versions([*earlier_versions, *(VersionScore(v["version"], v["model"], epoch, v["eval_loss"]) for v in versions)],
                              env.params.training.served_rule)
@@ -159,7 +173,33 @@ def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) 
             "new_versions": len(versions)}
 
 
-def _outcomes_and_fees(env, results, verdicts, honest, lazy_validators) -> tuple[list[dict], list[dict]]:
+@dataclass(frozen=True)
+class _Voters:
+    """How hosts vote on a task that failed a check: by re-running it (honest), "valid" unseen (lazy), not at all
+    (silent validators and skippers: abstaining), or "invalid" whenever the collusion target executed it (colluders)."""
+
+    lazy: set[str]
+    abstaining: set[str]
+    colluders: set[str]
+    target: str | None
+
+    @classmethod
+    def of(cls, env: EpochEnvironment) -> _Voters:
+        return cls({h.address for h in env.hosts if skips_recomputation(h)},
+                   {h.address for h in env.hosts if not does_required_validations(h)}, colluders(env.hosts),
+                   collusion_target(env.hosts))
+
+    def against(self, voter: str, executor: str) -> bool:
+        """Whether the voter calls the executor's work invalid whatever it is (a colluder facing its target)."""
+        return executor == self.target and voter in self.colluders
+
+    def invalid_weight(self, weights: dict[str, int], executor: str, honestly_passes: bool) -> int:
+        """The weight voting "invalid": every host with weight but the executor and the abstaining."""
+        return sum(w for a, w in weights.items() if a != executor and a not in self.abstaining
+                   and (self.against(a, executor) or (a not in self.lazy and not honestly_passes)))
+
+
+def _outcomes_and_fees(env, results, verdicts, honest, voters: _Voters) -> tuple[list[dict], list[dict]]:
     """Per task: pass shares the fee equally among executor and passing validators; a failure goes to a weighted vote."""
     epoch, weights = env.epoch, env.weights
     total_weight = sum(weights.values())
@@ -171,10 +211,8 @@ def _outcomes_and_fees(env, results, verdicts, honest, lazy_validators) -> tuple
         checks = by_task.get(result["task_id"], [])
         failures = sum(not c["passed"] for c in checks)
         invalid_weight = 0
-        if failures:
-            # Every host with weight votes: honest ones by re-running (the shared honest view), lazy ones and the executor "valid".
-            invalid_weight = sum(w for a, w in weights.items() if a != result["executor"]
-                                 and a not in lazy_validators and not honest[result["task_id"]].passed)
+        if failures:  # every host with weight votes but the abstaining; honest ones by re-running (the shared honest view)
+            invalid_weight = voters.invalid_weight(weights, result["executor"], honest[result["task_id"]].passed)
         outcome = (TaskOutcome.INVALIDATED if failures and env.rules.task_invalidated(invalid_weight, total_weight)
                    else TaskOutcome.PASSED if checks else TaskOutcome.UNVALIDATED).value
         outcomes.append({"task_id": result["task_id"], "epoch": epoch, "executor": result["executor"], "validations": len(checks),

@@ -12,10 +12,16 @@ from gonka_pipelines.protocol.poc_batches import PocBatch
 from gonka_pipelines.protocol.records import BatchStatus, Host
 from gonka_pipelines.simulation.behaviours import (
     MinedBatch,
+    colluders,
+    collusion_target,
+    copied_batches,
     fake_batches,
     inflated_batches,
     mines_honestly,
+    mines_past_the_deadline,
+    resubmitted,
     skips_recomputation,
+    votes,
     vouches_for_itself,
 )
 from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain
@@ -51,18 +57,43 @@ def _honest_batches(env: EpochEnvironment, host: Host) -> list[MinedBatch]:
             return batches
 
 
+def _late_batches(env: EpochEnvironment, host: Host) -> list[MinedBatch]:
+    """late_batches: after its budget each ML node mines one more model batch further along its own stream; those hits
+    are submitted after the deadline and its grace."""
+    sprint, nodes = env.params.sprint, host.capacity
+    late = sprint.duration_seconds + sprint.late_grace_seconds + 1
+    batches: list[MinedBatch] = []
+    for node in range(nodes):
+        nonces, distances = env.compute.mine(host.public_key, node + sprint.nonces_per_capacity * nodes,
+                                             env.compute.sprint_batch_size, env.params.r_target, nodes)
+        if nonces:
+            batches.append((nonces, distances, late))
+    return batches
+
+
+def _claimed_batches(env: EpochEnvironment, host: Host, mined: dict[str, list[MinedBatch]]) -> list[MinedBatch]:
+    """What a host submits: its mined batches as its behaviour shapes them, or, if it does not mine, a copy or fakes."""
+    copied = copied_batches(host, env.hosts, mined)
+    if copied is not None:
+        return copied
+    if not mines_honestly(host):
+        return fake_batches(host, env.prev_hash, env.params)
+    own = resubmitted(host, inflated_batches(host, env.prev_hash, env.params, mined[host.address]))
+    return own + (_late_batches(env, host) if mines_past_the_deadline(host) else [])
+
+
 def run_sprint(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> dict[str, int]:
     """Every host mines and signs its batches; the chain admits or rejects each. Returns counts."""
     epoch, prev_hash = env.epoch, env.prev_hash
+    mined = {host.address: _honest_batches(env, host) for host in env.hosts if mines_honestly(host)}
     submitted: list[PocBatch] = []
     for host in env.hosts:
-        mined = (inflated_batches(host, prev_hash, env.params, _honest_batches(env, host)) if mines_honestly(host)
-                 else fake_batches(host, prev_hash, env.params))
-        for sequence, (nonces, distances, submitted_at) in enumerate(mined):
+        claimed = _claimed_batches(env, host, mined)
+        for sequence, (nonces, distances, submitted_at) in enumerate(claimed):
             batch = PocBatch(host.address, host.public_key, prev_hash, sequence, tuple(nonces), tuple(distances), submitted_at)
             signature = env.keys[host.address].sign(env.chain_id, MessageKind.POC_BATCH, batch.body(epoch))
             submitted.append(dataclasses.replace(batch, signature=signature))
-        log(f"sprint: {host.name} submitted {len(mined)} batches, {sum(len(m[0]) for m in mined)} claimed hits")
+        log(f"sprint: {host.name} submitted {len(claimed)} batches, {sum(len(m[0]) for m in claimed)} claimed hits")
     verdicts = env.rules.admit_batches(submitted, env.chain_id, prev_hash)
     rows = [{"batch_id": hash_value([epoch, b.host, b.sequence, b.signature]), "epoch": epoch, "host": b.host,
              "sequence": b.sequence, "nonces": list(b.nonces), "distances": list(b.distances), "submitted_at": b.submitted_at,
@@ -77,23 +108,27 @@ def run_sprint(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> dict[s
 
 def run_sprint_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> dict[str, int]:
     """Each validator with weight samples min(200, n) of every host's hits (its own included), recomputes and signs a
-    verdict."""
+    verdict (a silent validator sends none; colluders vote their target's sprint invalid without recomputing)."""
     epoch = env.epoch
     with open_chain() as store:
         claims = store.accepted_claims(epoch)
     lazy = {h.address for h in env.hosts if skips_recomputation(h)}
     cheats = {h.address for h in env.hosts if vouches_for_itself(h)}
-    validators = [a for a, w in env.weights.items() if w > 0]
+    target, against = collusion_target(env.hosts), colluders(env.hosts)
+    voting = {h.address for h in env.hosts if votes(h)}
+    validators = [a for a, w in env.weights.items() if w > 0 and a in voting]
     rows: list[dict[str, Any]] = []
     for host, nonces in claims:
         # A host's own vote counts, as in Gonka: an honest one checks itself like any other; a cheat vouches for itself.
         samples = {v: env.rules.validation_sample(env.keys[v].public_key, env.prev_hash, nonces) for v in validators}
-        unchecked = lazy | ({host} & cheats)
+        lying = against if host == target else set()
+        unchecked = lazy | ({host} & cheats) | lying
         needed = sorted({n for v, s in samples.items() if v not in unchecked for n in s})
         recomputed = dict(zip(needed, env.compute.distances(env.keys[host].public_key, needed)))
         for validator, sample in samples.items():
             skipped = validator in unchecked
-            mismatches, valid = (0, True) if skipped else env.rules.sprint_vote([recomputed[n] for n in sample])
+            mismatches, valid = ((len(sample), False) if validator in lying else (0, True) if skipped
+                                 else env.rules.sprint_vote([recomputed[n] for n in sample]))
             rows.append({"epoch": epoch, "validator": validator, "host": host, "sampled": len(sample),
                          "mismatches": mismatches, "valid": valid, "recomputed": not skipped})
         log(f"sprint validation: {host[:14]}… {len(nonces)} hits, recomputed {len(needed)} nonces")
