@@ -4,9 +4,9 @@
 
 Runs one chain of `--hosts` hosts (capacities Pareto 1..10, the lab's population generator) for `--epochs` epochs
 through every stage (lab.sweep.run_chain: resumable, so a cut-short run continues from its last block when started
-again with the same --out). Prints each stage of the clock: the epochs' median and range in seconds, and the floor
-measured in the same run: a bare forward of the sprint model over one epoch's nonce budget (the compute no epoch can
-avoid), so epoch / floor is the share of an epoch that is not model compute.
+again with the same --out), logging progress every 50 epochs. Prints the epochs' median and range in seconds and the
+floor measured in the same run: a bare forward of the sprint model over one epoch's nonce budget (the compute no
+epoch can avoid), so epoch / floor says how many times the unavoidable model compute an epoch costs.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def bare_forward_seconds(definition: SweepDefinition) -> list[float]:
         for _ in range(FLOOR_ROUNDS):
             started = time.perf_counter()
             for _ in range(-(-nonces // profile.batch_size)):
-                runner.model(batch, last_only=True)
+                runner.last_logits(batch)
             rounds.append(time.perf_counter() - started)
     return rounds
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import statistics
 import sys
@@ -24,6 +25,7 @@ from gonka_pipelines.local.config import (
     load_network,
 )
 from gonka_pipelines.local.paths import DataLayout
+from gonka_pipelines.protocol.crypto import KeyPair
 
 
 def _layout(args: argparse.Namespace) -> DataLayout:
@@ -44,14 +46,25 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _developer_key(layout: DataLayout, name: str) -> KeyPair:
+    """The developer's key pair; a missing key file is an error naming it and the chain's developers."""
+    from gonka_pipelines.local.keys import load_key
+
+    path = layout.key_file(name)
+    if not path.exists():
+        with ChainStore.open(layout.database, read_only=True) as store:
+            known = store.developer_names()
+        raise ConfigError(f"no key for developer {name!r} ({path}); the developers on this chain: {', '.join(known) or 'none'}")
+    return load_key(path)
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     from gonka_pipelines.local.inbox import write_submission
-    from gonka_pipelines.local.keys import load_key
     from gonka_pipelines.protocol.intake import Rejected
     from gonka_pipelines.simulation.client import checked_submission
 
     layout = _layout(args)
-    keypair = load_key(layout.key_file(args.developer))
+    keypair = _developer_key(layout, args.developer)
     with ChainStore.open(layout.database, read_only=True) as store:
         try:
             raw, nonce = checked_submission(store, layout.inbox, keypair, model=args.model, prompt=args.prompt,
@@ -67,12 +80,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from gonka_pipelines.local.inbox import write_submission
-    from gonka_pipelines.local.keys import load_key
     from gonka_pipelines.protocol.intake import Rejected, RejectReason
     from gonka_pipelines.simulation.client import checked_training
 
     layout = _layout(args)
-    keypair = load_key(layout.key_file(args.developer))
+    keypair = _developer_key(layout, args.developer)
     with ChainStore.open(layout.database, read_only=True) as store:
         try:
             served = store.served_versions(store.head().height)
@@ -300,13 +312,16 @@ def cmd_security(args: argparse.Namespace) -> int:
         print(f"\n{rows['attack'][0]} ({name})\n\n{markdown_table(rows)}")
     plots = plot_security(results, out)
     print(f"\nsecurity: {len(results)} settings × {args.trials:,} trials in {time.perf_counter() - started:.0f}s; results {out}; "
-          f"plots {', '.join(str(p) for p in plots)}")
+          + (f"plots {', '.join(str(p) for p in plots)}" if plots else "no plots (the plotted studies did not run)"))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gonka", description=__doc__)
-    parser.add_argument("--data-dir", help="chain folder (default: $GONKA_DATA_DIR or ./data)")
+    data_dir_help = "chain folder (default: $GONKA_DATA_DIR, else ./data)"
+    parser.add_argument("--data-dir", help=data_dir_help)
+    after = argparse.ArgumentParser(add_help=False)  # --data-dir also after the command; SUPPRESS keeps one given before
+    after.add_argument("--data-dir", default=argparse.SUPPRESS, help=data_dir_help)
     commands = parser.add_subparsers(dest="command", required=True)
 
     def chain_config(command: argparse.ArgumentParser) -> None:
@@ -314,11 +329,11 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--genesis", default=str(GENESIS_FILE))
         command.add_argument("--network", default=str(NETWORK_FILE))
 
-    init = commands.add_parser("init", help="create the genesis block (no-op if it exists)")
+    init = commands.add_parser("init", parents=[after], help="create the genesis block (no-op if it exists)")
     chain_config(init)
     init.set_defaults(handler=cmd_init)
 
-    submit = commands.add_parser("submit", help="sign a task with a developer key and put it in the inbox")
+    submit = commands.add_parser("submit", parents=[after], help="sign a task with a developer key and put it in the inbox")
     submit.add_argument("--developer", required=True, help="developer name (its key is data/keys/NAME.key)")
     submit.add_argument("--model", default="llm-tiny")
     submit.add_argument("--prompt", required=True)
@@ -329,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "serves when the task runs, `gonka model list`)")
     submit.set_defaults(handler=cmd_submit)
 
-    train = commands.add_parser("train", help="sign a training task with a developer key and put it in the inbox")
+    train = commands.add_parser("train", parents=[after], help="sign a training task with a developer key and put it in the inbox")
     train.add_argument("--developer", required=True, help="developer name (its key is data/keys/NAME.key)")
     train.add_argument("--model", default="llm-tiny", help="the model to fine-tune")
     train.add_argument("--base", help="model version to start from, 12 or more hex digits (default: the served one, "
@@ -343,22 +358,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--nonce", type=int, help="default: one above the developer's last nonce, counting the inbox")
     train.set_defaults(handler=cmd_train)
 
-    model = commands.add_parser("model", help="model versions: `list`, or `show VERSION` with its lineage down to shards")
+    model = commands.add_parser("model", parents=[after], help="model versions: `list`, or `show VERSION` with its lineage down to shards")
     model.add_argument("action", choices=["list", "show"])
     model.add_argument("version", nargs="?", default="", help="for show: 12 or more hex digits of a version")
     model.set_defaults(handler=cmd_model)
 
-    run = commands.add_parser("run", help="run the next epoch(s) through Dagster")
+    run = commands.add_parser("run", parents=[after], help="run the next epoch(s) through Dagster")
     run.add_argument("--epochs", type=int, default=1)
     run.set_defaults(handler=cmd_run)
 
-    demo = commands.add_parser("demo", help="init, submit the demo workload and run epochs, then print a summary")
+    demo = commands.add_parser("demo", parents=[after], help="init, submit the demo workload and run epochs, then print a summary")
     chain_config(demo)
     demo.add_argument("--epochs", type=int, default=3)
     demo.set_defaults(handler=cmd_demo)
 
-    commands.add_parser("summary", help="one line per finalized block").set_defaults(handler=cmd_summary)
-    verify = commands.add_parser("verify-chain", help="re-derive every hash, root and signature; compare with the block "
+    commands.add_parser("summary", parents=[after], help="one line per finalized block").set_defaults(handler=cmd_summary)
+    verify = commands.add_parser("verify-chain", parents=[after], help="re-derive every hash, root and signature; compare with the block "
                                                       "hashes kept outside the database")
     verify.add_argument("--expect-head", metavar="HASH",
                         help="a block hash (12 or more hex digits) you kept: the chain must still hold it, finalized")
@@ -366,19 +381,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="do not compare with the block hashes the Dagster instance recorded")
     verify.set_defaults(handler=cmd_verify)
 
-    explain = commands.add_parser("explain", help="why HOST was paid what it was paid in EPOCH, amount by amount")
+    explain = commands.add_parser("explain", parents=[after], help="why HOST was paid what it was paid in EPOCH, amount by amount")
     explain.add_argument("host", help="host name (e.g. host-alpha) or address")
     explain.add_argument("epoch", type=int)
     explain.set_defaults(handler=cmd_explain)
 
-    replay = commands.add_parser("replay", help="rebuild a finalized EPOCH into a scratch chain from what the chain "
+    replay = commands.add_parser("replay", parents=[after], help="rebuild a finalized EPOCH into a scratch chain from what the chain "
                                                 "stores and check that it seals the same block")
     replay.add_argument("epoch", type=int)
     replay.add_argument("--scratch", help="empty folder to build the scratch chain in, kept afterwards (default: a "
                                           "temporary folder, removed)")
     replay.set_defaults(handler=cmd_replay)
 
-    fork = commands.add_parser("what-if", help="fork the chain at a height with changed parameters, re-run the stored "
+    fork = commands.add_parser("what-if", parents=[after], help="fork the chain at a height with changed parameters, re-run the stored "
                                               "epochs after it and print each host's outcome before and after")
     fork.add_argument("--from", dest="from_height", type=int, required=True, help="the height to fork from")
     fork.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
@@ -388,14 +403,14 @@ def build_parser() -> argparse.ArgumentParser:
     fork.add_argument("--scratch", help="empty folder to build the forked chain in, kept afterwards (default: temporary)")
     fork.set_defaults(handler=cmd_what_if)
 
-    sweep = commands.add_parser("sweep", help="run a sweep definition (grid × population × seeds, e.g. "
+    sweep = commands.add_parser("sweep", parents=[after], help="run a sweep definition (grid × population × seeds, e.g. "
                                               "resources/sweeps/power-cap.yaml), resuming where it stopped; print and plot")
     sweep.add_argument("definition", help="the sweep's YAML file")
     sweep.add_argument("--out", help="results folder (default: DATA/lab/sweeps/NAME)")
     sweep.add_argument("--verbose", action="store_true", help="print each point as it finishes")
     sweep.set_defaults(handler=cmd_sweep)
 
-    security = commands.add_parser("security", help="Monte Carlo detection power of every attack of PROTOCOL section 7 "
+    security = commands.add_parser("security", parents=[after], help="Monte Carlo detection power of every attack of PROTOCOL section 7 "
                                                     "through the rule set, with theory beside (docs/security.md)")
     security.add_argument("--trials", type=int, default=1000, help="trials per setting (default 1000)")
     security.add_argument("--study", action="append", help="run only this study (repeatable; default all)")
@@ -404,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     security.add_argument("--verbose", action="store_true", help="print each study as it finishes")
     security.set_defaults(handler=cmd_security)
 
-    prove = commands.add_parser("prove", help="Merkle inclusion proof of a row against its block header")
+    prove = commands.add_parser("prove", parents=[after], help="Merkle inclusion proof of a row against its block header")
     prove.add_argument("table")
     prove.add_argument("id")
     prove.add_argument("--epoch", type=int)
@@ -425,6 +440,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ChainError, ConfigError, FileExistsError, FileNotFoundError, PermissionError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`gonka summary | head`): stop quietly, as a shell pipeline expects
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)

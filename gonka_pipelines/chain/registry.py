@@ -44,6 +44,10 @@ class RegistryRows(StoreCore):
         """Name of every account (hosts and developers) by address."""
         return dict(self._query("SELECT address, name FROM accounts ORDER BY address"))
 
+    def developer_names(self) -> list[str]:
+        """Every developer account's name, sorted."""
+        return [name for (name,) in self._query("SELECT name FROM accounts WHERE kind = 'developer' ORDER BY name")]
+
     def resolve_host(self, host: str) -> tuple[str, str]:
         """(name, address) of a host given by name or address; an unknown one is an error listing the hosts."""
         row = self._query("SELECT name, address FROM hosts WHERE name = ? OR address = ?", [host, host])

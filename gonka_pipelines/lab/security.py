@@ -5,8 +5,9 @@ A full chain per trial costs about a second; these studies need thousands of tri
 rule set's own decisions (the validation sample, the fraud vote, acceptance by weight, batch admission, the executor
 and validator draws, the fail vote, host status) on what the models would have produced: an honest re-run reproduces a
 claim exactly (CPU), a fake nonce recomputes as a hit only with the sprint's hit rate, and every check of a
-cheaper-model, garbled or truncated output fails (docs/performance.md measured 100 % on the local profile). The chain
-tests (tests/stages/test_attacks.py and the modules beside it) pin that the stages take these same decisions.
+cheaper-model, garbled or truncated output fails (docs/performance.md measured 100 % on the local profile). The fail vote is
+counted by simulation.behaviours.Voters, as the task_verdicts stage counts it. The chain tests
+(tests/stages/test_attacks.py and the modules beside it) pin that the stages take these same decisions.
 Every trial's randomness is drawn from the study's name, setting and trial number.
 """
 
@@ -16,7 +17,7 @@ import dataclasses
 import itertools
 import math
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,13 @@ import numpy as np
 import polars as pl
 
 from gonka_pipelines.local.config import load_genesis
-from gonka_pipelines.protocol.crypto import KeyPair, MessageKind
+from gonka_pipelines.protocol.crypto import KeyPair, MessageKind, hash_value
 from gonka_pipelines.protocol.inference_validation import MinAvg, ValidatorPool, validation_probability, validation_target
 from gonka_pipelines.protocol.params import EpochParams
 from gonka_pipelines.protocol.poc_batches import BatchReject, PocBatch
 from gonka_pipelines.protocol.rules import RuleSet, rules_for
 from gonka_pipelines.protocol.sprint import binomial_tail, is_fraud
+from gonka_pipelines.simulation.behaviours import Voters
 from gonka_pipelines.stages.environment import epoch_parameters
 
 HONEST_HITS = 50
@@ -39,6 +41,8 @@ HOSTS = 10
 """Hosts in a sprint study: the cheat and nine honest validators, equal weight."""
 TASK_HOSTS = 20
 """Hosts in a task study: equal weight, so the host under study holds 1/20."""
+HONEST_VOTERS = Voters(frozenset(), frozenset(), frozenset(), None)
+"""A fail vote in which every host but the executor re-runs the task honestly."""
 CHAIN_ID = "security-study"
 
 
@@ -119,7 +123,7 @@ def sprint_theory(study: Study, claims: int, fakes: int) -> tuple[float, float]:
     return flag, rejected
 
 
-def sprint_cheats(study: Study, fake_shares: list[float], honest_hits: list[int]) -> list[dict[str, Any]]:
+def sprint_cheats(study: Study, fake_shares: Sequence[float], honest_hits: Sequence[int]) -> list[dict[str, Any]]:
     """fake_hits / inflated_hits / copied_nonces: a host with `hits` honest hits pads its claims so that `share` of
     them are fake (share 1: all fake, as fake_hits, or another host's hits under its own key, as copied_nonces). Above
     the validation sample (200 in the local profile) each validator sees only part of the claims.
@@ -127,13 +131,13 @@ def sprint_cheats(study: Study, fake_shares: list[float], honest_hits: list[int]
     is contradicted, and our rule refuses their claim). Gain: its reward minus an honest host's, in GNK."""
     rows = []
     hit_rate = study.params.sprint.wanted_hit_rate
-    measured: set[tuple[int, int]] = set()
+    measured: set[tuple[int, int]] = set()  # (honest hits, fakes): a share too small to change the count is run once
     for hits, share in itertools.product(honest_hits, fake_shares):
         honest = 0 if share >= 1 else hits
         fakes = hits if share >= 1 else max(1, round(hits * share / (1 - share)))
-        if (hits, fakes) in measured:
-            continue  # a share too small to change the count of fakes at this size
-        measured.add((hits, fakes))
+        if (honest, fakes) in measured:
+            continue
+        measured.add((honest, fakes))
         claims = honest + fakes
         caught = contradicted = 0
         gains = []
@@ -155,7 +159,7 @@ def sprint_cheats(study: Study, fake_shares: list[float], honest_hits: list[int]
     return rows
 
 
-def honest_noise(study: Study, noise_rates: list[float]) -> list[dict[str, Any]]:
+def honest_noise(study: Study, noise_rates: Sequence[float]) -> list[dict[str, Any]]:
     """An honest host whose re-runs differ (GPU non-determinism): each claim recomputes as a miss with `noise`. The
     fraud test is calibrated for noise = mismatch_probability; this measures how often it rejects an honest sprint."""
     rows = []
@@ -181,7 +185,7 @@ def admission_cheats(study: Study) -> list[dict[str, Any]]:
     """reused_nonces and late_batches: refused at admission (ours), whatever the draw; the trials confirm the rule."""
     rows = []
     sprint = study.params.sprint
-    for attack in ("reused nonces", "late batches"):
+    for attack, reason in (("reused nonces", BatchReject.DUPLICATE_NONCE), ("late batches", BatchReject.LATE)):
         refused = 0
         for rng in study.rngs("admission", attack):
             key, prev_hash = KeyPair.from_seed(rng.randbytes(32)), _hex(rng)
@@ -195,7 +199,7 @@ def admission_cheats(study: Study) -> list[dict[str, Any]]:
                 signature = key.sign(CHAIN_ID, MessageKind.POC_BATCH, batch.body(study.params.epoch))
                 batches.append(dataclasses.replace(batch, signature=signature))
             verdicts = study.rules.admit_batches(batches, CHAIN_ID, prev_hash)
-            refused += verdicts[0] is None and verdicts[1] in (BatchReject.DUPLICATE_NONCE, BatchReject.LATE)
+            refused += verdicts[0] is None and verdicts[1] == reason
         rows.append({"attack": attack, "setting": f"{attack}: one extra batch of 8 claims", "x": 0.0, "trials": study.trials,
                      "caught_rate": refused / study.trials, "theory": 1.0, "theory_note": "refused at admission (ours)",
                      "honest_flagged_rate": 0.0, "attacker_gain_gnk": 0.0})
@@ -215,6 +219,10 @@ class TaskEpoch:
     task_index: np.ndarray
     validator_index: np.ndarray
 
+    @property
+    def weights(self) -> dict[str, int]:
+        return dict.fromkeys(self.hosts, 1)
+
     def validators_of(self) -> list[set[int]]:
         checks: list[set[int]] = [set() for _ in self.executors]
         for t, v in zip(self.task_index.tolist(), self.validator_index.tolist()):
@@ -231,6 +239,12 @@ def task_epoch(study: Study, rng: random.Random, traffic: int, reputation: int) 
     return TaskEpoch(hosts, executors, task_index, validator_index)
 
 
+def invalidated(study: Study, voters: Voters, weights: dict[str, int], executor: str, honestly_passes: bool) -> bool:
+    """The stages' fail vote on a task that failed a check: the weight voting "invalid" (Voters, as the
+    task_verdicts stage counts it) against the rule's quorum."""
+    return study.rules.task_invalidated(voters.invalid_weight(weights, executor, honestly_passes), sum(weights.values()))
+
+
 def _min_avg(study: Study) -> MinAvg:
     validation = study.params.validation
     return MinAvg(validation.min_avg_traffic, validation.min_avg_values)
@@ -242,7 +256,7 @@ def _p_validates(study: Study, traffic: int, reputation: int) -> float:
     return float(validation_probability(target, 1, TASK_HOSTS, 1))
 
 
-def skipped_validations(study: Study, traffics: list[int], reputations: list[int]) -> list[dict[str, Any]]:
+def skipped_validations(study: Study, traffics: Sequence[int], reputations: Sequence[int]) -> list[dict[str, Any]]:
     """skipped_validations / silent_validator: host 0 re-runs none of the tasks its seed draws it to validate. Caught =
     drawn for at least one (its claim then shows the validation missing and it forfeits the epoch's payout); theory:
     1 - prod over the others' tasks of (1 - P_v). Honest validators do what they were drawn for, so none is flagged."""
@@ -263,9 +277,9 @@ def skipped_validations(study: Study, traffics: list[int], reputations: list[int
     return rows
 
 
-def bad_executors(study: Study, traffics: list[int], reputations: list[int]) -> list[dict[str, Any]]:
-    """cheaper_model / garbled_output / truncated_output: every validated task of host 0 fails and is invalidated (the
-    honest majority re-runs it). Caught = INVALID in the epoch (the rule's status on its counts: streak or z-test),
+def bad_executors(study: Study, traffics: Sequence[int], reputations: Sequence[int]) -> list[dict[str, Any]]:
+    """cheaper_model / garbled_output / truncated_output: every validated task of host 0 fails a check and goes to the
+    fail vote, where the other hosts re-run it. Caught = INVALID in the epoch (the rule's status on its counts: streak or z-test),
     which costs its reward and fees; otherwise it loses only the invalidated tasks' fees. Theory for "a task is
     checked": 1 - (1 - P_v)^(hosts - 1). Gain in GNK against serving honestly (fees at the profile's price for 20-token
     tasks), compute saved not counted."""
@@ -281,13 +295,14 @@ def bad_executors(study: Study, traffics: list[int], reputations: list[int]) -> 
                 checks = epoch.validators_of()
                 mine = [bool(checks[t]) for t, e in enumerate(epoch.executors) if e == cheat]
                 validated = sum(mine)
+                lost = validated if invalidated(study, HONEST_VOTERS, epoch.weights, cheat, honestly_passes=False) else 0
                 status = study.rules.host_statuses(pl.DataFrame({
-                    "consecutive_invalidations": [validated], "n_executed": [len(mine)], "n_validated": [validated],
-                    "n_invalidated": [validated]}))["status"][0]
+                    "consecutive_invalidations": [lost], "n_executed": [len(mine)], "n_validated": [validated],
+                    "n_invalidated": [lost]}))["status"][0]
                 invalid += status == "INVALID"
                 checked, executed = checked + validated, executed + len(mine)
                 honest_income = study.reward_gnk / TASK_HOSTS + fee * len(mine)
-                income = 0.0 if status == "INVALID" else study.reward_gnk / TASK_HOSTS + fee * (len(mine) - validated)
+                income = 0.0 if status == "INVALID" else study.reward_gnk / TASK_HOSTS + fee * (len(mine) - lost)
                 gains.append(income - honest_income)
             rows.append({"attack": "cheaper, garbled or truncated output", "setting": f"traffic {traffic}, reputation {reputation}",
                          "x": traffic, "reputation": reputation, "trials": study.trials, "caught_rate": invalid / study.trials,
@@ -296,10 +311,10 @@ def bad_executors(study: Study, traffics: list[int], reputations: list[int]) -> 
     return rows
 
 
-def lazy_validators(study: Study, traffics: list[int], bad_shares: list[float]) -> list[dict[str, Any]]:
-    """lazy_validator: host 0 votes "valid" without re-running. It is caught only when it passes a task that the vote
-    invalidates: a bad executor's task that an honest validator checked too (its vote is then contradicted and its
-    claim refused). Bad executors: the first round(share × hosts) of the others. Theory: per bad task, P(lazy drawn) ×
+def lazy_validators(study: Study, traffics: Sequence[int], bad_shares: Sequence[float]) -> list[dict[str, Any]]:
+    """lazy_validator: host 0 votes "valid" without re-running. It is caught only when it passes a task that the fail
+    vote invalidates: a bad executor's task that an honest validator checked too, so a check failed (its vote is then
+    contradicted and its claim refused). Bad executors: the first round(share × hosts) of the others. Theory: per bad task, P(lazy drawn) ×
     P(some honest validator drawn), combined over the bad tasks."""
     rows = []
     for share in bad_shares:
@@ -310,7 +325,9 @@ def lazy_validators(study: Study, traffics: list[int], bad_shares: list[float]) 
                 epoch = task_epoch(study, rng, traffic, 0)
                 bad = set(epoch.hosts[1: 1 + round(share * TASK_HOSTS)])
                 checks = epoch.validators_of()
-                caught += any(0 in checks[t] and len(checks[t]) > 1 for t, e in enumerate(epoch.executors) if e in bad)
+                voters = Voters(frozenset(epoch.hosts[:1]), frozenset(), frozenset(), None)
+                caught += any(0 in checks[t] and len(checks[t]) > 1 and invalidated(study, voters, epoch.weights, e, False)
+                              for t, e in enumerate(epoch.executors) if e in bad)
                 n_bad = sum(e in bad for e in epoch.executors)
                 theory.append(1 - (1 - p * (1 - (1 - p) ** (TASK_HOSTS - 2))) ** n_bad)
             rows.append({"attack": "validators that always vote valid", "setting": f"traffic {traffic}, bad executors {share:g}",
@@ -320,54 +337,56 @@ def lazy_validators(study: Study, traffics: list[int], bad_shares: list[float]) 
     return rows
 
 
-def collusion(study: Study, weight_shares: list[float]) -> list[dict[str, Any]]:
-    """colluding: hosts holding at most `share` of the weight vote "invalid" on everything one honest host does. Per
+def collusion(study: Study, weight_shares: Sequence[float]) -> list[dict[str, Any]]:
+    """colluding: hosts holding at most `share` of the weight vote "invalid" on every task of one honest host. Per
     trial the weights are Pareto draws and the colluders are taken in random order while their weight stays within the
-    share. The target's failed task is invalidated iff the colluders' weight reaches the quorum (the rule's fail vote;
-    honest hosts re-run and vote valid). Honest flagged = the target's tasks invalidated."""
+    share. A colluder's failing check sends the target's task to the stages' fail vote, where honest hosts re-run it
+    and vote valid. Honest flagged = the target's task invalidated. No closed form: the note gives the realised share."""
     rows = []
     for share in weight_shares:
         flagged, shares = 0, []
         for rng in study.rngs("collusion", share):
-            weights = [max(1, round(rng.paretovariate(1.2) * 10)) for _ in range(TASK_HOSTS)]
-            total, colluding, order = sum(weights), 0, list(range(1, TASK_HOSTS))
+            weights = {f"h{i}": max(1, round(rng.paretovariate(1.2) * 10)) for i in range(TASK_HOSTS)}
+            total, order = sum(weights.values()), list(weights)[1:]
+            colluding: set[str] = set()
             rng.shuffle(order)
             for host in order:
-                if colluding + weights[host] <= share * total:
-                    colluding += weights[host]
-            shares.append(colluding / total)
-            flagged += study.rules.task_invalidated(colluding, total)
+                if sum(weights[h] for h in colluding) + weights[host] <= share * total:
+                    colluding.add(host)
+            shares.append(sum(weights[h] for h in colluding) / total)
+            flagged += invalidated(study, Voters(frozenset(), frozenset(), frozenset(colluding), "h0"), weights, "h0", True)
         rows.append({"attack": "colluding minority", "setting": f"colluders' weight share ≤ {share:g}", "x": share,
-                     "trials": study.trials, "caught_rate": None, "theory": float(np.mean([s >= study.params.validation.invalidation_quorum
-                                                                                           for s in shares])),
-                     "theory_note": f"realised share {float(np.mean(shares)):.3f}", "honest_flagged_rate": flagged / study.trials,
-                     "attacker_gain_gnk": 0.0})
+                     "trials": study.trials, "caught_rate": None, "theory": None,
+                     "theory_note": f"realised share {float(np.mean(shares)):.3f}, max {max(shares):.3f}",
+                     "honest_flagged_rate": flagged / study.trials, "attacker_gain_gnk": 0.0})
     return rows
 
 
-STUDIES: dict[str, Callable[[Study], list[dict[str, Any]]]] = {
-    "sprint": lambda s: sprint_cheats(s, [0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.3, 1.0], [HONEST_HITS, 1000]),
-    "noise": lambda s: honest_noise(s, [0.0, 0.0005, 0.005, 0.02, 0.05]),
-    "admission": admission_cheats,
-    "skipped": lambda s: skipped_validations(s, [10, 30, 100, 1000, 5000, 20000], [0, 100]),
-    "executors": lambda s: bad_executors(s, [20, 100, 1000, 5000, 20000], [0, 100]),
-    "lazy": lambda s: lazy_validators(s, [100, 1000], [0.0, 0.05, 0.2]),
-    "collusion": lambda s: collusion(s, [0.1, 0.3, 0.45, 0.5, 0.6]),
+STUDIES: dict[str, tuple[Callable[..., list[dict[str, Any]]], tuple[Any, ...]]] = {
+    "sprint": (sprint_cheats, ((0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.3, 1.0), (HONEST_HITS, 1000))),
+    "noise": (honest_noise, ((0.0, 0.0005, 0.005, 0.02, 0.05),)),
+    "admission": (admission_cheats, ()),
+    "skipped": (skipped_validations, ((10, 30, 100, 1000, 5000, 20000), (0, 100))),
+    "executors": (bad_executors, ((20, 100, 1000, 5000, 20000), (0, 100))),
+    "lazy": (lazy_validators, ((100, 1000), (0.0, 0.05, 0.2))),
+    "collusion": (collusion, ((0.1, 0.3, 0.45, 0.5, 0.6),)),
 }
-"""Every study by name, with its settings."""
+"""Every study by name: its function and the settings it runs (after the Study)."""
 
 
 def run_security(trials: int, out: Path, profile: str | None = None, only: list[str] | None = None,
                  log: Callable[[str], None] = lambda _: None) -> pl.DataFrame:
-    """Run the studies (all, or `only`), each stored as out/NAME.parquet when done (an interrupted run resumes with
-    the studies it had not finished); returns every row."""
+    """Run the studies (all, or `only`), each stored under out/ when done, named by what decides its rows (study,
+    settings, trials, the parameters' hash): an interrupted run resumes with the studies it had not finished, and a
+    changed profile or setting runs again."""
     out.mkdir(parents=True, exist_ok=True)
     study = study_for(profile, trials)
     frames = []
     for name in only or list(STUDIES):
-        path = out / f"{name}-{trials}.parquet"
+        function, settings = STUDIES[name]
+        path = out / f"{name}-{trials}-{hash_value([name, settings, trials, study.params.params_hash])[:12]}.parquet"
         if not path.exists():
-            pl.DataFrame(STUDIES[name](study), infer_schema_length=None).write_parquet(path.with_suffix(".tmp"))
+            pl.DataFrame(function(study, *settings), infer_schema_length=None).write_parquet(path.with_suffix(".tmp"))
             path.with_suffix(".tmp").replace(path)
             log(f"security: {name} done ({trials} trials per setting)")
         frames.append(pl.read_parquet(path).with_columns(pl.lit(name).alias("study")))
@@ -398,19 +417,19 @@ def plot_security(results: pl.DataFrame, folder: Path) -> list[Path]:
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, x_label, log_x, groups in (("sprint", "share of claimed hits that are fake", True, "hits"),
-                                         ("skipped", "tasks in the epoch (traffic)", True, "reputation"),
-                                         ("executors", "tasks in the epoch (traffic)", True, "reputation")):
+    for name, x_label, groups in (("sprint", "share of claimed hits that are fake", "hits"),
+                                  ("skipped", "tasks in the epoch (traffic)", "reputation"),
+                                  ("executors", "tasks in the epoch (traffic)", "reputation")):
         rows = results.filter(pl.col("study") == name)
         if rows.is_empty():
             continue
         figure, axes = plt.subplots(figsize=(6.4, 4.0), dpi=100)
-        for key, group in (rows.group_by(groups, maintain_order=True) if groups else [((None,), rows)]):
-            label = f" ({groups} {key[0]})" if groups else ""
+        for key, group in rows.group_by(groups, maintain_order=True):
+            label = f" ({groups} {key[0]})"
             axes.plot(group["x"], group["caught_rate"], marker="o", label=f"measured{label}")
             if group["theory"].drop_nulls().len():
                 axes.plot(group["x"], group["theory"], linestyle="--", label=f"theory{label}")
-        axes.set_xscale("log" if log_x else "linear")
+        axes.set_xscale("log")
         axes.set_xlabel(x_label)
         axes.set_ylabel("caught (share of trials)")
         axes.set_title(f"{rows['attack'][0]}: {rows['trials'][0]:,} trials per point", fontsize=10)

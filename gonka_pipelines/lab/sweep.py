@@ -20,7 +20,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from gonka_pipelines.chain.store import ChainStore
-from gonka_pipelines.local.config import changed_params, load_genesis, read_yaml, validate_config
+from gonka_pipelines.local.config import ConfigError, changed_params, load_genesis, read_yaml, validate_config
 from gonka_pipelines.local.inbox import waiting_names
 from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.protocol.crypto import hash_value
@@ -74,7 +74,9 @@ def load_sweep(path: Path) -> SweepDefinition:
     definition = validate_config(SweepDefinition, read_yaml(path), path)
     genesis = load_genesis(definition.profile)
     for point in definition.points():
-        changed_params(genesis, settings_of(point))
+        limit = changed_params(genesis, settings_of(point)).tasks.max_submissions_per_epoch
+        if definition.tasks > limit:  # each epoch must take all its tasks, or resuming could not tell epochs apart
+            raise ConfigError(f"{path}: tasks {definition.tasks} exceeds tasks.max_submissions_per_epoch {limit}")
     return definition
 
 
@@ -110,18 +112,23 @@ def run_point(definition: SweepDefinition, point: dict[str, Any], seed: int, fol
 def run_chain(definition: SweepDefinition, point: dict[str, Any], seed: int, folder: Path,
               log: Log = quiet) -> tuple[dict[str, Any], list[float]]:
     """A chain of the population (seed) under the point's parameters, run for the definition's epochs, resuming after
-    the last finalized block when folder already holds the point's chain (an epoch cut short runs again, on the
-    submissions still waiting in its inbox); returns its outcome and the seconds of each epoch this call ran."""
+    the last finalized block when folder already holds the point's chain: an epoch cut short runs again, on its
+    submissions if they were all written, else on a fresh copy of them (the same bytes: signing is deterministic and
+    nonces come from the chain); returns its outcome and the seconds of each epoch this call ran."""
     genesis = changed_params(load_genesis(definition.profile), settings_of(point))
     network = population_network(definition.population, seed)
     layout = DataLayout(folder)
+    marker = folder / SUBMITTED_THROUGH
     seconds: list[float] = []
     with ChainStore.open(layout.database) as store:
         init_chain(store, layout, genesis, network)
         for epoch in range(store.head().height + 1, definition.epochs + 1):
             started = time.perf_counter()
-            if not waiting_names(layout.inbox):
+            if not marker.exists() or int(marker.read_text()) < epoch:
+                for name in waiting_names(layout.inbox):  # a submission cut short: only this epoch's entries wait
+                    (layout.inbox / name).unlink()
                 submit_tasks(store, layout, network, definition.tasks, tag=f"seed {seed}: ")
+                marker.write_text(str(epoch))
             run_epoch(store, layout, epoch, log)
             seconds.append(time.perf_counter() - started)
             if epoch % PROGRESS_EVERY == 0:
@@ -129,6 +136,9 @@ def run_chain(definition: SweepDefinition, point: dict[str, Any], seed: int, fol
                     f"median {statistics.median(seconds):.2f}s per epoch")
         return store.sweep_outcome(1, definition.epochs), seconds
 
+
+SUBMITTED_THROUGH = "submitted-through"
+"""A point's file naming the last epoch whose tasks were all written to its inbox."""
 
 TIMING = ("epoch_seconds_median", "epoch_seconds_max")
 """The columns of a point's row that are wall-clock times (the rest depend only on the definition and the seed)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from gonka_pipelines.protocol.crypto import hash_value
 from gonka_pipelines.protocol.params import Behaviour, EpochParams
@@ -28,13 +29,18 @@ def vouches_for_itself(host: Host) -> bool:
     return host.behaviour in (Behaviour.FAKE_HITS, Behaviour.INFLATED_HITS, Behaviour.COPIED_NONCES)
 
 
+def _largest(hosts: Sequence[Host]) -> Host | None:
+    """The host of the largest capacity (ties: name order); None for none."""
+    return min(hosts, key=lambda h: (-h.capacity, h.name)) if hosts else None
+
+
 def copied_batches(host: Host, hosts: Sequence[Host], mined: dict[str, list[MinedBatch]]) -> list[MinedBatch] | None:
-    """copied_nonces: the batches of the largest other host that mines (ties: name order), claimed as the host's own
-    (none when no other host mines); None for every other behaviour."""
+    """copied_nonces: the batches of the largest other host that mines, claimed as the host's own (none when no other
+    host mines); None for every other behaviour."""
     if host.behaviour != Behaviour.COPIED_NONCES:
         return None
-    others = [h for h in hosts if h.address != host.address and h.address in mined]
-    return mined[min(others, key=lambda h: (-h.capacity, h.name)).address] if others else []
+    source = _largest([h for h in hosts if h.address != host.address and h.address in mined])
+    return mined[source.address] if source else []
 
 
 def resubmitted(host: Host, mined: list[MinedBatch]) -> list[MinedBatch]:
@@ -47,7 +53,7 @@ def mines_past_the_deadline(host: Host) -> bool:
     return host.behaviour == Behaviour.LATE_BATCHES
 
 
-def votes(host: Host) -> bool:
+def sends_verdicts(host: Host) -> bool:
     """Whether the host votes at all as a validator (silent_validator sends no sprint verdicts and does no validations)."""
     return host.behaviour != Behaviour.SILENT_VALIDATOR
 
@@ -62,8 +68,8 @@ def collusion_target(hosts: Sequence[Host]) -> str | None:
     """colluding: the honest host every colluder votes against (the largest; ties: name order), None without colluders."""
     if not any(h.behaviour == Behaviour.COLLUDING for h in hosts):
         return None
-    honest = [h for h in hosts if h.behaviour == Behaviour.HONEST]
-    return min(honest, key=lambda h: (-h.capacity, h.name)).address if honest else None
+    target = _largest([h for h in hosts if h.behaviour == Behaviour.HONEST])
+    return target.address if target else None
 
 
 def colluders(hosts: Sequence[Host]) -> set[str]:
@@ -72,8 +78,36 @@ def colluders(hosts: Sequence[Host]) -> set[str]:
 
 
 def delivered_length(host: Host, generated: int) -> int:
-    """How many of its generated tokens an executor returns: all, or (truncated_output) the first half."""
+    """How many of its generated tokens an executor returns: all, or (truncated_output) the first half of them (at
+    least one)."""
     return max(1, generated // 2) if host.behaviour == Behaviour.TRUNCATED_OUTPUT and generated else generated
+
+
+@dataclass(frozen=True)
+class Voters:
+    """How hosts vote on a task that failed a check: by re-running it (honest), "valid" unseen (lazy), not at all
+    (silent validators and skippers: abstaining), or "invalid" whenever the collusion target executed it (colluders)."""
+
+    lazy: frozenset[str]
+    abstaining: frozenset[str]
+    colluders: frozenset[str]
+    target: str | None
+
+    @classmethod
+    def of(cls, hosts: Sequence[Host]) -> Voters:
+        return cls(frozenset(h.address for h in hosts if skips_recomputation(h)),
+                   frozenset(h.address for h in hosts if not does_required_validations(h)), frozenset(colluders(hosts)),
+                   collusion_target(hosts))
+
+    def against(self, voter: str, executor: str) -> bool:
+        """Whether the voter calls the executor's work invalid whatever it is (a colluder facing its target)."""
+        return executor == self.target and voter in self.colluders
+
+    def invalid_weight(self, weights: dict[str, int], executor: str, honestly_passes: bool) -> int:
+        """The weight of the "invalid" votes: colluders against their target, and, when an honest re-run fails the
+        work, every host with weight but the executor, the lazy and the abstaining."""
+        return sum(w for a, w in weights.items() if a != executor and a not in self.abstaining
+                   and (self.against(a, executor) or (a not in self.lazy and not honestly_passes)))
 
 
 INFLATED_SHARE = 0.1

@@ -18,14 +18,7 @@ from gonka_pipelines.protocol.messages import (
 )
 from gonka_pipelines.protocol.records import ResultStatus, ShareRole, TaskOutcome, TransferKind
 from gonka_pipelines.protocol.training import VersionScore, served_versions
-from gonka_pipelines.simulation.behaviours import (
-    colluders,
-    collusion_target,
-    delivered_length,
-    does_required_validations,
-    serves_tasks,
-    skips_recomputation,
-)
+from gonka_pipelines.simulation.behaviours import Voters, delivered_length, serves_tasks
 from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain
 from gonka_pipelines.stages.training import (
     TrainingValidator,
@@ -116,7 +109,7 @@ def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) 
     """Sample validators per task with their secret seeds, re-run, vote on failures, share fees, update status; record
     the new model versions and each model's served version after the epoch."""
     epoch, chain_id, keys, weights = env.epoch, env.chain_id, env.keys, env.weights
-    voters = _Voters.of(env)
+    voters = Voters.of(env.hosts)
     lazy_validators = voters.lazy
     with open_chain() as store:
         previous = store.host_states(epoch - 1)
@@ -173,33 +166,7 @@ def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) 
             "new_versions": len(versions)}
 
 
-@dataclass(frozen=True)
-class _Voters:
-    """How hosts vote on a task that failed a check: by re-running it (honest), "valid" unseen (lazy), not at all
-    (silent validators and skippers: abstaining), or "invalid" whenever the collusion target executed it (colluders)."""
-
-    lazy: set[str]
-    abstaining: set[str]
-    colluders: set[str]
-    target: str | None
-
-    @classmethod
-    def of(cls, env: EpochEnvironment) -> _Voters:
-        return cls({h.address for h in env.hosts if skips_recomputation(h)},
-                   {h.address for h in env.hosts if not does_required_validations(h)}, colluders(env.hosts),
-                   collusion_target(env.hosts))
-
-    def against(self, voter: str, executor: str) -> bool:
-        """Whether the voter calls the executor's work invalid whatever it is (a colluder facing its target)."""
-        return executor == self.target and voter in self.colluders
-
-    def invalid_weight(self, weights: dict[str, int], executor: str, honestly_passes: bool) -> int:
-        """The weight voting "invalid": every host with weight but the executor and the abstaining."""
-        return sum(w for a, w in weights.items() if a != executor and a not in self.abstaining
-                   and (self.against(a, executor) or (a not in self.lazy and not honestly_passes)))
-
-
-def _outcomes_and_fees(env, results, verdicts, honest, voters: _Voters) -> tuple[list[dict], list[dict]]:
+def _outcomes_and_fees(env, results, verdicts, honest, voters: Voters) -> tuple[list[dict], list[dict]]:
     """Per task: pass shares the fee equally among executor and passing validators; a failure goes to a weighted vote."""
     epoch, weights = env.epoch, env.weights
     total_weight = sum(weights.values())

@@ -20,8 +20,8 @@ from gonka_pipelines.simulation.behaviours import (
     mines_honestly,
     mines_past_the_deadline,
     resubmitted,
+    sends_verdicts,
     skips_recomputation,
-    votes,
     vouches_for_itself,
 )
 from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain
@@ -57,14 +57,19 @@ def _honest_batches(env: EpochEnvironment, host: Host) -> list[MinedBatch]:
             return batches
 
 
+LATE_STREAM_OFFSET = 2**40
+"""late_batches in real mode: where each node's late stream starts (no node mines 2**40 nonces in a sprint)."""
+
+
 def _late_batches(env: EpochEnvironment, host: Host) -> list[MinedBatch]:
     """late_batches: after its budget each ML node mines one more model batch further along its own stream; those hits
     are submitted after the deadline and its grace."""
     sprint, nodes = env.params.sprint, host.capacity
     late = sprint.duration_seconds + sprint.late_grace_seconds + 1
+    mined_per_node = sprint.nonces_per_capacity if sprint.mode == "simulation" else LATE_STREAM_OFFSET  # real mode: far beyond
     batches: list[MinedBatch] = []
     for node in range(nodes):
-        nonces, distances = env.compute.mine(host.public_key, node + sprint.nonces_per_capacity * nodes,
+        nonces, distances = env.compute.mine(host.public_key, node + mined_per_node * nodes,
                                              env.compute.sprint_batch_size, env.params.r_target, nodes)
         if nonces:
             batches.append((nonces, distances, late))
@@ -115,7 +120,7 @@ def run_sprint_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log
     lazy = {h.address for h in env.hosts if skips_recomputation(h)}
     cheats = {h.address for h in env.hosts if vouches_for_itself(h)}
     target, against = collusion_target(env.hosts), colluders(env.hosts)
-    voting = {h.address for h in env.hosts if votes(h)}
+    voting = {h.address for h in env.hosts if sends_verdicts(h)}
     validators = [a for a, w in env.weights.items() if w > 0 and a in voting]
     rows: list[dict[str, Any]] = []
     for host, nonces in claims:

@@ -6,6 +6,7 @@ capacity accounting, the validator draw, the fail vote, fee sharing and the host
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,7 +166,7 @@ class TrainingValidator:
         return UNSCORED if isinstance(final, str) else final
 
 
-def training_verdicts(env: EpochEnvironment, results: list[dict[str, Any]], draws: list[tuple[int, str]], lazy: set[str],
+def training_verdicts(env: EpochEnvironment, results: list[dict[str, Any]], draws: list[tuple[int, str]], lazy: Set[str],
                       validator: TrainingValidator) -> list[dict[str, Any]]:
     """One signed verdict per (training result, drawn validator): the interval it re-ran, pass or fail, the eval loss.
     A lazy validator passes everything unchecked and reports the executor's last training loss as the eval loss."""
@@ -185,7 +186,7 @@ def training_verdicts(env: EpochEnvironment, results: list[dict[str, Any]], draw
     return verdicts
 
 
-def honest_views(results: list[dict[str, Any]], verdicts: list[dict[str, Any]], lazy: set[str],
+def honest_views(results: list[dict[str, Any]], verdicts: list[dict[str, Any]], lazy: Set[str],
                  validator: TrainingValidator) -> dict[str, TrainingCheck]:
     """Per validated training task, what an honest re-run of every interval its honest validators checked says: it
     fails when any of them failed (the vote every honest host then casts)."""

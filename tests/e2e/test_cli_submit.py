@@ -63,3 +63,29 @@ def test_a_task_may_name_a_model_version_by_prefix(genesis_layout, capsys):
     with opened(genesis_layout) as store:
         run_stages(store, genesis_layout, 1, through="epoch_tasks")
         assert store._query("SELECT version FROM tasks WHERE epoch = 1") == [(genesis_version,)]
+
+
+def test_a_missing_developer_key_names_the_file_and_the_developers(genesis_layout, capsys):
+    assert cli.main(["submit", "--developer", "dev-nobody", "--prompt", "x", "--data-dir", str(genesis_layout.root)]) == 2
+    err = capsys.readouterr().err
+    assert f"no key for developer 'dev-nobody' ({genesis_layout.key_file('dev-nobody')})" in err
+    assert "the developers on this chain: dev-ada, dev-grace, dev-linus" in err and "Traceback" not in err
+
+
+def test_data_dir_is_taken_after_the_command_too(genesis_layout, capsys):
+    assert cli.main(["summary", "--data-dir", str(genesis_layout.root)]) == 0
+    after = capsys.readouterr().out
+    assert cli.main(["--data-dir", str(genesis_layout.root), "summary"]) == 0
+    assert capsys.readouterr().out == after and after.startswith("height  hash")
+
+
+def test_a_closed_pipe_ends_quietly(genesis_layout):
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-c", "from gonka_pipelines.cli import main; import sys; sys.exit(main())",
+               "--data-dir", str(genesis_layout.root), "summary"]
+    reader = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert reader.stdout is not None
+    reader.stdout.close()  # the reader goes away before the first line
+    assert reader.wait(timeout=120) in (0, 141) and b"Traceback" not in reader.stderr.read()

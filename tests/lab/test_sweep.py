@@ -65,8 +65,8 @@ def test_a_point_cut_short_resumes_after_its_last_block_with_the_same_blocks(tmp
     point = {"sprint.power_cap": 0.2}
     straight = run_point(two, point, 0, tmp_path / "straight")
     run_point(one, point, 0, tmp_path / "cut")
-    with ChainStore.open(DataLayout(tmp_path / "cut").database) as store:  # cut short after epoch 2's tasks were signed
-        submit_tasks(store, DataLayout(tmp_path / "cut"), population_network(two.population, 0), two.tasks, tag="seed 0: ")
+    with ChainStore.open(DataLayout(tmp_path / "cut").database) as store:  # cut short while writing epoch 2's tasks
+        submit_tasks(store, DataLayout(tmp_path / "cut"), population_network(two.population, 0), 1, tag="seed 0: ")
     resumed = run_point(two, point, 0, tmp_path / "cut")
     assert {k: v for k, v in resumed.items() if k not in TIMING} == {k: v for k, v in straight.items() if k not in TIMING}
     hashes = []
@@ -91,6 +91,7 @@ def test_populations_follow_their_distribution_and_fractions():
     ({"grid": {"sprint.power_kap": [0.1]}}, "'power_kap' is not a parameter of sprint"),
     ({"population": {"hosts": 0}}, "field 'population.hosts'"),
     ({"colour": "red"}, "field 'colour'"),
+    ({"grid": {"tasks.max_submissions_per_epoch": [2]}}, "tasks 3 exceeds tasks.max_submissions_per_epoch 2"),
 ])
 def test_bad_definitions_are_refused_before_anything_runs(tmp_path, changes, message):
     with pytest.raises(ConfigError, match=message):

@@ -117,14 +117,19 @@ def test_validators_that_skip_required_validations_forfeit_their_payout(validato
 
 def test_silent_validators_count_against_every_sprint(tmp_path):
     """Non-voters count against acceptance: a silent minority changes nothing, a silent majority (3 of 5 weight) leaves
-    no sprint accepted, so no host holds weight in the next epoch: the protocol cannot tell silence from an outage."""
+    no sprint accepted, so no host holds weight in the next epoch (the protocol cannot tell silence from an outage), and
+    the honest validators' votes are contradicted by the outcome."""
     with epoch_of(tmp_path / "minority", [*HONEST, ("host-silent", 3, "silent_validator")], through="epoch_weights") as store:
         assert all(w["sprint_accepted"] for w in weights_by_name(store).values())
     with epoch_of(tmp_path / "majority", [*HONEST[:2], *(("host-silent-" + c, 3, "silent_validator") for c in "xyz")],
-                  through="epoch_weights") as store:
+                  through="task_verdicts") as store:
         weights = weights_by_name(store)
+        contradicted = dict(store._query("""SELECT h.name, e.contradicted_votes FROM host_epochs e JOIN hosts h USING (address)
+                                            WHERE e.epoch = 1"""))
     assert len(weights) == 5 and not any(w["sprint_accepted"] for w in weights.values())
     assert sum(w["weight"] for w in weights.values()) == 0
+    assert contradicted == {"host-alpha": 5, "host-bravo": 5, "host-silent-x": 0, "host-silent-y": 0, "host-silent-z": 0}, \
+        "the honest validators' valid votes on the rejected sprints count against their claims"
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +166,7 @@ def test_a_cheaper_model_or_truncated_output_is_invalidated_when_checked(executo
 def test_an_unchecked_cheat_keeps_its_fee(executor_cheats):
     """What the protocol concedes: a task no validator drew is paid as served (the validation rate is the price)."""
     unchecked = [o for o in outcomes_of(executor_cheats, "host-cheap") if not o["validations"]]
-    assert all(o["outcome"] == "unvalidated" and o["fees"] > 0 for o in unchecked)
+    assert unchecked and all(o["outcome"] == "unvalidated" and o["fees"] > 0 for o in unchecked)
 
 
 def collusion(root, colluders: int) -> AbstractContextManager[ChainStore]:
