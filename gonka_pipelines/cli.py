@@ -236,6 +236,38 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0 if explanation.balanced else 1
 
 
+def cmd_host(args: argparse.Namespace) -> int:
+    from gonka_pipelines.reports.history import format_host_history
+
+    with ChainStore.open(_layout(args).database, read_only=True) as store:
+        print(format_host_history(store, args.host))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from gonka_pipelines.local.inbox import submission_id_of, waiting_names
+    from gonka_pipelines.reports.history import format_submission_fates
+
+    if len(args.id) < MIN_ID_PREFIX:
+        raise ConfigError(f"give at least {MIN_ID_PREFIX} characters of a submission or task id, got {args.id!r}")
+    layout = _layout(args)
+    waiting = [submission_id_of(name) for name in waiting_names(layout.inbox)]
+    waiting = [w for w in waiting if w.startswith(args.id)]
+    for submission_id in waiting:
+        print(f"submission {submission_id}: waiting in the inbox ({layout.inbox}) for the next epoch to collect it")
+    with ChainStore.open(layout.database, read_only=True) as store:
+        try:
+            print(format_submission_fates(store, args.id))
+        except ChainError:
+            if not waiting:
+                raise
+    return 0
+
+
+MIN_ID_PREFIX = 6
+"""The fewest characters of an id `gonka status` takes (fewer would match half the chain)."""
+
+
 @contextmanager
 def _scratch_folder(args: argparse.Namespace) -> Iterator[Path]:
     """Where the lab builds its scratch chain: --scratch (kept), else a temporary folder removed afterwards."""
@@ -418,6 +450,16 @@ def build_parser() -> argparse.ArgumentParser:
     security.add_argument("--out", help="results folder (default: DATA/lab/security); finished studies are not rerun")
     security.add_argument("--verbose", action="store_true", help="print each study as it finishes")
     security.set_defaults(handler=cmd_security)
+
+    host = commands.add_parser("host", parents=[after], help="one host across every finalized epoch: sprint, weight, "
+                                                             "status, tasks, reward, work coins, slashes, claim, payout (GNK)")
+    host.add_argument("host", help="host name (or address)")
+    host.set_defaults(handler=cmd_host)
+
+    status = commands.add_parser("status", parents=[after], help="the fate of one submission: waiting, rejected with its "
+                                                                 "reason, or its task's executor, verdicts, fee shares, refunds")
+    status.add_argument("id", help=f"a prefix (at least {MIN_ID_PREFIX} characters) of a submission id or task id")
+    status.set_defaults(handler=cmd_status)
 
     prove = commands.add_parser("prove", parents=[after], help="Merkle inclusion proof of a row against its block header")
     prove.add_argument("table")

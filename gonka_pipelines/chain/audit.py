@@ -55,6 +55,50 @@ class AuditRows(StoreCore):
                JOIN blocks b ON b.height = w.epoch AND b.status = ?
                GROUP BY h.name, h.behaviour ORDER BY h.name""", [FINALIZED])
 
+    def host_history(self, address: str) -> list[dict[str, Any]]:
+        """One host's finalized epochs, oldest first: its sprint (hits, accepted), weight and share, status, reputation,
+        tasks (assigned, missed, validated, invalidated), reward, work coins, slashes, claim and payout."""
+        return self._records(
+            """SELECT r.epoch, w.hits, w.sprint_accepted, r.weight, r.total_weight, r.status, e.reputation, e.assigned,
+                      e.missed, e.validated, e.invalidated, r.reward, r.work_coins, r.slashed, r.claimed, r.payout
+               FROM rewards r JOIN blocks b ON b.height = r.epoch AND b.status = ?
+               LEFT JOIN epoch_weights w USING (epoch, address) LEFT JOIN host_epochs e USING (epoch, address)
+               WHERE r.address = ? ORDER BY r.epoch""", [FINALIZED, address])
+
+    def submission_fates(self, prefix: str) -> list[dict[str, Any]]:
+        """Every submission whose id, or whose task's id, starts with prefix: its epoch, outcome, rejection reason, and
+        for an accepted one the task, its executor and result, its validation outcome and each validator's verdict,
+        the fee shares and the refunds (account names resolved)."""
+        submissions = self._records(
+            """SELECT s.submission_id, s.epoch, s.outcome, j.reason, j.detail,
+                      coalesce(t.task_id, g.task_id) AS task_id, CASE WHEN g.task_id IS NULL THEN 'inference' ELSE 'training' END AS kind,
+                      coalesce(t.developer, g.developer) AS developer, coalesce(t.escrow, g.escrow) AS escrow,
+                      coalesce(b.status, 'open') AS block
+               FROM submissions s LEFT JOIN rejected_tasks j USING (submission_id) LEFT JOIN tasks t USING (submission_id)
+               LEFT JOIN training_tasks g USING (submission_id) LEFT JOIN blocks b ON b.height = s.epoch
+               WHERE starts_with(s.submission_id, ?) OR starts_with(coalesce(t.task_id, g.task_id, ''), ?)
+               ORDER BY s.epoch, s.submission_id""", [prefix, prefix])
+        names = dict(self._query("SELECT address, name FROM accounts"))
+        for row in submissions:
+            task = row["task_id"]
+            row["developer"] = names.get(row["developer"], row["developer"])
+            row["result"] = next(iter(self._records(
+                """SELECT executor, status, cost, refund FROM task_results WHERE task_id = ?
+                   UNION ALL SELECT executor, status, cost, refund FROM training_results WHERE task_id = ?""", [task, task])), None)
+            if row["result"]:
+                row["result"]["executor"] = names.get(row["result"]["executor"], row["result"]["executor"])
+            row["outcome_row"] = next(iter(self._records(
+                "SELECT validations, failures, invalid_vote_weight, outcome FROM task_outcomes WHERE task_id = ?", [task])), None)
+            row["verdicts"] = [{**v, "validator": names.get(v["validator"], v["validator"])} for v in self._records(
+                """SELECT validator, passed, reason FROM task_verdicts WHERE task_id = ?
+                   UNION ALL SELECT validator, passed, reason FROM training_verdicts WHERE task_id = ? ORDER BY validator""",
+                [task, task])]
+            row["fee_shares"] = [{**f, "host": names.get(f["host"], f["host"])} for f in self._records(
+                "SELECT host, role, amount FROM fee_shares WHERE task_id = ? ORDER BY role, host", [task])]
+            row["transfers"] = self._records(
+                "SELECT kind, balance_delta, escrow_delta, epoch FROM transfers WHERE ref = ? ORDER BY epoch, kind", [task])
+        return submissions
+
     def caught_hosts(self, epoch: int) -> list[tuple[str, str]]:
         """(name, behaviour) of every host the epoch caught, by name."""
         return self._query(
