@@ -186,7 +186,7 @@ def _print_summary(store: ChainStore) -> None:
 
     print(format_summary(block_summaries(store)))
     print()
-    print(format_hosts(host_summaries(store)))
+    print(format_hosts(host_summaries(store), store.genesis().token.base_units))
 
 
 def cmd_summary(args: argparse.Namespace) -> int:

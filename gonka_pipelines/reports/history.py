@@ -5,14 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gonka_pipelines.chain.store import ChainError, ChainStore
-
-
-def gnk(units: int, base_units: int) -> str:
-    """An amount in GNK with thousands separators and every base unit kept (1 GNK = base_units)."""
-    whole, fraction = divmod(abs(units), base_units)
-    digits = len(str(base_units)) - 1
-    text = f"{whole:,}" + (f".{fraction:0{digits}d}".rstrip("0").rstrip(".") if fraction else "")
-    return f"-{text}" if units < 0 else text
+from gonka_pipelines.reports.units import gnk
 
 
 def format_host_history(store: ChainStore, host: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gonka_pipelines.chain.store import ChainStore
+from gonka_pipelines.reports.units import gnk
 
 
 def block_summaries(store: ChainStore) -> list[dict]:
@@ -33,13 +34,14 @@ def host_summaries(store: ChainStore) -> list[dict]:
     return store.host_records()
 
 
-def format_hosts(rows: list[dict]) -> str:
-    """A plain-text table of host_summaries with a verdict: adversaries should be caught, honest hosts never flagged."""
+def format_hosts(rows: list[dict], base_units: int) -> str:
+    """A plain-text table of host_summaries with a verdict: adversaries should be caught, honest hosts never flagged;
+    amounts in GNK (1 GNK = base_units)."""
     lines = [f"{'host':<14} {'behaviour':<15} {'sprint rejected':>15} {'INVALID':>8} {'claim refused':>13} "
-             f"{'work invalidated':>16} {'paid (base units)':>20}  verdict", "-" * 117]
+             f"{'work invalidated':>16} {'paid (GNK)':>20}  verdict", "-" * 117]
     for row in rows:
         flagged = row["epochs_caught"] > 0
         verdict = ("caught" if flagged else "NOT CAUGHT") if row["behaviour"] != "honest" else ("FLAGGED" if flagged else "ok")
         lines.append(f"{row['name']:<14} {row['behaviour']:<15} {row['sprints_rejected']:>15} {row['epochs_invalid']:>8} "
-                     f"{row['claims_refused']:>13} {row['epochs_invalidated']:>16} {row['paid']:>20,}  {verdict}")
+                     f"{row['claims_refused']:>13} {row['epochs_invalidated']:>16} {gnk(row['paid'], base_units):>20}  {verdict}")
     return "\n".join(lines)

@@ -6,7 +6,7 @@ import pytest
 
 from gonka_pipelines import cli
 from gonka_pipelines.chain.store import ChainStore
-from gonka_pipelines.reports.history import gnk
+from gonka_pipelines.reports.units import gnk
 
 
 def run(demo_template, capsys, *args: str) -> tuple[int, str, str]:

@@ -298,7 +298,7 @@ def test_host_summaries_verdicts(chain):
     assert rows["host-fake"]["sprints_rejected"] == DEMO_EPOCHS
     assert rows["host-garbled"]["epochs_invalid"] >= 1
     assert rows["host-lazy"]["claims_refused"] == DEMO_EPOCHS and rows["host-lazy"]["paid"] == 0
-    text = format_hosts(host_summaries(chain))
+    text = format_hosts(host_summaries(chain), 10**9)
     verdicts = {line.split()[0]: line.split()[-1] for line in text.splitlines()[2:]}
     assert verdicts == {**{h: "ok" for h in HONEST}, **{a: "caught" for a in ADVERSARIES}}
     assert "NOT CAUGHT" not in text and "FLAGGED" not in text
