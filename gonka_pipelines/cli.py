@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from gonka_pipelines.chain.store import ChainError, ChainStore
 from gonka_pipelines.chain.verify import Anchor, verify_chain
@@ -348,6 +349,16 @@ def cmd_security(args: argparse.Namespace) -> int:
     return 0
 
 
+class Described(argparse.HelpFormatter):
+    """Help that gives an option's default after its description, unless it has none or the description says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gonka", description=__doc__)
     data_dir_help = "chain folder (default: $GONKA_DATA_DIR, else ./data)"
@@ -356,27 +367,30 @@ def build_parser() -> argparse.ArgumentParser:
     after.add_argument("--data-dir", default=argparse.SUPPRESS, help=data_dir_help)
     commands = parser.add_subparsers(dest="command", required=True)
 
+    def add_command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[after], formatter_class=Described, **kwargs)
+
     def chain_config(command: argparse.ArgumentParser) -> None:
         command.add_argument("--profile", help="genesis profile (default: the file's default_profile)")
-        command.add_argument("--genesis", default=str(GENESIS_FILE))
-        command.add_argument("--network", default=str(NETWORK_FILE))
+        command.add_argument("--genesis", default=str(GENESIS_FILE), help="genesis parameters file")
+        command.add_argument("--network", default=str(NETWORK_FILE), help="hosts and developers file")
 
-    init = commands.add_parser("init", parents=[after], help="create the genesis block (no-op if it exists)")
+    init = add_command("init", help="create the genesis block (no-op if it exists)")
     chain_config(init)
     init.set_defaults(handler=cmd_init)
 
-    submit = commands.add_parser("submit", parents=[after], help="sign a task with a developer key and put it in the inbox")
+    submit = add_command("submit", help="sign a task with a developer key and put it in the inbox")
     submit.add_argument("--developer", required=True, help="developer name (its key is data/keys/NAME.key)")
-    submit.add_argument("--model", default="llm-tiny")
-    submit.add_argument("--prompt", required=True)
-    submit.add_argument("--max-tokens", type=int, default=16)
-    submit.add_argument("--max-price", type=int, default=100)
+    submit.add_argument("--model", default="llm-tiny", help="the served model to run")
+    submit.add_argument("--prompt", required=True, help="the prompt (at most tasks.max_prompt_bytes bytes)")
+    submit.add_argument("--max-tokens", type=int, default=16, help="most tokens to generate")
+    submit.add_argument("--max-price", type=int, default=100, help="most base units per token")
     submit.add_argument("--nonce", type=int, help="default: one above the developer's last accepted nonce")
     submit.add_argument("--version", help="model version to run, 12 or more hex digits (default: the one the network "
                                           "serves when the task runs, `gonka model list`)")
     submit.set_defaults(handler=cmd_submit)
 
-    train = commands.add_parser("train", parents=[after], help="sign a training task with a developer key and put it in the inbox")
+    train = add_command("train", help="sign a training task with a developer key and put it in the inbox")
     train.add_argument("--developer", required=True, help="developer name (its key is data/keys/NAME.key)")
     train.add_argument("--model", default="llm-tiny", help="the model to fine-tune")
     train.add_argument("--base", help="model version to start from, 12 or more hex digits (default: the served one, "
@@ -384,28 +398,28 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--shards", nargs="+", metavar="HASH", help="corpus shards to train on (default: every training shard)")
     train.add_argument("--steps", type=int, default=8, help="optimizer steps")
     train.add_argument("--batch-size", type=int, default=4, help="windows of the model's context per step")
-    train.add_argument("--learning-rate", type=float, default=3e-3)
+    train.add_argument("--learning-rate", type=float, default=3e-3, help="the optimizer's learning rate")
     train.add_argument("--seed", type=int, default=0, help="draws the training windows")
     train.add_argument("--max-price", type=int, default=100, help="most base units per token processed")
     train.add_argument("--nonce", type=int, help="default: one above the developer's last nonce, counting the inbox")
     train.set_defaults(handler=cmd_train)
 
-    model = commands.add_parser("model", parents=[after], help="model versions: `list`, or `show VERSION` with its lineage down to shards")
-    model.add_argument("action", choices=["list", "show"])
+    model = add_command("model", help="model versions: `list`, or `show VERSION` with its lineage down to shards")
+    model.add_argument("action", choices=["list", "show"], help="list every version, or show one with its lineage")
     model.add_argument("version", nargs="?", default="", help="for show: 12 or more hex digits of a version")
     model.set_defaults(handler=cmd_model)
 
-    run = commands.add_parser("run", parents=[after], help="run the next epoch(s) through Dagster")
-    run.add_argument("--epochs", type=int, default=1)
+    run = add_command("run", help="run the next epoch(s) through Dagster")
+    run.add_argument("--epochs", type=int, default=1, help="how many epochs to run")
     run.set_defaults(handler=cmd_run)
 
-    demo = commands.add_parser("demo", parents=[after], help="init, submit the demo workload and run epochs, then print a summary")
+    demo = add_command("demo", help="init, submit the demo workload and run epochs, then print a summary")
     chain_config(demo)
-    demo.add_argument("--epochs", type=int, default=3)
+    demo.add_argument("--epochs", type=int, default=3, help="how many epochs to run")
     demo.set_defaults(handler=cmd_demo)
 
-    commands.add_parser("summary", parents=[after], help="one line per finalized block").set_defaults(handler=cmd_summary)
-    verify = commands.add_parser("verify-chain", parents=[after], help="re-derive every hash, root and signature; compare with the block "
+    add_command("summary", help="one line per finalized block").set_defaults(handler=cmd_summary)
+    verify = add_command("verify-chain", help="re-derive every hash, root and signature; compare with the block "
                                                       "hashes kept outside the database")
     verify.add_argument("--expect-head", metavar="HASH",
                         help="a block hash (12 or more hex digits) you kept: the chain must still hold it, finalized")
@@ -413,19 +427,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="do not compare with the block hashes the Dagster instance recorded")
     verify.set_defaults(handler=cmd_verify)
 
-    explain = commands.add_parser("explain", parents=[after], help="why HOST was paid what it was paid in EPOCH, amount by amount")
+    explain = add_command("explain", help="why HOST was paid what it was paid in EPOCH, amount by amount")
     explain.add_argument("host", help="host name (e.g. host-alpha) or address")
-    explain.add_argument("epoch", type=int)
+    explain.add_argument("epoch", type=int, help="a finalized epoch")
     explain.set_defaults(handler=cmd_explain)
 
-    replay = commands.add_parser("replay", parents=[after], help="rebuild a finalized EPOCH into a scratch chain from what the chain "
+    replay = add_command("replay", help="rebuild a finalized EPOCH into a scratch chain from what the chain "
                                                 "stores and check that it seals the same block")
-    replay.add_argument("epoch", type=int)
+    replay.add_argument("epoch", type=int, help="a finalized epoch")
     replay.add_argument("--scratch", help="empty folder to build the scratch chain in, kept afterwards (default: a "
                                           "temporary folder, removed)")
     replay.set_defaults(handler=cmd_replay)
 
-    fork = commands.add_parser("what-if", parents=[after], help="fork the chain at a height with changed parameters, re-run the stored "
+    fork = add_command("what-if", help="fork the chain at a height with changed parameters, re-run the stored "
                                               "epochs after it and print each host's outcome before and after")
     fork.add_argument("--from", dest="from_height", type=int, required=True, help="the height to fork from")
     fork.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
@@ -435,36 +449,37 @@ def build_parser() -> argparse.ArgumentParser:
     fork.add_argument("--scratch", help="empty folder to build the forked chain in, kept afterwards (default: temporary)")
     fork.set_defaults(handler=cmd_what_if)
 
-    sweep = commands.add_parser("sweep", parents=[after], help="run a sweep definition (grid × population × seeds, e.g. "
+    sweep = add_command("sweep", help="run a sweep definition (grid × population × seeds, e.g. "
                                               "resources/sweeps/power-cap.yaml), resuming where it stopped; print and plot")
     sweep.add_argument("definition", help="the sweep's YAML file")
     sweep.add_argument("--out", help="results folder (default: DATA/lab/sweeps/NAME)")
     sweep.add_argument("--verbose", action="store_true", help="print each point as it finishes")
     sweep.set_defaults(handler=cmd_sweep)
 
-    security = commands.add_parser("security", parents=[after], help="Monte Carlo detection power of every attack of PROTOCOL section 7 "
+    security = add_command("security", help="Monte Carlo detection power of every attack of PROTOCOL section 7 "
                                                     "through the rule set, with theory beside (docs/security.md)")
-    security.add_argument("--trials", type=int, default=1000, help="trials per setting (default 1000)")
+    security.add_argument("--trials", type=int, default=1000, help="trials per setting")
     security.add_argument("--study", action="append", help="run only this study (repeatable; default all)")
     security.add_argument("--profile", help="genesis profile whose parameters the rules use (default: the file's default)")
     security.add_argument("--out", help="results folder (default: DATA/lab/security); finished studies are not rerun")
     security.add_argument("--verbose", action="store_true", help="print each study as it finishes")
     security.set_defaults(handler=cmd_security)
 
-    host = commands.add_parser("host", parents=[after], help="one host across every finalized epoch: sprint, weight, "
+    host = add_command("host", help="one host across every finalized epoch: sprint, weight, "
                                                              "status, tasks, reward, work coins, slashes, claim, payout (GNK)")
     host.add_argument("host", help="host name (or address)")
     host.set_defaults(handler=cmd_host)
 
-    status = commands.add_parser("status", parents=[after], help="the fate of one submission: waiting, rejected with its "
+    status = add_command("status", help="the fate of one submission: waiting, rejected with its "
                                                                  "reason, or its task's executor, verdicts, fee shares, refunds")
     status.add_argument("id", help=f"a prefix (at least {MIN_ID_PREFIX} characters) of a submission id or task id")
     status.set_defaults(handler=cmd_status)
 
-    prove = commands.add_parser("prove", parents=[after], help="Merkle inclusion proof of a row against its block header")
-    prove.add_argument("table")
-    prove.add_argument("id")
-    prove.add_argument("--epoch", type=int)
+    prove = add_command("prove", help="Merkle inclusion proof of a row against its block header")
+    prove.add_argument("table", help="the committed table, e.g. tasks, batches, results, rewards, accounts (an unknown one "
+                                     "lists them)")
+    prove.add_argument("id", help="the row's key, a unique prefix of it, or an account's name (for accounts, hosts, rewards)")
+    prove.add_argument("--epoch", type=int, help="the epoch whose block to prove against (default: the latest holding it)")
     prove.set_defaults(handler=cmd_prove)
     return parser
 

@@ -9,11 +9,32 @@ from gonka_pipelines.chain.store import FINALIZED, ChainError, ChainStore
 from gonka_pipelines.protocol.merkle import build_proof, verify_proof
 
 
+def _resolve_key(store: ChainStore, commitment: Any, given: str, epoch: int | None) -> str:
+    """The row key `given` stands for: itself, an account's name (its address), or the one key of a finalized row
+    that starts with it; an ambiguous prefix is an error saying how many keys it matches."""
+    name = store._query("SELECT address FROM accounts WHERE name = ?", [given])
+    if name:
+        return name[0][0]
+    keys = [key for (key,) in store._query(
+        f"""SELECT DISTINCT _key FROM (SELECT {commitment.epoch} AS epoch, CAST({commitment.key} AS VARCHAR) AS _key
+                                       FROM {commitment.table})
+            WHERE starts_with(_key, ?) AND (? IS NULL OR epoch = ?) AND epoch IN (SELECT height FROM blocks WHERE status = ?)
+            ORDER BY _key LIMIT 3""", [given, epoch, epoch, FINALIZED])]
+    if given in keys or len(keys) != 1:
+        if len(keys) > 1 and given not in keys:
+            raise ChainError(f"{given!r} starts more than one key of {commitment.table} ({', '.join(k[:16] for k in keys[:2])}, ...); "
+                             "give more characters")
+        return given
+    return keys[0]
+
+
 def prove_row(store: ChainStore, table: str, row_id: str, epoch: int | None = None) -> dict[str, Any]:
-    """Proof that the row `row_id` of `table` is in a finalized block (the latest one holding it, unless epoch is given)."""
+    """Proof that the row `row_id` (its key, a unique prefix of it, or an account's name) of `table` is in a finalized
+    block (the latest one holding it, unless epoch is given)."""
     commitment = BY_NAME.get(table)
     if commitment is None:
         raise ChainError(f"unknown table {table!r}; provable tables: {', '.join(sorted(BY_NAME))}")
+    row_id = _resolve_key(store, commitment, row_id, epoch)
     found = store._query(
         f"""SELECT max(epoch) FROM (SELECT {commitment.epoch} AS epoch, CAST({commitment.key} AS VARCHAR) AS _key
                                     FROM {commitment.table})

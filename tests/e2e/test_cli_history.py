@@ -56,3 +56,25 @@ def test_status_refuses_short_and_unknown_ids(demo_template, capsys):
     assert run(demo_template, capsys, "status", "abc")[2].startswith("error: give at least 6 characters")
     code, _, err = run(demo_template, capsys, "status", "ffffffffffff")
     assert code == 2 and "no submission or task id starts with 'ffffffffffff'" in err
+
+
+def test_prove_takes_a_key_prefix_or_an_account_name(demo_template, capsys):
+    import json
+
+    with ChainStore.open(demo_template.database, read_only=True) as store:
+        task = store._scalar("SELECT task_id FROM tasks ORDER BY task_id LIMIT 1")
+        alpha = store._scalar("SELECT address FROM accounts WHERE name = 'host-alpha'")
+    code, out, _ = run(demo_template, capsys, "prove", "tasks", task[:10])
+    assert code == 0 and json.loads(out)["id"] == task and json.loads(out)["verified"]
+    code, out, _ = run(demo_template, capsys, "prove", "accounts", "host-alpha")
+    assert code == 0 and json.loads(out)["id"] == alpha
+    code, _, err = run(demo_template, capsys, "prove", "tasks", "")
+    assert code == 2 and "starts more than one key of tasks" in err
+
+
+def test_every_argument_is_described():
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, type(parser._subparsers._group_actions[0])))
+    for name, command in commands.choices.items():
+        for action in command._actions:
+            assert action.help, f"gonka {name}: {'/'.join(action.option_strings) or action.dest} has no description"
