@@ -229,11 +229,12 @@ def cmd_prove(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from gonka_pipelines.reports.explain import explain_payout, render_markdown
+    from gonka_pipelines.reports.explain import explain_payout, render_markdown, render_text
 
     with ChainStore.open(_layout(args).database, read_only=True) as store:
         explanation = explain_payout(store, args.host, args.epoch)
-    print(render_markdown(explanation))
+        base_units = store.genesis().token.base_units
+    print(render_markdown(explanation) if args.markdown else render_text(explanation, base_units))
     return 0 if explanation.balanced else 1
 
 
@@ -430,6 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain = add_command("explain", help="why HOST was paid what it was paid in EPOCH, amount by amount")
     explain.add_argument("host", help="host name (e.g. host-alpha) or address")
     explain.add_argument("epoch", type=int, help="a finalized epoch")
+    explain.add_argument("--markdown", action="store_true", help="print Markdown (as the UI shows it) instead of text")
     explain.set_defaults(handler=cmd_explain)
 
     replay = add_command("replay", help="rebuild a finalized EPOCH into a scratch chain from what the chain "

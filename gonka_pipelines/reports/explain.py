@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gonka_pipelines.chain.store import ChainError, ChainStore
+from gonka_pipelines.reports.units import gnk
 
 
 @dataclass
@@ -77,4 +78,18 @@ def render_markdown(explanation: Explanation) -> str:
     lines += ["", "| part | amount |", "|---|---:|"]
     lines += [f"| {label} | {amount:,} |" for label, amount in e.lines]
     lines.append(f"| **payout** | **{e.payout:,}** |")
+    return "\n".join(lines)
+
+
+def render_text(explanation: Explanation, base_units: int) -> str:
+    """The derivation for a terminal: header, notes, then each amount in GNK and in base units, ending in the payout."""
+    e = explanation
+    width = max([len("payout"), *(len(label) for label, _ in e.lines)])
+    rule = "-" * (width + 42)
+    lines = [f"{e.host}, epoch {e.epoch}: payout {gnk(e.payout, base_units)} GNK",
+             f"address {e.address}, status {e.status}, claim {'accepted' if e.claimed else 'REFUSED'}", ""]
+    lines += [f"  {note}" for note in e.notes]
+    lines += ["", f"  {'part':<{width}} {'GNK':>18} {'base units':>22}", f"  {rule}"]
+    lines += [f"  {label:<{width}} {gnk(amount, base_units):>18} {amount:>22,}" for label, amount in e.lines]
+    lines += [f"  {rule}", f"  {'payout':<{width}} {gnk(e.payout, base_units):>18} {e.payout:>22,}"]
     return "\n".join(lines)
