@@ -133,21 +133,41 @@ def cmd_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_epochs(layout: DataLayout, count: int) -> int:
-    from gonka_pipelines.defs.launch import dagster_instance, run_next_epoch
+class _StageProgress:
+    """Prints a line as each step of an epoch's run ends: its place, name, outcome and seconds."""
+
+    def __init__(self, steps: int):
+        self.steps, self.done, self.last = steps, 0, time.perf_counter()
+
+    def __call__(self, step: str, succeeded: bool) -> None:
+        now, self.done = time.perf_counter(), self.done + 1
+        print(f"  [{self.done}/{self.steps}] {step} {'done' if succeeded else 'FAILED'} in {now - self.last:.1f}s", flush=True)
+        self.last = now
+
+
+def _run_epochs(layout: DataLayout, count: int, progress: bool = False, verbose: bool = False) -> int:
+    """Run `count` epochs through Dagster, one line each; with progress, a line per stage as it ends (and with verbose,
+    the stages' own logs) and the run's UI page; a failed run always names its page."""
+    from gonka_pipelines.defs.launch import dagster_instance, epoch_step_count, run_next_epoch
 
     instance = dagster_instance(layout)
+    steps = epoch_step_count() if progress else 0
     for _ in range(count):
         started = time.perf_counter()
-        run = run_next_epoch(layout, instance)
-        print(f"epoch {run.epoch}: run {run.run_id[:8]} {'succeeded' if run.success else 'FAILED'} in {time.perf_counter() - started:.1f}s")
+        run = run_next_epoch(layout, instance, "INFO" if verbose else "WARNING", _StageProgress(steps) if progress else None)
+        print(f"epoch {run.epoch}: run {run.run_id[:8]} {'succeeded' if run.success else 'FAILED'} in {time.perf_counter() - started:.1f}s"
+              + ("" if run.success and not progress else f"; in the UI (`make ui`): {UI_URL}/runs/{run.run_id}"))
         if not run.success:
             return 1
     return 0
 
 
+UI_URL = "http://127.0.0.1:3000"
+"""Where `make ui` serves the Dagster UI (its default port)."""
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    return _run_epochs(_layout(args), args.epochs)
+    return _run_epochs(_layout(args), args.epochs, progress=not args.quiet, verbose=args.verbose)
 
 
 def _interrupt(signum: int, _frame: object) -> None:
@@ -412,6 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = add_command("run", help="run the next epoch(s) through Dagster")
     run.add_argument("--epochs", type=int, default=1, help="how many epochs to run")
+    run.add_argument("-v", "--verbose", action="store_true", help="also print the stages' own logs")
+    run.add_argument("-q", "--quiet", action="store_true", help="one line per epoch, no line per stage")
     run.set_defaults(handler=cmd_run)
 
     demo = add_command("demo", help="init, submit the demo workload and run epochs, then print a summary")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import dagster as dg
@@ -72,8 +75,13 @@ class EpochRun:
     success: bool
 
 
-def run_next_epoch(layout: DataLayout, instance: dg.DagsterInstance, log_level: str = "WARNING") -> EpochRun:
-    """Materialize every asset of the head's successor as one run of the `epoch` job."""
+StepEvent = Callable[[str, bool], None]
+"""Called as each step of an epoch's run ends: (step key, succeeded)."""
+
+
+def run_next_epoch(layout: DataLayout, instance: dg.DagsterInstance, log_level: str = "WARNING",
+                   on_step: StepEvent | None = None) -> EpochRun:
+    """Materialize every asset of the head's successor as one run of the `epoch` job; on_step hears each step end."""
     from gonka_pipelines.definitions import defs
     from gonka_pipelines.defs.partitions import EPOCHS
     from gonka_pipelines.defs.resources import ChainResource
@@ -83,9 +91,25 @@ def run_next_epoch(layout: DataLayout, instance: dg.DagsterInstance, log_level: 
     with ChainStore.open(layout.database, read_only=True) as store:
         epoch = store.head().height + 1
     instance.add_dynamic_partitions(EPOCHS, [str(epoch)])
+    run_id = str(uuid.uuid4())
+    if on_step is not None:
+        instance.add_event_listener(run_id, partial(_step_ended, on_step))
     result = defs.resolve_job_def("epoch").execute_in_process(
         instance=instance, partition_key=str(epoch), resources={"chain": ChainResource(data_dir=str(layout.root))},
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}}, raise_on_error=False,
-        tags={PROCESS_TAG: this_process()},
+        tags={PROCESS_TAG: this_process()}, run_id=run_id,
     )
     return EpochRun(epoch, result.run_id, result.success)
+
+
+def _step_ended(on_step: StepEvent, entry: dg.EventLogEntry) -> None:
+    event = entry.dagster_event
+    if event is not None and event.step_key and event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE"):
+        on_step(event.step_key, event.event_type_value == "STEP_SUCCESS")
+
+
+def epoch_step_count() -> int:
+    """How many steps a run of the `epoch` job has."""
+    from gonka_pipelines.definitions import defs
+
+    return len(defs.resolve_job_def("epoch").graph.nodes)

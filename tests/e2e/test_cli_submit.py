@@ -89,3 +89,18 @@ def test_a_closed_pipe_ends_quietly(genesis_layout):
     assert reader.stdout is not None
     reader.stdout.close()  # the reader goes away before the first line
     assert reader.wait(timeout=120) in (0, 141) and b"Traceback" not in reader.stderr.read()
+
+
+@pytest.mark.slow
+def test_run_prints_each_stage_as_it_ends_and_the_runs_ui_page(genesis_layout, capsys):
+    assert submit(genesis_layout, "--prompt", "hello") == 0
+    capsys.readouterr()
+    assert cli.main(["run", "--data-dir", str(genesis_layout.root)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    stages = [line.split("] ")[1].split()[0] for line in lines if line.startswith("  [")]
+    assert stages[0] == "epoch_tasks" and stages[-1] == "block" and len(stages) == int(lines[0].split("/")[1].split("]")[0])
+    assert "rewards_supply_conserved" in stages, "blocking checks are steps too"
+    assert lines[-1].startswith("epoch 1: run ") and "succeeded" in lines[-1]
+    assert "in the UI (`make ui`): http://127.0.0.1:3000/runs/" in lines[-1]
+    assert cli.main(["run", "-q", "--data-dir", str(genesis_layout.root)]) == 0
+    assert [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch 2: run ")], "-q: one line"
