@@ -61,17 +61,29 @@ def main() -> None:
     definition = definition_for(args.hosts, args.epochs, args.tasks, args.nonces_per_capacity)
     torch.set_num_threads(1)
     floor = bare_forward_seconds(definition)
+    timings = Path(args.out) / "epoch-seconds.csv"  # every epoch's seconds, kept across a resumed run
+
+    def record(epoch: int, seconds: float) -> None:
+        with timings.open("a") as out:
+            out.write(f"{epoch},{seconds:.4f}\n")
+
     started = time.perf_counter()
-    outcome, seconds = run_chain(definition, definition.points()[0], 0, Path(args.out),
-                                 lambda line: print(line, flush=True) if line.startswith("sweep ") else None)
+    outcome, ran = run_chain(definition, definition.points()[0], 0, Path(args.out),
+                             lambda line: print(line, flush=True) if line.startswith("sweep ") else None, record)
     elapsed = time.perf_counter() - started
-    if not seconds:
+    if not ran:
         print(f"{args.out} already holds all {args.epochs} epochs; remove it to measure again")
+    by_epoch = dict(tuple(map(float, line.split(","))) for line in timings.read_text().splitlines()) if timings.exists() else {}
+    seconds = [by_epoch[e] for e in sorted(by_epoch)]
+    if not seconds:
         return
-    median = statistics.median(seconds)
-    print(f"{args.hosts} hosts, {len(seconds)} epochs run in {elapsed:.0f}s: epoch median {median:.2f}s "
-          f"(range {min(seconds):.2f}-{max(seconds):.2f}); sprint model floor {statistics.median(floor):.2f}s "
-          f"(range {min(floor):.2f}-{max(floor):.2f}); epoch / floor {median / statistics.median(floor):.2f}")
+    median, floor_median = statistics.median(seconds), statistics.median(floor)
+    print(f"{args.hosts} hosts, {len(seconds)} epochs ({len(ran)} in this call, {elapsed:.0f}s): epoch median {median:.2f}s "
+          f"(range {min(seconds):.2f}-{max(seconds):.2f}), total {sum(seconds) / 60:.1f} min; sprint model floor "
+          f"{floor_median:.2f}s (range {min(floor):.2f}-{max(floor):.2f}); epoch / floor {median / floor_median:.2f}")
+    window = max(1, len(seconds) // 10)
+    print("median seconds per tenth of the run: "
+          + ", ".join(f"{statistics.median(seconds[i:i + window]):.2f}" for i in range(0, len(seconds), window)))
     print(f"outcome over all epochs: {outcome}")
 
 

@@ -109,12 +109,13 @@ def run_point(definition: SweepDefinition, point: dict[str, Any], seed: int, fol
     return {**point, "seed": seed, **outcome, **timing}
 
 
-def run_chain(definition: SweepDefinition, point: dict[str, Any], seed: int, folder: Path,
-              log: Log = quiet) -> tuple[dict[str, Any], list[float]]:
+def run_chain(definition: SweepDefinition, point: dict[str, Any], seed: int, folder: Path, log: Log = quiet,
+              on_epoch: Callable[[int, float], None] | None = None) -> tuple[dict[str, Any], list[float]]:
     """A chain of the population (seed) under the point's parameters, run for the definition's epochs, resuming after
     the last finalized block when folder already holds the point's chain: an epoch cut short runs again, on its
     submissions if they were all written, else on a fresh copy of them (the same bytes: signing is deterministic and
-    nonces come from the chain); returns its outcome and the seconds of each epoch this call ran."""
+    nonces come from the chain); returns its outcome and the seconds of each epoch this call ran (also handed to
+    on_epoch as each epoch ends)."""
     genesis = changed_params(load_genesis(definition.profile), settings_of(point))
     network = population_network(definition.population, seed)
     layout = DataLayout(folder)
@@ -131,6 +132,8 @@ def run_chain(definition: SweepDefinition, point: dict[str, Any], seed: int, fol
                 marker.write_text(str(epoch))
             run_epoch(store, layout, epoch, log)
             seconds.append(time.perf_counter() - started)
+            if on_epoch is not None:
+                on_epoch(epoch, seconds[-1])
             if epoch % PROGRESS_EVERY == 0:
                 log(f"sweep {definition.name}: {point} seed {seed}: epoch {epoch} of {definition.epochs}, "
                     f"median {statistics.median(seconds):.2f}s per epoch")
