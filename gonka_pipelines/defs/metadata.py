@@ -78,8 +78,14 @@ def _proposal(env: EpochEnvironment, store: ChainStore, header: BlockHeader) -> 
 
 
 def _block(env: EpochEnvironment, store: ChainStore, block_hash: str) -> Metadata:
-    return {"height": env.epoch, "block_hash": block_hash, "next_epoch": str(env.epoch + 1),
-            "signatures_hash": signature_set_hash(store.block_signatures(env.epoch))}
+    """The final block: its hash and link, time, signers and their weight, and what it holds."""
+    block = store.block(env.epoch)
+    assert block is not None, "the block stage has just finalized it"
+    signatures = block["signatures"]
+    return {"height": env.epoch, "block_hash": block_hash, "prev_hash": block["header"]["prev_hash"],
+            "timestamp": block["header"]["timestamp"], "signers": len(signatures),
+            "signed_weight": sum(s["weight"] for s in signatures), "tasks": store.task_count(env.epoch),
+            "next_epoch": str(env.epoch + 1), "signatures_hash": signature_set_hash(signatures)}
 
 
 RENDER: dict[str, Render] = {
