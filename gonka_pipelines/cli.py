@@ -199,6 +199,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _print_summary(store: ChainStore) -> None:
     from gonka_pipelines.reports.summary import (
+        HOSTS_LEGEND,
         block_summaries,
         format_hosts,
         format_summary,
@@ -208,6 +209,8 @@ def _print_summary(store: ChainStore) -> None:
     print(format_summary(block_summaries(store)))
     print()
     print(format_hosts(host_summaries(store), store.genesis().token.base_units))
+    print()
+    print(HOSTS_LEGEND)
 
 
 def cmd_summary(args: argparse.Namespace) -> int:

@@ -45,3 +45,10 @@ def format_hosts(rows: list[dict], base_units: int) -> str:
         lines.append(f"{row['name']:<14} {row['behaviour']:<15} {row['sprints_rejected']:>15} {row['epochs_invalid']:>8} "
                      f"{row['claims_refused']:>13} {row['epochs_invalidated']:>16} {gnk(row['paid'], base_units):>20}  {verdict}")
     return "\n".join(lines)
+
+
+HOSTS_LEGEND = """The host columns count epochs: sprint rejected by the validators' vote, INVALID by the status rules, claim refused
+(a required validation skipped or a vote the outcome contradicted), work invalidated (some task it executed failed
+the vote); paid is the sum of its payouts. Next: `gonka host NAME` (one host, epoch by epoch), `gonka explain HOST
+EPOCH` (one payout, amount by amount), `gonka status ID` (one submission), `make ui` (the Dagster UI)."""
+"""What `gonka summary` prints under its tables: what the columns count and where to look next."""

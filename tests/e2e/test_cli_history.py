@@ -78,3 +78,11 @@ def test_every_argument_is_described():
     for name, command in commands.choices.items():
         for action in command._actions:
             assert action.help, f"gonka {name}: {'/'.join(action.option_strings) or action.dest} has no description"
+
+
+def test_summary_says_what_its_columns_count_and_what_to_do_next(demo_template, capsys):
+    from gonka_pipelines.reports.summary import HOSTS_LEGEND
+
+    code, out, _ = run(demo_template, capsys, "summary")
+    assert code == 0 and out.rstrip().endswith(HOSTS_LEGEND)
+    assert "paid (GNK)" in out and "`gonka host NAME`" in HOSTS_LEGEND and "`make ui`" in HOSTS_LEGEND
