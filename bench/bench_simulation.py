@@ -81,7 +81,7 @@ def main() -> None:
     print(f"{args.hosts} hosts, {len(seconds)} epochs ({len(ran)} in this call, {elapsed:.0f}s): epoch median {median:.2f}s "
           f"(range {min(seconds):.2f}-{max(seconds):.2f}), total {sum(seconds) / 60:.1f} min; sprint model floor "
           f"{floor_median:.2f}s (range {min(floor):.2f}-{max(floor):.2f}); epoch / floor {median / floor_median:.2f}")
-    window = max(1, len(seconds) // 10)
+    window = -(-len(seconds) // 10)  # ten windows at most
     print("median seconds per tenth of the run: "
           + ", ".join(f"{statistics.median(seconds[i:i + window]):.2f}" for i in range(0, len(seconds), window)))
     print(f"outcome over all epochs: {outcome}")

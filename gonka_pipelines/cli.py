@@ -156,7 +156,7 @@ def _run_epochs(layout: DataLayout, count: int, progress: bool = False, verbose:
         started = time.perf_counter()
         run = run_next_epoch(layout, instance, "INFO" if verbose else "WARNING", _StageProgress(steps) if progress else None)
         print(f"epoch {run.epoch}: run {run.run_id[:8]} {'succeeded' if run.success else 'FAILED'} in {time.perf_counter() - started:.1f}s"
-              + ("" if run.success and not progress else f"; in the UI (`make ui`): {UI_URL}/runs/{run.run_id}"))
+              + ("" if run.success and not progress else f"; in the UI ({_make_ui(layout)}): {UI_URL}/runs/{run.run_id}"))
         if not run.success:
             return 1
     return 0
@@ -164,6 +164,11 @@ def _run_epochs(layout: DataLayout, count: int, progress: bool = False, verbose:
 
 UI_URL = "http://127.0.0.1:3000"
 """Where `make ui` serves the Dagster UI (its default port)."""
+
+
+def _make_ui(layout: DataLayout) -> str:
+    """The `make ui` command that shows this data folder's runs (the Makefile's DATA defaults to ./data)."""
+    return "`make ui`" if layout.root == (Path.cwd() / "data").resolve() else f"`make ui DATA={layout.root}`"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -275,17 +280,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     if len(args.id) < MIN_ID_PREFIX:
         raise ConfigError(f"give at least {MIN_ID_PREFIX} characters of a submission or task id, got {args.id!r}")
-    layout = _layout(args)
-    waiting = [submission_id_of(name) for name in waiting_names(layout.inbox)]
-    waiting = [w for w in waiting if w.startswith(args.id)]
+    layout, prefix = _layout(args), args.id.lower()
+    waiting = [w for w in map(submission_id_of, waiting_names(layout.inbox)) if w.startswith(prefix)]
     for submission_id in waiting:
         print(f"submission {submission_id}: waiting in the inbox ({layout.inbox}) for the next epoch to collect it")
     with ChainStore.open(layout.database, read_only=True) as store:
-        try:
-            print(format_submission_fates(store, args.id))
-        except ChainError:
-            if not waiting:
-                raise
+        text = format_submission_fates(store, prefix, missing_ok=bool(waiting))
+    if text:
+        print(text)
     return 0
 
 
@@ -378,7 +380,8 @@ class Described(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+        if "default" in text or action.default is None or action.default is False or action.default is argparse.SUPPRESS \
+                or not action.option_strings:
             return text
         return f"{text} (default: %(default)s)"
 
@@ -435,8 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = add_command("run", help="run the next epoch(s) through Dagster")
     run.add_argument("--epochs", type=int, default=1, help="how many epochs to run")
-    run.add_argument("-v", "--verbose", action="store_true", help="also print the stages' own logs")
-    run.add_argument("-q", "--quiet", action="store_true", help="one line per epoch, no line per stage")
+    loudness = run.add_mutually_exclusive_group()
+    loudness.add_argument("-v", "--verbose", action="store_true", help="also print the stages' own logs")
+    loudness.add_argument("-q", "--quiet", action="store_true", help="one line per epoch, no line per stage")
     run.set_defaults(handler=cmd_run)
 
     demo = add_command("demo", help="init, submit the demo workload and run epochs, then print a summary")

@@ -10,22 +10,25 @@ from gonka_pipelines.protocol.merkle import build_proof, verify_proof
 
 
 def _resolve_key(store: ChainStore, commitment: Any, given: str, epoch: int | None) -> str:
-    """The row key `given` stands for: itself, an account's name (its address), or the one key of a finalized row
-    that starts with it; an ambiguous prefix is an error saying how many keys it matches."""
-    name = store._query("SELECT address FROM accounts WHERE name = ?", [given])
-    if name:
-        return name[0][0]
-    keys = [key for (key,) in store._query(
-        f"""SELECT DISTINCT _key FROM (SELECT {commitment.epoch} AS epoch, CAST({commitment.key} AS VARCHAR) AS _key
-                                       FROM {commitment.table})
-            WHERE starts_with(_key, ?) AND (? IS NULL OR epoch = ?) AND epoch IN (SELECT height FROM blocks WHERE status = ?)
-            ORDER BY _key LIMIT 3""", [given, epoch, epoch, FINALIZED])]
-    if given in keys or len(keys) != 1:
-        if len(keys) > 1 and given not in keys:
-            raise ChainError(f"{given!r} starts more than one key of {commitment.table} ({', '.join(k[:16] for k in keys[:2])}, ...); "
-                             "give more characters")
+    """The row key `given` stands for: itself when a finalized row has it, an account's name (its address) when that
+    is a key of the table, or the one key starting with it; an ambiguous prefix is an error naming some of its keys."""
+    def keys_starting(prefix: str) -> list[str]:
+        return [key for (key,) in store._query(
+            f"""SELECT DISTINCT _key FROM (SELECT {commitment.epoch} AS epoch, CAST({commitment.key} AS VARCHAR) AS _key
+                                           FROM {commitment.table})
+                WHERE starts_with(_key, ?) AND (? IS NULL OR epoch = ?) AND epoch IN (SELECT height FROM blocks WHERE status = ?)
+                ORDER BY _key LIMIT 3""", [prefix, epoch, epoch, FINALIZED])]
+
+    keys = keys_starting(given)
+    if given in keys:
         return given
-    return keys[0]
+    named = store._query("SELECT address FROM accounts WHERE name = ?", [given])
+    if named and keys_starting(named[0][0])[:1] == [named[0][0]]:
+        return named[0][0]
+    if len(keys) > 1:
+        shown = ", ".join(k[:16] + "…" for k in keys[:2]) + (", ..." if len(keys) > 2 else "")
+        raise ChainError(f"{given!r} starts more than one key of {commitment.table} ({shown}); give more characters")
+    return keys[0] if keys else given
 
 
 def prove_row(store: ChainStore, table: str, row_id: str, epoch: int | None = None) -> dict[str, Any]:

@@ -103,9 +103,14 @@ def run_next_epoch(layout: DataLayout, instance: dg.DagsterInstance, log_level: 
 
 
 def _step_ended(on_step: StepEvent, entry: dg.EventLogEntry) -> None:
+    """Tell on_step of a step's end. Dagster re-raises a listener's error into the run, so a failing report (a closed
+    stdout, say) is dropped here: the epoch must not fail because nobody is watching it."""
     event = entry.dagster_event
     if event is not None and event.step_key and event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE"):
-        on_step(event.step_key, event.event_type_value == "STEP_SUCCESS")
+        try:
+            on_step(event.step_key, event.event_type_value == "STEP_SUCCESS")
+        except Exception:  # noqa: BLE001 - any failure to report is the watcher's, never the epoch's
+            pass
 
 
 def epoch_step_count() -> int:

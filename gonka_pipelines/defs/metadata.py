@@ -84,7 +84,8 @@ def _block(env: EpochEnvironment, store: ChainStore, block_hash: str) -> Metadat
     signatures = block["signatures"]
     return {"height": env.epoch, "block_hash": block_hash, "prev_hash": block["header"]["prev_hash"],
             "timestamp": block["header"]["timestamp"], "signers": len(signatures),
-            "signed_weight": sum(s["weight"] for s in signatures), "tasks": store.task_count(env.epoch),
+            "signed_weight": sum(s["weight"] for s in signatures), "inference_tasks": store.task_count(env.epoch),
+            "training_tasks": len(store.epoch_trainings(env.epoch)),
             "next_epoch": str(env.epoch + 1), "signatures_hash": signature_set_hash(signatures)}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gonka_pipelines.chain.store import ChainError, ChainStore
-from gonka_pipelines.reports.units import gnk
+from gonka_pipelines.reports.units import TABLE_PLACES, gnk
 
 
 @dataclass
@@ -85,11 +85,14 @@ def render_text(explanation: Explanation, base_units: int) -> str:
     """The derivation for a terminal: header, notes, then each amount in GNK and in base units, ending in the payout."""
     e = explanation
     width = max([len("payout"), *(len(label) for label, _ in e.lines)])
-    rule = "-" * (width + 42)
+    amounts = [amount for _, amount in e.lines] + [e.payout]
+    in_gnk = max(len("GNK"), *(len(gnk(a, base_units, TABLE_PLACES)) for a in amounts))
+    in_units = max(len("base units"), *(len(f"{a:,}") for a in amounts))
+    rule = "-" * (width + in_gnk + in_units + 2)
     lines = [f"{e.host}, epoch {e.epoch}: payout {gnk(e.payout, base_units)} GNK",
              f"address {e.address}, status {e.status}, claim {'accepted' if e.claimed else 'REFUSED'}", ""]
     lines += [f"  {note}" for note in e.notes]
-    lines += ["", f"  {'part':<{width}} {'GNK':>18} {'base units':>22}", f"  {rule}"]
-    lines += [f"  {label:<{width}} {gnk(amount, base_units):>18} {amount:>22,}" for label, amount in e.lines]
-    lines += [f"  {rule}", f"  {'payout':<{width}} {gnk(e.payout, base_units):>18} {e.payout:>22,}"]
+    lines += ["", f"  {'part':<{width}} {'GNK':>{in_gnk}} {'base units':>{in_units}}", f"  {rule}"]
+    lines += [f"  {label:<{width}} {gnk(amount, base_units, TABLE_PLACES):>{in_gnk}} {amount:>{in_units},}" for label, amount in e.lines]
+    lines += [f"  {rule}", f"  {'payout':<{width}} {gnk(e.payout, base_units, TABLE_PLACES):>{in_gnk}} {e.payout:>{in_units},}"]
     return "\n".join(lines)

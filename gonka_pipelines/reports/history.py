@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gonka_pipelines.chain.store import ChainError, ChainStore
-from gonka_pipelines.reports.units import gnk
+from gonka_pipelines.reports.units import TABLE_PLACES, gnk
 
 
 def format_host_history(store: ChainStore, host: str) -> str:
@@ -13,9 +13,10 @@ def format_host_history(store: ChainStore, host: str) -> str:
     name, address = store.resolve_host(host)
     base = store.genesis().token.base_units
     rows = store.host_history(address)
+    amount = max([len(gnk(r[k], base, TABLE_PLACES)) for r in rows for k in ("reward", "work_coins", "slashed", "payout")] + [14])
     header = (f"{'epoch':>5}  {'status':<8} {'rep':>3}  {'hits':>5} {'sprint':<8} {'weight share':>12}  "
-              f"{'tasks':>5} {'missed':>6} {'checked':>7} {'invalid':>7}  {'reward GNK':>14} {'work coins GNK':>15} "
-              f"{'slashed GNK':>12}  {'claim':<7} {'payout GNK':>14}")
+              f"{'tasks':>5} {'missed':>6} {'checked':>7} {'invalid':>7}  {'reward GNK':>{amount}} {'work coins GNK':>{amount}} "
+              f"{'slashed GNK':>{amount}}  {'claim':<7} {'payout GNK':>{amount}}")
     lines = [f"{name} ({address})", header, "-" * len(header)]
     for row in rows:
         share = f"{row['weight'] / row['total_weight']:.2%}" if row["total_weight"] else "-"
@@ -23,8 +24,9 @@ def format_host_history(store: ChainStore, host: str) -> str:
         lines.append(
             f"{row['epoch']:>5}  {row['status']:<8} {_or_dash(row['reputation']):>3}  {_or_dash(row['hits']):>5} {sprint:<8} "
             f"{share:>12}  {_or_dash(row['assigned']):>5} {_or_dash(row['missed']):>6} {_or_dash(row['validated']):>7} "
-            f"{_or_dash(row['invalidated']):>7}  {gnk(row['reward'], base):>14} {gnk(row['work_coins'], base):>15} "
-            f"{gnk(row['slashed'], base):>12}  {'claimed' if row['claimed'] else 'REFUSED':<7} {gnk(row['payout'], base):>14}")
+            f"{_or_dash(row['invalidated']):>7}  {gnk(row['reward'], base, TABLE_PLACES):>{amount}} "
+            f"{gnk(row['work_coins'], base, TABLE_PLACES):>{amount}} {gnk(row['slashed'], base, TABLE_PLACES):>{amount}}  "
+            f"{'claimed' if row['claimed'] else 'REFUSED':<7} {gnk(row['payout'], base, TABLE_PLACES):>{amount}}")
     if not rows:
         lines.append("no finalized epoch yet")
     else:
@@ -37,10 +39,13 @@ def _or_dash(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-def format_submission_fates(store: ChainStore, prefix: str) -> str:
-    """What became of the submission(s) whose id or task id starts with prefix; an error when none does."""
+def format_submission_fates(store: ChainStore, prefix: str, missing_ok: bool = False) -> str:
+    """What became of the submission(s) whose id or task id starts with prefix; when none does, an error (or, with
+    missing_ok, nothing)."""
     fates = store.submission_fates(prefix)
     if not fates:
+        if missing_ok:
+            return ""
         raise ChainError(f"no submission or task id starts with {prefix!r}")
     base = store.genesis().token.base_units
     return "\n\n".join(_fate(fate, base) for fate in fates)

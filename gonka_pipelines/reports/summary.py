@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gonka_pipelines.chain.store import ChainStore
-from gonka_pipelines.reports.units import gnk
+from gonka_pipelines.reports.units import TABLE_PLACES, gnk
 
 
 def block_summaries(store: ChainStore) -> list[dict]:
@@ -43,12 +43,13 @@ def format_hosts(rows: list[dict], base_units: int) -> str:
         flagged = row["epochs_caught"] > 0
         verdict = ("caught" if flagged else "NOT CAUGHT") if row["behaviour"] != "honest" else ("FLAGGED" if flagged else "ok")
         lines.append(f"{row['name']:<14} {row['behaviour']:<15} {row['sprints_rejected']:>15} {row['epochs_invalid']:>8} "
-                     f"{row['claims_refused']:>13} {row['epochs_invalidated']:>16} {gnk(row['paid'], base_units):>20}  {verdict}")
+                     f"{row['claims_refused']:>13} {row['epochs_invalidated']:>16} {gnk(row['paid'], base_units, TABLE_PLACES):>20}  {verdict}")
     return "\n".join(lines)
 
 
 HOSTS_LEGEND = """The host columns count epochs: sprint rejected by the validators' vote, INVALID by the status rules, claim refused
-(a required validation skipped or a vote the outcome contradicted), work invalidated (some task it executed failed
-the vote); paid is the sum of its payouts. Next: `gonka host NAME` (one host, epoch by epoch), `gonka explain HOST
-EPOCH` (one payout, amount by amount), `gonka status ID` (one submission), `make ui` (the Dagster UI)."""
+(a revealed seed not matching its commitment, a required validation skipped, or a vote the outcome contradicted), work
+invalidated (some task it executed failed the vote); paid is the sum of its payouts. Next: `gonka host NAME` (one host,
+epoch by epoch), `gonka explain HOST EPOCH` (one payout, amount by amount), `gonka status ID` (one submission),
+`make ui` (the Dagster UI)."""
 """What `gonka summary` prints under its tables: what the columns count and where to look next."""

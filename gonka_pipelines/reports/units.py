@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 
-def gnk(units: int, base_units: int) -> str:
-    """An amount in GNK with thousands separators and every base unit kept (1 GNK = base_units)."""
-    whole, fraction = divmod(abs(units), base_units)
+TABLE_PLACES = 9
+"""Decimals of an amount in a table column, so that decimal points line up (1 GNK = 10^9 base units by default)."""
+
+
+def gnk(units: int, base_units: int, places: int | None = None) -> str:
+    """An amount in GNK with thousands separators: exact, trailing zeros dropped, when base_units is a power of ten;
+    otherwise (or given `places`) rounded half-even to `places` decimals (default TABLE_PLACES) and padded."""
     digits = len(str(base_units)) - 1
-    text = f"{whole:,}" + (f".{fraction:0{digits}d}".rstrip("0").rstrip(".") if fraction else "")
-    return f"-{text}" if units < 0 else text
+    exact = base_units == 10**digits and places is None
+    places = digits if exact else TABLE_PLACES if places is None else places
+    scaled = round(Fraction(abs(units), base_units) * 10**places)
+    whole, fraction = divmod(scaled, 10**places)
+    text = f"{whole:,}" + (f".{fraction:0{places}d}" if places else "")
+    if exact:
+        text = text.rstrip("0").rstrip(".") if fraction else f"{whole:,}"
+    return f"-{text}" if units < 0 and scaled else text

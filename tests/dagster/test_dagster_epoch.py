@@ -32,8 +32,8 @@ ASSET_METADATA = {
     "rewards": {"dagster/row_count", "emission_minted", "emission_scheduled", "burned", "fees", "paid", "hosts_caught",
                 "payouts", "derivations"},
     "block_proposal": {"dagster/row_count", "height", "block_hash", "prev_hash", "signers", "roots"},
-    "block": {"height", "block_hash", "prev_hash", "timestamp", "signers", "signed_weight", "tasks", "next_epoch",
-              "signatures_hash"},
+    "block": {"height", "block_hash", "prev_hash", "timestamp", "signers", "signed_weight", "inference_tasks",
+              "training_tasks", "next_epoch", "signatures_hash"},
 }
 BLOCKING_CHECKS = {("rewards", "supply_conserved"), ("rewards", "payouts_have_lineage"),
                    ("block_proposal", "block_links_to_head"), ("block_proposal", "block_rederives"),
@@ -182,8 +182,9 @@ def test_metadata_values_match_the_chain(demo_epoch):
         assert (value(final, "height"), value(final, "block_hash"), value(final, "next_epoch")) == (1, block["hash"], "2")
         assert value(final, "signatures_hash") == signature_set_hash(block["signatures"])
         assert (value(final, "prev_hash"), value(final, "timestamp")) == (block["header"]["prev_hash"], block["header"]["timestamp"])
-        assert value(final, "signers") == len(block["signatures"]) and value(final, "tasks") == one(
+        assert value(final, "signers") == len(block["signatures"]) and value(final, "inference_tasks") == one(
             "SELECT count(*) FROM tasks WHERE epoch = ?")
+        assert value(final, "training_tasks") == one("SELECT count(*) FROM training_tasks WHERE epoch = ?") > 0
         assert value(final, "signed_weight") == sum(s["weight"] for s in block["signatures"])
 
 

@@ -15,10 +15,14 @@ def run(demo_template, capsys, *args: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-@pytest.mark.parametrize("units, text", [(0, "0"), (1, "0.000000001"), (1_000_000_000, "1"),
-                                         (1_234_567_890_123, "1,234.567890123"), (-2_500_000_000, "-2.5")])
-def test_gnk_keeps_every_base_unit_and_groups_thousands(units, text):
-    assert gnk(units, 10**9) == text
+@pytest.mark.parametrize("units, base, places, text", [
+    (0, 10**9, None, "0"), (1, 10**9, None, "0.000000001"), (1_000_000_000, 10**9, None, "1"),
+    (1_234_567_890_123, 10**9, None, "1,234.567890123"), (-2_500_000_000, 10**9, None, "-2.5"),
+    (46_155, 10**9, 9, "0.000046155"), (0, 10**9, 9, "0.000000000"), (4_999, 5_000, None, "0.999800000"),
+    (1, 7, 3, "0.143")])
+def test_gnk_keeps_every_base_unit_and_groups_thousands(units, base, places, text):
+    """Exact when the base is a power of ten; tables pad to fixed places so decimal points line up."""
+    assert gnk(units, base, places) == text
 
 
 def test_host_history_has_one_line_per_finalized_epoch_that_adds_up(demo_template, capsys):
@@ -45,7 +49,7 @@ def test_status_follows_an_invalidated_task_and_a_rejected_submission(demo_templ
         task = store._scalar("""SELECT o.task_id FROM task_outcomes o JOIN hosts h ON h.address = o.executor
                                 WHERE o.outcome = 'invalidated' AND h.name = 'host-garbled' ORDER BY o.task_id LIMIT 1""")
         rejected = store._scalar("SELECT submission_id FROM rejected_tasks WHERE reason = 'replayed_nonce' LIMIT 1")
-    code, out, _ = run(demo_template, capsys, "status", task[:10])
+    code, out, _ = run(demo_template, capsys, "status", task[:10].upper())
     assert code == 0 and f"task {task}" in out and "executed by host-garbled: completed" in out
     assert "validation: INVALIDATED" in out and "FAIL (tokens_differ)" in out and "fee_refund" in out
     code, out, _ = run(demo_template, capsys, "status", rejected[:12])
@@ -68,8 +72,17 @@ def test_prove_takes_a_key_prefix_or_an_account_name(demo_template, capsys):
     assert code == 0 and json.loads(out)["id"] == task and json.loads(out)["verified"]
     code, out, _ = run(demo_template, capsys, "prove", "accounts", "host-alpha")
     assert code == 0 and json.loads(out)["id"] == alpha
-    code, _, err = run(demo_template, capsys, "prove", "tasks", "")
-    assert code == 2 and "starts more than one key of tasks" in err
+    code, _, err = run(demo_template, capsys, "prove", "tasks", task[:1])
+    assert code == 2 and f"{task[:1]!r} starts more than one key of tasks" in err and "give more characters" in err
+    code, _, err = run(demo_template, capsys, "prove", "tasks", "host-alpha")
+    assert code == 2 and "no row 'host-alpha' in tasks" in err, "a name stands for an address only where addresses are keys"
+
+
+def test_help_gives_defaults_including_zero(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "draws the training windows (default: 0)" in help_text and "optimizer steps (default: 8)" in help_text
 
 
 def test_every_argument_is_described():
@@ -85,4 +98,5 @@ def test_summary_says_what_its_columns_count_and_what_to_do_next(demo_template, 
 
     code, out, _ = run(demo_template, capsys, "summary")
     assert code == 0 and out.rstrip().endswith(HOSTS_LEGEND)
-    assert "paid (GNK)" in out and "`gonka host NAME`" in HOSTS_LEGEND and "`make ui`" in HOSTS_LEGEND
+    paid = [line.split()[-2] for line in out.splitlines() if line.startswith("host-")]
+    assert "paid (GNK)" in out and len(paid) == 9 and len({len(p.split(".")[1]) for p in paid}) == 1, "decimal points line up"

@@ -101,6 +101,6 @@ def test_run_prints_each_stage_as_it_ends_and_the_runs_ui_page(genesis_layout, c
     assert stages[0] == "epoch_tasks" and stages[-1] == "block" and len(stages) == int(lines[0].split("/")[1].split("]")[0])
     assert "rewards_supply_conserved" in stages, "blocking checks are steps too"
     assert lines[-1].startswith("epoch 1: run ") and "succeeded" in lines[-1]
-    assert "in the UI (`make ui`): http://127.0.0.1:3000/runs/" in lines[-1]
+    assert f"in the UI (`make ui DATA={genesis_layout.root}`): http://127.0.0.1:3000/runs/" in lines[-1], "the folder's own UI"
     assert cli.main(["run", "-q", "--data-dir", str(genesis_layout.root)]) == 0
     assert [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch 2: run ")], "-q: one line"
