@@ -1,6 +1,7 @@
 """Epoch bookkeeping benchmark: every stage of an epoch on a generated network, model compute replaced by precomputed results.
 
     .venv/bin/python bench/bench_epoch.py [--hosts 1000] [--tasks 100000] [--epochs 1] [--quick]
+                                          [--validation full|committee] [--committee-size 16]
 
 A temporary chain (a tmp dir, removed afterwards unless --keep) gets N honest hosts of capacity 1 and
 ~20 developers from a generated network.yaml, and a genesis.yaml copied from resources/ with the `local`
@@ -65,12 +66,13 @@ _WORDS = ("summarise", "the", "ledger", "of", "epoch", "weights", "for", "host",
 # ---------------------------------------------------------------- set-up
 
 
-def write_genesis(path: Path, hosts: int, tasks: int) -> Path:
+def write_genesis(path: Path, hosts: int, tasks: int, validation: str, committee_size: int) -> Path:
     """resources/genesis.yaml with the `local` profile adjusted for a cheap sprint and no mass task expiry."""
     data = yaml.safe_load((RESOURCES / "genesis.yaml").read_text())
     local = data["profiles"][PROFILE]
     local["chain_id"] = CHAIN_ID
     local["sprint"]["nonces_per_capacity"] = NONCES_PER_CAPACITY
+    local["sprint"]["validation"], local["sprint"]["committee_size"] = validation, committee_size
     # executors are drawn ∝ weight: leave each host 4x its fair share (at least 64) so almost nothing expires
     local["tasks"]["tasks_per_capacity"] = max(64, 4 * math.ceil(tasks / hosts))
     local["tasks"]["max_submissions_per_epoch"] = max(local["tasks"]["max_submissions_per_epoch"], 2 * tasks)
@@ -141,6 +143,18 @@ def baseline_insert(base: ChainStore, rows: dict[str, list[dict]]) -> float:
     return time.perf_counter() - start
 
 
+def reset_peak_rss() -> None:
+    """Start a new peak-RSS window (Linux: writing 5 to /proc/self/clear_refs resets VmHWM)."""
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+
+
+def peak_rss_mib() -> float:
+    """The process's peak resident set since the last reset_peak_rss, in MiB (VmHWM)."""
+    with open("/proc/self/status") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith("VmHWM:")) / 1024
+
+
 def run_stage(name: str, step: Callable[[], object], profile: set[str], top: int) -> tuple[float, object]:
     """Time one stage; under --profile-stage also print its cProfile (profiled time is not the reported time)."""
     if name in profile:
@@ -180,16 +194,19 @@ def run_one_epoch(store: ChainStore, base: ChainStore, layout: DataLayout, epoch
     start = time.perf_counter()
     compute = PrecomputedCompute(store.genesis().sprint.model, store.head().hash)
     env = build_environment(store, layout, epoch, compute=compute)
-    rows = [{"stage": "environment", "seconds": time.perf_counter() - start, "rows": 0, "tables": {}, "baseline": None,
+    rows = [{"stage": "environment", "seconds": time.perf_counter() - start, "peak_mib": peak_rss_mib(), "rows": 0, "tables": {},
+             "baseline": None,
              "result": f"{len(env.hosts):,} hosts, {len(env.keys):,} keys"}]
     open_chain = holding(store)
     for stage in STAGES:
         before = table_marks(store)
+        reset_peak_rss()
         seconds, result = run_stage(stage.name, lambda: stage.run(env, open_chain, quiet), profile, top)  # noqa: B023
+        peak = peak_rss_mib()
         after = table_marks(store)
         written = appended_rows(store, before, after)
         baseline = baseline_insert(base, written) if written else None
-        rows.append({"stage": stage.name, "seconds": seconds, "rows": sum(len(r) for r in written.values()),
+        rows.append({"stage": stage.name, "seconds": seconds, "peak_mib": peak, "rows": sum(len(r) for r in written.values()),
                      "tables": {t: len(r) for t, r in written.items()}, "baseline": baseline, "result": summarize(stage.name, result)})
         del written
     committed = sum(store._scalar(f"SELECT count(*) FROM {c.table} WHERE {c.epoch} = ?", [epoch]) for c in COMMITMENTS)
@@ -212,11 +229,11 @@ def print_table(headers: list[str], rows: list[list[str]], right: set[int]) -> N
 
 def report_epoch(epoch: int, client_seconds: float, tasks: int, stages: list[dict]) -> None:
     print(f"\nepoch {epoch}  ({LABEL})")
-    table = [["client: sign + write inbox", f"{client_seconds:.3f}", f"{tasks:,} files", f"{tasks / client_seconds:,.0f}",
+    table = [["client: sign + write inbox", f"{client_seconds:.3f}", "-", f"{tasks:,} files", f"{tasks / client_seconds:,.0f}",
               "-", "-", "not the chain's cost"]]
     for s in stages:
         biggest = sorted(s["tables"].items(), key=lambda kv: -kv[1])[:3]
-        table.append([s["stage"], f"{s['seconds']:.3f}", f"{s['rows']:,}",
+        table.append([s["stage"], f"{s['seconds']:.3f}", f"{s['peak_mib']:,.0f}", f"{s['rows']:,}",
                       f"{s['rows'] / s['seconds']:,.0f}" if s["rows"] else "-",
                       f"{s['baseline']:.3f}" if s["baseline"] is not None else "-",
                       f"{s['seconds'] / s['baseline']:.1f}x" if s["baseline"] else "-",
@@ -224,11 +241,12 @@ def report_epoch(epoch: int, client_seconds: float, tasks: int, stages: list[dic
     total = sum(s["seconds"] for s in stages)
     total_rows = sum(s["rows"] for s in stages)
     total_base = sum(s["baseline"] or 0.0 for s in stages)
-    table.append(["epoch total (chain)", f"{total:.3f}", f"{total_rows:,}", f"{total_rows / total:,.0f}",
-                  f"{total_base:.3f}", f"{total / total_base:.1f}x" if total_base else "-", ""])
-    print_table(["stage", "seconds", "rows written", "rows/s", "baseline s", "ratio", "biggest tables written"],
-                table, right={1, 2, 3, 4, 5})
-    print("baseline = the same rows inserted through ChainStore._insert into a scratch DuckDB; ratio = stage / baseline")
+    table.append(["epoch total (chain)", f"{total:.3f}", f"{max(s['peak_mib'] for s in stages):,.0f}", f"{total_rows:,}",
+                  f"{total_rows / total:,.0f}", f"{total_base:.3f}", f"{total / total_base:.1f}x" if total_base else "-", ""])
+    print_table(["stage", "seconds", "peak MiB", "rows written", "rows/s", "baseline s", "ratio", "biggest tables written"],
+                table, right={1, 2, 3, 4, 5, 6})
+    print("baseline = the same rows inserted through ChainStore._insert into a scratch DuckDB; ratio = stage / baseline; "
+          "peak MiB = the process's peak resident set during the stage")
     propose = next(s for s in stages if s["stage"] == "block_proposal")
     print(f"block_proposal writes few rows but reads and hashes every committed row of the epoch (Merkle roots): "
           f"{propose['committed']:,} rows, {propose['committed'] / propose['seconds']:,.0f} rows/s")
@@ -272,6 +290,9 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--developers", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="100 hosts, 5,000 tasks (overrides --hosts/--tasks)")
+    parser.add_argument("--validation", choices=("full", "committee"), default="full",
+                        help="sprint validation: every validator checks every host, or a committee per host")
+    parser.add_argument("--committee-size", type=int, default=16, help="validators per host under --validation committee")
     parser.add_argument("--keep", type=Path, default=None, help="build the chain in this (new) folder and keep it")
     parser.add_argument("--no-verify", action="store_true", help="skip re-deriving the blocks afterwards")
     parser.add_argument("--profile-stage", action="append", default=[], choices=STAGE_NAMES,
@@ -284,12 +305,14 @@ def main() -> int:
         parser.error("--hosts, --tasks, --epochs and --developers must be positive")
 
     print(f"bench_epoch: {args.hosts:,} hosts, {args.developers} developers, {args.tasks:,} tasks per epoch, "
-          f"{args.epochs} epoch(s); {LABEL}")
+          f"{args.epochs} epoch(s), {args.validation} sprint validation"
+          f"{f' ({args.committee_size} per host)' if args.validation == 'committee' else ''}; {LABEL}")
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="gonka-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     problems: list[str] = []
     try:
-        genesis = load_genesis(PROFILE, write_genesis(workdir / "genesis.yaml", args.hosts, args.tasks))
+        genesis = load_genesis(PROFILE, write_genesis(workdir / "genesis.yaml", args.hosts, args.tasks, args.validation,
+                                                       args.committee_size))
         network = load_network(write_network(workdir / "network.yaml", args.hosts, args.developers))
         layout = DataLayout(workdir / "data")
         with ChainStore.open(layout.database) as store, ChainStore.open(workdir / "baseline.duckdb") as base:

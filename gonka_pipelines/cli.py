@@ -26,6 +26,7 @@ from gonka_pipelines.local.config import (
     load_network,
 )
 from gonka_pipelines.local.paths import DataLayout
+from gonka_pipelines.local.verified import load_verified, save_verified
 from gonka_pipelines.protocol.crypto import KeyPair
 
 
@@ -237,13 +238,21 @@ def cmd_verify(args: argparse.Namespace) -> int:
                       file=sys.stderr)
                 return 1
             anchors[height] = Anchor(args.expect_head, (anchors.get(height) or Anchor("")).signatures_hash)
-        report = verify_chain(store, anchors)
+        chain_id = store.chain_id
+        memory = {} if args.full else load_verified(layout.verified_blocks, chain_id)
+        report = verify_chain(store, anchors, memory)
         head_hash = store.head().hash if report.first_problem is None else ""
     if report.first_problem is not None:
         print(f"INCONSISTENT {report.first_problem}", file=sys.stderr)
         return 1
+    try:
+        save_verified(layout.verified_blocks, chain_id, report.verified)
+    except OSError as error:
+        print(f"note: could not remember the verified blocks ({error}); the next check re-derives them all", file=sys.stderr)
     pinned = f"; matches {len(anchors)} block hash(es) kept outside the database" if anchors else ""
-    print(f"ok: {report.blocks_verified} blocks verified, head {report.head} {head_hash}{pinned}")
+    unchanged = report.blocks_verified - report.rederived
+    memo = f" ({report.rederived} re-derived, {unchanged} unchanged since the last check)" if unchanged else ""
+    print(f"ok: {report.blocks_verified} blocks verified{memo}, head {report.head} {head_hash}{pinned}")
     return 0
 
 
@@ -449,8 +458,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=cmd_demo)
 
     add_command("summary", help="one line per finalized block").set_defaults(handler=cmd_summary)
-    verify = add_command("verify-chain", help="re-derive every hash, root and signature; compare with the block "
-                                                      "hashes kept outside the database")
+    verify = add_command("verify-chain", help="re-derive every hash, root and signature of blocks new or changed since the "
+                                              "last check; compare with the block hashes kept outside the database")
+    verify.add_argument("--full", action="store_true",
+                        help="re-derive every block, ignoring what earlier checks remembered (data/verified-blocks.json)")
     verify.add_argument("--expect-head", metavar="HASH",
                         help="a block hash (12 or more hex digits) you kept: the chain must still hold it, finalized")
     verify.add_argument("--no-dagster", action="store_true",

@@ -25,7 +25,7 @@ from gonka_pipelines.local.config import load_genesis, load_network  # noqa: E40
 from gonka_pipelines.local.paths import DataLayout  # noqa: E402
 from gonka_pipelines.protocol.params import GenesisParams, NetworkConfig  # noqa: E402
 
-from support.chains import create_chain, run_stages  # noqa: E402
+from support.chains import check_every_task, create_chain, run_stages  # noqa: E402
 from support.chains import demo_template as build_demo_template
 from support.submitter import TaskSubmitter  # noqa: E402
 
@@ -160,3 +160,10 @@ def other_chain(tmp_path: Path, genesis_template: Path, genesis: GenesisParams,
         return other, TaskSubmitter(other, genesis, network)
 
     return _new
+
+
+
+@pytest.fixture
+def every_task_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For tests of what validation finds rather than who is drawn (support.chains.check_every_task)."""
+    check_every_task(monkeypatch)

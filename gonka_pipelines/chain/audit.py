@@ -136,10 +136,6 @@ class AuditRows(StoreCore):
             "SELECT batch_id, len(nonces) FROM poc_batches WHERE epoch = ? AND host = ? AND status = ? ORDER BY sequence",
             [epoch, address, BatchStatus.ACCEPTED])
 
-    def total_weight(self, epoch: int) -> int:
-        """Σ weight of an epoch's post-state (the weight in force during the next epoch)."""
-        return self._scalar("SELECT sum(weight) FROM host_states WHERE epoch = ?", [epoch])
-
     def first_paid_address(self, epoch: int) -> str | None:
         """The first address (in address order) with a non-zero final weight: it takes the rounding remainder."""
         return self._scalar("SELECT address FROM rewards WHERE epoch = ? AND weight > 0 ORDER BY address LIMIT 1", [epoch])

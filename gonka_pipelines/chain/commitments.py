@@ -51,11 +51,10 @@ COMMITMENTS: tuple[Commitment, ...] = (
         "transfer_id", "stage", "account", "balance_delta", "escrow_delta", "locked_delta", "collateral_delta", "kind", "ref")),
     Commitment("batches", "poc_batches", "batch_id", (
         "batch_id", "host", "sequence", "nonces", "distances", "submitted_at", "signature", "status", "reason")),
-    Commitment("poc_verdicts", "poc_verdicts", "validator || ':' || host", (
-        "validator", "host", "sampled", "mismatches", "recomputed", "valid")),
-    Commitment("poc_verdict_signatures", "poc_verdict_signatures", "validator", ("validator", "signature")),
+    Commitment("poc_verdicts", "poc_verdict_sets", "validator", (
+        "validator", "hosts", "sampled", "mismatches", "recomputed", "valid", "signature")),
     Commitment("weights", "epoch_weights", "address", (
-        "address", "hits", "valid_vote_weight", "sprint_accepted", "adjusted_weight", "weight")),
+        "address", "hits", "valid_vote_weight", "vote_weight", "sprint_accepted", "adjusted_weight", "weight")),
     Commitment("seeds", "seed_commitments", "host", ("host", "commitment", "signature")),
     Commitment("results", "task_results", "task_id", (
         "task_id", "executor", "status", "output_tokens", "top_ids", "top_logprobs", "completion_tokens", "cost",

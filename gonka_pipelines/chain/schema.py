@@ -216,6 +216,29 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             epoch BIGINT NOT NULL, model VARCHAR NOT NULL, version VARCHAR NOT NULL, PRIMARY KEY (epoch, model));
         """,
     ),
+    (
+        9,
+        "a validator's PoC verdicts are one signed record of vectors over the hosts it checked (poc_verdicts becomes a view); "
+        "epoch_weights records the weight asked to vote on each sprint",
+        """
+        CREATE TABLE poc_verdict_sets (
+            epoch BIGINT NOT NULL, validator VARCHAR NOT NULL, hosts VARCHAR[] NOT NULL, sampled INTEGER[] NOT NULL,
+            mismatches INTEGER[] NOT NULL, recomputed BOOLEAN[] NOT NULL, valid BOOLEAN[] NOT NULL,
+            signature VARCHAR NOT NULL, PRIMARY KEY (epoch, validator));
+        INSERT INTO poc_verdict_sets
+            SELECT v.epoch, v.validator, list(v.host ORDER BY v.host), list(v.sampled ORDER BY v.host),
+                   list(v.mismatches ORDER BY v.host), list(v.recomputed ORDER BY v.host), list(v.valid ORDER BY v.host),
+                   s.signature
+            FROM poc_verdicts v JOIN poc_verdict_signatures s USING (epoch, validator) GROUP BY v.epoch, v.validator, s.signature;
+        DROP TABLE poc_verdicts;
+        DROP TABLE poc_verdict_signatures;
+        CREATE VIEW poc_verdicts AS
+            SELECT epoch, validator, unnest(hosts) AS host, unnest(sampled) AS sampled, unnest(mismatches) AS mismatches,
+                   unnest(recomputed) AS recomputed, unnest(valid) AS valid
+            FROM poc_verdict_sets;
+        ALTER TABLE epoch_weights ADD COLUMN vote_weight BIGINT NOT NULL DEFAULT 0;
+        """,
+    ),
 ]
 
 

@@ -24,11 +24,11 @@ class SprintRows(StoreCore):
             "SELECT host, list(nonces ORDER BY sequence) FROM poc_batches WHERE epoch = ? AND status = ? GROUP BY host ORDER BY host",
             [epoch, BatchStatus.ACCEPTED])]
 
-    def write_poc_verdicts(self, epoch: int, verdicts: Sequence[dict[str, Any]], signatures: Sequence[dict[str, Any]]) -> None:
+    def write_poc_verdicts(self, epoch: int, records: Sequence[dict[str, Any]]) -> None:
+        """One signed record per validator: vectors over the hosts it checked (read per pair through the poc_verdicts view)."""
         with self.transaction():
-            self._replace_epoch_rows(epoch, ["poc_verdicts", "poc_verdict_signatures"])
-            self._insert("poc_verdicts", verdicts)
-            self._insert("poc_verdict_signatures", signatures)
+            self._replace_epoch_rows(epoch, ["poc_verdict_sets"])
+            self._insert("poc_verdict_sets", records)
 
     def weight_inputs(self, epoch: int) -> list[dict[str, Any]]:
         """Per host: accepted hits, the in-force weight of validators that voted valid, and collateral held."""

@@ -38,12 +38,14 @@ def _batches(env: EpochEnvironment, store: ChainStore, summary: dict[str, int]) 
 
 
 def _verdicts(env: EpochEnvironment, store: ChainStore, summary: dict[str, int]) -> Metadata:
-    return {"dagster/row_count": summary["verdicts"], "verdicts": summary["verdicts"], "invalid_votes": summary["invalid_votes"]}
+    return {"dagster/row_count": summary["validators"], "validators": summary["validators"], "verdicts": summary["verdicts"],
+            "invalid_votes": summary["invalid_votes"]}
 
 
 def _weights(env: EpochEnvironment, store: ChainStore, rows: list[dict]) -> Metadata:
-    table = "| host | hits | valid votes (weight) | accepted | weight |\n|---|---:|---:|---|---:|\n" + "\n".join(
-        f"| {env.host[r['address']].name} | {r['hits']} | {r['valid_vote_weight']} | {'yes' if r['sprint_accepted'] else '**no**'} "
+    table = "| host | hits | valid votes (weight) | asked (weight) | accepted | weight |\n|---|---:|---:|---:|---|---:|\n" + "\n".join(
+        f"| {env.host[r['address']].name} | {r['hits']} | {r['valid_vote_weight']} | {r['vote_weight']} "
+        f"| {'yes' if r['sprint_accepted'] else '**no**'} "
         f"| {r['weight']} |" for r in rows)
     return {"dagster/row_count": len(rows), "total_weight": sum(r["weight"] for r in rows),
             "sprints_rejected": sum(1 for r in rows if r["hits"] and not r["sprint_accepted"]), "weights": dg.MetadataValue.md(table)}

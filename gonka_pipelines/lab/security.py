@@ -26,6 +26,7 @@ import numpy as np
 import polars as pl
 
 from gonka_pipelines.local.config import load_genesis
+from gonka_pipelines.protocol.block import GENESIS_PREV_HASH
 from gonka_pipelines.protocol.crypto import KeyPair, MessageKind, hash_value
 from gonka_pipelines.protocol.inference_validation import MinAvg, ValidatorPool, validation_probability, validation_target
 from gonka_pipelines.protocol.params import EpochParams
@@ -89,7 +90,7 @@ def _vote(study: Study, key: str, prev_hash: str, nonces: list[int], misses: set
 def _accepted(study: Study, valid_weight: int, hits: int) -> bool:
     """Acceptance through the rule set's weights pipeline (HOSTS hosts of weight 1 in force)."""
     (row,) = study.rules.epoch_weights([{"address": "cheat", "hits": hits, "valid_vote_weight": valid_weight, "collateral": 0}],
-                                       {f"h{i}": 1 for i in range(HOSTS)})
+                                       GENESIS_PREV_HASH, {f"h{i}": 1 for i in range(HOSTS)})
     return bool(row["sprint_accepted"])
 
 

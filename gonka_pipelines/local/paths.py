@@ -44,5 +44,10 @@ class DataLayout:
         """Model checkpoints, each stored as <sha256>.safetensors (content-addressed: a version's hash is its file)."""
         return self.artifacts / "checkpoints"
 
+    @property
+    def verified_blocks(self) -> Path:
+        """verify-chain's memory of the blocks it re-derived (local/verified.py)."""
+        return self.root / "verified-blocks.json"
+
     def key_file(self, name: str) -> Path:
         return self.keys / f"{name}.key"

@@ -1,18 +1,20 @@
 """Sampled inference validation: who checks which task, how outputs are compared, and the fail vote.
 
-The per-(validator, task) draw is a documented project deviation from Gonka (which hashes
-SHA-256(seed ‖ task id) per pair): k_v = first 8 bytes of SHA-256(validator seed), h_t = first
-8 bytes of SHA-256(task id), u = mix64(k_v XOR h_t) / 2^64, with mix64 the splitmix64 finaliser.
-It costs a few numpy ops per pair instead of a hash, so 1,000 hosts x 100,000 tasks runs in
-seconds; without the seed nobody can predict a validator's draws, and once the seed is revealed
-at claim time anyone can recompute them. u keeps the mix's top 53 bits (what a float64 holds), so
-u < P is decided exactly in integers: top53 < ceil(P * 2^53).
+Who checks which task is a documented project deviation from Gonka (which hashes SHA-256(seed ‖ task id) per pair):
+each (validator v, task t) pair is still drawn independently with P_v(executor of t), but by seeded skip-sampling.
+Validator v walks the epoch's task list (in task id order) with geometric gaps of its largest probability p_max,
+drawn from its counter stream splitmix64(k_v + i · golden ratio), k_v = first 8 bytes of SHA-256(v's secret seed);
+each task it lands on is kept with P_v(e) / p_max (thinning, from a second stream), so the pairs have the same
+independent Bernoulli(P_v(e)) distribution while the cost follows the validations made, not validators × tasks
+(10,000 hosts × 1,000,000 tasks: ~10^10 pairs, ~10^6 validations). Without the seed nobody can predict a
+validator's draws, and once the seed is revealed at claim time anyone can recompute them. Draws keep 53 bits (what a
+float64 holds) and gaps use IEEE products and comparisons only, so every machine draws the same pairs.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import NamedTuple
@@ -22,11 +24,12 @@ import numpy as np
 from gonka_pipelines.protocol.assignment import sha256_u64
 from gonka_pipelines.protocol.host_status import MAX_REPUTATION
 
-DEFAULT_CHUNK_PAIRS = 1 << 18
-"""(validator, task) pairs drawn per numpy pass: two uint64 buffers of 2 MiB each."""
-
 _SPLITMIX_STEPS = ((np.uint64(30), np.uint64(0xBF58476D1CE4E5B9)), (np.uint64(27), np.uint64(0x94D049BB133111EB)))
 _SPLITMIX_FINAL_SHIFT = np.uint64(31)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+"""SplitMix64's increment: stream draw i mixes key + i · this."""
+_THINNING_KEY = np.uint64(0xD1B54A32D192ED03)
+"""XORed into a validator's key for its second stream, the thinning draws (one per task it lands on)."""
 _FLOAT_BITS = 53
 _DROPPED_BITS = np.uint64(64 - _FLOAT_BITS)
 _FLOAT_SCALE = 2.0**_FLOAT_BITS
@@ -65,20 +68,33 @@ def validation_probability(
     return float(probability) if probability.ndim == 0 else probability
 
 
-def _mix_draws(keys: np.ndarray, hashes: np.ndarray, out: np.ndarray, scratch: np.ndarray) -> np.ndarray:
-    """Fill out with the top 53 bits of splitmix64(key XOR hash) for every (key row, hash column) pair.
+def draw_stream(key: int | np.uint64, start: int, count: int) -> np.ndarray:
+    """Draws start .. start + count - 1 of a key's stream, 53 bits each: splitmix64(key + i · golden ratio), SplitMix64
+    in counter form, so any stretch of the stream can be recomputed on its own."""
+    counters = np.arange(start, start + count, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        mixed = np.uint64(key) + counters * _GOLDEN
+        for shift, multiplier in _SPLITMIX_STEPS:
+            mixed = (mixed ^ (mixed >> shift)) * multiplier
+    return (mixed ^ (mixed >> _SPLITMIX_FINAL_SHIFT)) >> _DROPPED_BITS
 
-    keys has shape (n, 1) and hashes (1, m); out and scratch are (n, m) uint64 buffers, reused so
-    that a chunk costs no allocation (uint64 arithmetic wraps, which the finaliser relies on).
-    """
-    np.bitwise_xor(keys, hashes, out=out)
-    for shift, multiplier in _SPLITMIX_STEPS:
-        np.right_shift(out, shift, out=scratch)
-        np.bitwise_xor(out, scratch, out=out)
-        np.multiply(out, multiplier, out=out)
-    np.right_shift(out, _SPLITMIX_FINAL_SHIFT, out=scratch)
-    np.bitwise_xor(out, scratch, out=out)
-    return np.right_shift(out, _DROPPED_BITS, out=out)
+
+def geometric_gaps(draws: np.ndarray, p: float, limit: int) -> np.ndarray:
+    """Failures before each success of Bernoulli(p) trials, one per 53-bit draw: the largest g with (1 - p)^g > u for
+    u = (draw + 1) / 2^53, found bit by bit from (1 - p)^(2^j) by squaring. IEEE products and comparisons only (no
+    log), so every machine finds the same gaps; a gap past `limit` comes back as some value >= limit."""
+    u = (draws.astype(np.float64) + 1.0) / _FLOAT_SCALE
+    powers = [1.0 - p]
+    for _ in range(max(1, limit.bit_length())):
+        powers.append(powers[-1] * powers[-1])
+    gaps = np.zeros(len(u), dtype=np.int64)
+    reached = np.ones(len(u))
+    for bit in range(len(powers) - 1, -1, -1):
+        trial = reached * powers[bit]
+        step = trial > u
+        reached = np.where(step, trial, reached)
+        gaps += step.astype(np.int64) << bit
+    return gaps
 
 
 def _draw_thresholds(probability: float | np.ndarray) -> np.ndarray:
@@ -87,25 +103,38 @@ def _draw_thresholds(probability: float | np.ndarray) -> np.ndarray:
 
 
 def _hash_u64(texts: Sequence[str]) -> np.ndarray:
-    """k_v of each seed or h_t of each task id: first 8 bytes of SHA-256 of its UTF-8 bytes."""
+    """k_v of each seed: first 8 bytes of SHA-256 of its UTF-8 bytes."""
     return sha256_u64(text.encode() for text in texts)
 
 
-def _draw_bits(validator_seeds: Sequence[str], task_ids: Sequence[str]) -> np.ndarray:
-    """The 53-bit draws of every (validator, task) pair in one (validators, tasks) array."""
-    keys, hashes = _hash_u64(validator_seeds)[:, None], _hash_u64(task_ids)[None, :]
-    shape = (keys.shape[0], hashes.shape[1])
-    return _mix_draws(keys, hashes, np.empty(shape, np.uint64), np.empty(shape, np.uint64))
+def skip_sample(key: int | np.uint64, p_max: float, count: int) -> np.ndarray:
+    """The positions in 0 .. count - 1 that independent Bernoulli(p_max) trials select, from the key's stream: the
+    first at gap 0, each next one gap + 1 further. Costs about p_max · count draws."""
+    found: list[np.ndarray] = []
+    drawn, last = 0, -1
+    while last < count - 1:
+        expected = (count - 1 - last) * p_max
+        batch = int(expected + 4.0 * expected**0.5) + 16
+        positions = last + np.cumsum(geometric_gaps(draw_stream(key, drawn, batch), p_max, count) + 1)
+        drawn += batch
+        inside = positions[positions < count]
+        found.append(inside)
+        if len(inside) < batch:
+            break
+        last = int(inside[-1])
+    return np.concatenate(found) if found else np.empty(0, dtype=np.int64)
 
 
-def validation_draws(validator_seeds: Sequence[str], task_ids: Sequence[str]) -> np.ndarray:
-    """u for every (validator, task) pair, shape (validators, tasks): for inspection and small cases."""
-    return _draw_bits(validator_seeds, task_ids) / _FLOAT_SCALE
-
-
-def should_validate(seed: str, task_id: str, probability: float) -> bool:
-    """Whether the holder of seed must validate task_id: u < probability, for one pair."""
-    return bool(_draw_bits([seed], [task_id])[0, 0] < _draw_thresholds(probability))
+def validator_draws(key: int | np.uint64, count: int, p_max: float,
+                    probability_at: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """The positions in 0 .. count - 1 one validator validates, position i independently with probability_at(i) <= p_max:
+    skip-sampling at p_max, each landing kept with probability_at(i) / p_max (thinning from the key's second stream).
+    probability_at is only asked about the landings, so the cost is about p_max · count, whatever count is."""
+    if p_max <= 0.0 or count == 0:
+        return np.empty(0, dtype=np.int64)
+    landed = skip_sample(key, p_max, count)
+    thinning = draw_stream(np.uint64(key) ^ _THINNING_KEY, 0, len(landed))
+    return landed[thinning < _draw_thresholds(probability_at(landed) / p_max)]
 
 
 @dataclass(frozen=True)
@@ -139,49 +168,31 @@ def select_validations(
     pool: ValidatorPool,
     traffic: float,
     min_avg: MinAvg,
-    *,
-    chunk_pairs: int = DEFAULT_CHUNK_PAIRS,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The (task index, validator index) pairs with u < P_v and validator != executor, sorted by task.
-
-    target comes from the executor's reputation and the epoch traffic T, and P_v from the
-    validator's and executor's weights, so P depends on the executor only through one factor:
-    tasks are grouped by executor and drawn in chunks of about chunk_pairs pairs (bounded memory).
-    """
+    """The (task index, validator index) pairs drawn, sorted by task: each independently with
+    P_v = min(1, target(rep_exec) · w_v / (W − w_exec)), never the executor itself (module docstring: skip-sampling).
+    P_v = min(1, w_v · c_exec) with c_exec = target / (W − w_exec), so a validator's probabilities are one vector
+    product and its draws cost about its validations."""
     if len(task_ids) != len(task_executors):
         raise ValueError(f"{len(task_ids)} tasks but {len(task_executors)} executors")
-    keys = _hash_u64(pool.seeds)[:, None]
     weights = np.asarray(pool.weights, dtype=np.int64)
     total_weight = int(weights.sum())
     executors = pool.index_of(task_executors)
-    order = np.argsort(executors, kind="stable")
-    hashes = _hash_u64(task_ids)[order][None, :]
-    group_executors, group_starts = np.unique(executors[order], return_index=True)
-    group_ends = np.append(group_starts[1:], len(order))
-
-    n_validators = len(pool.ids)
-    columns = max(1, chunk_pairs // max(1, n_validators))
-    out, scratch = np.empty((2, n_validators * columns), dtype=np.uint64)
+    targets = validation_target(traffic, np.asarray(pool.reputations), min_avg)
+    per_weight = validation_probability(targets, 1, total_weight, weights)  # c_e, before the cap at 1
+    task_rate = np.asarray(per_weight)[executors]
+    keys = _hash_u64(pool.seeds)
+    highest_rate = float(task_rate.max()) if len(task_rate) else 0.0
     found_tasks: list[np.ndarray] = []
     found_validators: list[np.ndarray] = []
-    for executor, start, end in zip(group_executors, group_starts, group_ends):
-        target = validation_target(traffic, pool.reputations[executor], min_avg)
-        thresholds = _draw_thresholds(validation_probability(target, weights, total_weight, weights[executor]))
-        thresholds[executor] = 0
-        if not thresholds.any():
-            continue
-        for chunk_start in range(start, end, columns):
-            chunk_end = min(chunk_start + columns, end)
-            shape = (n_validators, chunk_end - chunk_start)
-            bits = _mix_draws(
-                keys,
-                hashes[:, chunk_start:chunk_end],
-                out[: shape[0] * shape[1]].reshape(shape),
-                scratch[: shape[0] * shape[1]].reshape(shape),
-            )
-            validator_index, column = np.nonzero(bits < thresholds[:, None])
-            found_tasks.append(order[column + chunk_start])
-            found_validators.append(validator_index)
+    for validator, weight in enumerate(weights.tolist()):
+
+        def probability_at(positions: np.ndarray, validator: int = validator, weight: int = weight) -> np.ndarray:
+            return np.where(executors[positions] == validator, 0.0, np.minimum(1.0, weight * task_rate[positions]))
+
+        tasks = validator_draws(keys[validator], len(task_rate), min(1.0, weight * highest_rate), probability_at)
+        found_tasks.append(tasks)
+        found_validators.append(np.full(len(tasks), validator, dtype=np.int64))
     tasks = np.concatenate(found_tasks) if found_tasks else np.empty(0, dtype=np.int64)
     validators = np.concatenate(found_validators) if found_validators else np.empty(0, dtype=np.int64)
     by_task = np.lexsort((validators, tasks))

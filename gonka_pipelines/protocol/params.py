@@ -42,6 +42,10 @@ class SprintParams(StrictConfig):
     wanted_hit_rate: float = Field(gt=0, lt=1)
     nonces_per_capacity: Int64 = Field(gt=0)
     validation_sample: Int64 = Field(gt=0)
+    validation: Literal["full", "committee"] = Field(
+        default="full", description="who checks a host's sprint: every validator with weight (full), or a committee of "
+                                    "committee_size drawn by weight from the block hash (committee; ours, after Gonka's slots)")
+    committee_size: Int64 = Field(default=16, gt=0, description="validators per host's sprint under committee validation")
     mismatch_probability: float = Field(gt=0, lt=1)
     fraud_threshold: float = Field(gt=0, lt=1)
     power_cap: float = Field(ge=0, le=1, description="no host above this fraction of total weight; 0 means no cap")

@@ -7,7 +7,7 @@ no stage and no store changes. `gonka-pipelines/1` is today's rules (PROTOCOL.md
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -33,6 +33,7 @@ from gonka_pipelines.protocol.sprint import (
     cap_fraction,
     collateral_adjust,
     count_mismatches,
+    draw_committee,
     is_fraud,
     power_cap,
     sample_nonces,
@@ -52,8 +53,10 @@ class RuleSet(Protocol):
     def collect(self, submissions: list[Submission], context: IntakeContext) -> IntakeResult: ...
     def admit_batches(self, batches: Sequence[PocBatch], chain_id: str, prev_hash: str) -> list[BatchReject | None]: ...
     def validation_sample(self, validator_key: str, prev_hash: str, nonces: Sequence[int]) -> list[int]: ...
+    def sprint_committees(self, prev_hash: str, hosts: Sequence[str], weights: Mapping[str, int]) -> dict[str, list[str]]: ...
+    def committee_weights(self, prev_hash: str, hosts: Sequence[str], weights: Mapping[str, int]) -> dict[str, int]: ...
     def sprint_vote(self, recomputed_distances: Sequence[float] | np.ndarray) -> tuple[int, bool]: ...
-    def epoch_weights(self, rows: list[dict], weights_in_force: dict[str, int]) -> list[dict]: ...
+    def epoch_weights(self, rows: list[dict], prev_hash: str, weights_in_force: Mapping[str, int]) -> list[dict]: ...
     def assign_executors(self, prev_hash: str, task_ids: Sequence[str], hosts: Sequence[str], weights: Sequence[int]) -> list[str]: ...
     def select_validations(self, task_ids: Sequence[str], executors: Sequence[str], pool: ValidatorPool,
                            traffic: float) -> tuple[np.ndarray, np.ndarray]: ...
@@ -94,20 +97,38 @@ class GonkaPipelinesV1:
     def validation_sample(self, validator_key: str, prev_hash: str, nonces: Sequence[int]) -> list[int]:
         return sample_nonces(validator_key, prev_hash, self.params.epoch, nonces, self.params.sprint.validation_sample)
 
+    def sprint_committees(self, prev_hash: str, hosts: Sequence[str], weights: Mapping[str, int]) -> dict[str, list[str]]:
+        """Who checks each host's sprint: every host with weight (full, one shared list), or a committee per host drawn
+        by weight (committee)."""
+        sprint = self.params.sprint
+        if sprint.validation == "full":
+            everyone = sorted(address for address, weight in weights.items() if weight > 0)
+            return {host: everyone for host in hosts}
+        return {host: draw_committee(prev_hash, self.params.epoch, host, weights, sprint.committee_size) for host in hosts}
+
+    def committee_weights(self, prev_hash: str, hosts: Sequence[str], weights: Mapping[str, int]) -> dict[str, int]:
+        """Per host, the weight in force of the validators asked to check its sprint (the acceptance vote's denominator)."""
+        if self.params.sprint.validation == "full":
+            total = sum(weight for weight in weights.values() if weight > 0)
+            return dict.fromkeys(hosts, total)
+        return {host: sum(weights[v] for v in committee)
+                for host, committee in self.sprint_committees(prev_hash, hosts, weights).items()}
+
     def sprint_vote(self, recomputed_distances: Sequence[float] | np.ndarray) -> tuple[int, bool]:
         """(mismatches, valid) of a validator's recomputation: fraud iff the binomial tail of k mismatches is too small."""
         sprint = self.params.sprint
         mismatches = count_mismatches(recomputed_distances, self.params.r_target)
         return mismatches, not is_fraud(mismatches, len(recomputed_distances), sprint.mismatch_probability, sprint.fraud_threshold)
 
-    def epoch_weights(self, rows: list[dict], weights_in_force: dict[str, int]) -> list[dict]:
-        """Per host row (hits, valid_vote_weight, collateral): acceptance by weighted vote, collateral adjustment after
-        the grace period, then the power cap; returns the rows with sprint_accepted, adjusted_weight and weight."""
+    def epoch_weights(self, rows: list[dict], prev_hash: str, weights_in_force: Mapping[str, int]) -> list[dict]:
+        """Per host row (hits, valid_vote_weight, collateral): vote_weight, the weight in force asked to check its sprint;
+        acceptance by weighted vote within it, collateral adjustment after the grace period, then the power cap; returns
+        the rows with vote_weight, sprint_accepted, adjusted_weight and weight."""
         sprint, epoch = self.params.sprint, self.params.epoch
-        total_in_force = sum(weights_in_force.values())
-        out = [dict(row) for row in rows]
+        asked = self.committee_weights(prev_hash, [row["address"] for row in rows], weights_in_force)
+        out = [{**row, "vote_weight": asked[row["address"]]} for row in rows]
         for row in out:
-            row["sprint_accepted"] = row["hits"] > 0 and sprint_accepted(row["valid_vote_weight"], total_in_force)
+            row["sprint_accepted"] = row["hits"] > 0 and sprint_accepted(row["valid_vote_weight"], row["vote_weight"])
             row["adjusted_weight"] = collateral_adjust(
                 row["hits"] if row["sprint_accepted"] else 0, row.pop("collateral"), sprint.price_per_weight_unit,
                 epoch, sprint.collateral_grace_epochs, sprint.collateral_base_fraction)

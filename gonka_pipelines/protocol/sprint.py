@@ -5,9 +5,11 @@ The statistics and weight rules only; scoring nonces on the model is compute/spr
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from statistics import NormalDist
 
@@ -46,6 +48,35 @@ def sample_nonces(
         key=lambda nonce: (hashlib.sha256(seed + nonce.to_bytes(8, "little")).digest(), nonce),
     )
     return sorted(ranked[:n_max])
+
+
+COMMITTEE_DRAWS_PER_SEAT = 64
+"""Committee draws by weight with replacement, at most this many per seat; past it the seats left go by exponential keys."""
+
+
+def draw_committee(prev_hash: str, epoch: int, host: str, weights: Mapping[str, int], size: int) -> list[str]:
+    """`size` distinct validators for one host's sprint, drawn by weight from the hosts with weight other than the host
+    itself, seeded by (block hash, epoch, host); everyone eligible when there are no more than `size` (ours, after
+    Gonka's validator slots). Costs O(size log n) per host: a weighted draw on cumulative weights, repeats skipped."""
+    eligible = sorted(address for address, weight in weights.items() if weight > 0 and address != host)
+    if len(eligible) <= size:
+        return eligible
+    cumulative = list(itertools.accumulate(weights[address] for address in eligible))
+    seed = hashlib.sha256("|".join((POC_DOMAIN, "committee", prev_hash, str(epoch), host)).encode()).digest()
+    chosen: set[str] = set()
+    for draw in range(COMMITTEE_DRAWS_PER_SEAT * size):
+        point = int.from_bytes(hashlib.sha256(seed + draw.to_bytes(8, "little")).digest()[:16], "little") % cumulative[-1]
+        chosen.add(eligible[bisect.bisect_right(cumulative, point)])
+        if len(chosen) == size:
+            return sorted(chosen)
+    rest = [a for a in eligible if a not in chosen]  # a few validators hold nearly all weight: Efraimidis-Spirakis keys
+    keyed = sorted(rest, key=lambda a: -_uniform(seed, a) ** (1.0 / weights[a]))
+    return sorted(chosen | set(keyed[:size - len(chosen)]))
+
+
+def _uniform(seed: bytes, address: str) -> float:
+    """A uniform draw in (0, 1) per (seed, address)."""
+    return (int.from_bytes(hashlib.sha256(seed + address.encode()).digest()[:8], "little") + 1) / (2**64 + 1)
 
 
 def binomial_tail(k: int, n: int, p: float) -> float:

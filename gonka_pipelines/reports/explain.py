@@ -36,7 +36,6 @@ def explain_payout(store: ChainStore, host: str, epoch: int) -> Explanation:
         raise ChainError(f"epoch {epoch} has no rewards yet (run its rewards stage, or pick an earlier epoch)")
     emission, weight = store.emission(epoch), store.weight_row(epoch, address)
     batches = store.accepted_batches(epoch, address)
-    in_force = store.total_weight(epoch - 1)
     params = store.epoch_params(epoch).emission
     first_paid = store.first_paid_address(epoch)
     share = emission["minted"] * r["weight"] // r["total_weight"] if r["total_weight"] else 0
@@ -45,7 +44,7 @@ def explain_payout(store: ChainStore, host: str, epoch: int) -> Explanation:
         f"R({epoch}) = floor({params.initial_reward} · exp(−{params.decay_rate} · ({epoch} − 1))) = {emission['scheduled']}; "
         f"minted {emission['minted']}",
         f"sprint: {weight['hits']} hits in {len(batches)} accepted batches ({', '.join(b[:10] + '…' for b, _ in batches) or 'none'}); "
-        f"validators holding {weight['valid_vote_weight']} of {in_force} weight voted valid → "
+        f"validators holding {weight['valid_vote_weight']} of the {weight['vote_weight']} weight asked to check it voted valid → "
         f"{'accepted' if weight['sprint_accepted'] else 'REJECTED'}; collateral-adjusted {weight['adjusted_weight']}; "
         f"power-capped {weight['weight']}",
         f"final weight {r['weight']} of {r['total_weight']}" + (" (status INVALID: weight 0, fees withheld)" if r["status"] == "INVALID" else ""),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any
 
 from gonka_pipelines.protocol.crypto import MessageKind, hash_value
 from gonka_pipelines.protocol.messages import poc_verdicts_body
@@ -112,8 +111,9 @@ def run_sprint(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> dict[s
 
 
 def run_sprint_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> dict[str, int]:
-    """Each validator with weight samples min(200, n) of every host's hits (its own included), recomputes and signs a
-    verdict (a silent validator sends none; colluders vote their target's sprint invalid without recomputing)."""
+    """Each validator asked to check a host (every validator with weight, or the host's committee) samples min(200, n)
+    of its hits, recomputes and votes; a validator signs one record over all its votes (a silent validator sends none;
+    colluders vote their target's sprint invalid without recomputing)."""
     epoch = env.epoch
     with open_chain() as store:
         claims = store.accepted_claims(epoch)
@@ -121,11 +121,14 @@ def run_sprint_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log
     cheats = {h.address for h in env.hosts if vouches_for_itself(h)}
     target, against = collusion_target(env.hosts), colluders(env.hosts)
     voting = {h.address for h in env.hosts if sends_verdicts(h)}
-    validators = [a for a, w in env.weights.items() if w > 0 and a in voting]
-    rows: list[dict[str, Any]] = []
+    committees = env.rules.sprint_committees(env.prev_hash, [host for host, _ in claims], env.weights)
+    records: dict[str, dict[str, list]] = {}
+    votes = invalid = 0
     for host, nonces in claims:
-        # A host's own vote counts, as in Gonka: an honest one checks itself like any other; a cheat vouches for itself.
-        samples = {v: env.rules.validation_sample(env.keys[v].public_key, env.prev_hash, nonces) for v in validators}
+        # A host's own vote counts under full validation, as in Gonka: an honest one checks itself like any other;
+        # a cheat vouches for itself. A committee never holds the host it checks.
+        samples = {v: env.rules.validation_sample(env.keys[v].public_key, env.prev_hash, nonces)
+                   for v in committees[host] if v in voting}
         lying = against if host == target else set()
         unchecked = lazy | ({host} & cheats) | lying
         needed = sorted({n for v, s in samples.items() if v not in unchecked for n in s})
@@ -134,25 +137,25 @@ def run_sprint_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log
             skipped = validator in unchecked
             mismatches, valid = ((len(sample), False) if validator in lying else (0, True) if skipped
                                  else env.rules.sprint_vote([recomputed[n] for n in sample]))
-            rows.append({"epoch": epoch, "validator": validator, "host": host, "sampled": len(sample),
-                         "mismatches": mismatches, "valid": valid, "recomputed": not skipped})
-        log(f"sprint validation: {host[:14]}… {len(nonces)} hits, recomputed {len(needed)} nonces")
-    by_validator: dict[str, list[dict]] = {}
-    for row in rows:
-        by_validator.setdefault(row["validator"], []).append(row)
-    signatures = [{"epoch": epoch, "validator": validator,
-                   "signature": env.keys[validator].sign(env.chain_id, MessageKind.POC_VERDICT,
-                                                         poc_verdicts_body(epoch, validator, verdicts))}
-                  for validator, verdicts in sorted(by_validator.items())]
+            record = records.setdefault(validator, {f: [] for f in ("hosts", "sampled", "mismatches", "recomputed", "valid")})
+            for field, value in (("hosts", host), ("sampled", len(sample)), ("mismatches", mismatches),
+                                 ("recomputed", not skipped), ("valid", valid)):
+                record[field].append(value)
+            votes, invalid = votes + 1, invalid + (not valid)
+        log(f"sprint validation: {host[:14]}… {len(nonces)} hits, {len(samples)} validators, recomputed {len(needed)} nonces")
+    rows = [{"epoch": epoch, "validator": validator, **record,
+             "signature": env.keys[validator].sign(env.chain_id, MessageKind.POC_VERDICT, poc_verdicts_body(
+                 epoch, validator, record["hosts"], record["sampled"], record["mismatches"], record["valid"]))}
+            for validator, record in sorted(records.items())]
     with open_chain() as store:
-        store.write_poc_verdicts(epoch, rows, signatures)
-    return {"verdicts": len(rows), "invalid_votes": sum(1 for r in rows if not r["valid"])}
+        store.write_poc_verdicts(epoch, rows)
+    return {"verdicts": votes, "invalid_votes": invalid, "validators": len(rows)}
 
 
-def run_epoch_weights(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> list[dict[str, Any]]:
+def run_epoch_weights(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> list[dict]:
     """Write the epoch's new weights with lineage to the accepted batches behind them."""
     with open_chain() as store:
-        rows = env.rules.epoch_weights(store.weight_inputs(env.epoch), env.weights)
+        rows = env.rules.epoch_weights(store.weight_inputs(env.epoch), env.prev_hash, env.weights)
         store.write_epoch_weights(env.epoch, rows)
     log(f"weights: {sum(r['weight'] for r in rows)} in total, {sum(1 for r in rows if r['hits'] and not r['sprint_accepted'])} "
         "sprints rejected")

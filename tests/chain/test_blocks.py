@@ -467,6 +467,22 @@ def test_cli_verify_chain_ok(demo_layout, capsys):
     assert capsys.readouterr().out.strip() == f"ok: 4 blocks verified, head 3 {head}"
 
 
+def test_cli_verify_chain_re_derives_only_new_or_changed_blocks(demo_layout, capsys):
+    """The second check remembers the first (data/verified-blocks.json): nothing re-derived; a changed row re-derives
+    its block and is reported; --full ignores the memory."""
+    args = ["--data-dir", str(demo_layout.root), "verify-chain"]
+    assert cli.main(args) == 0 and capsys.readouterr().out.startswith("ok: 4 blocks verified, head 3 ")
+    assert demo_layout.verified_blocks.exists()
+    assert cli.main(args) == 0
+    assert capsys.readouterr().out.startswith("ok: 4 blocks verified (0 re-derived, 4 unchanged since the last check), head 3 ")
+    assert cli.main([*args, "--full"]) == 0 and capsys.readouterr().out.startswith("ok: 4 blocks verified, head 3 ")
+    with ChainStore.open(demo_layout.database) as store:
+        store._connection.execute("UPDATE fee_shares SET amount = amount + 1 WHERE task_id = ?",
+                                  [first_id(store, "fee_shares", "task_id", 3)])
+    assert cli.main(args) == 1
+    assert capsys.readouterr().err.startswith("INCONSISTENT block 3: the fee_shares root in the header is ")
+
+
 def test_cli_verify_chain_names_the_tampered_block(demo_layout, capsys):
     with ChainStore.open(demo_layout.database) as store:
         store._connection.execute("UPDATE tasks SET prompt = 'x' WHERE task_id = ?", [first_id(store, "tasks", "task_id", 2)])
@@ -591,3 +607,16 @@ def test_genesis_has_genesis_params_and_names_its_rule_set(genesis_store, genesi
     assert genesis_store.genesis() == genesis
     assert genesis_store.rules_name(0) == genesis.rules == "gonka-pipelines/1"
     assert genesis_store.block(0)["header"]["params_hash"] == genesis.params_hash
+
+
+def test_verify_chains_memory_is_per_chain_and_survives_damage(tmp_path):
+    from gonka_pipelines.local.verified import load_verified, save_verified
+
+    path = tmp_path / "verified-blocks.json"
+    save_verified(path, "chain-a", {0: ("h0", "f0"), 1: ("h1", "f1")})
+    assert load_verified(path, "chain-a") == {0: ("h0", "f0"), 1: ("h1", "f1")}
+    assert load_verified(path, "chain-b") == {}, "another chain's memory is not used"
+    path.write_text('{"chain_id": "chain-a", "blocks": {"0": 7}}')
+    assert load_verified(path, "chain-a") == {}, "a damaged file means: re-derive everything"
+    assert load_verified(tmp_path / "missing.json", "chain-a") == {}
+    assert [p.name for p in tmp_path.iterdir()] == ["verified-blocks.json"], "no temporary file left behind"

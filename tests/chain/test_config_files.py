@@ -44,6 +44,8 @@ MAINNET = {
     "sprint.duration_seconds": (300.0, "PoC generation [H, H+60) of ~5 s blocks"),
     "sprint.late_grace_seconds": (25.0, "batches accepted until H+65"), "sprint.wanted_hit_rate": (0.05, "r_target 1.40136 ~ 1 in 20"),
     "sprint.nonces_per_capacity": (64, "ours: simulation mode only"), "sprint.validation_sample": (200, "n = min(200, #nonces)"),
+    "sprint.validation": ("full", "every validator with weight checks every host"),
+    "sprint.committee_size": (16, "ours: only under committee validation"),
     "sprint.mismatch_probability": (5e-4, "binomial p"), "sprint.fraud_threshold": (1e-7, "binomial tail"),
     "sprint.power_cap": (0.25, "MaxIndividualPowerPercentage"), "sprint.collateral_grace_epochs": (180, "collateral grace"),
     "sprint.collateral_base_fraction": (0.2, "w' = 0.2 w + min(0.8 w, collateral / price)"),

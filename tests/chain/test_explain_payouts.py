@@ -12,7 +12,7 @@ import pytest
 from gonka_pipelines.chain.store import ChainError
 from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.reports.explain import explain_payout, render_markdown
-from gonka_pipelines.reports.units import gnk
+from gonka_pipelines.reports.units import TABLE_PLACES, gnk
 
 from support.chains import DEMO_EPOCHS, opened, small_template
 from support.config import SMALL_EPOCHS
@@ -144,7 +144,7 @@ def test_cli_explain_prints_the_payout(small_store, small_dir):
     result = gonka("--data-dir", str(small_dir), "explain", "host-alpha", "1")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"host-alpha, epoch 1: payout {gnk(payout, 10**9)} GNK\n")
-    assert result.stdout.rstrip().splitlines()[-1].split()[1:] == [gnk(payout, 10**9), f"{payout:,}"]
+    assert result.stdout.rstrip().splitlines()[-1].split()[1:] == [gnk(payout, 10**9, TABLE_PLACES), f"{payout:,}"]
     markdown = gonka("explain", "host-alpha", "1", "--markdown", "--data-dir", str(small_dir))
     assert f"### host-alpha — epoch 1: payout {payout:,}" in markdown.stdout
     assert f"| **payout** | **{payout:,}** |" in markdown.stdout

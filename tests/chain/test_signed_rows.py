@@ -13,8 +13,8 @@ TAMPERING = {
     "tasks": "UPDATE tasks SET prompt = prompt || '!' WHERE task_id = (SELECT min(task_id) FROM tasks WHERE epoch = 1)",
     "poc_batches": "UPDATE poc_batches SET distances = list_transform(distances, lambda d: d * 0.5) "
                    "WHERE batch_id = (SELECT min(batch_id) FROM poc_batches WHERE epoch = 1 AND status = 'accepted')",
-    "poc_verdicts": "UPDATE poc_verdicts SET mismatches = mismatches + 1 "
-                    "WHERE validator = (SELECT min(validator) FROM poc_verdicts WHERE epoch = 1) AND epoch = 1",
+    "poc_verdicts": "UPDATE poc_verdict_sets SET mismatches = list_transform(mismatches, lambda m: m + 1) "
+                    "WHERE validator = (SELECT min(validator) FROM poc_verdict_sets WHERE epoch = 1) AND epoch = 1",
     "seed_commitments": "UPDATE seed_commitments SET commitment = repeat('0', 64) "
                         "WHERE host = (SELECT min(host) FROM seed_commitments WHERE epoch = 1)",
     "task_results": "UPDATE task_results SET output_tokens = list_reverse(output_tokens) "
@@ -38,12 +38,13 @@ def test_every_signed_table_is_checked():
 
 @pytest.fixture(scope="module")
 def training_template(tmp_path_factory):
-    from support.chains import opened, run_stages, training_chain
+    from support.chains import check_every_task, opened, run_stages, training_chain
 
     layout, submitter, version, shards = training_chain(tmp_path_factory.mktemp("signed-training"),
                                                         [("host-alpha", 2), ("host-bravo", 2), ("host-charlie", 1)])
     submitter.train(nonce=0, base_version=version, shards=shards[:1])
-    with opened(layout) as store:
+    with opened(layout) as store, pytest.MonkeyPatch.context() as patch:
+        check_every_task(patch)
         run_stages(store, layout, 1)
         assert store._scalar("SELECT count(*) FROM training_verdicts") > 0
     return layout

@@ -130,25 +130,29 @@ RESULTS: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
-def chain(demo_template, tmp_path_factory) -> Iterator[tuple[ChainStore, dict[int, Anchor]]]:
-    """A writable copy of the demo chain and the anchors Dagster would have recorded for it; every tamper is rolled back."""
+def chain(demo_template, tmp_path_factory) -> Iterator[tuple[ChainStore, dict[int, Anchor], dict]]:
+    """A writable copy of the demo chain, the anchors Dagster would have recorded for it and what an incremental
+    verify-chain remembered of it; every tamper is rolled back."""
     root = tmp_path_factory.mktemp("tamper") / "chain"
     shutil.copytree(demo_template.root, root)
     with ChainStore.open(root / demo_template.database.name) as store:
         anchors = {h: Anchor(store.block_hash(h), signature_set_hash(store.block_signatures(h))) for h in store.finalized_heights()}
-        assert verify_chain(store, anchors).first_problem is None
-        yield store, anchors
+        clean = verify_chain(store, anchors, {})
+        assert clean.first_problem is None and len(clean.verified) == len(store.finalized_heights())
+        yield store, anchors, clean.verified
     print_table()
 
 
-def verify_tampered(store: ChainStore, anchors: dict[int, Anchor], tamper: Tamper) -> str | None:
-    """Apply the first alternative that changes a row, verify, roll back; the first problem verify-chain reports."""
+def verify_tampered(store: ChainStore, anchors: dict[int, Anchor], remembered: dict, tamper: Tamper) -> str | None:
+    """Apply the first alternative that changes a row, verify, roll back; the first problem verify-chain reports. An
+    incremental check that remembers the untouched chain must report the same problem as a full one."""
     for statement in tamper.statements:
         store._execute("BEGIN TRANSACTION")
         try:
             changed_rows = store._query(statement)[0][0]
             if changed_rows:
                 problem = verify_chain(store, anchors).first_problem
+                assert str(verify_chain(store, anchors, remembered).first_problem) == str(problem), "incremental = full"
                 return "" if problem is None else str(problem)
         except duckdb.ConstraintException:
             pass

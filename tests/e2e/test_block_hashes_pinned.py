@@ -2,7 +2,11 @@
 
 DEMO_HASHES are the blocks `make demo` builds (shipped genesis and network, three epochs of the demo workload);
 SMALL_HASHES the small adversarial chain run stage by stage. They must not move unless the protocol itself changes
-(then say so in the commit that re-pins them). They last moved in issue 9: the demo workload orders two training
+(then say so in the commit that re-pins them). They last moved in issue 11: a validator's PoC verdicts became one
+signed record of vectors (the poc_verdicts root has one leaf per validator, the signatures root is gone), epoch_weights
+records the weight asked to vote (vote_weight), the parameters gained sprint.validation and sprint.committee_size, and
+the validation draw became seeded skip-sampling (same distribution, other pairs), and the demo workload orders ten
+training tasks per epoch instead of six (blocks 1-3). Before that, in issue 9: the demo workload orders two training
 tasks per epoch (blocks 1-3), after genesis began to register the training corpus's shards and each served model's
 genesis version (block 0's roots) and the parameters gained the `training` section. Before that, in issue 8, headers
 began to commit to lineage, submissions and the previous block's signer set (alone, stripping those fields gave the
@@ -22,15 +26,15 @@ from gonka_pipelines.simulation.workload import submit_demo_workload
 from support.chains import create_chain, opened, small_template
 
 DEMO_HASHES = [
-    "db88a93bfdab590965dcfcaa5dce8b42da1711530d381f65daec10bfc246c5cf",
-    "c9401f9f76781da1a1addfdbefe15d93f321fcc8398c5bc2fcbfff88c2ed0173",
-    "8d9487b9dac58f2f00f2b2099986b7198cb3d0f5e9aaa67464f994cb5de67cca",
-    "d229bde940e678ca9e3077546cdc3b9d56e8e34274f71a5ab714705dd53d7458",
+    "ba46f6687b43f45c047fb7544968998e68155d5774ac39c20bf3bfde513f67ef",
+    "2783c0a97ead5d964f04cc164eb514358dfa61fc556601e1025052c886d6e85f",
+    "3654d1792fd041055653879b0345b9fa5a9e1db24abf49252b4d2587169eb045",
+    "856c3fe790b74e5e09b46a878d2e8d05c2f8c976fbba5e5d2e661a86ffe1d100",
 ]
 SMALL_HASHES = [
-    "8f7532f8a55f3a57abe3d0965261253ed3b875a6e95f15dff923df98882f1715",
-    "8b7466eca0c26bca5188c4ec3d90443437e56b9eb2f2467a5c6f7064aa9c49bc",
-    "d5ae028d43d90877c028411bb5ec7ed939b272316dca8ddd1f6bd1fb603e9cbf",
+    "ff399b05b14ceb21f14e5b82c6171d8d023d1018b273cad0c9adf8a867b445d7",
+    "55ab796ebca56f2e0e8331951d2d1fa5fb1dd07e1720560cc3dff2b92b1907d2",
+    "05d8a537712fb96c601bdec1d6fc23487ea3e14c06972eb66d62ee86fd939911",
 ]
 
 

@@ -15,10 +15,9 @@ def gonka(layout, *args: str) -> int:
     return cli.main(["--data-dir", str(layout.root), *args])
 
 
-def test_an_order_trains_a_version_that_model_list_and_show_trace_to_its_shards(genesis_layout, capsys):
+def test_an_order_trains_a_version_that_model_list_and_show_trace_to_its_shards(genesis_layout, capsys, every_task_checked):
+    """A version needs validators (its held-out loss is theirs): every_task_checked makes sure the order is drawn."""
     assert gonka(genesis_layout, "submit", "--developer", "dev-ada", "--prompt", "hello") == 0
-    # seed 3: the task id it gives draws validators (at this traffic each host validates with P = w / (W - w_exec),
-    # and a version needs validators: its held-out loss is theirs)
     assert gonka(genesis_layout, "train", "--developer", "dev-ada", "--steps", "4", "--seed", "3", "--shards",
                  *sorted_shards(genesis_layout)[:1]) == 0
     out = capsys.readouterr().out

@@ -1,6 +1,8 @@
-"""Who validates (minAvg, target, P_v, the secret draw), the log-prob comparison and the fail vote."""
+"""Who validates (minAvg, target, P_v, the secret draw by skip-sampling), the log-prob comparison and the fail vote."""
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 import pytest
@@ -10,11 +12,11 @@ from gonka_pipelines.protocol.inference_validation import (
     MinAvg,
     ValidatorPool,
     compare_outputs,
+    draw_stream,
+    geometric_gaps,
     invalidated,
     select_validations,
-    should_validate,
     similarity,
-    validation_draws,
     validation_probability,
     validation_target,
 )
@@ -68,22 +70,69 @@ def test_probability_is_weight_share_of_the_others_capped_at_one():
 
 # ---------------------------------------------------------------- the draw
 
-
-def test_draws_are_uniform_in_unit_interval_and_differ_by_seed():
-    draws = validation_draws(["seed-a", "seed-b"], [f"t{i}" for i in range(50_000)])
-    assert draws.shape == (2, 50_000)
-    assert 0.0 <= draws.min() and draws.max() < 1.0
-    assert draws.mean() == pytest.approx(0.5, abs=0.01)
-    assert np.mean(draws < 0.1) == pytest.approx(0.1, abs=0.005)
-    assert abs(np.corrcoef(draws)[0, 1]) < 0.02
+MASK = (1 << 64) - 1
 
 
-def test_should_validate_is_u_below_probability_on_the_same_draw():
-    u = validation_draws(["seed"], ["task"])[0, 0]
-    assert should_validate("seed", "task", np.nextafter(u, 1.0))
-    assert not should_validate("seed", "task", u)
-    assert not should_validate("seed", "task", 0.0)
-    assert should_validate("seed", "task", 1.0)
+def reference_stream(key: int, i: int) -> int:
+    """SplitMix64 of key + i · golden ratio, top 53 bits, in Python integers."""
+    z = (key + i * 0x9E3779B97F4A7C15) & MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
+    return (z ^ (z >> 31)) >> 11
+
+
+def reference_gap(draw: int, p: float, limit: int) -> int:
+    """The largest g with (1 - p)^g > u, u = (draw + 1) / 2^53, by the same squarings in Python floats."""
+    u, powers = (draw + 1) / 2.0**53, [1.0 - p]
+    for _ in range(max(1, limit.bit_length())):
+        powers.append(powers[-1] * powers[-1])
+    gap, reached = 0, 1.0
+    for bit in range(len(powers) - 1, -1, -1):
+        if reached * powers[bit] > u:
+            reached, gap = reached * powers[bit], gap + (1 << bit)
+    return gap
+
+
+def reference_pairs(task_executors: list[str], pool: ValidatorPool, traffic: float) -> set[tuple[int, int]]:
+    """The definition, one task at a time: validator v walks the tasks with geometric gaps of p_max = min(1, w_v · max c)
+    from its stream and keeps a landing t with draw < ceil(P_v(t) / p_max · 2^53) from its thinning stream."""
+    weights = np.array(pool.weights)
+    total = int(weights.sum())
+    rate = [float(validation_probability(validation_target(traffic, pool.reputations[pool.ids.index(e)], MIN_AVG), 1, total,
+                                         weights[pool.ids.index(e)])) for e in task_executors]
+    pairs = set()
+    for v, (seed, weight) in enumerate(zip(pool.seeds, pool.weights)):
+        key = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "big")
+        p_max = min(1.0, weight * max(rate))
+        if p_max <= 0:
+            continue
+        position, i, landed = -1, 0, []
+        while True:
+            position += reference_gap(reference_stream(key, i), p_max, len(rate)) + 1
+            i += 1
+            if position >= len(rate):
+                break
+            landed.append(position)
+        for j, t in enumerate(landed):
+            p = 0.0 if task_executors[t] == pool.ids[v] else min(1.0, weight * rate[t])
+            if reference_stream(key ^ 0xD1B54A32D192ED03, j) < int(np.ceil(p / p_max * 2.0**53)):
+                pairs.add((t, v))
+    return pairs
+
+
+def test_the_stream_is_splitmix64_in_counter_form():
+    assert draw_stream(12345, 7, 3).tolist() == [reference_stream(12345, i) for i in (7, 8, 9)]
+    assert draw_stream(12345, 0, 10)[7:].tolist() == draw_stream(12345, 7, 3).tolist(), "any stretch on its own"
+
+
+@pytest.mark.parametrize("p", [1.0, 0.5, 0.1, 0.01, 0.001])
+def test_gaps_are_geometric(p):
+    draws = draw_stream(99, 0, 200_000)
+    gaps = geometric_gaps(draws, p, 10**6)
+    assert gaps[:50].tolist() == [reference_gap(d, p, 10**6) for d in draws[:50].tolist()]
+    mean = (1 - p) / p
+    assert abs(gaps.mean() - mean) < 5 * ((1 - p) / p**2 / len(gaps)) ** 0.5 + 1e-12
+    assert np.mean(gaps == 0) == pytest.approx(p, abs=5 * (p * (1 - p) / len(gaps)) ** 0.5 + 1e-12)
 
 
 def _pool(n_hosts: int, seed: int = 0) -> ValidatorPool:
@@ -93,29 +142,39 @@ def _pool(n_hosts: int, seed: int = 0) -> ValidatorPool:
     return ValidatorPool(ids, [f"secret-{i}" for i in ids], weights, rng.integers(0, 101, n_hosts).tolist())
 
 
-def _brute_force(task_ids, executors, pool, traffic):
-    """Every pair by the definition: u < min(1, target(rep_exec) w_v / (W - w_exec)), v != exec."""
-    draws = validation_draws(pool.seeds, task_ids)
-    weights = np.array(pool.weights)
-    pairs = set()
-    for t, executor in enumerate(executors):
-        e = pool.ids.index(executor)
-        target = validation_target(traffic, pool.reputations[e], MIN_AVG)
-        for v in range(len(pool.ids)):
-            p = validation_probability(target, weights[v], int(weights.sum()), weights[e])
-            if v != e and draws[v, t] < p:
-                pairs.add((t, v))
-    return pairs
-
-
-@pytest.mark.parametrize("chunk_pairs", [1, 7, 1 << 18])
-def test_select_validations_matches_the_pairwise_definition_at_any_chunk_size(chunk_pairs):
+def test_select_validations_matches_the_definition_walked_one_task_at_a_time():
     pool = _pool(9)
     tasks = [f"task{i}" for i in range(300)]
     executors = [pool.ids[i % 9] for i in range(300)]
-    task_index, validator_index = select_validations(tasks, executors, pool, 600, MIN_AVG, chunk_pairs=chunk_pairs)
-    assert set(zip(task_index.tolist(), validator_index.tolist())) == _brute_force(tasks, executors, pool, 600)
+    task_index, validator_index = select_validations(tasks, executors, pool, 600, MIN_AVG)
+    assert set(zip(task_index.tolist(), validator_index.tolist())) == reference_pairs(executors, pool, 600)
     assert (np.diff(task_index) >= 0).all()
+
+
+def test_every_pair_is_drawn_independently_with_its_probability():
+    """Over 60 epochs (fresh seeds), each (validator, executor) cell's count matches P_v(e) × its tasks within 4.5
+    standard errors, and two validators land on the same task as often as independence says (P1 · P2)."""
+    pool = _pool(12, seed=3)
+    executors = [pool.ids[i % 12] for i in range(3000)]
+    weights, total = np.array(pool.weights), sum(pool.weights)
+    counts, together, rounds = np.zeros((12, 12)), 0, 60
+    a, b = int(np.argmax(weights)), int(np.argsort(weights)[-2])
+    for r in range(rounds):
+        epoch_pool = ValidatorPool(pool.ids, [f"epoch{r}-{s}" for s in pool.seeds], pool.weights, pool.reputations)
+        tasks, validators = select_validations([f"t{i}" for i in range(3000)], executors, epoch_pool, 600, MIN_AVG)
+        np.add.at(counts, (validators, tasks % 12), 1)
+        chosen = {(t, v) for t, v in zip(tasks.tolist(), validators.tolist())}
+        together += sum((t, a) in chosen and (t, b) in chosen for t in range(3000) if t % 12 not in (a, b))
+    rate = np.array([validation_probability(validation_target(600, pool.reputations[e], MIN_AVG), 1, total, weights[e])
+                     for e in range(12)])
+    p = np.minimum(1.0, weights[:, None] * rate[None, :])
+    np.fill_diagonal(p, 0.0)
+    expected = p * (3000 / 12) * rounds
+    assert counts.diagonal().sum() == 0
+    spread = np.sqrt(np.maximum(expected * (1 - p), 1e-12))
+    assert (np.abs(counts - expected) <= 4.5 * spread + 1e-9).all()
+    both = sum(p[a, e] * p[b, e] * (3000 / 12) * rounds for e in range(12) if e not in (a, b))
+    assert abs(together - both) < 4.5 * both**0.5
 
 
 def test_an_executor_never_validates_itself_even_at_probability_one():

@@ -46,15 +46,15 @@ def test_the_weights_pipeline_takes_the_cap_floors_and_the_free_fraction_from_th
     rows = [{"address": "a", "hits": 100, "valid_vote_weight": 3, "collateral": 0},
             {"address": "b", "hits": 10, "valid_vote_weight": 3, "collateral": 10**6}]
     in_force = {"a": 1, "b": 1, "c": 1}
-    weights = {r["address"]: r["weight"] for r in rules_for(PARAMS).epoch_weights(rows, in_force)}
+    weights = {r["address"]: r["weight"] for r in rules_for(PARAMS).epoch_weights(rows, "00" * 32, in_force)}
     assert weights == {"a": 10, "b": 10}, "two hosts: the cap is raised to 0.5; both at 10 within the grace period"
     past_grace = changed("sprint", collateral_grace_epochs=1, small_network_caps=(1.0, 1.0, 1.0))
-    weights = {r["address"]: r["weight"] for r in rules_for(past_grace).epoch_weights(rows, in_force)}
+    weights = {r["address"]: r["weight"] for r in rules_for(past_grace).epoch_weights(rows, "00" * 32, in_force)}
     assert weights == {"a": 20, "b": 10}, "past the grace a keeps 20 % unbacked; floor 1.0 for two hosts lifts the cap"
     freer = changed("sprint", collateral_grace_epochs=1, small_network_caps=(1.0, 1.0, 1.0), collateral_base_fraction=0.5)
-    assert {r["address"]: r["weight"] for r in rules_for(freer).epoch_weights(rows, in_force)}["a"] == 50
+    assert {r["address"]: r["weight"] for r in rules_for(freer).epoch_weights(rows, "00" * 32, in_force)}["a"] == 50
     uncapped = EpochParams.model_validate(PARAMS.as_dict() | {"sprint": PARAMS.as_dict()["sprint"] | {"power_cap": 0}})
-    assert {r["address"]: r["weight"] for r in rules_for(uncapped).epoch_weights(rows, in_force)} == {"a": 100, "b": 10}, \
+    assert {r["address"]: r["weight"] for r in rules_for(uncapped).epoch_weights(rows, "00" * 32, in_force)} == {"a": 100, "b": 10}, \
         "a power cap of 0 is valid in the params and means no cap, even for two hosts (Gonka)"
 
 

@@ -56,7 +56,7 @@ FIRST_TASK_COUNT = 13
 """Tasks per epoch are the first count from here whose draws show every case the stage tests need (_shows_every_case):
 any change to the genesis parameters re-draws everything, and a fixed count would then stop showing an overflow."""
 
-EPOCH_TABLES = ("tasks", "rejected_tasks", "submissions", "poc_batches", "poc_verdicts", "poc_verdict_signatures",
+EPOCH_TABLES = ("tasks", "rejected_tasks", "submissions", "poc_batches", "poc_verdict_sets",
                 "epoch_weights", "seed_commitments", "task_results", "task_verdicts", "task_outcomes", "fee_shares",
                 "host_epochs", "rewards", "emissions", "vesting", "transfers", "lineage", "account_states", "host_states")
 """Every table with an `epoch` column: what a stage of the epoch may write."""
@@ -161,7 +161,12 @@ BASE = "stage-base"
 def _shows_every_case(store: ChainStore) -> bool:
     """Epoch STAGE_EPOCH shows what the stage tests need: host-garbled overflows its slots (misses a task) and has a task
     invalidated, every host but host-fake keeps weight after the collateral adjustment, the power cap binds on
-    host-alpha, and host-lazy earns a reward its claim then forfeits."""
+    host-alpha, host-lazy earns a reward its claim then forfeits, and the reward split leaves a rounding remainder."""
+    minted = store._scalar("SELECT minted FROM emissions WHERE epoch = ?", [STAGE_EPOCH])
+    paid = store._query("SELECT weight FROM rewards WHERE epoch = ?", [STAGE_EPOCH])
+    total = sum(weight for (weight,) in paid)
+    if not total or sum(minted * weight // total for (weight,) in paid) == minted:
+        return False
     rows = {name: row for name, *row in store._query(
         """SELECT h.name, w.adjusted_weight, w.weight, e.missed, r.reward, e.invalidated FROM epoch_weights w
            JOIN hosts h USING (address) JOIN host_epochs e USING (epoch, address) JOIN rewards r USING (epoch, address)
@@ -299,7 +304,7 @@ def assert_idempotent(tmp_path_factory: pytest.TempPathFactory, name: str) -> St
 STAGE_WRITES: dict[str, set[str]] = {
     "epoch_tasks": {"tasks", "rejected_tasks", "submissions", "transfers", "lineage", "epochs"},
     "sprint_batches": {"poc_batches"},
-    "sprint_verdicts": {"poc_verdicts", "poc_verdict_signatures"},
+    "sprint_verdicts": {"poc_verdict_sets"},
     "epoch_weights": {"epoch_weights", "lineage"},
     "task_results": {"seed_commitments", "task_results", "transfers"},
     "task_verdicts": {"task_verdicts", "task_outcomes", "fee_shares", "host_epochs"},

@@ -24,7 +24,8 @@ def epoch_with_downtime(tmp_path_factory):
              {"name": "host-bravo", "capacity": 2, "models": ["llm-tiny"]},
              {"name": "host-down", "capacity": 2, "models": ["llm-tiny"], "behaviour": "downtime", "collateral": COLLATERAL}]
     network = load_network(write_network(root / "config", hosts, [{"name": "dev-ada", "balance": 10**12}]))
-    layout = create_chain(root / "chain", fast_genesis(root / "config"), network)
+    # room for every task on the two honest hosts, so only the offline host's tasks expire whatever the executor draw
+    layout = create_chain(root / "chain", fast_genesis(root / "config", tasks__tasks_per_capacity=12), network)
     with opened(layout) as store:
         submit_tasks(store, layout, network, 24)
         run_stages(store, layout, 1)

@@ -84,7 +84,7 @@ def test_sprint_weights_follow_the_block_hash_only(twin_chains):
         for epoch in range(1, EPOCHS + 1):
             stored = store._records("SELECT * FROM epoch_weights WHERE epoch = ? ORDER BY address", [epoch])
             env = finalized_environment(store, a, epoch)
-            assert sorted(env.rules.epoch_weights(store.weight_inputs(epoch), env.weights), key=lambda r: r["address"]) == stored
+            assert sorted(env.rules.epoch_weights(store.weight_inputs(epoch), env.prev_hash, env.weights), key=lambda r: r["address"]) == stored
 
 
 @pytest.mark.parametrize("epoch", range(1, EPOCHS + 1))

@@ -23,7 +23,7 @@ def weights(tmp_path_factory):
         collateral = {a["address"]: a["collateral"] for a in store.running_accounts(STAGE_EPOCH)}
         lineage = store._query("SELECT child_kind, child_id, parent_kind, parent_id, relation FROM lineage "
                                "WHERE epoch = ? AND relation LIKE 'sprint_weights:%'", [STAGE_EPOCH])
-        recomputed = run.env.rules.epoch_weights(store.weight_inputs(STAGE_EPOCH), run.env.weights)
+        recomputed = run.env.rules.epoch_weights(store.weight_inputs(STAGE_EPOCH), run.env.prev_hash, run.env.weights)
     return run, result, rows, batches, votes, collateral, lineage, recomputed
 
 

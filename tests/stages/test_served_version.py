@@ -14,7 +14,7 @@ from support.chains import opened, run_stages, training_chain
 PROMPT = "The Python standard library"
 
 
-def test_the_next_epoch_serves_the_trained_version_and_a_task_may_name_another(tmp_path):
+def test_the_next_epoch_serves_the_trained_version_and_a_task_may_name_another(tmp_path, every_task_checked):
     layout, submitter, genesis_version, shards = training_chain(tmp_path, [("host-alpha", 2), ("host-bravo", 2), ("host-charlie", 1)])
     submitter.train(nonce=0, base_version=genesis_version, shards=shards[:1], steps=8, batch_size=8)
     with opened(layout) as store:

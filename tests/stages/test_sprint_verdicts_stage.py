@@ -22,7 +22,7 @@ def verdicts(tmp_path_factory):
                JOIN hosts vh ON vh.address = v.validator JOIN hosts th ON th.address = v.host
                WHERE v.epoch = ? ORDER BY th.name, vh.name""", [STAGE_EPOCH])
         claims = dict(store.accepted_claims(STAGE_EPOCH))
-        signatures = store._records("SELECT * FROM poc_verdict_signatures WHERE epoch = ? ORDER BY validator", [STAGE_EPOCH])
+        signatures = store._records("SELECT * FROM poc_verdict_sets WHERE epoch = ? ORDER BY validator", [STAGE_EPOCH])
     return run, result, rows, claims, signatures
 
 
@@ -38,7 +38,7 @@ def test_every_validator_with_weight_votes_on_every_host_its_own_included(verdic
     assert set(own) == set(claims) & validators and all(r["valid"] for r in own.values())
     assert {names[h] for h, r in own.items() if not r["recomputed"]} == {"host-lazy"}, \
         "an honest host checks its own sprint like any other (the lazy one checks nothing)"
-    assert result == {"verdicts": len(rows), "invalid_votes": sum(not r["valid"] for r in rows)}
+    assert result == {"verdicts": len(rows), "invalid_votes": sum(not r["valid"] for r in rows), "validators": len(validators)}
 
 
 def test_each_validator_samples_min_200_nonces_and_counts_mismatches_exactly(verdicts):
@@ -82,15 +82,20 @@ def test_honest_sprints_reproduce_without_a_mismatch(verdicts):
     assert all(r["recomputed"] is (r["validator_name"] != "host-lazy") for r in rows), "only the lazy validator skips"
 
 
-def test_one_signature_per_validator_over_all_its_verdicts(verdicts):
-    run, _, rows, _, signatures = verdicts
+def test_one_signed_record_per_validator_packs_all_its_verdicts(verdicts):
+    """The record's vectors run over the hosts it checked in ascending order; the poc_verdicts view unpacks them."""
+    run, _, rows, _, records = verdicts
     env = run.env
-    assert [s["validator"] for s in signatures] == sorted({r["validator"] for r in rows})
-    for signature in signatures:
-        own = [r for r in rows if r["validator"] == signature["validator"]]
-        body = poc_verdicts_body(STAGE_EPOCH, signature["validator"], own)
-        assert verify(env.keys[signature["validator"]].public_key, env.chain_id, MessageKind.POC_VERDICT, body,
-                      signature["signature"])
+    assert [s["validator"] for s in records] == sorted({r["validator"] for r in rows})
+    for record in records:
+        own = sorted((r for r in rows if r["validator"] == record["validator"]), key=lambda r: r["host"])
+        assert record["hosts"] == [r["host"] for r in own] == sorted(record["hosts"])
+        assert (record["sampled"], record["mismatches"], record["valid"], record["recomputed"]) == \
+            tuple([r[f] for r in own] for f in ("sampled", "mismatches", "valid", "recomputed"))
+        body = poc_verdicts_body(STAGE_EPOCH, record["validator"], record["hosts"], record["sampled"], record["mismatches"],
+                                 record["valid"])
+        assert verify(env.keys[record["validator"]].public_key, env.chain_id, MessageKind.POC_VERDICT, body,
+                      record["signature"])
 
 
 def test_recomputing_runs_with_the_chain_closed(verdicts):

@@ -11,7 +11,7 @@ import pytest
 
 from gonka_pipelines.protocol.crypto import MessageKind, verify
 from gonka_pipelines.protocol.host_status import host_status
-from gonka_pipelines.protocol.inference_validation import should_validate
+from gonka_pipelines.protocol.inference_validation import MinAvg, ValidatorPool, select_validations
 from gonka_pipelines.protocol.messages import task_verdict_body
 from gonka_pipelines.protocol.rules import GonkaPipelinesV1
 
@@ -45,16 +45,19 @@ def behaviours(run) -> dict[str, str]:
 
 
 def test_validators_are_drawn_by_their_secret_seeds(validation):
-    """Each other host v with weight validates iff u(seed_v, task) < P_v = min(1, target · w_v / (W − w_exec)); at traffic
-    T <= 100 minAvg(T) = 1, so target = 1 whatever the executor's reputation."""
+    """Each other host v with weight validates a completed task with P_v = min(1, target · w_v / (W − w_exec)), drawn
+    from its secret seed over the completed tasks in id order; at traffic T <= 100 minAvg(T) = 1, so target = 1
+    whatever the executor's reputation (any reputation gives the same pairs)."""
     run, result, data = validation
     env = run.env
-    completed = [r for r in data["results"] if r["status"] == "completed"]
+    completed = sorted((r for r in data["results"] if r["status"] == "completed"), key=lambda r: r["task_id"])
     assert max(len(data["results"]), data["previous_tasks"]) <= 100
-    members = {a: w for a, w in env.weights.items() if w > 0}
-    total = sum(members.values())
-    expected = {(r["task_id"], v) for r in completed for v, w in members.items()
-                if v != r["executor"] and should_validate(env.secret_seeds[v], r["task_id"], min(1.0, w / (total - members[r["executor"]])))}
+    members = sorted(a for a, w in env.weights.items() if w > 0)
+    pool = ValidatorPool(members, [env.secret_seeds[a] for a in members], [env.weights[a] for a in members], [0] * len(members))
+    tasks, validators = select_validations([r["task_id"] for r in completed], [r["executor"] for r in completed], pool, 100,
+                                           MinAvg((100.0,), (1.0,)))
+    expected = {(completed[t]["task_id"], members[v]) for t, v in zip(tasks.tolist(), validators.tolist())}
+    assert all(completed[t]["executor"] != members[v] for t, v in zip(tasks.tolist(), validators.tolist()))
     assert {(v["task_id"], v["validator"]) for v in data["verdicts"]} == expected
     assert expected, "some tasks are validated"
     assert result == {"validations": len(expected), "invalidated": sum(o["outcome"] == "invalidated" for o in data["outcomes"].values()),
@@ -120,7 +123,9 @@ def test_a_failure_goes_to_a_weighted_vote_and_half_the_weight_invalidates(valid
         assert outcome["outcome"] == expected
     invalidated = {o["executor"] for o in data["outcomes"].values() if o["outcome"] == "invalidated"}
     assert {behaviour[a] for a in invalidated} == {"garbled_output"}, "only the garbled executor's tasks are invalidated"
-    assert all(o["outcome"] == "invalidated" for o in data["outcomes"].values() if o["executor"] in invalidated and o["validations"])
+    checked_honestly = {v["task_id"] for v in data["verdicts"] if behaviour[v["validator"]] != "lazy_validator"}
+    assert all(o["outcome"] == "invalidated" for t, o in data["outcomes"].items() if o["executor"] in invalidated
+               and t in checked_honestly), "a garbled task any recomputing validator checked is invalidated (the lazy one passes it)"
 
 
 def test_fees_are_shared_equally_by_the_executor_and_the_passing_validators(validation):

@@ -81,14 +81,15 @@ ADVERSARIES = {"host-lazy-trainer": ("lazy_trainer", "checkpoint_mismatch"), "ho
 
 
 def cheating_epoch(root, steps: int, wrap=lambda compute: compute):
-    """Three honest hosts and one of each training adversary; 24 small orders (seeds 0..23) spread over them; epoch 1
-    run with the torch compute, wrapped by `wrap`. Returns the chain's layout."""
+    """Three honest hosts and one of each training adversary; 36 small orders (seeds 0..35) spread over them by the
+    executor draw (each of the 6 equal hosts gets none with probability (5/6)^36 = 0.14 %); epoch 1 run with the torch
+    compute, wrapped by `wrap`. Returns the chain's layout."""
     from gonka_pipelines.stages.environment import build_environment, holding, quiet
     from gonka_pipelines.stages.pipeline import run_stages as pipeline_stages
 
     hosts = [("host-alpha", 2), ("host-bravo", 2), ("host-charlie", 2)] + [(n, 2, b) for n, (b, _) in ADVERSARIES.items()]
     layout, submitter, genesis_version, shards = training_chain(root, hosts)
-    for seed in range(24):
+    for seed in range(36):
         submitter.train(nonce=seed, base_version=genesis_version, shards=shards[:1], steps=steps, batch_size=2, seed=seed)
     with opened(layout) as store:
         env = build_environment(store, layout, 1)
@@ -151,7 +152,7 @@ def test_an_expired_order_is_refunded_once_however_often_execution_runs(tmp_path
 
 
 @pytest.mark.parametrize("damage", ["missing", "altered"])
-def test_a_missing_or_altered_checkpoint_fails_its_executor_not_the_epoch(tmp_path, damage):
+def test_a_missing_or_altered_checkpoint_fails_its_executor_not_the_epoch(tmp_path, damage, every_task_checked):
     """After execution the executor's checkpoint files go missing or are altered: validation names the file and hash,
     every honest validator fails the task, the developer is refunded, no version is registered, and the epoch finalizes."""
     from gonka_pipelines.stages.environment import build_environment, holding, quiet
@@ -199,7 +200,7 @@ class NotBitExact:
         return getattr(self.inner, name)
 
 
-def test_where_re_runs_are_not_bit_identical_validators_compare_within_the_tolerances(tmp_path):
+def test_where_re_runs_are_not_bit_identical_validators_compare_within_the_tolerances(tmp_path, every_task_checked):
     """The CUDA comparison, exercised on CPU: honest training passes within training.weight_tolerance and loss_tolerance,
     and each training adversary still fails with the size of the difference named."""
     with opened(cheating_epoch(tmp_path, steps=4, wrap=NotBitExact)) as store:

@@ -12,6 +12,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pytest
+
 from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.local.config import NETWORK_FILE, load_genesis, load_network
 from gonka_pipelines.local.paths import DataLayout
@@ -122,3 +125,21 @@ def training_chain(root: Path, hosts: list) -> tuple[DataLayout, Any, str, list[
         (version,) = store.model_versions()
         shards = sorted(store.training_shards())
     return layout, TaskSubmitter(layout, genesis, network), version, shards
+
+
+def check_every_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rule set's validation draw, plus, for any task nobody drew, the first pool member after its executor: for
+    tests of what validation finds rather than who is drawn (at low traffic a task expects one validation and gets none
+    with probability about 1/e, and which tasks those are moves with every change to the chain's hashes)."""
+    from gonka_pipelines.protocol.rules import GonkaPipelinesV1
+
+    draw = GonkaPipelinesV1.select_validations
+
+    def at_least_one(rules, task_ids, executors, pool, traffic):
+        tasks, validators = draw(rules, task_ids, executors, pool, traffic)
+        drawn = set(tasks.tolist())
+        extra = [(t, (list(pool.ids).index(executor) + 1) % len(pool.ids)) for t, executor in enumerate(executors) if t not in drawn]
+        pairs = sorted([*zip(tasks.tolist(), validators.tolist()), *extra])
+        return np.array([t for t, _ in pairs], dtype=np.int64), np.array([v for _, v in pairs], dtype=np.int64)
+
+    monkeypatch.setattr(GonkaPipelinesV1, "select_validations", at_least_one)

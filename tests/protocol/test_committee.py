@@ -1,0 +1,80 @@
+"""Committee validation (ours, after Gonka's validator slots): each host's sprint is checked by committee_size distinct
+validators drawn by weight from the block hash, never by itself, so sprint validation costs hosts x size, not hosts²."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from test_rules import PARAMS
+
+from gonka_pipelines.protocol.params import EpochParams
+from gonka_pipelines.protocol.rules import rules_for
+from gonka_pipelines.protocol.sprint import draw_committee
+
+PREV = "ab" * 32
+
+
+def test_a_committee_is_distinct_drawn_from_weighted_hosts_other_than_the_host_and_replayable():
+    weights = {f"h{i:02d}": 1 + i % 5 for i in range(40)} | {"idle": 0}
+    committee = draw_committee(PREV, 3, "h07", weights, 8)
+    assert len(committee) == len(set(committee)) == 8 and committee == sorted(committee)
+    assert "h07" not in committee and "idle" not in committee
+    assert draw_committee(PREV, 3, "h07", weights, 8) == committee, "seeded by block hash, epoch and host only"
+    assert draw_committee(PREV, 4, "h07", weights, 8) != committee
+    assert draw_committee("cd" * 32, 3, "h07", weights, 8) != committee
+
+
+def test_everyone_eligible_sits_when_there_are_no_more_than_the_seats():
+    weights = {"a": 1, "b": 5, "c": 0, "d": 2}
+    assert draw_committee(PREV, 1, "a", weights, 3) == ["b", "d"]
+    assert draw_committee(PREV, 1, "x", weights, 3) == ["a", "b", "d"]
+
+
+def test_seats_follow_weight_like_successive_weighted_draws_without_replacement():
+    """One seat: P(v) = w_v / W exactly. Over 4,000 hosts the seat counts match within 4 standard errors."""
+    weights = {"v1": 1, "v2": 2, "v3": 3, "v4": 4}
+    hosts = [f"host-{i}" for i in range(4000)]
+    seats = Counter(draw_committee(PREV, 1, h, weights, 1)[0] for h in hosts)
+    for validator, weight in weights.items():
+        p = weight / 10
+        assert abs(seats[validator] - 4000 * p) < 4 * (4000 * p * (1 - p)) ** 0.5, (validator, seats)
+    # two seats: v4 sits with probability 0.4 + sum over first picks of P(first) * 4 / (10 - w_first)
+    pairs = Counter(v for h in hosts for v in draw_committee(PREV, 1, h, weights, 2))
+    p4 = 0.4 + sum(w / 10 * 4 / (10 - w) for w in (1, 2, 3))
+    assert abs(pairs["v4"] - 4000 * p4) < 4 * (4000 * p4 * (1 - p4)) ** 0.5, pairs
+
+
+def test_a_validator_holding_nearly_all_weight_does_not_stall_the_draw():
+    weights = {"whale": 10**12} | {f"m{i}": 1 for i in range(30)}
+    committee = draw_committee(PREV, 1, "someone", weights, 5)
+    assert len(set(committee)) == 5 and "whale" in committee
+
+
+def committee_params(size: int) -> EpochParams:
+    return EpochParams.model_validate(PARAMS.as_dict() | {"sprint": PARAMS.as_dict()["sprint"] | {
+        "validation": "committee", "committee_size": size}})
+
+
+def test_the_rule_set_asks_everyone_under_full_validation_and_a_committee_otherwise():
+    weights = {f"h{i}": 2 if i % 2 else 1 for i in range(10)} | {"new": 0}
+    full = rules_for(PARAMS)
+    assert PARAMS.sprint.validation == "full"
+    committees = full.sprint_committees(PREV, ["h1", "new"], weights)
+    assert committees["h1"] == committees["new"] == sorted(a for a, w in weights.items() if w), "full: its own vote counts"
+    assert full.committee_weights(PREV, ["h1", "new"], weights) == {"h1": 15, "new": 15}
+    rules = rules_for(committee_params(3))
+    committees = rules.sprint_committees(PREV, ["h1", "new"], weights)
+    assert all(len(c) == 3 and h not in c for h, c in committees.items())
+    assert rules.committee_weights(PREV, ["h1", "new"], weights) == {h: sum(weights[v] for v in c) for h, c in committees.items()}
+
+
+@pytest.mark.parametrize("valid, accepted", [(5, True), (4, False)])
+def test_acceptance_needs_more_than_half_the_weight_asked(valid, accepted):
+    """Committee {b, c, d} of weight 9 out of 12 in force: accepted iff
+    the valid votes hold more than half of the committee's weight, not of all weight in force."""
+    weights = {"a": 3, "b": 3, "c": 3, "d": 3}
+    (row,) = rules_for(committee_params(3)).epoch_weights(
+        [{"address": "a", "hits": 10, "valid_vote_weight": valid, "collateral": 0}], PREV, weights)
+    assert row["vote_weight"] == 9, "a sits on no committee of its own"
+    assert row["sprint_accepted"] is accepted
