@@ -7,8 +7,8 @@ from typing import Any
 
 import duckdb
 
-from gonka_pipelines.protocol.crypto import canonical_bytes
-from gonka_pipelines.protocol.merkle import leaf_hash, merkle_root
+from gonka_pipelines.protocol.crypto import canonical_row_bytes
+from gonka_pipelines.protocol.merkle import leaf_digest, merkle_root_of_digests
 
 
 @dataclass(frozen=True)
@@ -81,27 +81,33 @@ BY_NAME = {c.table: c for c in COMMITMENTS} | {c.name: c for c in COMMITMENTS}
 """Commitments by header-root name, or by table name where no root bears that name."""
 
 
-def _jsonable(value: Any) -> Any:
-    """Bytes become hex so a row has one canonical encoding."""
-    return value.hex() if isinstance(value, (bytes, bytearray, memoryview)) else value
-
-
 def row_leaf(commitment: Commitment, row: dict[str, Any]) -> str:
-    """Leaf hash of one row: its committed columns, tagged with the commitment name."""
-    return leaf_hash(canonical_bytes({"commitment": commitment.name, **{c: _jsonable(row[c]) for c in commitment.columns}}))
+    """Leaf hash of one row (as epoch_rows gives it): its committed columns, tagged with the commitment name."""
+    return leaf_digest(canonical_row_bytes({"commitment": commitment.name, **{c: row[c] for c in commitment.columns}})).hex()
+
+
+def _ordered_rows(connection: duckdb.DuckDBPyConnection, commitment: Commitment, epoch: int) -> list[tuple]:
+    """(commitment name, committed columns..., key) of one epoch's rows in key order; BLOB columns come as lowercase
+    hex, so a row has one canonical encoding."""
+    types = dict(connection.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ?",
+                                    [commitment.table]).fetchall())
+    columns = ", ".join(f"lower(hex({c})) AS {c}" if types.get(c) == "BLOB" else c for c in commitment.columns)
+    return connection.execute(
+        f"SELECT ? AS commitment, {columns}, CAST({commitment.key} AS VARCHAR) AS _key FROM {commitment.table} "
+        f"WHERE {commitment.epoch} = ? ORDER BY _key", [commitment.name, epoch]).fetchall()
 
 
 def epoch_rows(connection: duckdb.DuckDBPyConnection, commitment: Commitment, epoch: int) -> list[tuple[str, dict[str, Any]]]:
     """(key, committed columns) of one epoch's rows in key order."""
-    columns = ", ".join(commitment.columns)
-    cursor = connection.execute(
-        f"SELECT CAST({commitment.key} AS VARCHAR) AS _key, {columns} FROM {commitment.table} "
-        f"WHERE {commitment.epoch} = ? ORDER BY _key",
-        [epoch],
-    )
-    return [(values[0], dict(zip(commitment.columns, values[1:]))) for values in cursor.fetchall()]
+    return [(values[-1], dict(zip(commitment.columns, values[1:]))) for values in _ordered_rows(connection, commitment, epoch)]
 
 
 def epoch_roots(connection: duckdb.DuckDBPyConnection, epoch: int) -> dict[str, str]:
-    """Merkle root of every commitment for the epoch."""
-    return {c.name: merkle_root([row_leaf(c, row) for _, row in epoch_rows(connection, c, epoch)]) for c in COMMITMENTS}
+    """Merkle root of every commitment for the epoch: each row's leaf from one dict (zip stops before the key) and one
+    orjson call; leaves and nodes stay bytes, hex only for the roots."""
+    roots = {}
+    for c in COMMITMENTS:
+        names = ("commitment", *c.columns)
+        roots[c.name] = merkle_root_of_digests([leaf_digest(canonical_row_bytes(dict(zip(names, values))))
+                                                for values in _ordered_rows(connection, c, epoch)])
+    return roots

@@ -54,7 +54,7 @@ def prove_row(store: ChainStore, table: str, row_id: str, epoch: int | None = No
     root = block["header"]["roots"][commitment.name]
     return {
         "table": commitment.table, "commitment": commitment.name, "id": row_id, "epoch": found,
-        "row": {k: (v.hex() if isinstance(v, bytes) else v) for k, v in keyed[index][1].items()},
+        "row": keyed[index][1],
         "leaf": leaves[index], "proof": proof.as_dict(), "root": root, "block_hash": block["hash"],
         "verified": verify_proof(leaves[index], proof, root),
     }

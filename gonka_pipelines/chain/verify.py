@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
+import multiprocessing
+import os
 from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 from gonka_pipelines.chain.commitments import COMMITMENTS, epoch_roots
@@ -210,15 +214,40 @@ SIGNED_ROWS: tuple[_SignedRows, ...] = (
 )
 
 
-def signed_row_problem(store: ChainStore, height: int) -> Inconsistency | None:
+PARALLEL_FROM = 20_000
+"""Signed rows of one table and epoch from which verify-chain checks them on every core (a process pool); below it,
+starting the pool costs more than it saves."""
+
+
+def signed_row_problem(store: ChainStore, height: int, parallel_from: int = PARALLEL_FROM) -> Inconsistency | None:
     """Every signed message the epoch holds (tasks, accepted batches, verdicts, seed commitments, results) verifies
-    with its signer's key over the body rebuilt from the row."""
-    chain_id = store.chain_id
-    for spec in SIGNED_ROWS:
-        for row in store._records(spec.sql + " ORDER BY id", [height]):
-            if not verify(row["signer_key"], chain_id, spec.kind, spec.body(row), row["signature"]):
-                return Inconsistency(height, f"{spec.table} row {row['id'][:24]}: signature does not verify over the row's content")
+    with its signer's key over the body rebuilt from the row; large tables are checked on every core."""
+    chain_id, workers = store.chain_id, os.cpu_count() or 1
+    with contextlib.ExitStack() as stack:
+        pool: ProcessPoolExecutor | None = None
+        for index, spec in enumerate(SIGNED_ROWS):
+            rows = store._records(spec.sql + " ORDER BY id", [height])
+            if len(rows) >= parallel_from and workers > 1:
+                # forkserver: workers start clean, not as copies of a process holding a DuckDB connection and its threads
+                pool = pool or stack.enter_context(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")))
+                size = -(-len(rows) // (workers * 4))
+                starts = range(0, len(rows), size)
+                found = pool.map(_first_bad, [index] * len(starts), [chain_id] * len(starts),
+                                 [rows[start:start + size] for start in starts])
+                bad = next((start + offset for start, offset in zip(starts, found) if offset is not None), None)
+            else:
+                bad = _first_bad(index, chain_id, rows)
+            if bad is not None:
+                return Inconsistency(height, f"{spec.table} row {rows[bad]['id'][:24]}: signature does not verify over the "
+                                             "row's content")
     return None
+
+
+def _first_bad(spec_index: int, chain_id: str, rows: list[dict]) -> int | None:
+    """Position of the first row whose signature does not verify, or None."""
+    spec = SIGNED_ROWS[spec_index]
+    return next((i for i, row in enumerate(rows)
+                 if not verify(row["signer_key"], chain_id, spec.kind, spec.body(row), row["signature"])), None)
 
 
 def verify_block(store: ChainStore, height: int, expected_prev_hash: str) -> Inconsistency | None:

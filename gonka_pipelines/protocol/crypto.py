@@ -6,9 +6,11 @@ import enum
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
@@ -83,6 +85,24 @@ def canonical_bytes(value: Any) -> bytes:
         except (ValueError, TypeError):
             pass
     raise ValueError(_first_problem(value) or "value has no canonical encoding")
+
+
+_FLOAT_TEXT_APART = re.compile(rb"0\.0000|e-\d(?!\d)")
+"""Where orjson writes a float otherwise than Python's repr: 1e-05 as 0.00001, 1e-06 as 1e-6 (found by comparing the
+two over millions of random doubles; every other finite double, and all strings, integers and booleans, agree)."""
+
+
+def canonical_row_bytes(row: dict[str, Any]) -> bytes:
+    """canonical_bytes of a row with string keys (what the database returns), byte for byte, at orjson's speed: a row
+    orjson would write differently (a small float, an integer past 64 bits, a null that may be a NaN, or text that
+    merely looks like one of those) is encoded by canonical_bytes instead."""
+    try:
+        encoded = orjson.dumps(row, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return canonical_bytes(row)
+    if b"null" in encoded or (b"0.0000" in encoded or b"e-" in encoded) and _FLOAT_TEXT_APART.search(encoded):
+        return canonical_bytes(row)
+    return encoded
 
 
 def message_bytes(chain_id: str, kind: MessageKind, body: Any) -> bytes:

@@ -16,7 +16,12 @@ EMPTY_ROOT = hashlib.sha256(b"").hexdigest()
 
 def leaf_hash(data: bytes) -> str:
     """Leaves and inner nodes are hashed with different prefixes, so a node can never pose as a leaf."""
-    return hashlib.sha256(LEAF_PREFIX + data).hexdigest()
+    return leaf_digest(data).hex()
+
+
+def leaf_digest(data: bytes) -> bytes:
+    """leaf_hash as 32 raw bytes."""
+    return hashlib.sha256(LEAF_PREFIX + data).digest()
 
 
 def node_hash(left: str, right: str) -> str:
@@ -33,12 +38,20 @@ def _next_level(level: list[str]) -> list[str]:
 
 def merkle_root(leaves: list[str]) -> str:
     """Root over leaf hashes; the empty set has SHA-256("") and one leaf is its own root."""
+    return merkle_root_of_digests([bytes.fromhex(leaf) for leaf in leaves])
+
+
+def merkle_root_of_digests(leaves: list[bytes]) -> str:
+    """merkle_root over raw 32-byte leaf digests, without hex round trips at each level (the same root)."""
     if not leaves:
         return EMPTY_ROOT
-    level = list(leaves)
+    level, sha256 = leaves, hashlib.sha256
     while len(level) > 1:
-        level = _next_level(level)
-    return level[0]
+        paired = [sha256(NODE_PREFIX + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            paired.append(level[-1])
+        level = paired
+    return level[0].hex()
 
 
 @dataclass(frozen=True)

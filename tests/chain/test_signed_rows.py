@@ -74,3 +74,14 @@ def test_a_changed_signed_row_is_named(demo_store: ChainStore, table: str):
     problem = signed_row_problem(demo_store, 1)
     assert problem is not None and problem.height == 1
     assert problem.message.startswith(f"{table} row ") and "does not verify" in problem.message
+
+
+def test_on_every_core_the_same_rows_verify_and_the_same_row_is_named(demo_store: ChainStore):
+    """parallel_from=1 sends every table through the process pool: a clean epoch verifies, and a changed task (the last
+    row, so the chunk offsets matter) is named exactly as the sequential check names it."""
+    assert signed_row_problem(demo_store, 1, parallel_from=1) is None
+    demo_store._connection.execute("UPDATE tasks SET prompt = prompt || '!' WHERE task_id = "
+                                   "(SELECT max(task_id) FROM tasks WHERE epoch = 2)")
+    sequential = signed_row_problem(demo_store, 2)
+    assert sequential is not None and sequential.message.startswith("tasks row ")
+    assert signed_row_problem(demo_store, 2, parallel_from=1) == sequential
