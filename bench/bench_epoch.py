@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import json
 import math
 import os
 import pstats
@@ -298,6 +299,8 @@ def main() -> int:
     parser.add_argument("--profile-stage", action="append", default=[], choices=STAGE_NAMES,
                         help="cProfile this stage (repeatable) and print its hottest functions")
     parser.add_argument("--profile-top", type=int, default=25)
+    parser.add_argument("--json", type=Path, default=None,
+                        help="also write each epoch's stages (seconds, peak MiB, rows, baseline) and verify-chain's seconds here")
     args = parser.parse_args()
     if args.quick:
         args.hosts, args.tasks = 100, 5_000
@@ -324,7 +327,7 @@ def main() -> int:
             identities = load_identities(layout, network, genesis.chain_id)
             developer_keys = [identities[d.name] for d in network.developers]
             nonces = [0] * len(developer_keys)
-            grand_total = 0.0
+            grand_total, record = 0.0, {"hosts": args.hosts, "tasks": args.tasks, "validation": args.validation, "epochs": []}
             for epoch in range(1, args.epochs + 1):
                 start = time.perf_counter()
                 submit_tasks(layout, developer_keys, nonces, args.tasks, epoch)
@@ -332,6 +335,7 @@ def main() -> int:
                 stages = run_one_epoch(store, base, layout, epoch, set(args.profile_stage), args.profile_top)
                 grand_total += sum(s["seconds"] for s in stages)
                 report_epoch(epoch, client_seconds, args.tasks, stages)
+                record["epochs"].append([{k: s[k] for k in ("stage", "seconds", "peak_mib", "rows", "baseline")} for s in stages])
                 problems += [f"epoch {epoch}: {p}" for p in epoch_checks(store, epoch, args.tasks)]
             if not args.no_verify:
                 start = time.perf_counter()
@@ -340,9 +344,12 @@ def main() -> int:
                     if inconsistency := verify_block(store, height, previous):
                         problems.append(str(inconsistency))
                     previous = store.block(height)["hash"]
-                print(f"\nverify (re-derive {args.epochs} block(s) from rows, not a stage): {time.perf_counter() - start:.2f}s")
+                record["verify_seconds"] = time.perf_counter() - start
+                print(f"\nverify (re-derive {args.epochs} block(s) from rows, not a stage): {record['verify_seconds']:.2f}s")
         print(f"\n{args.epochs} epoch(s) of {args.hosts:,} hosts and {args.tasks:,} tasks: {grand_total:.2f}s in the stages "
               f"({LABEL})")
+        if args.json:
+            args.json.write_text(json.dumps(record, indent=1))
     finally:
         if args.keep is None:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -194,3 +194,22 @@ def test_an_epoch_takes_at_most_its_limit_of_entries_and_the_rest_wait(tmp_path,
         summary = run_stages(store, layout, 2)["epoch_tasks"]
         assert (summary.submitted, summary.accepted) == (2, 2)
         assert store._scalar("SELECT count(*) FROM tasks") == 5 and waiting_names(layout.inbox) == []
+
+
+def test_signatures_checked_on_every_core_decide_as_intake_would(genesis_store, genesis_layout, submit, genesis, monkeypatch):
+    """With the pool forced on (parallel_from 1), every parsable entry gets the verdict intake's own check gives, junk
+    gets none, and the epoch's rows are those of the one-core collector."""
+    from gonka_pipelines.local.inbox import pending_submissions
+    from gonka_pipelines.stages import collect as collect_stage
+
+    ids = submit(3, "dev-ada")
+    forged = submit.raw(one_rejection_case("bad_signature", submit, genesis))
+    junk = submit.raw(one_rejection_case("malformed", submit, genesis))
+    wrong_chain = submit.raw(one_rejection_case("wrong_chain", submit, genesis))
+    tasks = genesis.tasks
+    pending = pending_submissions(genesis_layout.inbox, tasks.max_submission_bytes, tasks.max_submissions_per_epoch)
+    checked = collect_stage.signatures_on_every_core(pending, genesis.chain_id, parallel_from=1)
+    assert checked == {**dict.fromkeys(ids, True), forged: False, wrong_chain: False} and junk not in checked
+    monkeypatch.setattr(collect_stage.signatures_on_every_core, "__defaults__", (1,))
+    summary = run_collect(genesis_store, genesis_layout, 1)
+    assert (summary.accepted, summary.rejected_by_reason) == (3, {"bad_signature": 1, "malformed": 1, "wrong_chain": 1})
