@@ -30,10 +30,10 @@ from gonka_pipelines.protocol.params import EpochParams
 from gonka_pipelines.protocol.poc_batches import BatchReject, PocBatch, admit_batches
 from gonka_pipelines.protocol.rewards import collateral_slash, epoch_reward, mint_amount, split_reward_frame, vesting_tranches
 from gonka_pipelines.protocol.sprint import (
+    CommitteeDraw,
     cap_fraction,
     collateral_adjust,
     count_mismatches,
-    draw_committee,
     is_fraud,
     power_cap,
     sample_nonces,
@@ -104,7 +104,8 @@ class GonkaPipelinesV1:
         if sprint.validation == "full":
             everyone = sorted(address for address, weight in weights.items() if weight > 0)
             return {host: everyone for host in hosts}
-        return {host: draw_committee(prev_hash, self.params.epoch, host, weights, sprint.committee_size) for host in hosts}
+        draw = CommitteeDraw(weights)
+        return {host: draw(prev_hash, self.params.epoch, host, sprint.committee_size) for host in hosts}
 
     def committee_weights(self, prev_hash: str, hosts: Sequence[str], weights: Mapping[str, int]) -> dict[str, int]:
         """Per host, the weight in force of the validators asked to check its sprint (the acceptance vote's denominator)."""

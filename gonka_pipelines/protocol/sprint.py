@@ -54,24 +54,33 @@ COMMITTEE_DRAWS_PER_SEAT = 64
 """Committee draws by weight with replacement, at most this many per seat; past it the seats left go by exponential keys."""
 
 
-def draw_committee(prev_hash: str, epoch: int, host: str, weights: Mapping[str, int], size: int) -> list[str]:
-    """`size` distinct validators for one host's sprint, drawn by weight from the hosts with weight other than the host
-    itself, seeded by (block hash, epoch, host); everyone eligible when there are no more than `size` (ours, after
-    Gonka's validator slots). Costs O(size log n) per host: a weighted draw on cumulative weights, repeats skipped."""
-    eligible = sorted(address for address, weight in weights.items() if weight > 0 and address != host)
-    if len(eligible) <= size:
-        return eligible
-    cumulative = list(itertools.accumulate(weights[address] for address in eligible))
-    seed = hashlib.sha256("|".join((POC_DOMAIN, "committee", prev_hash, str(epoch), host)).encode()).digest()
-    chosen: set[str] = set()
-    for draw in range(COMMITTEE_DRAWS_PER_SEAT * size):
-        point = int.from_bytes(hashlib.sha256(seed + draw.to_bytes(8, "little")).digest()[:16], "little") % cumulative[-1]
-        chosen.add(eligible[bisect.bisect_right(cumulative, point)])
-        if len(chosen) == size:
-            return sorted(chosen)
-    rest = [a for a in eligible if a not in chosen]  # a few validators hold nearly all weight: Efraimidis-Spirakis keys
-    keyed = sorted(rest, key=lambda a: -_uniform(seed, a) ** (1.0 / weights[a]))
-    return sorted(chosen | set(keyed[:size - len(chosen)]))
+class CommitteeDraw:
+    """Committees for one epoch's sprints (ours, after Gonka's validator slots): `size` distinct validators per host,
+    drawn by weight from the hosts with weight other than the host itself, seeded by (block hash, epoch, host); everyone
+    eligible when there are no more than `size`. The eligible hosts and their cumulative weights are computed once, so
+    a committee costs O(size log n): weighted draws with replacement, repeats and the host itself skipped."""
+
+    def __init__(self, weights: Mapping[str, int]):
+        self.weights = weights
+        self.eligible = sorted(address for address, weight in weights.items() if weight > 0)
+        self.cumulative = list(itertools.accumulate(weights[address] for address in self.eligible))
+
+    def __call__(self, prev_hash: str, epoch: int, host: str, size: int) -> list[str]:
+        if len(self.eligible) - (self.weights.get(host, 0) > 0) <= size:
+            return [address for address in self.eligible if address != host]
+        seed = hashlib.sha256("|".join((POC_DOMAIN, "committee", prev_hash, str(epoch), host)).encode()).digest()
+        chosen: set[str] = set()
+        for draw in range(COMMITTEE_DRAWS_PER_SEAT * size):
+            point = int.from_bytes(hashlib.sha256(seed + draw.to_bytes(8, "little")).digest()[:16], "little") % self.cumulative[-1]
+            candidate = self.eligible[bisect.bisect_right(self.cumulative, point)]
+            if candidate != host:
+                chosen.add(candidate)
+            if len(chosen) == size:
+                return sorted(chosen)
+        # a few validators hold nearly all the weight: the seats left go by Efraimidis-Spirakis keys
+        rest = [a for a in self.eligible if a not in chosen and a != host]
+        keyed = sorted(rest, key=lambda a: -_uniform(seed, a) ** (1.0 / self.weights[a]))
+        return sorted(chosen | set(keyed[:size - len(chosen)]))
 
 
 def _uniform(seed: bytes, address: str) -> float:

@@ -10,9 +10,13 @@ from test_rules import PARAMS
 
 from gonka_pipelines.protocol.params import EpochParams
 from gonka_pipelines.protocol.rules import rules_for
-from gonka_pipelines.protocol.sprint import draw_committee
+from gonka_pipelines.protocol.sprint import CommitteeDraw
 
 PREV = "ab" * 32
+
+
+def draw_committee(prev_hash: str, epoch: int, host: str, weights: dict[str, int], size: int) -> list[str]:
+    return CommitteeDraw(weights)(prev_hash, epoch, host, size)
 
 
 def test_a_committee_is_distinct_drawn_from_weighted_hosts_other_than_the_host_and_replayable():
@@ -78,3 +82,14 @@ def test_acceptance_needs_more_than_half_the_weight_asked(valid, accepted):
         [{"address": "a", "hits": 10, "valid_vote_weight": valid, "collateral": 0}], PREV, weights)
     assert row["vote_weight"] == 9, "a sits on no committee of its own"
     assert row["sprint_accepted"] is accepted
+
+
+def test_a_validators_own_weight_is_left_out_of_its_draw():
+    """v4 checked by one seat: P(v) = w_v / (W - w_v4) over the others, as if v4 were not there."""
+    weights = {"v1": 1, "v2": 2, "v3": 3, "v4": 4}
+    draw = CommitteeDraw(weights)
+    seats = Counter(draw(f"{i:064x}", 1, "v4", 1)[0] for i in range(3000))
+    assert "v4" not in seats
+    for validator, weight in (("v1", 1), ("v2", 2), ("v3", 3)):
+        p = weight / 6
+        assert abs(seats[validator] - 3000 * p) < 4 * (3000 * p * (1 - p)) ** 0.5, seats
