@@ -6,8 +6,6 @@ import contextlib
 import dataclasses
 import functools
 import json
-import multiprocessing
-import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -15,6 +13,7 @@ from dataclasses import dataclass
 from gonka_pipelines.chain.commitments import COMMITMENTS, epoch_roots
 from gonka_pipelines.chain.core import CHAIN_ID_KEY
 from gonka_pipelines.chain.store import ChainError, ChainStore
+from gonka_pipelines.local.cores import core_count, process_pool
 from gonka_pipelines.protocol.block import GENESIS_PREV_HASH, BlockHeader, BlockStatus, signature_set_hash
 from gonka_pipelines.protocol.crypto import MessageKind, hash_value, verify
 from gonka_pipelines.protocol.messages import (
@@ -222,14 +221,13 @@ starting the pool costs more than it saves."""
 def signed_row_problem(store: ChainStore, height: int, parallel_from: int = PARALLEL_FROM) -> Inconsistency | None:
     """Every signed message the epoch holds (tasks, accepted batches, verdicts, seed commitments, results) verifies
     with its signer's key over the body rebuilt from the row; large tables are checked on every core."""
-    chain_id, workers = store.chain_id, os.cpu_count() or 1
+    chain_id, workers = store.chain_id, core_count()
     with contextlib.ExitStack() as stack:
         pool: ProcessPoolExecutor | None = None
         for index, spec in enumerate(SIGNED_ROWS):
             rows = store._records(spec.sql + " ORDER BY id", [height])
             if len(rows) >= parallel_from and workers > 1:
-                # forkserver: workers start clean, not as copies of a process holding a DuckDB connection and its threads
-                pool = pool or stack.enter_context(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")))
+                pool = pool or stack.enter_context(process_pool())
                 size = -(-len(rows) // (workers * 4))
                 starts = range(0, len(rows), size)
                 found = pool.map(_first_bad, [index] * len(starts), [chain_id] * len(starts),

@@ -25,12 +25,16 @@ def leaf_digest(data: bytes) -> bytes:
 
 
 def node_hash(left: str, right: str) -> str:
-    return hashlib.sha256(NODE_PREFIX + bytes.fromhex(left) + bytes.fromhex(right)).hexdigest()
+    return _node_digest(bytes.fromhex(left), bytes.fromhex(right)).hex()
 
 
-def _next_level(level: list[str]) -> list[str]:
+def _node_digest(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(NODE_PREFIX + left + right).digest()
+
+
+def _next_level(level: list[bytes]) -> list[bytes]:
     """Hash neighbours pairwise; a lone last node moves up as it is."""
-    paired = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+    paired = [_node_digest(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
     if len(level) % 2:
         paired.append(level[-1])
     return paired
@@ -42,15 +46,12 @@ def merkle_root(leaves: list[str]) -> str:
 
 
 def merkle_root_of_digests(leaves: list[bytes]) -> str:
-    """merkle_root over raw 32-byte leaf digests, without hex round trips at each level (the same root)."""
+    """merkle_root over raw 32-byte leaf digests: levels stay bytes, hex only for the root."""
     if not leaves:
         return EMPTY_ROOT
-    level, sha256 = leaves, hashlib.sha256
+    level = leaves
     while len(level) > 1:
-        paired = [sha256(NODE_PREFIX + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
-            paired.append(level[-1])
-        level = paired
+        level = _next_level(level)
     return level[0].hex()
 
 
@@ -71,11 +72,11 @@ def build_proof(leaves: list[str], index: int) -> MerkleProof:
     if not 0 <= index < len(leaves):
         raise IndexError(f"leaf {index} not in a tree of {len(leaves)} leaves")
     steps: list[tuple[str, str]] = []
-    level, position = list(leaves), index
+    level, position = [bytes.fromhex(leaf) for leaf in leaves], index
     while len(level) > 1:
         sibling = position ^ 1
         if sibling < len(level):
-            steps.append(("left" if sibling < position else "right", level[sibling]))
+            steps.append(("left" if sibling < position else "right", level[sibling].hex()))
         level, position = _next_level(level), position // 2
     return MerkleProof(index, len(leaves), tuple(steps))
 

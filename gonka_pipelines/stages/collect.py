@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
-import os
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 from gonka_pipelines.compute.profiles import llm_contexts
+from gonka_pipelines.local.cores import core_count, process_pool
 from gonka_pipelines.local.failpoints import failpoint
 from gonka_pipelines.local.inbox import archive_submissions, pending_submissions
 from gonka_pipelines.protocol.intake import Submission, signature_verifies
@@ -21,14 +19,13 @@ than it saves)."""
 
 
 def signatures_on_every_core(submissions: list[Submission], chain_id: str, parallel_from: int = PARALLEL_FROM) -> dict[str, bool]:
-    """Submission id -> whether its signature verifies, for every parsable submission, checked in a process pool
-    (forkserver: workers start clean, not as copies of a process holding the chain open); empty below parallel_from
-    or on one core, and intake checks each signature in turn."""
-    workers = os.cpu_count() or 1
+    """Submission id -> whether its signature verifies, for every parsable submission, checked in a process pool;
+    empty below parallel_from or on one core, and intake checks each signature in turn."""
+    workers = core_count()
     readable = [s for s in submissions if s.unreadable is None]
     if len(readable) < parallel_from or workers < 2:
         return {}
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
+    with process_pool() as pool:
         found = pool.map(signature_verifies, [s.raw for s in readable], [chain_id] * len(readable),
                          chunksize=max(1, len(readable) // (workers * 8)))
         return {s.submission_id: ok for s, ok in zip(readable, found) if ok is not None}
