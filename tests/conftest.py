@@ -35,10 +35,11 @@ SMALL_EPOCH_SUBMISSIONS = (("dev-ada", 3), ("dev-grace", 2))
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No test may touch the repository's data/ or a developer's Dagster home, or inherit a crash point."""
+    """No test may touch the repository's data/ or a developer's Dagster home, or inherit a crash point or a compute engine."""
     monkeypatch.setenv("GONKA_DATA_DIR", str(tmp_path / "default-data-dir"))
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    monkeypatch.delenv("GONKA_FAILPOINT", raising=False)
+    for variable in ("GONKA_FAILPOINT", "GONKA_FAILPOINT_BUDGET", "GONKA_COMPUTE_ENGINE", "GONKA_RAY_ADDRESS"):
+        monkeypatch.delenv(variable, raising=False)
 
 
 @pytest.fixture(scope="session")

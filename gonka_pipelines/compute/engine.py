@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from functools import cached_property, lru_cache
+from dataclasses import dataclass
+from functools import cached_property, lru_cache, partial
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -20,7 +22,7 @@ from gonka_pipelines.compute.llm import (
 from gonka_pipelines.compute.profiles import cheaper_profile, load_profile
 from gonka_pipelines.compute.runner import ModelRunner, reproducible_threads, resolve_device, served_model_seed
 from gonka_pipelines.compute.sprint import compute_distances, mine
-from gonka_pipelines.compute.training import TrainingRun, TrainingSpec, evaluate, restore, train
+from gonka_pipelines.compute.training import TrainingRun, TrainingSpec, evaluate, read_checkpoint, restore, train
 from gonka_pipelines.protocol.crypto import sha256_hex
 from gonka_pipelines.protocol.params import Behaviour
 
@@ -157,3 +159,19 @@ class TorchCompute:
     def evaluate(self, model: str, checkpoint: bytes | None, data: bytes, windows: int) -> float:
         """A version's mean next-byte loss on `windows` held-out windows (drawn with seed 0, the same for everyone)."""
         return evaluate(load_profile(model), served_model_seed(model), checkpoint, data, windows, seed=0, device=self.device)
+
+
+@dataclass(frozen=True)
+class TorchComputeSpec:
+    """What builds an epoch's TorchCompute anywhere (a Ray worker, another machine sharing the checkpoint folder):
+    small, picklable, and hashable so each worker builds it once and reuses its models."""
+
+    sprint_model: str
+    prev_hash: str
+    device: str | None
+    checkpoints: str | None
+    """The folder of content-addressed checkpoints (the chain's artifacts); None: model versions run genesis weights."""
+
+    def build(self) -> TorchCompute:
+        reader = partial(read_checkpoint, Path(self.checkpoints)) if self.checkpoints is not None else None
+        return TorchCompute(self.sprint_model, self.prev_hash, self.device, reader)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gonka_pipelines.local.paths import RESOURCES
 from gonka_pipelines.protocol.params import GenesisParams, NetworkConfig
@@ -15,6 +16,8 @@ from gonka_pipelines.protocol.rules import RULE_SETS
 
 GENESIS_FILE = RESOURCES / "genesis.yaml"
 NETWORK_FILE = RESOURCES / "network.yaml"
+COMPUTE_FILE = RESOURCES / "compute.yaml"
+ENGINE_ENV, RAY_ADDRESS_ENV = "GONKA_COMPUTE_ENGINE", "GONKA_RAY_ADDRESS"
 
 
 class ConfigError(ValueError):
@@ -97,3 +100,41 @@ def changed_params(genesis: GenesisParams, settings: Sequence[str]) -> GenesisPa
 def load_network(path: Path = NETWORK_FILE) -> NetworkConfig:
     """Read and validate network.yaml."""
     return validate_config(NetworkConfig, read_yaml(path), path)
+
+
+class RaySettings(BaseModel):
+    """How host tasks are placed on a Ray cluster (compute.yaml's `ray` section)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    address: str | None = None
+    num_cpus: float = Field(default=1.0, gt=0)
+    num_gpus: float = Field(default=0.0, ge=0)
+    workers: int | None = Field(default=None, gt=0)
+    max_retries: int = Field(default=2, ge=0)
+
+
+class ComputeSettings(BaseModel):
+    """Where hosts' model compute runs (compute.yaml): not consensus, so blocks do not depend on it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    engine: Literal["local", "ray"] = "local"
+    device: str | None = None
+    ray: RaySettings = Field(default_factory=RaySettings)
+
+
+def load_compute_settings(path: Path = COMPUTE_FILE, **overrides: Any) -> ComputeSettings:
+    """compute.yaml, then GONKA_COMPUTE_ENGINE / GONKA_RAY_ADDRESS, then the overrides that are not None
+    (engine, device, and the ray section's keys); a bad value is a ConfigError naming the field."""
+    data = read_yaml(path) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must be a mapping (engine, device, ray)")
+    ray = dict(data.get("ray") or {})
+    environment = {"engine": os.environ.get(ENGINE_ENV) or None}
+    ray_environment = {"address": os.environ.get(RAY_ADDRESS_ENV) or None}
+    for key, value in (*environment.items(), *overrides.items()):
+        if value is not None and key in ("engine", "device"):
+            data[key] = value
+    for key, value in (*ray_environment.items(), *overrides.items()):
+        if value is not None and key not in ("engine", "device"):
+            ray[key] = value
+    return validate_config(ComputeSettings, {**data, "ray": ray}, path)

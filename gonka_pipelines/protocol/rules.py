@@ -61,6 +61,7 @@ class RuleSet(Protocol):
     def select_validations(self, task_ids: Sequence[str], executors: Sequence[str], pool: ValidatorPool,
                            traffic: float) -> tuple[np.ndarray, np.ndarray]: ...
     def judge(self, output: Sequence[int], max_tokens: int, eos: int, executor: TopK, rescore: Callable[[], TopK]) -> Comparison: ...
+    def needs_rescore(self, output: Sequence[int], max_tokens: int, eos: int) -> bool: ...
     def task_invalidated(self, invalid_weight: int, total_weight: int) -> bool: ...
     def host_statuses(self, hosts: pl.DataFrame) -> pl.DataFrame: ...
     def reputation(self, epochs_served: int, miss_rates: Sequence[float]) -> int: ...
@@ -151,7 +152,7 @@ class GonkaPipelinesV1:
     def judge(self, output: Sequence[int], max_tokens: int, eos: int, executor: TopK, rescore: Callable[[], TopK]) -> Comparison:
         """An honest validator's verdict: an output cut short of EOS and max_tokens fails; otherwise the validator re-runs
         forcing the executor's tokens (rescore) and compares top-k log-probs, counting a near-tie as the same choice."""
-        if len(output) < max_tokens and (not output or output[-1] != eos):
+        if not self.needs_rescore(output, max_tokens, eos):
             return Comparison(False, 0.0, ComparisonReason.LENGTH_DIFFERS)
         top_ids, top_logprobs = rescore()
         validation = self.params.validation
@@ -162,6 +163,10 @@ class GonkaPipelinesV1:
         return compare_outputs(choices, output, top_ids, top_logprobs, executor[0], executor[1],
                                threshold=validation.similarity_threshold, epsilon=validation.logprob_epsilon,
                                min_positions=validation.min_normalising_positions)
+
+    def needs_rescore(self, output: Sequence[int], max_tokens: int, eos: int) -> bool:
+        """Whether judging the output takes a re-run: one that stops short of both EOS and max_tokens fails unseen."""
+        return len(output) >= max_tokens or bool(output) and output[-1] == eos
 
     def task_invalidated(self, invalid_weight: int, total_weight: int) -> bool:
         return invalidated(invalid_weight, total_weight, self.params.validation.invalidation_quorum)

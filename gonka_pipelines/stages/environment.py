@@ -8,15 +8,16 @@ and never re-read any of it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
-from functools import cached_property, partial
+from dataclasses import dataclass, field
+from functools import cached_property
 
 from gonka_pipelines.chain.store import ChainStore
-from gonka_pipelines.compute.engine import Compute, TorchCompute
+from gonka_pipelines.cluster.engines import Engine, Item, LocalEngine, Result, engine_for
+from gonka_pipelines.compute.engine import Compute, TorchComputeSpec
 from gonka_pipelines.compute.profiles import load_profile
-from gonka_pipelines.compute.training import read_checkpoint
+from gonka_pipelines.local.config import ComputeSettings, load_compute_settings
 from gonka_pipelines.local.keys import load_key
 from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.protocol.crypto import KeyPair, MessageKind, sha256_hex
@@ -76,6 +77,8 @@ class EpochEnvironment:
     compute: Compute
     served: dict[str, str]
     """Each model's served version in force this epoch (the previous epoch's post-state), by model name."""
+    engine: Engine = field(default_factory=LocalEngine)
+    """Where hosts' work runs when a stage hands it over item by item (this process, or Ray tasks): see `on_hosts`."""
 
     @cached_property
     def rules(self) -> RuleSet:
@@ -87,6 +90,10 @@ class EpochEnvironment:
         """Every host's secret epoch seed by address (derived once; the validation draw and the claims use it)."""
         return {host.address: secret_seed(self.keys[host.address], self.chain_id, self.epoch, self.prev_hash)
                 for host in self.hosts}
+
+    def on_hosts(self, work: Callable[[Compute, Item], Result], items: Sequence[Item]) -> list[Result]:
+        """work(compute, item) for every item, where the engine runs it; results in item order."""
+        return self.engine.map(work, items, self.compute)
 
     def version_of(self, task: dict) -> str:
         """The model version a task runs on: the one it named, else the one the network serves this epoch."""
@@ -106,18 +113,23 @@ class EpochEnvironment:
 
 
 def build_environment(store: ChainStore, layout: DataLayout, epoch: int, device: str | None = None,
-                      compute: Compute | None = None, genesis: GenesisParams | None = None) -> EpochEnvironment:
+                      compute: Compute | None = None, genesis: GenesisParams | None = None,
+                      settings: ComputeSettings | None = None) -> EpochEnvironment:
     """Read the epoch's inputs from the head (the epoch must be its successor); compute defaults to the torch models
-    (the sprint profile seeded from the previous block hash, model versions from the chain's checkpoints) on `device`.
+    (the sprint profile seeded from the previous block hash, model versions from the chain's checkpoints) on `device`,
+    run where `settings` say (default: compute.yaml); a given `compute` (a benchmark's stand-in) runs in this process.
     `genesis` replaces the chain's genesis parameters (a what-if fork; the epoch records what it ran under)."""
     store.require_writable(epoch)
     prev_hash, hosts = store.head().hash, store.hosts()
     params = epoch_parameters(genesis or store.genesis(), epoch)
+    engine: Engine = LocalEngine()
+    if compute is None:
+        settings = settings or load_compute_settings(device=device)
+        spec = TorchComputeSpec(params.sprint.model, prev_hash, device or settings.device, str(layout.checkpoints))
+        compute, engine = spec.build(), engine_for(settings, spec)
     return EpochEnvironment(epoch=epoch, chain_id=store.chain_id, prev_hash=prev_hash, params=params, layout=layout,
                             hosts=tuple(hosts), keys=host_keys(hosts, layout), weights=store.weights(epoch - 1),
-                            compute=compute or TorchCompute(params.sprint.model, prev_hash, device,
-                                                            partial(read_checkpoint, layout.checkpoints)),
-                            served=store.served_versions(epoch - 1))
+                            compute=compute, served=store.served_versions(epoch - 1), engine=engine)
 
 
 def holding(store: ChainStore) -> OpenChain:

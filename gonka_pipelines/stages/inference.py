@@ -7,8 +7,10 @@ from functools import partial
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 
 from gonka_pipelines.chain.tasks import EXECUTION_STAGE
+from gonka_pipelines.compute.engine import Compute
 from gonka_pipelines.protocol.crypto import MessageKind, hash_value, sha256_hex
 from gonka_pipelines.protocol.inference_validation import Comparison, ComparisonReason, ValidatorPool
 from gonka_pipelines.protocol.messages import (
@@ -61,6 +63,31 @@ def _assigned_tasks(env: EpochEnvironment, tasks: pl.DataFrame) -> pl.DataFrame:
             .join(capacity, on="executor", how="left").with_columns((pl.col("slot") < pl.col("slots").fill_null(0)).alias("runs")))
 
 
+@dataclass(frozen=True)
+class GenerationOrder:
+    """A work item of execution: one executor's tasks of one model version and max_tokens, generated as one batch."""
+
+    model: str
+    version: str
+    executor: str
+    behaviour: str
+    prompts: tuple[str, ...]
+    max_tokens: int
+
+
+GENERATION_SCHEMA = pa.schema([("tokens", pa.list_(pa.int64())), ("top_ids", pa.list_(pa.list_(pa.int64()))),
+                               ("top_logprobs", pa.list_(pa.list_(pa.float64())))])
+"""Generations as they come back from wherever they ran: one row per prompt, in prompt order."""
+
+
+def generate_tasks(compute: Compute, order: GenerationOrder) -> pa.Table:
+    """The executor's greedy generations with top-5 log-probs per position (GENERATION_SCHEMA rows)."""
+    generations = compute.generate(order.model, order.version, order.executor, order.behaviour, list(order.prompts),
+                                   order.max_tokens)
+    return pa.Table.from_pylist([{"tokens": g.tokens, "top_ids": g.top_ids, "top_logprobs": g.top_logprobs}
+                                 for g in generations], schema=GENERATION_SCHEMA)
+
+
 def run_task_execution(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> dict[str, int]:
     """Commit seeds, assign each task ∝ weight, run it on its executor (within capacity), settle refunds; training tasks
     run too (stages/training.py)."""
@@ -71,14 +98,15 @@ def run_task_execution(env: EpochEnvironment, open_chain: OpenChain, log: Log) -
     tasks = tasks.with_columns(pl.Series("runs_version", [env.version_of(t) for t in tasks.select("model", "version").to_dicts()],
                                          dtype=pl.String))
     results = []
-    for (executor, model, version, max_tokens), group in tasks.filter("runs").group_by(
-            ["executor", "model", "runs_version", "max_tokens"], maintain_order=True):
-        generations = env.compute.generate(model, version, executor, env.host[executor].behaviour, group["prompt"].to_list(),
-                                           max_tokens)
-        for task, generation in zip(group.iter_rows(named=True), generations):
-            n = delivered_length(env.host[executor], len(generation.tokens))
-            tokens = generation.tokens[:n]
-            body = result_body(task["task_id"], executor, tokens, generation.top_ids[:n], generation.top_logprobs[:n])
+    groups = [(key, group) for key, group in tasks.filter("runs").group_by(
+        ["executor", "model", "runs_version", "max_tokens"], maintain_order=True)]
+    orders = [GenerationOrder(model, version, executor, env.host[executor].behaviour, tuple(group["prompt"].to_list()), max_tokens)
+              for (executor, model, version, max_tokens), group in groups]
+    for ((executor, model, version, max_tokens), group), generations in zip(groups, env.on_hosts(generate_tasks, orders)):
+        for task, generation in zip(group.iter_rows(named=True), generations.to_pylist()):
+            n = delivered_length(env.host[executor], len(generation["tokens"]))
+            tokens = generation["tokens"][:n]
+            body = result_body(task["task_id"], executor, tokens, generation["top_ids"][:n], generation["top_logprobs"][:n])
             cost = (task["prompt_tokens"] + len(tokens)) * price
             results.append({**body, "epoch": epoch, "status": ResultStatus.COMPLETED, "completion_tokens": len(tokens),
                             "cost": cost, "refund": task["escrow"] - cost,
@@ -128,6 +156,8 @@ def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) 
     honest: dict[str, Comparison] = {}
     verdicts = []
     draws = list(zip(task_index.tolist(), validator_index.tolist()))
+    rescored = _rescore(env, [checked[results[t]["task_id"]] for t, v in draws if t < len(results)
+                              and members[v] not in voters.abstaining and members[v] not in lazy_validators])
     for t, v in draws:
         if t >= len(results):
             continue
@@ -138,8 +168,7 @@ def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) 
         if not lazy and result["task_id"] not in honest:
             honest[result["task_id"]] = env.rules.judge(
                 result["output_tokens"], result["max_tokens"], env.compute.eos_token, (result["top_ids"], result["top_logprobs"]),
-                rescore=partial(env.compute.score, result["model"], env.version_of(result), result["prompt"],
-                                result["output_tokens"]))
+                rescore=partial(rescored.__getitem__, result["task_id"]))
         comparison = (Comparison(True, 1.0, ComparisonReason.SIMILAR) if lazy
                       else Comparison(False, 0.0, ComparisonReason.DISSIMILAR) if lying else honest[result["task_id"]])
         body = task_verdict_body(epoch, result["task_id"], validator, comparison.similarity, comparison.passed,
@@ -164,6 +193,36 @@ def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) 
         f"{invalidated_count} invalidated, {len(versions)} new model version(s)")
     return {"validations": len(verdicts), "invalidated": invalidated_count, "training_validations": len(checks),
             "new_versions": len(versions)}
+
+
+@dataclass(frozen=True)
+class ScoringOrder:
+    """A work item of validation: honest re-runs of results forcing the executors' tokens, one per task."""
+
+    tasks: tuple[tuple[str, str, str, tuple[int, ...]], ...]
+    """(model, version, prompt, output tokens) of each result."""
+
+
+SCORED_PER_ORDER = 32
+"""Results re-scored per work item: enough to amortise a remote call, small enough to spread over a cluster."""
+
+
+def score_results(compute: Compute, order: ScoringOrder) -> list[tuple[list[list[int]], list[list[float]]]]:
+    """Each result's top-5 ids and log-probs per position, from an honest re-run of its model version."""
+    return [compute.score(model, version, prompt, list(output)) for model, version, prompt, output in order.tasks]
+
+
+def _rescore(env: EpochEnvironment, wanted: list[dict]) -> dict[str, tuple[list[list[int]], list[list[float]]]]:
+    """The honest re-runs an honest validator's judgment of these results takes (once per task; outputs that fail
+    unseen take none), run on the engine: by task id."""
+    eos, unique = env.compute.eos_token, dict[str, tuple[str, str, str, tuple[int, ...]]]()
+    for result in wanted:
+        if env.rules.needs_rescore(result["output_tokens"], result["max_tokens"], eos):
+            unique.setdefault(result["task_id"], (result["model"], env.version_of(result), result["prompt"],
+                                                  tuple(result["output_tokens"])))
+    ids, tasks = list(unique), list(unique.values())
+    orders = [ScoringOrder(tuple(tasks[i:i + SCORED_PER_ORDER])) for i in range(0, len(tasks), SCORED_PER_ORDER)]
+    return dict(zip(ids, (scores for batch in env.on_hosts(score_results, orders) for scores in batch)))
 
 
 def _outcomes_and_fees(env, results, verdicts, honest, voters: Voters) -> tuple[list[dict], list[dict]]:

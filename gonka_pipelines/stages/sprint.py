@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from dataclasses import dataclass
 
+import numpy as np
+import pyarrow as pa
+
+from gonka_pipelines.compute.engine import Compute
 from gonka_pipelines.protocol.crypto import MessageKind, hash_value
 from gonka_pipelines.protocol.messages import poc_verdicts_body
+from gonka_pipelines.protocol.params import SprintParams
 from gonka_pipelines.protocol.poc_batches import PocBatch
 from gonka_pipelines.protocol.records import BatchStatus, Host
 from gonka_pipelines.simulation.behaviours import (
@@ -26,11 +32,36 @@ from gonka_pipelines.simulation.behaviours import (
 from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain
 
 
-def _honest_batches(env: EpochEnvironment, host: Host) -> list[MinedBatch]:
+@dataclass(frozen=True)
+class MiningOrder:
+    """What one host mines in the sprint (a work item: the same bytes wherever it runs)."""
+
+    public_key: str
+    capacity: int
+    sprint: SprintParams
+    r_target: float
+    late: bool
+    """late_batches: after its budget each ML node mines one more model batch, submitted past the deadline and grace."""
+
+
+MINED_SCHEMA = pa.schema([("nonces", pa.list_(pa.int64())), ("distances", pa.list_(pa.float64())),
+                          ("submitted_at", pa.float64()), ("late", pa.bool_())])
+"""A host's mined batches as they come back from wherever it mined: one row per batch with hits."""
+
+
+def mine_host(compute: Compute, order: MiningOrder) -> pa.Table:
+    """A host's honest batches, then its late ones (when its behaviour mines past the deadline), as MINED_SCHEMA rows."""
+    batches = [(*batch, False) for batch in _honest_batches(compute, order)]
+    if order.late:
+        batches += [(*batch, True) for batch in _late_batches(compute, order)]
+    return pa.Table.from_pylist([dict(zip(MINED_SCHEMA.names, batch)) for batch in batches], schema=MINED_SCHEMA)
+
+
+def _honest_batches(compute: Compute, order: MiningOrder) -> list[MinedBatch]:
     """Mine with one ML node per capacity unit, node i of n on its own stream i, i + n, i + 2n, ... (PROTOCOL section 3,
     Gonka's NonceIterator): nonces_per_capacity per node (simulation) or round-robin for the sprint duration (real);
     one batch per model batch."""
-    sprint, chunk, nodes = env.params.sprint, env.compute.sprint_batch_size, host.capacity
+    sprint, chunk, nodes = order.sprint, compute.sprint_batch_size, order.capacity
     per_node = sprint.nonces_per_capacity
     batches: list[MinedBatch] = []
     mined, started = [0] * nodes, time.monotonic()
@@ -45,7 +76,7 @@ def _honest_batches(env: EpochEnvironment, host: Host) -> list[MinedBatch]:
                 return batches
             else:
                 size = chunk
-            nonces, distances = env.compute.mine(host.public_key, node + mined[node] * nodes, size, env.params.r_target, nodes)
+            nonces, distances = compute.mine(order.public_key, node + mined[node] * nodes, size, order.r_target, nodes)
             mined[node] += size
             submitted_at = (mined[node] / per_node * sprint.duration_seconds if sprint.mode == "simulation"
                             else time.monotonic() - started)
@@ -60,39 +91,52 @@ LATE_STREAM_OFFSET = 2**40
 """late_batches in real mode: where each node's late stream starts (no node mines 2**40 nonces in a sprint)."""
 
 
-def _late_batches(env: EpochEnvironment, host: Host) -> list[MinedBatch]:
-    """late_batches: after its budget each ML node mines one more model batch further along its own stream; those hits
-    are submitted after the deadline and its grace."""
-    sprint, nodes = env.params.sprint, host.capacity
+def _late_batches(compute: Compute, order: MiningOrder) -> list[MinedBatch]:
+    """One model batch per ML node further along its own stream, submitted after the deadline and its grace."""
+    sprint, nodes = order.sprint, order.capacity
     late = sprint.duration_seconds + sprint.late_grace_seconds + 1
     mined_per_node = sprint.nonces_per_capacity if sprint.mode == "simulation" else LATE_STREAM_OFFSET  # real mode: far beyond
     batches: list[MinedBatch] = []
     for node in range(nodes):
-        nonces, distances = env.compute.mine(host.public_key, node + mined_per_node * nodes,
-                                             env.compute.sprint_batch_size, env.params.r_target, nodes)
+        nonces, distances = compute.mine(order.public_key, node + mined_per_node * nodes, compute.sprint_batch_size,
+                                         order.r_target, nodes)
         if nonces:
             batches.append((nonces, distances, late))
     return batches
 
 
-def _claimed_batches(env: EpochEnvironment, host: Host, mined: dict[str, list[MinedBatch]]) -> list[MinedBatch]:
+def _claimed_batches(env: EpochEnvironment, host: Host, mined: dict[str, list[MinedBatch]],
+                     late: dict[str, list[MinedBatch]]) -> list[MinedBatch]:
     """What a host submits: its mined batches as its behaviour shapes them, or, if it does not mine, a copy or fakes."""
     copied = copied_batches(host, env.hosts, mined)
     if copied is not None:
         return copied
     if not mines_honestly(host):
         return fake_batches(host, env.prev_hash, env.params)
-    own = resubmitted(host, inflated_batches(host, env.prev_hash, env.params, mined[host.address]))
-    return own + (_late_batches(env, host) if mines_past_the_deadline(host) else [])
+    return resubmitted(host, inflated_batches(host, env.prev_hash, env.params, mined[host.address])) + late[host.address]
+
+
+def _mine(env: EpochEnvironment) -> tuple[dict[str, list[MinedBatch]], dict[str, list[MinedBatch]]]:
+    """Every mining host's honest and late batches by address, each host's mining a work item on the engine."""
+    miners = [host for host in env.hosts if mines_honestly(host)]
+    orders = [MiningOrder(host.public_key, host.capacity, env.params.sprint, env.params.r_target, mines_past_the_deadline(host))
+              for host in miners]
+    mined: dict[str, list[MinedBatch]] = {}
+    late: dict[str, list[MinedBatch]] = {}
+    for host, table in zip(miners, env.on_hosts(mine_host, orders)):
+        rows = table.to_pylist()
+        mined[host.address] = [(r["nonces"], r["distances"], r["submitted_at"]) for r in rows if not r["late"]]
+        late[host.address] = [(r["nonces"], r["distances"], r["submitted_at"]) for r in rows if r["late"]]
+    return mined, late
 
 
 def run_sprint(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> dict[str, int]:
     """Every host mines and signs its batches; the chain admits or rejects each. Returns counts."""
     epoch, prev_hash = env.epoch, env.prev_hash
-    mined = {host.address: _honest_batches(env, host) for host in env.hosts if mines_honestly(host)}
+    mined, late = _mine(env)
     submitted: list[PocBatch] = []
     for host in env.hosts:
-        claimed = _claimed_batches(env, host, mined)
+        claimed = _claimed_batches(env, host, mined, late)
         for sequence, (nonces, distances, submitted_at) in enumerate(claimed):
             batch = PocBatch(host.address, host.public_key, prev_hash, sequence, tuple(nonces), tuple(distances), submitted_at)
             signature = env.keys[host.address].sign(env.chain_id, MessageKind.POC_BATCH, batch.body(epoch))
@@ -110,6 +154,11 @@ def run_sprint(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> dict[s
             "claimed_hits": sum(len(b.nonces) for b, v in zip(submitted, verdicts) if v is None)}
 
 
+HOSTS_PER_ROUND = 64
+"""Sprint validation plans and recomputes this many hosts at a time: enough to keep a cluster's workers busy, few
+enough that the validators' samples of every host are never held at once (10,000 validators x 200 nonces per host)."""
+
+
 def run_sprint_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> dict[str, int]:
     """Each validator asked to check a host (every validator with weight, or the host's committee) samples min(200, n)
     of its hits, recomputes and votes; a validator signs one record over all its votes (a silent validator sends none;
@@ -124,25 +173,30 @@ def run_sprint_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log
     committees = env.rules.sprint_committees(env.prev_hash, [host for host, _ in claims], env.weights)
     records: dict[str, dict[str, list]] = {}
     votes = invalid = 0
-    for host, nonces in claims:
-        # A host's own vote counts under full validation, as in Gonka: an honest one checks itself like any other;
-        # a cheat vouches for itself. A committee never holds the host it checks.
-        samples = {v: env.rules.validation_sample(env.keys[v].public_key, env.prev_hash, nonces)
-                   for v in committees[host] if v in voting}
-        lying = against if host == target else set()
-        unchecked = lazy | ({host} & cheats) | lying
-        needed = sorted({n for v, s in samples.items() if v not in unchecked for n in s})
-        recomputed = dict(zip(needed, env.compute.distances(env.keys[host].public_key, needed)))
-        for validator, sample in samples.items():
-            skipped = validator in unchecked
-            mismatches, valid = ((len(sample), False) if validator in lying else (0, True) if skipped
-                                 else env.rules.sprint_vote([recomputed[n] for n in sample]))
-            record = records.setdefault(validator, {f: [] for f in ("hosts", "sampled", "mismatches", "recomputed", "valid")})
-            for field, value in (("hosts", host), ("sampled", len(sample)), ("mismatches", mismatches),
-                                 ("recomputed", not skipped), ("valid", valid)):
-                record[field].append(value)
-            votes, invalid = votes + 1, invalid + (not valid)
-        log(f"sprint validation: {host[:14]}… {len(nonces)} hits, {len(samples)} validators, recomputed {len(needed)} nonces")
+    for start in range(0, len(claims), HOSTS_PER_ROUND):
+        plans = []
+        for host, nonces in claims[start:start + HOSTS_PER_ROUND]:
+            # A host's own vote counts under full validation, as in Gonka: an honest one checks itself like any other;
+            # a cheat vouches for itself. A committee never holds the host it checks.
+            samples = {v: env.rules.validation_sample(env.keys[v].public_key, env.prev_hash, nonces)
+                       for v in committees[host] if v in voting}
+            unchecked = lazy | ({host} & cheats) | (against if host == target else set())
+            needed = sorted({n for v, s in samples.items() if v not in unchecked for n in s})
+            plans.append((host, len(nonces), samples, unchecked, needed))
+        recomputations = env.on_hosts(recompute_distances, [(env.keys[plan[0]].public_key, plan[-1]) for plan in plans])
+        for (host, hits, samples, unchecked, needed), distances in zip(plans, recomputations):
+            recomputed = dict(zip(needed, distances))
+            lying = against if host == target else set()
+            for validator, sample in samples.items():
+                skipped = validator in unchecked
+                mismatches, valid = ((len(sample), False) if validator in lying else (0, True) if skipped
+                                     else env.rules.sprint_vote([recomputed[n] for n in sample]))
+                record = records.setdefault(validator, {f: [] for f in ("hosts", "sampled", "mismatches", "recomputed", "valid")})
+                for field, value in (("hosts", host), ("sampled", len(sample)), ("mismatches", mismatches),
+                                     ("recomputed", not skipped), ("valid", valid)):
+                    record[field].append(value)
+                votes, invalid = votes + 1, invalid + (not valid)
+            log(f"sprint validation: {host[:14]}… {hits} hits, {len(samples)} validators, recomputed {len(needed)} nonces")
     rows = [{"epoch": epoch, "validator": validator, **record,
              "signature": env.keys[validator].sign(env.chain_id, MessageKind.POC_VERDICT, poc_verdicts_body(
                  epoch, validator, record["hosts"], record["sampled"], record["mismatches"], record["valid"]))}
@@ -150,6 +204,12 @@ def run_sprint_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log
     with open_chain() as store:
         store.write_poc_verdicts(epoch, rows)
     return {"verdicts": votes, "invalid_votes": invalid, "validators": len(rows)}
+
+
+def recompute_distances(compute: Compute, order: tuple[str, list[int]]) -> np.ndarray:
+    """A work item of sprint validation: the distances of a host's (public key's) sampled nonces, recomputed."""
+    public_key, nonces = order
+    return compute.distances(public_key, nonces)
 
 
 def run_epoch_weights(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> list[dict]:

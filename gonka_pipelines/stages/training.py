@@ -10,6 +10,7 @@ from collections.abc import Set
 from dataclasses import dataclass
 from typing import Any
 
+from gonka_pipelines.compute.engine import Compute
 from gonka_pipelines.compute.training import (
     CheckpointError,
     TrainingRun,
@@ -21,7 +22,7 @@ from gonka_pipelines.compute.training import (
 from gonka_pipelines.local.corpus import eval_bytes, manifest, training_bytes
 from gonka_pipelines.protocol.crypto import MessageKind
 from gonka_pipelines.protocol.messages import training_result_body, training_verdict_body
-from gonka_pipelines.protocol.records import Host, ResultStatus, TaskOutcome
+from gonka_pipelines.protocol.records import ResultStatus, TaskOutcome
 from gonka_pipelines.simulation.behaviours import reported_losses, serves_tasks, skips_training, training_shards
 from gonka_pipelines.stages.environment import EpochEnvironment
 
@@ -51,16 +52,25 @@ def execute_trainings(env: EpochEnvironment, tasks: list[dict[str, Any]]) -> lis
         ids = [t["task_id"] for t in tasks if t["model"] == model]
         executors |= dict(zip(ids, env.executors(model, ids)))
     budget = {h.address: h.capacity * env.params.training.max_steps if serves_tasks(h) else 0 for h in env.hosts}
+    running = []
+    for task in tasks:
+        executor = executors[task["task_id"]]
+        if executor and budget[executor] >= task["steps"]:
+            budget[executor] -= task["steps"]
+            running.append(task)
+    training = [task for task in running if not skips_training(env.host[executors[task["task_id"]]])]
+    runs = dict(zip((task["task_id"] for task in training),
+                    env.on_hosts(train_task, [_order(env, task, executors[task["task_id"]]) for task in training])))
+    runs |= {task["task_id"]: _skipped_run(env, task) for task in running if task["task_id"] not in runs}
     rows: list[dict[str, Any]] = []
     for task in tasks:
         executor = executors[task["task_id"]]
-        if not executor or budget[executor] < task["steps"]:
+        if task["task_id"] not in runs:
             rows.append({"task_id": task["task_id"], "epoch": env.epoch, "executor": executor, "status": ResultStatus.EXPIRED,
                          "version": "", "checkpoint_steps": [], "checkpoints": [], "losses": [], "tokens": 0, "cost": 0,
                          "refund": task["escrow"], "signature": ""})
             continue
-        budget[executor] -= task["steps"]
-        run = _run(env, env.host[executor], task)
+        run = runs[task["task_id"]]
         for _, _, data in run.checkpoints:
             write_checkpoint(env.layout.checkpoints, data)
         body = training_result_body(task["task_id"], executor, run.final_hash, [s for s, _, _ in run.checkpoints],
@@ -71,15 +81,34 @@ def execute_trainings(env: EpochEnvironment, tasks: list[dict[str, Any]]) -> lis
     return rows
 
 
-def _run(env: EpochEnvironment, host: Host, task: dict[str, Any]) -> TrainingRun:
-    """What the executor does with the order: train it (on the shards it really uses), or, a lazy trainer, nothing."""
+@dataclass(frozen=True)
+class TrainingOrder:
+    """A work item of execution: fine-tune a model version (base checkpoint bytes; None: genesis) on the data."""
+
+    model: str
+    base: bytes | None
+    data: bytes
+    spec: TrainingSpec
+
+
+def train_task(compute: Compute, order: TrainingOrder) -> TrainingRun:
+    """The executor's training run: losses, tokens seen and the checkpoints (bytes) it signs."""
+    return compute.train(order.model, order.base, order.data, order.spec)
+
+
+def _order(env: EpochEnvironment, task: dict[str, Any], executor: str) -> TrainingOrder:
+    """What the executor trains: the base version on the shards it really uses."""
+    shards = training_shards(env.host[executor], list(task["shards"]), [s.hash for s in manifest() if s.role == "eval"])
+    return TrainingOrder(task["model"], read_checkpoint(env.layout.checkpoints, task["base_version"]), training_bytes(shards),
+                         _spec(env, task))
+
+
+def _skipped_run(env: EpochEnvironment, task: dict[str, Any]) -> TrainingRun:
+    """A lazy trainer's claim: the base checkpoint at every checkpoint step and a made-up falling loss curve."""
     spec, base = _spec(env, task), read_checkpoint(env.layout.checkpoints, task["base_version"])
-    if skips_training(host):
-        steps = [*range(spec.checkpoint_every, spec.steps, spec.checkpoint_every), spec.steps]
-        claimed = [5.0 - 0.1 * step for step in range(spec.steps)]
-        return TrainingRun(claimed, task["tokens"], [(step, task["base_version"], base) for step in steps])
-    shards = training_shards(host, list(task["shards"]), [s.hash for s in manifest() if s.role == "eval"])
-    return env.compute.train(task["model"], base, training_bytes(shards), spec)
+    steps = [*range(spec.checkpoint_every, spec.steps, spec.checkpoint_every), spec.steps]
+    claimed = [5.0 - 0.1 * step for step in range(spec.steps)]
+    return TrainingRun(claimed, task["tokens"], [(step, task["base_version"], base) for step in steps])
 
 
 def interval_of(secret_seed: str, task_id: str, intervals: int) -> int:
