@@ -6,7 +6,7 @@ DATA    ?= $(CURDIR)/data
 # The demo and the UI share one chain and one Dagster instance under data/ (tests use temporary ones).
 RUNTIME := GONKA_DATA_DIR=$(DATA) DAGSTER_HOME=$(DATA)/dagster_home
 
-.PHONY: install chromium demo lint test test-fast ui bench clean
+.PHONY: install chromium postgresql demo lint test test-fast ui bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,6 +21,9 @@ install: $(STAMP)
 chromium:  ## Debian's chromium for the browser test (Playwright's own browser download does not work here)
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
+postgresql:  ## Debian's PostgreSQL server binaries, for the test that runs Dagster on PostgreSQL (no service is started)
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq postgresql)
+
 demo: install  ## create the venv, run 3 epochs into data/chain.duckdb through Dagster, print a summary
 	$(RUNTIME) $(VENV)/bin/gonka demo --epochs 3
 
@@ -29,7 +32,7 @@ lint: install  ## ruff, the layer contracts (import-linter) and the type checker
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 
-test: install chromium lint  ## lint, then the whole suite, slow end-to-end and browser tests included (what CI runs)
+test: install chromium postgresql lint  ## lint, then the whole suite, slow end-to-end and browser tests included (what CI runs)
 	$(PY) -m pytest -q
 
 test-fast: install  ## skip the slow end-to-end tests

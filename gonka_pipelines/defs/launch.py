@@ -14,9 +14,13 @@ import dagster as dg
 
 from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.chain.verify import Anchor
+from gonka_pipelines.local.config import ConfigError
 from gonka_pipelines.local.paths import RESOURCES, DataLayout
 
 DAGSTER_YAML = RESOURCES / "dagster.yaml"
+STORAGE_ENV = "GONKA_DAGSTER_STORAGE"
+INSTANCE_TEMPLATES = {"sqlite": DAGSTER_YAML, "postgres": RESOURCES / "dagster-postgres.yaml"}
+"""The Dagster instances shipped, by GONKA_DAGSTER_STORAGE: files in the Dagster home (default) or PostgreSQL."""
 
 
 def dagster_home_path(layout: DataLayout) -> Path:
@@ -25,11 +29,19 @@ def dagster_home_path(layout: DataLayout) -> Path:
 
 
 def dagster_home(layout: DataLayout) -> Path:
-    """The Dagster home, created with the project's dagster.yaml when missing."""
+    """The Dagster home, created with the instance GONKA_DAGSTER_STORAGE names (sqlite, the default, or postgres)
+    when missing; a home made for other storage than the variable asks for is an error naming both."""
+    storage = os.environ.get(STORAGE_ENV) or "sqlite"
+    if storage not in INSTANCE_TEMPLATES:
+        raise ConfigError(f"{STORAGE_ENV}={storage!r}: unknown Dagster storage (known: {', '.join(INSTANCE_TEMPLATES)})")
     home = dagster_home_path(layout)
     home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        shutil.copyfile(DAGSTER_YAML, home / "dagster.yaml")
+    instance = home / "dagster.yaml"
+    if not instance.exists():
+        shutil.copyfile(INSTANCE_TEMPLATES[storage], instance)
+    elif os.environ.get(STORAGE_ENV) and ("postgres:" in instance.read_text()) != (storage == "postgres"):
+        raise ConfigError(f"{instance} was made for other storage than {STORAGE_ENV}={storage}: remove it (the runs it "
+                         "recorded go with it) or set DAGSTER_HOME to another folder")
     return home
 
 

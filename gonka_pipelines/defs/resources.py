@@ -11,6 +11,7 @@ import dagster as dg
 from gonka_pipelines.chain.store import ChainError, ChainStore
 from gonka_pipelines.defs.partitions import epoch_of
 from gonka_pipelines.defs.runs import record_process, run_active
+from gonka_pipelines.local.config import ComputeSettings, load_compute_settings
 from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.stages.environment import EpochEnvironment, build_environment
 
@@ -48,20 +49,31 @@ class ChainResource(dg.ConfigurableResource):
 
 
 class ComputeResource(dg.ConfigurableResource):
-    """Where model compute runs: None picks CUDA when present (through accelerate), else CPU; "cpu" forces CPU."""
+    """Where model compute runs; unset fields take resources/compute.yaml's (and GONKA_COMPUTE_ENGINE's) values.
+    engine: local (this process) or ray (a Ray task per host's work); device: None picks CUDA when present, else CPU."""
 
+    engine: str | None = None
     device: str | None = None
+    ray_address: str | None = None
+    ray_num_cpus: float | None = None
+    ray_num_gpus: float | None = None
+
+    def settings(self) -> ComputeSettings:
+        return load_compute_settings(engine=self.engine, device=self.device, address=self.ray_address,
+                                     num_cpus=self.ray_num_cpus, num_gpus=self.ray_num_gpus)
 
     def environment(self, context: dg.AssetExecutionContext, chain: ChainResource) -> EpochEnvironment:
         """The run's epoch environment, after claiming the epoch: built by the run's first step, reused by the others."""
         epoch = chain.claim(context)
-        key = (context.run_id, str(chain.layout.database), epoch, self.device)
+        settings = self.settings()
+        key = (context.run_id, str(chain.layout.database), epoch, settings)
         if key not in _ENVIRONMENTS:
             _ENVIRONMENTS.clear()  # one run at a time per process: keep only the current run's
             with chain.store(read_only=True) as store:
-                _ENVIRONMENTS[key] = build_environment(store, chain.layout, epoch, self.device)
+                _ENVIRONMENTS[key] = build_environment(store, chain.layout, epoch, settings=settings)
+            context.log.info(f"compute: engine {settings.engine}, device {settings.device or 'auto'}")
         return _ENVIRONMENTS[key]
 
 
-_ENVIRONMENTS: dict[tuple[str, str, int, str | None], EpochEnvironment] = {}
+_ENVIRONMENTS: dict[tuple[str, str, int, ComputeSettings], EpochEnvironment] = {}
 """The current run's environment (steps of a run share a process under the in-process executor)."""
