@@ -116,6 +116,44 @@ def interval_of(secret_seed: str, task_id: str, intervals: int) -> int:
     return int.from_bytes(hashlib.sha256(bytes.fromhex(secret_seed) + task_id.encode()).digest()[:8], "big") % intervals
 
 
+@dataclass(frozen=True)
+class ReplayOrder:
+    """A work item of training validation: re-run steps first_step..last_step - 1 from a checkpoint."""
+
+    model: str
+    checkpoint: bytes
+    data: bytes
+    spec: TrainingSpec
+    first_step: int
+    last_step: int
+
+
+def replay_interval(compute: Compute, order: ReplayOrder) -> TrainingRun | CheckpointError:
+    """The interval's re-run, or the error when the checkpoint's bytes are not the run it claims to continue."""
+    try:
+        return compute.train(order.model, order.checkpoint, order.data, order.spec, order.first_step, order.last_step)
+    except CheckpointError as error:
+        return error
+
+
+@dataclass(frozen=True)
+class EvaluationOrder:
+    """A work item of training validation: a new version's held-out loss."""
+
+    model: str
+    checkpoint: bytes
+    data: bytes
+    windows: int
+
+
+def evaluate_version(compute: Compute, order: EvaluationOrder) -> float | CheckpointError:
+    """The version's mean next-byte loss on the held-out windows, or the error when its checkpoint cannot be restored."""
+    try:
+        return compute.evaluate(order.model, order.checkpoint, order.data, order.windows)
+    except CheckpointError as error:
+        return error
+
+
 class TrainingValidator:
     """Re-runs checkpoint intervals and scores versions, once per (task, interval): every honest validator derives the
     same bytes, so one honest computation stands for all of them."""
@@ -124,6 +162,25 @@ class TrainingValidator:
         self.env = env
         self.checks: dict[tuple[str, int], TrainingCheck] = {}
         self.scores: dict[str, float | str] = {}
+        self.replays: dict[tuple[str, int], TrainingRun | CheckpointError] = {}
+        self.evaluations: dict[str, float | CheckpointError] = {}
+
+    def prefetch(self, wanted: list[tuple[dict[str, Any], int]]) -> None:
+        """Run the re-runs and held-out scoring these checks will take on the engine, all at once (checks read them)."""
+        replays: dict[tuple[str, int], ReplayOrder] = {}
+        evaluations: dict[str, EvaluationOrder] = {}
+        for result, interval in wanted:
+            key = (result["task_id"], interval)
+            if key not in self.checks and key not in replays:
+                replay = self._replay_order(result, interval)
+                if isinstance(replay, ReplayOrder):
+                    replays[key] = replay
+            if result["task_id"] not in self.scores and result["task_id"] not in evaluations:
+                evaluation = self._evaluation_order(result)
+                if isinstance(evaluation, EvaluationOrder):
+                    evaluations[result["task_id"]] = evaluation
+        self.replays |= dict(zip(replays, self.env.on_hosts(replay_interval, list(replays.values()))))
+        self.evaluations |= dict(zip(evaluations, self.env.on_hosts(evaluate_version, list(evaluations.values()))))
 
     def bounds(self, result: dict[str, Any], interval: int) -> tuple[int, int]:
         steps = [0, *result["checkpoint_steps"]]
@@ -137,19 +194,26 @@ class TrainingValidator:
             self.checks[key] = TrainingCheck(False, final) if check.passed and isinstance(final, str) else check
         return self.checks[key]
 
-    def _rerun(self, result: dict[str, Any], interval: int) -> TrainingCheck:
+    def _replay_order(self, result: dict[str, Any], interval: int) -> ReplayOrder | TrainingCheck:
+        """What re-running the interval takes, or the failed check when its starting checkpoint cannot be read."""
         first, last = self.bounds(result, interval)
-        folder = self.env.layout.checkpoints
         start = result["base_version"] if interval == 0 else result["checkpoints"][interval - 1]
         try:
-            checkpoint = read_checkpoint(folder, start)
+            checkpoint = read_checkpoint(self.env.layout.checkpoints, start)
         except CheckpointError as error:
             return TrainingCheck(False, f"checkpoint_unreadable: {error}")
-        try:
-            replay = self.env.compute.train(result["model"], checkpoint, training_bytes(result["shards"]), _spec(self.env, result),
-                                            first, last)
-        except CheckpointError as error:  # intact bytes, but not the checkpoint this interval starts from
-            return TrainingCheck(False, f"checkpoint_mismatch: the checkpoint signed for step {first} ({start[:12]}): {error}")
+        return ReplayOrder(result["model"], checkpoint, training_bytes(result["shards"]), _spec(self.env, result), first, last)
+
+    def _rerun(self, result: dict[str, Any], interval: int) -> TrainingCheck:
+        order = self._replay_order(result, interval)
+        if isinstance(order, TrainingCheck):
+            return order
+        first, last = order.first_step, order.last_step
+        key = (result["task_id"], interval)
+        replay = self.replays.pop(key) if key in self.replays else replay_interval(self.env.compute, order)
+        if isinstance(replay, CheckpointError):  # intact bytes, but not the checkpoint this interval starts from
+            start = result["base_version"] if interval == 0 else result["checkpoints"][interval - 1]
+            return TrainingCheck(False, f"checkpoint_mismatch: the checkpoint signed for step {first} ({start[:12]}): {replay}")
         signed, losses = result["checkpoints"][interval], list(result["losses"][first:last])
         if self.env.compute.bit_exact:
             if replay.final_hash != signed:
@@ -178,16 +242,23 @@ class TrainingValidator:
                                         f"the signed curve (tolerance {training.loss_tolerance:g})")
         return TrainingCheck(True, "reproduced within tolerance")
 
+    def _evaluation_order(self, result: dict[str, Any]) -> EvaluationOrder | str:
+        """What scoring the new version takes, or why its checkpoint cannot be read."""
+        try:
+            final = read_checkpoint(self.env.layout.checkpoints, result["version"])
+        except CheckpointError as error:
+            return f"checkpoint_unreadable: final version: {error}"
+        return EvaluationOrder(result["model"], final, eval_bytes(), self.env.params.training.eval_windows)
+
     def _final(self, result: dict[str, Any]) -> float | str:
         """The new version's held-out loss, or why its checkpoint cannot be scored."""
-        if result["task_id"] not in self.scores:
-            try:
-                final = read_checkpoint(self.env.layout.checkpoints, result["version"])
-                self.scores[result["task_id"]] = self.env.compute.evaluate(
-                    result["model"], final, eval_bytes(), self.env.params.training.eval_windows)
-            except CheckpointError as error:
-                self.scores[result["task_id"]] = f"checkpoint_unreadable: final version: {error}"
-        return self.scores[result["task_id"]]
+        task_id = result["task_id"]
+        if task_id not in self.scores:
+            order = self._evaluation_order(result)
+            loss = (order if isinstance(order, str) else self.evaluations.pop(task_id) if task_id in self.evaluations
+                    else evaluate_version(self.env.compute, order))
+            self.scores[task_id] = f"checkpoint_unreadable: final version: {loss}" if isinstance(loss, CheckpointError) else loss
+        return self.scores[task_id]
 
     def score(self, result: dict[str, Any]) -> float:
         """The new version's held-out loss (what the network's served-version rule compares); UNSCORED when unreadable."""
@@ -199,10 +270,12 @@ def training_verdicts(env: EpochEnvironment, results: list[dict[str, Any]], draw
                       validator: TrainingValidator) -> list[dict[str, Any]]:
     """One signed verdict per (training result, drawn validator): the interval it re-ran, pass or fail, the eval loss.
     A lazy validator passes everything unchecked and reports the executor's last training loss as the eval loss."""
+    intervals = [interval_of(env.secret_seeds[address], results[index]["task_id"], len(results[index]["checkpoint_steps"]))
+                 for index, address in draws]
+    validator.prefetch([(results[index], interval) for (index, address), interval in zip(draws, intervals) if address not in lazy])
     verdicts = []
-    for index, address in draws:
+    for (index, address), interval in zip(draws, intervals):
         result = results[index]
-        interval = interval_of(env.secret_seeds[address], result["task_id"], len(result["checkpoint_steps"]))
         first, last = validator.bounds(result, interval)
         if address in lazy:
             check, eval_loss = TrainingCheck(True, "reproduced"), result["losses"][-1]
