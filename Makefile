@@ -3,8 +3,9 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 DATA    ?= $(CURDIR)/data
+UI_PORT ?= 3000
 # The demo and the UI share one chain and one Dagster instance under data/ (tests use temporary ones).
-RUNTIME := GONKA_DATA_DIR=$(DATA) DAGSTER_HOME=$(DATA)/dagster_home
+RUNTIME := GONKA_DATA_DIR=$(DATA) DAGSTER_HOME=$(DATA)/dagster_home GONKA_UI_PORT=$(UI_PORT)
 
 .PHONY: install chromium postgresql demo lint test test-fast ui bench clean
 
@@ -38,9 +39,9 @@ test: install chromium postgresql lint  ## lint, then the whole suite, slow end-
 test-fast: install  ## skip the slow end-to-end tests
 	$(PY) -m pytest -q -m "not slow"
 
-ui: install  ## the Dagster UI on http://127.0.0.1:3000 over the same instance and chain
+ui: install  ## the Dagster UI on http://127.0.0.1:$(UI_PORT) (default 3000) over the same instance and chain
 	$(RUNTIME) $(VENV)/bin/gonka init
-	$(RUNTIME) VIRTUAL_ENV=$(CURDIR)/$(VENV) $(VENV)/bin/dg dev -h 127.0.0.1 -p 3000
+	$(RUNTIME) VIRTUAL_ENV=$(CURDIR)/$(VENV) $(VENV)/bin/dg dev -h 127.0.0.1 -p $(UI_PORT)
 
 bench: install  ## benchmarks, with ratios against baselines measured in the same run
 	$(PY) bench/run_all.py

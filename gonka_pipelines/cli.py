@@ -157,19 +157,26 @@ def _run_epochs(layout: DataLayout, count: int, progress: bool = False, verbose:
         started = time.perf_counter()
         run = run_next_epoch(layout, instance, "INFO" if verbose else "WARNING", _StageProgress(steps) if progress else None)
         print(f"epoch {run.epoch}: run {run.run_id[:8]} {'succeeded' if run.success else 'FAILED'} in {time.perf_counter() - started:.1f}s"
-              + ("" if run.success and not progress else f"; in the UI ({_make_ui(layout)}): {UI_URL}/runs/{run.run_id}"))
+              + ("" if run.success and not progress else f"; in the UI ({_make_ui(layout)}): {_ui_url()}/runs/{run.run_id}"))
         if not run.success:
             return 1
     return 0
 
 
-UI_URL = "http://127.0.0.1:3000"
-"""Where `make ui` serves the Dagster UI (its default port)."""
+UI_PORT_ENV, DEFAULT_UI_PORT = "GONKA_UI_PORT", "3000"
+"""`make ui UI_PORT=...` serves the Dagster UI on that port (3000 by default) and tells `gonka` through GONKA_UI_PORT."""
+
+
+def _ui_url() -> str:
+    return f"http://127.0.0.1:{os.environ.get(UI_PORT_ENV) or DEFAULT_UI_PORT}"
 
 
 def _make_ui(layout: DataLayout) -> str:
     """The `make ui` command that shows this data folder's runs (the Makefile's DATA defaults to ./data)."""
-    return "`make ui`" if layout.root == (Path.cwd() / "data").resolve() else f"`make ui DATA={layout.root}`"
+    port = os.environ.get(UI_PORT_ENV) or DEFAULT_UI_PORT
+    settings = ([] if layout.root == (Path.cwd() / "data").resolve() else [f"DATA={layout.root}"]) + (
+        [] if port == DEFAULT_UI_PORT else [f"UI_PORT={port}"])
+    return f"`{' '.join(['make ui', *settings])}`"
 
 
 def cmd_run(args: argparse.Namespace) -> int:

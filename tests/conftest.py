@@ -38,7 +38,8 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     """No test may touch the repository's data/ or a developer's Dagster home, or inherit a crash point or a compute engine."""
     monkeypatch.setenv("GONKA_DATA_DIR", str(tmp_path / "default-data-dir"))
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    for variable in ("GONKA_FAILPOINT", "GONKA_FAILPOINT_BUDGET", "GONKA_COMPUTE_ENGINE", "GONKA_RAY_ADDRESS", "GONKA_DAGSTER_STORAGE"):
+    for variable in ("GONKA_FAILPOINT", "GONKA_FAILPOINT_BUDGET", "GONKA_COMPUTE_ENGINE", "GONKA_RAY_ADDRESS", "GONKA_DAGSTER_STORAGE",
+                     "GONKA_UI_PORT", "GONKA_RUN_GPUS"):
         monkeypatch.delenv(variable, raising=False)
 
 

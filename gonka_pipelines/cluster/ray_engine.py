@@ -49,13 +49,19 @@ def connect(settings: RaySettings) -> None:
         ray.init(include_dashboard=False, log_to_driver=False)
 
 
-_POOLS: dict[tuple[str, RaySettings], list[Any]] = {}
-"""Actors per (Ray job, settings): later epochs in the same process reuse them and their loaded models."""
+_POOLS: dict[tuple[str, str, RaySettings], list[Any]] = {}
+"""Actors per (cluster node, Ray job, settings): later epochs in the same process reuse them and their loaded models;
+a new cluster (or a new connection to one) gets new actors."""
+
+
+def _pool_key(settings: RaySettings) -> tuple[str, str, RaySettings]:
+    context = ray.get_runtime_context()
+    return context.get_node_id(), context.get_job_id(), settings
 
 
 def workers(settings: RaySettings) -> list[Any]:
     """This job's actors for the settings: `workers` of them, else as many as the cluster's CPUs (GPUs) allow."""
-    key = (ray.get_runtime_context().get_job_id(), settings)
+    key = _pool_key(settings)
     if key not in _POOLS:
         count = settings.workers or _fitting(ray.cluster_resources(), settings)
         options = {"num_cpus": settings.num_cpus, "num_gpus": settings.num_gpus,
@@ -80,7 +86,7 @@ class RayEngine:
     def __init__(self, settings: RaySettings, spec: TorchComputeSpec):
         connect(settings)
         self.settings, self.spec = settings, spec
-        self.key = (ray.get_runtime_context().get_job_id(), settings)
+        self.key = _pool_key(settings)
         self.actors = workers(settings)
 
     def map(self, work: Callable[[Compute, Any], Any], items: Sequence[Any], compute: Compute) -> list[Any]:

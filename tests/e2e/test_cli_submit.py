@@ -8,6 +8,7 @@ import pytest
 from gonka_pipelines import cli
 from gonka_pipelines.local.inbox import waiting_names
 from gonka_pipelines.local.keys import save_key
+from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.protocol.crypto import KeyPair
 
 from support.chains import opened, run_stages
@@ -104,3 +105,12 @@ def test_run_prints_each_stage_as_it_ends_and_the_runs_ui_page(genesis_layout, c
     assert f"in the UI (`make ui DATA={genesis_layout.root}`): http://127.0.0.1:3000/runs/" in lines[-1], "the folder's own UI"
     assert cli.main(["run", "-q", "--data-dir", str(genesis_layout.root)]) == 0
     assert [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch 2: run ")], "-q: one line"
+
+
+def test_the_run_link_follows_the_ui_port_and_names_the_make_ui_that_serves_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    here = DataLayout(tmp_path / "data")
+    assert (cli._make_ui(here), cli._ui_url()) == ("`make ui`", "http://127.0.0.1:3000")
+    monkeypatch.setenv("GONKA_UI_PORT", "3131")
+    elsewhere = DataLayout(tmp_path / "other")
+    assert (cli._make_ui(elsewhere), cli._ui_url()) == (f"`make ui DATA={elsewhere.root} UI_PORT=3131`", "http://127.0.0.1:3131")
