@@ -146,16 +146,21 @@ class _StageProgress:
         self.last = now
 
 
-def _run_epochs(layout: DataLayout, count: int, progress: bool = False, verbose: bool = False) -> int:
+def _run_epochs(layout: DataLayout, count: int, progress: bool = False, verbose: bool = False, engine: str | None = None,
+                ray_address: str | None = None) -> int:
     """Run `count` epochs through Dagster, one line each; with progress, a line per stage as it ends (and with verbose,
-    the stages' own logs) and the run's UI page; a failed run always names its page."""
+    the stages' own logs) and the run's UI page; a failed run always names its page. engine and ray_address override
+    resources/compute.yaml's for these runs."""
     from gonka_pipelines.defs.launch import dagster_instance, epoch_step_count, run_next_epoch
+    from gonka_pipelines.defs.resources import ComputeResource
 
     instance = dagster_instance(layout)
     steps = epoch_step_count() if progress else 0
+    compute = ComputeResource(engine=engine, ray_address=ray_address) if engine or ray_address else None
     for _ in range(count):
         started = time.perf_counter()
-        run = run_next_epoch(layout, instance, "INFO" if verbose else "WARNING", _StageProgress(steps) if progress else None)
+        run = run_next_epoch(layout, instance, "INFO" if verbose else "WARNING", _StageProgress(steps) if progress else None,
+                             compute)
         print(f"epoch {run.epoch}: run {run.run_id[:8]} {'succeeded' if run.success else 'FAILED'} in {time.perf_counter() - started:.1f}s"
               + ("" if run.success and not progress else f"; in the UI ({_make_ui(layout)}): {_ui_url()}/runs/{run.run_id}"))
         if not run.success:
@@ -180,7 +185,8 @@ def _make_ui(layout: DataLayout) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return _run_epochs(_layout(args), args.epochs, progress=not args.quiet, verbose=args.verbose)
+    return _run_epochs(_layout(args), args.epochs, progress=not args.quiet, verbose=args.verbose, engine=args.engine,
+                       ray_address=args.ray_address)
 
 
 def _interrupt(signum: int, _frame: object) -> None:
@@ -457,6 +463,10 @@ def build_parser() -> argparse.ArgumentParser:
     loudness = run.add_mutually_exclusive_group()
     loudness.add_argument("-v", "--verbose", action="store_true", help="also print the stages' own logs")
     loudness.add_argument("-q", "--quiet", action="store_true", help="one line per epoch, no line per stage")
+    run.add_argument("--engine", choices=("local", "ray"), default=None,
+                     help="where hosts' model compute runs (default: resources/compute.yaml's, or $GONKA_COMPUTE_ENGINE)")
+    run.add_argument("--ray-address", default=None,
+                     help="the Ray cluster to join with --engine ray (default: compute.yaml's; none: start one in the run)")
     run.set_defaults(handler=cmd_run)
 
     demo = add_command("demo", help="init, submit the demo workload and run epochs, then print a summary")

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
@@ -16,6 +17,9 @@ from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.chain.verify import Anchor
 from gonka_pipelines.local.config import ConfigError
 from gonka_pipelines.local.paths import RESOURCES, DataLayout
+
+if TYPE_CHECKING:
+    from gonka_pipelines.defs.resources import ComputeResource
 
 DAGSTER_YAML = RESOURCES / "dagster.yaml"
 STORAGE_ENV = "GONKA_DAGSTER_STORAGE"
@@ -92,8 +96,9 @@ StepEvent = Callable[[str, bool], None]
 
 
 def run_next_epoch(layout: DataLayout, instance: dg.DagsterInstance, log_level: str = "WARNING",
-                   on_step: StepEvent | None = None) -> EpochRun:
-    """Materialize every asset of the head's successor as one run of the `epoch` job; on_step hears each step end."""
+                   on_step: StepEvent | None = None, compute: ComputeResource | None = None) -> EpochRun:
+    """Materialize every asset of the head's successor as one run of the `epoch` job; on_step hears each step end;
+    `compute` replaces the code location's compute resource (another engine, say)."""
     from gonka_pipelines.definitions import defs
     from gonka_pipelines.defs.partitions import EPOCHS
     from gonka_pipelines.defs.resources import ChainResource
@@ -107,7 +112,8 @@ def run_next_epoch(layout: DataLayout, instance: dg.DagsterInstance, log_level: 
     if on_step is not None:
         instance.add_event_listener(run_id, partial(_step_ended, on_step))
     result = defs.resolve_job_def("epoch").execute_in_process(
-        instance=instance, partition_key=str(epoch), resources={"chain": ChainResource(data_dir=str(layout.root))},
+        instance=instance, partition_key=str(epoch),
+        resources={"chain": ChainResource(data_dir=str(layout.root)), **({"compute": compute} if compute else {})},
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}}, raise_on_error=False,
         tags={PROCESS_TAG: this_process()}, run_id=run_id,
     )

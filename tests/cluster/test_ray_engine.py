@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import ray
 
+from gonka_pipelines import cli
 from gonka_pipelines.cluster.ray_engine import RayEngine
+from gonka_pipelines.defs.launch import dagster_instance
 from gonka_pipelines.local.config import ENGINE_ENV, load_compute_settings
 from gonka_pipelines.local.failpoints import BUDGET_ENV, FAILPOINT_ENV
 from gonka_pipelines.local.paths import DataLayout
@@ -89,3 +91,16 @@ def test_a_worker_that_keeps_dying_fails_the_stage_before_it_writes(on_ray, gene
         assert store._scalar("SELECT count(*) FROM poc_batches") == 0
         crash_budget.write_text("0")
         assert run_epoch(store, genesis_layout, 1) == DEMO_HASHES[1]  # a re-run, on fresh workers
+
+
+def test_gonka_run_with_engine_ray_runs_the_epoch_through_dagster_on_the_cluster(ray_cluster, genesis_layout: DataLayout,
+                                                                                   network, capsys):
+    with opened(genesis_layout) as store:
+        submit_demo_workload(store, genesis_layout, network, 1)
+    assert cli.main(["--data-dir", str(genesis_layout.root), "run", "--engine", "ray", "-q"]) == 0
+    assert "epoch 1: run" in capsys.readouterr().out
+    assert block_hashes(genesis_layout) == DEMO_HASHES[:2]
+    with dagster_instance(genesis_layout) as instance:
+        (run,) = instance.get_runs()
+        messages = [entry.user_message for entry in instance.all_logs(run.run_id)]
+    assert any(message.startswith("compute: engine ray") for message in messages)
