@@ -4,10 +4,11 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 DATA    ?= $(CURDIR)/data
 UI_PORT ?= 3000
+EXPLORER_PORT ?= 8787
 # The demo and the UI share one chain and one Dagster instance under data/ (tests use temporary ones).
 RUNTIME := GONKA_DATA_DIR=$(DATA) DAGSTER_HOME=$(DATA)/dagster_home GONKA_UI_PORT=$(UI_PORT)
 
-.PHONY: install chromium postgresql demo lint test test-fast ui bench clean
+.PHONY: install chromium postgresql demo lint test test-fast ui explorer bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -42,6 +43,9 @@ test-fast: install  ## skip the slow end-to-end tests
 ui: install  ## the Dagster UI on http://127.0.0.1:$(UI_PORT) (default 3000) over the same instance and chain
 	$(RUNTIME) $(VENV)/bin/gonka init
 	$(RUNTIME) VIRTUAL_ENV=$(CURDIR)/$(VENV) $(VENV)/bin/dg dev -h 127.0.0.1 -p $(UI_PORT)
+
+explorer: install  ## the read-only block explorer on http://127.0.0.1:$(EXPLORER_PORT) (default 8787) over the same chain
+	$(RUNTIME) $(VENV)/bin/gonka explorer --port $(EXPLORER_PORT)
 
 bench: install  ## benchmarks, with ratios against baselines measured in the same run
 	$(PY) bench/run_all.py

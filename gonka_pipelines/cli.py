@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import signal
@@ -169,6 +170,7 @@ def _run_epochs(layout: DataLayout, count: int, progress: bool = False, verbose:
 
 
 UI_PORT_ENV, DEFAULT_UI_PORT = "GONKA_UI_PORT", "3000"
+EXPLORER_PORT_ENV, DEFAULT_EXPLORER_PORT = "GONKA_EXPLORER_PORT", "8787"
 """`make ui UI_PORT=...` serves the Dagster UI on that port (3000 by default) and tells `gonka` through GONKA_UI_PORT."""
 
 
@@ -397,6 +399,19 @@ def cmd_security(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explorer(args: argparse.Namespace) -> int:
+    from gonka_pipelines.explorer.server import serve
+
+    try:
+        serve(_layout(args), args.host, args.port, on_ready=lambda line: print(line, flush=True))
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise ConfigError(f"port {args.port} on {args.host} is in use: pick another with --port "
+                              "(make explorer EXPLORER_PORT=...)") from None
+        raise
+    return 0
+
+
 class Described(argparse.HelpFormatter):
     """Help that gives an option's default after its description, unless it has none or the description says it."""
 
@@ -514,6 +529,13 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", help="results folder (default: DATA/lab/sweeps/NAME)")
     sweep.add_argument("--verbose", action="store_true", help="print each point as it finishes")
     sweep.set_defaults(handler=cmd_sweep)
+
+    explorer = add_command("explorer", help="serve the read-only block explorer (overview, blocks, hosts, accounts, "
+                                            "tasks, search) over the chain; it never waits on a running epoch")
+    explorer.add_argument("--port", type=int, default=int(os.environ.get(EXPLORER_PORT_ENV) or DEFAULT_EXPLORER_PORT),
+                          help=f"port to listen on (default: ${EXPLORER_PORT_ENV}, else {DEFAULT_EXPLORER_PORT})")
+    explorer.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback: only this machine)")
+    explorer.set_defaults(handler=cmd_explorer)
 
     security = add_command("security", help="Monte Carlo detection power of every attack of PROTOCOL section 7 "
                                                     "through the rule set, with theory beside (docs/security.md)")

@@ -34,6 +34,10 @@ class FinalizedEpochError(ChainError):
     """Any change to a finalized epoch."""
 
 
+class ChainBusyError(ChainError):
+    """Another process holds the database's write lock (an epoch's stage is writing)."""
+
+
 class EpochOrderError(ChainError):
     """An epoch launched out of order (not the head's successor)."""
 
@@ -58,7 +62,7 @@ def _connect(path: Path, read_only: bool, wait: float = LOCK_WAIT_SECONDS) -> du
             if "lock" not in str(error).lower():
                 raise ChainError(f"{path}: cannot open the chain database: {error}") from error
             if time.monotonic() >= deadline:
-                raise ChainError(f"{path} is busy: another process (an epoch run?) holds its write lock; "
+                raise ChainBusyError(f"{path} is busy: another process (an epoch run?) holds its write lock; "
                                  f"try again when it finishes") from error
             time.sleep(0.2)
 
@@ -72,12 +76,13 @@ class StoreCore:
 
     @classmethod
     @contextmanager
-    def open(cls, path: Path, read_only: bool = False) -> Iterator[Self]:
-        """Open (creating and migrating when writable); read-only opens refuse an outdated schema."""
+    def open(cls, path: Path, read_only: bool = False, lock_wait: float = LOCK_WAIT_SECONDS) -> Iterator[Self]:
+        """Open (creating and migrating when writable), waiting up to lock_wait seconds for another process's write
+        lock; read-only opens refuse an outdated schema."""
         if read_only and not path.exists():
             raise ChainError(f"{path}: no chain here yet; run `gonka init` (or `make demo`) first")
         path.parent.mkdir(parents=True, exist_ok=True)
-        connection = _connect(path, read_only)
+        connection = _connect(path, read_only, lock_wait)
         try:
             if read_only:
                 latest = MIGRATIONS[-1][0]

@@ -11,11 +11,13 @@ from gonka_pipelines.chain.core import (
     FINALIZED,
     OPEN,
     PROPOSED,
+    ChainBusyError,
     ChainError,
     EpochOrderError,
     FinalizedEpochError,
     Head,
 )
+from gonka_pipelines.chain.explorer import ExplorerRows
 from gonka_pipelines.chain.intake import IntakeRows
 from gonka_pipelines.chain.lab import LabRows
 from gonka_pipelines.chain.registry import RegistryRows
@@ -24,8 +26,9 @@ from gonka_pipelines.chain.sprint import SprintRows
 from gonka_pipelines.chain.tasks import TaskRows
 
 
-class ChainStore(RegistryRows, IntakeRows, SprintRows, TaskRows, RewardRows, BlockRows, AuditRows, LabRows):
+class ChainStore(RegistryRows, IntakeRows, SprintRows, TaskRows, RewardRows, BlockRows, AuditRows, LabRows,
+                 ExplorerRows):
     """Repository over one chain database. Use `ChainStore.open(path)` as a context manager."""
 
 
-__all__ = ["FINALIZED", "OPEN", "PROPOSED", "ChainError", "ChainStore", "EpochOrderError", "FinalizedEpochError", "Head"]
+__all__ = ["FINALIZED", "OPEN", "PROPOSED", "ChainBusyError", "ChainError", "ChainStore", "EpochOrderError", "FinalizedEpochError", "Head"]
