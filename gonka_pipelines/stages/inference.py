@@ -181,7 +181,7 @@ def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) 
                                lazy_validators, trainer)
     training_outcomes, training_shares = _outcomes_and_fees(env, trainings, checks, honest_views(trainings, checks, lazy_validators, trainer),
                                                             voters)
-    versions = new_versions(env, trainings, training_outcomes, trainer)
+    versions = new_versions(env, trainings, training_outcomes, trainer, {v.version for v in earlier_versions})
     served = served_versions([*earlier_versions, *(VersionScore(v["version"], v["model"], epoch, v["eval_loss"]) for v in versions)],
                              env.params.training.served_rule)
     host_rows = _host_epochs(env, outcomes + training_outcomes, verdicts + checks, pool, validator_index.tolist(), previous, history)

@@ -303,11 +303,18 @@ def honest_views(results: list[dict[str, Any]], verdicts: list[dict[str, Any]], 
 
 
 def new_versions(env: EpochEnvironment, results: list[dict[str, Any]], outcomes: list[dict[str, Any]],
-                 validator: TrainingValidator) -> list[dict[str, Any]]:
-    """The model versions the epoch's validated, passed training produced, scored on the held-out shard (a version whose
-    checkpoint cannot be read, which only lazy validators passed, is not registered: nothing could serve it)."""
+                 validator: TrainingValidator, known: set[str]) -> list[dict[str, Any]]:
+    """The model versions the epoch's validated, passed training produced, scored on the held-out shard. Not registered:
+    a version whose checkpoint cannot be read (only lazy validators passed it: nothing could serve it), and a version
+    the chain already holds or an earlier task of the epoch produced (a lazy trainer's unchanged base that only lazy
+    validators passed): its weights and first lineage are already on the chain."""
     passed = {o["task_id"] for o in outcomes if o["outcome"] == TaskOutcome.PASSED}
-    scored = [(r, validator.score(r)) for r in results if r["task_id"] in passed]
+    fresh = []
+    for result in results:
+        if result["task_id"] in passed and result["version"] not in known:
+            known = known | {result["version"]}
+            fresh.append(result)
+    scored = [(r, validator.score(r)) for r in fresh]
     return [{"version": r["version"], "epoch": env.epoch, "model": r["model"], "parent": r["base_version"],
              "task_id": r["task_id"], "executor": r["executor"], "shards": list(r["shards"]), "final_loss": r["losses"][-1],
              "eval_loss": score} for r, score in scored if score != UNSCORED]
