@@ -162,7 +162,8 @@ def _run_epochs(layout: DataLayout, count: int, progress: bool = False, verbose:
         started = time.perf_counter()
         run = run_next_epoch(layout, instance, "INFO" if verbose else "WARNING", _StageProgress(steps) if progress else None,
                              compute)
-        print(f"epoch {run.epoch}: run {run.run_id[:8]} {'succeeded' if run.success else 'FAILED'} in {time.perf_counter() - started:.1f}s"
+        outcome = "succeeded" if run.success else f"REFUSED ({run.refused})" if run.refused else "FAILED"
+        print(f"epoch {run.epoch}: run {run.run_id[:8]} {outcome} in {time.perf_counter() - started:.1f}s"
               + ("" if run.success and not progress else f"; in the UI ({_make_ui(layout)}): {_ui_url()}/runs/{run.run_id}"))
         if not run.success:
             return 1
@@ -170,8 +171,9 @@ def _run_epochs(layout: DataLayout, count: int, progress: bool = False, verbose:
 
 
 UI_PORT_ENV, DEFAULT_UI_PORT = "GONKA_UI_PORT", "3000"
-EXPLORER_PORT_ENV, DEFAULT_EXPLORER_PORT = "GONKA_EXPLORER_PORT", "8787"
 """`make ui UI_PORT=...` serves the Dagster UI on that port (3000 by default) and tells `gonka` through GONKA_UI_PORT."""
+EXPLORER_PORT_ENV, DEFAULT_EXPLORER_PORT = "GONKA_EXPLORER_PORT", "8787"
+"""`make explorer EXPLORER_PORT=...` serves the explorer on that port (8787 by default) through GONKA_EXPLORER_PORT."""
 
 
 def _ui_url() -> str:

@@ -1,6 +1,5 @@
-"""Recurring sprints: a schedule on a cron from resources/operations.yaml and a sensor on the inbox, both stopped by default."""
-
-from __future__ import annotations
+"""How epochs get launched: a schedule on a cron and a sensor on the inbox (both stopped by default), and the
+three-click launch (Jobs → next_epoch → Materialize) that a launcher sensor turns into a run of the next epoch."""
 
 import time
 
@@ -38,6 +37,7 @@ class OperationsConfig(StrictConfig):
     sprint_schedule: ScheduleConfig
     inbox_sensor: SensorConfig
     dead_run_reaper: ReaperConfig
+    next_epoch_launcher: ReaperConfig
 
 
 def load_operations(path=OPERATIONS_FILE) -> OperationsConfig:
@@ -47,7 +47,7 @@ def load_operations(path=OPERATIONS_FILE) -> OperationsConfig:
 OPERATIONS = load_operations()
 
 
-def next_epoch_request(instance: dg.DagsterInstance, layout: DataLayout, reason: str) -> dg.RunRequest | dg.SkipReason:
+def next_epoch_run(instance: dg.DagsterInstance, layout: DataLayout, reason: str) -> dg.RunRequest | dg.SkipReason:
     """A run request for the head's successor, or why not: a run already queued or running (any job: asset
     materializations launched from the graph write the chain too), or no chain yet."""
     reap_dead_runs(instance)
@@ -66,7 +66,7 @@ def next_epoch_request(instance: dg.DagsterInstance, layout: DataLayout, reason:
 @dg.schedule(job=jobs.epoch_job, cron_schedule=OPERATIONS.sprint_schedule.cron, execution_timezone=OPERATIONS.sprint_schedule.timezone,
              default_status=dg.DefaultScheduleStatus.STOPPED, description="Recurring sprints: launch the next epoch on a cron.")
 def recurring_sprints(context: dg.ScheduleEvaluationContext):
-    request = next_epoch_request(context.instance, DataLayout.from_env(), "schedule")
+    request = next_epoch_run(context.instance, DataLayout.from_env(), "schedule")
     if isinstance(request, dg.RunRequest):
         context.instance.add_dynamic_partitions(EPOCHS, [str(request.partition_key)])
     return request
@@ -83,7 +83,7 @@ def inbox_sensor(context: dg.SensorEvaluationContext):
     if len(waiting) < config.min_pending_tasks and oldest_wait < config.max_wait_seconds:
         return dg.SkipReason(f"{len(waiting)} submissions waiting, the oldest for {oldest_wait:.0f}s "
                              f"(launch at {config.min_pending_tasks}, or once one has waited {config.max_wait_seconds}s)")
-    request = next_epoch_request(context.instance, layout, "inbox")
+    request = next_epoch_run(context.instance, layout, "inbox")
     if isinstance(request, dg.SkipReason):
         return request
     return dg.SensorResult(run_requests=[request], dynamic_partitions_requests=[epochs.build_add_request([str(request.partition_key)])])
@@ -96,3 +96,51 @@ def dead_run_reaper(context: dg.SensorEvaluationContext):
     reaped = reap_dead_runs(context.instance)
     return dg.SkipReason(f"marked {len(reaped)} dead run(s) failed: {', '.join(r[:8] for r in reaped)}" if reaped
                          else "no run in progress has lost its process")
+
+
+REQUEST_ASSET = dg.AssetKey("next_epoch_request")
+LAUNCH_TAG = "gonka/launch_request"
+"""Run tag of an epoch the launcher started: the storage id of the next_epoch_request materialization it answers."""
+
+
+@dg.asset(key=REQUEST_ASSET, group_name=jobs.OPERATIONS, kinds={"dagster"}, owners=["team:gonka-core"],
+          description="Materialize to run the next epoch: the always-on next_epoch_launcher sensor starts a run of the "
+                      "`epoch` job for the head's successor within seconds (after the run in progress, if any). "
+                      "No partition to pick.")
+def next_epoch_request(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    context.log.info("next epoch requested; the next_epoch_launcher sensor launches it (Runs shows it within seconds)")
+    return dg.MaterializeResult(metadata={"requested_by_run": context.run_id})
+
+
+next_epoch_job = dg.define_asset_job(
+    "next_epoch", selection=dg.AssetSelection.assets(REQUEST_ASSET),
+    description="Launch the next epoch in three clicks from the landing page: Jobs → next_epoch → Materialize. The "
+                "next_epoch_launcher sensor then runs the `epoch` job on the head's successor; Runs shows it.",
+)
+
+
+@dg.sensor(job=jobs.epoch_job, minimum_interval_seconds=OPERATIONS.next_epoch_launcher.interval_seconds,
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Always on: turns each materialization of next_epoch_request (Jobs → next_epoch → Materialize) into "
+                       "one run of the next epoch; a request made while an epoch runs waits for it.")
+def next_epoch_launcher(context: dg.SensorEvaluationContext):
+    handled = int(context.cursor or 0)
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=REQUEST_ASSET, after_storage_id=handled), limit=1, ascending=True).records
+    if not records:
+        return dg.SkipReason("no new request (Jobs → next_epoch → Materialize asks for one)")
+    request = next_epoch_request_for(context.instance, records[0].storage_id)
+    if isinstance(request, dg.SkipReason):
+        return request  # the cursor stays: the request is answered once the run in progress ends
+    context.update_cursor(str(records[0].storage_id))
+    return dg.SensorResult(run_requests=[request],
+                           dynamic_partitions_requests=[epochs.build_add_request([str(request.partition_key)])])
+
+
+def next_epoch_request_for(instance: dg.DagsterInstance, storage_id: int) -> dg.RunRequest | dg.SkipReason:
+    """The run request answering one launch request (keyed by it, so it is launched once), or why it must wait."""
+    request = next_epoch_run(instance, DataLayout.from_env(), "launch request")
+    if isinstance(request, dg.SkipReason):
+        return dg.SkipReason(f"a launch request waits: {request.skip_message}")
+    return dg.RunRequest(partition_key=request.partition_key, run_key=f"launch-request-{storage_id}",
+                         tags={**request.tags, LAUNCH_TAG: str(storage_id)})

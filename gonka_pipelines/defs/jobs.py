@@ -11,6 +11,8 @@ from gonka_pipelines.local.config import ConfigError
 from gonka_pipelines.stages.registry import STAGE_NAMES
 
 RUN_GPUS_ENV = "GONKA_RUN_GPUS"
+OPERATIONS = "operations"
+"""The group of operator assets that are no stage of an epoch (next_epoch_request)."""
 K8S_CONFIG_TAG = "dagster-k8s/config"
 
 
@@ -28,7 +30,7 @@ def run_pod_tags(gpus: str | None) -> dict[str, str]:
 
 
 epoch_job = dg.define_asset_job(
-    "epoch", selection=dg.AssetSelection.all() - dg.AssetSelection.groups(LAB), partitions_def=epochs,
+    "epoch", selection=dg.AssetSelection.all() - dg.AssetSelection.groups(LAB, OPERATIONS), partitions_def=epochs,
     description=f"One epoch end to end: {' → '.join(STAGE_NAMES)}. Launch the partition of the next height.",
     tags=run_pod_tags(os.environ.get(RUN_GPUS_ENV)),
 )

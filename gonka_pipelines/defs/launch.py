@@ -86,9 +86,12 @@ def register_next_epoch(layout: DataLayout, epoch: int) -> None:
 
 @dataclass(frozen=True)
 class EpochRun:
+    """One launched epoch: success only when every step ran; refused names why the chain turned the launch down."""
+
     epoch: int
     run_id: str
     success: bool
+    refused: str | None = None
 
 
 StepEvent = Callable[[str, bool], None]
@@ -101,7 +104,7 @@ def run_next_epoch(layout: DataLayout, instance: dg.DagsterInstance, log_level: 
     `compute` replaces the code location's compute resource (another engine, say)."""
     from gonka_pipelines.definitions import defs
     from gonka_pipelines.defs.partitions import EPOCHS
-    from gonka_pipelines.defs.resources import ChainResource
+    from gonka_pipelines.defs.resources import REFUSED_TAG, ChainResource
     from gonka_pipelines.defs.runs import PROCESS_TAG, reap_dead_runs, this_process
 
     reap_dead_runs(instance)  # a killed run must not hold the chain pool or the epoch
@@ -117,7 +120,9 @@ def run_next_epoch(layout: DataLayout, instance: dg.DagsterInstance, log_level: 
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}}, raise_on_error=False,
         tags={PROCESS_TAG: this_process()}, run_id=run_id,
     )
-    return EpochRun(epoch, result.run_id, result.success)
+    run = instance.get_run_by_id(result.run_id)
+    refused = run.tags.get(REFUSED_TAG) if run else None
+    return EpochRun(epoch, result.run_id, result.success and refused is None, refused)
 
 
 def _step_ended(on_step: StepEvent, entry: dg.EventLogEntry) -> None:

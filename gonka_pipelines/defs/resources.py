@@ -16,6 +16,10 @@ from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.stages.environment import EpochEnvironment, build_environment
 
 
+REFUSED_TAG = "gonka/refused"
+"""Run tag of a launch the chain refused (epoch finalized, not next, or held by another run): why, and what to launch."""
+
+
 class ChainResource(dg.ConfigurableResource):
     """The chain a run writes: data_dir holds chain.duckdb, keys/ and inbox/ (default: $GONKA_DATA_DIR or data/)."""
 
@@ -31,11 +35,12 @@ class ChainResource(dg.ConfigurableResource):
         with ChainStore.open(self.layout.database, read_only=read_only) as store:
             yield store
 
-    def claim(self, context: dg.AssetExecutionContext) -> int:
-        """The step's epoch, after checking the epoch is next and claiming it for this run.
+    def claim(self, context: dg.AssetExecutionContext) -> int | None:
+        """The step's epoch, after checking the epoch is next and claiming it for this run; None when refused.
 
-        A launch for an epoch that is finalized, not next, or held by another active run fails here, before any
-        work, with a message saying what to launch instead.
+        A launch for an epoch that is finalized, not next, or held by another active run is refused here, before any
+        work: the run is tagged `gonka/refused` with the message saying what to launch instead, and the caller skips
+        its step (and so every later one), so nothing turns red for a wrong pick in the partition list.
         """
         epoch = epoch_of(context)
         record_process(context.instance, context.run)
@@ -43,8 +48,10 @@ class ChainResource(dg.ConfigurableResource):
             try:
                 store.claim_epoch(epoch, context.run_id, lambda run_id: run_active(context.instance, run_id))
             except ChainError as error:
-                context.log.error(str(error))
-                raise dg.Failure(description=str(error)) from error
+                message = f"nothing done: {error}"
+                context.log.warning(message)
+                context.instance.add_run_tags(context.run_id, {REFUSED_TAG: message})
+                return None
         return epoch
 
 
@@ -62,9 +69,12 @@ class ComputeResource(dg.ConfigurableResource):
         return load_compute_settings(engine=self.engine, device=self.device, address=self.ray_address,
                                      num_cpus=self.ray_num_cpus, num_gpus=self.ray_num_gpus)
 
-    def environment(self, context: dg.AssetExecutionContext, chain: ChainResource) -> EpochEnvironment:
-        """The run's epoch environment, after claiming the epoch: built by the run's first step, reused by the others."""
+    def environment(self, context: dg.AssetExecutionContext, chain: ChainResource) -> EpochEnvironment | None:
+        """The run's epoch environment, after claiming the epoch: built by the run's first step, reused by the others;
+        None when the claim was refused."""
         epoch = chain.claim(context)
+        if epoch is None:
+            return None
         settings = self.settings()
         key = (context.run_id, str(chain.layout.database), epoch, settings)
         if key not in _ENVIRONMENTS:

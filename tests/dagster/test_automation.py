@@ -1,5 +1,5 @@
-"""Recurring sprints and launches: the schedule and the inbox sensor add the next partition and request its run;
-a second launch of an epoch while one runs is refused and the chain stays intact."""
+"""Recurring sprints and launches: the schedule, the inbox sensor and the three-click launcher add the next partition
+and request its run; a second launch of an epoch while one runs is refused and the chain stays intact."""
 
 from __future__ import annotations
 
@@ -18,15 +18,18 @@ from gonka_pipelines.chain.verify import verify_chain
 from gonka_pipelines.definitions import defs
 from gonka_pipelines.defs.automation import (
     OPERATIONS,
+    LAUNCH_TAG,
+    REQUEST_ASSET,
     dead_run_reaper,
     inbox_sensor,
     load_operations,
+    next_epoch_launcher,
     recurring_sprints,
 )
 from gonka_pipelines.defs.jobs import epoch_job
 from gonka_pipelines.defs.launch import DAGSTER_YAML
 from gonka_pipelines.defs.partitions import epochs
-from gonka_pipelines.defs.resources import ChainResource
+from gonka_pipelines.defs.resources import REFUSED_TAG, ChainResource
 from gonka_pipelines.local.config import ConfigError
 
 
@@ -49,6 +52,35 @@ def test_both_automations_are_stopped_by_default_and_use_the_shipped_config():
     assert inbox_sensor.default_status == dg.DefaultSensorStatus.STOPPED
     assert recurring_sprints.cron_schedule == "*/10 * * * *" == OPERATIONS.sprint_schedule.cron
     assert OPERATIONS.inbox_sensor.min_pending_tasks == 50
+
+
+def test_the_three_click_launch_turns_each_request_into_one_run_of_the_next_epoch(chain_env, instance):
+    """Jobs → next_epoch → Materialize records a request; the always-on launcher answers it once, for the head's
+    successor (no partition to pick), and a request made while an epoch runs waits for it, cursor unmoved."""
+    assert next_epoch_launcher.default_status == dg.DefaultSensorStatus.RUNNING
+    assert REQUEST_ASSET not in defs.resolve_job_def("epoch").asset_layer.executable_asset_keys
+    nothing = next_epoch_launcher(dg.build_sensor_context(instance=instance))
+    assert isinstance(nothing, dg.SkipReason) and "no new request" in nothing.skip_message
+
+    assert defs.resolve_job_def("next_epoch").execute_in_process(instance=instance).success
+    running = create_run_for_test(instance, job_name=epoch_job.name, status=dg.DagsterRunStatus.STARTED,
+                                  tags={"dagster/partition": "1"})
+    waiting = dg.build_sensor_context(instance=instance)
+    result = next_epoch_launcher(waiting)
+    assert isinstance(result, dg.SkipReason) and "a launch request waits" in result.skip_message
+    assert waiting.cursor is None
+    instance.report_run_canceled(running)
+
+    context = dg.build_sensor_context(instance=instance)
+    result = next_epoch_launcher(context)
+    [request] = result.run_requests
+    storage_id = instance.fetch_materializations(REQUEST_ASSET, limit=1).records[0].storage_id
+    assert (request.partition_key, request.run_key) == ("1", f"launch-request-{storage_id}")
+    assert request.tags[LAUNCH_TAG] == str(storage_id) and request.tags["gonka/trigger"] == "launch request"
+    assert result.dynamic_partitions_requests[0].partition_keys == ["1"]
+    assert context.cursor == str(storage_id)
+    again = next_epoch_launcher(dg.build_sensor_context(instance=instance, cursor=context.cursor))
+    assert isinstance(again, dg.SkipReason)
 
 
 def test_a_bad_operations_file_names_the_file_and_field(tmp_path: Path):
@@ -97,7 +129,8 @@ def test_sensor_launches_a_few_tasks_once_the_oldest_has_waited_long_enough(chai
 
 @pytest.mark.slow
 def test_a_second_launch_of_a_running_epoch_is_refused_and_the_chain_stays_intact(genesis_layout, tmp_path):
-    """Run A (a subprocess) runs epoch 1; run B launches epoch 1 while A holds it: B fails, A's block stands."""
+    """Run A (a subprocess) runs epoch 1; run B launches epoch 1 while A holds it: B is refused (its steps skipped, the
+    run tagged with why), A's block stands."""
     home = tmp_path / "shared_dagster_home"
     env = {**os.environ, "DAGSTER_HOME": str(home), "GONKA_DATA_DIR": str(genesis_layout.root)}
     instance = dg.DagsterInstance.from_config(str(_home_with_config(home)))
@@ -112,11 +145,9 @@ def test_a_second_launch_of_a_running_epoch_is_refused_and_the_chain_stays_intac
         resources={"chain": ChainResource(data_dir=str(genesis_layout.root))})
     output, _ = first.communicate(timeout=600)
     assert first.returncode == 0, output
-    assert not second.success
-    failure = next(e for e in second.all_events if e.event_type_value == "STEP_FAILURE")
-    assert failure.step_key == "epoch_tasks"
-    assert ("is being run by run" in str(failure.event_specific_data.error)
-            or "is finalized" in str(failure.event_specific_data.error))
+    assert not [e for e in second.all_events if e.event_type_value in ("STEP_FAILURE", "ASSET_MATERIALIZATION")]
+    refused = instance.get_run_by_id(second.run_id).tags[REFUSED_TAG]
+    assert "is being run by run" in refused or "is finalized" in refused
     with ChainStore.open(genesis_layout.database, read_only=True) as store:
         assert store.head().height == 1
         assert verify_chain(store).first_problem is None

@@ -14,7 +14,7 @@ from gonka_pipelines.chain.verify import verify_chain
 from gonka_pipelines.definitions import defs
 from gonka_pipelines.defs.launch import run_next_epoch
 from gonka_pipelines.defs.partitions import epochs
-from gonka_pipelines.defs.resources import ChainResource
+from gonka_pipelines.defs.resources import REFUSED_TAG, ChainResource
 from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.simulation.workload import submit_demo_workload
 from gonka_pipelines.stages import registry
@@ -100,18 +100,27 @@ def test_materializations_are_recorded_for_both_partitions(two_epochs_through_da
         assert check is not None and check.event.asset_check_evaluation.passed, name
 
 
-def test_a_run_for_a_finalized_epoch_fails_and_changes_nothing(two_epochs_through_dagster, instance):
+def test_a_run_for_a_finalized_epoch_is_refused_without_a_failed_step_and_changes_nothing(two_epochs_through_dagster, instance):
+    """A wrong pick in the partition list: the first step refuses (run tagged with what to launch instead), every later
+    step is skipped, no step fails and nothing is materialized, so no asset or check turns red."""
     layout, _, _ = two_epochs_through_dagster
     with ChainStore.open(layout.database, read_only=True) as store:
         before = snapshot(store)
+    materialized_before = instance.fetch_materializations(dg.AssetKey("block"), limit=10).records
     result = defs.resolve_job_def("epoch").execute_in_process(
         instance=instance, partition_key="1", resources={"chain": ChainResource(data_dir=str(layout.root))},
         raise_on_error=False,
     )
-    assert not result.success
-    failures = [event for event in result.all_events if event.is_step_failure]
-    assert [event.step_key for event in failures] == ["epoch_tasks"]
-    assert "epoch 1 is finalized" in error_text(failures[0])
+    assert result.success
+    steps = {event.step_key: event.event_type_value for event in result.all_events
+             if event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE", "STEP_SKIPPED")}
+    assert steps.pop("epoch_tasks") == "STEP_SUCCESS"
+    assert steps and set(steps.values()) == {"STEP_SKIPPED"}
+    assert "block" in steps and "block_proposal_block_rederives" in steps
+    assert not [event for event in result.all_events if event.event_type_value == "ASSET_MATERIALIZATION"]
+    refused = instance.get_run_by_id(result.run_id).tags[REFUSED_TAG]
+    assert "epoch 1 is finalized" in refused and "Launch the next epoch instead: partition 3" in refused
+    assert instance.fetch_materializations(dg.AssetKey("block"), limit=10).records == materialized_before
     with ChainStore.open(layout.database, read_only=True) as store:
         assert snapshot(store) == before
         assert verify_chain(store).first_problem is None

@@ -5,8 +5,9 @@ with a few submitted tasks. The test clicks through the UI the way an operator w
 
 1. Lineage → fold the group list → graph settings (gear, bottom right) → "Expand all groups": the nine stage assets
    and the training group (screenshot artifacts/asset-graph.png).
-2. Jobs → epoch → "Materialize all…" → partition picker → "1" → "Launch 1 run" (artifacts/launch-epoch.png).
-3. The toast's "View" → the run page, until it says "Success" (artifacts/epoch-run.png).
+2. From the landing page, three clicks: Jobs → next_epoch → "Materialize" (artifacts/launch-epoch.png); the launcher
+   sensor starts the `epoch` run of partition 1 (no partition picked by hand).
+3. That run's page, until it says "Success" (artifacts/epoch-run.png).
 4. Catalog → rewards → Partitions → "1": the `payouts` table of the materialization (artifacts/rewards-lineage.png),
    then `derivations` → "[Show Markdown]": each host's payout, amount by amount (artifacts/rewards-derivation.png).
 5. Catalog → model_versions → Partitions → "1": the version the epoch's training order produced, its held-out loss and
@@ -25,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import dagster as dg
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 from playwright.sync_api import Page, expect, sync_playwright
@@ -43,6 +45,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 ARTIFACTS = REPO_ROOT / "artifacts"
 VIEWPORT = {"width": 1600, "height": 1200}
 UI_TIMEOUT_MS = 60_000      # a page or the code location loading on a busy 2-core machine
+LAUNCH_TIMEOUT_S = 120      # the launcher sensor answering a request (every 5 s, more on a busy machine)
 RUN_TIMEOUT_MS = 240_000    # one epoch of a few tasks: ~10-40 s alone, more when other tests share the CPUs
 PAYOUT_COLUMNS = ["host", "status", "weight", "reward", "work coins", "withheld", "claim", "payout"]
 SUBMISSIONS = [("dev-ada", "Summarize the rules of chess."), ("dev-grace", "Name three prime numbers."),
@@ -117,28 +120,28 @@ def show_asset_graph(page: Page) -> None:
         expect(page.get_by_text(asset, exact=True).first).to_be_visible()
 
 
-def launch_epoch(page: Page, epoch: str) -> str:
-    """Jobs → epoch → Materialize all… → partition `epoch` → Launch 1 run → the toast's View; returns the run id."""
+def launch_next_epoch(page: Page, server: DagsterDevServer) -> tuple[str, int]:
+    """From the landing page, Jobs → next_epoch → Materialize: three clicks, counted, and no partition to pick; the
+    launcher sensor then starts the `epoch` run of the head's successor. Returns that run's id and the clicks."""
+    page.goto("/")
+    clicks = 0
     nav_link(page, "Jobs").click()
-    page.get_by_role("link").filter(has_text=re.compile(r"^epoch$")).click()
-    expect(page.get_by_role("heading", name="epoch", exact=True)).to_be_visible()
-    page.get_by_role("button", name="Materialize all…").click()
-    dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
-    expect(dialog).to_contain_text("Launch runs to materialize 10 assets")
-    dialog.get_by_text("Select a partition or create one").click()
-    page.get_by_role("textbox", name="Filter partitions").fill(epoch)
-    page.get_by_role("menuitem", name=re.compile(rf"^{re.escape(epoch)}\b")).click()
-    dialog.get_by_text("Launch runs to materialize").click()  # closes the partition picker, keeps the dialog
-    expect(dialog).to_contain_text("1 partition")
-    launch = dialog.get_by_role("button", name="Launch 1 run")
-    expect(launch).to_be_enabled()
+    clicks += 1
+    page.get_by_role("link").filter(has_text=re.compile(r"^next_epoch$")).click()
+    clicks += 1
+    expect(page.get_by_role("heading", name="next_epoch", exact=True)).to_be_visible()
+    materialize = page.get_by_role("button", name=re.compile(r"\bMaterialize( all)?$"))
+    expect(materialize).to_be_enabled()
     shot(page, "launch-epoch.png")
-    launch.click()
-    toast = page.get_by_text(re.compile(r"^Launched run [0-9a-f]{8}$"))
-    short_id = toast.inner_text().split()[-1]
-    page.get_by_role("link", name="View", exact=True).and_(page.locator(f'a[href^="/runs/{short_id}"]')).click()
-    page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}"))
-    return re.search(r"/runs/([0-9a-f-]{36})", page.url).group(1)
+    materialize.click()
+    clicks += 1
+    expect(page.get_by_text(re.compile(r"^Launched run [0-9a-f]{8}$"))).to_be_visible()
+    with dg.DagsterInstance.from_config(str(server.home)) as instance:
+        deadline = time.monotonic() + LAUNCH_TIMEOUT_S
+        while not (runs := instance.get_runs(dg.RunsFilter(job_name="epoch"), limit=1)):
+            assert time.monotonic() < deadline, f"no epoch run {LAUNCH_TIMEOUT_S}s after the request\n{server.log_tail()}"
+            time.sleep(0.5)
+    return runs[0].run_id, clicks
 
 
 def wait_for_run(page: Page, server: DagsterDevServer, run_id: str) -> DagsterRunStatus:
@@ -195,7 +198,9 @@ def test_launch_epoch_from_the_ui_and_read_its_payouts(dagster_ui: DagsterDevSer
             show_asset_graph(page)
             shot(page, "asset-graph.png")
 
-            run_id = launch_epoch(page, epoch)
+            run_id, clicks = launch_next_epoch(page, server)
+            assert clicks == 3
+            page.goto(f"/runs/{run_id}")
             launched = time.perf_counter()
             status = wait_for_run(page, server, run_id)
             run_s = time.perf_counter() - launched
