@@ -15,7 +15,6 @@ from gonka_pipelines.local.config import ComputeSettings, load_compute_settings
 from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.stages.environment import EpochEnvironment, build_environment
 
-
 REFUSED_TAG = "gonka/refused"
 """Run tag of a launch the chain refused (epoch finalized, not next, or held by another run): why, and what to launch."""
 

@@ -17,8 +17,8 @@ from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.chain.verify import verify_chain
 from gonka_pipelines.definitions import defs
 from gonka_pipelines.defs.automation import (
-    OPERATIONS,
     LAUNCH_TAG,
+    OPERATIONS,
     REQUEST_ASSET,
     dead_run_reaper,
     inbox_sensor,
