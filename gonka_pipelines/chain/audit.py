@@ -65,10 +65,10 @@ class AuditRows(StoreCore):
                LEFT JOIN epoch_weights w USING (epoch, address) LEFT JOIN host_epochs e USING (epoch, address)
                WHERE r.address = ? ORDER BY r.epoch""", [FINALIZED, address])
 
-    def submission_fates(self, prefix: str) -> list[dict[str, Any]]:
-        """Every submission whose id, or whose task's id, starts with prefix: its epoch, outcome, rejection reason, and
-        for an accepted one the task, its executor and result, its validation outcome and each validator's verdict,
-        the fee shares and the refunds (account names resolved)."""
+    def submission_fates(self, prefix: str, finalized_only: bool = False) -> list[dict[str, Any]]:
+        """Every submission whose id, or whose task's id, starts with prefix (with finalized_only, of finalized epochs
+        alone): its epoch, outcome, rejection reason, and for an accepted one the task, its executor and result, its
+        validation outcome and each validator's verdict, the fee shares and the refunds (account names resolved)."""
         submissions = self._records(
             """SELECT s.submission_id, s.epoch, s.outcome, j.reason, j.detail,
                       coalesce(t.task_id, g.task_id) AS task_id, CASE WHEN g.task_id IS NULL THEN 'inference' ELSE 'training' END AS kind,
@@ -76,8 +76,9 @@ class AuditRows(StoreCore):
                       coalesce(b.status, 'open') AS block
                FROM submissions s LEFT JOIN rejected_tasks j USING (submission_id) LEFT JOIN tasks t USING (submission_id)
                LEFT JOIN training_tasks g USING (submission_id) LEFT JOIN blocks b ON b.height = s.epoch
-               WHERE starts_with(s.submission_id, ?) OR starts_with(coalesce(t.task_id, g.task_id, ''), ?)
-               ORDER BY s.epoch, s.submission_id""", [prefix, prefix])
+               WHERE (starts_with(s.submission_id, ?) OR starts_with(coalesce(t.task_id, g.task_id, ''), ?))
+                 AND (NOT ? OR b.status = ?)
+               ORDER BY s.epoch, s.submission_id""", [prefix, prefix, finalized_only, FINALIZED])
         names = dict(self._query("SELECT address, name FROM accounts"))
         for row in submissions:
             task = row["task_id"]

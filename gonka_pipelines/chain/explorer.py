@@ -9,7 +9,8 @@ from gonka_pipelines.chain.commitments import COMMITMENTS
 from gonka_pipelines.chain.core import FINALIZED, StoreCore
 
 HEX_PREFIX = re.compile(r"[0-9a-f]{6,64}")
-"""What a search treats as an id prefix: six or more lowercase hex digits."""
+"""What a search treats as an id prefix: six or more hex digits (searched in lower case)."""
+HEIGHT = re.compile(r"[0-9]{1,18}")
 
 
 class ExplorerRows(StoreCore):
@@ -90,7 +91,7 @@ class ExplorerRows(StoreCore):
         prefix, a submission or task by id prefix. Each match is {kind, key, label}."""
         text = text.strip()
         matches: list[dict[str, str]] = []
-        if text.isdigit():
+        if HEIGHT.fullmatch(text):
             if self._scalar("SELECT 1 FROM blocks WHERE height = ? AND status = ?", [int(text), FINALIZED]):
                 matches.append({"kind": "block", "key": text, "label": f"block {text}"})
         for name, address, kind in self._query(
@@ -98,6 +99,7 @@ class ExplorerRows(StoreCore):
                 "ORDER BY name LIMIT 20", [text, text]):
             matches.append({"kind": "host" if kind == "host" else "account", "key": name if kind == "host" else address,
                             "label": f"{kind} {name} ({address})"})
+        text = text.lower()
         if not HEX_PREFIX.fullmatch(text):
             return matches
         for height, block_hash in self._query(
@@ -107,8 +109,9 @@ class ExplorerRows(StoreCore):
         for submission_id, task_id in self._query(
                 """SELECT s.submission_id, coalesce(t.task_id, g.task_id, '') FROM submissions s
                    LEFT JOIN tasks t USING (submission_id) LEFT JOIN training_tasks g USING (submission_id)
-                   WHERE starts_with(s.submission_id, ?) OR starts_with(coalesce(t.task_id, g.task_id, ''), ?)
-                   ORDER BY s.epoch, s.submission_id LIMIT 20""", [text, text]):
+                   WHERE (starts_with(s.submission_id, ?) OR starts_with(coalesce(t.task_id, g.task_id, ''), ?))
+                     AND s.epoch IN (SELECT height FROM blocks WHERE status = ?)
+                   ORDER BY s.epoch, s.submission_id LIMIT 20""", [text, text, FINALIZED]):
             named = task_id if task_id.startswith(text) else submission_id
             matches.append({"kind": "task", "key": named, "label": f"{'task' if named == task_id else 'submission'} {named[:16]}…"})
         return matches

@@ -1,4 +1,6 @@
-"""What each stage's materialization shows in the UI: counts and totals as numbers, per-host tables as markdown."""
+"""What each stage's materialization shows in the UI: counts and totals as numbers (amounts also in GNK), per-host
+tables as table metadata with a schema (heaviest host first), and one number per host so the UI plots a host across
+epochs."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import polars as pl
 from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.protocol.block import BlockHeader, signature_set_hash
 from gonka_pipelines.reports.explain import explain_payout, render_markdown
+from gonka_pipelines.reports.units import gnk
 from gonka_pipelines.stages.collect import CollectSummary
 from gonka_pipelines.stages.environment import EpochEnvironment
 
@@ -18,12 +21,38 @@ Metadata = dict[str, Any]
 Render = Callable[[EpochEnvironment, ChainStore, Any], Metadata]
 
 
-def payouts_table(rows: list[dict]) -> str:
-    """Markdown: one row per host with its weight, status, reward, work coins and payout."""
-    lines = ["| host | status | weight | reward | work coins | withheld | claim | payout |", "|---|---|---:|---:|---:|---:|---|---:|"]
-    lines += [f"| {r['name']} | {r['status']} | {r['weight']} | {r['reward']:,} | {r['work_coins']:,} | {r['withheld']:,} | "
-              f"{'ok' if r['claimed'] else '**refused**'} | {r['payout']:,} |" for r in rows]
-    return "\n".join(lines)
+PAYOUT_SCHEMA = dg.TableSchema([
+    dg.TableColumn("host"), dg.TableColumn("status"), dg.TableColumn("weight", "int"), dg.TableColumn("share", "string"),
+    dg.TableColumn("reward (GNK)"), dg.TableColumn("work coins (GNK)"), dg.TableColumn("withheld (GNK)"),
+    dg.TableColumn("claim"), dg.TableColumn("payout (GNK)"), dg.TableColumn("payout (base units)", "int")])
+WEIGHT_SCHEMA = dg.TableSchema([
+    dg.TableColumn("host"), dg.TableColumn("hits", "int"), dg.TableColumn("valid votes (weight)", "int"),
+    dg.TableColumn("asked (weight)", "int"), dg.TableColumn("accepted", "bool"), dg.TableColumn("weight", "int"),
+    dg.TableColumn("share", "string")])
+
+
+def heaviest_first(rows: list[dict], name: Callable[[dict], str]) -> list[dict]:
+    return sorted(rows, key=lambda r: (-r["weight"], name(r)))
+
+
+def share(weight: int, total: int) -> str:
+    return f"{weight / total:.2%}" if total else "-"
+
+
+def payouts_table(rows: list[dict], base_units: int) -> dg.TableMetadataValue:
+    """One row per host, heaviest first: status, weight and share, then every amount in GNK and the payout in base units."""
+    total = sum(r["weight"] for r in rows)
+    return dg.MetadataValue.table([dg.TableRecord({
+        "host": r["name"], "status": r["status"], "weight": r["weight"], "share": share(r["weight"], total),
+        "reward (GNK)": gnk(r["reward"], base_units), "work coins (GNK)": gnk(r["work_coins"], base_units),
+        "withheld (GNK)": gnk(r["withheld"], base_units), "claim": "ok" if r["claimed"] else "REFUSED",
+        "payout (GNK)": gnk(r["payout"], base_units), "payout (base units)": r["payout"]})
+        for r in heaviest_first(rows, lambda r: r["name"])], PAYOUT_SCHEMA)
+
+
+def in_gnk(units: int, base_units: int) -> float:
+    """An amount as a number of GNK, for the UI's plots (the exact base units sit beside it)."""
+    return units / base_units
 
 
 def _collect(env: EpochEnvironment, store: ChainStore, summary: CollectSummary) -> Metadata:
@@ -43,12 +72,18 @@ def _verdicts(env: EpochEnvironment, store: ChainStore, summary: dict[str, int])
 
 
 def _weights(env: EpochEnvironment, store: ChainStore, rows: list[dict]) -> Metadata:
-    table = "| host | hits | valid votes (weight) | asked (weight) | accepted | weight |\n|---|---:|---:|---:|---|---:|\n" + "\n".join(
-        f"| {env.host[r['address']].name} | {r['hits']} | {r['valid_vote_weight']} | {r['vote_weight']} "
-        f"| {'yes' if r['sprint_accepted'] else '**no**'} "
-        f"| {r['weight']} |" for r in rows)
-    return {"dagster/row_count": len(rows), "total_weight": sum(r["weight"] for r in rows),
-            "sprints_rejected": sum(1 for r in rows if r["hits"] and not r["sprint_accepted"]), "weights": dg.MetadataValue.md(table)}
+    total = sum(r["weight"] for r in rows)
+
+    def name(row: dict) -> str:
+        return env.host[row["address"]].name
+
+    table = dg.MetadataValue.table([dg.TableRecord({
+        "host": name(r), "hits": r["hits"], "valid votes (weight)": r["valid_vote_weight"], "asked (weight)": r["vote_weight"],
+        "accepted": bool(r["sprint_accepted"]), "weight": r["weight"], "share": share(r["weight"], total)})
+        for r in heaviest_first(rows, name)], WEIGHT_SCHEMA)
+    return {"dagster/row_count": len(rows), "total_weight": total,
+            "sprints_rejected": sum(1 for r in rows if r["hits"] and not r["sprint_accepted"]), "weights": table,
+            **{f"weight/{name(r)}": r["weight"] for r in rows}}
 
 
 def _results(env: EpochEnvironment, store: ChainStore, summary: dict[str, int]) -> Metadata:
@@ -65,12 +100,16 @@ def _task_verdicts(env: EpochEnvironment, store: ChainStore, summary: dict[str, 
 
 
 def _rewards(env: EpochEnvironment, store: ChainStore, result: tuple[pl.DataFrame, dict]) -> Metadata:
-    emission, rows = result[1], store.payouts(env.epoch)
+    """Amounts in base units (exact integers) and in GNK (for reading and plotting), the payouts table, each host's
+    payout in GNK as its own number (the asset's plots follow one host across epochs), and every derivation."""
+    emission, rows, base = result[1], store.payouts(env.epoch), env.params.token.base_units
     derivations = "\n\n".join(render_markdown(explain_payout(store, row["name"], env.epoch)) for row in rows)
-    return {"dagster/row_count": len(rows), "emission_minted": emission["minted"], "emission_scheduled": emission["scheduled"],
-            "burned": emission["burned"], "fees": sum(r["work_coins"] + r["withheld"] for r in rows),
-            "paid": sum(r["payout"] for r in rows), "hosts_caught": len(store.caught_hosts(env.epoch)),
-            "payouts": dg.MetadataValue.md(payouts_table(rows)), "derivations": dg.MetadataValue.md(derivations)}
+    amounts = {"emission_minted": emission["minted"], "emission_scheduled": emission["scheduled"], "burned": emission["burned"],
+               "fees": sum(r["work_coins"] + r["withheld"] for r in rows), "paid": sum(r["payout"] for r in rows)}
+    return {"dagster/row_count": len(rows), **amounts, **{f"{key}_gnk": in_gnk(units, base) for key, units in amounts.items()},
+            "hosts_caught": len(store.caught_hosts(env.epoch)), "payouts": payouts_table(rows, base),
+            **{f"payout_gnk/{r['name']}": in_gnk(r["payout"], base) for r in rows},
+            "derivations": dg.MetadataValue.md(derivations)}
 
 
 def _proposal(env: EpochEnvironment, store: ChainStore, header: BlockHeader) -> Metadata:

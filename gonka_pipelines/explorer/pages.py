@@ -109,7 +109,7 @@ def account_page(store: ChainStore, key: str) -> dict[str, Any]:
 def task_page(store: ChainStore, prefix: str) -> dict[str, Any]:
     if len(prefix) < 6:
         raise NotFound(f"{prefix!r} is too short: give 6 or more hex digits of a submission or task id")
-    fates = store.submission_fates(prefix)
+    fates = store.submission_fates(prefix, finalized_only=True)
     if not fates:
-        raise NotFound(f"no submission or task id starts with {prefix!r}")
+        raise NotFound(f"no submission or task id of a finalized epoch starts with {prefix!r}")
     return {"prefix": prefix, "fates": fates, "addresses": {n: a for a, n in store.account_names().items()}}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import mimetypes
+import re
 import shutil
 import tempfile
 import threading
@@ -21,7 +22,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import Environment, FileSystemLoader, pass_context, select_autoescape
+from jinja2.runtime import Context
 from markupsafe import Markup
 
 from gonka_pipelines.chain.core import LOCK_WAIT_SECONDS
@@ -36,6 +38,8 @@ HERE = Path(__file__).parent
 STATIC = HERE / "static"
 REFRESH_SECONDS = 1.0
 SEARCH_URLS = {"block": "/block/{}", "host": "/host/{}", "account": "/account/{}", "task": "/task/{}"}
+HEIGHT = re.compile(r"[0-9]{1,18}")
+"""A block height as a URL gives it: ASCII digits, few enough for a 64-bit integer."""
 
 
 @dataclass
@@ -52,6 +56,7 @@ class Explorer:
     def __init__(self, layout: DataLayout, snapshot: ChainSnapshot):
         self.layout, self.snapshot = layout, snapshot
         self.templates = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
+        self.templates.filters["gnk"] = _amount
 
     def respond(self, target: str) -> Page:
         """The page for a request target (path and query), or an error page saying what the chain holds instead."""
@@ -60,6 +65,10 @@ class Explorer:
         query = {key: values[-1] for key, values in parse_qs(url.query).items()}
         if parts[:1] == ["static"] and len(parts) == 2:
             return self._static(parts[1])
+        if parts == ["healthz"]:  # the copy's state only: no database to open
+            freshness = self.snapshot.freshness
+            body = {"height": freshness.height, "copied_at": freshness.copied_at, "writer_busy": freshness.writer_busy_since is not None}
+            return Page(HTTPStatus.OK, json.dumps(body).encode(), "application/json")
         try:
             with self.snapshot.store() as store:
                 return self._route(store, parts, query)
@@ -72,11 +81,11 @@ class Explorer:
         match parts:
             case []:
                 return self._html(store, "overview.html", pages.overview(store), backlog=len(waiting_names(self.layout.inbox)))
-            case ["block", height] if height.isdigit():
+            case ["block", height] if HEIGHT.fullmatch(height):
                 return self._html(store, "block.html", pages.block_page(store, int(height)))
             case ["host", host]:
                 epoch = query.get("epoch")
-                if epoch is not None and not epoch.isdigit():
+                if epoch is not None and not HEIGHT.fullmatch(epoch):
                     raise pages.NotFound(f"epoch must be a block height, got {epoch!r}")
                 return self._html(store, "host.html", pages.host_page(store, host, int(epoch) if epoch else None))
             case ["account", key]:
@@ -85,10 +94,6 @@ class Explorer:
                 return self._html(store, "task.html", pages.task_page(store, prefix.lower()))
             case ["search"]:
                 return self._search(store, query.get("q", "").strip())
-            case ["healthz"]:
-                freshness = self.snapshot.freshness
-                body = {"height": freshness.height, "copied_at": freshness.copied_at, "writer_busy": freshness.writer_busy_since is not None}
-                return Page(HTTPStatus.OK, json.dumps(body).encode(), "application/json")
         raise pages.NotFound(f"no page at /{'/'.join(parts)}")
 
     def _search(self, store: ChainStore, text: str) -> Page:
@@ -103,11 +108,9 @@ class Explorer:
 
     def _html(self, store: ChainStore, template: str, context: dict[str, Any], **extra: Any) -> Page:
         base_units = store.genesis().token.base_units
-        environment = self.templates.overlay()
-        environment.filters["gnk"] = _amount_filter(base_units)
         page_context = {"chain_id": store.chain_id, "freshness": self.snapshot.freshness, "now": time.time(),
                         "database": self.layout.database, "base_units": base_units, **context, **extra}
-        html = environment.get_template(template).render(**page_context)
+        html = self.templates.get_template(template).render(**page_context)
         return Page(HTTPStatus.OK, html.encode())
 
     def _error(self, status: HTTPStatus, heading: str, message: str) -> Page:
@@ -127,20 +130,30 @@ class Explorer:
         return Page(HTTPStatus.OK, path.read_bytes(), f"{content_type}; charset=utf-8")
 
 
-def _amount_filter(base_units: int) -> Callable[[int], Markup]:
-    """Jinja filter: an amount in GNK with thousands separators, its base units on hover."""
-    def amount(units: int) -> Markup:
-        return Markup('<span class="amount" title="{} base units">{}</span>').format(f"{units:,}", gnk(units, base_units))
-    return amount
+@pass_context
+def _amount(context: Context, units: int) -> Markup:
+    """Jinja filter: an amount in GNK with thousands separators, its base units on hover (the chain's base units come
+    from the page's context)."""
+    return Markup('<span class="amount" title="{} base units">{}</span>').format(f"{units:,}", gnk(units, context["base_units"]))
 
 
-def _handler(explorer: Explorer) -> type[BaseHTTPRequestHandler]:
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _handler(explorer: Explorer, names: frozenset[str] | None) -> type[BaseHTTPRequestHandler]:
+    """Requests go to the explorer; on loopback, only those naming a loopback host (a web page elsewhere that rebinds
+    its own name to 127.0.0.1 must not read the chain through the user's browser)."""
     class Handler(BaseHTTPRequestHandler):
         server_version = "gonka-explorer"
 
         def do_GET(self) -> None:  # noqa: N802 - the name http.server dispatches to
+            named = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]").lower()
             try:
-                page = explorer.respond(self.path)
+                if names is not None and named not in names:
+                    page = Page(HTTPStatus.FORBIDDEN, f"the explorer answers requests for {', '.join(sorted(names))} "
+                                f"only, not {named!r}\n".encode(), "text/plain; charset=utf-8")
+                else:
+                    page = explorer.respond(self.path)
             except Exception:  # noqa: BLE001 - one broken page must not stop the server; its traceback goes to the log
                 traceback.print_exc()
                 page = Page(HTTPStatus.INTERNAL_SERVER_ERROR, b"the explorer failed on this page; see its log\n",
@@ -173,10 +186,10 @@ def serve(layout: DataLayout, host: str = "127.0.0.1", port: int = 8787,
     try:
         snapshot = ChainSnapshot(layout.database, folder)
         snapshot.refresh(lock_wait=LOCK_WAIT_SECONDS)
-        server = ThreadingHTTPServer((host, port), _handler(Explorer(layout, snapshot)))
+        server = ThreadingHTTPServer((host, port), _handler(Explorer(layout, snapshot), LOOPBACK if host in LOOPBACK else None))
         server.daemon_threads = True
         stop = threading.Event()
-        snapshot.keep_fresh(REFRESH_SECONDS, stop)
+        refresher = snapshot.keep_fresh(REFRESH_SECONDS, stop)
         on_ready(f"explorer: http://{host}:{server.server_address[1]}/ (read-only view of {layout.database}; Ctrl-C stops it)")
         try:
             server.serve_forever()
@@ -185,5 +198,6 @@ def serve(layout: DataLayout, host: str = "127.0.0.1", port: int = 8787,
         finally:
             stop.set()
             server.server_close()
+            refresher.join(timeout=60)  # a copy in progress finishes before its folder goes
     finally:
         shutil.rmtree(folder, ignore_errors=True)

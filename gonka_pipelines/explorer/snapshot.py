@@ -9,10 +9,12 @@ pages open the latest copy read-only. While an epoch writes, pages show the last
 from __future__ import annotations
 
 import shutil
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,16 +32,22 @@ class Freshness:
     writer_busy_since: float | None
 
 
-def _stamp(path: Path) -> tuple[tuple[int, int], ...]:
-    """(mtime, size) of the database and its write-ahead log: any write changes one of them."""
+def _stamp(path: Path) -> tuple[tuple[int, ...], ...]:
+    """(inode, change time, mtime, size) of the database and its write-ahead log: any write, or a file put in its
+    place, changes one of them."""
     stamps = []
     for file in (path, path.with_name(path.name + WAL_SUFFIX)):
         try:
             stat = file.stat()
-            stamps.append((stat.st_mtime_ns, stat.st_size))
+            stamps.append((stat.st_ino, stat.st_ctime_ns, stat.st_mtime_ns, stat.st_size))
         except FileNotFoundError:
-            stamps.append((0, 0))
+            stamps.append((0, 0, 0, 0))
     return tuple(stamps)
+
+
+def _remove(copy: Path) -> None:
+    for file in (copy, copy.with_name(copy.name + WAL_SUFFIX)):
+        file.unlink(missing_ok=True)
 
 
 class ChainSnapshot:
@@ -50,7 +58,7 @@ class ChainSnapshot:
         self.live, self.folder = live, folder
         self._lock = threading.Lock()
         self._copies: list[Path] = []  # oldest first; the last is what pages read
-        self._stamp: tuple[tuple[int, int], ...] | None = None
+        self._stamp: tuple[tuple[int, ...], ...] | None = None
         self._generation = 0
         self._copied: tuple[int, float] | None = None  # (head height, time) of the latest copy
         self._busy_since: float | None = None
@@ -76,6 +84,9 @@ class ChainSnapshot:
         except ChainBusyError:
             self._busy_since = self._busy_since or time.time()
             return False
+        except BaseException:
+            _remove(target)  # a copy cut short (disk full, interrupted) is never read
+            raise
         with self._lock:
             self._copies.append(target)
             self._stamp, self._busy_since, self._copied = stamp, None, (height, time.time())
@@ -83,8 +94,7 @@ class ChainSnapshot:
         # the copy before last stays: a page that picked it just before the swap may still be opening it; a page
         # holding an older one open keeps reading it after the unlink (POSIX)
         for copy in retired:
-            for file in (copy, copy.with_name(copy.name + WAL_SUFFIX)):
-                file.unlink(missing_ok=True)
+            _remove(copy)
         return True
 
     @property
@@ -95,12 +105,12 @@ class ChainSnapshot:
 
     @contextmanager
     def store(self) -> Iterator[ChainStore]:
-        """The latest copy, opened read-only for one page."""
-        with self._lock:
-            current = self._copies[-1] if self._copies else None
-        if current is None:
-            raise ChainError(f"{self.live}: no copy of the chain yet (is it being created?)")
-        with ChainStore.open(current, read_only=True) as store:
+        """The latest copy, opened read-only for one page (opened under the lock, so no refresh retires it first)."""
+        with ExitStack() as stack:
+            with self._lock:
+                if not self._copies:
+                    raise ChainError(f"{self.live}: no copy of the chain yet (is it being created?)")
+                store = stack.enter_context(ChainStore.open(self._copies[-1], read_only=True))
             yield store
 
     def keep_fresh(self, interval: float, stop: threading.Event) -> threading.Thread:
@@ -109,8 +119,8 @@ class ChainSnapshot:
             while not stop.wait(interval):
                 try:
                     self.refresh()
-                except ChainError:
-                    pass  # a chain being migrated or re-created: the next tick tries again, pages keep the last copy
+                except Exception:  # noqa: BLE001 - a failed copy (disk full, a chain being re-created) must not end
+                    traceback.print_exc(file=sys.stderr)  # the refreshes: pages keep the last copy, the next tick retries
 
         thread = threading.Thread(target=loop, name="chain-snapshot", daemon=True)
         thread.start()

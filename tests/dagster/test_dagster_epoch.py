@@ -11,6 +11,7 @@ from gonka_pipelines.chain.verify import verify_chain
 from gonka_pipelines.defs.launch import run_next_epoch
 from gonka_pipelines.protocol.block import signature_set_hash
 from gonka_pipelines.protocol.rewards import SupplyInvariantError
+from gonka_pipelines.reports.units import gnk
 from gonka_pipelines.simulation.workload import TRAINING_ORDERS, submit_demo_workload
 
 from support.chains import copy_chain, create_chain, opened, run_stages, small_template, submit_tasks
@@ -30,7 +31,8 @@ ASSET_METADATA = {
                        "served_eval_loss", "served_trained_in_epoch", "lineage", "loss_curves", "best_new_eval_loss",
                        "best_new_final_loss", "train_loss_0pct", "train_loss_50pct", "train_loss_100pct"},
     "rewards": {"dagster/row_count", "emission_minted", "emission_scheduled", "burned", "fees", "paid", "hosts_caught",
-                "payouts", "derivations"},
+                "payouts", "derivations", "emission_minted_gnk", "paid_gnk", "fees_gnk", "burned_gnk",
+                "payout_gnk/host-alpha", "payout_gnk/host-lazy"},
     "block_proposal": {"dagster/row_count", "height", "block_hash", "prev_hash", "signers", "roots"},
     "block": {"height", "block_hash", "prev_hash", "timestamp", "signers", "signed_weight", "inference_tasks",
               "training_tasks", "next_epoch", "signatures_hash"},
@@ -131,7 +133,11 @@ def test_metadata_values_match_the_chain(demo_epoch):
         weights = meta["epoch_weights"]
         assert value(weights, "total_weight") == one("SELECT sum(weight) FROM epoch_weights WHERE epoch = ?") > 0
         assert value(weights, "sprints_rejected") == 1, "host-fake"
-        assert "host-fake" in value(weights, "weights")
+        table = value(weights, "weights")
+        assert [c.name for c in table.schema.columns][-2:] == ["weight", "share"]
+        assert [r.data["weight"] for r in table.records] == sorted((r.data["weight"] for r in table.records), reverse=True)
+        fake = next(r.data for r in table.records if r.data["host"] == "host-fake")
+        assert (fake["accepted"], fake["weight"]) == (False, value(weights, "weight/host-fake"))
 
         results = meta["task_results"]
         assert value(results, "completed") + value(results, "expired") == kinds["honest"]
@@ -165,6 +171,15 @@ def test_metadata_values_match_the_chain(demo_epoch):
         assert value(rewards, "emission_minted") == emission["minted"] == emission["scheduled"] == value(rewards, "emission_scheduled")
         assert value(rewards, "burned") == emission["burned"]
         assert value(rewards, "paid") == one("SELECT sum(payout) FROM rewards WHERE epoch = ?")
+        assert value(rewards, "paid_gnk") == value(rewards, "paid") / 10**9
+        payouts = {r["name"]: r for r in store.payouts(1)}
+        table = value(rewards, "payouts")
+        assert [r.data["host"] for r in table.records] == sorted(payouts, key=lambda n: (-payouts[n]["weight"], n))
+        for record in table.records:
+            row = payouts[record.data["host"]]
+            assert (record.data["payout (base units)"], record.data["payout (GNK)"]) == (row["payout"], gnk(row["payout"], 10**9))
+            assert value(rewards, f"payout_gnk/{row['name']}") == row["payout"] / 10**9
+        assert isinstance(value(rewards, "emission_minted"), int), "integer metrics stay integers (plotted as such)"
         assert value(rewards, "hosts_caught") >= 2, "host-fake (sprint) and host-lazy (claim) are caught in epoch 1"
         derivations = value(rewards, "derivations")
         for (name,) in store._query("SELECT name FROM hosts"):

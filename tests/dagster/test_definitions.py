@@ -25,6 +25,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CORE_ASSETS = {"epoch_tasks", "block_proposal", "block"}
 TRAINING_ASSETS = ("corpus_shards", "model_versions")
 LAB_ASSETS = ("what_if_fork", "sweep_results")
+OPERATIONS_ASSETS = ("next_epoch_request",)
+"""Not epochs' data: the three-click launch's request (unpartitioned, in its own job, outside the epoch job)."""
 
 
 def asset_defs() -> dict[str, dg.AssetsDefinition]:
@@ -66,7 +68,7 @@ def test_the_assets_are_exactly_the_registry_stages_in_order():
     assert [a.key.to_user_string() for a in EPOCH_ASSETS] == list(STAGE_NAMES) == [
         "epoch_tasks", "sprint_batches", "sprint_verdicts", "epoch_weights", "task_results", "task_verdicts", "rewards",
         "block_proposal", "block"]
-    assert sorted(asset_defs()) == sorted([*STAGE_NAMES, *TRAINING_ASSETS, *LAB_ASSETS])  # nothing else in the code location
+    assert sorted(asset_defs()) == sorted([*STAGE_NAMES, *TRAINING_ASSETS, *LAB_ASSETS, *OPERATIONS_ASSETS])  # nothing else
     graph = defs.resolve_asset_graph()
     assert [key.to_user_string() for key in graph.toposorted_asset_keys if key.to_user_string() in STAGE_NAMES] == list(STAGE_NAMES)
     for previous, stage in zip((None, *STAGES), STAGES):
@@ -131,9 +133,9 @@ def test_the_epoch_job_covers_every_asset_on_the_epochs_partitions():
     job = defs.resolve_job_def("epoch")
     assert job.name == "epoch"
     assert job.partitions_def == epochs
-    executable = {name for name, a in asset_defs().items() if a.is_executable and name not in LAB_ASSETS}
-    assert executable == set(asset_defs()) - {"corpus_shards", *LAB_ASSETS}
-    assert executable <= {key.to_user_string() for key in job.asset_layer.executable_asset_keys}
+    executable = {name for name, a in asset_defs().items() if a.is_executable and name not in (*LAB_ASSETS, *OPERATIONS_ASSETS)}
+    assert executable == set(asset_defs()) - {"corpus_shards", *LAB_ASSETS, *OPERATIONS_ASSETS}
+    assert executable == {key.to_user_string() for key in job.asset_layer.executable_asset_keys}
 
 
 def test_every_asset_that_writes_the_chain_is_in_the_chain_pool():
@@ -145,7 +147,7 @@ def test_every_asset_that_writes_the_chain_is_in_the_chain_pool():
 def test_every_asset_is_partitioned_by_the_dynamic_epochs():
     assert isinstance(epochs, dg.DynamicPartitionsDefinition) and epochs.name == "epochs"
     for name, a in asset_defs().items():
-        assert a.partitions_def == (epochs if a.is_executable and name not in LAB_ASSETS else None), name
+        assert a.partitions_def == (epochs if a.is_executable and name not in (*LAB_ASSETS, *OPERATIONS_ASSETS) else None), name
 
 
 def test_the_chain_resource_is_bound():

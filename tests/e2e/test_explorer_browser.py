@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,4 +139,9 @@ def test_every_page_type_and_the_search_box_in_a_browser(explorer_url: str, demo
         finally:
             writer.communicate("", timeout=30)
         browser.close()
+    # A page elsewhere that rebinds its own name to 127.0.0.1 gets nothing: only loopback names are answered.
+    rebound = urllib.request.Request(f"{explorer_url}/", headers={"Host": f"rebound.example:{explorer_url.rsplit(':', 1)[1]}"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(rebound, timeout=10)
+    assert refused.value.code == 403
     print("\npage loads: " + ", ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in loads.items()))

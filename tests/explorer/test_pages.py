@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 import sys
 from base64 import b64decode
@@ -116,7 +117,8 @@ def test_search_goes_straight_to_the_one_match_and_lists_several(explorer: Explo
         rejected = store.submission_fates("")
     fate = next(f for f in rejected if f["reason"] == "prompt_too_long")
     for query, location in (("3", "/block/3"), ("host-alpha", "/host/host-alpha"), ("HOST-ALPHA", "/host/host-alpha"),
-                            (fate["submission_id"][:10], f"/task/{fate['submission_id']}")):
+                            (fate["submission_id"][:10], f"/task/{fate['submission_id']}"),
+                            (fate["submission_id"][:10].upper(), f"/task/{fate['submission_id']}")):
         page = explorer.respond(f"/search?q={query}")
         assert (page.status, page.location) == (HTTPStatus.SEE_OTHER, location), query
     task = unescape(page_text(explorer, f"/task/{fate['submission_id'][:10]}"))
@@ -132,7 +134,11 @@ def test_unknown_things_are_404s_that_say_what_exists(explorer: Explorer):
     assert "hosts: host-alpha, host-bravo" in unescape(page_text(explorer, "/host/nobody", HTTPStatus.NOT_FOUND))
     assert "6 or more hex digits" in page_text(explorer, "/task/ab", HTTPStatus.NOT_FOUND)
     assert "no page at /nope" in page_text(explorer, "/nope", HTTPStatus.NOT_FOUND)
-    assert explorer.respond("/static/../server.py").status == HTTPStatus.NOT_FOUND
+    for target in ("/static/..%2Fserver.py", "/static/.hidden", "/static/%2Fetc%2Fpasswd"):
+        assert explorer.respond(target).status == HTTPStatus.NOT_FOUND, target
+    for target in ("/block/²", "/block/" + "9" * 5000, "/host/host-alpha?epoch=²"):
+        assert explorer.respond(target).status == HTTPStatus.NOT_FOUND, target
+    assert "nothing matches '²'" in unescape(page_text(explorer, "/search?q=²", HTTPStatus.NOT_FOUND))
     assert explorer.respond("/static/proof.js").content_type.startswith("text/javascript")
 
 
@@ -161,3 +167,33 @@ def test_a_writer_holding_the_chain_never_blocks_a_page(demo_layout: DataLayout,
     assert snapshot.refresh()
     assert snapshot.freshness.writer_busy_since is None
     assert "An epoch is being written" not in page_text(explorer, "/")
+
+
+def test_submissions_of_an_epoch_not_yet_finalized_are_not_shown(proposed_layout: DataLayout, tmp_path: Path):
+    """The explorer shows finalized state only: a proposed epoch's submissions are neither found nor shown (a re-run
+    may still replace them); `gonka status` keeps showing them, marked open."""
+    snapshot = ChainSnapshot(proposed_layout.database, tmp_path / "snapshot")
+    assert snapshot.refresh()
+    explorer = Explorer(proposed_layout, snapshot)
+    with ChainStore.open(proposed_layout.database, read_only=True) as store:
+        (fate, *_) = store.submission_fates("")
+        assert fate["epoch"] == 1 and fate["block"] != "finalized"
+        assert store.submission_fates(fate["submission_id"], finalized_only=True) == []
+    assert "of a finalized epoch" in unescape(page_text(explorer, f"/task/{fate['submission_id'][:12]}", HTTPStatus.NOT_FOUND))
+    assert explorer.respond(f"/search?q={fate['submission_id'][:12]}").status == HTTPStatus.NOT_FOUND
+
+
+def test_a_copy_cut_short_leaves_no_file_and_the_next_refresh_succeeds(demo_layout: DataLayout, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch):
+    snapshot = ChainSnapshot(demo_layout.database, tmp_path / "snapshot")
+
+    def disk_full(source, target):
+        Path(target).write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copyfile", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        snapshot.refresh()
+    assert list((tmp_path / "snapshot").iterdir()) == []
+    monkeypatch.undo()
+    assert snapshot.refresh() and snapshot.freshness.height == 3
