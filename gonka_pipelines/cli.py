@@ -13,9 +13,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from gonka_pipelines.chain.store import ChainError, ChainStore
 from gonka_pipelines.chain.verify import Anchor, verify_chain
@@ -136,22 +139,46 @@ def cmd_model(args: argparse.Namespace) -> int:
 
 
 class _StageProgress:
-    """Prints a line as each step of an epoch's run ends: its place, name, outcome and seconds."""
+    """Reports each step of an epoch's run as it ends (its place, name, outcome and seconds): a line per step, and on a
+    terminal a progress bar below them (rich) that counts the steps and the time. Use as a context manager."""
 
-    def __init__(self, steps: int):
+    def __init__(self, epoch: int, steps: int, console: Console | None = None):
         self.steps, self.done, self.last = steps, 0, time.perf_counter()
+        self.console = console or Console(highlight=False)
+        self.bar = Progress(TextColumn(f"epoch {epoch}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                            TimeElapsedColumn(), console=self.console, transient=True) if self.console.is_terminal else None
+        self.task = self.bar.add_task("starting", total=steps) if self.bar else None
+
+    def __enter__(self) -> _StageProgress:
+        if self.bar:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar:
+            self.bar.stop()
 
     def __call__(self, step: str, succeeded: bool) -> None:
         now, self.done = time.perf_counter(), self.done + 1
-        print(f"  [{self.done}/{self.steps}] {step} {'done' if succeeded else 'FAILED'} in {now - self.last:.1f}s", flush=True)
+        line = f"  [{self.done}/{self.steps}] {step} {'done' if succeeded else 'FAILED'} in {now - self.last:.1f}s"
         self.last = now
+        if self.bar is None or self.task is None:
+            print(line, flush=True)
+            return
+        self.bar.console.print(line, markup=False)
+        self.bar.update(self.task, advance=1, description=f"{step} {'done' if succeeded else 'FAILED'}")
+
+
+def _next_epoch(layout: DataLayout) -> int:
+    with ChainStore.open(layout.database, read_only=True) as store:
+        return store.head().height + 1
 
 
 def _run_epochs(layout: DataLayout, count: int, progress: bool = False, verbose: bool = False, engine: str | None = None,
                 ray_address: str | None = None) -> int:
-    """Run `count` epochs through Dagster, one line each; with progress, a line per stage as it ends (and with verbose,
-    the stages' own logs) and the run's UI page; a failed run always names its page. engine and ray_address override
-    resources/compute.yaml's for these runs."""
+    """Run `count` epochs through Dagster, one line each; with progress, a line per stage as it ends (on a terminal with
+    a progress bar under them; with verbose, the stages' own logs too) and the run's UI page; a failed run always names
+    its page. engine and ray_address override resources/compute.yaml's for these runs."""
     from gonka_pipelines.defs.launch import dagster_instance, epoch_step_count, run_next_epoch
     from gonka_pipelines.defs.resources import ComputeResource
 
@@ -160,8 +187,9 @@ def _run_epochs(layout: DataLayout, count: int, progress: bool = False, verbose:
     compute = ComputeResource(engine=engine, ray_address=ray_address) if engine or ray_address else None
     for _ in range(count):
         started = time.perf_counter()
-        run = run_next_epoch(layout, instance, "INFO" if verbose else "WARNING", _StageProgress(steps) if progress else None,
-                             compute)
+        epoch = _next_epoch(layout)
+        with _StageProgress(epoch, steps) if progress else nullcontext() as on_step:
+            run = run_next_epoch(layout, instance, "INFO" if verbose else "WARNING", on_step, compute)
         outcome = "succeeded" if run.success else f"REFUSED ({run.refused})" if run.refused else "FAILED"
         print(f"epoch {run.epoch}: run {run.run_id[:8]} {outcome} in {time.perf_counter() - started:.1f}s"
               + ("" if run.success and not progress else f"; in the UI ({_make_ui(layout)}): {_ui_url()}/runs/{run.run_id}"))

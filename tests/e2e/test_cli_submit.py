@@ -3,6 +3,9 @@ before anything is written."""
 
 from __future__ import annotations
 
+import re
+import subprocess
+
 import pytest
 
 from gonka_pipelines import cli
@@ -105,6 +108,38 @@ def test_run_prints_each_stage_as_it_ends_and_the_runs_ui_page(genesis_layout, c
     assert f"in the UI (`make ui DATA={genesis_layout.root}`): http://127.0.0.1:3000/runs/" in lines[-1], "the folder's own UI"
     assert cli.main(["run", "-q", "--data-dir", str(genesis_layout.root)]) == 0
     assert [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch 2: run ")], "-q: one line"
+
+
+@pytest.mark.slow
+def test_run_on_a_terminal_draws_a_progress_bar_under_the_stage_lines(genesis_layout):
+    """In a pseudo-terminal `gonka run` draws a bar (rich) counting the steps, with each step's line above it; the
+    bar goes when the epoch ends and the epoch's line stays."""
+    import os
+    import pty
+    import sys
+
+    assert submit(genesis_layout, "--prompt", "hello") == 0
+    primary, secondary = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "gonka_pipelines.cli", "run", "--data-dir", str(genesis_layout.root)],
+                               stdin=secondary, stdout=secondary, stderr=secondary, env={**os.environ, "COLUMNS": "140"})
+    os.close(secondary)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(primary, 1 << 16)
+        except OSError:  # the terminal closed (EIO): the process is gone
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(primary)
+    assert process.wait(timeout=300) == 0
+    text = output.decode(errors="replace")
+    assert "━" in text, "the bar"
+    counts = {int(done) for done, _ in re.findall(r"epoch 1 .*?(\d+)/(\d+)", text)}
+    assert len(counts) > 3, f"the bar advanced step by step: {sorted(counts)}"
+    assert "[1/" in text and "epoch_tasks done in" in text and "block done in" in text
+    assert re.search(r"epoch 1: run [0-9a-f]{8} succeeded", text)
 
 
 def test_the_run_link_follows_the_ui_port_and_names_the_make_ui_that_serves_it(tmp_path, monkeypatch):
