@@ -6,18 +6,20 @@ import re
 from typing import Any
 
 from gonka_pipelines.chain.commitments import COMMITMENTS
-from gonka_pipelines.chain.core import FINALIZED, StoreCore
+from gonka_pipelines.chain.core import FINALIZED
+from gonka_pipelines.chain.rewards import RewardRows
 
 HEX_PREFIX = re.compile(r"[0-9a-f]{6,64}")
 """What a search treats as an id prefix: six or more hex digits (searched in lower case)."""
 HEIGHT = re.compile(r"[0-9]{1,18}")
+"""A block height as text: ASCII digits, few enough for a 64-bit integer (search box and URLs)."""
 
 
-class ExplorerRows(StoreCore):
+class ExplorerRows(RewardRows):
     def recent_blocks(self, limit: int) -> list[dict[str, Any]]:
         """The last `limit` finalized blocks, newest first: height, hash, header time, tasks accepted and rejected,
         signers and the weight they hold."""
-        rows = self._records(
+        return self._records(
             """SELECT b.height, b.hash, b.prev_hash, json_extract_string(b.header_json, '$.timestamp') AS timestamp,
                       (SELECT count(*) FROM tasks t WHERE t.epoch = b.height)
                         + (SELECT count(*) FROM training_tasks g WHERE g.epoch = b.height) AS accepted,
@@ -25,24 +27,19 @@ class ExplorerRows(StoreCore):
                       (SELECT count(*) FROM block_signatures s WHERE s.height = b.height) AS signers,
                       (SELECT coalesce(sum(weight), 0) FROM block_signatures s WHERE s.height = b.height) AS signed_weight
                FROM blocks b WHERE b.status = ? ORDER BY b.height DESC LIMIT ?""", [FINALIZED, limit])
-        return rows
 
     def supply(self, height: int) -> dict[str, int]:
         """The supply after the block at `height`: genesis, minted and burned so far, and where every unit sits
         (spendable balances, task escrow, locked vesting, host collateral, refused or unclaimed payouts held for one
         epoch before they burn); total = genesis + minted − burned = the sum of where the units sit."""
-        minted, burned = self._query(
-            "SELECT coalesce(sum(minted), 0), coalesce(sum(burned), 0) FROM emissions WHERE epoch <= ?", [height])[0]
+        minted, burned = self.minted_and_burned(height)
         balances, escrow, locked, collateral = self._query(
             """SELECT coalesce(sum(balance), 0), coalesce(sum(escrow), 0), coalesce(sum(locked), 0),
                       coalesce(sum(collateral), 0) FROM account_states WHERE epoch = ?""", [height])[0]
-        genesis = int(self._scalar(
-            "SELECT coalesce(sum(balance + escrow + locked + collateral), 0) FROM account_states WHERE epoch = 0"))
-        unclaimed = self._scalar("SELECT coalesce(max_by(unclaimed, epoch), 0) FROM emissions WHERE epoch <= ?",
-                                 [height])
-        return {"genesis": genesis, "minted": int(minted), "burned": int(burned), "total": genesis + int(minted) - int(burned),
-                "circulating": int(balances),
-                "escrow": int(escrow), "locked": int(locked), "collateral": int(collateral), "unclaimed": int(unclaimed)}
+        genesis = self.genesis_supply()
+        return {"genesis": genesis, "minted": minted, "burned": burned, "total": genesis + minted - burned,
+                "circulating": int(balances), "escrow": int(escrow), "locked": int(locked), "collateral": int(collateral),
+                "unclaimed": self.unclaimed_held(height)}
 
     def committed_counts(self, height: int) -> dict[str, int]:
         """How many rows each header root of the block at `height` commits to, by root name."""

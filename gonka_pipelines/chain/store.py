@@ -26,8 +26,8 @@ from gonka_pipelines.chain.sprint import SprintRows
 from gonka_pipelines.chain.tasks import TaskRows
 
 
-class ChainStore(RegistryRows, IntakeRows, SprintRows, TaskRows, RewardRows, BlockRows, AuditRows, LabRows,
-                 ExplorerRows):
+class ChainStore(RegistryRows, IntakeRows, SprintRows, TaskRows, ExplorerRows, RewardRows, BlockRows, AuditRows,
+                 LabRows):
     """Repository over one chain database. Use `ChainStore.open(path)` as a context manager."""
 
 

@@ -29,15 +29,15 @@ class SensorConfig(StrictConfig):
     interval_seconds: int = Field(gt=0)
 
 
-class ReaperConfig(StrictConfig):
+class IntervalConfig(StrictConfig):
     interval_seconds: int = Field(gt=0)
 
 
 class OperationsConfig(StrictConfig):
     sprint_schedule: ScheduleConfig
     inbox_sensor: SensorConfig
-    dead_run_reaper: ReaperConfig
-    next_epoch_launcher: ReaperConfig
+    dead_run_reaper: IntervalConfig
+    next_epoch_launcher: IntervalConfig
 
 
 def load_operations(path=OPERATIONS_FILE) -> OperationsConfig:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import mimetypes
-import re
 import shutil
 import tempfile
 import threading
@@ -27,6 +26,7 @@ from jinja2.runtime import Context
 from markupsafe import Markup
 
 from gonka_pipelines.chain.core import LOCK_WAIT_SECONDS
+from gonka_pipelines.chain.explorer import HEIGHT
 from gonka_pipelines.chain.store import ChainError, ChainStore
 from gonka_pipelines.explorer import pages
 from gonka_pipelines.explorer.snapshot import ChainSnapshot
@@ -38,8 +38,6 @@ HERE = Path(__file__).parent
 STATIC = HERE / "static"
 REFRESH_SECONDS = 1.0
 SEARCH_URLS = {"block": "/block/{}", "host": "/host/{}", "account": "/account/{}", "task": "/task/{}"}
-HEIGHT = re.compile(r"[0-9]{1,18}")
-"""A block height as a URL gives it: ASCII digits, few enough for a 64-bit integer."""
 
 
 @dataclass

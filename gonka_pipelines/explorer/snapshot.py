@@ -51,13 +51,13 @@ def _remove(copy: Path) -> None:
 
 
 class ChainSnapshot:
-    """A refreshed private copy of the chain database at `live`, kept in `folder` (one file per refresh, older ones
+    """A refreshed private copy of the chain database at `live`, kept in `folder` (one file per refresh, the one before
     removed once replaced)."""
 
     def __init__(self, live: Path, folder: Path):
         self.live, self.folder = live, folder
         self._lock = threading.Lock()
-        self._copies: list[Path] = []  # oldest first; the last is what pages read
+        self._current: Path | None = None  # the copy pages read
         self._stamp: tuple[tuple[int, ...], ...] | None = None
         self._generation = 0
         self._copied: tuple[int, float] | None = None  # (head height, time) of the latest copy
@@ -87,14 +87,11 @@ class ChainSnapshot:
         except BaseException:
             _remove(target)  # a copy cut short (disk full, interrupted) is never read
             raise
-        with self._lock:
-            self._copies.append(target)
+        with self._lock:  # pages open the current copy under this lock, so none is half-way into opening the old one
+            retired, self._current = self._current, target
             self._stamp, self._busy_since, self._copied = stamp, None, (height, time.time())
-            retired, self._copies = self._copies[:-2], self._copies[-2:]
-        # the copy before last stays: a page that picked it just before the swap may still be opening it; a page
-        # holding an older one open keeps reading it after the unlink (POSIX)
-        for copy in retired:
-            _remove(copy)
+        if retired is not None:  # a page that has it open keeps reading it after the unlink (POSIX)
+            _remove(retired)
         return True
 
     @property
@@ -108,9 +105,9 @@ class ChainSnapshot:
         """The latest copy, opened read-only for one page (opened under the lock, so no refresh retires it first)."""
         with ExitStack() as stack:
             with self._lock:
-                if not self._copies:
+                if self._current is None:
                     raise ChainError(f"{self.live}: no copy of the chain yet (is it being created?)")
-                store = stack.enter_context(ChainStore.open(self._copies[-1], read_only=True))
+                store = stack.enter_context(ChainStore.open(self._current, read_only=True))
             yield store
 
     def keep_fresh(self, interval: float, stop: threading.Event) -> threading.Thread:

@@ -309,10 +309,10 @@ def new_versions(env: EpochEnvironment, results: list[dict[str, Any]], outcomes:
     the chain already holds or an earlier task of the epoch produced (a lazy trainer's unchanged base that only lazy
     validators passed): its weights and first lineage are already on the chain."""
     passed = {o["task_id"] for o in outcomes if o["outcome"] == TaskOutcome.PASSED}
-    fresh = []
+    fresh, seen = [], set(known)
     for result in results:
-        if result["task_id"] in passed and result["version"] not in known:
-            known = known | {result["version"]}
+        if result["task_id"] in passed and result["version"] not in seen:
+            seen.add(result["version"])
             fresh.append(result)
     scored = [(r, validator.score(r)) for r in fresh]
     return [{"version": r["version"], "epoch": env.epoch, "model": r["model"], "parent": r["base_version"],
