@@ -24,7 +24,7 @@ from gonka_pipelines.local.config import ConfigError, changed_params, load_genes
 from gonka_pipelines.local.inbox import waiting_names
 from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.protocol.crypto import hash_value
-from gonka_pipelines.protocol.params import Behaviour, DeveloperConfig, HostConfig, NetworkConfig
+from gonka_pipelines.protocol.params import NAME_PATTERN, Behaviour, DeveloperConfig, HostConfig, NetworkConfig
 from gonka_pipelines.simulation.workload import submit_tasks
 from gonka_pipelines.stages.environment import Log, quiet
 from gonka_pipelines.stages.genesis import init_chain
@@ -53,7 +53,7 @@ class SweepDefinition(BaseModel):
     """One sweep: grid × seeds points, each a chain of `population` run for `epochs` epochs of `tasks` tasks."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
     profile: str | None = None
     grid: dict[str, list[Any]] = Field(min_length=1)

@@ -17,6 +17,11 @@ Int64 = Annotated[int, Strict(), Field(le=MAX_INT64)]
 """An integer as the chain stores it: never coerced from true or '32', never beyond 2**63 - 1."""
 
 
+NAME_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$"
+"""Names of chains, hosts, developers and sweeps: letters, digits, '.', '_', '-', not first a dot (names become file
+names and URL path segments, where '.', '..' and hidden files would point elsewhere)."""
+
+
 class StrictConfig(BaseModel):
     """Base of every config section: unknown keys are errors, values are immutable."""
 
@@ -115,7 +120,7 @@ class GenesisParams(StrictConfig):
 
     profile: str
     rules: str = Field(min_length=1, description="the named rule set the chain's epochs run (protocol/rules.py)")
-    chain_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    chain_id: str = Field(min_length=1, pattern=NAME_PATTERN)
     genesis_time: datetime
     epoch_seconds: Int64 = Field(gt=0)
     token: TokenParams
@@ -174,7 +179,7 @@ class Behaviour(enum.StrEnum):
 
 
 class HostConfig(StrictConfig):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    name: str = Field(min_length=1, pattern=NAME_PATTERN)
     key: Path | None = None
     capacity: int = Field(strict=True, gt=0, le=2**31 - 1, description="stored as INTEGER")
     models: tuple[str, ...] = Field(min_length=1)
@@ -183,7 +188,7 @@ class HostConfig(StrictConfig):
 
 
 class DeveloperConfig(StrictConfig):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    name: str = Field(min_length=1, pattern=NAME_PATTERN)
     key: Path | None = None
     balance: Int64 = Field(ge=0)
 

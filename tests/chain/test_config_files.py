@@ -143,6 +143,8 @@ NETWORK_OK = """\
     ("hosts:\n  - {name: a, capacity: 1, models: [m]}\n  - {name: b, capacity: 0, models: [m]}\n", "hosts.1.capacity"),
     ("hosts:\n  - {name: a, capacity: 1, models: []}\n", "hosts.0.models"),
     ("hosts:\n  - {name: 'a b', capacity: 1, models: [m]}\n", "hosts.0.name"),
+    ("hosts:\n  - {name: '..', capacity: 1, models: [m]}\n", "hosts.0.name"),  # a path segment that climbs
+    ("hosts:\n  - {name: a, capacity: 1, models: [m]}\ndevelopers:\n  - {name: .d, balance: 5}\n", "developers.0.name"),
     ("hosts:\n  - {name: a, capacity: 1, models: [m], behaviour: evil}\n", "hosts.0.behaviour"),
     ("hosts:\n  - {name: a, capacity: 1, models: [m], colour: red}\n", "hosts.0.colour"),
     ("hosts:\n  - {name: a, capacity: 1, models: [m]}\ndevelopers:\n  - {name: d, balance: -5}\n", "developers.0.balance"),
