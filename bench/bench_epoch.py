@@ -11,9 +11,11 @@ written to the inbox (the clients' cost, timed apart), then the epoch's environm
 stages of gonka_pipelines.stages.registry run in order with
 `PrecomputedCompute` (bench/precomputed.py) as the compute seam, each timed with time.perf_counter.
 
-Baseline, measured in the same run: the rows each stage wrote are read back and inserted again through
-`ChainStore._insert` into a second database with the same schema (one transaction per stage, tables in the
-same state as the chain's). stage seconds / baseline seconds is what a stage costs beyond writing its output.
+Floor, measured in the same run (bench/floors.py): per stage, a raw Arrow append of the rows it wrote into plain
+DuckDB tables of the same column types, plus its signatures at raw pynacl speed on all cores (the collect stage's
+developer signatures as verifies, every other signed row as a sign), plus for block_proposal an Arrow read of the
+epoch's committed columns with SHA-256 over their buffers. stage seconds / floor is how far a stage is from the
+machine; verify-chain's floor is the same read and hash plus a verify per committed signature.
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import duckdb
+import pyarrow as pa
 import yaml
 
-from gonka_pipelines.chain.commitments import COMMITMENTS
 from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.chain.verify import verify_block
 from gonka_pipelines.local.config import load_genesis, load_network
@@ -49,6 +52,7 @@ from gonka_pipelines.stages.genesis import init_chain
 from gonka_pipelines.stages.registry import STAGE_NAMES, STAGES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from floors import ReadHashFloor, SignatureFloor, arrow_append_seconds, stage_floor  # bench/floors.py
 from precomputed import (  # bench/precomputed.py, beside this script
     LABEL,
     PrecomputedCompute,
@@ -129,19 +133,10 @@ def table_marks(store: ChainStore) -> dict[str, tuple[int, int]]:
     return {name: (count, top) for name, count, top in store._query(sql)}
 
 
-def appended_rows(store: ChainStore, before: dict, after: dict) -> dict[str, list[dict]]:
-    """The rows each table gained between two marks, as the list of dicts the chain inserts."""
-    return {t: store._records(f"SELECT * FROM {t} WHERE rowid > ? ORDER BY rowid", [before.get(t, (0, -1))[1]])
+def appended_rows(store: ChainStore, before: dict, after: dict) -> dict[str, pa.Table]:
+    """The rows each table gained between two marks, as Arrow."""
+    return {t: store._arrow(f"SELECT * FROM {t} WHERE rowid > ? ORDER BY rowid", [before.get(t, (0, -1))[1]])
             for t, (count, _) in after.items() if count > before.get(t, (0, -1))[0]}
-
-
-def baseline_insert(base: ChainStore, rows: dict[str, list[dict]]) -> float:
-    """Seconds to insert the same rows through ChainStore._insert in one transaction (the raw write cost)."""
-    start = time.perf_counter()
-    with base.transaction():
-        for table, table_rows in rows.items():
-            base._insert(table, table_rows)
-    return time.perf_counter() - start
 
 
 def reset_peak_rss() -> None:
@@ -189,16 +184,18 @@ def summarize(name: str, result: object) -> object:
     return result
 
 
-def run_one_epoch(store: ChainStore, base: ChainStore, layout: DataLayout, epoch: int, profile: set[str], top: int) -> list[dict]:
-    """The epoch's environment, then every stage of the registry in order; per stage: seconds, rows written, baseline
-    seconds, results."""
+def run_one_epoch(store: ChainStore, scratch: duckdb.DuckDBPyConnection, signatures: SignatureFloor, layout: DataLayout,
+                  epoch: int, profile: set[str], top: int) -> tuple[list[dict], ReadHashFloor]:
+    """The epoch's environment, then every stage of the registry in order; per stage: seconds, rows written, the parts
+    of its floor, results. Also the epoch's read-and-hash floor (block_proposal's and verify-chain's)."""
     start = time.perf_counter()
     compute = PrecomputedCompute(store.genesis().sprint.model, store.head().hash)
     env = build_environment(store, layout, epoch, compute=compute)
     rows = [{"stage": "environment", "seconds": time.perf_counter() - start, "peak_mib": peak_rss_mib(), "rows": 0, "tables": {},
-             "baseline": None,
+             "floor_parts": {},
              "result": f"{len(env.hosts):,} hosts, {len(env.keys):,} keys"}]
     open_chain = holding(store)
+    read_hash = None
     for stage in STAGES:
         before = table_marks(store)
         reset_peak_rss()
@@ -206,13 +203,15 @@ def run_one_epoch(store: ChainStore, base: ChainStore, layout: DataLayout, epoch
         peak = peak_rss_mib()
         after = table_marks(store)
         written = appended_rows(store, before, after)
-        baseline = baseline_insert(base, written) if written else None
-        rows.append({"stage": stage.name, "seconds": seconds, "peak_mib": peak, "rows": sum(len(r) for r in written.values()),
-                     "tables": {t: len(r) for t, r in written.items()}, "baseline": baseline, "result": summarize(stage.name, result)})
+        if stage.name == "block_proposal":
+            read_hash = ReadHashFloor.measure(store, epoch)
+        parts = stage_floor(stage.name, written, arrow_append_seconds(scratch, written), signatures, read_hash)
+        rows.append({"stage": stage.name, "seconds": seconds, "peak_mib": peak, "rows": sum(t.num_rows for t in written.values()),
+                     "tables": {t: r.num_rows for t, r in written.items()}, "floor_parts": parts,
+                     "result": summarize(stage.name, result)})
         del written
-    committed = sum(store._scalar(f"SELECT count(*) FROM {c.table} WHERE {c.epoch} = ?", [epoch]) for c in COMMITMENTS)
-    next(row for row in rows if row["stage"] == "block_proposal")["committed"] = committed
-    return rows
+    assert read_hash is not None, "the registry has a block_proposal stage"
+    return rows, read_hash
 
 
 # ---------------------------------------------------------------- report
@@ -228,29 +227,33 @@ def print_table(headers: list[str], rows: list[list[str]], right: set[int]) -> N
         print(fmt(row))
 
 
-def report_epoch(epoch: int, client_seconds: float, tasks: int, stages: list[dict]) -> None:
+def report_epoch(epoch: int, client_seconds: float, tasks: int, stages: list[dict], read_hash: ReadHashFloor) -> None:
     print(f"\nepoch {epoch}  ({LABEL})")
     table = [["client: sign + write inbox", f"{client_seconds:.3f}", "-", f"{tasks:,} files", f"{tasks / client_seconds:,.0f}",
-              "-", "-", "not the chain's cost"]]
+              "-", "-", "-", "not the chain's cost"]]
     for s in stages:
         biggest = sorted(s["tables"].items(), key=lambda kv: -kv[1])[:3]
+        floor = sum(s["floor_parts"].values())
         table.append([s["stage"], f"{s['seconds']:.3f}", f"{s['peak_mib']:,.0f}", f"{s['rows']:,}",
                       f"{s['rows'] / s['seconds']:,.0f}" if s["rows"] else "-",
-                      f"{s['baseline']:.3f}" if s["baseline"] is not None else "-",
-                      f"{s['seconds'] / s['baseline']:.1f}x" if s["baseline"] else "-",
+                      f"{floor:.3f}" if floor else "-", f"{s['seconds'] / floor:.1f}x" if floor else "-",
+                      " ".join(f"{name} {value:.2f}" for name, value in s["floor_parts"].items() if value) or "-",
                       ", ".join(f"{t} {n:,}" for t, n in biggest) or "-"])
     total = sum(s["seconds"] for s in stages)
     total_rows = sum(s["rows"] for s in stages)
-    total_base = sum(s["baseline"] or 0.0 for s in stages)
+    total_floor = sum(sum(s["floor_parts"].values()) for s in stages)
     table.append(["epoch total (chain)", f"{total:.3f}", f"{max(s['peak_mib'] for s in stages):,.0f}", f"{total_rows:,}",
-                  f"{total_rows / total:,.0f}", f"{total_base:.3f}", f"{total / total_base:.1f}x" if total_base else "-", ""])
-    print_table(["stage", "seconds", "peak MiB", "rows written", "rows/s", "baseline s", "ratio", "biggest tables written"],
-                table, right={1, 2, 3, 4, 5, 6})
-    print("baseline = the same rows inserted through ChainStore._insert into a scratch DuckDB; ratio = stage / baseline; "
+                  f"{total_rows / total:,.0f}", f"{total_floor:.3f}", f"{total / total_floor:.1f}x" if total_floor else "-",
+                  "", ""])
+    print_table(["stage", "seconds", "peak MiB", "rows written", "rows/s", "floor s", "ratio", "floor parts (s)",
+                 "biggest tables written"], table, right={1, 2, 3, 4, 5, 6})
+    print("floor = raw Arrow append of the rows written + raw Ed25519 signs (verifies for collect) on all cores "
+          "+ for block_proposal the Arrow read and SHA-256 of the committed columns; ratio = stage / floor; "
           "peak MiB = the process's peak resident set during the stage")
     propose = next(s for s in stages if s["stage"] == "block_proposal")
     print(f"block_proposal writes few rows but reads and hashes every committed row of the epoch (Merkle roots): "
-          f"{propose['committed']:,} rows, {propose['committed'] / propose['seconds']:,.0f} rows/s")
+          f"{read_hash.rows:,} rows ({read_hash.bytes_hashed / 2**20:,.0f} MiB of column buffers, read and hashed in "
+          f"{read_hash.seconds:.2f}s), {read_hash.rows / propose['seconds']:,.0f} rows/s")
     print("results: " + "; ".join(f"{s['stage']} {s['result']}" for s in stages))
 
 
@@ -300,7 +303,7 @@ def main() -> int:
                         help="cProfile this stage (repeatable) and print its hottest functions")
     parser.add_argument("--profile-top", type=int, default=25)
     parser.add_argument("--json", type=Path, default=None,
-                        help="also write each epoch's stages (seconds, peak MiB, rows, baseline) and verify-chain's seconds here")
+                        help="also write each epoch's stages (seconds, peak MiB, rows, floor parts) and verify-chain's seconds and floor here")
     args = parser.parse_args()
     if args.quick:
         args.hosts, args.tasks = 100, 5_000
@@ -318,7 +321,12 @@ def main() -> int:
                                                        args.committee_size))
         network = load_network(write_network(workdir / "network.yaml", args.hosts, args.developers))
         layout = DataLayout(workdir / "data")
-        with ChainStore.open(layout.database) as store, ChainStore.open(workdir / "baseline.duckdb") as base:
+        signatures = SignatureFloor.measure()
+        print(f"floor: raw Ed25519 on {signatures.cores} cores: sign {signatures.sign_seconds * 1e6:.1f} µs "
+              f"({signatures.sign_range[0] * 1e6:.1f}-{signatures.sign_range[1] * 1e6:.1f}), verify "
+              f"{signatures.verify_seconds * 1e6:.1f} µs ({signatures.verify_range[0] * 1e6:.1f}-"
+              f"{signatures.verify_range[1] * 1e6:.1f}) per signature, median of 3 rounds")
+        with ChainStore.open(layout.database) as store, duckdb.connect(str(workdir / "floor.duckdb")) as scratch:
             start = time.perf_counter()
             init_chain(store, layout, genesis, network)
             print(f"genesis (init_chain, {args.hosts + args.developers:,} key files): {time.perf_counter() - start:.2f}s; "
@@ -327,15 +335,18 @@ def main() -> int:
             identities = load_identities(layout, network, genesis.chain_id)
             developer_keys = [identities[d.name] for d in network.developers]
             nonces = [0] * len(developer_keys)
-            grand_total, record = 0.0, {"hosts": args.hosts, "tasks": args.tasks, "validation": args.validation, "epochs": []}
+            grand_total, verify_floor, record = 0.0, 0.0, {"hosts": args.hosts, "tasks": args.tasks, "validation": args.validation, "epochs": []}
             for epoch in range(1, args.epochs + 1):
                 start = time.perf_counter()
                 submit_tasks(layout, developer_keys, nonces, args.tasks, epoch)
                 client_seconds = time.perf_counter() - start
-                stages = run_one_epoch(store, base, layout, epoch, set(args.profile_stage), args.profile_top)
+                stages, read_hash = run_one_epoch(store, scratch, signatures, layout, epoch, set(args.profile_stage),
+                                                  args.profile_top)
                 grand_total += sum(s["seconds"] for s in stages)
-                report_epoch(epoch, client_seconds, args.tasks, stages)
-                record["epochs"].append([{k: s[k] for k in ("stage", "seconds", "peak_mib", "rows", "baseline")} for s in stages])
+                report_epoch(epoch, client_seconds, args.tasks, stages, read_hash)
+                record["epochs"].append([{k: s[k] for k in ("stage", "seconds", "peak_mib", "rows", "floor_parts")}
+                                         for s in stages])
+                verify_floor += read_hash.seconds + read_hash.signatures * signatures.verify_seconds
                 problems += [f"epoch {epoch}: {p}" for p in epoch_checks(store, epoch, args.tasks)]
             if not args.no_verify:
                 start = time.perf_counter()
@@ -344,8 +355,10 @@ def main() -> int:
                     if inconsistency := verify_block(store, height, previous):
                         problems.append(str(inconsistency))
                     previous = store.block(height)["hash"]
-                record["verify_seconds"] = time.perf_counter() - start
-                print(f"\nverify (re-derive {args.epochs} block(s) from rows, not a stage): {record['verify_seconds']:.2f}s")
+                record["verify_seconds"], record["verify_floor"] = time.perf_counter() - start, verify_floor
+                print(f"\nverify (re-derive {args.epochs} block(s) from rows, not a stage): {record['verify_seconds']:.2f}s; "
+                      f"floor {verify_floor:.2f}s (read and hash the committed columns, verify each committed signature on "
+                      f"all cores), ratio {record['verify_seconds'] / verify_floor:.1f}x")
         print(f"\n{args.epochs} epoch(s) of {args.hosts:,} hosts and {args.tasks:,} tasks: {grand_total:.2f}s in the stages "
               f"({LABEL})")
         if args.json:

@@ -63,6 +63,11 @@ def next_epoch_run(instance: dg.DagsterInstance, layout: DataLayout, reason: str
     return dg.RunRequest(partition_key=str(epoch), tags={"gonka/trigger": reason})
 
 
+def launching(request: dg.RunRequest) -> dg.SensorResult:
+    """A sensor's answer that runs `request` and first adds its epoch to the dynamic partitions."""
+    return dg.SensorResult(run_requests=[request], dynamic_partitions_requests=[epochs.build_add_request([str(request.partition_key)])])
+
+
 @dg.schedule(job=jobs.epoch_job, cron_schedule=OPERATIONS.sprint_schedule.cron, execution_timezone=OPERATIONS.sprint_schedule.timezone,
              default_status=dg.DefaultScheduleStatus.STOPPED, description="Recurring sprints: launch the next epoch on a cron.")
 def recurring_sprints(context: dg.ScheduleEvaluationContext):
@@ -84,9 +89,7 @@ def inbox_sensor(context: dg.SensorEvaluationContext):
         return dg.SkipReason(f"{len(waiting)} submissions waiting, the oldest for {oldest_wait:.0f}s "
                              f"(launch at {config.min_pending_tasks}, or once one has waited {config.max_wait_seconds}s)")
     request = next_epoch_run(context.instance, layout, "inbox")
-    if isinstance(request, dg.SkipReason):
-        return request
-    return dg.SensorResult(run_requests=[request], dynamic_partitions_requests=[epochs.build_add_request([str(request.partition_key)])])
+    return request if isinstance(request, dg.SkipReason) else launching(request)
 
 
 @dg.sensor(minimum_interval_seconds=OPERATIONS.dead_run_reaper.interval_seconds, default_status=dg.DefaultSensorStatus.RUNNING,
@@ -133,8 +136,7 @@ def next_epoch_launcher(context: dg.SensorEvaluationContext):
     if isinstance(request, dg.SkipReason):
         return request  # the cursor stays: the request is answered once the run in progress ends
     context.update_cursor(str(records[0].storage_id))
-    return dg.SensorResult(run_requests=[request],
-                           dynamic_partitions_requests=[epochs.build_add_request([str(request.partition_key)])])
+    return launching(request)
 
 
 def next_epoch_request_for(instance: dg.DagsterInstance, storage_id: int) -> dg.RunRequest | dg.SkipReason:

@@ -1,0 +1,132 @@
+"""Physical floors for the epoch benchmark: what the same work costs with nothing of the project in the way.
+
+Measured in the benchmark's own run, on all cores: raw Ed25519 signing and verifying (pynacl in a process pool),
+raw Arrow appends of a stage's rows into plain DuckDB tables of the same column types (no constraints), and an
+Arrow read of a block's committed columns with SHA-256 over their buffers. A stage's floor is the sum of the parts
+its work needs; stage seconds / floor is how far the project is from the machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import duckdb
+import pyarrow as pa
+from nacl.signing import SigningKey
+
+from gonka_pipelines.chain.commitments import COMMITMENTS
+from gonka_pipelines.chain.store import ChainStore
+
+MESSAGE_BYTES = 320
+"""About one signed row's canonical body (a task result or verdict)."""
+VERIFIED_TABLES = ("tasks", "training_tasks", "rejected_tasks")
+"""Where the collect stage writes one row per submission whose developer signature it checked."""
+
+
+def _sign_many(count: int) -> int:
+    key = SigningKey(bytes(range(32)))
+    message = bytes(MESSAGE_BYTES)
+    for _ in range(count):
+        key.sign(message)
+    return count
+
+
+def _verify_many(count: int) -> int:
+    key = SigningKey(bytes(range(32)))
+    signed = key.sign(bytes(MESSAGE_BYTES))
+    verify = key.verify_key.verify
+    for _ in range(count):
+        verify(signed)
+    return count
+
+
+@dataclass(frozen=True)
+class SignatureFloor:
+    """Seconds per Ed25519 sign and per verify with every core busy (median of rounds, range kept for the report)."""
+
+    cores: int
+    sign_seconds: float
+    verify_seconds: float
+    sign_range: tuple[float, float]
+    verify_range: tuple[float, float]
+
+    @classmethod
+    def measure(cls, operations: int = 20_000, rounds: int = 3) -> SignatureFloor:
+        """Time `operations` signs, then as many verifies, spread over one process per core, `rounds` times."""
+        cores = os.cpu_count() or 1
+        per_core = max(1, operations // cores)
+        timings: dict[str, list[float]] = {"sign": [], "verify": []}
+        with ProcessPoolExecutor(cores) as pool:
+            list(pool.map(_sign_many, [10] * cores))  # start the workers and load nacl before timing
+            for _ in range(rounds):
+                for name, work in (("sign", _sign_many), ("verify", _verify_many)):
+                    start = time.perf_counter()
+                    done = sum(pool.map(work, [per_core] * cores))
+                    timings[name].append((time.perf_counter() - start) / done)
+        return cls(cores, statistics.median(timings["sign"]), statistics.median(timings["verify"]),
+                   (min(timings["sign"]), max(timings["sign"])), (min(timings["verify"]), max(timings["verify"])))
+
+
+def arrow_append_seconds(scratch: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table]) -> float:
+    """Seconds to append each Arrow table to a plain table of its column types in `scratch` (created on first use)."""
+    elapsed = 0.0
+    for name, arrow in tables.items():
+        scratch.register("incoming", arrow)
+        scratch.execute(f'CREATE TABLE IF NOT EXISTS "{name}" AS SELECT * FROM incoming LIMIT 0')
+        start = time.perf_counter()
+        scratch.execute(f'INSERT INTO "{name}" SELECT * FROM incoming')
+        elapsed += time.perf_counter() - start
+        scratch.unregister("incoming")
+    return elapsed
+
+
+def _hash_buffers(table: pa.Table) -> int:
+    """SHA-256 over every buffer of every column; the bytes hashed."""
+    hashed = 0
+    for column in table.columns:
+        for chunk in column.chunks:
+            for buffer in chunk.buffers():
+                if buffer is not None:
+                    hashlib.sha256(buffer).digest()
+                    hashed += buffer.size
+    return hashed
+
+
+@dataclass(frozen=True)
+class ReadHashFloor:
+    """An epoch's committed columns read as Arrow and hashed (SHA-256 releases the GIL: one thread per core)."""
+
+    rows: int
+    signatures: int
+    bytes_hashed: int
+    seconds: float
+
+    @classmethod
+    def measure(cls, store: ChainStore, epoch: int) -> ReadHashFloor:
+        start = time.perf_counter()
+        tables = [store._arrow(f"SELECT {', '.join(c.columns)} FROM {c.table} WHERE {c.epoch} = ?", [epoch])
+                  for c in COMMITMENTS]
+        with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+            hashed = sum(pool.map(_hash_buffers, tables))
+        seconds = time.perf_counter() - start
+        signatures = sum(t.num_rows for t in tables if "signature" in t.column_names)
+        return cls(sum(t.num_rows for t in tables), signatures, hashed, seconds)
+
+
+def stage_floor(stage: str, written: dict[str, pa.Table], append_seconds: float, signatures: SignatureFloor,
+                read_hash: ReadHashFloor | None) -> dict[str, float]:
+    """The parts of one stage's floor, in seconds: appending what it wrote, the signatures it made or checked, and for
+    block_proposal reading and hashing the epoch's committed rows."""
+    signed = sum(t.num_rows for t in written.values() if "signature" in t.column_names)
+    verified = sum(written[t].num_rows for t in VERIFIED_TABLES if t in written) if stage == "epoch_tasks" else 0
+    parts = {"append": append_seconds,
+             "sign": (0 if stage == "epoch_tasks" else signed) * signatures.sign_seconds,
+             "verify": verified * signatures.verify_seconds}
+    if stage == "block_proposal" and read_hash is not None:
+        parts["read+hash"] = read_hash.seconds
+    return parts
