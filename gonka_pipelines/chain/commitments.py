@@ -7,8 +7,8 @@ from typing import Any
 
 import duckdb
 
-from gonka_pipelines.protocol.crypto import canonical_row_bytes
-from gonka_pipelines.protocol.merkle import leaf_digest, merkle_root_of_digests
+from gonka_pipelines.protocol.crypto import canonical_bytes, canonical_row_bytes
+from gonka_pipelines.protocol.merkle import LEAF_PREFIX, leaf_digest, merkle_root_of_digests
 
 
 @dataclass(frozen=True)
@@ -86,15 +86,70 @@ def row_leaf(commitment: Commitment, row: dict[str, Any]) -> str:
     return leaf_digest(canonical_row_bytes({"commitment": commitment.name, **{c: row[c] for c in commitment.columns}})).hex()
 
 
+def _column_types(connection: duckdb.DuckDBPyConnection, commitment: Commitment) -> dict[str, str]:
+    return dict(connection.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ?",
+                                   [commitment.table]).fetchall())
+
+
+def _committed_values(commitment: Commitment, types: dict[str, str]) -> list[str]:
+    """SQL for each committed column's value as the leaf holds it: BLOB columns as lowercase hex, so a row has one
+    canonical encoding."""
+    return [f"lower(hex({c}))" if types.get(c) == "BLOB" else c for c in commitment.columns]
+
+
 def _ordered_rows(connection: duckdb.DuckDBPyConnection, commitment: Commitment, epoch: int) -> list[tuple]:
-    """(commitment name, committed columns..., key) of one epoch's rows in key order; BLOB columns come as lowercase
-    hex, so a row has one canonical encoding."""
-    types = dict(connection.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ?",
-                                    [commitment.table]).fetchall())
-    columns = ", ".join(f"lower(hex({c})) AS {c}" if types.get(c) == "BLOB" else c for c in commitment.columns)
+    """(commitment name, committed columns..., key) of one epoch's rows in key order."""
+    values = _committed_values(commitment, _column_types(connection, commitment))
+    columns = ", ".join(f"{v} AS {c}" for c, v in zip(commitment.columns, values))
     return connection.execute(
         f"SELECT ? AS commitment, {columns}, CAST({commitment.key} AS VARCHAR) AS _key FROM {commitment.table} "
         f"WHERE {commitment.epoch} = ? ORDER BY _key", [commitment.name, epoch]).fetchall()
+
+
+_ESCAPED_CONTROL = "\\u00"
+"""How DuckDB's JSON writer starts a control character's escape, in hex digits of its own case (\\u000B where
+Python's json writes \\u000b): text holding one (or these characters themselves) is encoded in Python."""
+
+
+def _written_apart(value: str, data_type: str, depth: int = 0) -> str:
+    """SQL that is true when DuckDB's to_json may write this value otherwise than canonical_bytes: a float outside
+    [1e-4, 1e16) (its exponent form differs from Python's repr; NaN and infinities too). Lists are checked element by
+    element; integers, booleans, text (checked on the whole row's JSON) and hexed BLOBs are written alike."""
+    if data_type.endswith("[]"):
+        element = f"x{depth}"
+        inner = _written_apart(element, data_type[:-2], depth + 1)
+        return "false" if inner == "false" else f"coalesce(list_bool_or(list_transform({value}, lambda {element}: {inner})), false)"
+    if data_type == "DOUBLE":
+        return f"coalesce(NOT ({value} = 0 OR (abs({value}) >= 1e-4 AND abs({value}) < 1e16)), false)"
+    if data_type in ("BIGINT", "INTEGER", "BOOLEAN", "BLOB", "VARCHAR"):
+        return "false"
+    raise ValueError(f"no SQL leaf encoding for a committed column of type {data_type}")
+
+
+def leaf_digests(connection: duckdb.DuckDBPyConnection, commitment: Commitment, epoch: int) -> list[bytes]:
+    """Each of the epoch's rows' leaf digest in key order, computed in DuckDB (JSON with sorted keys, SHA-256, on every
+    core): byte for byte the leaf of canonical_bytes. Rows DuckDB might write otherwise are encoded in Python."""
+    types = _column_types(connection, commitment)
+    values = dict(zip(commitment.columns, _committed_values(commitment, types)))
+    tagged = {"commitment": "?", **values}  # as in row_leaf: a column named commitment replaces the tag
+    fields = ", ".join(f"'{name}': {tagged[name]}" for name in sorted(tagged))
+    floats = " OR ".join(_written_apart(c, types[c]) for c in commitment.columns)
+    apart = f"contains(_leaf_text, '{_ESCAPED_CONTROL}') OR {floats}"
+    source = (f"SELECT CAST({commitment.key} AS VARCHAR) AS _key, to_json({{{fields}}})::VARCHAR AS _leaf_text, * "
+              f"FROM {commitment.table} WHERE {commitment.epoch} = ?")
+    tag = [] if "commitment" in values else [commitment.name]
+    table = connection.sql(
+        f"WITH leaves AS ({source}) SELECT CASE WHEN {apart} THEN NULL ELSE unhex(sha256(? || encode(_leaf_text))) END AS digest "
+        "FROM leaves ORDER BY _key", params=[*tag, epoch, LEAF_PREFIX]).to_arrow_table()
+    digests = table.column("digest").to_pylist()
+    odd = [index for index, digest in enumerate(digests) if digest is None]
+    if odd:  # the same rows in the same key order, their values read into Python
+        rows = connection.execute(
+            f"WITH leaves AS ({source}) SELECT {', '.join(f'{v} AS {c}' for c, v in values.items())} FROM leaves "
+            f"WHERE {apart} ORDER BY _key", [*tag, epoch]).fetchall()
+        for index, row in zip(odd, rows, strict=True):
+            digests[index] = leaf_digest(canonical_bytes({"commitment": commitment.name, **dict(zip(commitment.columns, row))}))
+    return digests
 
 
 def epoch_rows(connection: duckdb.DuckDBPyConnection, commitment: Commitment, epoch: int) -> list[tuple[str, dict[str, Any]]]:
@@ -103,11 +158,5 @@ def epoch_rows(connection: duckdb.DuckDBPyConnection, commitment: Commitment, ep
 
 
 def epoch_roots(connection: duckdb.DuckDBPyConnection, epoch: int) -> dict[str, str]:
-    """Merkle root of every commitment for the epoch: each row's leaf from one dict (zip stops before the key) and one
-    orjson call; leaves and nodes stay bytes, hex only for the roots."""
-    roots = {}
-    for c in COMMITMENTS:
-        names = ("commitment", *c.columns)
-        roots[c.name] = merkle_root_of_digests([leaf_digest(canonical_row_bytes(dict(zip(names, values))))
-                                                for values in _ordered_rows(connection, c, epoch)])
-    return roots
+    """Merkle root of every commitment for the epoch over its leaf digests; nodes stay bytes, hex only for the roots."""
+    return {c.name: merkle_root_of_digests(leaf_digests(connection, c, epoch)) for c in COMMITMENTS}
