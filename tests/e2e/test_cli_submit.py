@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from gonka_pipelines import cli
+from gonka_pipelines.cli import runs
 from gonka_pipelines.local.inbox import waiting_names
 from gonka_pipelines.local.keys import save_key
 from gonka_pipelines.local.paths import DataLayout
@@ -145,7 +146,7 @@ def test_run_on_a_terminal_draws_a_progress_bar_under_the_stage_lines(genesis_la
 def test_the_run_link_follows_the_ui_port_and_names_the_make_ui_that_serves_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     here = DataLayout(tmp_path / "data")
-    assert (cli._make_ui(here), cli._ui_url()) == ("`make ui`", "http://127.0.0.1:3000")
+    assert (runs._make_ui(here), runs._ui_url()) == ("`make ui`", "http://127.0.0.1:3000")
     monkeypatch.setenv("GONKA_UI_PORT", "3131")
     elsewhere = DataLayout(tmp_path / "other")
-    assert (cli._make_ui(elsewhere), cli._ui_url()) == (f"`make ui DATA={elsewhere.root} UI_PORT=3131`", "http://127.0.0.1:3131")
+    assert (runs._make_ui(elsewhere), runs._ui_url()) == (f"`make ui DATA={elsewhere.root} UI_PORT=3131`", "http://127.0.0.1:3131")
