@@ -16,10 +16,12 @@ invalidated some work it executed (an inference or training task)."""
 
 
 class AuditRows(StoreCore):
-    def rejections_by_epoch(self) -> dict[int, dict[str, int]]:
+    def rejections_by_epoch(self, epoch: int | None = None) -> dict[int, dict[str, int]]:
+        """Rejected submissions per epoch (only `epoch`'s when given) and reason."""
         rejected: dict[int, dict[str, int]] = {}
-        for epoch, reason, count in self._query("SELECT epoch, reason, count(*) FROM rejected_tasks GROUP BY 1, 2 ORDER BY 1, 2"):
-            rejected.setdefault(epoch, {})[reason] = count
+        for at, reason, count in self._query("SELECT epoch, reason, count(*) FROM rejected_tasks WHERE ? IS NULL OR epoch = ? "
+                                             "GROUP BY 1, 2 ORDER BY 1, 2", [epoch, epoch]):
+            rejected.setdefault(at, {})[reason] = count
         return rejected
 
     def training_report(self, epoch: int) -> list[dict[str, Any]]:

@@ -46,7 +46,7 @@ def block_page(store: ChainStore, height: int) -> dict[str, Any]:
     return {"block": block, "header": block["header"], "roots": roots, "counts": counts,
             "signers": [{**s, "name": names.get(s["signer"], s["signer"])} for s in block["signatures"]],
             "signed_weight": signed, "total_weight": total, "emission": emission,
-            "rejections": store.rejections_by_epoch().get(height, {}),
+            "rejections": store.rejections_by_epoch(height).get(height, {}),
             "has_next": store.epoch_status(height + 1) == FINALIZED}
 
 

@@ -92,12 +92,16 @@ _FLOAT_TEXT_APART = re.compile(rb"0\.0000|e-\d(?!\d)")
 two over millions of random doubles; every other finite double, and all strings, integers and booleans, agree)."""
 
 
+_ORJSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+"""Sorted keys; dataclasses and dates are not JSON to canonical_bytes, so orjson hands them back (TypeError) too."""
+
+
 def canonical_row_bytes(row: dict[str, Any]) -> bytes:
-    """canonical_bytes of a row with string keys (what the database returns), byte for byte, at orjson's speed: a row
-    orjson would write differently (a small float, an integer past 64 bits, a null that may be a NaN, or text that
-    merely looks like one of those) is encoded by canonical_bytes instead."""
+    """canonical_bytes of a row or message body with string keys, byte for byte, at orjson's speed: a row orjson would
+    write differently (a small float, an integer past 64 bits, a null that may be a NaN, a type JSON lacks, or text
+    that merely looks like one of those) is encoded by canonical_bytes instead."""
     try:
-        encoded = orjson.dumps(row, option=orjson.OPT_SORT_KEYS)
+        encoded = orjson.dumps(row, option=_ORJSON_OPTIONS)
     except TypeError:
         return canonical_bytes(row)
     if b"null" in encoded or (b"0.0000" in encoded or b"e-" in encoded) and _FLOAT_TEXT_APART.search(encoded):
@@ -108,7 +112,7 @@ def canonical_row_bytes(row: dict[str, Any]) -> bytes:
 def message_bytes(chain_id: str, kind: MessageKind, body: Any) -> bytes:
     """The bytes a signature covers: version, chain id and message kind prefix the canonical body."""
     prefix = f"{ENCODING_VERSION}|{chain_id}|{MessageKind(kind).value}|".encode()
-    return prefix + canonical_bytes(body)
+    return prefix + (canonical_row_bytes(body) if isinstance(body, dict) else canonical_bytes(body))
 
 
 def sha256_hex(data: bytes) -> str:

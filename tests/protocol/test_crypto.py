@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import math
 
 import pytest
@@ -12,6 +13,7 @@ from nacl.signing import VerifyKey
 
 from gonka_pipelines.protocol.crypto import (
     ADDRESS_PREFIX,
+    ENCODING_VERSION,
     KeyPair,
     MessageKind,
     address_from_public_key,
@@ -210,3 +212,17 @@ def test_any_row_of_column_values_encodes_as_canonical_bytes(row):
 def test_the_fast_encoder_refuses_non_finite_floats_like_canonical_bytes(value):
     with pytest.raises(ValueError, match="non-finite"):
         canonical_row_bytes({"x": value})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=12), COLUMN_VALUES, max_size=8))
+def test_a_message_covers_the_canonical_bytes_of_its_body(body):
+    """Signing encodes bodies with orjson; what it covers is byte for byte the canonical encoding."""
+    assert message_bytes(CHAIN, MessageKind.RESULT, body) == f"{ENCODING_VERSION}|{CHAIN}|result|".encode() + canonical_bytes(body)
+
+
+@pytest.mark.parametrize("value", [b"raw", datetime.datetime(2026, 1, 1), datetime.date(2026, 1, 1), {1: "x"}, {"a": {2: 3}},
+                                   float("nan"), [1.0, float("inf")]])
+def test_a_body_canonical_bytes_refuses_is_refused_for_signing(value):
+    with pytest.raises(ValueError, match="cannot encode"):
+        message_bytes(CHAIN, MessageKind.RESULT, {"field": value})
