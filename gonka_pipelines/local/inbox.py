@@ -128,18 +128,35 @@ def pending_submissions(inbox: Path, max_bytes: int, limit: int) -> list[Submiss
 
 def archive_submissions(inbox: Path, submission_ids: Iterable[str]) -> int:
     """Move consumed submissions to inbox/processed once their epoch is final, never replacing an archived entry
-    (a second entry of the same name is kept beside it as NAME~N); returns how many moved."""
+    (a second entry of the same name is kept beside it as NAME~N); returns how many moved. Names are resolved against
+    the two folders' descriptors: a million entries cost a probe and a rename each."""
     processed = inbox / "processed"
     processed.mkdir(parents=True, exist_ok=True)
+    source = os.open(inbox, os.O_RDONLY | os.O_DIRECTORY)
+    target = os.open(processed, os.O_RDONLY | os.O_DIRECTORY)
     moved = 0
-    for submission_id in submission_ids:
-        name = file_name_of(submission_id)
-        if not os.path.lexists(inbox / name):
-            continue
-        target, copy = processed / name, 0
-        while os.path.lexists(target):
-            copy += 1
-            target = processed / f"{name}~{copy}"
-        os.rename(inbox / name, target)
-        moved += 1
+    try:
+        for submission_id in submission_ids:
+            name = file_name_of(submission_id)
+            archived, copy = name, 0
+            while _entry_exists(archived, target):
+                copy += 1
+                archived = f"{name}~{copy}"
+            try:
+                os.rename(name, archived, src_dir_fd=source, dst_dir_fd=target)
+            except FileNotFoundError:  # not in the inbox (archived by an earlier, interrupted attempt)
+                continue
+            moved += 1
+    finally:
+        os.close(source)
+        os.close(target)
     return moved
+
+
+def _entry_exists(name: str, folder: int) -> bool:
+    """Whether the folder (a descriptor) holds an entry of this name, links included and never followed."""
+    try:
+        os.lstat(name, dir_fd=folder)
+    except FileNotFoundError:
+        return False
+    return True
