@@ -221,6 +221,12 @@ def test_a_message_covers_the_canonical_bytes_of_its_body(body):
     assert message_bytes(CHAIN, MessageKind.RESULT, body) == f"{ENCODING_VERSION}|{CHAIN}|result|".encode() + canonical_bytes(body)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=12), COLUMN_VALUES, max_size=8))
+def test_a_hash_is_of_the_canonical_bytes(value):
+    assert hash_value(value) == sha256_hex(canonical_bytes(value))
+
+
 @pytest.mark.parametrize("value", [b"raw", datetime.datetime(2026, 1, 1), datetime.date(2026, 1, 1), {1: "x"}, {"a": {2: 3}},
                                    float("nan"), [1.0, float("inf")]])
 def test_a_body_canonical_bytes_refuses_is_refused_for_signing(value):
