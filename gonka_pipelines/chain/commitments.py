@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import duckdb
 
-from gonka_pipelines.protocol.crypto import canonical_bytes, canonical_row_bytes
+from gonka_pipelines.protocol.crypto import canonical_row_bytes
 from gonka_pipelines.protocol.merkle import LEAF_PREFIX, leaf_digest, merkle_root_of_digests
 
 
@@ -81,28 +82,41 @@ BY_NAME = {c.table: c for c in COMMITMENTS} | {c.name: c for c in COMMITMENTS}
 """Commitments by header-root name, or by table name where no root bears that name."""
 
 
+def _commitment_leaf(values: dict[str, Any]) -> bytes:
+    """Leaf digest of a row's committed values tagged with its commitment's name."""
+    return leaf_digest(canonical_row_bytes(values))
+
+
 def row_leaf(commitment: Commitment, row: dict[str, Any]) -> str:
     """Leaf hash of one row (as epoch_rows gives it): its committed columns, tagged with the commitment name."""
-    return leaf_digest(canonical_row_bytes({"commitment": commitment.name, **{c: row[c] for c in commitment.columns}})).hex()
+    return _commitment_leaf({"commitment": commitment.name, **{c: row[c] for c in commitment.columns}}).hex()
 
 
-def _column_types(connection: duckdb.DuckDBPyConnection, commitment: Commitment) -> dict[str, str]:
-    return dict(connection.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ?",
-                                   [commitment.table]).fetchall())
+def column_types(connection: duckdb.DuckDBPyConnection) -> dict[str, dict[str, str]]:
+    """Every table's columns and their SQL types (one read of information_schema)."""
+    types: dict[str, dict[str, str]] = {}
+    for table, column, data_type in connection.execute(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns").fetchall():
+        types.setdefault(table, {})[column] = data_type
+    return types
 
 
-def _committed_values(commitment: Commitment, types: dict[str, str]) -> list[str]:
-    """SQL for each committed column's value as the leaf holds it: BLOB columns as lowercase hex, so a row has one
+def _committed_values(commitment: Commitment, types: dict[str, str]) -> dict[str, str]:
+    """Committed column -> SQL of its value as the leaf holds it: BLOB columns as lowercase hex, so a row has one
     canonical encoding."""
-    return [f"lower(hex({c}))" if types.get(c) == "BLOB" else c for c in commitment.columns]
+    return {c: f"lower(hex({c}))" if types.get(c) == "BLOB" else c for c in commitment.columns}
+
+
+def _select_list(values: dict[str, str]) -> str:
+    """`sql AS "name", ...` of a name -> SQL mapping."""
+    return ", ".join(f'{sql} AS "{name}"' for name, sql in values.items())
 
 
 def _ordered_rows(connection: duckdb.DuckDBPyConnection, commitment: Commitment, epoch: int) -> list[tuple]:
     """(commitment name, committed columns..., key) of one epoch's rows in key order."""
-    values = _committed_values(commitment, _column_types(connection, commitment))
-    columns = ", ".join(f"{v} AS {c}" for c, v in zip(commitment.columns, values))
+    values = _committed_values(commitment, column_types(connection).get(commitment.table, {}))
     return connection.execute(
-        f"SELECT ? AS commitment, {columns}, CAST({commitment.key} AS VARCHAR) AS _key FROM {commitment.table} "
+        f"SELECT ? AS commitment, {_select_list(values)}, CAST({commitment.key} AS VARCHAR) AS _key FROM {commitment.table} "
         f"WHERE {commitment.epoch} = ? ORDER BY _key", [commitment.name, epoch]).fetchall()
 
 
@@ -126,30 +140,55 @@ def _written_apart(value: str, data_type: str, depth: int = 0) -> str:
     raise ValueError(f"no SQL leaf encoding for a committed column of type {data_type}")
 
 
-def leaf_digests(connection: duckdb.DuckDBPyConnection, commitment: Commitment, epoch: int) -> list[bytes]:
-    """Each of the epoch's rows' leaf digest in key order, computed in DuckDB (JSON with sorted keys, SHA-256, on every
-    core): byte for byte the leaf of canonical_bytes. Rows DuckDB might write otherwise are encoded in Python."""
-    types = _column_types(connection, commitment)
-    values = dict(zip(commitment.columns, _committed_values(commitment, types)))
-    tagged = {"commitment": "?", **values}  # as in row_leaf: a column named commitment replaces the tag
-    fields = ", ".join(f"'{name}': {tagged[name]}" for name in sorted(tagged))
-    floats = " OR ".join(_written_apart(c, types[c]) for c in commitment.columns)
+@dataclass(frozen=True)
+class JsonLeaves:
+    """Rows whose leaves are SHA-256(prefix || canonical JSON object of `fields`), in `order`.
+
+    `fields` maps each JSON key to (SQL of its value, its column's SQL type); `where` and `params` select the rows of
+    `table`; `fallback` gives the digest of one row's values (a dict by JSON key) where DuckDB would write it otherwise.
+    """
+
+    table: str
+    fields: dict[str, tuple[str, str]]
+    where: str
+    params: list[Any]
+    order: str
+    prefix: bytes
+    fallback: Callable[[dict[str, Any]], bytes]
+
+
+def json_leaf_digests(connection: duckdb.DuckDBPyConnection, leaves: JsonLeaves) -> list[bytes]:
+    """Each row's leaf digest in order, computed in DuckDB (JSON with sorted keys, SHA-256, on every core): byte for
+    byte the leaf of canonical_bytes. Rows DuckDB might write otherwise are encoded in Python."""
+    fields = ", ".join(f"'{name}': {leaves.fields[name][0]}" for name in sorted(leaves.fields))
+    floats = " OR ".join(_written_apart(sql, data_type) for sql, data_type in leaves.fields.values())
     apart = f"contains(_leaf_text, '{_ESCAPED_CONTROL}') OR {floats}"
-    source = (f"SELECT CAST({commitment.key} AS VARCHAR) AS _key, to_json({{{fields}}})::VARCHAR AS _leaf_text, * "
-              f"FROM {commitment.table} WHERE {commitment.epoch} = ?")
-    tag = [] if "commitment" in values else [commitment.name]
+    source = f"SELECT to_json({{{fields}}})::VARCHAR AS _leaf_text, * FROM {leaves.table} WHERE {leaves.where}"
     table = connection.sql(
-        f"WITH leaves AS ({source}) SELECT CASE WHEN {apart} THEN NULL ELSE unhex(sha256(? || encode(_leaf_text))) END AS digest "
-        "FROM leaves ORDER BY _key", params=[*tag, epoch, LEAF_PREFIX]).to_arrow_table()
+        f"WITH _leaves AS ({source}) SELECT CASE WHEN {apart} THEN NULL ELSE unhex(sha256(? || encode(_leaf_text))) END "
+        f"AS digest FROM _leaves ORDER BY {leaves.order}", params=[*leaves.params, leaves.prefix]).to_arrow_table()
     digests = table.column("digest").to_pylist()
     odd = [index for index, digest in enumerate(digests) if digest is None]
-    if odd:  # the same rows in the same key order, their values read into Python
+    if odd:  # the same rows in the same order, their values read into Python
+        names = list(leaves.fields)
         rows = connection.execute(
-            f"WITH leaves AS ({source}) SELECT {', '.join(f'{v} AS {c}' for c, v in values.items())} FROM leaves "
-            f"WHERE {apart} ORDER BY _key", [*tag, epoch]).fetchall()
+            f"WITH _leaves AS ({source}) SELECT {_select_list({n: leaves.fields[n][0] for n in names})} FROM _leaves "
+            f"WHERE {apart} ORDER BY {leaves.order}", leaves.params).fetchall()
         for index, row in zip(odd, rows, strict=True):
-            digests[index] = leaf_digest(canonical_bytes({"commitment": commitment.name, **dict(zip(commitment.columns, row))}))
+            digests[index] = leaves.fallback(dict(zip(names, row)))
     return digests
+
+
+def leaf_digests(connection: duckdb.DuckDBPyConnection, commitment: Commitment, epoch: int,
+                 types: dict[str, dict[str, str]] | None = None) -> list[bytes]:
+    """Each of the epoch's rows' leaf digest in key order (row_leaf's, computed in DuckDB); `types` is column_types()."""
+    table_types = (types if types is not None else column_types(connection)).get(commitment.table, {})
+    values = _committed_values(commitment, table_types)
+    fields = {"commitment": (f"'{commitment.name}'", "VARCHAR")}  # as in row_leaf: a column named commitment replaces the tag
+    fields |= {c: (sql, table_types.get(c, "")) for c, sql in values.items()}
+    return json_leaf_digests(connection, JsonLeaves(
+        commitment.table, fields, f"{commitment.epoch} = ?", [epoch], f"CAST({commitment.key} AS VARCHAR)", LEAF_PREFIX,
+        _commitment_leaf))
 
 
 def epoch_rows(connection: duckdb.DuckDBPyConnection, commitment: Commitment, epoch: int) -> list[tuple[str, dict[str, Any]]]:
@@ -159,4 +198,5 @@ def epoch_rows(connection: duckdb.DuckDBPyConnection, commitment: Commitment, ep
 
 def epoch_roots(connection: duckdb.DuckDBPyConnection, epoch: int) -> dict[str, str]:
     """Merkle root of every commitment for the epoch over its leaf digests; nodes stay bytes, hex only for the roots."""
-    return {c.name: merkle_root_of_digests(leaf_digests(connection, c, epoch)) for c in COMMITMENTS}
+    types = column_types(connection)
+    return {c.name: merkle_root_of_digests(leaf_digests(connection, c, epoch, types)) for c in COMMITMENTS}

@@ -19,7 +19,8 @@ ADDRESS_PREFIX = "gonka1"
 
 
 class MessageKind(enum.StrEnum):
-    """Every signed message names its kind, so a signature over one kind never validates another."""
+    """Every signed message names its kind, so a signature over one kind never validates another. RESULT and
+    TASK_VERDICT messages are not signed alone: they are the leaves of their signer's RECORDS_ROOT (record_roots.py)."""
 
     TASK = "task"
     TRAINING_TASK = "training_task"
@@ -30,6 +31,7 @@ class MessageKind(enum.StrEnum):
     POC_VERDICT = "poc_verdict"
     TASK_VERDICT = "task_verdict"
     SEED_COMMIT = "seed_commit"
+    RECORDS_ROOT = "records_root"
     BLOCK = "block"
 
 
@@ -96,23 +98,27 @@ _ORJSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS | orjs
 """Sorted keys; dataclasses and dates are not JSON to canonical_bytes, so orjson hands them back (TypeError) too."""
 
 
-def canonical_row_bytes(row: dict[str, Any]) -> bytes:
-    """canonical_bytes of a row or message body with string keys, byte for byte, at orjson's speed: a row orjson would
-    write differently (a small float, an integer past 64 bits, a null that may be a NaN, a type JSON lacks, or text
-    that merely looks like one of those) is encoded by canonical_bytes instead."""
+def canonical_row_bytes(value: Any) -> bytes:
+    """canonical_bytes of any value (a row, a message body, a list), byte for byte, at orjson's speed: a value orjson
+    would write differently (a small float, an integer past 64 bits, a null that may be a NaN, a type JSON lacks, or
+    text that merely looks like one of those) is encoded by canonical_bytes instead."""
     try:
-        encoded = orjson.dumps(row, option=_ORJSON_OPTIONS)
+        encoded = orjson.dumps(value, option=_ORJSON_OPTIONS)
     except TypeError:
-        return canonical_bytes(row)
+        return canonical_bytes(value)
     if b"null" in encoded or (b"0.0000" in encoded or b"e-" in encoded) and _FLOAT_TEXT_APART.search(encoded):
-        return canonical_bytes(row)
+        return canonical_bytes(value)
     return encoded
+
+
+def message_prefix(chain_id: str, kind: MessageKind) -> bytes:
+    """What precedes the canonical body in a signed message: encoding version, chain id and message kind."""
+    return f"{ENCODING_VERSION}|{chain_id}|{MessageKind(kind).value}|".encode()
 
 
 def message_bytes(chain_id: str, kind: MessageKind, body: Any) -> bytes:
     """The bytes a signature covers: version, chain id and message kind prefix the canonical body."""
-    prefix = f"{ENCODING_VERSION}|{chain_id}|{MessageKind(kind).value}|".encode()
-    return prefix + (canonical_row_bytes(body) if isinstance(body, dict) else canonical_bytes(body))
+    return message_prefix(chain_id, kind) + canonical_row_bytes(body)
 
 
 def sha256_hex(data: bytes) -> str:
@@ -121,8 +127,8 @@ def sha256_hex(data: bytes) -> str:
 
 
 def hash_value(value: Any) -> str:
-    """Hash of a value's canonical encoding (rows, headers, parameter sets; a dict at orjson's speed)."""
-    return sha256_hex(canonical_row_bytes(value) if isinstance(value, dict) else canonical_bytes(value))
+    """Hash of a value's canonical encoding (rows, headers, parameter sets), at orjson's speed."""
+    return sha256_hex(canonical_row_bytes(value))
 
 
 def address_from_public_key(public_key_hex: str) -> str:

@@ -75,7 +75,8 @@ def test_edge_values_take_both_paths_and_agree(monkeypatch):
     from gonka_pipelines.chain import commitments
 
     encoded_in_python = []
-    monkeypatch.setattr(commitments, "canonical_bytes", lambda row: encoded_in_python.append(row) or canonical_bytes(row))
+    monkeypatch.setattr(commitments, "_commitment_leaf",
+                        lambda row: encoded_in_python.append(row) or leaf_digest(canonical_bytes(row)))
     base = {"a_int": 1, "b_big": 2**63 - 1, "c_bool": True, "d_real": 0.5, "e_text": "x", "f_blob": b"\x00\xff",
             "g_ints": [1, None], "h_bigs": [-(2**63)], "i_bools": [False], "j_reals": [0.25], "k_texts": ["k"],
             "l_int_grid": [[1], []], "m_real_grid": [[0.5, 2.0], None]}

@@ -202,6 +202,14 @@ def test_a_rows_fast_encoding_is_canonical_bytes(value):
     assert canonical_row_bytes(row) == canonical_bytes(row)
 
 
+@settings(max_examples=300, deadline=None)
+@given(COLUMN_VALUES)
+def test_a_top_level_value_encodes_as_canonical_bytes(value):
+    """Lists and scalars (a hashed list, a signed list body) take the fast path too, with the same bytes."""
+    assert canonical_row_bytes(value) == canonical_bytes(value)
+    assert hash_value(value) == sha256_hex(canonical_bytes(value))
+
+
 @settings(max_examples=500, deadline=None)
 @given(st.dictionaries(st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=12), COLUMN_VALUES, max_size=8))
 def test_any_row_of_column_values_encodes_as_canonical_bytes(row):
@@ -212,6 +220,8 @@ def test_any_row_of_column_values_encodes_as_canonical_bytes(row):
 def test_the_fast_encoder_refuses_non_finite_floats_like_canonical_bytes(value):
     with pytest.raises(ValueError, match="non-finite"):
         canonical_row_bytes({"x": value})
+    with pytest.raises(ValueError, match="non-finite"):
+        canonical_row_bytes(value)
 
 
 @settings(max_examples=300, deadline=None)

@@ -1,0 +1,43 @@
+"""One signature per signer and epoch over many records: an executor's results, a validator's verdicts.
+
+Each record's leaf is the message it would be signed as alone (version, chain id, kind, canonical body), so the
+domain separation of single signatures carries over; the signer signs the Merkle root over its records in key order,
+and a record's inclusion proof plus that one signature stand for the record's own signature (ours: Gonka signs each
+inference response; a million signatures per epoch are what the root saves).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from gonka_pipelines.protocol.crypto import KeyPair, MessageKind, message_bytes, verify
+from gonka_pipelines.protocol.merkle import leaf_digest, merkle_root_of_digests
+
+
+def record_leaf(chain_id: str, kind: MessageKind, body: Mapping[str, Any]) -> bytes:
+    """A record's 32-byte leaf: the hash of the message a lone signature over it would cover."""
+    return leaf_digest(message_bytes(chain_id, kind, dict(body)))
+
+
+def records_root_body(epoch: int, signer: str, kind: MessageKind, root: str, records: int) -> dict:
+    """What a signer signs, once per epoch and record kind: the root over its records of that kind and their count."""
+    return {"epoch": epoch, "signer": signer, "kind": MessageKind(kind).value, "root": root, "records": records}
+
+
+def sign_records(key: KeyPair, chain_id: str, epoch: int, signer: str, kind: MessageKind,
+                 bodies: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The record_roots row of one signer's records (bodies in key order): their Merkle root, count and signature."""
+    root = merkle_root_of_digests([record_leaf(chain_id, kind, body) for body in bodies])
+    body = records_root_body(epoch, signer, kind, root, len(bodies))
+    return {**body, "signature": key.sign(chain_id, MessageKind.RECORDS_ROOT, body)}
+
+
+def root_signature_verifies(public_key: str, chain_id: str, row: Mapping[str, Any]) -> bool:
+    """Whether a record_roots row's signature is its signer's over its root, count, epoch and kind."""
+    try:
+        kind = MessageKind(row["kind"])
+    except ValueError:
+        return False
+    body = records_root_body(row["epoch"], row["signer"], kind, row["root"], row["records"])
+    return verify(public_key, chain_id, MessageKind.RECORDS_ROOT, body, row["signature"])
