@@ -59,9 +59,10 @@ COMMITMENTS: tuple[Commitment, ...] = (
     Commitment("seeds", "seed_commitments", "host", ("host", "commitment", "signature")),
     Commitment("results", "task_results", "task_id", (
         "task_id", "executor", "status", "output_tokens", "top_ids", "top_logprobs", "completion_tokens", "cost",
-        "refund", "signature")),
+        "refund")),
     Commitment("task_verdicts", "task_verdicts", "task_id || ':' || validator", (
-        "task_id", "validator", "recomputed", "similarity", "passed", "reason", "signature")),
+        "task_id", "validator", "recomputed", "similarity", "passed", "reason")),
+    Commitment("record_roots", "record_roots", "kind || ':' || signer", ("signer", "kind", "root", "records", "signature")),
     Commitment("task_outcomes", "task_outcomes", "task_id", (
         "task_id", "executor", "validations", "failures", "invalid_vote_weight", "outcome")),
     Commitment("fee_shares", "fee_shares", "task_id || ':' || host", ("task_id", "host", "role", "amount")),

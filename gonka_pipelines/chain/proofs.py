@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gonka_pipelines.chain.commitments import BY_NAME, epoch_rows, row_leaf
+from gonka_pipelines.chain.record_roots import signed_proof
 from gonka_pipelines.chain.store import FINALIZED, ChainError, ChainStore
 from gonka_pipelines.protocol.merkle import build_proof, verify_proof
 
@@ -33,7 +34,8 @@ def _resolve_key(store: ChainStore, commitment: Any, given: str, epoch: int | No
 
 def prove_row(store: ChainStore, table: str, row_id: str, epoch: int | None = None) -> dict[str, Any]:
     """Proof that the row `row_id` (its key, a unique prefix of it, or an account's name) of `table` is in a finalized
-    block (the latest one holding it, unless epoch is given)."""
+    block (the latest one holding it, unless epoch is given); a result or task verdict also gets `signed`, its proof of
+    inclusion in the root its executor or validator signed."""
     commitment = BY_NAME.get(table)
     if commitment is None:
         raise ChainError(f"unknown table {table!r}; provable tables: {', '.join(sorted(BY_NAME))}")
@@ -52,9 +54,10 @@ def prove_row(store: ChainStore, table: str, row_id: str, epoch: int | None = No
     block = store.block(found)
     assert block is not None, "a finalized epoch has its block"
     root = block["header"]["roots"][commitment.name]
+    signed = signed_proof(store._connection, commitment.table, store.chain_id, found, keyed[index][1])
     return {
         "table": commitment.table, "commitment": commitment.name, "id": row_id, "epoch": found,
         "row": keyed[index][1],
         "leaf": leaves[index], "proof": proof.as_dict(), "root": root, "block_hash": block["hash"],
         "verified": verify_proof(leaves[index], proof, root),
-    }
+    } | ({"signed": signed} if signed is not None else {})

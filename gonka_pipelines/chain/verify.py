@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from gonka_pipelines.chain.commitments import COMMITMENTS, epoch_roots
 from gonka_pipelines.chain.core import CHAIN_ID_KEY
+from gonka_pipelines.chain.record_roots import record_root_problem
 from gonka_pipelines.chain.store import ChainError, ChainStore
 from gonka_pipelines.local.cores import core_count, process_pool
 from gonka_pipelines.protocol.block import GENESIS_PREV_HASH, BlockHeader, BlockStatus, signature_set_hash
@@ -19,10 +20,8 @@ from gonka_pipelines.protocol.crypto import MessageKind, hash_value, verify
 from gonka_pipelines.protocol.messages import (
     poc_batch_body,
     poc_verdicts_body,
-    result_body,
     seed_commitment_body,
     task_body_of,
-    task_verdict_body,
     training_body_of,
     training_result_body,
     training_verdict_body,
@@ -202,14 +201,6 @@ SIGNED_ROWS: tuple[_SignedRows, ...] = (
                 """SELECT s.host AS id, h.public_key AS signer_key, s.* FROM seed_commitments s JOIN hosts h ON h.address = s.host
                    WHERE s.epoch = ?""",
                 lambda r: seed_commitment_body(r["epoch"], r["commitment"])),
-    _SignedRows("task_results", MessageKind.RESULT,
-                """SELECT r.task_id AS id, h.public_key AS signer_key, r.* FROM task_results r JOIN hosts h ON h.address = r.executor
-                   WHERE r.epoch = ? AND r.status = 'completed'""",
-                lambda r: result_body(r["task_id"], r["executor"], r["output_tokens"], r["top_ids"], r["top_logprobs"])),
-    _SignedRows("task_verdicts", MessageKind.TASK_VERDICT,
-                """SELECT v.task_id || ':' || v.validator AS id, h.public_key AS signer_key, v.*
-                   FROM task_verdicts v JOIN hosts h ON h.address = v.validator WHERE v.epoch = ?""",
-                lambda r: task_verdict_body(r["epoch"], r["task_id"], r["validator"], r["similarity"], r["passed"], r["reason"])),
 )
 
 
@@ -219,8 +210,9 @@ starting the pool costs more than it saves."""
 
 
 def signed_row_problem(store: ChainStore, height: int, parallel_from: int = PARALLEL_FROM) -> Inconsistency | None:
-    """Every signed message the epoch holds (tasks, accepted batches, verdicts, seed commitments, results) verifies
-    with its signer's key over the body rebuilt from the row; large tables are checked on every core."""
+    """Every message the epoch holds signed alone (tasks, accepted batches, sprint verdicts, seed commitments, training
+    results and verdicts) verifies with its signer's key over the body rebuilt from the row; large tables are checked
+    on every core."""
     chain_id, workers = store.chain_id, core_count()
     with contextlib.ExitStack() as stack:
         pool: ProcessPoolExecutor | None = None
@@ -248,10 +240,19 @@ def _first_bad(spec_index: int, chain_id: str, rows: list[dict]) -> int | None:
                  if not verify(row["signer_key"], chain_id, spec.kind, spec.body(row), row["signature"])), None)
 
 
+def signed_message_problem(store: ChainStore, height: int) -> Inconsistency | None:
+    """Every message of the epoch is signed: rows signed alone verify (signed_row_problem), and every executor's
+    results and every validator's verdicts re-derive the root it signed (record_roots)."""
+    if problem := signed_row_problem(store, height):
+        return problem
+    found = record_root_problem(store._connection, store.chain_id, height)
+    return Inconsistency(height, found) if found else None
+
+
 def verify_block(store: ChainStore, height: int, expected_prev_hash: str) -> Inconsistency | None:
     """First inconsistency of one block (finalized or proposed), or None."""
     return (link_problem(store, height, expected_prev_hash) or content_problem(store, height)
-            or signed_row_problem(store, height) or signature_problem(store, height))
+            or signed_message_problem(store, height) or signature_problem(store, height))
 
 
 def _signature_problem(store: ChainStore, header: BlockHeader, signatures: list[dict]) -> Inconsistency | None:

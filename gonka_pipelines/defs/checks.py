@@ -15,7 +15,7 @@ from gonka_pipelines.chain.verify import (
     content_problem,
     link_problem,
     signature_problem,
-    signed_row_problem,
+    signed_message_problem,
 )
 from gonka_pipelines.defs.partitions import epoch_of
 from gonka_pipelines.defs.resources import ChainResource
@@ -48,10 +48,11 @@ def block_signatures_verify(context: dg.AssetCheckExecutionContext, chain: Chain
 
 
 @dg.asset_check(asset="block_proposal", blocking=True,
-                description="Every signed message of the epoch (tasks, PoC batches and verdicts, seed commitments, results, "
-                            "task verdicts) verifies with its signer's key over the content of its row.")
+                description="Every signed message of the epoch (tasks, PoC batches and verdicts, seed commitments, training "
+                            "results and verdicts) verifies with its signer's key over the content of its row, and every "
+                            "executor's results and validator's task verdicts re-derive the one root it signed.")
 def signed_messages_verify(context: dg.AssetCheckExecutionContext, chain: ChainResource) -> dg.AssetCheckResult:
-    return _block_check(context, chain, signed_row_problem)
+    return _block_check(context, chain, signed_message_problem)
 
 
 @dg.asset_check(asset="rewards", blocking=True,

@@ -18,6 +18,7 @@ from gonka_pipelines.protocol.messages import (
     seed_commitment_body,
     task_verdict_body,
 )
+from gonka_pipelines.protocol.record_roots import sign_records
 from gonka_pipelines.protocol.records import ResultStatus, ShareRole, TaskOutcome, TransferKind
 from gonka_pipelines.protocol.training import VersionScore, served_versions
 from gonka_pipelines.simulation.behaviours import Voters, delivered_length, serves_tasks
@@ -97,7 +98,7 @@ def run_task_execution(env: EpochEnvironment, open_chain: OpenChain, log: Log) -
         trainings = store.epoch_trainings(epoch)
     tasks = tasks.with_columns(pl.Series("runs_version", [env.version_of(t) for t in tasks.select("model", "version").to_dicts()],
                                          dtype=pl.String))
-    results = []
+    results, signed = [], dict[str, list[dict]]()
     groups = [(key, group) for key, group in tasks.filter("runs").group_by(
         ["executor", "model", "runs_version", "max_tokens"], maintain_order=True)]
     orders = [GenerationOrder(model, version, executor, env.host[executor].behaviour, tuple(group["prompt"].to_list()), max_tokens)
@@ -109,14 +110,14 @@ def run_task_execution(env: EpochEnvironment, open_chain: OpenChain, log: Log) -
             body = result_body(task["task_id"], executor, tokens, generation["top_ids"][:n], generation["top_logprobs"][:n])
             cost = (task["prompt_tokens"] + len(tokens)) * price
             results.append({**body, "epoch": epoch, "status": ResultStatus.COMPLETED, "completion_tokens": len(tokens),
-                            "cost": cost, "refund": task["escrow"] - cost,
-                            "signature": env.keys[executor].sign(env.chain_id, MessageKind.RESULT, body)})
+                            "cost": cost, "refund": task["escrow"] - cost})
+            signed.setdefault(executor, []).append(body)
         log(f"execution: {env.host[executor].name} ran {len(group)} {model} tasks on version {version[:12]} "
             f"(max_tokens {max_tokens})")
     for task in tasks.filter(~pl.col("runs")).iter_rows(named=True):
         results.append({"task_id": task["task_id"], "epoch": epoch, "executor": task["executor"], "status": ResultStatus.EXPIRED,
                         "output_tokens": [], "top_ids": [], "top_logprobs": [], "completion_tokens": 0, "cost": 0,
-                        "refund": task["escrow"], "signature": ""})
+                        "refund": task["escrow"]})
     training_rows = execute_trainings(env, trainings)
     if trainings:
         log(f"training: {sum(r['status'] == ResultStatus.COMPLETED for r in training_rows)} of {len(trainings)} tasks ran")
@@ -126,17 +127,25 @@ def run_task_execution(env: EpochEnvironment, open_chain: OpenChain, log: Log) -
                 "kind": TransferKind.REFUND if r["status"] == ResultStatus.COMPLETED else TransferKind.EXPIRY_REFUND, "ref": r["task_id"]}
                for r in results + training_rows if r["refund"]]
     with open_chain() as store:
-        store.write_task_results(epoch, _seed_commitments(env), results, refunds, training_rows)
+        store.write_task_results(epoch, _seed_commitments(env), results, _signed_roots(env, MessageKind.RESULT, signed),
+                                 refunds, training_rows)
     return {"completed": sum(r["status"] == ResultStatus.COMPLETED for r in results),
             "expired": sum(r["status"] == ResultStatus.EXPIRED for r in results),
             "trained": sum(r["status"] == ResultStatus.COMPLETED for r in training_rows),
             "training_expired": sum(r["status"] == ResultStatus.EXPIRED for r in training_rows)}
 
 
+def _signed_roots(env: EpochEnvironment, kind: MessageKind, bodies: dict[str, list[dict]]) -> list[dict]:
+    """Each signer's one signature over its epoch's records of this kind: a record_roots row per signer, leaves in task
+    id order (protocol/record_roots.py)."""
+    return [sign_records(env.keys[signer], env.chain_id, env.epoch, signer, kind, sorted(records, key=lambda r: r["task_id"]))
+            for signer, records in sorted(bodies.items())]
+
+
 def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> dict[str, int]:
     """Sample validators per task with their secret seeds, re-run, vote on failures, share fees, update status; record
     the new model versions and each model's served version after the epoch."""
-    epoch, chain_id, keys, weights = env.epoch, env.chain_id, env.keys, env.weights
+    epoch, weights = env.epoch, env.weights
     voters = Voters.of(env.hosts)
     lazy_validators = voters.lazy
     with open_chain() as store:
@@ -154,7 +163,7 @@ def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) 
         history = _HostHistory(store.executor_loads(epoch), store.contradicted_poc_votes(epoch), store.miss_history(epoch))
         earlier_versions = store.version_scores(through_epoch=epoch - 1)
     honest: dict[str, Comparison] = {}
-    verdicts = []
+    verdicts, signed = [], dict[str, list[dict]]()
     draws = list(zip(task_index.tolist(), validator_index.tolist()))
     rescored = _rescore(env, [checked[results[t]["task_id"]] for t, v in draws if t < len(results)
                               and members[v] not in voters.abstaining and members[v] not in lazy_validators])
@@ -173,7 +182,8 @@ def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) 
                       else Comparison(False, 0.0, ComparisonReason.DISSIMILAR) if lying else honest[result["task_id"]])
         body = task_verdict_body(epoch, result["task_id"], validator, comparison.similarity, comparison.passed,
                                  str(comparison.reason))
-        verdicts.append({**body, "recomputed": not lazy and not lying, "signature": keys[validator].sign(chain_id, MessageKind.TASK_VERDICT, body)})
+        verdicts.append({**body, "recomputed": not lazy and not lying})
+        signed.setdefault(validator, []).append(body)
     outcomes, shares = _outcomes_and_fees(env, results, verdicts, honest, voters)
     trainer = TrainingValidator(env)
     checks = training_verdicts(env, trainings, [(t - len(results), members[v]) for t, v in draws
@@ -186,7 +196,8 @@ def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) 
                              env.params.training.served_rule)
     host_rows = _host_epochs(env, outcomes + training_outcomes, verdicts + checks, pool, validator_index.tolist(), previous, history)
     with open_chain() as store:
-        store.write_task_verdicts(epoch, verdicts, outcomes + training_outcomes, shares + training_shares, host_rows,
+        store.write_task_verdicts(epoch, verdicts, _signed_roots(env, MessageKind.TASK_VERDICT, signed),
+                                  outcomes + training_outcomes, shares + training_shares, host_rows,
                                   checks, versions, served)
     invalidated_count = sum(o["outcome"] == TaskOutcome.INVALIDATED for o in outcomes + training_outcomes)
     log(f"validation: {len(verdicts)} checks of {len(results)} results, {len(checks)} of {len(trainings)} trainings, "

@@ -26,7 +26,7 @@ def recorded(connection: duckdb.DuckDBPyConnection) -> list[tuple[int, str]]:
 
 
 def test_migrations_are_numbered_one_up_without_gaps():
-    assert [version for version, _, _ in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1)) == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert [version for version, _, _ in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1)) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
     assert all(description.strip() and sql.strip() for _, description, sql in MIGRATIONS)
 
 
@@ -160,8 +160,8 @@ EXCLUDE = {"tasks": "EXCLUDE (version)"}
 def rewind_to_version_3(path) -> dict[int, str]:
     """Turn a current chain back into what version 3 stored: every epoch row holds its seed (GENESIS_PREV_HASH for
     epoch 0, the hash of block epoch - 1 after it), chain_meta copies the genesis parameters, supply and profile,
-    emissions have no `unclaimed` column, PoC verdicts are one row per (validator, host) with signatures apart, and
-    schema_version stops at 3. Returns the seeds by epoch."""
+    emissions have no `unclaimed` column, PoC verdicts are one row per (validator, host) with signatures apart, results
+    and task verdicts carry a signature each (no record_roots), and schema_version stops at 3. Returns the seeds by epoch."""
     with duckdb.connect(str(path)) as connection:
         connection.execute("ALTER TABLE epochs ADD COLUMN seed VARCHAR")
         connection.execute("""UPDATE epochs SET seed = coalesce((SELECT b.hash FROM blocks b WHERE b.height = epochs.epoch - 1), ?)""",
@@ -183,6 +183,9 @@ def rewind_to_version_3(path) -> dict[int, str]:
                            "unnest(valid) AS valid FROM poc_verdict_sets)")
         connection.execute("CREATE TABLE poc_verdict_signatures AS SELECT epoch, validator, signature FROM poc_verdict_sets")
         connection.execute("DROP TABLE poc_verdict_sets")
+        connection.execute("DROP TABLE record_roots")
+        for table in ("task_results", "task_verdicts"):
+            connection.execute(f"ALTER TABLE {table} ADD COLUMN signature VARCHAR DEFAULT ''")
         connection.execute("DELETE FROM schema_version WHERE version >= 4")
         assert current_version(connection) == 3
         return dict(connection.execute("SELECT epoch, seed FROM epochs ORDER BY epoch").fetchall())
@@ -206,8 +209,8 @@ def test_a_version_3_chain_upgrades_with_its_data(demo_layout):
         with ChainStore.open(demo_layout.database, read_only=True):
             pass
     with ChainStore.open(demo_layout.database) as store:
-        assert current_version(store._connection) == LATEST == 9
-        assert [v for v, _ in recorded(store._connection)] == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+        assert current_version(store._connection) == LATEST == 10
+        assert [v for v, _ in recorded(store._connection)] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
         assert store._query("SELECT key FROM chain_meta") == [("chain_id",)]
         assert columns(store._connection, "epochs") == ["epoch", "status", "params_hash", "params_json"]
         assert store.head() == head

@@ -2,7 +2,10 @@
 
 DEMO_HASHES are the blocks `make demo` builds (shipped genesis and network, three epochs of the demo workload);
 SMALL_HASHES the small adversarial chain run stage by stage. They must not move unless the protocol itself changes
-(then say so in the commit that re-pins them), or the numerics torch runs under. They last moved when the package
+(then say so in the commit that re-pins them), or the numerics torch runs under. They last moved in issue 11, when an
+executor began to sign one Merkle root over its epoch's results and a validator one over its task verdicts
+(`record_roots`, a new header root, in block 0 too), and results and task verdicts lost their own signature column;
+nothing else changed (the leaf encoding included). Before that, when the package
 began to hold MKL, oneDNN and ATen to one kernel choice on every x86 machine (gonka_pipelines/__init__.py): blocks
 1-3 had been sealed on a machine whose kernels rounded differently from an AMD EPYC's (with MKL's reproducible mode
 block 0 and the served losses came out the same, blocks 1-3 did not), and the block hashes moved with them; the
@@ -30,15 +33,15 @@ from gonka_pipelines.simulation.workload import submit_demo_workload
 from support.chains import create_chain, opened, small_template
 
 DEMO_HASHES = [
-    "ba46f6687b43f45c047fb7544968998e68155d5774ac39c20bf3bfde513f67ef",
-    "dea1ecefc8be2f190fae661457b4a98f0ff4bb804deeda41d195e3282ab8e39c",
-    "55ba748c699eeced1c4762130fa48e257af17c6112cf79faed898efbd008878e",
-    "01f594b11ccdc9520f4d04dde5cce9216b748f5731be3d3e3c5abd910dd69607",
+    "cd829b0d7107b0d8201d3ee444dc9918ce0c8e18ecb793a8b0eea9b1e1c3c69a",
+    "d346af8d94107d012317ee5a1f4a65987fc25fab876d94ef5151f6cfe6e16ffc",
+    "20a510ece7277694cc0f005d6ab8f83cb54d024a7af7fbc345932748ebde5d1a",
+    "5d61464c265cb90138a1ee3625dbe3717832e5a6ee538e1a24e8451ff697668d",
 ]
 SMALL_HASHES = [
-    "ff399b05b14ceb21f14e5b82c6171d8d023d1018b273cad0c9adf8a867b445d7",
-    "deffd996a5d7cd99912149691a8291765fc2d06d4203e0b4830d5916076feba7",
-    "b8d6a567b8c6b0e4d28a38cdb902b8fba87d70761bea563d5cb6f061fcf40497",
+    "668fbbf16f32736b6c31ad8ba2030b3b50972bee5b71997d866d0ec4108f834a",
+    "9766ab29342d8412bbe1bebab0322fb7be05b5e8f4b62cc5e1d85244d57883a5",
+    "4e8b3a96d53ac4d65cc1921df3c111dac2db98dcdc40bac2819c5f57c55f36cf",
 ]
 
 

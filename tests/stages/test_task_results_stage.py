@@ -8,7 +8,9 @@ import pytest
 
 from gonka_pipelines.protocol.assignment import assign_executors
 from gonka_pipelines.protocol.crypto import MessageKind, hash_value, sha256_hex, verify
+from gonka_pipelines.protocol.merkle import merkle_root_of_digests
 from gonka_pipelines.protocol.messages import result_body, seed_commitment_body
+from gonka_pipelines.protocol.record_roots import record_leaf, records_root_body
 from gonka_pipelines.stages.environment import secret_seed
 
 from stage_kit import STAGE_EPOCH, STAGE_HOSTS, StageRun, assert_idempotent, task_count
@@ -80,8 +82,6 @@ def test_completed_tasks_pay_prompt_plus_completion_tokens_and_refund_the_rest(e
         assert all(len(ids) == len(lps) == 5 for ids, lps in zip(row["top_ids"], row["top_logprobs"])), "top-5 at every position"
         assert row["cost"] == (task["prompt_tokens"] + row["completion_tokens"]) * price
         assert row["refund"] == task["escrow"] - row["cost"] >= 0
-        body = result_body(row["task_id"], row["executor"], row["output_tokens"], row["top_ids"], row["top_logprobs"])
-        assert verify(env.keys[row["executor"]].public_key, env.chain_id, MessageKind.RESULT, body, row["signature"])
     expected = sorted((r["task_id"], tasks[r["task_id"]]["developer"], r["refund"], -r["refund"],
                        "refund" if r["status"] == "completed" else "expiry_refund", hash_value(["refund", r["task_id"]]))
                       for r in results if r["refund"])
@@ -89,12 +89,34 @@ def test_completed_tasks_pay_prompt_plus_completion_tokens_and_refund_the_rest(e
                   for t in refunds) == expected
 
 
+def test_each_executor_signs_one_root_over_its_completed_results(execution):
+    """One record_roots row per executor that completed a task: the Merkle root over its results' messages in task id
+    order, their count, and its signature over both; no signature per result."""
+    run, _, _, results, _, _ = execution
+    env = run.env
+    with run.store() as store:
+        roots = store._records("SELECT * FROM record_roots WHERE epoch = ? AND kind = 'result' ORDER BY signer", [STAGE_EPOCH])
+    completed: dict[str, list[dict]] = {}
+    for row in results:
+        if row["status"] == "completed":
+            completed.setdefault(row["executor"], []).append(row)
+    assert [r["signer"] for r in roots] == sorted(completed) and len(roots) >= 2
+    for root in roots:
+        mine = completed[root["signer"]]
+        leaves = [record_leaf(env.chain_id, MessageKind.RESULT, result_body(
+            r["task_id"], r["executor"], r["output_tokens"], r["top_ids"], r["top_logprobs"])) for r in mine]
+        assert (root["root"], root["records"]) == (merkle_root_of_digests(leaves), len(mine))
+        assert verify(env.keys[root["signer"]].public_key, env.chain_id, MessageKind.RECORDS_ROOT,
+                      records_root_body(STAGE_EPOCH, root["signer"], MessageKind.RESULT, root["root"], len(mine)),
+                      root["signature"])
+
+
 def test_expired_tasks_are_refunded_in_full_and_unsigned(execution):
     _, _, tasks, results, _, refunds = execution
     expired = [r for r in results if r["status"] == "expired"]
     assert expired
     for row in expired:
-        assert (row["output_tokens"], row["completion_tokens"], row["cost"], row["signature"]) == ([], 0, 0, "")
+        assert (row["output_tokens"], row["completion_tokens"], row["cost"]) == ([], 0, 0)
         assert row["refund"] == tasks[row["task_id"]]["escrow"]
     assert {t["ref"] for t in refunds if t["kind"] == "expiry_refund"} == {r["task_id"] for r in expired}
 

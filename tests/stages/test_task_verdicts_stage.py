@@ -12,7 +12,9 @@ import pytest
 from gonka_pipelines.protocol.crypto import MessageKind, verify
 from gonka_pipelines.protocol.host_status import host_status
 from gonka_pipelines.protocol.inference_validation import MinAvg, ValidatorPool, select_validations
+from gonka_pipelines.protocol.merkle import merkle_root_of_digests
 from gonka_pipelines.protocol.messages import task_verdict_body
+from gonka_pipelines.protocol.record_roots import record_leaf, records_root_body
 from gonka_pipelines.protocol.rules import GonkaPipelinesV1
 
 from stage_kit import STAGE_EPOCH, StageRun, assert_idempotent
@@ -86,15 +88,30 @@ def test_traffic_is_the_larger_count_of_accepted_tasks_this_epoch_or_the_last(tm
     assert seen == [accepted]
 
 
-def test_verdicts_compare_the_executors_output_and_are_signed(validation):
+def test_each_validator_signs_one_root_over_its_verdicts(validation):
     run, _, data = validation
-    env, behaviour = run.env, behaviours(run)
+    env = run.env
+    with run.store() as store:
+        roots = store._records("SELECT * FROM record_roots WHERE epoch = ? AND kind = 'task_verdict' ORDER BY signer", [STAGE_EPOCH])
+    mine: dict[str, list[dict]] = {}
+    for verdict in sorted(data["verdicts"], key=lambda v: v["task_id"]):
+        mine.setdefault(verdict["validator"], []).append(verdict)
+    assert [r["signer"] for r in roots] == sorted(mine) and len(roots) >= 2
+    for root in roots:
+        leaves = [record_leaf(env.chain_id, MessageKind.TASK_VERDICT, task_verdict_body(
+            STAGE_EPOCH, v["task_id"], v["validator"], v["similarity"], v["passed"], v["reason"])) for v in mine[root["signer"]]]
+        assert (root["root"], root["records"]) == (merkle_root_of_digests(leaves), len(leaves))
+        assert verify(env.keys[root["signer"]].public_key, env.chain_id, MessageKind.RECORDS_ROOT,
+                      records_root_body(STAGE_EPOCH, root["signer"], MessageKind.TASK_VERDICT, root["root"], len(leaves)),
+                      root["signature"])
+
+
+def test_verdicts_compare_the_executors_output(validation):
+    run, _, data = validation
+    behaviour = behaviours(run)
     executor = {r["task_id"]: r["executor"] for r in data["results"]}
     similarity: dict[str, float] = {}
     for verdict in data["verdicts"]:
-        body = task_verdict_body(STAGE_EPOCH, verdict["task_id"], verdict["validator"], verdict["similarity"], verdict["passed"],
-                                 verdict["reason"])
-        assert verify(env.keys[verdict["validator"]].public_key, env.chain_id, MessageKind.TASK_VERDICT, body, verdict["signature"])
         if behaviour[verdict["validator"]] == "lazy_validator":
             assert (verdict["recomputed"], verdict["passed"], verdict["similarity"], verdict["reason"]) == (False, True, 1.0, "similar")
             continue

@@ -1,0 +1,114 @@
+"""Rows their signers sign as one Merkle root per epoch (record_roots): leaves re-derived in SQL, roots checked
+against the signed ones, and a row's proof of inclusion in its signer's root."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import accumulate
+from typing import Any
+
+import duckdb
+
+from gonka_pipelines.chain.commitments import JsonLeaves, column_types, json_leaf_digests
+from gonka_pipelines.protocol.crypto import MessageKind, message_prefix
+from gonka_pipelines.protocol.merkle import LEAF_PREFIX, build_proof, merkle_root_of_digests, verify_proof
+from gonka_pipelines.protocol.messages import result_body, task_verdict_body
+from gonka_pipelines.protocol.record_roots import record_leaf, root_signature_verifies
+
+
+@dataclass(frozen=True)
+class SignedRecords:
+    """A table whose rows are signed through their signer's root: each row's message is `body` (columns of the same
+    names), the signer is the `signer` column, and a signer's leaves go in task id order."""
+
+    kind: MessageKind
+    table: str
+    signer: str
+    body: tuple[str, ...]
+    where: str = "true"
+
+
+SIGNED_RECORDS: tuple[SignedRecords, ...] = (
+    SignedRecords(MessageKind.RESULT, "task_results", "executor", tuple(result_body("", "", [], [], [])),
+                  where="status = 'completed'"),
+    SignedRecords(MessageKind.TASK_VERDICT, "task_verdicts", "validator", tuple(task_verdict_body(0, "", "", 0.0, False, ""))),
+)
+BY_TABLE = {spec.table: spec for spec in SIGNED_RECORDS}
+
+
+def _leaves(connection: duckdb.DuckDBPyConnection, spec: SignedRecords, chain_id: str, epoch: int,
+            signer: str | None = None) -> list[bytes]:
+    """The epoch's records of this kind (of one signer, or all) as leaves, by signer then task id."""
+    types = column_types(connection)[spec.table]
+    return json_leaf_digests(connection, JsonLeaves(
+        spec.table, {c: (c, types[c]) for c in spec.body},
+        f"epoch = ? AND ({spec.where}) AND (? IS NULL OR {spec.signer} = ?)", [epoch, signer, signer],
+        f"{spec.signer}, task_id", LEAF_PREFIX + message_prefix(chain_id, spec.kind),
+        lambda body: record_leaf(chain_id, spec.kind, body)))
+
+
+def derived_roots(connection: duckdb.DuckDBPyConnection, spec: SignedRecords, chain_id: str, epoch: int) -> dict[str, tuple[str, int]]:
+    """Signer -> (Merkle root, record count) of its epoch's records of this kind, as its signature must cover them."""
+    counts = connection.execute(
+        f"SELECT {spec.signer}, count(*) FROM {spec.table} WHERE epoch = ? AND ({spec.where}) GROUP BY 1 ORDER BY 1",
+        [epoch]).fetchall()
+    leaves = _leaves(connection, spec, chain_id, epoch)
+    ends = list(accumulate(count for _, count in counts))
+    return {signer: (merkle_root_of_digests(leaves[end - count:end]), count) for (signer, count), end in zip(counts, ends)}
+
+
+def signed_roots(connection: duckdb.DuckDBPyConnection, kind: MessageKind, epoch: int) -> dict[str, dict[str, Any]]:
+    """Signer -> its record_roots row of this kind and epoch, with the signer's public key (None if not a host)."""
+    rows = connection.execute(
+        """SELECT r.epoch, r.signer, r.kind, r.root, r.records, r.signature, h.public_key
+           FROM record_roots r LEFT JOIN hosts h ON h.address = r.signer WHERE r.epoch = ? AND r.kind = ? ORDER BY r.signer""",
+        [epoch, str(kind)]).fetchall()
+    names = ("epoch", "signer", "kind", "root", "records", "signature", "public_key")
+    return {row[1]: dict(zip(names, row)) for row in rows}
+
+
+def record_root_problem(connection: duckdb.DuckDBPyConnection, chain_id: str, epoch: int) -> str | None:
+    """What is wrong with the epoch's signed roots, or None: every signer of a kind's rows has exactly one root row,
+    whose root and count re-derive from its rows and whose signature verifies with its key."""
+    kinds = {str(spec.kind) for spec in SIGNED_RECORDS}
+    if stray := connection.execute("SELECT kind FROM record_roots WHERE epoch = ? AND NOT list_contains(?, kind) LIMIT 1",
+                                   [epoch, sorted(kinds)]).fetchall():
+        return f"record_roots holds a root of kind {stray[0][0]!r}, which no table's rows are signed as"
+    for spec in SIGNED_RECORDS:
+        derived, signed = derived_roots(connection, spec, chain_id, epoch), signed_roots(connection, spec.kind, epoch)
+        for signer in sorted(derived.keys() | signed.keys()):
+            if signer not in signed:
+                return f"{spec.table} holds {derived[signer][1]} row(s) of {spec.signer} {signer} that no root of theirs signs"
+            row = signed[signer]
+            root, count = derived.get(signer, (None, 0))
+            if (row["root"], row["records"]) != (root, count):
+                return (f"{spec.signer} {signer} signed a {spec.kind} root over {row['records']} record(s) "
+                        f"({row['root'][:12]}…), but its {count} {spec.table} row(s) give {(root or '-')[:12]}…: "
+                        "a row was changed, added or removed")
+            if row["public_key"] is None or not root_signature_verifies(row["public_key"], chain_id, row):
+                return f"the {spec.kind} root of {spec.signer} {signer} (record_roots): signature does not verify"
+    return None
+
+
+def signed_proof(connection: duckdb.DuckDBPyConnection, table: str, chain_id: str, epoch: int, row: dict[str, Any]) -> dict[str, Any] | None:
+    """How a row of a signed-records table is signed: its signer's root row, the row's leaf and inclusion proof in it,
+    and whether both the proof and the root's signature verify. None for a table or row not signed this way."""
+    spec = BY_TABLE.get(table)
+    if spec is None:
+        return None
+    signer = row[spec.signer]
+    ids = [task_id for (task_id,) in connection.execute(
+        f"SELECT task_id FROM {spec.table} WHERE epoch = ? AND ({spec.where}) AND {spec.signer} = ? ORDER BY task_id",
+        [epoch, signer]).fetchall()]
+    if row["task_id"] not in ids:
+        return None  # not a signed record (an expired task's result)
+    root = signed_roots(connection, spec.kind, epoch).get(signer)
+    if root is None:
+        return {"signer": signer, "kind": str(spec.kind), "verified": False, "problem": "no signed root of this signer"}
+    leaves = [leaf.hex() for leaf in _leaves(connection, spec, chain_id, epoch, signer)]
+    index = ids.index(row["task_id"])
+    proof = build_proof(leaves, index)
+    return {"signer": signer, "kind": str(spec.kind), "root": root["root"], "records": root["records"],
+            "signature": root["signature"], "leaf": leaves[index], "proof": proof.as_dict(),
+            "verified": verify_proof(leaves[index], proof, root["root"]) and root["public_key"] is not None
+            and root_signature_verifies(root["public_key"], chain_id, root)}

@@ -1,0 +1,143 @@
+"""Results and task verdicts are signed through one Merkle root per executor or validator (record_roots): verify-chain
+re-derives every root from the rows and names what was changed; a row's proof ties it to its signer's root."""
+
+from __future__ import annotations
+
+import pytest
+
+from gonka_pipelines.chain.proofs import prove_row
+from gonka_pipelines.chain.record_roots import SIGNED_RECORDS, derived_roots, record_root_problem
+from gonka_pipelines.chain.store import ChainStore
+from gonka_pipelines.chain.verify import signed_message_problem
+from gonka_pipelines.protocol.crypto import MessageKind
+from gonka_pipelines.protocol.merkle import MerkleProof, verify_proof
+from gonka_pipelines.protocol.messages import result_body, task_verdict_body
+from gonka_pipelines.protocol.record_roots import record_leaf, records_root_body, root_signature_verifies
+
+from support.chains import DEMO_EPOCHS
+
+FIRST_RESULT = "(SELECT min(task_id) FROM task_results WHERE epoch = 1 AND status = 'completed')"
+FIRST_VERDICT = "(SELECT min(task_id) FROM task_verdicts WHERE epoch = 1)"
+FIRST_ROOT = "(SELECT min(signer) FROM record_roots WHERE epoch = 1 AND kind = '{kind}')"
+
+TAMPERING = {
+    "a result's output": (f"UPDATE task_results SET output_tokens = list_append(output_tokens, 7) WHERE task_id = {FIRST_RESULT}",
+                          "signed a result root over"),
+    "a result's log-probs": (f"UPDATE task_results SET top_logprobs = [[x * 0.5 for x in p] for p in top_logprobs] "
+                             f"WHERE task_id = {FIRST_RESULT}", "signed a result root over"),
+    "a result removed": (f"DELETE FROM task_results WHERE task_id = {FIRST_RESULT}", "signed a result root over"),
+    "a result moved to another executor": (
+        "UPDATE task_results SET executor = (SELECT max(executor) FROM task_results WHERE epoch = 1) WHERE task_id = "
+        "(SELECT min(task_id) FROM task_results WHERE epoch = 1 AND status = 'completed' AND executor <> "
+        "(SELECT max(executor) FROM task_results WHERE epoch = 1))", "signed a result root over"),
+    "a verdict's similarity": (f"UPDATE task_verdicts SET similarity = 0.5 WHERE task_id = {FIRST_VERDICT}",
+                               "signed a task_verdict root over"),
+    "a verdict flipped": (f"UPDATE task_verdicts SET passed = NOT passed WHERE task_id = {FIRST_VERDICT}",
+                          "signed a task_verdict root over"),
+    "a root's signature": ("UPDATE record_roots SET signature = repeat('0', 128) WHERE epoch = 1 AND kind = 'result' AND "
+                           f"signer = {FIRST_ROOT.format(kind='result')}", "signature does not verify"),
+    "a root's count": ("UPDATE record_roots SET records = records + 1 WHERE epoch = 1 AND kind = 'task_verdict' AND "
+                       f"signer = {FIRST_ROOT.format(kind='task_verdict')}", "signed a task_verdict root over"),
+    "a root removed": ("DELETE FROM record_roots WHERE epoch = 1 AND kind = 'result' AND "
+                       f"signer = {FIRST_ROOT.format(kind='result')}", "that no root of theirs signs"),
+    "a root of an unknown kind": ("UPDATE record_roots SET kind = 'training_result' WHERE epoch = 1 AND kind = 'result' AND "
+                                  f"signer = {FIRST_ROOT.format(kind='result')}", "which no table's rows are signed as"),
+}
+
+
+def test_the_demo_chain_roots_all_re_derive(demo_store: ChainStore):
+    """Every epoch has roots of both kinds, and each one is what its rows give and is signed by its signer."""
+    for epoch in range(1, DEMO_EPOCHS + 1):
+        assert record_root_problem(demo_store._connection, demo_store.chain_id, epoch) is None
+        kinds = dict(demo_store._query("SELECT kind, count(*) FROM record_roots WHERE epoch = ? GROUP BY 1", [epoch]))
+        assert kinds.keys() == {"result", "task_verdict"}
+
+
+def test_roots_re_derived_in_sql_equal_the_protocols_roots(demo_store: ChainStore):
+    """The SQL leaves (JSON written by DuckDB) give the roots the stages signed over bodies built in Python."""
+    from gonka_pipelines.protocol.merkle import merkle_root_of_digests
+
+    chain_id = demo_store.chain_id
+    results = demo_store._records("SELECT * FROM task_results WHERE epoch = 2 AND status = 'completed' ORDER BY executor, task_id")
+    verdicts = demo_store._records("SELECT * FROM task_verdicts WHERE epoch = 2 ORDER BY validator, task_id")
+    expected: dict[tuple[str, str], list[bytes]] = {}
+    for r in results:
+        expected.setdefault(("result", r["executor"]), []).append(record_leaf(chain_id, MessageKind.RESULT, result_body(
+            r["task_id"], r["executor"], r["output_tokens"], r["top_ids"], r["top_logprobs"])))
+    for v in verdicts:
+        expected.setdefault(("task_verdict", v["validator"]), []).append(record_leaf(chain_id, MessageKind.TASK_VERDICT, task_verdict_body(
+            2, v["task_id"], v["validator"], v["similarity"], v["passed"], v["reason"])))
+    derived = {(str(spec.kind), signer): value for spec in SIGNED_RECORDS
+               for signer, value in derived_roots(demo_store._connection, spec, chain_id, 2).items()}
+    assert derived == {key: (merkle_root_of_digests(leaves), len(leaves)) for key, leaves in expected.items()}
+    stored = {(kind, signer): (root, count) for kind, signer, root, count in demo_store._query(
+        "SELECT kind, signer, root, records FROM record_roots WHERE epoch = 2")}
+    assert stored == derived
+
+
+@pytest.mark.parametrize("what", sorted(TAMPERING))
+def test_a_changed_signed_record_is_named(demo_store: ChainStore, what: str):
+    sql, named = TAMPERING[what]
+    assert signed_message_problem(demo_store, 1) is None
+    demo_store._connection.execute(sql)
+    problem = signed_message_problem(demo_store, 1)
+    assert problem is not None and problem.height == 1 and named in problem.message, problem
+
+
+def test_a_root_signature_covers_epoch_kind_root_and_count():
+    from gonka_pipelines.protocol.crypto import KeyPair
+    from gonka_pipelines.protocol.record_roots import sign_records
+
+    key = KeyPair.derive("chain-x", "host-a", "seed")
+    bodies = [result_body(f"t{i}", key.address, [i, 2], [[1, 2]] * 2, [[-0.5, -1.5]] * 2) for i in range(5)]
+    row = sign_records(key, "chain-x", 3, key.address, MessageKind.RESULT, bodies)
+    assert row["records"] == 5 and root_signature_verifies(key.public_key, "chain-x", row)
+    for field, value in (("epoch", 4), ("records", 4), ("kind", "task_verdict"), ("root", "0" * 64), ("signer", "x")):
+        assert not root_signature_verifies(key.public_key, "chain-x", {**row, field: value}), field
+    assert not root_signature_verifies(key.public_key, "chain-y", row), "the chain id is signed"
+    assert not root_signature_verifies(key.public_key, "chain-x", {**row, "kind": "no-such-kind"})
+    assert records_root_body(3, key.address, MessageKind.RESULT, row["root"], 5) == {k: row[k] for k in row if k != "signature"}
+
+
+def test_a_leaf_is_the_message_a_lone_signature_would_cover():
+    """So a result leaf never equals a verdict leaf or another chain's leaf over the same fields."""
+    import hashlib
+
+    from gonka_pipelines.protocol.crypto import message_bytes
+
+    body = task_verdict_body(1, "t", "v", 0.5, True, "similar")
+    assert record_leaf("c", MessageKind.TASK_VERDICT, body) == hashlib.sha256(
+        b"\x00" + message_bytes("c", MessageKind.TASK_VERDICT, body)).digest()
+    assert record_leaf("c", MessageKind.RESULT, body) != record_leaf("c", MessageKind.TASK_VERDICT, body)
+    assert record_leaf("d", MessageKind.TASK_VERDICT, body) != record_leaf("c", MessageKind.TASK_VERDICT, body)
+
+
+@pytest.mark.parametrize("table, kind", [("results", "result"), ("task_verdicts", "task_verdict")])
+def test_a_rows_proof_ties_it_to_its_signers_root(demo_store: ChainStore, table: str, kind: str):
+    """prove_row gives a result or verdict its path to the root its signer signed; the path and signature verify, and
+    the leaf is the row's message."""
+    key = demo_store._scalar("SELECT min(task_id) FROM task_results WHERE epoch = 2 AND status = 'completed'") if table == "results" \
+        else demo_store._scalar("SELECT min(task_id || ':' || validator) FROM task_verdicts WHERE epoch = 2")
+    proof = prove_row(demo_store, table, key)
+    signed = proof["signed"]
+    assert proof["verified"] and signed["verified"] and signed["kind"] == kind
+    steps = tuple(tuple(step) for step in signed["proof"]["steps"])
+    assert verify_proof(signed["leaf"], MerkleProof(signed["proof"]["index"], signed["proof"]["leaf_count"], steps), signed["root"])
+    assert signed["proof"]["leaf_count"] == signed["records"]
+    assert signed["root"] == demo_store._scalar("SELECT root FROM record_roots WHERE epoch = ? AND kind = ? AND signer = ?",
+                                                [proof["epoch"], kind, signed["signer"]])
+    row = proof["row"]
+    body = (result_body(row["task_id"], row["executor"], row["output_tokens"], row["top_ids"], row["top_logprobs"])
+            if kind == "result" else task_verdict_body(proof["epoch"], row["task_id"], row["validator"], row["similarity"],
+                                                       row["passed"], row["reason"]))
+    assert signed["leaf"] == record_leaf(demo_store.chain_id, MessageKind(kind), body).hex()
+
+
+def test_an_expired_result_has_no_signed_proof_and_a_changed_row_fails_its_own(demo_store: ChainStore):
+    expired = demo_store._scalar("SELECT min(task_id) FROM task_results WHERE status = 'expired'")
+    assert "signed" not in prove_row(demo_store, "results", expired)
+    task_id = demo_store._scalar("SELECT min(task_id) FROM task_results WHERE epoch = 2 AND status = 'completed'")
+    demo_store._connection.execute("UPDATE task_results SET output_tokens = list_append(output_tokens, 7) WHERE task_id = ?",
+                                   [task_id])
+    proof = prove_row(demo_store, "results", task_id)
+    assert proof["verified"] is False and proof["signed"]["verified"] is False
