@@ -40,10 +40,9 @@ COMMITMENTS: tuple[Commitment, ...] = (
         "task_id", "submission_id", "developer", "nonce", "model", "base_version", "shards", "steps", "batch_size",
         "learning_rate", "seed", "max_price", "tokens", "escrow", "signature")),
     Commitment("training_results", "training_results", "task_id", (
-        "task_id", "executor", "status", "version", "checkpoint_steps", "checkpoints", "losses", "tokens", "cost", "refund",
-        "signature")),
+        "task_id", "executor", "status", "version", "checkpoint_steps", "checkpoints", "losses", "tokens", "cost", "refund")),
     Commitment("training_verdicts", "training_verdicts", "task_id || ':' || validator", (
-        "task_id", "validator", "first_step", "last_step", "recomputed", "passed", "eval_loss", "reason", "signature")),
+        "task_id", "validator", "first_step", "last_step", "recomputed", "passed", "eval_loss", "reason")),
     Commitment("model_versions", "model_versions", "version", (
         "version", "model", "parent", "task_id", "executor", "shards", "final_loss", "eval_loss")),
     Commitment("served_versions", "served_versions", "model", ("model", "version")),

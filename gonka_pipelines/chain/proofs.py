@@ -34,8 +34,8 @@ def _resolve_key(store: ChainStore, commitment: Any, given: str, epoch: int | No
 
 def prove_row(store: ChainStore, table: str, row_id: str, epoch: int | None = None) -> dict[str, Any]:
     """Proof that the row `row_id` (its key, a unique prefix of it, or an account's name) of `table` is in a finalized
-    block (the latest one holding it, unless epoch is given); a result or task verdict also gets `signed`, its proof of
-    inclusion in the root its executor or validator signed."""
+    block (the latest one holding it, unless epoch is given); a result or verdict (inference or training) also gets
+    `signed`, its proof of inclusion in the root its executor or validator signed."""
     commitment = BY_NAME.get(table)
     if commitment is None:
         raise ChainError(f"unknown table {table!r}; provable tables: {', '.join(sorted(BY_NAME))}")

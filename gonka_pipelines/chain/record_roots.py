@@ -12,7 +12,7 @@ import duckdb
 from gonka_pipelines.chain.commitments import JsonLeaves, column_types, json_leaf_digests
 from gonka_pipelines.protocol.crypto import MessageKind, message_prefix
 from gonka_pipelines.protocol.merkle import LEAF_PREFIX, build_proof, merkle_root_of_digests, verify_proof
-from gonka_pipelines.protocol.messages import result_body, task_verdict_body
+from gonka_pipelines.protocol.messages import result_body, task_verdict_body, training_result_body, training_verdict_body
 from gonka_pipelines.protocol.record_roots import record_leaf, root_signature_verifies
 
 
@@ -32,6 +32,10 @@ SIGNED_RECORDS: tuple[SignedRecords, ...] = (
     SignedRecords(MessageKind.RESULT, "task_results", "executor", tuple(result_body("", "", [], [], [])),
                   where="status = 'completed'"),
     SignedRecords(MessageKind.TASK_VERDICT, "task_verdicts", "validator", tuple(task_verdict_body(0, "", "", 0.0, False, ""))),
+    SignedRecords(MessageKind.TRAINING_RESULT, "training_results", "executor",
+                  tuple(training_result_body("", "", "", [], [], [], 0)), where="status = 'completed'"),
+    SignedRecords(MessageKind.TRAINING_VERDICT, "training_verdicts", "validator",
+                  tuple(training_verdict_body(0, "", "", 0, 0, False, 0.0, ""))),
 )
 BY_TABLE = {spec.table: spec for spec in SIGNED_RECORDS}
 

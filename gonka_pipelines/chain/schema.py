@@ -241,15 +241,17 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     ),
     (
         10,
-        "an executor signs one Merkle root over its epoch's results and a validator one over its verdicts (record_roots), "
-        "instead of a signature per row; blocks sealed before this version name per-row signatures in their leaves and "
-        "no longer re-derive",
+        "an executor signs one Merkle root over its epoch's results (inference, training) and a validator one over its "
+        "verdicts (record_roots), instead of a signature per row; blocks sealed before this version name per-row "
+        "signatures in their leaves and no longer re-derive",
         """
         CREATE TABLE record_roots (
             epoch BIGINT NOT NULL, signer VARCHAR NOT NULL, kind VARCHAR NOT NULL, root VARCHAR NOT NULL,
             records BIGINT NOT NULL, signature VARCHAR NOT NULL, PRIMARY KEY (epoch, kind, signer));
         ALTER TABLE task_results DROP COLUMN signature;
         ALTER TABLE task_verdicts DROP COLUMN signature;
+        ALTER TABLE training_results DROP COLUMN signature;
+        ALTER TABLE training_verdicts DROP COLUMN signature;
         """,
     ),
 ]

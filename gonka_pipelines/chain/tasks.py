@@ -41,18 +41,18 @@ class TaskRows(StoreCore):
     def task_count(self, epoch: int) -> int:
         return self._scalar("SELECT count(*) FROM tasks WHERE epoch = ?", [epoch])
 
-    def _replace_record_roots(self, epoch: int, kind: MessageKind, roots: Sequence[dict[str, Any]]) -> None:
-        """An epoch's signed roots of one kind (each stage writes its own kind; re-runs replace)."""
-        self._execute("DELETE FROM record_roots WHERE epoch = ? AND kind = ?", [epoch, str(kind)])
+    def _replace_record_roots(self, epoch: int, kinds: Sequence[MessageKind], roots: Sequence[dict[str, Any]]) -> None:
+        """An epoch's signed roots of these kinds (each stage writes its own kinds; re-runs replace)."""
+        self._execute("DELETE FROM record_roots WHERE epoch = ? AND list_contains(?, kind)", [epoch, [str(k) for k in kinds]])
         self._insert("record_roots", roots)
 
     def write_task_results(self, epoch: int, commitments: Sequence[dict[str, Any]], results: Sequence[dict[str, Any]],
-                           result_roots: Sequence[dict[str, Any]], refunds: Sequence[dict[str, Any]],
-                           trainings: Sequence[dict[str, Any]] = ()) -> None:
-        """Seed commitments, results with each executor's signed root over them, training results and refunds."""
+                           refunds: Sequence[dict[str, Any]], trainings: Sequence[dict[str, Any]],
+                           roots: Sequence[dict[str, Any]]) -> None:
+        """Seed commitments, inference and training results with each executor's signed roots over them, and refunds."""
         with self.transaction():
             self._replace_epoch_rows(epoch, ["seed_commitments", "task_results", "training_results"], stage=EXECUTION_STAGE)
-            self._replace_record_roots(epoch, MessageKind.RESULT, result_roots)
+            self._replace_record_roots(epoch, [MessageKind.RESULT, MessageKind.TRAINING_RESULT], roots)
             self._insert("seed_commitments", commitments)
             self._insert("task_results", results)
             self._insert("training_results", trainings)
@@ -94,17 +94,17 @@ class TaskRows(StoreCore):
             "SELECT address, list(missed / assigned ORDER BY epoch) FROM host_epochs WHERE epoch < ? AND assigned > 0 GROUP BY address",
             [before_epoch]))
 
-    def write_task_verdicts(self, epoch: int, verdicts: Sequence[dict[str, Any]], verdict_roots: Sequence[dict[str, Any]],
+    def write_task_verdicts(self, epoch: int, verdicts: Sequence[dict[str, Any]], roots: Sequence[dict[str, Any]],
                             outcomes: Sequence[dict[str, Any]], fee_shares: Sequence[dict[str, Any]],
                             host_epochs: Sequence[dict[str, Any]], training_verdicts: Sequence[dict[str, Any]],
                             versions: Sequence[dict[str, Any]], served: Mapping[str, str]) -> None:
-        """Inference verdicts with each validator's signed root over them, training verdicts, every task's outcome and
-        fee shares, host standings, the model versions the epoch's validated training produced, and each model's served
+        """Inference and training verdicts with each validator's signed roots over them, every task's outcome and fee
+        shares, host standings, the model versions the epoch's validated training produced, and each model's served
         version after the epoch."""
         with self.transaction():
             self._replace_epoch_rows(epoch, ["task_verdicts", "task_outcomes", "fee_shares", "host_epochs", "training_verdicts",
                                              "model_versions", "served_versions"], stage=VALIDATION_STAGE)
-            self._replace_record_roots(epoch, MessageKind.TASK_VERDICT, verdict_roots)
+            self._replace_record_roots(epoch, [MessageKind.TASK_VERDICT, MessageKind.TRAINING_VERDICT], roots)
             self._insert("task_verdicts", verdicts)
             self._insert("training_verdicts", training_verdicts)
             self._insert("model_versions", versions)

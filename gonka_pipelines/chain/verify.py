@@ -23,8 +23,6 @@ from gonka_pipelines.protocol.messages import (
     seed_commitment_body,
     task_body_of,
     training_body_of,
-    training_result_body,
-    training_verdict_body,
 )
 from gonka_pipelines.protocol.rules import RULE_SETS
 from gonka_pipelines.protocol.training import SERVED_RULES, served_versions
@@ -177,16 +175,6 @@ SIGNED_ROWS: tuple[_SignedRows, ...] = (
                    FROM training_tasks t JOIN accounts a ON a.address = t.developer JOIN chain_meta c ON c.key = 'chain_id'
                    WHERE t.epoch = ?""",
                 training_body_of),
-    _SignedRows("training_results", MessageKind.TRAINING_RESULT,
-                """SELECT r.task_id AS id, h.public_key AS signer_key, r.* FROM training_results r JOIN hosts h ON h.address = r.executor
-                   WHERE r.epoch = ? AND r.status = 'completed'""",
-                lambda r: training_result_body(r["task_id"], r["executor"], r["version"], r["checkpoint_steps"], r["checkpoints"],
-                                               r["losses"], r["tokens"])),
-    _SignedRows("training_verdicts", MessageKind.TRAINING_VERDICT,
-                """SELECT v.task_id || ':' || v.validator AS id, h.public_key AS signer_key, v.*
-                   FROM training_verdicts v JOIN hosts h ON h.address = v.validator WHERE v.epoch = ?""",
-                lambda r: training_verdict_body(r["epoch"], r["task_id"], r["validator"], r["first_step"], r["last_step"],
-                                                r["passed"], r["eval_loss"], r["reason"])),
     _SignedRows("poc_batches", MessageKind.POC_BATCH,
                 """SELECT b.batch_id AS id, h.public_key AS signer_key, b.signature, b.epoch, p.hash AS prev_hash, b.sequence,
                           b.nonces, b.distances
@@ -210,9 +198,8 @@ starting the pool costs more than it saves."""
 
 
 def signed_row_problem(store: ChainStore, height: int, parallel_from: int = PARALLEL_FROM) -> Inconsistency | None:
-    """Every message the epoch holds signed alone (tasks, accepted batches, sprint verdicts, seed commitments, training
-    results and verdicts) verifies with its signer's key over the body rebuilt from the row; large tables are checked
-    on every core."""
+    """Every message the epoch holds signed alone (tasks, accepted batches, sprint verdicts, seed commitments) verifies
+    with its signer's key over the body rebuilt from the row; large tables are checked on every core."""
     chain_id, workers = store.chain_id, core_count()
     with contextlib.ExitStack() as stack:
         pool: ProcessPoolExecutor | None = None
@@ -242,7 +229,7 @@ def _first_bad(spec_index: int, chain_id: str, rows: list[dict]) -> int | None:
 
 def signed_message_problem(store: ChainStore, height: int) -> Inconsistency | None:
     """Every message of the epoch is signed: rows signed alone verify (signed_row_problem), and every executor's
-    results and every validator's verdicts re-derive the root it signed (record_roots)."""
+    results and every validator's verdicts, inference and training, re-derive the root it signed (record_roots)."""
     if problem := signed_row_problem(store, height):
         return problem
     found = record_root_problem(store._connection, store.chain_id, height)

@@ -272,8 +272,8 @@ def prove(table: Annotated[str, typer.Argument(
           epoch: Annotated[int | None, typer.Option(
               help="the epoch whose block to prove against (default: the latest holding it)")] = None,
           data_dir: DataDir = None) -> int:
-    """Merkle inclusion proof of a row against its block header (for a result or task verdict, also against the one
-    root its executor or validator signed)."""
+    """Merkle inclusion proof of a row against its block header (for a result or verdict, also against the one root
+    its executor or validator signed)."""
     from gonka_pipelines.chain.proofs import prove_row
 
     with ChainStore.open(chain_folder(data_dir).database, read_only=True) as store:

@@ -48,9 +48,9 @@ def block_signatures_verify(context: dg.AssetCheckExecutionContext, chain: Chain
 
 
 @dg.asset_check(asset="block_proposal", blocking=True,
-                description="Every signed message of the epoch (tasks, PoC batches and verdicts, seed commitments, training "
-                            "results and verdicts) verifies with its signer's key over the content of its row, and every "
-                            "executor's results and validator's task verdicts re-derive the one root it signed.")
+                description="Every signed message of the epoch (tasks, PoC batches and verdicts, seed commitments) verifies "
+                            "with its signer's key over the content of its row, and every executor's results and validator's "
+                            "verdicts (inference and training) re-derive the one root it signed.")
 def signed_messages_verify(context: dg.AssetCheckExecutionContext, chain: ChainResource) -> dg.AssetCheckResult:
     return _block_check(context, chain, signed_message_problem)
 

@@ -19,8 +19,9 @@ ADDRESS_PREFIX = "gonka1"
 
 
 class MessageKind(enum.StrEnum):
-    """Every signed message names its kind, so a signature over one kind never validates another. RESULT and
-    TASK_VERDICT messages are not signed alone: they are the leaves of their signer's RECORDS_ROOT (record_roots.py)."""
+    """Every signed message names its kind, so a signature over one kind never validates another. Results and verdicts
+    of tasks (RESULT, TASK_VERDICT, TRAINING_RESULT, TRAINING_VERDICT) are not signed alone: they are the leaves of
+    their signer's RECORDS_ROOT (record_roots.py)."""
 
     TASK = "task"
     TRAINING_TASK = "training_task"

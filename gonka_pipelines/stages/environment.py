@@ -22,6 +22,7 @@ from gonka_pipelines.local.keys import load_key
 from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.protocol.crypto import KeyPair, MessageKind, sha256_hex
 from gonka_pipelines.protocol.params import EpochParams, GenesisParams
+from gonka_pipelines.protocol.record_roots import sign_records
 from gonka_pipelines.protocol.records import Host
 from gonka_pipelines.protocol.rules import RuleSet, rules_for
 from gonka_pipelines.protocol.sprint import calibrate_r_target
@@ -103,6 +104,12 @@ class EpochEnvironment:
     def host(self) -> dict[str, Host]:
         """The hosts by address."""
         return {host.address: host for host in self.hosts}
+
+    def sign_records(self, kind: MessageKind, bodies: dict[str, list[dict]]) -> list[dict]:
+        """Each signer's one signature over its epoch's records of this kind (bodies by signer address): a record_roots
+        row per signer, leaves in task id order (protocol/record_roots.py)."""
+        return [sign_records(self.keys[signer], self.chain_id, self.epoch, signer, kind, sorted(mine, key=lambda r: r["task_id"]))
+                for signer, mine in sorted(bodies.items())]
 
     def executors(self, model: str, task_ids: list[str]) -> list[str]:
         """Each task's executor, drawn ∝ weight among the hosts serving the model ('' when none does)."""

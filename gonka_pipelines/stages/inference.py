@@ -18,7 +18,6 @@ from gonka_pipelines.protocol.messages import (
     seed_commitment_body,
     task_verdict_body,
 )
-from gonka_pipelines.protocol.record_roots import sign_records
 from gonka_pipelines.protocol.records import ResultStatus, ShareRole, TaskOutcome, TransferKind
 from gonka_pipelines.protocol.training import VersionScore, served_versions
 from gonka_pipelines.simulation.behaviours import Voters, delivered_length, serves_tasks
@@ -118,7 +117,7 @@ def run_task_execution(env: EpochEnvironment, open_chain: OpenChain, log: Log) -
         results.append({"task_id": task["task_id"], "epoch": epoch, "executor": task["executor"], "status": ResultStatus.EXPIRED,
                         "output_tokens": [], "top_ids": [], "top_logprobs": [], "completion_tokens": 0, "cost": 0,
                         "refund": task["escrow"]})
-    training_rows = execute_trainings(env, trainings)
+    training_rows, training_bodies = execute_trainings(env, trainings)
     if trainings:
         log(f"training: {sum(r['status'] == ResultStatus.COMPLETED for r in training_rows)} of {len(trainings)} tasks ran")
     developer = dict(zip(tasks["task_id"], tasks["developer"])) | {t["task_id"]: t["developer"] for t in trainings}
@@ -127,19 +126,13 @@ def run_task_execution(env: EpochEnvironment, open_chain: OpenChain, log: Log) -
                 "kind": TransferKind.REFUND if r["status"] == ResultStatus.COMPLETED else TransferKind.EXPIRY_REFUND, "ref": r["task_id"]}
                for r in results + training_rows if r["refund"]]
     with open_chain() as store:
-        store.write_task_results(epoch, _seed_commitments(env), results, _signed_roots(env, MessageKind.RESULT, signed),
-                                 refunds, training_rows)
+        store.write_task_results(epoch, _seed_commitments(env), results, refunds, training_rows,
+                                 env.sign_records(MessageKind.RESULT, signed)
+                                 + env.sign_records(MessageKind.TRAINING_RESULT, training_bodies))
     return {"completed": sum(r["status"] == ResultStatus.COMPLETED for r in results),
             "expired": sum(r["status"] == ResultStatus.EXPIRED for r in results),
             "trained": sum(r["status"] == ResultStatus.COMPLETED for r in training_rows),
             "training_expired": sum(r["status"] == ResultStatus.EXPIRED for r in training_rows)}
-
-
-def _signed_roots(env: EpochEnvironment, kind: MessageKind, bodies: dict[str, list[dict]]) -> list[dict]:
-    """Each signer's one signature over its epoch's records of this kind: a record_roots row per signer, leaves in task
-    id order (protocol/record_roots.py)."""
-    return [sign_records(env.keys[signer], env.chain_id, env.epoch, signer, kind, sorted(records, key=lambda r: r["task_id"]))
-            for signer, records in sorted(bodies.items())]
 
 
 def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> dict[str, int]:
@@ -186,7 +179,7 @@ def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) 
         signed.setdefault(validator, []).append(body)
     outcomes, shares = _outcomes_and_fees(env, results, verdicts, honest, voters)
     trainer = TrainingValidator(env)
-    checks = training_verdicts(env, trainings, [(t - len(results), members[v]) for t, v in draws
+    checks, check_bodies = training_verdicts(env, trainings, [(t - len(results), members[v]) for t, v in draws
                                                 if t >= len(results) and members[v] not in voters.abstaining],
                                lazy_validators, trainer)
     training_outcomes, training_shares = _outcomes_and_fees(env, trainings, checks, honest_views(trainings, checks, lazy_validators, trainer),
@@ -196,9 +189,9 @@ def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) 
                              env.params.training.served_rule)
     host_rows = _host_epochs(env, outcomes + training_outcomes, verdicts + checks, pool, validator_index.tolist(), previous, history)
     with open_chain() as store:
-        store.write_task_verdicts(epoch, verdicts, _signed_roots(env, MessageKind.TASK_VERDICT, signed),
-                                  outcomes + training_outcomes, shares + training_shares, host_rows,
-                                  checks, versions, served)
+        store.write_task_verdicts(epoch, verdicts, env.sign_records(MessageKind.TASK_VERDICT, signed)
+                                  + env.sign_records(MessageKind.TRAINING_VERDICT, check_bodies), outcomes + training_outcomes,
+                                  shares + training_shares, host_rows, checks, versions, served)
     invalidated_count = sum(o["outcome"] == TaskOutcome.INVALIDATED for o in outcomes + training_outcomes)
     log(f"validation: {len(verdicts)} checks of {len(results)} results, {len(checks)} of {len(trainings)} trainings, "
         f"{invalidated_count} invalidated, {len(versions)} new model version(s)")

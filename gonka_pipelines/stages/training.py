@@ -20,7 +20,6 @@ from gonka_pipelines.compute.training import (
     write_checkpoint,
 )
 from gonka_pipelines.local.corpus import eval_bytes, manifest, training_bytes
-from gonka_pipelines.protocol.crypto import MessageKind
 from gonka_pipelines.protocol.messages import training_result_body, training_verdict_body
 from gonka_pipelines.protocol.records import ResultStatus, TaskOutcome
 from gonka_pipelines.simulation.behaviours import reported_losses, serves_tasks, skips_training, training_shards
@@ -42,11 +41,11 @@ def _spec(env: EpochEnvironment, task: dict[str, Any]) -> TrainingSpec:
     return TrainingSpec(task["steps"], task["batch_size"], task["learning_rate"], task["seed"], env.params.training.checkpoint_every)
 
 
-def execute_trainings(env: EpochEnvironment, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def execute_trainings(env: EpochEnvironment, tasks: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, list[dict]]]:
     """Run each training task on its executor, in task id order while the executor's step budget (capacity ×
-    training.max_steps; none while it is down) lasts; store the checkpoints by hash and sign the result. The rest
-    expire, their `refund` the whole escrow (the execution stage settles refunds of both kinds of task). Returns the
-    training_results rows."""
+    training.max_steps; none while it is down) lasts; store the checkpoints by hash. The rest expire, their `refund`
+    the whole escrow (the execution stage settles refunds of both kinds of task). Returns the training_results rows and
+    the completed results' bodies by executor (what each executor's root signs)."""
     executors: dict[str, str] = {}
     for model in sorted({t["model"] for t in tasks}):
         ids = [t["task_id"] for t in tasks if t["model"] == model]
@@ -63,12 +62,13 @@ def execute_trainings(env: EpochEnvironment, tasks: list[dict[str, Any]]) -> lis
                     env.on_hosts(train_task, [_order(env, task, executors[task["task_id"]]) for task in training])))
     runs |= {task["task_id"]: _skipped_run(env, task) for task in running if task["task_id"] not in runs}
     rows: list[dict[str, Any]] = []
+    signed: dict[str, list[dict]] = {}
     for task in tasks:
         executor = executors[task["task_id"]]
         if task["task_id"] not in runs:
             rows.append({"task_id": task["task_id"], "epoch": env.epoch, "executor": executor, "status": ResultStatus.EXPIRED,
                          "version": "", "checkpoint_steps": [], "checkpoints": [], "losses": [], "tokens": 0, "cost": 0,
-                         "refund": task["escrow"], "signature": ""})
+                         "refund": task["escrow"]})
             continue
         run = runs[task["task_id"]]
         for _, _, data in run.checkpoints:
@@ -76,9 +76,9 @@ def execute_trainings(env: EpochEnvironment, tasks: list[dict[str, Any]]) -> lis
         body = training_result_body(task["task_id"], executor, run.final_hash, [s for s, _, _ in run.checkpoints],
                                     [h for _, h, _ in run.checkpoints], reported_losses(env.host[executor], run.losses),
                                     run.tokens)
-        rows.append({**body, "epoch": env.epoch, "status": ResultStatus.COMPLETED, "cost": task["escrow"], "refund": 0,
-                     "signature": env.keys[executor].sign(env.chain_id, MessageKind.TRAINING_RESULT, body)})
-    return rows
+        rows.append({**body, "epoch": env.epoch, "status": ResultStatus.COMPLETED, "cost": task["escrow"], "refund": 0})
+        signed.setdefault(executor, []).append(body)
+    return rows, signed
 
 
 @dataclass(frozen=True)
@@ -267,13 +267,14 @@ class TrainingValidator:
 
 
 def training_verdicts(env: EpochEnvironment, results: list[dict[str, Any]], draws: list[tuple[int, str]], lazy: Set[str],
-                      validator: TrainingValidator) -> list[dict[str, Any]]:
-    """One signed verdict per (training result, drawn validator): the interval it re-ran, pass or fail, the eval loss.
-    A lazy validator passes everything unchecked and reports the executor's last training loss as the eval loss."""
+                      validator: TrainingValidator) -> tuple[list[dict[str, Any]], dict[str, list[dict]]]:
+    """One verdict per (training result, drawn validator): the interval it re-ran, pass or fail, the eval loss; and the
+    verdicts' bodies by validator (what each validator's root signs). A lazy validator passes everything unchecked and
+    reports the executor's last training loss as the eval loss."""
     intervals = [interval_of(env.secret_seeds[address], results[index]["task_id"], len(results[index]["checkpoint_steps"]))
                  for index, address in draws]
     validator.prefetch([(results[index], interval) for (index, address), interval in zip(draws, intervals) if address not in lazy])
-    verdicts = []
+    verdicts, signed = [], dict[str, list[dict]]()
     for (index, address), interval in zip(draws, intervals):
         result = results[index]
         first, last = validator.bounds(result, interval)
@@ -283,9 +284,9 @@ def training_verdicts(env: EpochEnvironment, results: list[dict[str, Any]], draw
             check = validator.check(result, interval)
             eval_loss = validator.score(result) if check.passed else UNSCORED
         body = training_verdict_body(env.epoch, result["task_id"], address, first, last, check.passed, eval_loss, check.reason)
-        verdicts.append({**body, "recomputed": address not in lazy,
-                         "signature": env.keys[address].sign(env.chain_id, MessageKind.TRAINING_VERDICT, body)})
-    return verdicts
+        verdicts.append({**body, "recomputed": address not in lazy})
+        signed.setdefault(address, []).append(body)
+    return verdicts, signed
 
 
 def honest_views(results: list[dict[str, Any]], verdicts: list[dict[str, Any]], lazy: Set[str],

@@ -11,7 +11,7 @@ from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.chain.verify import signed_message_problem
 from gonka_pipelines.protocol.crypto import MessageKind
 from gonka_pipelines.protocol.merkle import MerkleProof, verify_proof
-from gonka_pipelines.protocol.messages import result_body, task_verdict_body
+from gonka_pipelines.protocol.messages import result_body, task_verdict_body, training_result_body, training_verdict_body
 from gonka_pipelines.protocol.record_roots import record_leaf, records_root_body, root_signature_verifies
 
 from support.chains import DEMO_EPOCHS
@@ -40,7 +40,7 @@ TAMPERING = {
                        f"signer = {FIRST_ROOT.format(kind='task_verdict')}", "signed a task_verdict root over"),
     "a root removed": ("DELETE FROM record_roots WHERE epoch = 1 AND kind = 'result' AND "
                        f"signer = {FIRST_ROOT.format(kind='result')}", "that no root of theirs signs"),
-    "a root of an unknown kind": ("UPDATE record_roots SET kind = 'training_result' WHERE epoch = 1 AND kind = 'result' AND "
+    "a root of an unknown kind": ("UPDATE record_roots SET kind = 'poc_verdict' WHERE epoch = 1 AND kind = 'result' AND "
                                   f"signer = {FIRST_ROOT.format(kind='result')}", "which no table's rows are signed as"),
 }
 
@@ -50,7 +50,7 @@ def test_the_demo_chain_roots_all_re_derive(demo_store: ChainStore):
     for epoch in range(1, DEMO_EPOCHS + 1):
         assert record_root_problem(demo_store._connection, demo_store.chain_id, epoch) is None
         kinds = dict(demo_store._query("SELECT kind, count(*) FROM record_roots WHERE epoch = ? GROUP BY 1", [epoch]))
-        assert kinds.keys() == {"result", "task_verdict"}
+        assert kinds.keys() == {"result", "task_verdict", "training_result", "training_verdict"}
 
 
 def test_roots_re_derived_in_sql_equal_the_protocols_roots(demo_store: ChainStore):
@@ -67,6 +67,15 @@ def test_roots_re_derived_in_sql_equal_the_protocols_roots(demo_store: ChainStor
     for v in verdicts:
         expected.setdefault(("task_verdict", v["validator"]), []).append(record_leaf(chain_id, MessageKind.TASK_VERDICT, task_verdict_body(
             2, v["task_id"], v["validator"], v["similarity"], v["passed"], v["reason"])))
+    for r in demo_store._records("SELECT * FROM training_results WHERE epoch = 2 AND status = 'completed' ORDER BY executor, task_id"):
+        expected.setdefault(("training_result", r["executor"]), []).append(record_leaf(
+            chain_id, MessageKind.TRAINING_RESULT, training_result_body(r["task_id"], r["executor"], r["version"], r["checkpoint_steps"],
+                                                                        r["checkpoints"], r["losses"], r["tokens"])))
+    for v in demo_store._records("SELECT * FROM training_verdicts WHERE epoch = 2 ORDER BY validator, task_id"):
+        expected.setdefault(("training_verdict", v["validator"]), []).append(record_leaf(
+            chain_id, MessageKind.TRAINING_VERDICT, training_verdict_body(2, v["task_id"], v["validator"], v["first_step"],
+                                                                          v["last_step"], v["passed"], v["eval_loss"], v["reason"])))
+    assert {kind for kind, _ in expected} == {"result", "task_verdict", "training_result", "training_verdict"}
     derived = {(str(spec.kind), signer): value for spec in SIGNED_RECORDS
                for signer, value in derived_roots(demo_store._connection, spec, chain_id, 2).items()}
     assert derived == {key: (merkle_root_of_digests(leaves), len(leaves)) for key, leaves in expected.items()}
@@ -112,12 +121,16 @@ def test_a_leaf_is_the_message_a_lone_signature_would_cover():
     assert record_leaf("d", MessageKind.TASK_VERDICT, body) != record_leaf("c", MessageKind.TASK_VERDICT, body)
 
 
-@pytest.mark.parametrize("table, kind", [("results", "result"), ("task_verdicts", "task_verdict")])
+@pytest.mark.parametrize("table, kind", [("results", "result"), ("task_verdicts", "task_verdict"),
+                                         ("training_results", "training_result"), ("training_verdicts", "training_verdict")])
 def test_a_rows_proof_ties_it_to_its_signers_root(demo_store: ChainStore, table: str, kind: str):
-    """prove_row gives a result or verdict its path to the root its signer signed; the path and signature verify, and
+    """prove_row gives a result or verdict (inference or training) its path to the root its signer signed; the path and signature verify, and
     the leaf is the row's message."""
-    key = demo_store._scalar("SELECT min(task_id) FROM task_results WHERE epoch = 2 AND status = 'completed'") if table == "results" \
-        else demo_store._scalar("SELECT min(task_id || ':' || validator) FROM task_verdicts WHERE epoch = 2")
+    key = {"results": "SELECT min(task_id) FROM task_results WHERE epoch = 2 AND status = 'completed'",
+           "task_verdicts": "SELECT min(task_id || ':' || validator) FROM task_verdicts WHERE epoch = 2",
+           "training_results": "SELECT min(task_id) FROM training_results WHERE epoch = 2 AND status = 'completed'",
+           "training_verdicts": "SELECT min(task_id || ':' || validator) FROM training_verdicts WHERE epoch = 2"}[table]
+    key = demo_store._scalar(key)
     proof = prove_row(demo_store, table, key)
     signed = proof["signed"]
     assert proof["verified"] and signed["verified"] and signed["kind"] == kind
@@ -127,9 +140,13 @@ def test_a_rows_proof_ties_it_to_its_signers_root(demo_store: ChainStore, table:
     assert signed["root"] == demo_store._scalar("SELECT root FROM record_roots WHERE epoch = ? AND kind = ? AND signer = ?",
                                                 [proof["epoch"], kind, signed["signer"]])
     row = proof["row"]
-    body = (result_body(row["task_id"], row["executor"], row["output_tokens"], row["top_ids"], row["top_logprobs"])
-            if kind == "result" else task_verdict_body(proof["epoch"], row["task_id"], row["validator"], row["similarity"],
-                                                       row["passed"], row["reason"]))
+    body = {"result": lambda: result_body(row["task_id"], row["executor"], row["output_tokens"], row["top_ids"], row["top_logprobs"]),
+            "task_verdict": lambda: task_verdict_body(proof["epoch"], row["task_id"], row["validator"], row["similarity"],
+                                                      row["passed"], row["reason"]),
+            "training_result": lambda: training_result_body(row["task_id"], row["executor"], row["version"], row["checkpoint_steps"],
+                                                            row["checkpoints"], row["losses"], row["tokens"]),
+            "training_verdict": lambda: training_verdict_body(proof["epoch"], row["task_id"], row["validator"], row["first_step"],
+                                                              row["last_step"], row["passed"], row["eval_loss"], row["reason"])}[kind]()
     assert signed["leaf"] == record_leaf(demo_store.chain_id, MessageKind(kind), body).hex()
 
 

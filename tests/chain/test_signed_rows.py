@@ -6,7 +6,7 @@ import pytest
 
 from gonka_pipelines.chain.record_roots import SIGNED_RECORDS
 from gonka_pipelines.chain.store import ChainStore
-from gonka_pipelines.chain.verify import SIGNED_ROWS, signed_row_problem
+from gonka_pipelines.chain.verify import SIGNED_ROWS, signed_message_problem, signed_row_problem
 
 from support.chains import DEMO_EPOCHS
 
@@ -24,15 +24,18 @@ TAMPERING = {
 
 
 TRAINING_TAMPERING = {
-    "training_tasks": "UPDATE training_tasks SET steps = steps + 1",
-    "training_results": "UPDATE training_results SET losses = list_transform(losses, lambda l: l * 0.9)",
-    "training_verdicts": "UPDATE training_verdicts SET eval_loss = eval_loss - 1",
+    "training_tasks": ("UPDATE training_tasks SET steps = steps + 1", "training_tasks row "),
+    "training_results": ("UPDATE training_results SET losses = list_transform(losses, lambda l: l * 0.9)",
+                         "signed a training_result root over"),
+    "training_verdicts": ("UPDATE training_verdicts SET eval_loss = eval_loss - 1", "signed a training_verdict root over"),
 }
-"""The training tables' signed rows, tampered on a chain with one trained and validated order."""
+"""The training tables' signed rows, tampered on a chain with one trained and validated order: a developer signs each
+training task; executors and validators sign their results and verdicts through one root each."""
 
 
 def test_every_signed_table_is_checked():
-    assert {spec.table for spec in SIGNED_ROWS} == set(TAMPERING) | set(TRAINING_TAMPERING)
+    assert {spec.table for spec in SIGNED_ROWS} == set(TAMPERING) | {"training_tasks"}
+    assert {spec.table for spec in SIGNED_RECORDS} == {"task_results", "task_verdicts", "training_results", "training_verdicts"}
     assert not {spec.table for spec in SIGNED_ROWS} & {spec.table for spec in SIGNED_RECORDS}, "one way of signing per table"
 
 
@@ -56,10 +59,11 @@ def test_a_changed_signed_training_row_is_named(training_template, tmp_path, tab
 
     shutil.copytree(training_template.root, tmp_path / "chain")
     with ChainStore.open(tmp_path / "chain" / training_template.database.name) as store:
-        assert signed_row_problem(store, 1) is None
-        store._execute(TRAINING_TAMPERING[table])
-        problem = signed_row_problem(store, 1)
-    assert problem is not None and problem.message.startswith(f"{table} row ") and "signature does not verify" in problem.message
+        assert signed_message_problem(store, 1) is None
+        sql, named = TRAINING_TAMPERING[table]
+        store._execute(sql)
+        problem = signed_message_problem(store, 1)
+    assert problem is not None and named in problem.message, problem
 
 
 def test_the_demo_chain_signatures_all_verify(demo_store: ChainStore):

@@ -3,8 +3,9 @@
 DEMO_HASHES are the blocks `make demo` builds (shipped genesis and network, three epochs of the demo workload);
 SMALL_HASHES the small adversarial chain run stage by stage. They must not move unless the protocol itself changes
 (then say so in the commit that re-pins them), or the numerics torch runs under. They last moved in issue 11, when an
-executor began to sign one Merkle root over its epoch's results and a validator one over its task verdicts
-(`record_roots`, a new header root, in block 0 too), and results and task verdicts lost their own signature column;
+executor began to sign one Merkle root over its epoch's results and a validator one over its verdicts, per kind
+(`record_roots`, a new header root, in block 0 too), and results and verdicts (inference and training) lost their own
+signature column;
 nothing else changed (the leaf encoding included). Before that, when the package
 began to hold MKL, oneDNN and ATen to one kernel choice on every x86 machine (gonka_pipelines/__init__.py): blocks
 1-3 had been sealed on a machine whose kernels rounded differently from an AMD EPYC's (with MKL's reproducible mode
@@ -34,9 +35,9 @@ from support.chains import create_chain, opened, small_template
 
 DEMO_HASHES = [
     "cd829b0d7107b0d8201d3ee444dc9918ce0c8e18ecb793a8b0eea9b1e1c3c69a",
-    "d346af8d94107d012317ee5a1f4a65987fc25fab876d94ef5151f6cfe6e16ffc",
-    "20a510ece7277694cc0f005d6ab8f83cb54d024a7af7fbc345932748ebde5d1a",
-    "5d61464c265cb90138a1ee3625dbe3717832e5a6ee538e1a24e8451ff697668d",
+    "58e416fb816b45036bf48316fec782380f84a3bcbd92d83e18cc6ec12d324926",
+    "8eaa74685cf285d1eae7e99ca4ae20241bc6a64ce6b6c629bdc72cc4cb01644b",
+    "669cc197f2b6bb5fe7f8f5569c8a019b9ce1229e1199e3dc6da97fcb4e254230",
 ]
 SMALL_HASHES = [
     "668fbbf16f32736b6c31ad8ba2030b3b50972bee5b71997d866d0ec4108f834a",
