@@ -3,7 +3,8 @@
 Measured in the benchmark's own run, on all cores: raw Ed25519 signing and verifying (pynacl in a process pool),
 raw Arrow appends of a stage's rows into plain DuckDB tables of the same column types (no constraints), and an
 Arrow read of a block's committed columns with SHA-256 over their buffers. A stage's floor is the sum of the parts
-its work needs; stage seconds / floor is how far the project is from the machine.
+its work needs; stage seconds / floor is how far the project is from the machine. The signature floor starts its own
+process pool on purpose: it must not share the project's pool set-up (local/cores.py), whose cost it would hide.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from gonka_pipelines.chain.commitments import COMMITMENTS
 from gonka_pipelines.chain.store import ChainStore
 
 MESSAGE_BYTES = 320
-"""About one signed row's canonical body (a task result or verdict)."""
+"""About one signed message's canonical body (a developer's task, a PoC batch, a signer's root)."""
 VERIFIED_TABLES = ("tasks", "training_tasks", "rejected_tasks")
 """Where the collect stage writes one row per submission whose developer signature it checked."""
 

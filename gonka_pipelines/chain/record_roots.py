@@ -8,6 +8,7 @@ from itertools import accumulate
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from gonka_pipelines.chain.commitments import JsonLeaves, column_types, json_leaf_digests
 from gonka_pipelines.protocol.crypto import MessageKind, message_prefix
@@ -38,6 +39,21 @@ SIGNED_RECORDS: tuple[SignedRecords, ...] = (
                   tuple(training_verdict_body(0, "", "", 0, 0, False, 0.0, ""))),
 )
 BY_TABLE = {spec.table: spec for spec in SIGNED_RECORDS}
+BY_KIND = {spec.kind: spec for spec in SIGNED_RECORDS}
+RESULT_BODY = BY_KIND[MessageKind.RESULT].body
+"""The columns of a result's message, in the order result_body names them."""
+
+
+def record_leaves(rows: pa.Table, chain_id: str, kind: MessageKind) -> list[bytes]:
+    """Each row's leaf (its message of this kind, from the columns of the same names), in row order, computed in DuckDB:
+    how an executor with its results as columns hashes them before signing their root."""
+    spec = BY_KIND[kind]
+    with duckdb.connect() as connection:
+        connection.register("_records", rows.append_column("_position", pa.array(range(rows.num_rows), pa.int64())))
+        types = column_types(connection)["_records"]
+        return json_leaf_digests(connection, JsonLeaves(
+            "_records", {c: (c, types[c]) for c in spec.body}, "true", [], "_position",
+            LEAF_PREFIX + message_prefix(chain_id, kind), lambda body: record_leaf(chain_id, kind, body)))
 
 
 def _leaves(connection: duckdb.DuckDBPyConnection, spec: SignedRecords, chain_id: str, epoch: int,

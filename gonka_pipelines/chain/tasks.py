@@ -46,7 +46,7 @@ class TaskRows(StoreCore):
         self._execute("DELETE FROM record_roots WHERE epoch = ? AND list_contains(?, kind)", [epoch, [str(k) for k in kinds]])
         self._insert("record_roots", roots)
 
-    def write_task_results(self, epoch: int, commitments: Sequence[dict[str, Any]], results: Sequence[dict[str, Any]],
+    def write_task_results(self, epoch: int, commitments: Sequence[dict[str, Any]], results: pa.Table,
                            refunds: Sequence[dict[str, Any]], trainings: Sequence[dict[str, Any]],
                            roots: Sequence[dict[str, Any]]) -> None:
         """Seed commitments, inference and training results with each executor's signed roots over them, and refunds."""

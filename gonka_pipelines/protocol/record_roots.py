@@ -25,12 +25,17 @@ def records_root_body(epoch: int, signer: str, kind: MessageKind, root: str, rec
     return {"epoch": epoch, "signer": signer, "kind": MessageKind(kind).value, "root": root, "records": records}
 
 
+def sign_leaves(key: KeyPair, chain_id: str, epoch: int, signer: str, kind: MessageKind, leaves: Sequence[bytes]) -> dict[str, Any]:
+    """The record_roots row of one signer's records given as leaves (record_leaf, in key order): their Merkle root,
+    count and signature."""
+    body = records_root_body(epoch, signer, kind, merkle_root_of_digests(list(leaves)), len(leaves))
+    return {**body, "signature": key.sign(chain_id, MessageKind.RECORDS_ROOT, body)}
+
+
 def sign_records(key: KeyPair, chain_id: str, epoch: int, signer: str, kind: MessageKind,
                  bodies: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The record_roots row of one signer's records (bodies in key order): their Merkle root, count and signature."""
-    root = merkle_root_of_digests([record_leaf(chain_id, kind, body) for body in bodies])
-    body = records_root_body(epoch, signer, kind, root, len(bodies))
-    return {**body, "signature": key.sign(chain_id, MessageKind.RECORDS_ROOT, body)}
+    """The record_roots row of one signer's records (bodies in key order)."""
+    return sign_leaves(key, chain_id, epoch, signer, kind, [record_leaf(chain_id, kind, body) for body in bodies])
 
 
 def root_signature_verifies(public_key: str, chain_id: str, row: Mapping[str, Any]) -> bool:

@@ -22,7 +22,7 @@ from gonka_pipelines.local.keys import load_key
 from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.protocol.crypto import KeyPair, MessageKind, sha256_hex
 from gonka_pipelines.protocol.params import EpochParams, GenesisParams
-from gonka_pipelines.protocol.record_roots import sign_records
+from gonka_pipelines.protocol.record_roots import sign_leaves, sign_records
 from gonka_pipelines.protocol.records import Host
 from gonka_pipelines.protocol.rules import RuleSet, rules_for
 from gonka_pipelines.protocol.sprint import calibrate_r_target
@@ -110,6 +110,10 @@ class EpochEnvironment:
         row per signer, leaves in task id order (protocol/record_roots.py)."""
         return [sign_records(self.keys[signer], self.chain_id, self.epoch, signer, kind, sorted(mine, key=lambda r: r["task_id"]))
                 for signer, mine in sorted(bodies.items())]
+
+    def sign_leaves(self, kind: MessageKind, leaves: dict[str, list[bytes]]) -> list[dict]:
+        """sign_records of records already hashed to their leaves (by signer address, each signer's in task id order)."""
+        return [sign_leaves(self.keys[signer], self.chain_id, self.epoch, signer, kind, mine) for signer, mine in sorted(leaves.items())]
 
     def executors(self, model: str, task_ids: list[str]) -> list[str]:
         """Each task's executor, drawn ∝ weight among the hosts serving the model ('' when none does)."""

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from itertools import accumulate
 from typing import Any
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 
+from gonka_pipelines.chain.record_roots import RESULT_BODY, record_leaves
 from gonka_pipelines.chain.tasks import EXECUTION_STAGE
 from gonka_pipelines.compute.engine import Compute
 from gonka_pipelines.protocol.crypto import MessageKind, hash_value, sha256_hex
 from gonka_pipelines.protocol.inference_validation import Comparison, ComparisonReason, ValidatorPool
-from gonka_pipelines.protocol.messages import (
-    result_body,
-    seed_commitment_body,
-    task_verdict_body,
-)
+from gonka_pipelines.protocol.messages import seed_commitment_body, task_verdict_body
 from gonka_pipelines.protocol.records import ResultStatus, ShareRole, TaskOutcome, TransferKind
 from gonka_pipelines.protocol.training import VersionScore, served_versions
 from gonka_pipelines.simulation.behaviours import Voters, delivered_length, serves_tasks
@@ -88,51 +87,76 @@ def generate_tasks(compute: Compute, order: GenerationOrder) -> pa.Table:
                                  for g in generations], schema=GENERATION_SCHEMA)
 
 
+RESULT_SCHEMA = {"task_id": pl.String(), "executor": pl.String(), "output_tokens": pl.List(pl.Int64()),
+                 "top_ids": pl.List(pl.List(pl.Int64())), "top_logprobs": pl.List(pl.List(pl.Float64())),
+                 "completion_tokens": pl.Int64(), "cost": pl.Int64(), "refund": pl.Int64()}
+"""A task_results row as execution builds it (the stage adds epoch and status)."""
+
+
+def _delivered(env: EpochEnvironment, executor: str, group: pl.DataFrame, generations: pa.Table) -> pl.DataFrame:
+    """One group's results as columns: what the executor returns of each generation (delivered_length), its cost
+    (prompt + completion tokens) · price and the refund of the rest of the escrow."""
+    lengths = pa.compute.list_value_length(generations.column("tokens")).to_pylist()
+    delivered = [delivered_length(env.host[executor], length) for length in lengths]
+    cost = (pl.col("prompt_tokens") + pl.col("completion_tokens")) * env.params.price_per_token
+    return (pl.from_arrow(generations).hstack(group.select("task_id", "prompt_tokens", "escrow"))  # type: ignore[union-attr]
+            .with_columns(pl.Series("completion_tokens", delivered, dtype=pl.Int64), pl.lit(executor).alias("executor"))
+            .select("task_id", "executor", *(pl.col(source).list.head(pl.col("completion_tokens")).alias(column) for column, source in
+                                             (("output_tokens", "tokens"), ("top_ids", "top_ids"), ("top_logprobs", "top_logprobs"))),
+                    "completion_tokens", cost.alias("cost"), (pl.col("escrow") - cost).alias("refund"))
+            .cast(RESULT_SCHEMA))  # type: ignore[arg-type]
+
+
 def run_task_execution(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> dict[str, int]:
     """Commit seeds, assign each task ∝ weight, run it on its executor (within capacity), settle refunds; training tasks
-    run too (stages/training.py)."""
-    epoch, price = env.epoch, env.params.price_per_token
+    run too (stages/training.py). Results stay columns from the generations to the store."""
+    epoch = env.epoch
     with open_chain() as store:
         tasks = _assigned_tasks(env, pl.DataFrame(store.epoch_tasks(epoch)).cast(TASK_SCHEMA))  # type: ignore[arg-type]
         trainings = store.epoch_trainings(epoch)
     tasks = tasks.with_columns(pl.Series("runs_version", [env.version_of(t) for t in tasks.select("model", "version").to_dicts()],
                                          dtype=pl.String))
-    results, signed = [], dict[str, list[dict]]()
     groups = [(key, group) for key, group in tasks.filter("runs").group_by(
         ["executor", "model", "runs_version", "max_tokens"], maintain_order=True)]
     orders = [GenerationOrder(model, version, executor, env.host[executor].behaviour, tuple(group["prompt"].to_list()), max_tokens)
               for (executor, model, version, max_tokens), group in groups]
+    parts = [pl.DataFrame(schema=RESULT_SCHEMA)]
     for ((executor, model, version, max_tokens), group), generations in zip(groups, env.on_hosts(generate_tasks, orders)):
-        for task, generation in zip(group.iter_rows(named=True), generations.to_pylist()):
-            n = delivered_length(env.host[executor], len(generation["tokens"]))
-            tokens = generation["tokens"][:n]
-            body = result_body(task["task_id"], executor, tokens, generation["top_ids"][:n], generation["top_logprobs"][:n])
-            cost = (task["prompt_tokens"] + len(tokens)) * price
-            results.append({**body, "epoch": epoch, "status": ResultStatus.COMPLETED, "completion_tokens": len(tokens),
-                            "cost": cost, "refund": task["escrow"] - cost})
-            signed.setdefault(executor, []).append(body)
+        parts.append(_delivered(env, executor, group, generations))
         log(f"execution: {env.host[executor].name} ran {len(group)} {model} tasks on version {version[:12]} "
             f"(max_tokens {max_tokens})")
-    for task in tasks.filter(~pl.col("runs")).iter_rows(named=True):
-        results.append({"task_id": task["task_id"], "epoch": epoch, "executor": task["executor"], "status": ResultStatus.EXPIRED,
-                        "output_tokens": [], "top_ids": [], "top_logprobs": [], "completion_tokens": 0, "cost": 0,
-                        "refund": task["escrow"]})
+    completed = pl.concat(parts).sort("executor", "task_id")
+    expired = tasks.filter(~pl.col("runs")).select(
+        "task_id", "executor", pl.lit([]).alias("output_tokens"), pl.lit([]).alias("top_ids"), pl.lit([]).alias("top_logprobs"),
+        pl.lit(0).alias("completion_tokens"), pl.lit(0).alias("cost"), pl.col("escrow").alias("refund")).cast(RESULT_SCHEMA)  # type: ignore[arg-type]
+    results = pl.concat([completed.with_columns(pl.lit(ResultStatus.COMPLETED.value).alias("status")),
+                         expired.with_columns(pl.lit(ResultStatus.EXPIRED.value).alias("status"))]).with_columns(pl.lit(epoch).alias("epoch"))
+    leaves = record_leaves(completed.select(*RESULT_BODY).to_arrow(), env.chain_id, MessageKind.RESULT)
+    signed = dict(zip(completed["executor"].unique(maintain_order=True), _split(leaves, completed["executor"])))
     training_rows, training_bodies = execute_trainings(env, trainings)
     if trainings:
         log(f"training: {sum(r['status'] == ResultStatus.COMPLETED for r in training_rows)} of {len(trainings)} tasks ran")
     developer = dict(zip(tasks["task_id"], tasks["developer"])) | {t["task_id"]: t["developer"] for t in trainings}
-    refunds = [{"transfer_id": hash_value(["refund", r["task_id"]]), "epoch": epoch, "stage": EXECUTION_STAGE,
-                "account": developer[r["task_id"]], "balance_delta": r["refund"], "escrow_delta": -r["refund"],
-                "kind": TransferKind.REFUND if r["status"] == ResultStatus.COMPLETED else TransferKind.EXPIRY_REFUND, "ref": r["task_id"]}
-               for r in results + training_rows if r["refund"]]
+    refunded = [(r["task_id"], r["refund"], r["status"]) for r in training_rows if r["refund"]]
+    refunded += results.filter(pl.col("refund") != 0).select("task_id", "refund", "status").rows()
+    refunds = [{"transfer_id": hash_value(["refund", task_id]), "epoch": epoch, "stage": EXECUTION_STAGE,
+                "account": developer[task_id], "balance_delta": refund, "escrow_delta": -refund,
+                "kind": TransferKind.REFUND if status == ResultStatus.COMPLETED else TransferKind.EXPIRY_REFUND, "ref": task_id}
+               for task_id, refund, status in refunded]
     with open_chain() as store:
-        store.write_task_results(epoch, _seed_commitments(env), results, refunds, training_rows,
-                                 env.sign_records(MessageKind.RESULT, signed)
+        store.write_task_results(epoch, _seed_commitments(env), results.to_arrow(), refunds, training_rows,
+                                 env.sign_leaves(MessageKind.RESULT, signed)
                                  + env.sign_records(MessageKind.TRAINING_RESULT, training_bodies))
-    return {"completed": sum(r["status"] == ResultStatus.COMPLETED for r in results),
-            "expired": sum(r["status"] == ResultStatus.EXPIRED for r in results),
+    return {"completed": len(completed), "expired": len(expired),
             "trained": sum(r["status"] == ResultStatus.COMPLETED for r in training_rows),
             "training_expired": sum(r["status"] == ResultStatus.EXPIRED for r in training_rows)}
+
+
+def _split(items: list, keys: pl.Series) -> list[list]:
+    """items cut into runs of equal consecutive keys (keys sorted), in order."""
+    counts = keys.rle().struct.field("len").to_list()
+    ends = list(accumulate(counts))
+    return [items[end - count:end] for count, end in zip(counts, ends)]
 
 
 def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> dict[str, int]:
