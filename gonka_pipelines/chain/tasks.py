@@ -58,16 +58,21 @@ class TaskRows(StoreCore):
             self._insert("training_results", trainings)
             self._insert("transfers", refunds)
 
-    def completed_results(self, epoch: int) -> list[dict[str, Any]]:
+    def completed_results(self, epoch: int) -> pa.Table:
         """(task_id, executor, cost) of the epoch's completed tasks, in task id order."""
-        return self._records("SELECT task_id, executor, cost FROM task_results WHERE epoch = ? AND status = ? ORDER BY task_id",
-                             [epoch, ResultStatus.COMPLETED])
+        return self._arrow("SELECT task_id, executor, cost FROM task_results WHERE epoch = ? AND status = ? ORDER BY task_id",
+                           [epoch, ResultStatus.COMPLETED])
 
-    def checked_outputs(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """Outputs, top-5 log-probs and prompts of the tasks some validator checks (only those: they are the bulk)."""
-        return {row["task_id"]: row for row in self._records(
-            """SELECT r.task_id, r.output_tokens, r.top_ids, r.top_logprobs, t.prompt, t.model, t.version, t.max_tokens
-               FROM task_results r JOIN tasks t USING (task_id) WHERE list_contains(?, r.task_id)""", [list(task_ids)])}
+    def checked_outputs(self, task_ids: Sequence[str]) -> pa.Table:
+        """Outputs, top-5 log-probs and prompts of the tasks some validator checks (only those: they are the bulk), in task
+        id order."""
+        self._connection.register("_checked", pa.table({"task_id": pa.array(task_ids, pa.string())}))
+        try:
+            return self._arrow(
+                """SELECT r.task_id, r.output_tokens, r.top_ids, r.top_logprobs, t.prompt, t.model, t.version, t.max_tokens
+                   FROM _checked JOIN task_results r USING (task_id) JOIN tasks t USING (task_id) ORDER BY r.task_id""")
+        finally:
+            self._connection.unregister("_checked")
 
     def host_states(self, epoch: int) -> dict[str, dict[str, Any]]:
         """An epoch's post-state of every host by address (status, reputation, streak, epochs served)."""

@@ -219,6 +219,55 @@ class Comparison(NamedTuple):
     reason: ComparisonReason
 
 
+Rows = np.ndarray | Sequence[Sequence[int]] | Sequence[Sequence[float]]
+"""Top-k ids or log-probs of one output, one row per position."""
+
+
+class OutputBatch(NamedTuple):
+    """Outputs of one length judged together, every array led by an axis over the outputs: the executor's tokens
+    (m, n) and reported top-k ids and log-probs (m, n, k); the validator's forced re-run's top-k (m, n, k_v)."""
+
+    tokens: np.ndarray
+    executor_ids: np.ndarray
+    executor_logprobs: np.ndarray
+    validator_ids: np.ndarray
+    validator_logprobs: np.ndarray
+
+    @classmethod
+    def of_one(cls, tokens: Sequence[int], executor_ids: Rows, executor_logprobs: Rows, validator_ids: Rows,
+               validator_logprobs: Rows) -> OutputBatch:
+        """A batch of one output, its shapes checked (similarity's errors)."""
+        v_ids, e_ids = np.asarray(validator_ids, dtype=np.int64), np.asarray(executor_ids, dtype=np.int64)
+        v_lp = np.asarray(validator_logprobs, dtype=np.float64)
+        e_lp = np.asarray(executor_logprobs, dtype=np.float64)
+        if v_ids.ndim != 2 or v_ids.shape != v_lp.shape or e_ids.shape != e_lp.shape or e_ids.ndim != 2:
+            raise ValueError("top ids and log-probs must be 2-d arrays of the same shape (positions, k)")
+        if v_ids.shape[0] != e_ids.shape[0]:
+            raise ValueError(f"validator has {v_ids.shape[0]} positions, executor {e_ids.shape[0]}")
+        return cls(np.asarray(tokens, dtype=np.int64).reshape(1, -1), e_ids[None], e_lp[None], v_ids[None], v_lp[None])
+
+
+def similarities(batch: OutputBatch, *, epsilon: float, min_positions: int) -> np.ndarray:
+    """max(0, 1 - distance) between the validator's and the executor's top-k log-probs, per output of the batch.
+
+    For each position and each of the validator's k tokens: |lp_v - lp_o| / (eps + |lp_v| + |lp_o|) / 2,
+    where a token missing from the executor's top-k gets lp_o = m1 - (m2 - m1), m1 <= m2 the executor's
+    two smallest log-probs there; distance = sum / (max(min_positions, positions) * k).
+    """
+    v_ids, v_lp, e_ids, e_lp = batch.validator_ids, batch.validator_logprobs, batch.executor_ids, batch.executor_logprobs
+    outputs, positions, top_k = v_ids.shape
+    if e_ids.shape[-1] < 2:
+        raise ValueError("the executor must report at least its top-2 log-probs")
+    matches = v_ids[..., :, None] == e_ids[..., None, :]
+    matched = np.take_along_axis(e_lp, matches.argmax(axis=-1), axis=-1)
+    ascending = np.sort(e_lp, axis=-1)
+    smallest, second = ascending[..., 0], ascending[..., 1]
+    lp_o = np.where(matches.any(axis=-1), matched, (smallest - (second - smallest))[..., None])
+    terms = np.abs(v_lp - lp_o) / (epsilon + np.abs(v_lp) + np.abs(lp_o)) / 2
+    score = 1.0 - terms.reshape(outputs, positions * top_k).sum(axis=1) / (max(min_positions, positions) * top_k)
+    return np.where(score > 0.0, score, 0.0)
+
+
 def similarity(
     validator_top_ids: np.ndarray | Sequence[Sequence[int]],
     validator_top_logprobs: np.ndarray | Sequence[Sequence[float]],
@@ -228,54 +277,44 @@ def similarity(
     epsilon: float,
     min_positions: int,
 ) -> float:
-    """max(0, 1 - distance) between top-k log-probs, arrays of shape (positions, k).
-
-    For each position and each of the validator's k tokens: |lp_v - lp_o| / (eps + |lp_v| + |lp_o|) / 2,
-    where a token missing from the executor's top-k gets lp_o = m1 - (m2 - m1), m1 <= m2 the executor's
-    two smallest log-probs there; distance = sum / (max(min_positions, positions) * k).
-    """
-    v_ids, e_ids = np.asarray(validator_top_ids), np.asarray(executor_top_ids)
-    v_lp = np.asarray(validator_top_logprobs, dtype=np.float64)
-    e_lp = np.asarray(executor_top_logprobs, dtype=np.float64)
-    if v_ids.ndim != 2 or v_ids.shape != v_lp.shape or e_ids.shape != e_lp.shape or e_ids.ndim != 2:
-        raise ValueError("top ids and log-probs must be 2-d arrays of the same shape (positions, k)")
-    if v_ids.shape[0] != e_ids.shape[0]:
-        raise ValueError(f"validator has {v_ids.shape[0]} positions, executor {e_ids.shape[0]}")
-    if e_ids.shape[1] < 2:
-        raise ValueError("the executor must report at least its top-2 log-probs")
-    positions, top_k = v_ids.shape
-    matches = v_ids[:, :, None] == e_ids[:, None, :]
-    matched = np.take_along_axis(e_lp, matches.argmax(axis=2), axis=1)
-    ascending = np.sort(e_lp, axis=1)
-    smallest, second = ascending[:, 0], ascending[:, 1]
-    lp_o = np.where(matches.any(axis=2), matched, (smallest - (second - smallest))[:, None])
-    terms = np.abs(v_lp - lp_o) / (epsilon + np.abs(v_lp) + np.abs(lp_o)) / 2
-    distance = float(terms.sum()) / (max(min_positions, positions) * top_k)
-    return max(0.0, 1.0 - distance)
+    """similarities of one output, arrays of shape (positions, k)."""
+    batch = OutputBatch.of_one([0] * len(validator_top_ids), executor_top_ids, executor_top_logprobs, validator_top_ids,
+                               validator_top_logprobs)
+    return float(similarities(batch, epsilon=epsilon, min_positions=min_positions)[0])
 
 
-def compare_outputs(
-    validator_tokens: Sequence[int],
-    executor_tokens: Sequence[int],
-    validator_top_ids: np.ndarray | Sequence[Sequence[int]],
-    validator_top_logprobs: np.ndarray | Sequence[Sequence[float]],
-    executor_top_ids: np.ndarray | Sequence[Sequence[int]],
-    executor_top_logprobs: np.ndarray | Sequence[Sequence[float]],
-    *,
-    threshold: float,
-    epsilon: float,
-    min_positions: int,
-) -> Comparison:
-    """Pass iff the token sequences are identical (ours: Gonka passes them) and similarity > threshold."""
-    if len(validator_tokens) != len(executor_tokens):
-        return Comparison(False, 0.0, ComparisonReason.LENGTH_DIFFERS)
-    if list(validator_tokens) != list(executor_tokens):
-        return Comparison(False, 0.0, ComparisonReason.TOKENS_DIFFER)
-    score = similarity(validator_top_ids, validator_top_logprobs, executor_top_ids, executor_top_logprobs,
-                       epsilon=epsilon, min_positions=min_positions)
-    if score > threshold:
-        return Comparison(True, score, ComparisonReason.SIMILAR)
-    return Comparison(False, score, ComparisonReason.DISSIMILAR)
+def forced_choices(batch: OutputBatch, tie_tolerance: float) -> np.ndarray:
+    """The validator's token at each position of its forced re-run: the executor's own token where the re-run puts it
+    within tie_tolerance of its best (a near-tie is the same choice), else the re-run's best."""
+    matches = batch.validator_ids == batch.tokens[..., None]
+    last_match = matches.shape[-1] - 1 - matches[..., ::-1].argmax(axis=-1)
+    own = np.take_along_axis(batch.validator_logprobs, last_match[..., None], axis=-1)[..., 0]
+    kept = matches.any(axis=-1) & (own >= batch.validator_logprobs[..., 0] - tie_tolerance)
+    return np.where(kept, batch.tokens, batch.validator_ids[..., 0])
+
+
+class Comparisons(NamedTuple):
+    """Verdicts on a batch of outputs, as arrays: passed, similarity (0.0 where the tokens were not comparable) and
+    the ComparisonReason value."""
+
+    passed: np.ndarray
+    similarity: np.ndarray
+    reason: np.ndarray
+
+    def one(self, index: int) -> Comparison:
+        return Comparison(bool(self.passed[index]), float(self.similarity[index]), ComparisonReason(str(self.reason[index])))
+
+
+def compare_batch(validator_tokens: np.ndarray, batch: OutputBatch, *, threshold: float, epsilon: float,
+                  min_positions: int) -> Comparisons:
+    """Each output passes iff the validator's tokens are the executor's (ours: Gonka passes them) and similarity >
+    threshold."""
+    same = (validator_tokens == batch.tokens).all(axis=1)
+    scores = np.where(same, similarities(batch, epsilon=epsilon, min_positions=min_positions), 0.0)
+    passed = same & (scores > threshold)
+    reason = np.where(~same, ComparisonReason.TOKENS_DIFFER.value,
+                      np.where(passed, ComparisonReason.SIMILAR.value, ComparisonReason.DISSIMILAR.value))
+    return Comparisons(passed, scores, reason)
 
 
 # ---------------------------------------------------------------- fail vote

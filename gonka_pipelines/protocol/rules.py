@@ -19,9 +19,12 @@ from gonka_pipelines.protocol.host_status import host_statuses, reputation
 from gonka_pipelines.protocol.inference_validation import (
     Comparison,
     ComparisonReason,
+    Comparisons,
     MinAvg,
+    OutputBatch,
     ValidatorPool,
-    compare_outputs,
+    compare_batch,
+    forced_choices,
     invalidated,
     select_validations,
 )
@@ -61,7 +64,8 @@ class RuleSet(Protocol):
     def select_validations(self, task_ids: Sequence[str], executors: Sequence[str], pool: ValidatorPool,
                            traffic: float) -> tuple[np.ndarray, np.ndarray]: ...
     def judge(self, output: Sequence[int], max_tokens: int, eos: int, executor: TopK, rescore: Callable[[], TopK]) -> Comparison: ...
-    def needs_rescore(self, output: Sequence[int], max_tokens: int, eos: int) -> bool: ...
+    def judge_batch(self, batch: OutputBatch) -> Comparisons: ...
+    def needs_rescore(self, lengths: np.ndarray, max_tokens: np.ndarray, last_tokens: np.ndarray, eos: int) -> np.ndarray: ...
     def task_invalidated(self, invalid_weight: int, total_weight: int) -> bool: ...
     def host_statuses(self, hosts: pl.DataFrame) -> pl.DataFrame: ...
     def reputation(self, epochs_served: int, miss_rates: Sequence[float]) -> int: ...
@@ -150,23 +154,26 @@ class GonkaPipelinesV1:
         return select_validations(task_ids, executors, pool, traffic, MinAvg(validation.min_avg_traffic, validation.min_avg_values))
 
     def judge(self, output: Sequence[int], max_tokens: int, eos: int, executor: TopK, rescore: Callable[[], TopK]) -> Comparison:
-        """An honest validator's verdict: an output cut short of EOS and max_tokens fails; otherwise the validator re-runs
-        forcing the executor's tokens (rescore) and compares top-k log-probs, counting a near-tie as the same choice."""
-        if not self.needs_rescore(output, max_tokens, eos):
+        """An honest validator's verdict on one output: one cut short of EOS and max_tokens fails unseen; otherwise the
+        validator re-runs forcing the executor's tokens (rescore) and judges as judge_batch does."""
+        if not self.needs_rescore(np.array([len(output)]), np.array([max_tokens]), np.array(list(output[-1:]) or [-1]), eos)[0]:
             return Comparison(False, 0.0, ComparisonReason.LENGTH_DIFFERS)
         top_ids, top_logprobs = rescore()
-        validation = self.params.validation
-        choices = []
-        for token, ids, logprobs in zip(output, top_ids, top_logprobs):
-            own = dict(zip(ids, logprobs)).get(token)
-            choices.append(token if own is not None and own >= logprobs[0] - validation.tie_tolerance else ids[0])
-        return compare_outputs(choices, output, top_ids, top_logprobs, executor[0], executor[1],
-                               threshold=validation.similarity_threshold, epsilon=validation.logprob_epsilon,
-                               min_positions=validation.min_normalising_positions)
+        if len(top_ids) != len(output):
+            return Comparison(False, 0.0, ComparisonReason.LENGTH_DIFFERS)
+        return self.judge_batch(OutputBatch.of_one(output, executor[0], executor[1], top_ids, top_logprobs)).one(0)
 
-    def needs_rescore(self, output: Sequence[int], max_tokens: int, eos: int) -> bool:
-        """Whether judging the output takes a re-run: one that stops short of both EOS and max_tokens fails unseen."""
-        return len(output) >= max_tokens or bool(output) and output[-1] == eos
+    def judge_batch(self, batch: OutputBatch) -> Comparisons:
+        """Honest verdicts on re-run outputs of one length: the validator's token at each position is the executor's where
+        the re-run ranks it within tie_tolerance of its best, and an output passes iff every token matches and the top-k
+        log-probs are similar above the threshold."""
+        validation = self.params.validation
+        return compare_batch(forced_choices(batch, validation.tie_tolerance), batch, threshold=validation.similarity_threshold,
+                             epsilon=validation.logprob_epsilon, min_positions=validation.min_normalising_positions)
+
+    def needs_rescore(self, lengths: np.ndarray, max_tokens: np.ndarray, last_tokens: np.ndarray, eos: int) -> np.ndarray:
+        """Per output, whether judging it takes a re-run: one that stops short of both EOS and max_tokens fails unseen."""
+        return (lengths >= max_tokens) | ((lengths > 0) & (last_tokens == eos))
 
     def task_invalidated(self, invalid_weight: int, total_weight: int) -> bool:
         return invalidated(invalid_weight, total_weight, self.params.validation.invalidation_quorum)

@@ -11,6 +11,8 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import polars as pl
+
 from gonka_pipelines.protocol.crypto import hash_value
 from gonka_pipelines.protocol.params import Behaviour, EpochParams
 from gonka_pipelines.protocol.records import Host
@@ -102,6 +104,10 @@ class Voters:
     def against(self, voter: str, executor: str) -> bool:
         """Whether the voter calls the executor's work invalid whatever it is (a colluder facing its target)."""
         return executor == self.target and voter in self.colluders
+
+    def against_column(self, voter: pl.Expr, executor: pl.Expr) -> pl.Expr:
+        """against() over a frame's voter and executor columns."""
+        return (executor == pl.lit(self.target, dtype=pl.String)).fill_null(False) & voter.is_in(sorted(self.colluders))
 
     def invalid_weight(self, weights: dict[str, int], executor: str, honestly_passes: bool) -> int:
         """The weight of the "invalid" votes: colluders against their target, and, when an honest re-run fails the

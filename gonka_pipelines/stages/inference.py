@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from itertools import accumulate
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - pa.compute
 
-from gonka_pipelines.chain.record_roots import RESULT_BODY, record_leaves
+from gonka_pipelines.chain.record_roots import BY_KIND, RESULT_BODY, record_leaves
 from gonka_pipelines.chain.tasks import EXECUTION_STAGE
 from gonka_pipelines.compute.engine import Compute
 from gonka_pipelines.protocol.crypto import MessageKind, hash_value, sha256_hex
-from gonka_pipelines.protocol.inference_validation import Comparison, ComparisonReason, ValidatorPool
-from gonka_pipelines.protocol.messages import seed_commitment_body, task_verdict_body
+from gonka_pipelines.protocol.inference_validation import ComparisonReason, OutputBatch, ValidatorPool
+from gonka_pipelines.protocol.messages import seed_commitment_body
 from gonka_pipelines.protocol.records import ResultStatus, ShareRole, TaskOutcome, TransferKind
 from gonka_pipelines.protocol.training import VersionScore, served_versions
 from gonka_pipelines.simulation.behaviours import Voters, delivered_length, serves_tasks
@@ -161,66 +161,134 @@ def _split(items: list, keys: pl.Series) -> list[list]:
 
 def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> dict[str, int]:
     """Sample validators per task with their secret seeds, re-run, vote on failures, share fees, update status; record
-    the new model versions and each model's served version after the epoch."""
+    the new model versions and each model's served version after the epoch. Inference results, verdicts, outcomes and
+    fee shares stay columns."""
     epoch, weights = env.epoch, env.weights
     voters = Voters.of(env.hosts)
     lazy_validators = voters.lazy
     with open_chain() as store:
         previous = store.host_states(epoch - 1)
-        results = store.completed_results(epoch)
+        results = pl.DataFrame(store.completed_results(epoch))
         trainings = store.completed_trainings(epoch)
         traffic = max(store.task_count(epoch), store.task_count(epoch - 1))  # accepted tasks, this epoch or the last
         members = sorted(a for a, w in weights.items() if w > 0)
         pool = ValidatorPool(members, [env.secret_seeds[a] for a in members], [weights[a] for a in members],
                              [previous[a]["reputation"] for a in members])
-        everything = results + trainings  # one draw for both kinds of work
-        task_index, validator_index = env.rules.select_validations([r["task_id"] for r in everything],
-                                                                   [r["executor"] for r in everything], pool, traffic)
-        checked = store.checked_outputs([results[t]["task_id"] for t in set(task_index.tolist()) if t < len(results)])
+        task_index, validator_index = env.rules.select_validations(  # one draw for both kinds of work
+            results["task_id"].to_list() + [r["task_id"] for r in trainings],
+            results["executor"].to_list() + [r["executor"] for r in trainings], pool, traffic)
+        draws = _inference_draws(results, task_index, validator_index, members, voters)
+        checked = pl.DataFrame(store.checked_outputs(draws.filter(~pl.col("lazy"))["task_id"].unique(maintain_order=True).to_list()))
         history = _HostHistory(store.executor_loads(epoch), store.contradicted_poc_votes(epoch), store.miss_history(epoch))
         earlier_versions = store.version_scores(through_epoch=epoch - 1)
-    honest: dict[str, Comparison] = {}
-    verdicts, signed = [], dict[str, list[dict]]()
-    draws = list(zip(task_index.tolist(), validator_index.tolist()))
-    rescored = _rescore(env, [checked[results[t]["task_id"]] for t, v in draws if t < len(results)
-                              and members[v] not in voters.abstaining and members[v] not in lazy_validators])
-    for t, v in draws:
-        if t >= len(results):
-            continue
-        result, validator = checked[results[t]["task_id"]], members[v]
-        if validator in voters.abstaining:
-            continue  # drawn, but it neither re-runs nor votes: its claim will show the validation missing
-        lazy, lying = validator in lazy_validators, voters.against(validator, results[t]["executor"])
-        if not lazy and result["task_id"] not in honest:
-            honest[result["task_id"]] = env.rules.judge(
-                result["output_tokens"], result["max_tokens"], env.compute.eos_token, (result["top_ids"], result["top_logprobs"]),
-                rescore=partial(rescored.__getitem__, result["task_id"]))
-        comparison = (Comparison(True, 1.0, ComparisonReason.SIMILAR) if lazy
-                      else Comparison(False, 0.0, ComparisonReason.DISSIMILAR) if lying else honest[result["task_id"]])
-        body = task_verdict_body(epoch, result["task_id"], validator, comparison.similarity, comparison.passed,
-                                 str(comparison.reason))
-        verdicts.append({**body, "recomputed": not lazy and not lying})
-        signed.setdefault(validator, []).append(body)
-    outcomes, shares = _outcomes_and_fees(env, results, verdicts, honest, voters)
+    honest = _honest_judgments(env, checked)
+    verdicts = _verdicts(epoch, draws, honest)
+    by_validator = verdicts.sort("validator", "task_id")
+    leaves = record_leaves(by_validator.select(*VERDICT_BODY).to_arrow(), env.chain_id, MessageKind.TASK_VERDICT)
+    signed = dict(zip(by_validator["validator"].unique(maintain_order=True), _split(leaves, by_validator["validator"])))
+    outcomes, shares = _outcomes_and_fees(env, results, verdicts, honest.select("task_id", "passed"), voters)
     trainer = TrainingValidator(env)
-    checks, check_bodies = training_verdicts(env, trainings, [(t - len(results), members[v]) for t, v in draws
-                                                if t >= len(results) and members[v] not in voters.abstaining],
-                               lazy_validators, trainer)
-    training_outcomes, training_shares = _outcomes_and_fees(env, trainings, checks, honest_views(trainings, checks, lazy_validators, trainer),
-                                                            voters)
-    versions = new_versions(env, trainings, training_outcomes, trainer, {v.version for v in earlier_versions})
+    training_draws = [(t - results.height, members[v]) for t, v in zip(task_index.tolist(), validator_index.tolist())
+                      if t >= results.height and members[v] not in voters.abstaining]
+    checks, check_bodies = training_verdicts(env, trainings, training_draws, lazy_validators, trainer)
+    training_checks = pl.DataFrame(checks, schema=CHECK_COLUMNS).select(*CHECK_COLUMNS)
+    views = honest_views(trainings, checks, lazy_validators, trainer)
+    training_outcomes, training_shares = _outcomes_and_fees(
+        env, pl.DataFrame(trainings, schema=RESULT_COLUMNS).select(*RESULT_COLUMNS), training_checks,
+        pl.DataFrame({"task_id": list(views), "passed": [view.passed for view in views.values()]}, schema=HONEST_COLUMNS), voters)
+    versions = new_versions(env, trainings, training_outcomes.to_dicts(), trainer, {v.version for v in earlier_versions})
     served = served_versions([*earlier_versions, *(VersionScore(v["version"], v["model"], epoch, v["eval_loss"]) for v in versions)],
                              env.params.training.served_rule)
-    host_rows = _host_epochs(env, outcomes + training_outcomes, verdicts + checks, pool, validator_index.tolist(), previous, history)
+    all_outcomes = pl.concat([outcomes, training_outcomes])
+    all_checks = pl.concat([verdicts.select(*CHECK_COLUMNS), training_checks])
+    host_rows = _host_epochs(env, all_outcomes, all_checks, pool, validator_index.tolist(), previous, history)
     with open_chain() as store:
-        store.write_task_verdicts(epoch, verdicts, env.sign_records(MessageKind.TASK_VERDICT, signed)
-                                  + env.sign_records(MessageKind.TRAINING_VERDICT, check_bodies), outcomes + training_outcomes,
-                                  shares + training_shares, host_rows, checks, versions, served)
-    invalidated_count = sum(o["outcome"] == TaskOutcome.INVALIDATED for o in outcomes + training_outcomes)
-    log(f"validation: {len(verdicts)} checks of {len(results)} results, {len(checks)} of {len(trainings)} trainings, "
+        store.write_task_verdicts(epoch, verdicts.to_arrow(), env.sign_leaves(MessageKind.TASK_VERDICT, signed)
+                                  + env.sign_records(MessageKind.TRAINING_VERDICT, check_bodies), all_outcomes.to_arrow(),
+                                  pl.concat([shares, training_shares]).to_arrow(), host_rows, checks, versions, served)
+    invalidated_count = all_outcomes.filter(pl.col("outcome") == TaskOutcome.INVALIDATED.value).height
+    log(f"validation: {verdicts.height} checks of {results.height} results, {len(checks)} of {len(trainings)} trainings, "
         f"{invalidated_count} invalidated, {len(versions)} new model version(s)")
-    return {"validations": len(verdicts), "invalidated": invalidated_count, "training_validations": len(checks),
+    return {"validations": verdicts.height, "invalidated": invalidated_count, "training_validations": len(checks),
             "new_versions": len(versions)}
+
+
+RESULT_COLUMNS = {"task_id": pl.String(), "executor": pl.String(), "cost": pl.Int64()}
+"""What outcomes and fees read of a completed result (inference or training)."""
+CHECK_COLUMNS = {"task_id": pl.String(), "validator": pl.String(), "passed": pl.Boolean()}
+"""What outcomes, fees and host standings read of a verdict (inference or training)."""
+HONEST_COLUMNS = {"task_id": pl.String(), "passed": pl.Boolean()}
+"""Per validated task, whether an honest re-run passes it (the vote every honest host casts on a failure)."""
+VERDICT_BODY = BY_KIND[MessageKind.TASK_VERDICT].body
+"""The columns of a task verdict's message, in the order task_verdict_body names them."""
+
+
+def _inference_draws(results: pl.DataFrame, task_index: np.ndarray, validator_index: np.ndarray, members: list[str],
+                     voters: Voters) -> pl.DataFrame:
+    """The drawn (inference task, validator) pairs that make a check, in task id then validator order, with whether the
+    validator is lazy (passes unseen) or lying (fails its collusion target). Abstaining validators are left out: drawn,
+    they neither re-run nor vote, and their claims show the validation missing."""
+    inference = task_index < results.height
+    return (results.select("task_id", "executor")[task_index[inference]]
+            .with_columns(pl.Series("validator", np.asarray(members, dtype=object)[validator_index[inference]], dtype=pl.String))
+            .filter(~pl.col("validator").is_in(sorted(voters.abstaining)))
+            .with_columns(pl.col("validator").is_in(sorted(voters.lazy)).alias("lazy"),
+                          voters.against_column(pl.col("validator"), pl.col("executor")).alias("lying")))
+
+
+def _verdicts(epoch: int, draws: pl.DataFrame, honest: pl.DataFrame) -> pl.DataFrame:
+    """One verdict per draw: a lazy validator passes unseen, a lying one fails, every other reports the honest
+    judgment; recomputed says which re-ran."""
+    lazy, lying = pl.col("lazy"), pl.col("lying")
+    return draws.join(honest, on="task_id", how="left", maintain_order="left").select(
+        pl.lit(epoch, dtype=pl.Int64).alias("epoch"), "task_id", "validator",
+        pl.when(lazy).then(1.0).when(lying).then(0.0).otherwise(pl.col("similarity")).alias("similarity"),
+        pl.when(lazy).then(True).when(lying).then(False).otherwise(pl.col("passed")).alias("passed"),
+        pl.when(lazy).then(pl.lit(ComparisonReason.SIMILAR.value)).when(lying).then(pl.lit(ComparisonReason.DISSIMILAR.value))
+        .otherwise(pl.col("reason")).alias("reason"),
+        (~lazy & ~lying).alias("recomputed"))
+
+
+def _honest_judgments(env: EpochEnvironment, checked: pl.DataFrame) -> pl.DataFrame:
+    """What an honest validator concludes of each checked output (task_id, passed, similarity, reason): one cut short of
+    EOS and max_tokens fails unseen, the rest are re-run on the engine and judged in batches of one length."""
+    lengths = checked["output_tokens"].list.len()
+    rerun = env.rules.needs_rescore(lengths.to_numpy(), checked["max_tokens"].to_numpy(),
+                                    checked["output_tokens"].list.last().fill_null(-1).to_numpy(), env.compute.eos_token)
+    judged = checked.with_columns(lengths.alias("positions"), pl.Series("rerun", rerun),
+                                  pl.lit(False).alias("passed"), pl.lit(0.0).alias("similarity"),
+                                  pl.lit(ComparisonReason.LENGTH_DIFFERS.value).alias("reason"))
+    wanted = judged.filter("rerun")
+    rescored = _rescore(env, wanted)
+    parts = [judged.filter(~pl.col("rerun"))]
+    rescored_positions = np.fromiter((len(ids) for ids, _ in rescored), dtype=np.int64, count=len(rescored))
+    wanted = wanted.with_columns(pl.Series("rescored", np.arange(wanted.height)))
+    for (positions,), group in wanted.group_by(["positions"], maintain_order=True):
+        rows = group["rescored"].to_numpy()
+        same_length = rescored_positions[rows] == positions
+        parts.append(group.filter(~same_length).drop("rescored"))  # a re-run of another length: LENGTH_DIFFERS
+        group, rows = group.filter(same_length), rows[same_length]
+        if group.height:
+            comparisons = env.rules.judge_batch(_output_batch(group, [rescored[row] for row in rows]))
+            parts.append(group.drop("rescored").with_columns(
+                pl.Series("passed", comparisons.passed), pl.Series("similarity", comparisons.similarity, dtype=pl.Float64),
+                pl.Series("reason", comparisons.reason.astype(str), dtype=pl.String)))
+    return pl.concat(parts).select("task_id", "passed", "similarity", "reason").sort("task_id")
+
+
+def _output_batch(group: pl.DataFrame, rescored: list[tuple[list[list[int]], list[list[float]]]]) -> OutputBatch:
+    """Outputs of one length and their re-runs as one batch of arrays; the executors' top-k rows must all have the
+    same width (an error names the first task that breaks it)."""
+    outputs, positions = group.height, int(group["positions"][0])
+    widths = group["top_ids"].list.eval(pl.element().list.len()).explode()
+    if widths.n_unique() > 1 or group["top_logprobs"].list.eval(pl.element().list.len()).explode().n_unique() > 1:
+        raise ValueError(f"executors' top-k rows differ in width among tasks {group['task_id'][0]}..")
+    shape = (outputs, positions, -1)
+    return OutputBatch(group["output_tokens"].explode().to_numpy().reshape(outputs, positions),
+                       group["top_ids"].explode().explode().to_numpy().reshape(shape),
+                       group["top_logprobs"].explode().explode().to_numpy().reshape(shape),
+                       np.array([ids for ids, _ in rescored], dtype=np.int64).reshape(shape),
+                       np.array([logprobs for _, logprobs in rescored], dtype=np.float64).reshape(shape))
 
 
 @dataclass(frozen=True)
@@ -240,44 +308,46 @@ def score_results(compute: Compute, order: ScoringOrder) -> list[tuple[list[list
     return [compute.score(model, version, prompt, list(output)) for model, version, prompt, output in order.tasks]
 
 
-def _rescore(env: EpochEnvironment, wanted: list[dict]) -> dict[str, tuple[list[list[int]], list[list[float]]]]:
-    """The honest re-runs an honest validator's judgment of these results takes (once per task; outputs that fail
-    unseen take none), run on the engine: by task id."""
-    eos, unique = env.compute.eos_token, dict[str, tuple[str, str, str, tuple[int, ...]]]()
-    for result in wanted:
-        if env.rules.needs_rescore(result["output_tokens"], result["max_tokens"], eos):
-            unique.setdefault(result["task_id"], (result["model"], env.version_of(result), result["prompt"],
-                                                  tuple(result["output_tokens"])))
-    ids, tasks = list(unique), list(unique.values())
+def _rescore(env: EpochEnvironment, wanted: pl.DataFrame) -> list[tuple[list[list[int]], list[list[float]]]]:
+    """The honest re-runs of these results (one per row: model, version, prompt, output tokens), run on the engine, in
+    row order."""
+    tasks = [(model, env.version_of({"model": model, "version": version}), prompt, tuple(output))
+             for model, version, prompt, output in wanted.select("model", "version", "prompt", "output_tokens").iter_rows()]
     orders = [ScoringOrder(tuple(tasks[i:i + SCORED_PER_ORDER])) for i in range(0, len(tasks), SCORED_PER_ORDER)]
-    return dict(zip(ids, (scores for batch in env.on_hosts(score_results, orders) for scores in batch)))
+    return [scores for batch in env.on_hosts(score_results, orders) for scores in batch]
 
 
-def _outcomes_and_fees(env, results, verdicts, honest, voters: Voters) -> tuple[list[dict], list[dict]]:
-    """Per task: pass shares the fee equally among executor and passing validators; a failure goes to a weighted vote."""
+def _outcomes_and_fees(env: EpochEnvironment, results: pl.DataFrame, checks: pl.DataFrame, honest: pl.DataFrame,
+                       voters: Voters) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Per task (results: RESULT_COLUMNS; checks: CHECK_COLUMNS; honest: HONEST_COLUMNS): a pass shares the fee equally
+    among executor and passing validators (the remainder to the executor); a failure goes to a weighted vote."""
     epoch, weights = env.epoch, env.weights
     total_weight = sum(weights.values())
-    by_task: dict[str, list[dict]] = {}
-    for verdict in verdicts:
-        by_task.setdefault(verdict["task_id"], []).append(verdict)
-    outcomes, shares = [], []
-    for result in results:
-        checks = by_task.get(result["task_id"], [])
-        failures = sum(not c["passed"] for c in checks)
-        invalid_weight = 0
-        if failures:  # every host with weight votes but the abstaining; honest ones by re-running (the shared honest view)
-            invalid_weight = voters.invalid_weight(weights, result["executor"], honest[result["task_id"]].passed)
-        outcome = (TaskOutcome.INVALIDATED if failures and env.rules.task_invalidated(invalid_weight, total_weight)
-                   else TaskOutcome.PASSED if checks else TaskOutcome.UNVALIDATED).value
-        outcomes.append({"task_id": result["task_id"], "epoch": epoch, "executor": result["executor"], "validations": len(checks),
-                         "failures": failures, "invalid_vote_weight": invalid_weight, "outcome": outcome})
-        if outcome == TaskOutcome.INVALIDATED or not result["cost"]:
-            continue
-        earners = [(result["executor"], ShareRole.EXECUTOR)] + [(c["validator"], ShareRole.VALIDATOR) for c in checks if c["passed"]]
-        share, remainder = divmod(result["cost"], len(earners))
-        shares += [{"epoch": epoch, "task_id": result["task_id"], "host": host, "role": role,
-                    "amount": share + (remainder if index == 0 else 0)} for index, (host, role) in enumerate(earners)]
-    return outcomes, shares
+    counts = checks.group_by("task_id").agg(pl.len().cast(pl.Int64).alias("validations"),
+                                            (~pl.col("passed")).sum().cast(pl.Int64).alias("failures"),
+                                            pl.col("passed").sum().cast(pl.Int64).alias("passes"))
+    table = results.join(counts, on="task_id", how="left", maintain_order="left").with_columns(
+        pl.col("validations", "failures", "passes").fill_null(0))
+    # every host with weight votes on a failure but the abstaining; honest ones by re-running (the shared honest view)
+    failing = table.filter(pl.col("failures") > 0).join(honest, on="task_id", how="left", maintain_order="left")
+    invalid_weight = {task_id: voters.invalid_weight(weights, executor, bool(honestly_passes))
+                      for task_id, executor, honestly_passes in failing.select("task_id", "executor", "passed").iter_rows()}
+    invalidated = [task_id for task_id, weight in invalid_weight.items() if env.rules.task_invalidated(weight, total_weight)]
+    outcomes = table.select(
+        "task_id", pl.lit(epoch, dtype=pl.Int64).alias("epoch"), "executor", "validations", "failures",
+        pl.col("task_id").replace_strict(invalid_weight, default=0, return_dtype=pl.Int64).alias("invalid_vote_weight"),
+        pl.when(pl.col("task_id").is_in(invalidated)).then(pl.lit(TaskOutcome.INVALIDATED.value))
+        .when(pl.col("validations") > 0).then(pl.lit(TaskOutcome.PASSED.value))
+        .otherwise(pl.lit(TaskOutcome.UNVALIDATED.value)).alias("outcome"))
+    paid = (table.filter(~pl.col("task_id").is_in(invalidated) & (pl.col("cost") != 0))
+            .select("task_id", "executor", (pl.col("cost") // (pl.col("passes") + 1)).alias("share"),
+                    (pl.col("cost") % (pl.col("passes") + 1)).alias("remainder")))
+    executors = paid.select(pl.lit(epoch, dtype=pl.Int64).alias("epoch"), "task_id", pl.col("executor").alias("host"),
+                            pl.lit(ShareRole.EXECUTOR.value).alias("role"), (pl.col("share") + pl.col("remainder")).alias("amount"))
+    validators = checks.filter("passed").join(paid, on="task_id").select(
+        pl.lit(epoch, dtype=pl.Int64).alias("epoch"), "task_id", pl.col("validator").alias("host"),
+        pl.lit(ShareRole.VALIDATOR.value).alias("role"), pl.col("share").alias("amount"))
+    return outcomes, pl.concat([executors, validators])
 
 
 @dataclass(frozen=True)
@@ -290,10 +360,10 @@ class _HostHistory:
     miss_rates: dict[str, list[float]]
 
 
-def _host_epochs(env, outcomes, verdicts, pool, validator_index, previous, history: _HostHistory) -> list[dict]:
+def _host_epochs(env, outcomes: pl.DataFrame, checks: pl.DataFrame, pool, validator_index, previous, history: _HostHistory) -> list[dict]:
     """Per host: assigned/missed/validated/invalidated counts, the invalidation streak, status and reputation."""
     assigned = pl.DataFrame(history.loads, schema={"address": pl.String, "assigned": pl.Int64, "missed": pl.Int64})
-    checked = (pl.DataFrame(outcomes, schema={"task_id": pl.String, "executor": pl.String, "validations": pl.Int64, "outcome": pl.String})
+    checked = (outcomes.select("task_id", "executor", "validations", "outcome")
                .filter(pl.col("validations") > 0).sort("task_id")
                .with_columns((pl.col("outcome") == TaskOutcome.INVALIDATED.value).alias("bad"),
                              pl.int_range(pl.len()).over("executor").alias("i")))
@@ -302,13 +372,13 @@ def _host_epochs(env, outcomes, verdicts, pool, validator_index, previous, histo
         (pl.len() - 1 - pl.col("i").filter(~pl.col("bad")).max().fill_null(-1)).alias("trailing"))
     required = (pl.DataFrame({"address": [pool.ids[v] for v in validator_index]}, schema={"address": pl.String})
                 .group_by("address").len("required_validations"))
-    done = (pl.DataFrame({"address": [v["validator"] for v in verdicts]}, schema={"address": pl.String})
-            .group_by("address").len("done_validations"))
-    invalidated_tasks = {o["task_id"] for o in outcomes if o["outcome"] == TaskOutcome.INVALIDATED}
-    contradicted = pl.DataFrame(
-        history.contradicted + [{"address": v["validator"], "contradicted_votes": 1} for v in verdicts
-                                if v["passed"] and v["task_id"] in invalidated_tasks],
-        schema={"address": pl.String, "contradicted_votes": pl.Int64}).group_by("address").agg(pl.col("contradicted_votes").sum())
+    done = checks.group_by(pl.col("validator").alias("address")).len("done_validations")
+    invalidated_tasks = outcomes.filter(pl.col("outcome") == TaskOutcome.INVALIDATED.value)["task_id"]
+    contradicted = pl.concat([
+        pl.DataFrame(history.contradicted, schema={"address": pl.String, "contradicted_votes": pl.Int64}),
+        checks.filter(pl.col("passed") & pl.col("task_id").is_in(invalidated_tasks))
+        .select(pl.col("validator").alias("address"), pl.lit(1, dtype=pl.Int64).alias("contradicted_votes"))]
+    ).group_by("address").agg(pl.col("contradicted_votes").sum())
     # An INVALID epoch is the penalty; the streak starts over in the next one (else a host without tasks stays INVALID).
     prior = pl.DataFrame([{"address": a, "epochs_served": r["epochs_served"],
                            "prior_streak": 0 if r["status"] == "INVALID" else r["consecutive_invalidations"]}

@@ -8,14 +8,18 @@ import numpy as np
 import pytest
 
 from gonka_pipelines.protocol.inference_validation import (
+    Comparison,
     ComparisonReason,
     MinAvg,
+    OutputBatch,
     ValidatorPool,
-    compare_outputs,
+    compare_batch,
     draw_stream,
+    forced_choices,
     geometric_gaps,
     invalidated,
     select_validations,
+    similarities,
     similarity,
     validation_probability,
     validation_target,
@@ -249,25 +253,70 @@ def test_mismatched_shapes_are_refused():
         similarity(IDS, LPS, IDS * 2, LPS * 2, **SIMILARITY)
 
 
-def test_compare_fails_other_tokens_or_lengths_before_looking_at_log_probs():
-    assert compare_outputs([1, 2], [1], IDS, LPS, IDS, LPS, **COMPARE) == (False, 0.0, ComparisonReason.LENGTH_DIFFERS)
-    assert compare_outputs([7], [8], IDS, LPS, IDS, LPS, **COMPARE) == (False, 0.0, ComparisonReason.TOKENS_DIFFER)
+def compare(validator_tokens: list[int], executor_tokens: list[int], executor_lps: list[list[float]], **settings) -> Comparison:
+    """compare_batch of one output whose top-k ids are IDS at every position (the validator's log-probs LPS)."""
+    positions = len(executor_tokens)
+    batch = OutputBatch.of_one(executor_tokens, IDS * positions, executor_lps, IDS * positions, LPS * positions)
+    return compare_batch(np.array([validator_tokens]), batch, **settings).one(0)
+
+
+def test_compare_fails_other_tokens_before_looking_at_log_probs():
+    assert compare([8], [7], LPS, **COMPARE) == (False, 0.0, ComparisonReason.TOKENS_DIFFER)
+    assert compare([7, 8], [7, 9], LPS * 2, **COMPARE) == (False, 0.0, ComparisonReason.TOKENS_DIFFER)
 
 
 def test_compare_passes_strictly_above_the_threshold():
     executor = [[-0.2, -1.0, -2.0, -3.0, -4.0]]
     score = similarity(IDS, LPS, IDS, executor, **SIMILARITY)
-    assert compare_outputs([7], [7], IDS, LPS, IDS, executor, **COMPARE) == (True, score, ComparisonReason.SIMILAR)
-    at_edge = compare_outputs([7], [7], IDS, LPS, IDS, executor, threshold=score, **SIMILARITY)
-    assert at_edge == (False, score, ComparisonReason.DISSIMILAR)
-    assert compare_outputs([7], [7], IDS, LPS, IDS, executor, threshold=np.nextafter(score, 0), **SIMILARITY).passed
+    assert compare([7], [7], executor, **COMPARE) == (True, score, ComparisonReason.SIMILAR)
+    assert compare([7], [7], executor, threshold=score, **SIMILARITY) == (False, score, ComparisonReason.DISSIMILAR)
+    assert compare([7], [7], executor, threshold=np.nextafter(score, 0), **SIMILARITY).passed
 
 
 def test_a_garbled_output_fails_the_protocol_threshold():
-    ids, lps = IDS * 20, LPS * 20
     wrong = [[-5.0, -0.1, -0.2, -0.3, -0.4]] * 20
-    passed, score, reason = compare_outputs(list(range(20)), list(range(20)), ids, lps, ids, wrong, **COMPARE)
+    passed, score, reason = compare(list(range(20)), list(range(20)), wrong, **COMPARE)
     assert not passed and score < 0.98 and reason is ComparisonReason.DISSIMILAR
+
+
+def reference_similarity(v_ids, v_lp, e_ids, e_lp, epsilon: float, min_positions: int) -> float:
+    """The similarity as it was computed one output at a time (before batches), kept to pin the batch's floats."""
+    v_ids, e_ids, v_lp, e_lp = np.asarray(v_ids), np.asarray(e_ids), np.asarray(v_lp, np.float64), np.asarray(e_lp, np.float64)
+    positions, top_k = v_ids.shape
+    matches = v_ids[:, :, None] == e_ids[:, None, :]
+    matched = np.take_along_axis(e_lp, matches.argmax(axis=2), axis=1)
+    ascending = np.sort(e_lp, axis=1)
+    lp_o = np.where(matches.any(axis=2), matched, (ascending[:, 0] - (ascending[:, 1] - ascending[:, 0]))[:, None])
+    terms = np.abs(v_lp - lp_o) / (epsilon + np.abs(v_lp) + np.abs(lp_o)) / 2
+    return max(0.0, 1.0 - float(terms.sum()) / (max(min_positions, positions) * top_k))
+
+
+def reference_choice(token: int, ids: list[int], logprobs: list[float], tolerance: float) -> int:
+    own = dict(zip(ids, logprobs)).get(token)
+    return token if own is not None and own >= logprobs[0] - tolerance else ids[0]
+
+
+@pytest.mark.parametrize("positions", [1, 7, 26, 130])
+def test_a_batch_judges_each_output_bit_for_bit_as_one_at_a_time(positions: int):
+    """similarities and forced_choices over a batch equal the per-output computation exactly (the sums too: blocks
+    commit these floats), with near-ties, shared and missing ids, and long outputs past numpy's pairwise blocks."""
+    rng = np.random.default_rng(positions)
+    outputs = 40
+    e_ids = np.stack([np.stack([rng.permutation(12)[:5] for _ in range(positions)]) for _ in range(outputs)])
+    v_ids = np.where(rng.random((outputs, positions, 5)) < 0.7, e_ids, rng.integers(12, 20, (outputs, positions, 5)))
+    e_lp = np.sort(-rng.exponential(2.0, (outputs, positions, 5)), axis=-1)[..., ::-1]
+    v_lp = np.where(rng.random((outputs, positions, 5)) < 0.5, e_lp, e_lp + rng.normal(0, 0.3, (outputs, positions, 5)))
+    v_lp[..., 1] = np.where(rng.random((outputs, positions)) < 0.2, v_lp[..., 0] - 5e-5, v_lp[..., 1])  # near-ties
+    tokens = np.where(rng.random((outputs, positions)) < 0.5, v_ids[..., 0], v_ids[..., 1])
+    batch = OutputBatch(tokens, e_ids, e_lp, v_ids, v_lp)
+    scores = similarities(batch, **SIMILARITY)
+    choices = forced_choices(batch, 1e-4)
+    for i in range(outputs):
+        assert scores[i] == reference_similarity(v_ids[i], v_lp[i], e_ids[i], e_lp[i], **SIMILARITY)
+        assert choices[i].tolist() == [reference_choice(t, ids, lps, 1e-4) for t, ids, lps in
+                                       zip(tokens[i].tolist(), v_ids[i].tolist(), v_lp[i].tolist())]
+    judged = compare_batch(choices, batch, **COMPARE)
+    assert judged.passed.tolist() == [bool((choices[i] == tokens[i]).all() and scores[i] > 0.98) for i in range(outputs)]
 
 
 # ---------------------------------------------------------------- fail vote
