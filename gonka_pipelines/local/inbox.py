@@ -120,12 +120,6 @@ def _kind(mode: int) -> str:
     return "special file"
 
 
-def pending_submissions(inbox: Path, max_bytes: int, limit: int) -> list[Submission]:
-    """The first `limit` entries waiting in the inbox, in name order, read safely (see read_entry): an epoch's intake
-    holds at most limit × max_bytes bytes, however full the inbox."""
-    return [read_entry(inbox, name, max_bytes) for name in waiting_names(inbox)[:limit]]
-
-
 def archive_submissions(inbox: Path, submission_ids: Iterable[str]) -> int:
     """Move consumed submissions to inbox/processed once their epoch is final, never replacing an archived entry
     (a second entry of the same name is kept beside it as NAME~N); returns how many moved. Names are resolved against

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,6 +169,20 @@ class IntakeResult:
     trainings: list[AcceptedTraining] = field(default_factory=list)
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def may_hold_lone_surrogates(raw: bytes) -> bool:
+    """Whether decoded JSON text could hold a lone surrogate: only if it is not strict UTF-8 (json also reads UTF-16,
+    UTF-32 and surrogates encoded as UTF-8 bytes) or it escapes a surrogate (\\uD800-\\uDFFF). False proves there is
+    none, which spares parse_submission re-encoding every document to find out."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return _SURROGATE_ESCAPE.search(raw) is not None
+
+
 def parse_submission(raw: bytes) -> tuple[dict[str, Any], str]:
     """Decode {"body": {...}, "signature": hex}, checking every field's presence and type."""
     try:
@@ -178,10 +193,11 @@ def parse_submission(raw: bytes) -> tuple[dict[str, Any], str]:
         raise Rejected(RejectReason.MALFORMED, "JSON nested too deep") from error
     except ValueError as error:  # e.g. an integer literal beyond Python's digit limit
         raise Rejected(RejectReason.MALFORMED, f"not JSON ({printable(str(error))[:200]})") from error
-    try:
-        json.dumps(document, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError as error:
-        raise Rejected(RejectReason.MALFORMED, "text that is not valid Unicode (a lone surrogate escape)") from error
+    if may_hold_lone_surrogates(raw):
+        try:
+            json.dumps(document, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise Rejected(RejectReason.MALFORMED, "text that is not valid Unicode (a lone surrogate escape)") from error
     if not isinstance(document, dict) or not isinstance(document.get("body"), dict):
         raise Rejected(RejectReason.MALFORMED, "expected an object with 'body' and 'signature'")
     body, signature = document["body"], document.get("signature")
@@ -292,6 +308,11 @@ def signature_verifies(raw: bytes, chain_id: str) -> bool | None:
         return None
     kind = MessageKind.TRAINING_TASK if body.get("kind") == TRAINING_KIND else MessageKind.TASK
     return verify(body["developer"], chain_id, kind, body, signature)
+
+
+def signatures_verify(raws: Sequence[bytes], chain_id: str) -> list[bool | None]:
+    """signature_verifies of each submission, in order: one work item of the collector's pool."""
+    return [signature_verifies(raw, chain_id) for raw in raws]
 
 
 def collect(submissions: list[Submission], context: IntakeContext) -> IntakeResult:

@@ -5,30 +5,40 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 from gonka_pipelines.compute.profiles import llm_contexts
 from gonka_pipelines.local.cores import core_count, process_pool
 from gonka_pipelines.local.failpoints import failpoint
-from gonka_pipelines.local.inbox import archive_submissions, pending_submissions
-from gonka_pipelines.protocol.intake import Submission, signature_verifies
+from gonka_pipelines.local.inbox import archive_submissions, read_entry, waiting_names
+from gonka_pipelines.protocol.intake import Submission, signatures_verify
 from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain
 
 PARALLEL_FROM = 20_000
-"""Inbox entries from which the collector checks signatures on every core before intake (below, a pool costs more
-than it saves)."""
+"""Inbox entries from which the collector checks signatures on every core while it reads the inbox (below, a pool
+costs more than it saves)."""
+CHECKED_PER_CHUNK = 2_500
+"""Entries read before they go to the pool as one work item: enough to amortise the hand-over, few enough that the
+workers start while the rest is read."""
 
 
-def signatures_on_every_core(submissions: list[Submission], chain_id: str, parallel_from: int = PARALLEL_FROM) -> dict[str, bool]:
-    """Submission id -> whether its signature verifies, for every parsable submission, checked in a process pool;
-    empty below parallel_from or on one core, and intake checks each signature in turn."""
-    workers = core_count()
-    readable = [s for s in submissions if s.unreadable is None]
-    if len(readable) < parallel_from or workers < 2:
-        return {}
+def read_inbox(inbox: Path, max_bytes: int, limit: int, chain_id: str) -> tuple[list[Submission], dict[str, bool]]:
+    """The first `limit` inbox entries in name order (read_entry), and submission id -> whether its signature verifies
+    for every parsable one, checked in a process pool chunk by chunk as the entries are read (reading and checking
+    overlap); the map is empty below PARALLEL_FROM entries or on one core, and intake checks each signature in turn."""
+    names = waiting_names(inbox)[:limit]
+    if len(names) < PARALLEL_FROM or core_count() < 2:
+        return [read_entry(inbox, name, max_bytes) for name in names], {}
+    submissions: list[Submission] = []
+    checking = []
     with process_pool() as pool:
-        found = pool.map(signature_verifies, [s.raw for s in readable], [chain_id] * len(readable),
-                         chunksize=max(1, len(readable) // (workers * 8)))
-        return {s.submission_id: ok for s, ok in zip(readable, found) if ok is not None}
+        for start in range(0, len(names), CHECKED_PER_CHUNK):
+            chunk = [read_entry(inbox, name, max_bytes) for name in names[start:start + CHECKED_PER_CHUNK]]
+            readable = [s for s in chunk if s.unreadable is None]
+            checking.append((readable, pool.submit(signatures_verify, [s.raw for s in readable], chain_id)))
+            submissions += chunk
+        return submissions, {s.submission_id: ok for readable, verdicts in checking
+                             for s, ok in zip(readable, verdicts.result()) if ok is not None}
 
 
 @dataclass(frozen=True)
@@ -44,8 +54,8 @@ def run_collect(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> Colle
     """Open the epoch (replacing a previous attempt) and take the inbox, up to max_submissions_per_epoch entries in name
     order (the rest wait for the next epoch), all in one transaction."""
     epoch, inbox, tasks = env.epoch, env.layout.inbox, env.params.tasks
-    submissions = pending_submissions(inbox, tasks.max_submission_bytes, tasks.max_submissions_per_epoch)
-    signatures = signatures_on_every_core(submissions, env.chain_id)  # before the chain is opened for the write
+    # before the chain is opened for the write
+    submissions, signatures = read_inbox(inbox, tasks.max_submission_bytes, tasks.max_submissions_per_epoch, env.chain_id)
     with open_chain() as store:
         store.require_writable(epoch)
         leftovers = store.consumed_submissions([s.submission_id for s in submissions], before_epoch=epoch)

@@ -22,6 +22,7 @@ from gonka_pipelines.protocol.intake import (
     RejectReason,
     Submission,
     collect,
+    may_hold_lone_surrogates,
     parse_submission,
     prompt_token_count,
 )
@@ -247,3 +248,24 @@ def test_a_task_may_name_a_model_version_of_its_model():
     pinned = json.loads(signed(version="a" * 64))
     raw = document({k: v for k, v in pinned["body"].items() if k != "version"}, pinned["signature"])
     assert reason_of(raw, ctx()) == RejectReason.BAD_SIGNATURE
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=12), ascii_only=st.booleans(),
+       encoding=st.sampled_from(["utf-8", "utf-16", "utf-32"]))
+def test_a_document_cleared_of_lone_surrogates_holds_none(text, ascii_only, encoding):
+    """may_hold_lone_surrogates is False only where re-encoding the decoded document as UTF-8 succeeds (the check it
+    spares parse_submission), whatever the text (surrogates, escaped or not) and the bytes' encoding."""
+    raw = json.dumps({"a": text}, ensure_ascii=ascii_only).encode(encoding, "surrogatepass")
+    if not may_hold_lone_surrogates(raw):
+        json.dumps(json.loads(raw), ensure_ascii=False).encode("utf-8")
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+        assert may_hold_lone_surrogates(raw)
+
+
+def test_only_text_that_could_hold_a_surrogate_is_re_encoded():
+    assert not may_hold_lone_surrogates(rb'{"body":{"prompt":"caf\u00e9 \u2603"},"signature":"00"}')
+    assert not may_hold_lone_surrogates('{"prompt":"café ☃ 😀"}'.encode())
+    assert may_hold_lone_surrogates(b'{"prompt":"\\udc80"}') and may_hold_lone_surrogates(b'{"prompt":"\\uD83D\\uDE00"}')
+    assert may_hold_lone_surrogates(b'{"prompt":"\\\\ud800 is text"}'), "an escaped backslash before ud800 is re-checked (harmless)"
+    assert may_hold_lone_surrogates('{"a":1}'.encode("utf-16")) and may_hold_lone_surrogates(b'{"a":"\xed\xa0\x80"}')

@@ -197,9 +197,10 @@ def test_an_epoch_takes_at_most_its_limit_of_entries_and_the_rest_wait(tmp_path,
 
 
 def test_signatures_checked_on_every_core_decide_as_intake_would(genesis_store, genesis_layout, submit, genesis, monkeypatch):
-    """With the pool forced on (parallel_from 1), every parsable entry gets the verdict intake's own check gives, junk
-    gets none, and the epoch's rows are those of the one-core collector."""
-    from gonka_pipelines.local.inbox import pending_submissions
+    """With the pool forced on (PARALLEL_FROM 1) and chunks of two entries, every parsable entry gets the verdict
+    intake's own check gives, junk gets none, every entry is read once in name order, and the epoch's rows are those of
+    the one-core collector."""
+    from gonka_pipelines.local.inbox import waiting_names
     from gonka_pipelines.stages import collect as collect_stage
 
     ids = submit(3, "dev-ada")
@@ -207,9 +208,11 @@ def test_signatures_checked_on_every_core_decide_as_intake_would(genesis_store, 
     junk = submit.raw(one_rejection_case("malformed", submit, genesis))
     wrong_chain = submit.raw(one_rejection_case("wrong_chain", submit, genesis))
     tasks = genesis.tasks
-    pending = pending_submissions(genesis_layout.inbox, tasks.max_submission_bytes, tasks.max_submissions_per_epoch)
-    checked = collect_stage.signatures_on_every_core(pending, genesis.chain_id, parallel_from=1)
+    monkeypatch.setattr(collect_stage, "PARALLEL_FROM", 1)
+    monkeypatch.setattr(collect_stage, "CHECKED_PER_CHUNK", 2)
+    pending, checked = collect_stage.read_inbox(genesis_layout.inbox, tasks.max_submission_bytes, tasks.max_submissions_per_epoch,
+                                                genesis.chain_id)
     assert checked == {**dict.fromkeys(ids, True), forged: False, wrong_chain: False} and junk not in checked
-    monkeypatch.setattr(collect_stage.signatures_on_every_core, "__defaults__", (1,))
+    assert [s.submission_id + ".json" for s in pending] == waiting_names(genesis_layout.inbox)
     summary = run_collect(genesis_store, genesis_layout, 1)
     assert (summary.accepted, summary.rejected_by_reason) == (3, {"bad_signature": 1, "malformed": 1, "wrong_chain": 1})
