@@ -233,7 +233,9 @@ def test_bad_requests_are_refused(llm_runner: ModelRunner) -> None:
 
 def test_forward_passes_reuse_freed_memory_instead_of_faulting_it_in_again():
     """glibc would hand each pass's activations back to the kernel and fault them in on the next pass (about 2,000
-    minor page faults per poc-tiny batch of 128 before keep_freed_memory); kept, passes after the first fault none."""
+    minor page faults per poc-tiny batch of 128 before keep_freed_memory); kept, passes after the first fault almost
+    none (late in a full test run a fragmented heap still faults a few dozen pages a pass: 56 once, so the bound is 200,
+    ten times below the unkept figure)."""
     runner = ModelRunner(load_profile("poc-tiny"), b"\x01" * 32, "cpu")
     assert keep_freed_memory()  # glibc: the tests run on Linux
     inputs = torch.randn(128, 16, 64)
@@ -243,4 +245,4 @@ def test_forward_passes_reuse_freed_memory_instead_of_faulting_it_in_again():
         for _ in range(20):
             runner.last_logits(inputs)
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-    assert faults / 20 < 50, f"{faults / 20:.0f} page faults per pass"
+    assert faults / 20 < 200, f"{faults / 20:.0f} page faults per pass"
