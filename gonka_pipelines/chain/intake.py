@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import pyarrow as pa
 
 from gonka_pipelines.chain.core import FINALIZED, StoreCore
 from gonka_pipelines.protocol.crypto import hash_value
@@ -110,28 +113,48 @@ class IntakeRows(StoreCore):
 
     def consumed_submissions(self, submission_ids: Sequence[str], before_epoch: int) -> set[str]:
         """Which of these ids finalized epochs already took (their files linger if a crash hit before archiving)."""
-        return {sid for (sid,) in self._query(
-            """SELECT s.submission_id FROM submissions s JOIN epochs e ON e.epoch = s.epoch AND e.status = ?
-               WHERE s.epoch < ? AND list_contains(?, s.submission_id)""",
-            [FINALIZED, before_epoch, list(submission_ids)])}
+        self._connection.register("_waiting", pa.table({"submission_id": pa.array(submission_ids, pa.string())}))
+        try:
+            return {sid for (sid,) in self._query(
+                """SELECT s.submission_id FROM _waiting w JOIN submissions s USING (submission_id)
+                   JOIN epochs e ON e.epoch = s.epoch AND e.status = ? WHERE s.epoch < ?""", [FINALIZED, before_epoch])}
+        finally:
+            self._connection.unregister("_waiting")
 
     def submission_ids(self, epoch: int) -> list[str]:
         return [sid for (sid,) in self._query("SELECT submission_id FROM submissions WHERE epoch = ? ORDER BY 1", [epoch])]
 
     def write_intake(self, epoch: int, result: IntakeResult) -> None:
         """Accepted tasks (inference and training) with their escrow transfers and lineage, rejections with reason and
-        raw payload."""
+        raw payload; built as columns (a million tasks an epoch)."""
         rejected = result.rejected
         accepted: list[AcceptedTask | AcceptedTraining] = [*result.accepted, *result.trainings]
-        self._insert("tasks", [{"epoch": epoch, **vars(task)} for task in result.accepted])
+        task_ids = [t.task_id for t in accepted]
+        self._insert("tasks", _columns(epoch, result.accepted, TASK_COLUMNS))
         self._insert("training_tasks", [{"epoch": epoch, **vars(task), "shards": list(task.shards)} for task in result.trainings])
-        self._insert("rejected_tasks", [{"epoch": epoch, "submission_id": r.submission_id, "reason": r.reason.value,
-                                         "detail": r.detail, "raw_payload": r.raw_payload} for r in rejected])
-        self._insert("submissions", [{"submission_id": t.submission_id, "epoch": epoch, "outcome": SubmissionOutcome.ACCEPTED}
-                                     for t in accepted]
-                     + [{"submission_id": r.submission_id, "epoch": epoch, "outcome": SubmissionOutcome.REJECTED} for r in rejected])
-        self._insert("transfers", [{"transfer_id": hash_value([TransferKind.ESCROW, t.task_id]), "epoch": epoch, "stage": STAGE,
-                                    "account": t.developer, "balance_delta": -t.escrow, "escrow_delta": t.escrow,
-                                    "kind": TransferKind.ESCROW, "ref": t.task_id} for t in accepted])
-        self._insert("lineage", [{"epoch": epoch, "child_kind": "task", "child_id": t.task_id, "parent_kind": "submission",
-                                  "parent_id": t.submission_id, "relation": f"{STAGE}:accepted"} for t in accepted])
+        self._insert("rejected_tasks", pa.table({
+            "epoch": [epoch] * len(rejected), "submission_id": [r.submission_id for r in rejected],
+            "reason": [r.reason.value for r in rejected], "detail": [r.detail for r in rejected],
+            "raw_payload": pa.array([r.raw_payload for r in rejected], pa.binary())}))
+        self._insert("submissions", pa.table({
+            "submission_id": [t.submission_id for t in accepted] + [r.submission_id for r in rejected],
+            "epoch": [epoch] * (len(accepted) + len(rejected)),
+            "outcome": [SubmissionOutcome.ACCEPTED.value] * len(accepted) + [SubmissionOutcome.REJECTED.value] * len(rejected)}))
+        self._insert("transfers", pa.table({
+            "transfer_id": [hash_value([TransferKind.ESCROW, task_id]) for task_id in task_ids], "epoch": [epoch] * len(accepted),
+            "stage": [STAGE] * len(accepted), "account": [t.developer for t in accepted],
+            "balance_delta": [-t.escrow for t in accepted], "escrow_delta": [t.escrow for t in accepted],
+            "kind": [TransferKind.ESCROW.value] * len(accepted), "ref": task_ids}))
+        self._insert("lineage", pa.table({
+            "epoch": [epoch] * len(accepted), "child_kind": ["task"] * len(accepted), "child_id": task_ids,
+            "parent_kind": ["submission"] * len(accepted), "parent_id": [t.submission_id for t in accepted],
+            "relation": [f"{STAGE}:accepted"] * len(accepted)}))
+
+
+TASK_COLUMNS = tuple(field.name for field in dataclasses.fields(AcceptedTask))
+"""The tasks table's columns besides epoch: every field of an accepted task."""
+
+
+def _columns(epoch: int, records: Sequence[Any], names: Sequence[str]) -> pa.Table:
+    """Records' fields as an Arrow table, column by column, with the epoch beside them."""
+    return pa.table({"epoch": [epoch] * len(records), **{name: [getattr(r, name) for r in records] for name in names}})

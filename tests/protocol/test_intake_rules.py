@@ -21,6 +21,7 @@ from gonka_pipelines.protocol.intake import (
     IntakeContext,
     RejectReason,
     Submission,
+    _json_document,
     collect,
     may_hold_lone_surrogates,
     parse_submission,
@@ -269,3 +270,29 @@ def test_only_text_that_could_hold_a_surrogate_is_re_encoded():
     assert may_hold_lone_surrogates(b'{"prompt":"\\udc80"}') and may_hold_lone_surrogates(b'{"prompt":"\\uD83D\\uDE00"}')
     assert may_hold_lone_surrogates(b'{"prompt":"\\\\ud800 is text"}'), "an escaped backslash before ud800 is re-checked (harmless)"
     assert may_hold_lone_surrogates('{"a":1}'.encode("utf-16")) and may_hold_lone_surrogates(b'{"a":"\xed\xa0\x80"}')
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4), max_leaves=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=JSON_VALUES, ascii_only=st.booleans())
+def test_submissions_are_read_as_json_reads_them(value, ascii_only):
+    """The orjson fast path gives json's document, types included (integers past 64 bits, -0.0, infinities written as
+    1e999, surrogates), so intake accepts and rejects exactly as before."""
+    raw = json.dumps(value, ensure_ascii=ascii_only).replace("Infinity", "1e999").encode("utf-8", "surrogatepass")
+    assert repr(_json_document(raw)) == repr(json.loads(raw))
+
+
+@pytest.mark.parametrize("raw", [b'{"a":1,"a":2}', b'{"a":-0}', b'{"a":123456789012345678901234567890}', b'{"a":NaN}',
+                                 b'\xef\xbb\xbf{"a":1}', b'{"a":"\\ud800"}', b'{"a":1E400}', b'{"a":-9223372036854775809}'])
+def test_edge_documents_read_as_json_reads_them(raw):
+    assert repr(_json_document(raw)) == repr(json.loads(raw))
+
+
+@pytest.mark.parametrize("raw", [b'{"a":"\t"}', b'[1,]', b'{"a":01}', b'{"a":1}x', b"{'a':1}"])
+def test_broken_documents_raise_json_errors(raw):
+    with pytest.raises(json.JSONDecodeError):
+        _json_document(raw)
