@@ -83,8 +83,8 @@ def generate_tasks(compute: Compute, order: GenerationOrder) -> pa.Table:
     """The executor's greedy generations with top-5 log-probs per position (GENERATION_SCHEMA rows)."""
     generations = compute.generate(order.model, order.version, order.executor, order.behaviour, list(order.prompts),
                                    order.max_tokens)
-    return pa.Table.from_pylist([{"tokens": g.tokens, "top_ids": g.top_ids, "top_logprobs": g.top_logprobs}
-                                 for g in generations], schema=GENERATION_SCHEMA)
+    return pa.table([[g.tokens for g in generations], [g.top_ids for g in generations], [g.top_logprobs for g in generations]],
+                    schema=GENERATION_SCHEMA)
 
 
 RESULT_SCHEMA = {"task_id": pl.String(), "executor": pl.String(), "output_tokens": pl.List(pl.Int64()),
@@ -93,14 +93,15 @@ RESULT_SCHEMA = {"task_id": pl.String(), "executor": pl.String(), "output_tokens
 """A task_results row as execution builds it (the stage adds epoch and status)."""
 
 
-def _delivered(env: EpochEnvironment, executor: str, group: pl.DataFrame, generations: pa.Table) -> pl.DataFrame:
-    """One group's results as columns: what the executor returns of each generation (delivered_length), its cost
-    (prompt + completion tokens) · price and the refund of the rest of the escrow."""
-    lengths = pa.compute.list_value_length(generations.column("tokens")).to_pylist()
-    delivered = [delivered_length(env.host[executor], length) for length in lengths]
+def _delivered(env: EpochEnvironment, groups: list[pl.DataFrame], generations: list[pa.Table]) -> pl.DataFrame:
+    """Every group's results as columns, in one pass: what each executor returns of each generation (delivered_length),
+    its cost (prompt + completion tokens) · price and the refund of the rest of the escrow."""
+    delivered = [delivered_length(env.host[group["executor"][0]], length) for group, table in zip(groups, generations)
+                 for length in pa.compute.list_value_length(table.column("tokens")).to_pylist()]
     cost = (pl.col("prompt_tokens") + pl.col("completion_tokens")) * env.params.price_per_token
-    return (pl.from_arrow(generations).hstack(group.select("task_id", "prompt_tokens", "escrow"))  # type: ignore[union-attr]
-            .with_columns(pl.Series("completion_tokens", delivered, dtype=pl.Int64), pl.lit(executor).alias("executor"))
+    tasks = pl.concat([group.select("task_id", "executor", "prompt_tokens", "escrow") for group in groups])
+    return (pl.DataFrame(pa.concat_tables(generations)).hstack(tasks)
+            .with_columns(pl.Series("completion_tokens", delivered, dtype=pl.Int64))
             .select("task_id", "executor", *(pl.col(source).list.head(pl.col("completion_tokens")).alias(column) for column, source in
                                              (("output_tokens", "tokens"), ("top_ids", "top_ids"), ("top_logprobs", "top_logprobs"))),
                     "completion_tokens", cost.alias("cost"), (pl.col("escrow") - cost).alias("refund"))
@@ -120,12 +121,12 @@ def run_task_execution(env: EpochEnvironment, open_chain: OpenChain, log: Log) -
         ["executor", "model", "runs_version", "max_tokens"], maintain_order=True)]
     orders = [GenerationOrder(model, version, executor, env.host[executor].behaviour, tuple(group["prompt"].to_list()), max_tokens)
               for (executor, model, version, max_tokens), group in groups]
-    parts = [pl.DataFrame(schema=RESULT_SCHEMA)]
-    for ((executor, model, version, max_tokens), group), generations in zip(groups, env.on_hosts(generate_tasks, orders)):
-        parts.append(_delivered(env, executor, group, generations))
+    generations = list(env.on_hosts(generate_tasks, orders))
+    for (executor, model, version, max_tokens), group in groups:
         log(f"execution: {env.host[executor].name} ran {len(group)} {model} tasks on version {version[:12]} "
             f"(max_tokens {max_tokens})")
-    completed = pl.concat(parts).sort("executor", "task_id")
+    completed = (_delivered(env, [group for _, group in groups], generations) if groups
+                 else pl.DataFrame(schema=RESULT_SCHEMA)).sort("executor", "task_id")
     expired = tasks.filter(~pl.col("runs")).select(
         "task_id", "executor", pl.lit([]).alias("output_tokens"), pl.lit([]).alias("top_ids"), pl.lit([]).alias("top_logprobs"),
         pl.lit(0).alias("completion_tokens"), pl.lit(0).alias("cost"), pl.col("escrow").alias("refund")).cast(RESULT_SCHEMA)  # type: ignore[arg-type]
