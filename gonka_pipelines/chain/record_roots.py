@@ -40,8 +40,6 @@ SIGNED_RECORDS: tuple[SignedRecords, ...] = (
 )
 BY_TABLE = {spec.table: spec for spec in SIGNED_RECORDS}
 BY_KIND = {spec.kind: spec for spec in SIGNED_RECORDS}
-RESULT_BODY = BY_KIND[MessageKind.RESULT].body
-"""The columns of a result's message, in the order result_body names them."""
 
 
 def record_leaves(rows: pa.Table, chain_id: str, kind: MessageKind) -> list[bytes]:

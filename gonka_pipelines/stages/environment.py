@@ -12,7 +12,11 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import accumulate
 
+import polars as pl
+
+from gonka_pipelines.chain.record_roots import BY_KIND, record_leaves
 from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.cluster.engines import Engine, Item, LocalEngine, Result, engine_for
 from gonka_pipelines.compute.engine import Compute, TorchComputeSpec
@@ -111,9 +115,15 @@ class EpochEnvironment:
         return [sign_records(self.keys[signer], self.chain_id, self.epoch, signer, kind, sorted(mine, key=lambda r: r["task_id"]))
                 for signer, mine in sorted(bodies.items())]
 
-    def sign_leaves(self, kind: MessageKind, leaves: dict[str, list[bytes]]) -> list[dict]:
-        """sign_records of records already hashed to their leaves (by signer address, each signer's in task id order)."""
-        return [sign_leaves(self.keys[signer], self.chain_id, self.epoch, signer, kind, mine) for signer, mine in sorted(leaves.items())]
+    def sign_rows(self, kind: MessageKind, rows: pl.DataFrame) -> list[dict]:
+        """sign_records of records held as columns (sorted by signer, then task id): their leaves hashed in DuckDB
+        (record_leaves), then one root per run of a signer's rows."""
+        spec = BY_KIND[kind]
+        leaves = record_leaves(rows.select(*spec.body).to_arrow(), self.chain_id, kind)
+        runs = rows[spec.signer].rle()
+        signers, counts = runs.struct.field("value").to_list(), runs.struct.field("len").to_list()
+        return [sign_leaves(self.keys[signer], self.chain_id, self.epoch, signer, kind, leaves[end - count:end])
+                for signer, count, end in zip(signers, counts, accumulate(counts))]
 
     def executors(self, model: str, task_ids: list[str]) -> list[str]:
         """Each task's executor, drawn ∝ weight among the hosts serving the model ('' when none does)."""

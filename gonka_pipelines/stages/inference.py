@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import accumulate
 from typing import Any
 
 import numpy as np
@@ -11,7 +10,6 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - pa.compute
 
-from gonka_pipelines.chain.record_roots import BY_KIND, RESULT_BODY, record_leaves
 from gonka_pipelines.chain.tasks import EXECUTION_STAGE
 from gonka_pipelines.compute.engine import Compute
 from gonka_pipelines.protocol.crypto import MessageKind, hash_value, sha256_hex
@@ -132,8 +130,6 @@ def run_task_execution(env: EpochEnvironment, open_chain: OpenChain, log: Log) -
         pl.lit(0).alias("completion_tokens"), pl.lit(0).alias("cost"), pl.col("escrow").alias("refund")).cast(RESULT_SCHEMA)  # type: ignore[arg-type]
     results = pl.concat([completed.with_columns(pl.lit(ResultStatus.COMPLETED.value).alias("status")),
                          expired.with_columns(pl.lit(ResultStatus.EXPIRED.value).alias("status"))]).with_columns(pl.lit(epoch).alias("epoch"))
-    leaves = record_leaves(completed.select(*RESULT_BODY).to_arrow(), env.chain_id, MessageKind.RESULT)
-    signed = dict(zip(completed["executor"].unique(maintain_order=True), _split(leaves, completed["executor"])))
     training_rows, training_bodies = execute_trainings(env, trainings)
     if trainings:
         log(f"training: {sum(r['status'] == ResultStatus.COMPLETED for r in training_rows)} of {len(trainings)} tasks ran")
@@ -146,18 +142,11 @@ def run_task_execution(env: EpochEnvironment, open_chain: OpenChain, log: Log) -
                for task_id, refund, status in refunded]
     with open_chain() as store:
         store.write_task_results(epoch, _seed_commitments(env), results.to_arrow(), refunds, training_rows,
-                                 env.sign_leaves(MessageKind.RESULT, signed)
+                                 env.sign_rows(MessageKind.RESULT, completed)
                                  + env.sign_records(MessageKind.TRAINING_RESULT, training_bodies))
     return {"completed": len(completed), "expired": len(expired),
             "trained": sum(r["status"] == ResultStatus.COMPLETED for r in training_rows),
             "training_expired": sum(r["status"] == ResultStatus.EXPIRED for r in training_rows)}
-
-
-def _split(items: list, keys: pl.Series) -> list[list]:
-    """items cut into runs of equal consecutive keys (keys sorted), in order."""
-    counts = keys.rle().struct.field("len").to_list()
-    ends = list(accumulate(counts))
-    return [items[end - count:end] for count, end in zip(counts, ends)]
 
 
 def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> dict[str, int]:
@@ -184,9 +173,6 @@ def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) 
         earlier_versions = store.version_scores(through_epoch=epoch - 1)
     honest = _honest_judgments(env, checked)
     verdicts = _verdicts(epoch, draws, honest)
-    by_validator = verdicts.sort("validator", "task_id")
-    leaves = record_leaves(by_validator.select(*VERDICT_BODY).to_arrow(), env.chain_id, MessageKind.TASK_VERDICT)
-    signed = dict(zip(by_validator["validator"].unique(maintain_order=True), _split(leaves, by_validator["validator"])))
     outcomes, shares = _outcomes_and_fees(env, results, verdicts, honest.select("task_id", "passed"), voters)
     trainer = TrainingValidator(env)
     training_draws = [(t - results.height, members[v]) for t, v in zip(task_index.tolist(), validator_index.tolist())
@@ -204,7 +190,7 @@ def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) 
     all_checks = pl.concat([verdicts.select(*CHECK_COLUMNS), training_checks])
     host_rows = _host_epochs(env, all_outcomes, all_checks, pool, validator_index.tolist(), previous, history)
     with open_chain() as store:
-        store.write_task_verdicts(epoch, verdicts.to_arrow(), env.sign_leaves(MessageKind.TASK_VERDICT, signed)
+        store.write_task_verdicts(epoch, verdicts.to_arrow(), env.sign_rows(MessageKind.TASK_VERDICT, verdicts.sort("validator", "task_id"))
                                   + env.sign_records(MessageKind.TRAINING_VERDICT, check_bodies), all_outcomes.to_arrow(),
                                   pl.concat([shares, training_shares]).to_arrow(), host_rows, checks, versions, served)
     invalidated_count = all_outcomes.filter(pl.col("outcome") == TaskOutcome.INVALIDATED.value).height
@@ -220,8 +206,6 @@ CHECK_COLUMNS = {"task_id": pl.String(), "validator": pl.String(), "passed": pl.
 """What outcomes, fees and host standings read of a verdict (inference or training)."""
 HONEST_COLUMNS = {"task_id": pl.String(), "passed": pl.Boolean()}
 """Per validated task, whether an honest re-run passes it (the vote every honest host casts on a failure)."""
-VERDICT_BODY = BY_KIND[MessageKind.TASK_VERDICT].body
-"""The columns of a task verdict's message, in the order task_verdict_body names them."""
 
 
 def _inference_draws(results: pl.DataFrame, task_index: np.ndarray, validator_index: np.ndarray, members: list[str],

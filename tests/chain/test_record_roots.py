@@ -165,14 +165,15 @@ def test_leaves_of_result_columns_equal_each_bodys_leaf():
     log-probs DuckDB writes otherwise (tiny, huge), control characters in an id, empty outputs."""
     import pyarrow as pa
 
-    from gonka_pipelines.chain.record_roots import RESULT_BODY, record_leaves
+    from gonka_pipelines.chain.record_roots import BY_KIND, record_leaves
 
     bodies = [result_body(f"task-{i}", "gonka1exec", list(range(i % 4)), [[i, i + 1]] * (i % 4),
                           [[-0.5 * i, value]] * (i % 4))
               for i, value in enumerate([-1.5, -1e-5, -3.2e-05, -1e-7, 0.0, -0.0, -12.25, -1e17, -2.5e-9, -0.125])]
     bodies.append(result_body("ctrl-\x0b-\x1f-é", "gonka1exec", [7], [[7, 8]], [[-0.25, -0.75]]))
-    assert tuple(bodies[0]) == RESULT_BODY
-    table = pa.table({name: [body[name] for body in bodies] for name in RESULT_BODY},
+    result_columns = BY_KIND[MessageKind.RESULT].body
+    assert tuple(bodies[0]) == result_columns
+    table = pa.table({name: [body[name] for body in bodies] for name in result_columns},
                      schema=pa.schema([("task_id", pa.string()), ("executor", pa.string()), ("output_tokens", pa.list_(pa.int64())),
                                        ("top_ids", pa.list_(pa.list_(pa.int64()))),
                                        ("top_logprobs", pa.list_(pa.list_(pa.float64())))]))
