@@ -134,16 +134,23 @@ class StoreCore:
         """A result as an Arrow table (for polars frames and bulky reads)."""
         return self._connection.sql(sql, params=list(params)).to_arrow_table()
 
+    @contextmanager
+    def _registered(self, name: str, table: pa.Table) -> Iterator[None]:
+        """An Arrow table that SQL reads as `name` while the block runs (a million ids join; as a list parameter they
+        would be tested against every row)."""
+        self._connection.register(name, table)
+        try:
+            yield
+        finally:
+            self._connection.unregister(name)
+
     def _insert(self, table: str, rows: Sequence[dict[str, Any]] | pa.Table) -> int:
         """Bulk insert by column name through Arrow; returns the row count."""
         arrow = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(list(rows))
         if arrow.num_rows == 0:
             return 0
-        self._connection.register("_incoming", arrow)
-        try:
+        with self._registered("_incoming", arrow):
             self._connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _incoming")
-        finally:
-            self._connection.unregister("_incoming")
         return arrow.num_rows
 
     def _epoch_tables(self) -> list[str]:

@@ -113,13 +113,10 @@ class IntakeRows(StoreCore):
 
     def consumed_submissions(self, submission_ids: Sequence[str], before_epoch: int) -> set[str]:
         """Which of these ids finalized epochs already took (their files linger if a crash hit before archiving)."""
-        self._connection.register("_waiting", pa.table({"submission_id": pa.array(submission_ids, pa.string())}))
-        try:
+        with self._registered("_waiting", pa.table({"submission_id": pa.array(submission_ids, pa.string())})):
             return {sid for (sid,) in self._query(
                 """SELECT s.submission_id FROM _waiting w JOIN submissions s USING (submission_id)
                    JOIN epochs e ON e.epoch = s.epoch AND e.status = ? WHERE s.epoch < ?""", [FINALIZED, before_epoch])}
-        finally:
-            self._connection.unregister("_waiting")
 
     def submission_ids(self, epoch: int) -> list[str]:
         return [sid for (sid,) in self._query("SELECT submission_id FROM submissions WHERE epoch = ? ORDER BY 1", [epoch])]

@@ -66,13 +66,10 @@ class TaskRows(StoreCore):
     def checked_outputs(self, task_ids: Sequence[str]) -> pa.Table:
         """Outputs, top-5 log-probs and prompts of the tasks some validator checks (only those: they are the bulk), in task
         id order."""
-        self._connection.register("_checked", pa.table({"task_id": pa.array(task_ids, pa.string())}))
-        try:
+        with self._registered("_checked", pa.table({"task_id": pa.array(task_ids, pa.string())})):
             return self._arrow(
                 """SELECT r.task_id, r.output_tokens, r.top_ids, r.top_logprobs, t.prompt, t.model, t.version, t.max_tokens
                    FROM _checked JOIN task_results r USING (task_id) JOIN tasks t USING (task_id) ORDER BY r.task_id""")
-        finally:
-            self._connection.unregister("_checked")
 
     def host_states(self, epoch: int) -> dict[str, dict[str, Any]]:
         """An epoch's post-state of every host by address (status, reputation, streak, epochs served)."""
