@@ -35,9 +35,9 @@ class RewardRows(StoreCore):
     def minted_before(self, epoch: int) -> int:
         return int(self._scalar("SELECT coalesce(sum(minted), 0) FROM emissions WHERE epoch < ?", [epoch]))
 
-    def fee_settlements(self, epoch: int) -> list[tuple[str, str, int, str]]:
-        """(task id, developer, cost, outcome) of every task (inference or training) with a cost, in task id order."""
-        return self._query(
+    def fee_settlements(self, epoch: int) -> pa.Table:
+        """task_id, developer, cost and outcome of every task (inference or training) with a cost, in task id order."""
+        return self._arrow(
             """SELECT r.task_id, t.developer, r.cost, o.outcome FROM task_results r JOIN tasks t USING (task_id)
                JOIN task_outcomes o USING (task_id) WHERE r.epoch = ? AND r.cost > 0
                UNION ALL
@@ -51,7 +51,7 @@ class RewardRows(StoreCore):
             [epoch, epoch])
 
     def write_rewards(self, epoch: int, rewards: pa.Table, emission: dict[str, Any], vesting: Sequence[dict[str, Any]],
-                      transfers: Sequence[dict[str, Any]]) -> None:
+                      transfers: pa.Table) -> None:
         """The epoch's rewards, emission, vesting and transfers, with lineage from each payout to its weight and fee shares."""
         with self.transaction():
             self._replace_epoch_rows(epoch, ["rewards", "emissions", "vesting"], stage=STAGE)

@@ -7,7 +7,7 @@ import dataclasses
 import functools
 import json
 from collections.abc import Callable, Mapping
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
 from gonka_pipelines.chain.commitments import COMMITMENTS, epoch_roots
@@ -197,27 +197,48 @@ PARALLEL_FROM = 20_000
 starting the pool costs more than it saves."""
 
 
-def signed_row_problem(store: ChainStore, height: int, parallel_from: int = PARALLEL_FROM) -> Inconsistency | None:
-    """Every message the epoch holds signed alone (tasks, accepted batches, sprint verdicts, seed commitments) verifies
-    with its signer's key over the body rebuilt from the row; large tables are checked on every core."""
+def start_signed_rows(store: ChainStore, height: int, stack: contextlib.ExitStack,
+                      parallel_from: int) -> Callable[[], Inconsistency | None]:
+    """Read every message the epoch holds signed alone (tasks, accepted batches, sprint verdicts, seed commitments) and
+    start checking that each verifies with its signer's key over the body rebuilt from its row: tables of
+    `parallel_from` rows or more go to a process pool (held by `stack`) that works while the caller goes on. The
+    function returned waits for the checks and gives the first row that fails, in table order."""
     chain_id, workers = store.chain_id, core_count()
-    with contextlib.ExitStack() as stack:
-        pool: ProcessPoolExecutor | None = None
-        for index, spec in enumerate(SIGNED_ROWS):
-            rows = store._records(spec.sql + " ORDER BY id", [height])
-            if len(rows) >= parallel_from and workers > 1:
-                pool = pool or stack.enter_context(process_pool())
-                size = -(-len(rows) // (workers * 4))
-                starts = range(0, len(rows), size)
-                found = pool.map(_first_bad, [index] * len(starts), [chain_id] * len(starts),
-                                 [rows[start:start + size] for start in starts])
-                bad = next((start + offset for start, offset in zip(starts, found) if offset is not None), None)
-            else:
-                bad = _first_bad(index, chain_id, rows)
-            if bad is not None:
+    pool: ProcessPoolExecutor | None = None
+    checks: list[tuple[_SignedRows, list[dict], Callable[[], int | None]]] = []
+    for index, spec in enumerate(SIGNED_ROWS):
+        rows = store._records(spec.sql + " ORDER BY id", [height])
+        if len(rows) >= parallel_from and workers > 1:
+            if pool is None:
+                pool = process_pool()
+                stack.callback(pool.shutdown, wait=True, cancel_futures=True)  # an early answer does not wait for all
+            size = -(-len(rows) // (workers * 4))
+            parts = [(start, pool.submit(_first_bad, index, chain_id, rows[start:start + size]))
+                     for start in range(0, len(rows), size)]
+            checks.append((spec, rows, functools.partial(_first_of, parts)))
+        else:
+            checks.append((spec, rows, functools.partial(_first_bad, index, chain_id, rows)))
+
+    def first_problem() -> Inconsistency | None:
+        for spec, rows, first_bad in checks:
+            if (bad := first_bad()) is not None:
                 return Inconsistency(height, f"{spec.table} row {rows[bad]['id'][:24]}: signature does not verify over the "
                                              "row's content")
-    return None
+        return None
+
+    return first_problem
+
+
+def signed_row_problem(store: ChainStore, height: int, parallel_from: int = PARALLEL_FROM) -> Inconsistency | None:
+    """Every message the epoch holds signed alone verifies (start_signed_rows, waited for); large tables are checked on
+    every core."""
+    with contextlib.ExitStack() as stack:
+        return start_signed_rows(store, height, stack, parallel_from)()
+
+
+def _first_of(parts: list[tuple[int, Future[int | None]]]) -> int | None:
+    """Position of the first bad row over a table's parts (start, the pool's answer for the part)."""
+    return next((start + offset for start, part in parts if (offset := part.result()) is not None), None)
 
 
 def _first_bad(spec_index: int, chain_id: str, rows: list[dict]) -> int | None:
@@ -230,16 +251,21 @@ def _first_bad(spec_index: int, chain_id: str, rows: list[dict]) -> int | None:
 def signed_message_problem(store: ChainStore, height: int) -> Inconsistency | None:
     """Every message of the epoch is signed: rows signed alone verify (signed_row_problem), and every executor's
     results and every validator's verdicts, inference and training, re-derive the root it signed (record_roots)."""
-    if problem := signed_row_problem(store, height):
-        return problem
+    return signed_row_problem(store, height) or _record_root_inconsistency(store, height)
+
+
+def _record_root_inconsistency(store: ChainStore, height: int) -> Inconsistency | None:
     found = record_root_problem(store._connection, store.chain_id, height)
     return Inconsistency(height, found) if found else None
 
 
 def verify_block(store: ChainStore, height: int, expected_prev_hash: str) -> Inconsistency | None:
-    """First inconsistency of one block (finalized or proposed), or None."""
-    return (link_problem(store, height, expected_prev_hash) or content_problem(store, height)
-            or signed_message_problem(store, height) or signature_problem(store, height))
+    """First inconsistency of one block (finalized or proposed), or None. The signed rows' checks start first, so the
+    pool verifies signatures while this process re-derives the block's roots and post-state."""
+    with contextlib.ExitStack() as stack:
+        signed_rows = start_signed_rows(store, height, stack, PARALLEL_FROM)
+        return (link_problem(store, height, expected_prev_hash) or content_problem(store, height) or signed_rows()
+                or _record_root_inconsistency(store, height) or signature_problem(store, height))
 
 
 def _signature_problem(store: ChainStore, header: BlockHeader, signatures: list[dict]) -> Inconsistency | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import enum
 import json
 import re
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +71,10 @@ class Rejected(Exception):
         super().__init__(f"{reason.value}: {detail}")
         self.reason, self.detail = reason, detail
 
+    def __reduce__(self) -> tuple[type[Rejected], tuple[RejectReason, str]]:
+        """Pickled by its reason and detail (what __init__ takes), so a pool's worker can hand one back."""
+        return Rejected, (self.reason, self.detail)
+
 
 def prompt_token_count(prompt: str) -> int:
     """Tokens the prompt costs: the served models tokenize bytes, so one token per UTF-8 byte."""
@@ -80,11 +83,15 @@ def prompt_token_count(prompt: str) -> int:
 
 @dataclass(frozen=True)
 class Submission:
-    """One inbox entry: its id and bytes, or why it could not be read as a submission at all (kept as a rejection)."""
+    """One inbox entry: its id and bytes, or why it could not be read as a submission at all (kept as a rejection).
+    Read ahead (`read_ahead`), it also holds its parsed (body, signature) and whether the signature verifies; intake
+    parses and verifies the others in turn."""
 
     submission_id: str
     raw: bytes
     unreadable: Rejected | None = None
+    document: tuple[dict[str, Any], str] | None = None
+    verified: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -159,9 +166,6 @@ class IntakeContext:
     max_tokens_limit: int
     price_per_token: int
     training: TrainingLimits | None = None
-    signatures: Mapping[str, bool] | None = None
-    """Submission id -> whether its signature verifies, checked ahead (on every core, `signature_verifies`); a
-    submission missing here is checked in turn."""
 
 
 @dataclass
@@ -239,12 +243,18 @@ def parse_submission(raw: bytes) -> tuple[dict[str, Any], str]:
     return body, signature
 
 
-def _signer(body: dict[str, Any], signature: str, kind: MessageKind, context: IntakeContext, submission_id: str) -> str:
-    """The checks every submission shares (chain, signature, account, nonce); returns the developer's address."""
+def _message_kind(body: dict[str, Any]) -> MessageKind:
+    return MessageKind.TRAINING_TASK if body.get("kind") == TRAINING_KIND else MessageKind.TASK
+
+
+def _signer(body: dict[str, Any], signature: str, context: IntakeContext, verified: bool | None) -> str:
+    """The checks every submission shares (chain, signature, account, nonce); returns the developer's address.
+    `verified`: whether the signature verifies, when read ahead (None: checked here)."""
     if body["chain_id"] != context.chain_id:
         raise Rejected(RejectReason.WRONG_CHAIN, f"chain id {body['chain_id']!r}, this chain is {context.chain_id!r}")
-    known = context.signatures.get(submission_id) if context.signatures is not None else None
-    if not (known if known is not None else verify(body["developer"], context.chain_id, kind, body, signature)):
+    if verified is None:
+        verified = verify(body["developer"], context.chain_id, _message_kind(body), body, signature)
+    if not verified:
         raise Rejected(RejectReason.BAD_SIGNATURE, "signature does not verify against the developer key")
     address = context.developers.get(body["developer"])
     if address is None:
@@ -268,10 +278,11 @@ def _known_version(context: IntakeContext, version: str, model: str) -> Training
     return limits
 
 
-def check_training(body: dict[str, Any], signature: str, submission_id: str, context: IntakeContext) -> AcceptedTraining:
+def check_training(body: dict[str, Any], signature: str, submission_id: str, context: IntakeContext,
+                   verified: bool | None = None) -> AcceptedTraining:
     """A training task's checks, in order: the shared ones, then model version, shards, steps, batch size, learning
     rate, price and escrow = steps × batch × context tokens at the price."""
-    address = _signer(body, signature, MessageKind.TRAINING_TASK, context, submission_id)
+    address = _signer(body, signature, context, verified)
     limits = _known_version(context, body["base_version"], body["model"])
     unknown = [shard for shard in body["shards"] if shard not in limits.shards]
     if unknown:
@@ -294,9 +305,10 @@ def check_training(body: dict[str, Any], signature: str, submission_id: str, con
         signature=signature)
 
 
-def check_submission(body: dict[str, Any], signature: str, submission_id: str, context: IntakeContext) -> AcceptedTask:
+def check_submission(body: dict[str, Any], signature: str, submission_id: str, context: IntakeContext,
+                     verified: bool | None = None) -> AcceptedTask:
     """Run every check in order; the first failure rejects. Does not change the context."""
-    address = _signer(body, signature, MessageKind.TASK, context, submission_id)
+    address = _signer(body, signature, context, verified)
     if body["model"] not in context.models:
         raise Rejected(RejectReason.UNKNOWN_MODEL, f"model {body['model']!r} is served by no host")
     if VERSION_FIELD in body:
@@ -316,20 +328,17 @@ def check_submission(body: dict[str, Any], signature: str, submission_id: str, c
     )
 
 
-def signature_verifies(raw: bytes, chain_id: str) -> bool | None:
-    """Whether a submission's signature verifies under this chain id (None: it does not parse, so intake rejects it
-    before any signature check). Pure and picklable: the collector runs it on every core ahead of intake."""
+def read_ahead(submission: Submission, chain_id: str) -> Submission:
+    """The submission parsed and its signature checked under this chain id (a parse failure becomes why it is
+    unreadable): the work that needs no chain state, pure and picklable, so the collector runs it on every core."""
+    if submission.unreadable is not None:
+        return submission
     try:
-        body, signature = parse_submission(raw)
-    except Rejected:
-        return None
-    kind = MessageKind.TRAINING_TASK if body.get("kind") == TRAINING_KIND else MessageKind.TASK
-    return verify(body["developer"], chain_id, kind, body, signature)
-
-
-def signatures_verify(raws: Sequence[bytes], chain_id: str) -> list[bool | None]:
-    """signature_verifies of each submission, in order: one work item of the collector's pool."""
-    return [signature_verifies(raw, chain_id) for raw in raws]
+        body, signature = parse_submission(submission.raw)
+    except Rejected as rejection:
+        return Submission(submission.submission_id, submission.raw, rejection)
+    return Submission(submission.submission_id, submission.raw, None, (body, signature),
+                      verify(body["developer"], chain_id, _message_kind(body), body, signature))
 
 
 def collect(submissions: list[Submission], context: IntakeContext) -> IntakeResult:
@@ -341,7 +350,7 @@ def collect(submissions: list[Submission], context: IntakeContext) -> IntakeResu
             result.rejected.append(_rejection(submission, submission.unreadable))
             continue
         try:
-            body, signature = parse_submission(submission.raw)
+            body, signature = submission.document or parse_submission(submission.raw)
         except Rejected as rejection:
             result.rejected.append(_rejection(submission, rejection))
             continue
@@ -350,10 +359,10 @@ def collect(submissions: list[Submission], context: IntakeContext) -> IntakeResu
         task: AcceptedTask | AcceptedTraining
         try:
             if body.get("kind") == TRAINING_KIND:
-                task = check_training(body, signature, submission.submission_id, context)
+                task = check_training(body, signature, submission.submission_id, context, submission.verified)
                 result.trainings.append(task)
             else:
-                task = check_submission(body, signature, submission.submission_id, context)
+                task = check_submission(body, signature, submission.submission_id, context, submission.verified)
                 result.accepted.append(task)
         except Rejected as rejection:
             result.rejected.append(_rejection(submission, rejection))

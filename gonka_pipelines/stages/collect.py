@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,35 +10,28 @@ from pathlib import Path
 from gonka_pipelines.compute.profiles import llm_contexts
 from gonka_pipelines.local.cores import core_count, process_pool
 from gonka_pipelines.local.failpoints import failpoint
-from gonka_pipelines.local.inbox import archive_submissions, read_entry, waiting_names
-from gonka_pipelines.protocol.intake import Submission, signatures_verify
+from gonka_pipelines.local.inbox import archive_submissions, read_entries, waiting_names
+from gonka_pipelines.protocol.intake import Submission
 from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain
 
 PARALLEL_FROM = 20_000
-"""Inbox entries from which the collector checks signatures on every core while it reads the inbox (below, a pool
-costs more than it saves)."""
-CHECKED_PER_CHUNK = 2_500
-"""Entries read before they go to the pool as one work item: enough to amortise the hand-over, few enough that the
-workers start while the rest is read."""
+"""Inbox entries from which the collector reads, parses and checks signatures on every core (below, a pool costs more
+than it saves)."""
+READ_PER_CHUNK = 2_500
+"""Entries one work item of the pool reads: enough to amortise the hand-over, few enough to spread evenly."""
 
 
-def read_inbox(inbox: Path, max_bytes: int, limit: int, chain_id: str) -> tuple[list[Submission], dict[str, bool]]:
-    """The first `limit` inbox entries in name order (read_entry), and submission id -> whether its signature verifies
-    for every parsable one, checked in a process pool chunk by chunk as the entries are read (reading and checking
-    overlap); the map is empty below PARALLEL_FROM entries or on one core, and intake checks each signature in turn."""
+def read_inbox(inbox: Path, max_bytes: int, limit: int, chain_id: str) -> list[Submission]:
+    """The first `limit` inbox entries in name order, read ahead: everything intake does that needs no chain state, on
+    every core from PARALLEL_FROM entries (workers read the files themselves, so only parsed entries cross over; the
+    work function lives in local/inbox.py, which a worker imports in milliseconds, where this module pulls in torch)."""
     names = waiting_names(inbox)[:limit]
+    read = functools.partial(read_entries, inbox=inbox, max_bytes=max_bytes, chain_id=chain_id)
     if len(names) < PARALLEL_FROM or core_count() < 2:
-        return [read_entry(inbox, name, max_bytes) for name in names], {}
-    submissions: list[Submission] = []
-    checking = []
+        return read(names)
     with process_pool() as pool:
-        for start in range(0, len(names), CHECKED_PER_CHUNK):
-            chunk = [read_entry(inbox, name, max_bytes) for name in names[start:start + CHECKED_PER_CHUNK]]
-            readable = [s for s in chunk if s.unreadable is None]
-            checking.append((readable, pool.submit(signatures_verify, [s.raw for s in readable], chain_id)))
-            submissions += chunk
-        return submissions, {s.submission_id: ok for readable, verdicts in checking
-                             for s, ok in zip(readable, verdicts.result()) if ok is not None}
+        chunks = pool.map(read, [names[start:start + READ_PER_CHUNK] for start in range(0, len(names), READ_PER_CHUNK)])
+        return [submission for chunk in chunks for submission in chunk]
 
 
 @dataclass(frozen=True)
@@ -55,7 +48,7 @@ def run_collect(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> Colle
     order (the rest wait for the next epoch), all in one transaction."""
     epoch, inbox, tasks = env.epoch, env.layout.inbox, env.params.tasks
     # before the chain is opened for the write
-    submissions, signatures = read_inbox(inbox, tasks.max_submission_bytes, tasks.max_submissions_per_epoch, env.chain_id)
+    submissions = read_inbox(inbox, tasks.max_submission_bytes, tasks.max_submissions_per_epoch, env.chain_id)
     with open_chain() as store:
         store.require_writable(epoch)
         leftovers = store.consumed_submissions([s.submission_id for s in submissions], before_epoch=epoch)
@@ -63,8 +56,7 @@ def run_collect(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> Colle
         submissions = [s for s in submissions if s.submission_id not in leftovers]
         with store.transaction():
             store.open_epoch(env.params)
-            context = dataclasses.replace(store.intake_context(epoch, env.params, env.params.price_per_token, llm_contexts()),
-                                          signatures=signatures)
+            context = store.intake_context(epoch, env.params, env.params.price_per_token, llm_contexts())
             result = env.rules.collect(submissions, context)
             store.write_intake(epoch, result)
             failpoint("collect.before_commit")

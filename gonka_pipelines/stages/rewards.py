@@ -49,7 +49,28 @@ def compute_rewards(env: EpochEnvironment, store: ChainStore) -> tuple[pl.DataFr
     return hosts, {"epoch": epoch, "scheduled": scheduled, "minted": minted, "burned": burned, "unclaimed": int(forfeited)}
 
 
-def _transfers(env: EpochEnvironment, store: ChainStore, hosts: pl.DataFrame) -> tuple[list[dict], list[dict]]:
+TRANSFER_SCHEMA = {"transfer_id": pl.String, "epoch": pl.Int64, "stage": pl.String, "account": pl.String, "kind": pl.String,
+                   "ref": pl.String, "balance_delta": pl.Int64, "escrow_delta": pl.Int64, "locked_delta": pl.Int64,
+                   "collateral_delta": pl.Int64}
+"""The transfers table's columns, in the order the stage builds them."""
+
+
+def _fee_transfers(epoch: int, settlements: pl.DataFrame) -> pl.DataFrame:
+    """Each task's fee leaves its developer's escrow, back to the developer's balance when the task was invalidated: one
+    transfer per task (a million an epoch), built as columns."""
+    refunded = pl.col("outcome") == TaskOutcome.INVALIDATED.value
+    fees = settlements.select(
+        pl.col("developer").alias("account"), pl.col("task_id").alias("ref"),
+        pl.when(refunded).then(pl.lit(TransferKind.FEE_REFUND.value)).otherwise(pl.lit(TransferKind.FEE.value)).alias("kind"),
+        pl.when(refunded).then(pl.col("cost")).otherwise(0).alias("balance_delta"), (-pl.col("cost")).alias("escrow_delta"))
+    ids = [hash_value([kind, epoch, account, ref]) for kind, account, ref in
+           zip(fees["kind"].to_list(), fees["account"].to_list(), fees["ref"].to_list())]
+    return fees.with_columns(pl.Series("transfer_id", ids, pl.String), pl.lit(epoch, pl.Int64).alias("epoch"),
+                             pl.lit(STAGE).alias("stage"), pl.lit(0, pl.Int64).alias("locked_delta"),
+                             pl.lit(0, pl.Int64).alias("collateral_delta")).select(list(TRANSFER_SCHEMA))
+
+
+def _transfers(env: EpochEnvironment, store: ChainStore, hosts: pl.DataFrame) -> tuple[pl.DataFrame, list[dict]]:
     """Fees leave developer escrow (back to the developer when invalidated); payouts (reward and work coins) vest;
     slashes burn collateral."""
     epoch = env.epoch
@@ -57,12 +78,9 @@ def _transfers(env: EpochEnvironment, store: ChainStore, hosts: pl.DataFrame) ->
 
     def move(kind: TransferKind, account: str, ref: str, **deltas: int) -> None:
         rows.append({"transfer_id": hash_value([kind, epoch, account, ref]), "epoch": epoch, "stage": STAGE,
-                     "account": account, "kind": kind, "ref": ref, "balance_delta": 0, "escrow_delta": 0,
+                     "account": account, "kind": kind.value, "ref": ref, "balance_delta": 0, "escrow_delta": 0,
                      "locked_delta": 0, "collateral_delta": 0} | {f"{k}_delta": v for k, v in deltas.items()})
 
-    for task_id, developer, cost, outcome in store.fee_settlements(epoch):
-        refunded = outcome == TaskOutcome.INVALIDATED
-        move(TransferKind.FEE_REFUND if refunded else TransferKind.FEE, developer, task_id, escrow=-cost, balance=cost if refunded else 0)
     tranches = []
     for host in hosts.iter_rows(named=True):
         if host["claimed"] and host["work_coins"]:
@@ -77,7 +95,8 @@ def _transfers(env: EpochEnvironment, store: ChainStore, hosts: pl.DataFrame) ->
     due = [t for t in tranches if t["unlock_epoch"] == epoch] + store.vesting_due(epoch)
     for tranche in due:
         move(TransferKind.VESTING_UNLOCK, tranche["address"], f"granted:{tranche['epoch']}", locked=-tranche["amount"], balance=tranche["amount"])
-    return rows, tranches
+    fees = _fee_transfers(epoch, pl.DataFrame(store.fee_settlements(epoch)))
+    return pl.concat([fees, pl.DataFrame(rows, schema=TRANSFER_SCHEMA)]), tranches
 
 
 def run_rewards(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> tuple[pl.DataFrame, dict[str, Any]]:
@@ -87,6 +106,6 @@ def run_rewards(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> tuple
         transfers, tranches = _transfers(env, store, hosts)
         rewards = hosts.select("address", "status", "weight", "total_weight", "reward", "work_coins", "withheld", "slashed",
                                "claimed", "payout").with_columns(pl.lit(env.epoch).alias("epoch"))
-        store.write_rewards(env.epoch, rewards.to_arrow(), emission, tranches, transfers)
+        store.write_rewards(env.epoch, rewards.to_arrow(), emission, tranches, transfers.to_arrow())
     log(f"rewards: minted {emission['minted']:,}, burned {emission['burned']:,}, paid {int(hosts['payout'].sum()):,}")
     return hosts, emission

@@ -89,3 +89,16 @@ def test_on_every_core_the_same_rows_verify_and_the_same_row_is_named(demo_store
     sequential = signed_row_problem(demo_store, 2)
     assert sequential is not None and sequential.message.startswith("tasks row ")
     assert signed_row_problem(demo_store, 2, parallel_from=1) == sequential
+
+
+def test_verify_block_checks_signatures_on_every_core_while_it_rederives_the_roots(demo_store: ChainStore, monkeypatch):
+    """verify_block starts the signed rows' pool before the roots: with every table sent to the pool a clean block
+    verifies, and a changed task is caught first as a root mismatch (the pool's pending checks are dropped, not awaited)."""
+    from gonka_pipelines.chain import verify
+
+    monkeypatch.setattr(verify, "PARALLEL_FROM", 1)
+    blocks = [demo_store.block(height)["hash"] for height in range(DEMO_EPOCHS + 1)]
+    assert all(verify.verify_block(demo_store, h, blocks[h - 1]) is None for h in range(1, DEMO_EPOCHS + 1))
+    demo_store._connection.execute(TAMPERING["tasks"])
+    problem = verify.verify_block(demo_store, 1, blocks[0])
+    assert problem is not None and "the tasks root in the header" in problem.message, problem

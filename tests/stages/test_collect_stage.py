@@ -196,11 +196,12 @@ def test_an_epoch_takes_at_most_its_limit_of_entries_and_the_rest_wait(tmp_path,
         assert store._scalar("SELECT count(*) FROM tasks") == 5 and waiting_names(layout.inbox) == []
 
 
-def test_signatures_checked_on_every_core_decide_as_intake_would(genesis_store, genesis_layout, submit, genesis, monkeypatch):
-    """With the pool forced on (PARALLEL_FROM 1) and chunks of two entries, every parsable entry gets the verdict
-    intake's own check gives, junk gets none, every entry is read once in name order, and the epoch's rows are those of
-    the one-core collector."""
+def test_entries_read_on_every_core_decide_as_intake_would(genesis_store, genesis_layout, submit, genesis, monkeypatch):
+    """With the pool forced on (PARALLEL_FROM 1) and work items of two entries, every entry is read once in name order,
+    every parsable one comes back parsed with the verdict intake's own check gives, junk comes back unreadable with
+    intake's reason, and the epoch's rows are those of the one-core collector."""
     from gonka_pipelines.local.inbox import waiting_names
+    from gonka_pipelines.protocol.intake import RejectReason
     from gonka_pipelines.stages import collect as collect_stage
 
     ids = submit(3, "dev-ada")
@@ -209,10 +210,13 @@ def test_signatures_checked_on_every_core_decide_as_intake_would(genesis_store, 
     wrong_chain = submit.raw(one_rejection_case("wrong_chain", submit, genesis))
     tasks = genesis.tasks
     monkeypatch.setattr(collect_stage, "PARALLEL_FROM", 1)
-    monkeypatch.setattr(collect_stage, "CHECKED_PER_CHUNK", 2)
-    pending, checked = collect_stage.read_inbox(genesis_layout.inbox, tasks.max_submission_bytes, tasks.max_submissions_per_epoch,
-                                                genesis.chain_id)
-    assert checked == {**dict.fromkeys(ids, True), forged: False, wrong_chain: False} and junk not in checked
+    monkeypatch.setattr(collect_stage, "READ_PER_CHUNK", 2)
+    pending = collect_stage.read_inbox(genesis_layout.inbox, tasks.max_submission_bytes, tasks.max_submissions_per_epoch,
+                                       genesis.chain_id)
     assert [s.submission_id + ".json" for s in pending] == waiting_names(genesis_layout.inbox)
+    by_id = {s.submission_id: s for s in pending}
+    assert {i: s.verified for i, s in by_id.items() if i != junk} == {**dict.fromkeys(ids, True), forged: False, wrong_chain: False}
+    assert all(by_id[i].document is not None and by_id[i].document[0]["nonce"] >= 0 for i in ids)
+    assert by_id[junk].document is None and by_id[junk].unreadable.reason == RejectReason.MALFORMED
     summary = run_collect(genesis_store, genesis_layout, 1)
     assert (summary.accepted, summary.rejected_by_reason) == (3, {"bad_signature": 1, "malformed": 1, "wrong_chain": 1})

@@ -10,6 +10,7 @@ import math
 import pytest
 
 from gonka_pipelines.chain.invariants import check_epoch_supply, lineage_mismatches
+from gonka_pipelines.protocol.crypto import hash_value
 
 from stage_kit import STAGE_EPOCH, StageRun, assert_idempotent
 
@@ -32,7 +33,7 @@ def rewards(tmp_path_factory):
             "fees": dict(store._query("SELECT host, sum(amount) FROM fee_shares WHERE epoch = ? GROUP BY host", [STAGE_EPOCH])),
             "vesting": store._records("SELECT * FROM vesting WHERE epoch = ? ORDER BY address, unlock_epoch", [STAGE_EPOCH]),
             "transfers": store._records("SELECT * FROM transfers WHERE epoch = ? AND stage = 'rewards' ORDER BY ALL", [STAGE_EPOCH]),
-            "settlements": store.fee_settlements(STAGE_EPOCH),
+            "settlements": store.fee_settlements(STAGE_EPOCH).to_pylist(),
             "supply": check_epoch_supply(store, STAGE_EPOCH),
             "accounts": store.running_accounts(STAGE_EPOCH),
             "lineage_mismatches": lineage_mismatches(store, STAGE_EPOCH),
@@ -132,7 +133,8 @@ def test_fee_reward_and_slash_transfers(rewards):
     transfers = data["transfers"]
     fees = sorted((t["ref"], t["account"], t["kind"], t["balance_delta"], t["escrow_delta"]) for t in transfers if t["kind"] in ("fee", "fee_refund"))
     assert fees == sorted((task, developer, "fee_refund" if outcome == "invalidated" else "fee", cost if outcome == "invalidated" else 0, -cost)
-                          for task, developer, cost, outcome in data["settlements"])
+                          for task, developer, cost, outcome in (s.values() for s in data["settlements"]))
+    assert all(t["transfer_id"] == hash_value([t["kind"], STAGE_EPOCH, t["account"], t["ref"]]) for t in transfers)
     assert any(kind == "fee_refund" for _, _, kind, _, _ in fees), "the garbled executor's invalidated fees go back to the developer"
     for kind in ("reward", "work_coins"):  # both vest: locked now, unlocked tranche by tranche
         assert {t["account"]: (t["locked_delta"], t["balance_delta"]) for t in transfers if t["kind"] == kind} == \
