@@ -15,6 +15,9 @@ import statistics
 import time
 from collections.abc import Callable
 
+import gonka_pipelines  # noqa: F401  (first: it sets the numerics blocks depend on before torch loads)
+
+# isort: split
 import torch
 
 from gonka_pipelines.compute.profiles import load_profile

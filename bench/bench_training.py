@@ -17,6 +17,9 @@ import argparse
 import statistics
 import time
 
+import gonka_pipelines  # noqa: F401  (first: it sets the numerics blocks depend on before torch loads)
+
+# isort: split
 import torch
 
 from gonka_pipelines.compute.decoder import build_seeded_decoder
