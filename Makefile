@@ -51,4 +51,4 @@ bench: install  ## benchmarks, with ratios against baselines measured in the sam
 	$(PY) bench/run_all.py
 
 clean:  ## remove the chain, keys, inbox and Dagster home under data/
-	rm -rf data/chain.duckdb data/chain.duckdb.wal data/keys data/inbox data/dagster_home data/artifacts
+	rm -rf data/chain.duckdb data/chain.duckdb.wal data/keys data/inbox data/dagster_home data/artifacts data/admitted-signatures.tsv data/verified-blocks.json

@@ -41,6 +41,7 @@ import yaml
 
 from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.chain.verify import verify_block
+from gonka_pipelines.local.admission import admit
 from gonka_pipelines.local.config import load_genesis, load_network
 from gonka_pipelines.local.inbox import write_submission
 from gonka_pipelines.local.keys import load_identities
@@ -185,7 +186,7 @@ def summarize(name: str, result: object) -> object:
 
 
 def run_one_epoch(store: ChainStore, scratch: duckdb.DuckDBPyConnection, signatures: SignatureFloor, layout: DataLayout,
-                  epoch: int, profile: set[str], top: int) -> tuple[list[dict], ReadHashFloor]:
+                  epoch: int, profile: set[str], top: int, checked_ahead: int) -> tuple[list[dict], ReadHashFloor]:
     """The epoch's environment, then every stage of the registry in order; per stage: seconds, rows written, the parts
     of its floor, results. Also the epoch's read-and-hash floor (block_proposal's and verify-chain's)."""
     start = time.perf_counter()
@@ -205,7 +206,7 @@ def run_one_epoch(store: ChainStore, scratch: duckdb.DuckDBPyConnection, signatu
         written = appended_rows(store, before, after)
         if stage.name == "block_proposal":
             read_hash = ReadHashFloor.measure(store, epoch)
-        parts = stage_floor(stage.name, written, arrow_append_seconds(scratch, written), signatures, read_hash)
+        parts = stage_floor(stage.name, written, arrow_append_seconds(scratch, written), signatures, read_hash, checked_ahead)
         rows.append({"stage": stage.name, "seconds": seconds, "peak_mib": peak, "rows": sum(t.num_rows for t in written.values()),
                      "tables": {t: r.num_rows for t, r in written.items()}, "floor_parts": parts,
                      "result": summarize(stage.name, result)})
@@ -227,10 +228,16 @@ def print_table(headers: list[str], rows: list[list[str]], right: set[int]) -> N
         print(fmt(row))
 
 
-def report_epoch(epoch: int, client_seconds: float, tasks: int, stages: list[dict], read_hash: ReadHashFloor) -> None:
+def report_epoch(epoch: int, client_seconds: float, tasks: int, stages: list[dict], read_hash: ReadHashFloor,
+                 admission: tuple[int, float, float]) -> None:
     print(f"\nepoch {epoch}  ({LABEL})")
     table = [["client: sign + write inbox", f"{client_seconds:.3f}", "-", f"{tasks:,} files", f"{tasks / client_seconds:,.0f}",
               "-", "-", "-", "not the chain's cost"]]
+    checked, admit_seconds, admit_floor = admission
+    if checked:
+        table.append(["node: admit (as tasks arrive)", f"{admit_seconds:.3f}", "-", f"{checked:,} verdicts",
+                      f"{checked / admit_seconds:,.0f}", f"{admit_floor:.3f}", f"{admit_seconds / admit_floor:.1f}x",
+                      f"verify {admit_floor:.2f}", "not inside the epoch (gonka admit, the inbox sensor)"])
     for s in stages:
         biggest = sorted(s["tables"].items(), key=lambda kv: -kv[1])[:3]
         floor = sum(s["floor_parts"].values())
@@ -299,6 +306,8 @@ def main() -> int:
     parser.add_argument("--committee-size", type=int, default=16, help="validators per host under --validation committee")
     parser.add_argument("--keep", type=Path, default=None, help="build the chain in this (new) folder and keep it")
     parser.add_argument("--no-verify", action="store_true", help="skip re-deriving the blocks afterwards")
+    parser.add_argument("--no-admit", action="store_true",
+                        help="do not check the tasks' signatures as they arrive (gonka admit): the epoch's collect checks them")
     parser.add_argument("--profile-stage", action="append", default=[], choices=STAGE_NAMES,
                         help="cProfile this stage (repeatable) and print its hottest functions")
     parser.add_argument("--profile-top", type=int, default=25)
@@ -340,12 +349,18 @@ def main() -> int:
                 start = time.perf_counter()
                 submit_tasks(layout, developer_keys, nonces, args.tasks, epoch)
                 client_seconds = time.perf_counter() - start
+                start, checked = time.perf_counter(), 0
+                if not args.no_admit:
+                    checked, _ = admit(layout.inbox, layout.admitted, genesis.chain_id, genesis.tasks.max_submission_bytes,
+                                       args.tasks)
+                admission = (checked, time.perf_counter() - start, checked * signatures.verify_seconds)
                 stages, read_hash = run_one_epoch(store, scratch, signatures, layout, epoch, set(args.profile_stage),
-                                                  args.profile_top)
+                                                  args.profile_top, checked)
                 grand_total += sum(s["seconds"] for s in stages)
-                report_epoch(epoch, client_seconds, args.tasks, stages, read_hash)
+                report_epoch(epoch, client_seconds, args.tasks, stages, read_hash, admission)
                 record["epochs"].append([{k: s[k] for k in ("stage", "seconds", "peak_mib", "rows", "floor_parts")}
                                          for s in stages])
+                record.setdefault("admission", []).append(dict(zip(("checked", "seconds", "floor"), admission)))
                 verify_floor += read_hash.seconds + read_hash.signatures * signatures.verify_seconds
                 problems += [f"epoch {epoch}: {p}" for p in epoch_checks(store, epoch, args.tasks)]
             if not args.no_verify:

@@ -120,11 +120,13 @@ class ReadHashFloor:
 
 
 def stage_floor(stage: str, written: dict[str, pa.Table], append_seconds: float, signatures: SignatureFloor,
-                read_hash: ReadHashFloor | None) -> dict[str, float]:
-    """The parts of one stage's floor, in seconds: appending what it wrote, the signatures it made or checked, and for
-    block_proposal reading and hashing the epoch's committed rows."""
+                read_hash: ReadHashFloor | None, checked_ahead: int) -> dict[str, float]:
+    """The parts of one stage's floor, in seconds: appending what it wrote, the signatures it made or checked (collect:
+    but the `checked_ahead` ones, admitted as they arrived), and for block_proposal reading and hashing the epoch's
+    committed rows."""
     signed = sum(t.num_rows for t in written.values() if "signature" in t.column_names)
-    verified = sum(written[t].num_rows for t in VERIFIED_TABLES if t in written) if stage == "epoch_tasks" else 0
+    taken = sum(written[t].num_rows for t in VERIFIED_TABLES if t in written)
+    verified = max(0, taken - checked_ahead) if stage == "epoch_tasks" else 0
     parts = {"append": append_seconds,
              "sign": (0 if stage == "epoch_tasks" else signed) * signatures.sign_seconds,
              "verify": verified * signatures.verify_seconds}

@@ -14,6 +14,7 @@ from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.chain.verify import Anchor, verify_chain
 from gonka_pipelines.cli.options import DataDir, chain_folder
 from gonka_pipelines.cli.runs import run_epochs
+from gonka_pipelines.local import admission
 from gonka_pipelines.local.config import GENESIS_FILE, NETWORK_FILE, ConfigError, load_genesis, load_network
 from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.local.verified import load_verified, save_verified
@@ -213,6 +214,21 @@ def _print_summary(store: ChainStore) -> None:
     print(format_hosts(host_summaries(store), store.genesis().token.base_units))
     print()
     print(HOSTS_LEGEND)
+
+
+@commands.command()
+def admit(limit: Annotated[int, typer.Option(min=1, help="check at most this many new submissions")] = 10_000_000,
+          data_dir: DataDir = None) -> int:
+    """Check the signatures of submissions that arrived since the last check, ahead of the epoch that takes them.
+
+    The verdicts are remembered in DATA/admitted-signatures.tsv; the collector uses one only while the submission's
+    bytes are those that were checked (the inbox sensor does the same on each tick)."""
+    layout = chain_folder(data_dir)
+    with ChainStore.open(layout.database, read_only=True) as store:
+        chain_id, max_bytes = store.chain_id, store.genesis().tasks.max_submission_bytes
+    checked, waiting = admission.admit(layout.inbox, layout.admitted, chain_id, max_bytes, limit)
+    print(f"checked {checked:,} new signature(s) ahead of the epoch; {waiting:,} submission(s) wait in the inbox")
+    return 0
 
 
 @commands.command()

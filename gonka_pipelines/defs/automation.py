@@ -10,6 +10,7 @@ from gonka_pipelines.chain.store import ChainError, ChainStore
 from gonka_pipelines.defs import jobs
 from gonka_pipelines.defs.partitions import EPOCHS, epochs
 from gonka_pipelines.defs.runs import IN_PROGRESS, reap_dead_runs
+from gonka_pipelines.local.admission import admit
 from gonka_pipelines.local.config import read_yaml, validate_config
 from gonka_pipelines.local.inbox import waiting_names
 from gonka_pipelines.local.paths import RESOURCES, DataLayout
@@ -27,6 +28,7 @@ class SensorConfig(StrictConfig):
     min_pending_tasks: int = Field(gt=0)
     max_wait_seconds: int = Field(gt=0)
     interval_seconds: int = Field(gt=0)
+    admit_per_tick: int = Field(default=50_000, gt=0)
 
 
 class IntervalConfig(StrictConfig):
@@ -63,6 +65,20 @@ def next_epoch_run(instance: dg.DagsterInstance, layout: DataLayout, reason: str
     return dg.RunRequest(partition_key=str(epoch), tags={"gonka/trigger": reason})
 
 
+def admit_arrivals(instance: dg.DagsterInstance, layout: DataLayout, limit: int) -> str:
+    """Check the signatures of up to `limit` inbox entries that arrived since the last tick (local/admission.py), so
+    the epoch that takes them need not; not while a run holds the chain. Returns a line for the tick's log."""
+    if instance.get_runs(dg.RunsFilter(statuses=IN_PROGRESS), limit=1):
+        return "signatures not checked ahead: a run is in progress"
+    try:
+        with ChainStore.open(layout.database, read_only=True) as store:
+            chain_id, max_bytes = store.chain_id, store.genesis().tasks.max_submission_bytes
+    except (ChainError, OSError) as error:
+        return f"signatures not checked ahead: {error}"
+    checked, waiting = admit(layout.inbox, layout.admitted, chain_id, max_bytes, limit)
+    return f"checked {checked} new signature(s) ahead of the epoch; {waiting} submission(s) waiting"
+
+
 def launching(request: dg.RunRequest) -> dg.SensorResult:
     """A sensor's answer that runs `request` and first adds its epoch to the dynamic partitions."""
     return dg.SensorResult(run_requests=[request], dynamic_partitions_requests=[epochs.build_add_request([str(request.partition_key)])])
@@ -82,6 +98,7 @@ def recurring_sprints(context: dg.ScheduleEvaluationContext):
            description="Launch the next epoch when enough tasks wait in the inbox, or when the oldest has waited long enough.")
 def inbox_sensor(context: dg.SensorEvaluationContext):
     config, layout = OPERATIONS.inbox_sensor, DataLayout.from_env()
+    context.log.info(admit_arrivals(context.instance, layout, config.admit_per_tick))
     # lstat: an entry is judged by collect, never followed here (a dangling link must not crash the sensor)
     waiting = sorted((layout.inbox / name).lstat().st_mtime for name in waiting_names(layout.inbox))
     oldest_wait = time.time() - waiting[0] if waiting else 0.0

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
 from gonka_pipelines.protocol.crypto import sha256_hex
-from gonka_pipelines.protocol.intake import Rejected, RejectReason, Submission, read_ahead
+from gonka_pipelines.protocol.intake import Rejected, RejectReason, Submission
 
 SUFFIX = ".json"
 ESCAPED_NAME = "name-hex:"
@@ -110,12 +110,6 @@ def read_entry(inbox: Path, name: str, max_bytes: int) -> Submission:
     if submission_id.startswith(ESCAPED_NAME):
         return refused(RejectReason.BAD_FILE_NAME, "the file name is not valid UTF-8", raw)
     return Submission(submission_id, raw)
-
-
-def read_entries(names: Sequence[str], inbox: Path, max_bytes: int, chain_id: str) -> list[Submission]:
-    """These entries read, parsed and their signatures checked under this chain id (read_entry, then read_ahead): the
-    collector's work item, one per pool worker at a time."""
-    return [read_ahead(read_entry(inbox, name, max_bytes), chain_id) for name in names]
 
 
 def _kind(mode: int) -> str:

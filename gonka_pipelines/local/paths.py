@@ -49,5 +49,10 @@ class DataLayout:
         """verify-chain's memory of the blocks it re-derived (local/verified.py)."""
         return self.root / "verified-blocks.json"
 
+    @property
+    def admitted(self) -> Path:
+        """Developer signatures checked as submissions arrived, remembered for the collector (local/admission.py)."""
+        return self.root / "admitted-signatures.tsv"
+
     def key_file(self, name: str) -> Path:
         return self.keys / f"{name}.key"

@@ -328,17 +328,19 @@ def check_submission(body: dict[str, Any], signature: str, submission_id: str, c
     )
 
 
-def read_ahead(submission: Submission, chain_id: str) -> Submission:
+def read_ahead(submission: Submission, chain_id: str, verified: bool | None = None) -> Submission:
     """The submission parsed and its signature checked under this chain id (a parse failure becomes why it is
-    unreadable): the work that needs no chain state, pure and picklable, so the collector runs it on every core."""
+    unreadable): the work that needs no chain state, pure and picklable, so the collector runs it on every core.
+    `verified`: the signature's verdict when it was checked as the submission arrived (local/admission.py)."""
     if submission.unreadable is not None:
         return submission
     try:
         body, signature = parse_submission(submission.raw)
     except Rejected as rejection:
         return Submission(submission.submission_id, submission.raw, rejection)
-    return Submission(submission.submission_id, submission.raw, None, (body, signature),
-                      verify(body["developer"], chain_id, _message_kind(body), body, signature))
+    if verified is None:
+        verified = verify(body["developer"], chain_id, _message_kind(body), body, signature)
+    return Submission(submission.submission_id, submission.raw, None, (body, signature), verified)
 
 
 def collect(submissions: list[Submission], context: IntakeContext) -> IntakeResult:

@@ -30,6 +30,7 @@ from gonka_pipelines.defs.jobs import epoch_job
 from gonka_pipelines.defs.launch import DAGSTER_YAML
 from gonka_pipelines.defs.partitions import epochs
 from gonka_pipelines.defs.resources import REFUSED_TAG, ChainResource
+from gonka_pipelines.local.admission import load_admitted
 from gonka_pipelines.local.config import ConfigError
 
 
@@ -105,12 +106,15 @@ def test_schedule_skips_while_an_epoch_runs(chain_env, instance):
     assert "still in progress" in result.skip_message
 
 
-def test_sensor_waits_for_enough_tasks_then_launches_the_next_epoch(chain_env, instance, submit):
+def test_sensor_waits_for_enough_tasks_then_launches_the_next_epoch(chain_env, instance, submit, genesis):
+    """Each tick first checks the signatures of what arrived (local/admission.py), then counts the waiting."""
     threshold = OPERATIONS.inbox_sensor.min_pending_tasks
     submit(threshold - 1)
     skipped = inbox_sensor(dg.build_sensor_context(instance=instance))
     assert isinstance(skipped, dg.SkipReason)
     assert f"{threshold - 1} submissions waiting" in skipped.skip_message
+    remembered = load_admitted(chain_env.admitted, genesis.chain_id)
+    assert len(remembered) == threshold - 1 and all(ok for _, ok in remembered.values()), "the tick checked them ahead"
 
     submit(1, start_nonce=threshold - 1)
     result = inbox_sensor(dg.build_sensor_context(instance=instance))

@@ -93,7 +93,7 @@ def test_every_argument_is_described():
     from gonka_pipelines.cli.app import app
 
     commands = typer.main.get_command(app).commands
-    assert len(commands) == 17
+    assert len(commands) == 18
     for name, command in commands.items():
         for param in command.params:
             assert param.help, f"gonka {name}: {param.name} has no description"

@@ -150,3 +150,19 @@ def test_the_run_link_follows_the_ui_port_and_names_the_make_ui_that_serves_it(t
     monkeypatch.setenv("GONKA_UI_PORT", "3131")
     elsewhere = DataLayout(tmp_path / "other")
     assert (runs._make_ui(elsewhere), runs._ui_url()) == (f"`make ui DATA={elsewhere.root} UI_PORT=3131`", "http://127.0.0.1:3131")
+
+
+def test_admit_checks_new_submissions_once_and_the_epoch_takes_them(genesis_layout, capsys):
+    """`gonka admit` checks what arrived since the last check (nothing the second time); the epoch takes every one."""
+    for prompt in ("first", "second"):
+        assert submit(genesis_layout, "--prompt", prompt) == 0
+    admit = ["--data-dir", str(genesis_layout.root), "admit"]
+    capsys.readouterr()
+    assert cli.main(admit) == 0
+    assert capsys.readouterr().out == "checked 2 new signature(s) ahead of the epoch; 2 submission(s) wait in the inbox\n"
+    assert cli.main(admit) == 0
+    assert capsys.readouterr().out.startswith("checked 0 new signature(s)")
+    assert len(genesis_layout.admitted.read_text().splitlines()) == 3, "a header and a verdict per submission"
+    with opened(genesis_layout) as store:
+        summary = run_stages(store, genesis_layout, 1, through="epoch_tasks")["epoch_tasks"]
+    assert (summary.submitted, summary.accepted) == (2, 2)

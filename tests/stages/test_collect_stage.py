@@ -200,19 +200,19 @@ def test_entries_read_on_every_core_decide_as_intake_would(genesis_store, genesi
     """With the pool forced on (PARALLEL_FROM 1) and work items of two entries, every entry is read once in name order,
     every parsable one comes back parsed with the verdict intake's own check gives, junk comes back unreadable with
     intake's reason, and the epoch's rows are those of the one-core collector."""
+    from gonka_pipelines.local import admission
     from gonka_pipelines.local.inbox import waiting_names
     from gonka_pipelines.protocol.intake import RejectReason
-    from gonka_pipelines.stages import collect as collect_stage
 
     ids = submit(3, "dev-ada")
     forged = submit.raw(one_rejection_case("bad_signature", submit, genesis))
     junk = submit.raw(one_rejection_case("malformed", submit, genesis))
     wrong_chain = submit.raw(one_rejection_case("wrong_chain", submit, genesis))
     tasks = genesis.tasks
-    monkeypatch.setattr(collect_stage, "PARALLEL_FROM", 1)
-    monkeypatch.setattr(collect_stage, "READ_PER_CHUNK", 2)
-    pending = collect_stage.read_inbox(genesis_layout.inbox, tasks.max_submission_bytes, tasks.max_submissions_per_epoch,
-                                       genesis.chain_id)
+    monkeypatch.setattr(admission, "PARALLEL_FROM", 1)
+    monkeypatch.setattr(admission, "CHUNK", 2)
+    pending = admission.read_inbox(genesis_layout.inbox, genesis_layout.admitted, tasks.max_submission_bytes,
+                                   tasks.max_submissions_per_epoch, genesis.chain_id)
     assert [s.submission_id + ".json" for s in pending] == waiting_names(genesis_layout.inbox)
     by_id = {s.submission_id: s for s in pending}
     assert {i: s.verified for i, s in by_id.items() if i != junk} == {**dict.fromkeys(ids, True), forged: False, wrong_chain: False}
