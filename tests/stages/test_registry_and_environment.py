@@ -169,3 +169,32 @@ def test_the_stage_tests_compute_guard_catches_compute_with_the_chain_open(tmp_p
         run.compute.mine(host.public_key, 0, 1, run.env.params.r_target)
     assert run.compute.mine(host.public_key, 0, 1, run.env.params.r_target) is not None
     assert (run.opener.opens, dict(run.compute.calls)) == (1, {"mine": 1})
+
+
+def test_bookkeeping_stages_run_with_the_cyclic_collector_paused_and_give_it_back():
+    """Stages that run no model pause Python's cyclic GC while they build their rows (it is on again after, even when the
+    stage fails, and stays off if it was off); stages that run models leave it alone."""
+    import gc
+
+    from gonka_pipelines.stages.registry import STAGES, cyclic_gc_paused
+
+    seen = []
+
+    def stage(env, open_chain, log):
+        seen.append(gc.isenabled())
+        if env == "fail":
+            raise RuntimeError("stage failed")
+        return "done"
+
+    paused = cyclic_gc_paused(stage)
+    assert gc.isenabled() and paused(None, None, None) == "done" and gc.isenabled()
+    with pytest.raises(RuntimeError):
+        paused("fail", None, None)
+    assert gc.isenabled() and seen == [False, False]
+    gc.disable()
+    try:
+        paused(None, None, None)
+        assert not gc.isenabled(), "an owner that turned it off keeps it off"
+    finally:
+        gc.enable()
+    assert {s.name for s in STAGES if hasattr(s.run, "__wrapped__")} == {s.name for s in STAGES if not s.computes}
