@@ -14,11 +14,11 @@ from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.chain.verify import Anchor, verify_chain
 from gonka_pipelines.cli.options import DataDir, chain_folder
 from gonka_pipelines.cli.runs import run_epochs
-from gonka_pipelines.local import admission
 from gonka_pipelines.local.config import GENESIS_FILE, NETWORK_FILE, ConfigError, load_genesis, load_network
 from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.local.verified import load_verified, save_verified
 from gonka_pipelines.protocol.crypto import KeyPair
+from gonka_pipelines.stages.collect import admit_waiting
 
 commands = typer.Typer()
 
@@ -223,10 +223,7 @@ def admit(limit: Annotated[int, typer.Option(min=1, help="check at most this man
 
     The verdicts are remembered in DATA/admitted-signatures.tsv; the collector uses one only while the submission's
     bytes are those that were checked (the inbox sensor does the same on each tick)."""
-    layout = chain_folder(data_dir)
-    with ChainStore.open(layout.database, read_only=True) as store:
-        chain_id, max_bytes = store.chain_id, store.genesis().tasks.max_submission_bytes
-    checked, waiting = admission.admit(layout.inbox, layout.admitted, chain_id, max_bytes, limit)
+    checked, waiting = admit_waiting(chain_folder(data_dir), limit)
     print(f"checked {checked:,} new signature(s) ahead of the epoch; {waiting:,} submission(s) wait in the inbox")
     return 0
 

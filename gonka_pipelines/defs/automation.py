@@ -10,11 +10,11 @@ from gonka_pipelines.chain.store import ChainError, ChainStore
 from gonka_pipelines.defs import jobs
 from gonka_pipelines.defs.partitions import EPOCHS, epochs
 from gonka_pipelines.defs.runs import IN_PROGRESS, reap_dead_runs
-from gonka_pipelines.local.admission import admit
 from gonka_pipelines.local.config import read_yaml, validate_config
 from gonka_pipelines.local.inbox import waiting_names
 from gonka_pipelines.local.paths import RESOURCES, DataLayout
 from gonka_pipelines.protocol.params import StrictConfig
+from gonka_pipelines.stages.collect import admit_waiting
 
 OPERATIONS_FILE = RESOURCES / "operations.yaml"
 
@@ -49,14 +49,18 @@ def load_operations(path=OPERATIONS_FILE) -> OperationsConfig:
 OPERATIONS = load_operations()
 
 
+def run_in_progress(instance: dg.DagsterInstance) -> dg.DagsterRun | None:
+    """A run queued or running (any job: asset materializations launched from the graph write the chain too)."""
+    return next(iter(instance.get_runs(dg.RunsFilter(statuses=IN_PROGRESS), limit=1)), None)
+
+
 def next_epoch_run(instance: dg.DagsterInstance, layout: DataLayout, reason: str) -> dg.RunRequest | dg.SkipReason:
     """A run request for the head's successor, or why not: a run already queued or running (any job: asset
     materializations launched from the graph write the chain too), or no chain yet."""
     reap_dead_runs(instance)
-    running = instance.get_runs(dg.RunsFilter(statuses=IN_PROGRESS), limit=1)
-    if running:
-        return dg.SkipReason(f"run {running[0].run_id[:8]} ({running[0].job_name}, partition "
-                             f"{running[0].tags.get('dagster/partition')}) is still in progress; epochs run one at a time")
+    if running := run_in_progress(instance):
+        return dg.SkipReason(f"run {running.run_id[:8]} ({running.job_name}, partition "
+                             f"{running.tags.get('dagster/partition')}) is still in progress; epochs run one at a time")
     try:
         with ChainStore.open(layout.database, read_only=True) as store:
             epoch = store.head().height + 1
@@ -68,14 +72,12 @@ def next_epoch_run(instance: dg.DagsterInstance, layout: DataLayout, reason: str
 def admit_arrivals(instance: dg.DagsterInstance, layout: DataLayout, limit: int) -> str:
     """Check the signatures of up to `limit` inbox entries that arrived since the last tick (local/admission.py), so
     the epoch that takes them need not; not while a run holds the chain. Returns a line for the tick's log."""
-    if instance.get_runs(dg.RunsFilter(statuses=IN_PROGRESS), limit=1):
+    if run_in_progress(instance):
         return "signatures not checked ahead: a run is in progress"
     try:
-        with ChainStore.open(layout.database, read_only=True) as store:
-            chain_id, max_bytes = store.chain_id, store.genesis().tasks.max_submission_bytes
+        checked, waiting = admit_waiting(layout, limit)
     except (ChainError, OSError) as error:
         return f"signatures not checked ahead: {error}"
-    checked, waiting = admit(layout.inbox, layout.admitted, chain_id, max_bytes, limit)
     return f"checked {checked} new signature(s) ahead of the epoch; {waiting} submission(s) waiting"
 
 

@@ -72,7 +72,8 @@ def admit(inbox: Path, path: Path, chain_id: str, max_bytes: int, limit: int) ->
                          todo, CHUNK, PARALLEL_FROM)
     waiting = set(names)
     kept = [(name, verdict) for name, verdict in memory.items() if name in waiting]
-    if (not memory or len(kept) * 2 < len(memory)) and (checked or len(kept) < len(memory)):
+    stale = len(memory) - len(kept)
+    if stale * 2 > len(memory) or (checked and not memory):  # compaction, or a missing, foreign or garbled file
         _rewrite(path, chain_id, [*kept, *checked])
     elif checked:
         with path.open("a", encoding="utf-8") as memory_file:

@@ -5,11 +5,21 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.compute.profiles import llm_contexts
-from gonka_pipelines.local.admission import read_inbox
+from gonka_pipelines.local.admission import admit, read_inbox
 from gonka_pipelines.local.failpoints import failpoint
 from gonka_pipelines.local.inbox import archive_submissions
+from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain
+
+
+def admit_waiting(layout: DataLayout, limit: int) -> tuple[int, int]:
+    """Check the signatures of up to `limit` inbox entries that arrived since the last check, under the chain's id and
+    size limit (local/admission.admit; `gonka admit` and the inbox sensor). Returns (checked, waiting)."""
+    with ChainStore.open(layout.database, read_only=True) as store:
+        chain_id, max_bytes = store.chain_id, store.genesis().tasks.max_submission_bytes
+    return admit(layout.inbox, layout.admitted, chain_id, max_bytes, limit)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 from collections.abc import Callable
@@ -47,15 +48,20 @@ class Stage:
     description: str
 
 
-STAGES: tuple[Stage, ...] = (
-    Stage("epoch_tasks", cyclic_gc_paused(run_collect), "intake", False,
+def _bookkeeping_without_cyclic_gc(stage: Stage) -> Stage:
+    """A stage that runs no model gets the cyclic collector paused (cyclic_gc_paused); one that runs models keeps it."""
+    return stage if stage.computes else dataclasses.replace(stage, run=cyclic_gc_paused(stage.run))
+
+
+STAGES: tuple[Stage, ...] = tuple(map(_bookkeeping_without_cyclic_gc, (
+    Stage("epoch_tasks", run_collect, "intake", False,
           "Signed task submissions taken from the inbox: accepted with escrow, or kept with a reject reason."),
     Stage("sprint_batches", run_sprint, "sprint", True,
           "Proof of compute: every host mines nonces on the model seeded from the previous block and signs its hit batches; "
           "duplicates and late batches are refused."),
     Stage("sprint_verdicts", run_sprint_validation, "sprint", True,
           "Every validator with weight recomputes min(200, n) sampled nonces per host and signs a verdict (binomial fraud test)."),
-    Stage("epoch_weights", cyclic_gc_paused(run_epoch_weights), "sprint", False,
+    Stage("epoch_weights", run_epoch_weights, "sprint", False,
           "New weights: accepted hits (weighted-majority acceptance) → collateral adjustment → power cap. In force next epoch."),
     Stage("task_results", run_task_execution, "inference", True,
           "Seed commitments, then each task runs on an executor drawn ∝ weight (greedy, top-5 log-probs, signed); refunds "
@@ -63,14 +69,14 @@ STAGES: tuple[Stage, ...] = (
     Stage("task_verdicts", run_task_validation, "inference", True,
           "Validators drawn by their secret seeds re-run tasks forcing the executor's tokens; failures go to a weighted vote; "
           "fees shared; host status and reputation."),
-    Stage("rewards", cyclic_gc_paused(run_rewards), "rewards", False,
+    Stage("rewards", run_rewards, "rewards", False,
           "R(e) minted under the cap and split by final weights (remainder to the first address), work coins, slashes, claims "
           "and vesting. Every payout row links to the weight and fee shares behind it."),
-    Stage("block_proposal", cyclic_gc_paused(propose_block), "block", False,
+    Stage("block_proposal", propose_block, "block", False,
           "The epoch's post-state and block header, signed by every host with weight; not final yet."),
-    Stage("block", cyclic_gc_paused(finalize_block), "block", False,
+    Stage("block", finalize_block, "block", False,
           "The finalized block: immutable from here on."),
-)
+)))
 STAGE_NAMES = tuple(stage.name for stage in STAGES)
 BY_NAME = {stage.name: stage for stage in STAGES}
 
