@@ -4,6 +4,18 @@ from __future__ import annotations
 
 import duckdb
 
+
+def _without_key(table: str, columns: str) -> str:
+    """SQL that rebuilds a table with these columns (its own, in its order, minus the key), rows and name kept: DuckDB
+    cannot drop a PRIMARY KEY in place. Views over the table bind by name and survive."""
+    return f"""
+        CREATE TABLE {table}__rebuilt ({columns});
+        INSERT INTO {table}__rebuilt SELECT * FROM {table};
+        DROP TABLE {table};
+        ALTER TABLE {table}__rebuilt RENAME TO {table};
+        """
+
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (
         1,
@@ -253,6 +265,36 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE training_results DROP COLUMN signature;
         ALTER TABLE training_verdicts DROP COLUMN signature;
         """,
+    ),
+    (
+        11,
+        "the epoch's records (transfers, tasks, results, verdicts, outcomes, fee shares) drop their hash-keyed PRIMARY "
+        "KEY indexes: every row is committed by its block, a unique index cost 3-4 us per row to write; tasks keep "
+        "UNIQUE (developer, nonce) and submissions their key (replay protection)",
+        "".join(_without_key(table, columns) for table, columns in {
+            "transfers": "transfer_id VARCHAR NOT NULL, epoch BIGINT NOT NULL, stage VARCHAR NOT NULL, account VARCHAR NOT NULL, "
+                         "balance_delta BIGINT NOT NULL, escrow_delta BIGINT NOT NULL, kind VARCHAR NOT NULL, ref VARCHAR NOT NULL, "
+                         "locked_delta BIGINT NOT NULL DEFAULT 0, collateral_delta BIGINT NOT NULL DEFAULT 0",
+            "tasks": "task_id VARCHAR NOT NULL, epoch BIGINT NOT NULL, submission_id VARCHAR NOT NULL, developer VARCHAR NOT NULL, "
+                     "nonce BIGINT NOT NULL, model VARCHAR NOT NULL, prompt VARCHAR NOT NULL, prompt_tokens INTEGER NOT NULL, "
+                     "max_tokens INTEGER NOT NULL, max_price BIGINT NOT NULL, escrow BIGINT NOT NULL, signature VARCHAR NOT NULL, "
+                     "version VARCHAR NOT NULL DEFAULT '', UNIQUE (developer, nonce)",
+            "task_results": "task_id VARCHAR NOT NULL, epoch BIGINT NOT NULL, executor VARCHAR NOT NULL, status VARCHAR NOT NULL, "
+                            "output_tokens INTEGER[] NOT NULL, top_ids INTEGER[][] NOT NULL, top_logprobs DOUBLE[][] NOT NULL, "
+                            "completion_tokens INTEGER NOT NULL, cost BIGINT NOT NULL, refund BIGINT NOT NULL",
+            "task_verdicts": "epoch BIGINT NOT NULL, task_id VARCHAR NOT NULL, validator VARCHAR NOT NULL, recomputed BOOLEAN NOT NULL, "
+                             "similarity DOUBLE NOT NULL, passed BOOLEAN NOT NULL, reason VARCHAR NOT NULL",
+            "task_outcomes": "task_id VARCHAR NOT NULL, epoch BIGINT NOT NULL, executor VARCHAR NOT NULL, validations INTEGER NOT NULL, "
+                             "failures INTEGER NOT NULL, invalid_vote_weight BIGINT NOT NULL, outcome VARCHAR NOT NULL",
+            "fee_shares": "epoch BIGINT NOT NULL, task_id VARCHAR NOT NULL, host VARCHAR NOT NULL, role VARCHAR NOT NULL, "
+                          "amount BIGINT NOT NULL",
+            "training_results": "task_id VARCHAR NOT NULL, epoch BIGINT NOT NULL, executor VARCHAR NOT NULL, status VARCHAR NOT NULL, "
+                                "version VARCHAR NOT NULL, checkpoint_steps INTEGER[] NOT NULL, checkpoints VARCHAR[] NOT NULL, "
+                                "losses DOUBLE[] NOT NULL, tokens BIGINT NOT NULL, cost BIGINT NOT NULL, refund BIGINT NOT NULL",
+            "training_verdicts": "epoch BIGINT NOT NULL, task_id VARCHAR NOT NULL, validator VARCHAR NOT NULL, first_step INTEGER NOT NULL, "
+                                 "last_step INTEGER NOT NULL, recomputed BOOLEAN NOT NULL, passed BOOLEAN NOT NULL, "
+                                 "eval_loss DOUBLE NOT NULL, reason VARCHAR NOT NULL",
+        }.items()),
     ),
 ]
 

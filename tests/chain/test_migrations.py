@@ -26,7 +26,7 @@ def recorded(connection: duckdb.DuckDBPyConnection) -> list[tuple[int, str]]:
 
 
 def test_migrations_are_numbered_one_up_without_gaps():
-    assert [version for version, _, _ in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1)) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+    assert [version for version, _, _ in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1)) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
     assert all(description.strip() and sql.strip() for _, description, sql in MIGRATIONS)
 
 
@@ -209,8 +209,8 @@ def test_a_version_3_chain_upgrades_with_its_data(demo_layout):
         with ChainStore.open(demo_layout.database, read_only=True):
             pass
     with ChainStore.open(demo_layout.database) as store:
-        assert current_version(store._connection) == LATEST == 10
-        assert [v for v, _ in recorded(store._connection)] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+        assert current_version(store._connection) == LATEST == 11
+        assert [v for v, _ in recorded(store._connection)] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
         assert store._query("SELECT key FROM chain_meta") == [("chain_id",)]
         assert columns(store._connection, "epochs") == ["epoch", "status", "params_hash", "params_json"]
         assert store.head() == head
@@ -225,3 +225,45 @@ def test_a_version_3_chain_upgrades_with_its_data(demo_layout):
         report = verify_chain(store)
         assert report.first_problem is not None and report.first_problem.height == 0
         assert "the corpus_shards root in the header" in report.first_problem.message
+
+
+UNKEYED = ("transfers", "tasks", "task_results", "task_verdicts", "task_outcomes", "fee_shares", "training_results",
+           "training_verdicts")
+"""The epoch's record tables that migration 11 rebuilds without their PRIMARY KEY."""
+
+
+def constraints(connection: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, list[str]]]:
+    return [(kind, names) for kind, names in connection.execute(
+        "SELECT constraint_type, constraint_column_names FROM duckdb_constraints() WHERE table_name = ? "
+        "AND constraint_type IN ('PRIMARY KEY', 'UNIQUE') ORDER BY ALL", [table]).fetchall()]
+
+
+def test_migration_11_drops_the_record_tables_keys_and_keeps_every_row(demo_layout):
+    """A version-10 chain (the record tables keyed) migrates in place: the same rows in the same column order, no PRIMARY
+    KEY on the epoch's records, tasks keep UNIQUE (developer, nonce) and submissions their key, the chain verifies."""
+    with ChainStore.open(demo_layout.database) as store:
+        rows = {table: store._query(f"SELECT * FROM {table} ORDER BY ALL") for table in UNKEYED}
+        layout = {table: columns(store._connection, table) for table in UNKEYED}
+        assert all(rows[table] for table in ("transfers", "tasks", "task_results", "task_verdicts", "fee_shares"))
+    with duckdb.connect(str(demo_layout.database)) as connection:  # back to version 10: each table with its old key
+        for table, key in {"transfers": "transfer_id", "tasks": "task_id", "task_results": "task_id",
+                           "task_verdicts": "task_id, validator", "task_outcomes": "task_id", "fee_shares": "task_id, host",
+                           "training_results": "task_id", "training_verdicts": "task_id, validator"}.items():
+            definition = connection.execute("SELECT sql FROM duckdb_tables() WHERE table_name = ?", [table]).fetchone()[0]
+            keyed = definition.replace(f"CREATE TABLE {table}(", f"CREATE TABLE {table}_keyed(").replace(");", f", PRIMARY KEY ({key}));")
+            connection.execute(keyed)
+            connection.execute(f"INSERT INTO {table}_keyed SELECT * FROM {table}; DROP TABLE {table}; "
+                               f"ALTER TABLE {table}_keyed RENAME TO {table}")
+            assert ("PRIMARY KEY", [name.strip() for name in key.split(",")]) in constraints(connection, table)
+        connection.execute("DELETE FROM schema_version WHERE version = 11")
+    with ChainStore.open(demo_layout.database) as store:
+        connection = store._connection
+        assert current_version(connection) == 11
+        assert {table: store._query(f"SELECT * FROM {table} ORDER BY ALL") for table in UNKEYED} == rows
+        assert {table: columns(connection, table) for table in UNKEYED} == layout
+        assert {table: constraints(connection, table) for table in UNKEYED} == {
+            table: ([("UNIQUE", ["developer", "nonce"])] if table == "tasks" else []) for table in UNKEYED}
+        assert constraints(connection, "submissions") == [("PRIMARY KEY", ["submission_id"])]
+        assert verify_chain(store).first_problem is None
+        with pytest.raises(duckdb.ConstraintException):  # replay protection: a developer's nonce is taken once
+            store._execute("INSERT INTO tasks SELECT * FROM tasks LIMIT 1")
