@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from gonka_pipelines.compute.engine import TorchCompute
-from gonka_pipelines.compute.llm import EOS, TOP_K, Generation, encode
+from gonka_pipelines.compute.llm import EOS, TOP_K, Generation
 from gonka_pipelines.compute.profiles import load_profile
 from gonka_pipelines.protocol.params import Behaviour
 
@@ -119,9 +119,10 @@ class PrecomputedCompute:
         The per-position rows come from a table precomputed per (hash byte, token) and are shared between
         generations (nothing downstream mutates them), so an answer costs a hash and a few list look-ups.
         """
-        digest = hashlib.sha256(f"{variant}|{prompt}".encode()).digest()
+        text = prompt.encode()
+        digest = hashlib.sha256(f"{variant}|".encode() + text).digest()
         length = max(1, min(OUTPUT_TOKENS, max_tokens))
-        tokens = encode(prompt, add_bos=False)[: length - 1]
+        tokens = list(text[: length - 1])  # the prompt's first byte tokens (compute.llm.encode without BOS)
         tokens = [(t + digest[0]) % 256 for t in tokens] if variant else tokens
         tokens.append(EOS)
         rows = _top_rows(digest[1])

@@ -94,7 +94,8 @@ RESULT_SCHEMA = {"task_id": pl.String(), "executor": pl.String(), "output_tokens
 def _delivered(env: EpochEnvironment, groups: list[pl.DataFrame], generations: list[pa.Table]) -> pl.DataFrame:
     """Every group's results as columns, in one pass: what each executor returns of each generation (delivered_length),
     its cost (prompt + completion tokens) · price and the refund of the rest of the escrow."""
-    delivered = [delivered_length(env.host[group["executor"][0]], length) for group, table in zip(groups, generations)
+    executors = [env.host[group["executor"][0]] for group in groups]
+    delivered = [delivered_length(executor, length) for executor, table in zip(executors, generations)
                  for length in pa.compute.list_value_length(table.column("tokens")).to_pylist()]
     cost = (pl.col("prompt_tokens") + pl.col("completion_tokens")) * env.params.price_per_token
     tasks = pl.concat([group.select("task_id", "executor", "prompt_tokens", "escrow") for group in groups])
