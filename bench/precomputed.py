@@ -142,9 +142,9 @@ class PrecomputedCompute:
     def score(self, model: str, version: str, prompt: str, output: list[int]) -> tuple[list[list[int]], list[list[float]]]:
         """What an honest validator's forced re-run reports: the honest answer's top-5 at each output position."""
         honest = self._answer(prompt, len(output))
-        last = len(honest.tokens) - 1
-        return ([honest.top_ids[min(i, last)] for i in range(len(output))],
-                [honest.top_logprobs[min(i, last)] for i in range(len(output))])
+        beyond = max(0, len(output) - len(honest.tokens))  # positions past the honest answer repeat its last row
+        return (honest.top_ids[:len(output)] + honest.top_ids[-1:] * beyond,
+                honest.top_logprobs[:len(output)] + honest.top_logprobs[-1:] * beyond)
 
     # -- training -------------------------------------------------------------------------------
 

@@ -91,15 +91,31 @@ RESULT_SCHEMA = {"task_id": pl.String(), "executor": pl.String(), "output_tokens
 """A task_results row as execution builds it (the stage adds epoch and status)."""
 
 
-def _delivered(env: EpochEnvironment, groups: list[pl.DataFrame], generations: list[pa.Table]) -> pl.DataFrame:
-    """Every group's results as columns, in one pass: what each executor returns of each generation (delivered_length),
-    its cost (prompt + completion tokens) · price and the refund of the rest of the escrow."""
-    executors = [env.host[group["executor"][0]] for group in groups]
-    delivered = [delivered_length(executor, length) for executor, table in zip(executors, generations)
-                 for length in pa.compute.list_value_length(table.column("tokens")).to_pylist()]
+GENERATION_GROUP = ["executor", "model", "runs_version", "max_tokens"]
+"""Tasks generated as one batch (a GenerationOrder): one executor's tasks of one model version and max_tokens."""
+
+
+def _generation_groups(running: pl.DataFrame) -> tuple[pl.DataFrame, list[tuple[tuple, int, int]]]:
+    """The running tasks with each generation group's rows together (groups in order of first appearance, tasks in
+    their order within), and each group's key with its row range: one sort, not a frame per group (10,000 hosts)."""
+    running = running.with_row_index("row")
+    first = running.group_by(GENERATION_GROUP).agg(pl.col("row").min().alias("group_first"))
+    running = running.join(first, on=GENERATION_GROUP).sort("group_first", "row")
+    bounds = running.group_by("group_first", maintain_order=True).agg(*(pl.col(k).first() for k in GENERATION_GROUP), pl.len())
+    ends = np.cumsum(bounds["len"].to_numpy()).tolist()
+    keys = bounds.select(GENERATION_GROUP).rows()
+    return running.drop("row", "group_first"), [(key, end - size, end) for key, end, size in zip(keys, ends, bounds["len"])]
+
+
+def _delivered(env: EpochEnvironment, running: pl.DataFrame, generations: list[pa.Table]) -> pl.DataFrame:
+    """The running tasks' results (rows in the order of their generations) as columns, in one pass: what each executor
+    returns of each generation (delivered_length), its cost (prompt + completion tokens) · price and the refund of the
+    rest of the escrow."""
+    generated = pa.concat_tables(generations)
+    lengths = pa.compute.list_value_length(generated.column("tokens")).to_pylist()
+    delivered = [delivered_length(env.host[executor], length) for executor, length in zip(running["executor"], lengths)]
     cost = (pl.col("prompt_tokens") + pl.col("completion_tokens")) * env.params.price_per_token
-    tasks = pl.concat([group.select("task_id", "executor", "prompt_tokens", "escrow") for group in groups])
-    return (pl.DataFrame(pa.concat_tables(generations)).hstack(tasks)
+    return (pl.DataFrame(generated).hstack(running.select("task_id", "executor", "prompt_tokens", "escrow"))
             .with_columns(pl.Series("completion_tokens", delivered, dtype=pl.Int64))
             .select("task_id", "executor", *(pl.col(source).list.head(pl.col("completion_tokens")).alias(column) for column, source in
                                              (("output_tokens", "tokens"), ("top_ids", "top_ids"), ("top_logprobs", "top_logprobs"))),
@@ -116,16 +132,15 @@ def run_task_execution(env: EpochEnvironment, open_chain: OpenChain, log: Log) -
         trainings = store.epoch_trainings(epoch)
     tasks = tasks.with_columns(pl.Series("runs_version", [env.version_of(t) for t in tasks.select("model", "version").to_dicts()],
                                          dtype=pl.String))
-    groups = [(key, group) for key, group in tasks.filter("runs").group_by(
-        ["executor", "model", "runs_version", "max_tokens"], maintain_order=True)]
-    orders = [GenerationOrder(model, version, executor, env.host[executor].behaviour, tuple(group["prompt"].to_list()), max_tokens)
-              for (executor, model, version, max_tokens), group in groups]
+    running, groups = _generation_groups(tasks.filter("runs"))
+    prompts = running["prompt"].to_list()
+    orders = [GenerationOrder(model, version, executor, env.host[executor].behaviour, tuple(prompts[start:end]), max_tokens)
+              for (executor, model, version, max_tokens), start, end in groups]
     generations = list(env.on_hosts(generate_tasks, orders))
-    for (executor, model, version, max_tokens), group in groups:
-        log(f"execution: {env.host[executor].name} ran {len(group)} {model} tasks on version {version[:12]} "
+    for (executor, model, version, max_tokens), start, end in groups:
+        log(f"execution: {env.host[executor].name} ran {end - start} {model} tasks on version {version[:12]} "
             f"(max_tokens {max_tokens})")
-    completed = (_delivered(env, [group for _, group in groups], generations) if groups
-                 else pl.DataFrame(schema=RESULT_SCHEMA)).sort("executor", "task_id")
+    completed = (_delivered(env, running, generations) if groups else pl.DataFrame(schema=RESULT_SCHEMA)).sort("executor", "task_id")
     expired = tasks.filter(~pl.col("runs")).select(
         "task_id", "executor", pl.lit([]).alias("output_tokens"), pl.lit([]).alias("top_ids"), pl.lit([]).alias("top_logprobs"),
         pl.lit(0).alias("completion_tokens"), pl.lit(0).alias("cost"), pl.col("escrow").alias("refund")).cast(RESULT_SCHEMA)  # type: ignore[arg-type]
