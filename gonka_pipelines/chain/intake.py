@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from operator import attrgetter
 from typing import Any
 
 import pyarrow as pa
@@ -126,25 +127,26 @@ class IntakeRows(StoreCore):
         raw payload; built as columns (a million tasks an epoch)."""
         rejected = result.rejected
         accepted: list[AcceptedTask | AcceptedTraining] = [*result.accepted, *result.trainings]
-        task_ids = [t.task_id for t in accepted]
-        self._insert("tasks", _columns(epoch, result.accepted, TASK_COLUMNS))
+        task_ids, submission_ids, developers, escrows = _fields(accepted, ("task_id", "submission_id", "developer", "escrow"))
+        self._insert("tasks", pa.table({"epoch": [epoch] * len(result.accepted),
+                                        **dict(zip(TASK_COLUMNS, _fields(result.accepted, TASK_COLUMNS)))}))
         self._insert("training_tasks", [{"epoch": epoch, **vars(task), "shards": list(task.shards)} for task in result.trainings])
         self._insert("rejected_tasks", pa.table({
             "epoch": [epoch] * len(rejected), "submission_id": [r.submission_id for r in rejected],
             "reason": [r.reason.value for r in rejected], "detail": [r.detail for r in rejected],
             "raw_payload": pa.array([r.raw_payload for r in rejected], pa.binary())}))
         self._insert("submissions", pa.table({
-            "submission_id": [t.submission_id for t in accepted] + [r.submission_id for r in rejected],
+            "submission_id": [*submission_ids, *(r.submission_id for r in rejected)],
             "epoch": [epoch] * (len(accepted) + len(rejected)),
             "outcome": [SubmissionOutcome.ACCEPTED.value] * len(accepted) + [SubmissionOutcome.REJECTED.value] * len(rejected)}))
         self._insert("transfers", pa.table({
             "transfer_id": [hash_value([TransferKind.ESCROW, task_id]) for task_id in task_ids], "epoch": [epoch] * len(accepted),
-            "stage": [STAGE] * len(accepted), "account": [t.developer for t in accepted],
-            "balance_delta": [-t.escrow for t in accepted], "escrow_delta": [t.escrow for t in accepted],
+            "stage": [STAGE] * len(accepted), "account": developers,
+            "balance_delta": [-escrow for escrow in escrows], "escrow_delta": escrows,
             "kind": [TransferKind.ESCROW.value] * len(accepted), "ref": task_ids}))
         self._insert("lineage", pa.table({
             "epoch": [epoch] * len(accepted), "child_kind": ["task"] * len(accepted), "child_id": task_ids,
-            "parent_kind": ["submission"] * len(accepted), "parent_id": [t.submission_id for t in accepted],
+            "parent_kind": ["submission"] * len(accepted), "parent_id": submission_ids,
             "relation": [f"{STAGE}:accepted"] * len(accepted)}))
 
 
@@ -152,6 +154,7 @@ TASK_COLUMNS = tuple(field.name for field in dataclasses.fields(AcceptedTask))
 """The tasks table's columns besides epoch: every field of an accepted task."""
 
 
-def _columns(epoch: int, records: Sequence[Any], names: Sequence[str]) -> pa.Table:
-    """Records' fields as an Arrow table, column by column, with the epoch beside them."""
-    return pa.table({"epoch": [epoch] * len(records), **{name: [getattr(r, name) for r in records] for name in names}})
+def _fields(records: Sequence[Any], names: Sequence[str]) -> list[tuple]:
+    """The records' fields as one tuple of values per name (two or more names), read by one attrgetter pass and
+    transposed: a million tasks' columns without a Python-level getattr per value."""
+    return list(zip(*map(attrgetter(*names), records))) if records else [() for _ in names]

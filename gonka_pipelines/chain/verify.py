@@ -272,9 +272,10 @@ def _signature_problem(store: ChainStore, header: BlockHeader, signatures: list[
     """Every signature verifies with the signer's key, carries its in-force weight, and together they pass 2/3."""
     weights = store.signing_weights(header.height)
     keys = dict(store._query("SELECT address, public_key FROM hosts"))
+    body = header.as_dict()
     for signature in signatures:
         signer = signature["signer"]
-        if signer not in keys or not verify(keys[signer], header.chain_id, MessageKind.BLOCK, header.as_dict(), signature["signature"]):
+        if signer not in keys or not verify(keys[signer], header.chain_id, MessageKind.BLOCK, body, signature["signature"]):
             return Inconsistency(header.height, f"signature of {signer} does not verify")
         if signature["weight"] != weights.get(signer, 0):
             return Inconsistency(header.height, f"signature of {signer} claims weight {signature['weight']}, "

@@ -84,14 +84,15 @@ def prompt_token_count(prompt: str) -> int:
 @dataclass(frozen=True)
 class Submission:
     """One inbox entry: its id and bytes, or why it could not be read as a submission at all (kept as a rejection).
-    Read ahead (`read_ahead`), it also holds its parsed (body, signature) and whether the signature verifies; intake
-    parses and verifies the others in turn."""
+    Read ahead (`read_ahead`), it also holds its parsed (body, signature), whether the signature verifies and the
+    body's hash (its task id if accepted); intake parses, verifies and hashes the others in turn."""
 
     submission_id: str
     raw: bytes
     unreadable: Rejected | None = None
     document: tuple[dict[str, Any], str] | None = None
     verified: bool | None = None
+    task_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -279,9 +280,9 @@ def _known_version(context: IntakeContext, version: str, model: str) -> Training
 
 
 def check_training(body: dict[str, Any], signature: str, submission_id: str, context: IntakeContext,
-                   verified: bool | None = None) -> AcceptedTraining:
+                   verified: bool | None = None, task_id: str | None = None) -> AcceptedTraining:
     """A training task's checks, in order: the shared ones, then model version, shards, steps, batch size, learning
-    rate, price and escrow = steps × batch × context tokens at the price."""
+    rate, price and escrow = steps × batch × context tokens at the price. `task_id`: hash_value(body) when read ahead."""
     address = _signer(body, signature, context, verified)
     limits = _known_version(context, body["base_version"], body["model"])
     unknown = [shard for shard in body["shards"] if shard not in limits.shards]
@@ -299,15 +300,16 @@ def check_training(body: dict[str, Any], signature: str, submission_id: str, con
     tokens = body["steps"] * body["batch_size"] * limits.context[body["model"]]
     escrow = _escrow(address, tokens * context.price_per_token, context)
     return AcceptedTraining(
-        submission_id=submission_id, task_id=hash_value(body), developer=address, nonce=body["nonce"], model=body["model"],
+        submission_id=submission_id, task_id=task_id or hash_value(body), developer=address, nonce=body["nonce"], model=body["model"],
         base_version=body["base_version"], shards=tuple(body["shards"]), steps=body["steps"], batch_size=body["batch_size"],
         learning_rate=body["learning_rate"], seed=body["seed"], max_price=body["max_price"], tokens=tokens, escrow=escrow,
         signature=signature)
 
 
 def check_submission(body: dict[str, Any], signature: str, submission_id: str, context: IntakeContext,
-                     verified: bool | None = None) -> AcceptedTask:
-    """Run every check in order; the first failure rejects. Does not change the context."""
+                     verified: bool | None = None, task_id: str | None = None) -> AcceptedTask:
+    """Run every check in order; the first failure rejects. Does not change the context. `task_id`: hash_value(body)
+    when read ahead."""
     address = _signer(body, signature, context, verified)
     if body["model"] not in context.models:
         raise Rejected(RejectReason.UNKNOWN_MODEL, f"model {body['model']!r} is served by no host")
@@ -322,15 +324,15 @@ def check_submission(body: dict[str, Any], signature: str, submission_id: str, c
         raise Rejected(RejectReason.PRICE_TOO_LOW, f"max_price {body['max_price']} below the price {context.price_per_token}")
     escrow = _escrow(address, (body["max_tokens"] + prompt_tokens) * context.price_per_token, context)
     return AcceptedTask(
-        submission_id=submission_id, task_id=hash_value(body), developer=address, nonce=body["nonce"],
+        submission_id=submission_id, task_id=task_id or hash_value(body), developer=address, nonce=body["nonce"],
         model=body["model"], prompt=body["prompt"], prompt_tokens=prompt_tokens, max_tokens=body["max_tokens"],
         max_price=body["max_price"], escrow=escrow, signature=signature, version=body.get(VERSION_FIELD, ""),
     )
 
 
 def read_ahead(submission: Submission, chain_id: str, verified: bool | None = None) -> Submission:
-    """The submission parsed and its signature checked under this chain id (a parse failure becomes why it is
-    unreadable): the work that needs no chain state, pure and picklable, so the collector runs it on every core.
+    """The submission parsed, its body hashed and its signature checked under this chain id (a parse failure becomes why
+    it is unreadable): the work that needs no chain state, pure and picklable, so the collector runs it on every core.
     `verified`: the signature's verdict when it was checked as the submission arrived (local/admission.py)."""
     if submission.unreadable is not None:
         return submission
@@ -340,7 +342,7 @@ def read_ahead(submission: Submission, chain_id: str, verified: bool | None = No
         return Submission(submission.submission_id, submission.raw, rejection)
     if verified is None:
         verified = verify(body["developer"], chain_id, _message_kind(body), body, signature)
-    return Submission(submission.submission_id, submission.raw, None, (body, signature), verified)
+    return Submission(submission.submission_id, submission.raw, None, (body, signature), verified, hash_value(body))
 
 
 def collect(submissions: list[Submission], context: IntakeContext) -> IntakeResult:
@@ -361,10 +363,11 @@ def collect(submissions: list[Submission], context: IntakeContext) -> IntakeResu
         task: AcceptedTask | AcceptedTraining
         try:
             if body.get("kind") == TRAINING_KIND:
-                task = check_training(body, signature, submission.submission_id, context, submission.verified)
+                task = check_training(body, signature, submission.submission_id, context, submission.verified, submission.task_id)
                 result.trainings.append(task)
             else:
-                task = check_submission(body, signature, submission.submission_id, context, submission.verified)
+                task = check_submission(body, signature, submission.submission_id, context, submission.verified,
+                                        submission.task_id)
                 result.accepted.append(task)
         except Rejected as rejection:
             result.rejected.append(_rejection(submission, rejection))

@@ -116,7 +116,8 @@ def init_chain(store: ChainStore, layout: DataLayout, params: GenesisParams, net
         header = BlockHeader(chain_id=params.chain_id, height=0, prev_hash=GENESIS_PREV_HASH,
                              timestamp=params.block_timestamp(0), params_hash=params.params_hash, roots=store.epoch_roots(0),
                              proposer=rules.choose_proposer(GENESIS_PREV_HASH, weights), prev_signatures=signature_set_hash([]))
-        signatures = [{"signer": a, "signature": k.sign(params.chain_id, MessageKind.BLOCK, header.as_dict()), "weight": weight}
+        body = header.as_dict()
+        signatures = [{"signer": a, "signature": k.sign(params.chain_id, MessageKind.BLOCK, body), "weight": weight}
                       for a, (_, k) in sorted(hosts.items())]
-        store.save_genesis_block(header.as_dict(), header.hash, signatures)
+        store.save_genesis_block(body, header.hash, signatures)
     return store.head()

@@ -26,6 +26,7 @@ from gonka_pipelines.protocol.intake import (
     may_hold_lone_surrogates,
     parse_submission,
     prompt_token_count,
+    read_ahead,
 )
 from gonka_pipelines.simulation.client import sign_task
 
@@ -113,6 +114,13 @@ def test_a_well_formed_task_is_accepted_with_escrow():
     assert task.escrow == (4 + 5) * PRICE
     assert ctx.balances[DEV.address] == 10**6 - 90
     assert (DEV.address, 1) in ctx.used_nonces
+
+
+def test_a_task_read_ahead_is_accepted_as_one_read_in_turn():
+    """read_ahead (on the collector's pool) parses, verifies and hashes the body; intake then takes the same task."""
+    ahead = read_ahead(Submission("s", signed()), CHAIN)
+    assert (ahead.document, ahead.verified, ahead.task_id) == ((body(), json.loads(signed())["signature"]), True, hash_value(body()))
+    assert collect([ahead], context()).accepted == collect([Submission("s", signed())], context()).accepted
 
 
 @pytest.mark.parametrize("raw, reason", [
