@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gonka_pipelines.local.cores import map_chunks
-from gonka_pipelines.local.inbox import read_entry, waiting_names
+from gonka_pipelines.local.inbox import entry_reader, waiting_names
 from gonka_pipelines.protocol.crypto import sha256_hex
 from gonka_pipelines.protocol.intake import Submission, read_ahead
 
@@ -55,9 +55,10 @@ def load_admitted(path: Path, chain_id: str) -> Memory:
 def check_entries(names: Sequence[str], inbox: Path, max_bytes: int, chain_id: str) -> list[tuple[str, Verdict]]:
     """(name, verdict) of each entry: a pool's work item."""
     checked: list[tuple[str, Verdict]] = []
-    for name in names:
-        entry = read_ahead(read_entry(inbox, name, max_bytes), chain_id)
-        checked.append((name, (sha256_hex(entry.raw), entry.verified)))
+    with entry_reader(inbox, max_bytes) as read:
+        for name in names:
+            entry = read_ahead(read(name), chain_id)
+            checked.append((name, (sha256_hex(entry.raw), entry.verified)))
     return checked
 
 
@@ -84,13 +85,14 @@ def admit(inbox: Path, path: Path, chain_id: str, max_bytes: int, limit: int) ->
 def read_entries(entries: Sequence[tuple[str, Verdict | None]], inbox: Path, max_bytes: int, chain_id: str) -> list[Submission]:
     """Inbox entries read and parsed, each with its signature's verdict: the remembered one when the entry's bytes are
     still those that were checked, else checked now (read_ahead). The collector's work item."""
-    read = []
-    for name, remembered in entries:
-        entry, verdict = read_entry(inbox, name, max_bytes), None
-        if remembered is not None and entry.unreadable is None and sha256_hex(entry.raw) == remembered[0]:
-            verdict = remembered[1]
-        read.append(read_ahead(entry, chain_id, verdict))
-    return read
+    taken = []
+    with entry_reader(inbox, max_bytes) as read:
+        for name, remembered in entries:
+            entry, verdict = read(name), None
+            if remembered is not None and entry.unreadable is None and sha256_hex(entry.raw) == remembered[0]:
+                verdict = remembered[1]
+            taken.append(read_ahead(entry, chain_id, verdict))
+    return taken
 
 
 def read_inbox(inbox: Path, memory: Path, max_bytes: int, limit: int, chain_id: str) -> list[Submission]:

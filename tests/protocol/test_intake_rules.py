@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -21,6 +22,7 @@ from gonka_pipelines.protocol.intake import (
     IntakeContext,
     RejectReason,
     Submission,
+    _holds_a_long_number,
     _json_document,
     collect,
     may_hold_lone_surrogates,
@@ -304,3 +306,12 @@ def test_edge_documents_read_as_json_reads_them(raw):
 def test_broken_documents_raise_json_errors(raw):
     with pytest.raises(json.JSONDecodeError):
         _json_document(raw)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.one_of(st.binary(max_size=12), st.text("0123456789", min_size=15, max_size=22).map(str.encode),
+                          st.sampled_from([b"\xd9\xa0" * 20, "\u0663".encode() * 20])), max_size=6))
+def test_a_long_number_is_a_run_of_19_ascii_digits(parts):
+    """The collector's test for a run of 19 digits (orjson would read such an integer as a float) is the regex's."""
+    raw = b"".join(parts)
+    assert _holds_a_long_number(raw) == (re.search(rb"\d{19}", raw) is not None)
