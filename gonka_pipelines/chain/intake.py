@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from operator import attrgetter
 from typing import Any
 
@@ -35,15 +35,19 @@ class IntakeRows(StoreCore):
         self._open_epoch(params, hash_value(params.as_dict()))
         self._replace_epoch_rows(params.epoch, self._epoch_tables())
 
-    def intake_context(self, epoch: int, params: GenesisParams, price_per_token: int, contexts: Mapping[str, int]) -> IntakeContext:
+    def intake_context(self, epoch: int, params: GenesisParams, price_per_token: int, contexts: Mapping[str, int],
+                       claims: Iterable[tuple[str, int]]) -> IntakeContext:
         """What intake's checks need for an epoch, read from the chain as it stands before the epoch's intake (the
         collector's and `gonka submit`'s view alike). `contexts`: each model's context length in tokens (a training
-        window), which the model profiles know and the chain does not."""
+        window), which the model profiles know and the chain does not. `claims`: the (developer key, nonce) pairs the
+        submissions name (protocol.intake.nonce_claims); only those of them already used are read, not every nonce
+        the chain ever took (a million an epoch)."""
         tasks, training = params.tasks, params.training
-        versions = self.model_versions()
+        versions, developers = self.model_versions(), self.developer_keys()
         return IntakeContext(
-            chain_id=self.chain_id, developers=self.developer_keys(), balances=self.balances(epoch),
-            used_nonces=self.used_task_nonces(before_epoch=epoch), models=self.served_models(),
+            chain_id=self.chain_id, developers=developers, balances=self.balances(epoch),
+            used_nonces=self.used_task_nonces(epoch, [(developers[key], nonce) for key, nonce in claims if key in developers]),
+            models=self.served_models(),
             max_prompt_bytes=tasks.max_prompt_bytes, max_tokens_limit=tasks.max_tokens_limit, price_per_token=price_per_token,
             training=TrainingLimits(self.training_shards(), versions, {m: contexts[m] for m in set(versions.values())},
                                     training.max_steps, training.max_batch_size, training.max_learning_rate))
@@ -98,10 +102,16 @@ class IntakeRows(StoreCore):
         """Developer addresses by public key."""
         return dict(self._query("SELECT public_key, address FROM accounts WHERE kind = 'developer'"))
 
-    def used_task_nonces(self, before_epoch: int) -> set[tuple[str, int]]:
-        """(developer, nonce) of every task (inference or training) accepted before the epoch."""
-        return set(self._query("SELECT developer, nonce FROM tasks WHERE epoch < ? UNION ALL "
-                               "SELECT developer, nonce FROM training_tasks WHERE epoch < ?", [before_epoch, before_epoch]))
+    def used_task_nonces(self, before_epoch: int, claims: Sequence[tuple[str, int]]) -> set[tuple[str, int]]:
+        """Which of these (developer address, nonce) pairs a task (inference or training) accepted before the epoch
+        already used."""
+        developers, nonces = (list(column) for column in zip(*claims)) if claims else ([], [])
+        claimed = pa.table({"developer": pa.array(developers, pa.string()), "nonce": pa.array(nonces, pa.int64())})
+        with self._registered("_claims", claimed):
+            return set(self._query(
+                "SELECT developer, nonce FROM (SELECT developer, nonce FROM tasks WHERE epoch < ? UNION ALL "
+                "SELECT developer, nonce FROM training_tasks WHERE epoch < ?) JOIN _claims USING (developer, nonce)",
+                [before_epoch, before_epoch]))
 
     def served_models(self) -> set[str]:
         return {model for (model,) in self._query("SELECT DISTINCT unnest(models) FROM hosts")}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -350,6 +351,19 @@ def read_ahead(submission: Submission, chain_id: str, verified: bool | None = No
     if verified is None:
         verified = verify(body["developer"], chain_id, _message_kind(body), body, signature)
     return Submission(submission.submission_id, submission.raw, None, (body, signature), verified, hash_value(body))
+
+
+def nonce_claims(submissions: Iterable[Submission]) -> list[tuple[str, int]]:
+    """(developer key, nonce) of every submission that parses: the nonces intake will ask the chain about."""
+    claims = []
+    for submission in submissions:
+        if submission.unreadable is None:
+            try:
+                body, _ = submission.document or parse_submission(submission.raw)
+            except Rejected:
+                continue
+            claims.append((body["developer"], body["nonce"]))
+    return claims
 
 
 def collect(submissions: list[Submission], context: IntakeContext) -> IntakeResult:

@@ -61,7 +61,7 @@ def checked_order(store: ChainStore, inbox: Path, keypair: KeyPair, sign: Callab
         nonce = next_nonce([*store.developer_nonces(keypair.address), *waiting])
     raw = sign(nonce)
     body, signature = parse_submission(raw)
-    context = store.intake_context(epoch, genesis, genesis.tasks.price(epoch), llm_contexts())
+    context = store.intake_context(epoch, genesis, genesis.tasks.price(epoch), llm_contexts(), [(body["developer"], body["nonce"])])
     (check_training if body.get("kind") == TRAINING_KIND else check_submission)(body, signature, "", context)
     return raw, nonce
 

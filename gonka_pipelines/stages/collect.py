@@ -11,6 +11,7 @@ from gonka_pipelines.local.admission import admit, read_inbox
 from gonka_pipelines.local.failpoints import failpoint
 from gonka_pipelines.local.inbox import archive_submissions
 from gonka_pipelines.local.paths import DataLayout
+from gonka_pipelines.protocol.intake import nonce_claims
 from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain
 
 
@@ -45,7 +46,8 @@ def run_collect(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> Colle
         submissions = [s for s in submissions if s.submission_id not in leftovers]
         with store.transaction():
             store.open_epoch(env.params)
-            context = store.intake_context(epoch, env.params, env.params.price_per_token, llm_contexts())
+            context = store.intake_context(epoch, env.params, env.params.price_per_token, llm_contexts(),
+                                           nonce_claims(submissions))
             result = env.rules.collect(submissions, context)
             store.write_intake(epoch, result)
             failpoint("collect.before_commit")

@@ -166,3 +166,10 @@ def test_admit_checks_new_submissions_once_and_the_epoch_takes_them(genesis_layo
     with opened(genesis_layout) as store:
         summary = run_stages(store, genesis_layout, 1, through="epoch_tasks")["epoch_tasks"]
     assert (summary.submitted, summary.accepted) == (2, 2)
+
+
+def test_a_nonce_an_earlier_epoch_took_is_refused(finalized_layout, capsys):
+    """The check reads whether the chain used this one (developer, nonce), as the collector does."""
+    code = submit(finalized_layout, "--prompt", "again", "--nonce", "0")
+    assert code == 2 and waiting_names(finalized_layout.inbox) == []
+    assert "replayed_nonce: nonce 0 already used by" in capsys.readouterr().err

@@ -149,6 +149,18 @@ def test_replay_across_epochs(finalized_layout, submit):
     assert set(rejected) == {copy, reuse} and rejected[copy] == ("replayed_nonce", raw)
 
 
+def test_intake_reads_only_the_used_nonces_its_submissions_claim(finalized_layout):
+    """The chain answers which claimed (developer, nonce) pairs earlier epochs used, not every nonce it ever took."""
+    with ChainStore.open(finalized_layout.database, read_only=True) as store:
+        used = store._query("SELECT developer, nonce FROM tasks WHERE epoch = 1 ORDER BY ALL")
+        (ada, first), (other, second) = used[0], used[-1]
+        assert len(used) > 2
+        assert store.used_task_nonces(2, [(ada, first), (ada, 10**6), ("gonka1nobody", first), (other, second)]) == {
+            (ada, first), (other, second)}
+        assert store.used_task_nonces(2, []) == set()
+        assert store.used_task_nonces(1, [(ada, first)]) == set(), "before epoch 1 no nonce was used"
+
+
 @pytest.mark.parametrize("field", ["nonce", "max_price"])
 def test_out_of_range_integers_are_rejected_not_fatal(genesis_store, genesis_layout, submit, field):
     bad = submit.raw(submit.sign(**({"nonce": 0} | {field: 2**64})))
