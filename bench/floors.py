@@ -74,11 +74,13 @@ class SignatureFloor:
 
 
 def arrow_append_seconds(scratch: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table]) -> float:
-    """Seconds to append each Arrow table to a plain table of its column types in `scratch` (created on first use)."""
+    """Seconds to append each Arrow table to an empty plain table of its column types in `scratch`, made anew each
+    time: kept across epochs, the scratch tables grew and their appends with them (rewards' floor rose from 0.20 s to
+    0.66 s over three epochs of 1,000 x 100,000, above the stage's 0.48 s)."""
     elapsed = 0.0
     for name, arrow in tables.items():
         scratch.register("incoming", arrow)
-        scratch.execute(f'CREATE TABLE IF NOT EXISTS "{name}" AS SELECT * FROM incoming LIMIT 0')
+        scratch.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM incoming LIMIT 0')
         start = time.perf_counter()
         scratch.execute(f'INSERT INTO "{name}" SELECT * FROM incoming')
         elapsed += time.perf_counter() - start
