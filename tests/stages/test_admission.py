@@ -104,23 +104,3 @@ def test_a_missing_foreign_or_garbled_memory_is_empty_and_replaced(genesis_layou
     assert admission.load_admitted(genesis_layout.admitted, genesis.chain_id) == {}
     assert admit(genesis_layout, genesis) == (1, 1)
     assert list(admission.load_admitted(genesis_layout.admitted, genesis.chain_id)) == [f"{good}.json"]
-
-
-def test_the_collector_reads_on_the_pool_only_while_signatures_are_left_to_check(genesis_layout, submit, genesis,
-                                                                                  monkeypatch):
-    """Checked entries are read in this process (pickling a parsed entry across costs what reading it does); from
-    PARALLEL_FROM unchecked ones the pool reads them all."""
-    submit(3, "dev-ada")
-    pooled = []
-    monkeypatch.setattr(admission, "PARALLEL_FROM", 2)
-    monkeypatch.setattr(admission, "map_chunks", lambda work, items, *_: pooled.append(len(items)) or work(items))
-
-    def read() -> list[bool | None]:
-        return [entry.verified for entry in admission.read_inbox(
-            genesis_layout.inbox, genesis_layout.admitted, genesis.tasks.max_submission_bytes, 100, genesis.chain_id)]
-
-    assert read() == [True] * 3 and pooled == [3], "three unchecked entries: the pool"
-    admit(genesis_layout, genesis)  # (on the pool too: it verifies)
-    pooled.clear()
-    submit(1, "dev-grace")
-    assert read() == [True] * 4 and pooled == [], "one unchecked entry: read here"
