@@ -105,8 +105,8 @@ class IntakeRows(StoreCore):
     def used_task_nonces(self, before_epoch: int, claims: Sequence[tuple[str, int]]) -> set[tuple[str, int]]:
         """Which of these (developer address, nonce) pairs a task (inference or training) accepted before the epoch
         already used."""
-        developers, nonces = (list(column) for column in zip(*claims)) if claims else ([], [])
-        claimed = pa.table({"developer": pa.array(developers, pa.string()), "nonce": pa.array(nonces, pa.int64())})
+        claimed = pa.table({"developer": pa.array([developer for developer, _ in claims], pa.string()),
+                            "nonce": pa.array([nonce for _, nonce in claims], pa.int64())})
         with self._registered("_claims", claimed):
             return set(self._query(
                 "SELECT developer, nonce FROM (SELECT developer, nonce FROM tasks WHERE epoch < ? UNION ALL "

@@ -98,9 +98,8 @@ GENERATION_GROUP = ["executor", "model", "runs_version", "max_tokens"]
 def _generation_groups(running: pl.DataFrame) -> tuple[pl.DataFrame, list[tuple[tuple, int, int]]]:
     """The running tasks with each generation group's rows together (groups in order of first appearance, tasks in
     their order within), and each group's key with its row range: one sort, not a frame per group (10,000 hosts)."""
-    running = running.with_row_index("row")
-    first = running.group_by(GENERATION_GROUP).agg(pl.col("row").min().alias("group_first"))
-    running = running.join(first, on=GENERATION_GROUP).sort("group_first", "row")
+    running = (running.with_row_index("row").with_columns(pl.col("row").min().over(GENERATION_GROUP).alias("group_first"))
+               .sort("group_first", "row"))
     bounds = running.group_by("group_first", maintain_order=True).agg(*(pl.col(k).first() for k in GENERATION_GROUP), pl.len())
     ends = np.cumsum(bounds["len"].to_numpy()).tolist()
     keys = bounds.select(GENERATION_GROUP).rows()
