@@ -23,9 +23,10 @@ from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from gonka_pipelines.compute.engine import TorchCompute
-from gonka_pipelines.compute.llm import EOS, TOP_K, Generation
+from gonka_pipelines.compute.llm import EOS, GENERATION_SCHEMA, SCORE_SCHEMA, TOP_K
 from gonka_pipelines.compute.profiles import load_profile
 from gonka_pipelines.protocol.params import Behaviour
 
@@ -59,22 +60,45 @@ def _uniforms(words: np.ndarray) -> np.ndarray:
     return ((words >> _MANTISSA_SHIFT).astype(np.float64) + 0.5) * 2.0**-53
 
 
-@lru_cache(maxsize=256)
-def _top_rows(key: int) -> list[list[int]]:
-    """Top-5 ids for every token id under one of 256 hash keys: the token first, then four distinct others.
+@lru_cache(maxsize=1)
+def _tables() -> tuple[np.ndarray, np.ndarray]:
+    """Top-5 ids for every token id under each of 256 hash keys, (256, EOS + 1, 5): the token first, then four distinct
+    others (offsets from disjoint ranges of 1..256, so modulo EOS + 2 = 259 no id repeats in a row); and descending
+    top-5 log-probs per key, (256, 5): a confident first choice, jittered by the key."""
+    ids = np.empty((256, EOS + 1, TOP_K), dtype=np.int64)
+    tokens = np.arange(EOS + 1)
+    for key in range(256):
+        rng = random.Random(key)
+        offsets = np.array([1 + rng.randrange(64) + 64 * i for i in range(TOP_K - 1)])
+        ids[key, :, 0] = tokens
+        ids[key, :, 1:] = (tokens[:, None] + offsets) % (EOS + 2)
+    logprobs = np.array([[round(lp - key / 2550.0 * (i + 1), 6) for i, lp in enumerate(_BASE_LOGPROBS)] for key in range(256)])
+    return ids, logprobs
 
-    The four offsets come from disjoint ranges of 1..256, so modulo EOS + 2 = 259 no id repeats in a row.
-    """
-    rng = random.Random(key)
-    offsets = [1 + rng.randrange(64) + 64 * i for i in range(TOP_K - 1)]
-    return [[token] + [(token + offset) % (EOS + 2) for offset in offsets] for token in range(EOS + 1)]
 
-
-@lru_cache(maxsize=256)
-def _logprob_row(key: int) -> list[float]:
-    """Descending top-5 log-probs, a confident first choice, jittered by one of 256 hash keys."""
-    jitter = key / 2550.0
-    return [round(lp - jitter * (i + 1), 6) for i, lp in enumerate(_BASE_LOGPROBS)]
+def _answers(texts: list[bytes], heads: list[bytes], positions: list[int], variant: str, schema: pa.Schema) -> pa.Table:
+    """Precomputed top-5 rows at `positions[i]` output positions of each prompt, as columns of `schema`: the token at a
+    position is the head's byte there (shifted by the prompt's hash under a garbled variant), EOS past the head; its
+    top-5 ids and log-probs come from tables keyed by the hash of (variant, prompt). No Python object per position."""
+    ids_table, logprob_table = _tables()
+    prefix = f"{variant}|".encode()
+    digests = np.frombuffer(b"".join(hashlib.sha256(prefix + text).digest()[:3] for text in texts), dtype=np.uint8).reshape(-1, 3)
+    counts, head_lengths = np.asarray(positions, dtype=np.int64), np.fromiter(map(len, heads), dtype=np.int64, count=len(heads))
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    prompt = np.repeat(np.arange(len(texts)), counts)
+    position = np.arange(offsets[-1]) - offsets[:-1][prompt]
+    head_starts = np.concatenate([[0], np.cumsum(head_lengths)])[:-1]
+    head_bytes = np.frombuffer(b"".join(heads) + b"\0", dtype=np.uint8).astype(np.int64)
+    in_head = position < head_lengths[prompt]
+    tokens = np.where(in_head, head_bytes[head_starts[prompt] + np.minimum(position, np.maximum(head_lengths[prompt] - 1, 0))], EOS)
+    if variant:
+        tokens = np.where(in_head, (tokens + digests[prompt, 0]) % 256, EOS)
+    top_ids, top_logprobs = ids_table[digests[prompt, 1], tokens], logprob_table[digests[prompt, 2]]
+    outer, inner = pa.array(offsets, pa.int32()), pa.array(np.arange(0, TOP_K * len(tokens) + 1, TOP_K), pa.int32())
+    columns = {"tokens": pa.ListArray.from_arrays(outer, pa.array(tokens)),
+               "top_ids": pa.ListArray.from_arrays(outer, pa.ListArray.from_arrays(inner, pa.array(top_ids.ravel()))),
+               "top_logprobs": pa.ListArray.from_arrays(outer, pa.ListArray.from_arrays(inner, pa.array(top_logprobs.ravel())))}
+    return pa.table([columns[name] for name in schema.names], schema=schema)
 
 
 class PrecomputedCompute:
@@ -112,39 +136,25 @@ class PrecomputedCompute:
 
     # -- inference ------------------------------------------------------------------------------
 
-    @staticmethod
-    def _answer(prompt: str, max_tokens: int, variant: str = "") -> Generation:
-        """The precomputed completion of a prompt: its first bytes then EOS, top-5 per position from its hash.
-
-        The per-position rows come from a table precomputed per (hash byte, token) and are shared between
-        generations (nothing downstream mutates them), so an answer costs a hash and a few list look-ups.
-        """
-        text = prompt.encode()
-        digest = hashlib.sha256(f"{variant}|".encode() + text).digest()
-        length = max(1, min(OUTPUT_TOKENS, max_tokens))
-        tokens = list(text[: length - 1])  # the prompt's first byte tokens (compute.llm.encode without BOS)
-        tokens = [(t + digest[0]) % 256 for t in tokens] if variant else tokens
-        tokens.append(EOS)
-        rows = _top_rows(digest[1])
-        return Generation(tokens, [rows[t] for t in tokens], [_logprob_row(digest[2])] * len(tokens))
-
     def generate(self, model: str, version: str, executor: str, behaviour: str, prompts: list[str],
-                 max_tokens: int) -> list[Generation]:
-        """An honest executor's precomputed answer (the same for every version: the benchmark trains none); garbled_output
-        answers another (seeded by executor) sequence."""
+                 max_tokens: int) -> pa.Table:
+        """An honest executor's precomputed answers (the same for every version: the benchmark trains none): each prompt's
+        first bytes then EOS; garbled_output answers another (seeded by executor) sequence."""
         variant = f"garbled|{model}|{executor}" if behaviour == Behaviour.GARBLED_OUTPUT else ""
-        return [self._answer(prompt, max_tokens, variant) for prompt in prompts]
+        texts = [prompt.encode() for prompt in prompts]
+        heads = [text[: max(1, min(OUTPUT_TOKENS, max_tokens)) - 1] for text in texts]
+        return _answers(texts, heads, [len(head) + 1 for head in heads], variant, GENERATION_SCHEMA)
 
     @property
     def eos_token(self) -> int:
         return EOS
 
-    def score(self, model: str, version: str, prompt: str, output: list[int]) -> tuple[list[list[int]], list[list[float]]]:
-        """What an honest validator's forced re-run reports: the honest answer's top-5 at each output position."""
-        honest = self._answer(prompt, len(output))
-        beyond = max(0, len(output) - len(honest.tokens))  # positions past the honest answer repeat its last row
-        return (honest.top_ids[:len(output)] + honest.top_ids[-1:] * beyond,
-                honest.top_logprobs[:len(output)] + honest.top_logprobs[-1:] * beyond)
+    def score(self, model: str, version: str, prompts: list[str], outputs: list[list[int]]) -> pa.Table:
+        """What an honest validator's forced re-run reports: the honest answer's top-5 at each output position (positions
+        past the honest answer repeat its last row, EOS's)."""
+        texts = [prompt.encode() for prompt in prompts]
+        heads = [text[: max(1, min(OUTPUT_TOKENS, len(output))) - 1] for text, output in zip(texts, outputs, strict=True)]
+        return _answers(texts, heads, [len(output) for output in outputs], "", SCORE_SCHEMA)
 
     # -- training -------------------------------------------------------------------------------
 

@@ -10,14 +10,16 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from gonka_pipelines.compute.llm import (
     EOS,
-    Generation,
     encode,
     generate_greedy,
+    generations_table,
     score_forced,
+    scores_table,
 )
 from gonka_pipelines.compute.profiles import cheaper_profile, load_profile
 from gonka_pipelines.compute.runner import ModelRunner, reproducible_threads, resolve_device, served_model_seed
@@ -55,12 +57,17 @@ class Compute(Protocol):
     def distances(self, public_key: str, nonces: list[int]) -> np.ndarray: ...
 
     def generate(self, model: str, version: str, executor: str, behaviour: str, prompts: list[str],
-                 max_tokens: int) -> list[Generation]: ...
+                 max_tokens: int) -> pa.Table:
+        """The executor's completions of the prompts as columns (compute.llm.GENERATION_SCHEMA, a row per prompt)."""
+        ...
 
     @property
     def eos_token(self) -> int: ...
 
-    def score(self, model: str, version: str, prompt: str, output: list[int]) -> tuple[list[list[int]], list[list[float]]]: ...
+    def score(self, model: str, version: str, prompts: list[str], outputs: list[list[int]]) -> pa.Table:
+        """Honest re-runs of the model version forcing each output, as columns (compute.llm.SCORE_SCHEMA, a row per
+        output)."""
+        ...
 
     def train(self, model: str, base: bytes | None, data: bytes, spec: TrainingSpec, first_step: int = 0,
               last_step: int | None = None) -> TrainingRun: ...
@@ -136,20 +143,20 @@ class TorchCompute:
         return {}
 
     def generate(self, model: str, version: str, executor: str, behaviour: str, prompts: list[str],
-                 max_tokens: int) -> list[Generation]:
+                 max_tokens: int) -> pa.Table:
         runner = self.served(model, version, executor, behaviour)
         with reproducible_threads(runner.device):
-            return generate_greedy(runner, [encode(p) for p in prompts], max_tokens)
+            return generations_table(generate_greedy(runner, [encode(p) for p in prompts], max_tokens))
 
     @property
     def eos_token(self) -> int:
         return EOS
 
-    def score(self, model: str, version: str, prompt: str, output: list[int]) -> tuple[list[list[int]], list[list[float]]]:
-        """An honest re-run of the model version forcing the executor's tokens: top-5 ids and log-probs per position."""
+    def score(self, model: str, version: str, prompts: list[str], outputs: list[list[int]]) -> pa.Table:
+        """Honest re-runs of the model version forcing the executors' tokens: top-5 ids and log-probs per position."""
         runner = self.served(model, version)
         with reproducible_threads(runner.device):
-            return score_forced(runner, encode(prompt), output)
+            return scores_table([score_forced(runner, encode(prompt), output) for prompt, output in zip(prompts, outputs, strict=True)])
 
     def train(self, model: str, base: bytes | None, data: bytes, spec: TrainingSpec, first_step: int = 0,
               last_step: int | None = None) -> TrainingRun:

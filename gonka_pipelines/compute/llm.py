@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import pyarrow as pa
 import torch
 
 from gonka_pipelines.compute.runner import ModelRunner
@@ -17,6 +18,12 @@ BYTE_IDS = 256  # token ids 0..255 are the UTF-8 bytes themselves
 BOS, EOS, PAD = BYTE_IDS, BYTE_IDS + 1, BYTE_IDS + 2
 TOKENIZER_VOCAB = PAD + 1  # an llm profile's vocab must hold at least these ids
 TOP_K = 5  # log-probs reported per position (PROTOCOL.md section 4)
+
+TOP_ROWS = [("top_ids", pa.list_(pa.list_(pa.int64()))), ("top_logprobs", pa.list_(pa.list_(pa.float64())))]
+GENERATION_SCHEMA = pa.schema([("tokens", pa.list_(pa.int64())), *TOP_ROWS])
+"""What an engine's generate returns: one row per prompt, in prompt order, with the top-k of every output position."""
+SCORE_SCHEMA = pa.schema(TOP_ROWS)
+"""What an engine's score returns: one row per forced output, in order, with the re-run's top-k at each position."""
 
 
 def encode(text: str, add_bos: bool = True) -> list[int]:
@@ -36,6 +43,17 @@ class Generation:
     tokens: list[int]
     top_ids: list[list[int]]
     top_logprobs: list[list[float]]
+
+
+def generations_table(generations: Sequence[Generation]) -> pa.Table:
+    """Generations as one GENERATION_SCHEMA batch (the engines' columnar answer)."""
+    return pa.table([[g.tokens for g in generations], [g.top_ids for g in generations],
+                     [g.top_logprobs for g in generations]], schema=GENERATION_SCHEMA)
+
+
+def scores_table(scores: Sequence[tuple[list[list[int]], list[list[float]]]]) -> pa.Table:
+    """Forced re-runs' (top ids, top log-probs) as one SCORE_SCHEMA batch."""
+    return pa.table([[ids for ids, _ in scores], [logprobs for _, logprobs in scores]], schema=SCORE_SCHEMA)
 
 
 def _check_ids(tokens: Sequence[int], vocab: int, what: str) -> None:

@@ -12,6 +12,7 @@ import pyarrow.compute  # noqa: F401 - pa.compute
 
 from gonka_pipelines.chain.tasks import EXECUTION_STAGE
 from gonka_pipelines.compute.engine import Compute
+from gonka_pipelines.compute.llm import GENERATION_SCHEMA, SCORE_SCHEMA
 from gonka_pipelines.protocol.crypto import MessageKind, hash_value, sha256_hex
 from gonka_pipelines.protocol.inference_validation import ComparisonReason, OutputBatch, ValidatorPool
 from gonka_pipelines.protocol.messages import seed_commitment_body
@@ -72,17 +73,18 @@ class GenerationOrder:
     max_tokens: int
 
 
-GENERATION_SCHEMA = pa.schema([("tokens", pa.list_(pa.int64())), ("top_ids", pa.list_(pa.list_(pa.int64()))),
-                               ("top_logprobs", pa.list_(pa.list_(pa.float64())))])
-"""Generations as they come back from wherever they ran: one row per prompt, in prompt order."""
-
-
 def generate_tasks(compute: Compute, order: GenerationOrder) -> pa.Table:
-    """The executor's greedy generations with top-5 log-probs per position (GENERATION_SCHEMA rows)."""
-    generations = compute.generate(order.model, order.version, order.executor, order.behaviour, list(order.prompts),
-                                   order.max_tokens)
-    return pa.table([[g.tokens for g in generations], [g.top_ids for g in generations], [g.top_logprobs for g in generations]],
-                    schema=GENERATION_SCHEMA)
+    """The executor's greedy generations with top-5 log-probs per position, as the engine returns them (columns)."""
+    return _checked(compute.generate(order.model, order.version, order.executor, order.behaviour, list(order.prompts),
+                                     order.max_tokens), GENERATION_SCHEMA, len(order.prompts), "generate")
+
+
+def _checked(table: pa.Table, schema: pa.Schema, rows: int, call: str) -> pa.Table:
+    """An engine's answer, refused unless it has the seam's columns and a row per request (an error names both)."""
+    if not table.schema.equals(schema) or table.num_rows != rows:
+        raise ValueError(f"engine {call} returned {table.num_rows} rows of {table.schema} for {rows} requests; "
+                         f"expected {schema}")
+    return table
 
 
 RESULT_SCHEMA = {"task_id": pl.String(), "executor": pl.String(), "output_tokens": pl.List(pl.Int64()),
@@ -261,7 +263,7 @@ def _honest_judgments(env: EpochEnvironment, checked: pl.DataFrame) -> pl.DataFr
     wanted = judged.filter("rerun")
     rescored = _rescore(env, wanted)
     parts = [judged.filter(~pl.col("rerun"))]
-    rescored_positions = np.fromiter((len(ids) for ids, _ in rescored), dtype=np.int64, count=len(rescored))
+    rescored_positions = pa.compute.list_value_length(rescored.column("top_ids")).to_numpy(zero_copy_only=False)
     wanted = wanted.with_columns(pl.Series("rescored", np.arange(wanted.height)))
     for (positions,), group in wanted.group_by(["positions"], maintain_order=True):
         rows = group["rescored"].to_numpy()
@@ -269,52 +271,66 @@ def _honest_judgments(env: EpochEnvironment, checked: pl.DataFrame) -> pl.DataFr
         parts.append(group.filter(~same_length).drop("rescored"))  # a re-run of another length: LENGTH_DIFFERS
         group, rows = group.filter(same_length), rows[same_length]
         if group.height:
-            comparisons = env.rules.judge_batch(_output_batch(group, [rescored[row] for row in rows]))
+            comparisons = env.rules.judge_batch(_output_batch(group, rescored.take(rows)))
             parts.append(group.drop("rescored").with_columns(
                 pl.Series("passed", comparisons.passed), pl.Series("similarity", comparisons.similarity, dtype=pl.Float64),
                 pl.Series("reason", comparisons.reason.astype(str), dtype=pl.String)))
     return pl.concat(parts).select("task_id", "passed", "similarity", "reason").sort("task_id")
 
 
-def _output_batch(group: pl.DataFrame, rescored: list[tuple[list[list[int]], list[list[float]]]]) -> OutputBatch:
+def _output_batch(group: pl.DataFrame, rescored: pa.Table) -> OutputBatch:
     """Outputs of one length and their re-runs as one batch of arrays; the executors' top-k rows must all have the
-    same width (an error names the first task that breaks it)."""
+    same width, and the re-runs' too (an error names the first task that breaks it)."""
     outputs, positions = group.height, int(group["positions"][0])
-    widths = group["top_ids"].list.eval(pl.element().list.len()).explode()
-    if widths.n_unique() > 1 or group["top_logprobs"].list.eval(pl.element().list.len()).explode().n_unique() > 1:
-        raise ValueError(f"executors' top-k rows differ in width among tasks {group['task_id'][0]}..")
     shape = (outputs, positions, -1)
+    validator_ids, validator_logprobs = (pl.Series(rescored.column(name).combine_chunks()) for name in ("top_ids", "top_logprobs"))
+    for ids, logprobs, whose in ((group["top_ids"], group["top_logprobs"], "executors'"),
+                                 (validator_ids, validator_logprobs, "re-runs'")):
+        if ids.list.eval(pl.element().list.len()).explode().n_unique() > 1 or logprobs.list.eval(pl.element().list.len()).explode().n_unique() > 1:
+            raise ValueError(f"{whose} top-k rows differ in width among tasks {group['task_id'][0]}..")
     return OutputBatch(group["output_tokens"].explode().to_numpy().reshape(outputs, positions),
                        group["top_ids"].explode().explode().to_numpy().reshape(shape),
                        group["top_logprobs"].explode().explode().to_numpy().reshape(shape),
-                       np.array([ids for ids, _ in rescored], dtype=np.int64).reshape(shape),
-                       np.array([logprobs for _, logprobs in rescored], dtype=np.float64).reshape(shape))
+                       validator_ids.explode().explode().to_numpy().reshape(shape),
+                       validator_logprobs.explode().explode().to_numpy().reshape(shape))
 
 
 @dataclass(frozen=True)
 class ScoringOrder:
-    """A work item of validation: honest re-runs of results forcing the executors' tokens, one per task."""
+    """A work item of validation: honest re-runs of one model version's results forcing the executors' tokens."""
 
-    tasks: tuple[tuple[str, str, str, tuple[int, ...]], ...]
-    """(model, version, prompt, output tokens) of each result."""
+    model: str
+    version: str
+    prompts: tuple[str, ...]
+    outputs: tuple[tuple[int, ...], ...]
 
 
 SCORED_PER_ORDER = 32
 """Results re-scored per work item: enough to amortise a remote call, small enough to spread over a cluster."""
 
 
-def score_results(compute: Compute, order: ScoringOrder) -> list[tuple[list[list[int]], list[list[float]]]]:
-    """Each result's top-5 ids and log-probs per position, from an honest re-run of its model version."""
-    return [compute.score(model, version, prompt, list(output)) for model, version, prompt, output in order.tasks]
+def score_results(compute: Compute, order: ScoringOrder) -> pa.Table:
+    """Each result's top-5 ids and log-probs per position, from an honest re-run of its model version (columns)."""
+    return _checked(compute.score(order.model, order.version, list(order.prompts), [list(o) for o in order.outputs]),
+                    SCORE_SCHEMA, len(order.prompts), "score")
 
 
-def _rescore(env: EpochEnvironment, wanted: pl.DataFrame) -> list[tuple[list[list[int]], list[list[float]]]]:
-    """The honest re-runs of these results (one per row: model, version, prompt, output tokens), run on the engine, in
-    row order."""
-    tasks = [(model, env.version_of({"model": model, "version": version}), prompt, tuple(output))
-             for model, version, prompt, output in wanted.select("model", "version", "prompt", "output_tokens").iter_rows()]
-    orders = [ScoringOrder(tuple(tasks[i:i + SCORED_PER_ORDER])) for i in range(0, len(tasks), SCORED_PER_ORDER)]
-    return [scores for batch in env.on_hosts(score_results, orders) for scores in batch]
+def _rescore(env: EpochEnvironment, wanted: pl.DataFrame) -> pa.Table:
+    """The honest re-runs of these results (one per row: model, version, prompt, output tokens), run on the engine in
+    orders of one model version, as one SCORE_SCHEMA batch in row order."""
+    prompts, outputs = wanted["prompt"].to_list(), wanted["output_tokens"].to_list()
+    by_version: dict[tuple[str, str], list[int]] = {}
+    for row, (model, version) in enumerate(wanted.select("model", "version").rows()):
+        by_version.setdefault((model, env.version_of({"model": model, "version": version})), []).append(row)
+    orders, order_rows = [], []
+    for (model, version), rows in by_version.items():
+        for start in range(0, len(rows), SCORED_PER_ORDER):
+            chunk = rows[start:start + SCORED_PER_ORDER]
+            orders.append(ScoringOrder(model, version, tuple(prompts[r] for r in chunk), tuple(tuple(outputs[r]) for r in chunk)))
+            order_rows += chunk
+    if not orders:
+        return SCORE_SCHEMA.empty_table()
+    return pa.concat_tables(env.on_hosts(score_results, orders)).take(np.argsort(order_rows, kind="stable"))
 
 
 def _outcomes_and_fees(env: EpochEnvironment, results: pl.DataFrame, checks: pl.DataFrame, honest: pl.DataFrame,

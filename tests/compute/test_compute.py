@@ -28,8 +28,8 @@ def _outputs(compute: TorchCompute):
     prompts = corpus_prompts()
     distances = compute.distances(HOST, list(range(300)))
     generations = [g for i in range(0, len(prompts), 8)
-                   for g in compute.generate("llm-tiny", "", "exec", "honest", prompts[i:i + 8], 16)]
-    return distances, [(g.tokens, g.top_logprobs) for g in generations]
+                   for g in compute.generate("llm-tiny", "", "exec", "honest", prompts[i:i + 8], 16).to_pylist()]
+    return distances, [(g["tokens"], g["top_logprobs"]) for g in generations]
 
 
 def test_results_are_bit_identical_whatever_the_process_thread_count(threads):

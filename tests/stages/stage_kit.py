@@ -93,6 +93,7 @@ class GuardedCompute:
 
     def __init__(self, inner: Compute, opener: ChainOpener):
         self.inner, self.opener, self.calls = inner, opener, Counter()
+        self.scored: list[int] = []  # outputs re-run per score call
 
     def _enter(self, method: str) -> None:
         assert not self.opener.held, f"compute.{method} ran while the stage held the chain open"
@@ -122,9 +123,10 @@ class GuardedCompute:
     def bit_exact(self) -> bool:
         return self.inner.bit_exact
 
-    def score(self, *args: Any) -> Any:
+    def score(self, model: str, version: str, prompts: list[str], outputs: list[list[int]]) -> Any:
         self._enter("score")
-        return self.inner.score(*args)
+        self.scored.append(len(prompts))
+        return self.inner.score(model, version, prompts, outputs)
 
     def train(self, *args: Any) -> Any:
         self._enter("train")

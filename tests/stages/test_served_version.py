@@ -24,9 +24,9 @@ def test_the_next_epoch_serves_the_trained_version_and_a_task_may_name_another(t
         assert store.served_versions(1) == {"llm-tiny": trained} == served_versions(store.version_scores(), "lowest_eval_loss")
         env = build_environment(store, layout, 2)
     assert env.served == {"llm-tiny": trained}
-    trained_output = env.compute.generate("llm-tiny", trained, "", "honest", [PROMPT], 12)[0].tokens
-    genesis_output = env.compute.generate("llm-tiny", genesis_version, "", "honest", [PROMPT], 12)[0].tokens
-    seeded_output = TorchCompute(env.params.sprint.model, env.prev_hash).generate("llm-tiny", "", "", "honest", [PROMPT], 12)[0].tokens
+    trained_output = env.compute.generate("llm-tiny", trained, "", "honest", [PROMPT], 12)["tokens"][0].as_py()
+    genesis_output = env.compute.generate("llm-tiny", genesis_version, "", "honest", [PROMPT], 12)["tokens"][0].as_py()
+    seeded_output = TorchCompute(env.params.sprint.model, env.prev_hash).generate("llm-tiny", "", "", "honest", [PROMPT], 12)["tokens"][0].as_py()
     assert genesis_output == seeded_output, "the genesis version's checkpoint holds exactly the seeded weights"
     assert trained_output != genesis_output, "the trained checkpoint, not the genesis weights, answers"
 
