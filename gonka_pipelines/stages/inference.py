@@ -263,7 +263,7 @@ def _honest_judgments(env: EpochEnvironment, checked: pl.DataFrame) -> pl.DataFr
     wanted = judged.filter("rerun")
     rescored = _rescore(env, wanted)
     parts = [judged.filter(~pl.col("rerun"))]
-    rescored_positions = pa.compute.list_value_length(rescored.column("top_ids")).to_numpy(zero_copy_only=False)
+    rescored_positions = rescored["top_ids"].list.len().to_numpy()
     wanted = wanted.with_columns(pl.Series("rescored", np.arange(wanted.height)))
     for (positions,), group in wanted.group_by(["positions"], maintain_order=True):
         rows = group["rescored"].to_numpy()
@@ -271,19 +271,19 @@ def _honest_judgments(env: EpochEnvironment, checked: pl.DataFrame) -> pl.DataFr
         parts.append(group.filter(~same_length).drop("rescored"))  # a re-run of another length: LENGTH_DIFFERS
         group, rows = group.filter(same_length), rows[same_length]
         if group.height:
-            comparisons = env.rules.judge_batch(_output_batch(group, rescored.take(rows)))
+            comparisons = env.rules.judge_batch(_output_batch(group, rescored[rows]))
             parts.append(group.drop("rescored").with_columns(
                 pl.Series("passed", comparisons.passed), pl.Series("similarity", comparisons.similarity, dtype=pl.Float64),
                 pl.Series("reason", comparisons.reason.astype(str), dtype=pl.String)))
     return pl.concat(parts).select("task_id", "passed", "similarity", "reason").sort("task_id")
 
 
-def _output_batch(group: pl.DataFrame, rescored: pa.Table) -> OutputBatch:
+def _output_batch(group: pl.DataFrame, rescored: pl.DataFrame) -> OutputBatch:
     """Outputs of one length and their re-runs as one batch of arrays; the executors' top-k rows must all have the
     same width, and the re-runs' too (an error names the first task that breaks it)."""
     outputs, positions = group.height, int(group["positions"][0])
     shape = (outputs, positions, -1)
-    validator_ids, validator_logprobs = (pl.Series(rescored.column(name).combine_chunks()) for name in ("top_ids", "top_logprobs"))
+    validator_ids, validator_logprobs = rescored["top_ids"], rescored["top_logprobs"]
     for ids, logprobs, whose in ((group["top_ids"], group["top_logprobs"], "executors'"),
                                  (validator_ids, validator_logprobs, "re-runs'")):
         if ids.list.eval(pl.element().list.len()).explode().n_unique() > 1 or logprobs.list.eval(pl.element().list.len()).explode().n_unique() > 1:
@@ -315,9 +315,9 @@ def score_results(compute: Compute, order: ScoringOrder) -> pa.Table:
                     SCORE_SCHEMA, len(order.prompts), "score")
 
 
-def _rescore(env: EpochEnvironment, wanted: pl.DataFrame) -> pa.Table:
+def _rescore(env: EpochEnvironment, wanted: pl.DataFrame) -> pl.DataFrame:
     """The honest re-runs of these results (one per row: model, version, prompt, output tokens), run on the engine in
-    orders of one model version, as one SCORE_SCHEMA batch in row order."""
+    orders of one model version, as SCORE_SCHEMA columns in row order."""
     prompts, outputs = wanted["prompt"].to_list(), wanted["output_tokens"].to_list()
     by_version: dict[tuple[str, str], list[int]] = {}
     for row, (model, version) in enumerate(wanted.select("model", "version").rows()):
@@ -328,9 +328,8 @@ def _rescore(env: EpochEnvironment, wanted: pl.DataFrame) -> pa.Table:
             chunk = rows[start:start + SCORED_PER_ORDER]
             orders.append(ScoringOrder(model, version, tuple(prompts[r] for r in chunk), tuple(tuple(outputs[r]) for r in chunk)))
             order_rows += chunk
-    if not orders:
-        return SCORE_SCHEMA.empty_table()
-    return pa.concat_tables(env.on_hosts(score_results, orders)).take(np.argsort(order_rows, kind="stable"))
+    scored = pa.concat_tables([SCORE_SCHEMA.empty_table(), *env.on_hosts(score_results, orders)])
+    return pl.DataFrame(scored).with_columns(pl.Series("row", order_rows, dtype=pl.Int64)).sort("row").drop("row")
 
 
 def _outcomes_and_fees(env: EpochEnvironment, results: pl.DataFrame, checks: pl.DataFrame, honest: pl.DataFrame,

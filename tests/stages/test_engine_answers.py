@@ -45,14 +45,14 @@ def test_rescored_rows_follow_the_results_order_across_interleaved_versions():
                            "prompt": ["x" * (i % 7) for i in range(rows)],
                            "output_tokens": [[i, i + 1][: 1 + i % 2] for i in range(rows)]})
     env = LocalEnv(EchoCompute())
-    rescored = _rescore(env, wanted).to_pylist()  # type: ignore[arg-type]
+    rescored = _rescore(env, wanted).to_dicts()  # type: ignore[arg-type]
     for i, row in enumerate(rescored):
         version = 1 if i % 2 else 9
         assert row["top_ids"] == [[version, token, i % 7] for token in [i, i + 1][: 1 + i % 2]], i
     assert all(size <= SCORED_PER_ORDER for _, _, size in env.compute.orders)
     assert sorted({(m, v) for m, v, _ in env.compute.orders}) == [("a", "v1"), ("a", "v9"), ("b", "v1"), ("b", "v9")]
     assert sum(size for _, _, size in env.compute.orders) == rows
-    assert _rescore(env, wanted.clear()).num_rows == 0  # type: ignore[arg-type]
+    assert _rescore(env, wanted.clear()).height == 0  # type: ignore[arg-type]
 
 
 class WrongAnswers:
