@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow as pa
 
 from gonka_pipelines.chain.core import FINALIZED, StoreCore
-from gonka_pipelines.protocol.crypto import hash_value
+from gonka_pipelines.protocol.crypto import hash_each, hash_value
 from gonka_pipelines.protocol.intake import (
     AcceptedTask,
     AcceptedTraining,
@@ -150,7 +150,7 @@ class IntakeRows(StoreCore):
             "epoch": [epoch] * (len(accepted) + len(rejected)),
             "outcome": [SubmissionOutcome.ACCEPTED.value] * len(accepted) + [SubmissionOutcome.REJECTED.value] * len(rejected)}))
         self._insert("transfers", pa.table({
-            "transfer_id": [hash_value([TransferKind.ESCROW, task_id]) for task_id in task_ids], "epoch": [epoch] * len(accepted),
+            "transfer_id": hash_each(TransferKind.ESCROW, task_ids), "epoch": [epoch] * len(accepted),
             "stage": [STAGE] * len(accepted), "account": developers,
             "balance_delta": [-escrow for escrow in escrows], "escrow_delta": escrows,
             "kind": [TransferKind.ESCROW.value] * len(accepted), "ref": task_ids}))

@@ -13,7 +13,7 @@ import pyarrow.compute  # noqa: F401 - pa.compute
 from gonka_pipelines.chain.tasks import EXECUTION_STAGE
 from gonka_pipelines.compute.engine import Compute
 from gonka_pipelines.compute.llm import GENERATION_SCHEMA, SCORE_SCHEMA
-from gonka_pipelines.protocol.crypto import MessageKind, hash_value, sha256_hex
+from gonka_pipelines.protocol.crypto import MessageKind, hash_each, sha256_hex
 from gonka_pipelines.protocol.inference_validation import ComparisonReason, OutputBatch, ValidatorPool
 from gonka_pipelines.protocol.messages import seed_commitment_body
 from gonka_pipelines.protocol.records import ResultStatus, ShareRole, TaskOutcome, TransferKind
@@ -153,10 +153,11 @@ def run_task_execution(env: EpochEnvironment, open_chain: OpenChain, log: Log) -
     developer = dict(zip(tasks["task_id"], tasks["developer"])) | {t["task_id"]: t["developer"] for t in trainings}
     refunded = [(r["task_id"], r["refund"], r["status"]) for r in training_rows if r["refund"]]
     refunded += results.filter(pl.col("refund") != 0).select("task_id", "refund", "status").rows()
-    refunds = [{"transfer_id": hash_value(["refund", task_id]), "epoch": epoch, "stage": EXECUTION_STAGE,
+    refund_ids = hash_each("refund", [task_id for task_id, _, _ in refunded])
+    refunds = [{"transfer_id": transfer_id, "epoch": epoch, "stage": EXECUTION_STAGE,
                 "account": developer[task_id], "balance_delta": refund, "escrow_delta": -refund,
                 "kind": TransferKind.REFUND if status == ResultStatus.COMPLETED else TransferKind.EXPIRY_REFUND, "ref": task_id}
-               for task_id, refund, status in refunded]
+               for transfer_id, (task_id, refund, status) in zip(refund_ids, refunded)]
     with open_chain() as store:
         store.write_task_results(epoch, _seed_commitments(env), results.to_arrow(), refunds, training_rows,
                                  env.sign_rows(MessageKind.RESULT, completed)
