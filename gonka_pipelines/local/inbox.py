@@ -89,16 +89,6 @@ def waiting_names(inbox: Path) -> list[str]:
     return sorted(name for name in os.listdir(inbox) if name.endswith(SUFFIX))
 
 
-def waiting_inodes(inbox: Path) -> dict[str, int]:
-    """The entries waiting in the inbox by name, in name order, with their inode numbers (they come with the listing,
-    no stat per entry), so readers can take a million files in the order they lie on disk."""
-    if not inbox.is_dir():
-        return {}
-    with os.scandir(inbox) as listing:
-        inodes = {entry.name: entry.inode() for entry in listing if entry.name.endswith(SUFFIX)}
-    return {name: inodes[name] for name in sorted(inodes)}
-
-
 def read_entry(inbox: Path, name: str, max_bytes: int, folder: int | None = None) -> Submission:
     """One inbox entry as a submission, or as an unreadable one that says why; never follows a link or blocks.
     `folder`: the inbox opened as a directory descriptor (entry_reader), which spares a path per entry."""

@@ -104,16 +104,3 @@ def test_a_missing_foreign_or_garbled_memory_is_empty_and_replaced(genesis_layou
     assert admission.load_admitted(genesis_layout.admitted, genesis.chain_id) == {}
     assert admit(genesis_layout, genesis) == (1, 1)
     assert list(admission.load_admitted(genesis_layout.admitted, genesis.chain_id)) == [f"{good}.json"]
-
-
-def test_entries_are_read_in_inode_order_and_come_back_in_name_order():
-    from gonka_pipelines.local.admission import in_disk_order
-    seen: list[list[str]] = []
-
-    def work(items):
-        seen.append(list(items))
-        return [item.upper() for item in items]
-
-    names, inodes = ["a", "b", "c", "d"], [40, 10, 30, 20]
-    assert in_disk_order(work, names, inodes) == ["A", "B", "C", "D"]
-    assert seen == [["b", "d", "c", "a"]]
