@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from operator import attrgetter
 from typing import Any
@@ -138,8 +137,8 @@ class IntakeRows(StoreCore):
         rejected = result.rejected
         accepted: list[AcceptedTask | AcceptedTraining] = [*result.accepted, *result.trainings]
         task_ids, submission_ids, developers, escrows = _fields(accepted, ("task_id", "submission_id", "developer", "escrow"))
-        self._insert("tasks", pa.table({"epoch": [epoch] * len(result.accepted),
-                                        **dict(zip(TASK_COLUMNS, _fields(result.accepted, TASK_COLUMNS)))}))
+        task_columns = zip(*result.accepted) if result.accepted else ([] for _ in TASK_COLUMNS)
+        self._insert("tasks", pa.table({"epoch": [epoch] * len(result.accepted), **dict(zip(TASK_COLUMNS, task_columns))}))
         self._insert("training_tasks", [{"epoch": epoch, **vars(task), "shards": list(task.shards)} for task in result.trainings])
         self._insert("rejected_tasks", pa.table({
             "epoch": [epoch] * len(rejected), "submission_id": [r.submission_id for r in rejected],
@@ -160,7 +159,7 @@ class IntakeRows(StoreCore):
             "relation": [f"{STAGE}:accepted"] * len(accepted)}))
 
 
-TASK_COLUMNS = tuple(field.name for field in dataclasses.fields(AcceptedTask))
+TASK_COLUMNS = AcceptedTask._fields
 """The tasks table's columns besides epoch: every field of an accepted task."""
 
 
