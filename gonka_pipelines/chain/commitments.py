@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,13 +197,6 @@ def epoch_rows(connection: duckdb.DuckDBPyConnection, commitment: Commitment, ep
 
 
 def epoch_roots(connection: duckdb.DuckDBPyConnection, epoch: int) -> dict[str, str]:
-    """Merkle root of every commitment for the epoch over its leaf digests; nodes stay bytes, hex only for the roots.
-    Each tree is built on a thread while DuckDB (which lets go of the GIL) computes the next commitment's leaves."""
-    types, roots = column_types(connection), dict[str, str]()
-    with ThreadPoolExecutor(1) as trees:
-        building: dict[str, Future[str]] = {}
-        for commitment in COMMITMENTS:
-            digests = leaf_digests(connection, commitment, epoch, types)
-            roots |= {name: tree.result() for name, tree in building.items()}  # one tree at a time: two commitments' leaves held at most
-            building = {commitment.name: trees.submit(merkle_root_of_digests, digests)}
-        return roots | {name: tree.result() for name, tree in building.items()}
+    """Merkle root of every commitment for the epoch over its leaf digests; nodes stay bytes, hex only for the roots."""
+    types = column_types(connection)
+    return {c.name: merkle_root_of_digests(leaf_digests(connection, c, epoch, types)) for c in COMMITMENTS}
