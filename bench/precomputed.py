@@ -76,6 +76,11 @@ def _tables() -> tuple[np.ndarray, np.ndarray]:
     return ids, logprobs
 
 
+def _head(text: bytes, max_tokens: int) -> bytes:
+    """The prompt's first bytes that its precomputed answer of at most max_tokens tokens repeats before EOS."""
+    return text[: max(1, min(OUTPUT_TOKENS, max_tokens)) - 1]
+
+
 def _answers(texts: list[bytes], heads: list[bytes], positions: list[int], variant: str, schema: pa.Schema) -> pa.Table:
     """Precomputed top-5 rows at `positions[i]` output positions of each prompt, as columns of `schema`: the token at a
     position is the head's byte there (shifted by the prompt's hash under a garbled variant), EOS past the head; its
@@ -142,7 +147,7 @@ class PrecomputedCompute:
         first bytes then EOS; garbled_output answers another (seeded by executor) sequence."""
         variant = f"garbled|{model}|{executor}" if behaviour == Behaviour.GARBLED_OUTPUT else ""
         texts = [prompt.encode() for prompt in prompts]
-        heads = [text[: max(1, min(OUTPUT_TOKENS, max_tokens)) - 1] for text in texts]
+        heads = [_head(text, max_tokens) for text in texts]
         return _answers(texts, heads, [len(head) + 1 for head in heads], variant, GENERATION_SCHEMA)
 
     @property
@@ -153,7 +158,7 @@ class PrecomputedCompute:
         """What an honest validator's forced re-run reports: the honest answer's top-5 at each output position (positions
         past the honest answer repeat its last row, EOS's)."""
         texts = [prompt.encode() for prompt in prompts]
-        heads = [text[: max(1, min(OUTPUT_TOKENS, len(output))) - 1] for text, output in zip(texts, outputs, strict=True)]
+        heads = [_head(text, len(output)) for text, output in zip(texts, outputs, strict=True)]
         return _answers(texts, heads, [len(output) for output in outputs], "", SCORE_SCHEMA)
 
     # -- training -------------------------------------------------------------------------------

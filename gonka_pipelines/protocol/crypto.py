@@ -144,7 +144,6 @@ def hash_each(*columns: Sequence[str] | Sequence[int] | str | int) -> list[str]:
     varying = [c for c in columns if not isinstance(c, (str, int))]
     if not varying:
         raise ValueError("hash_each needs a column of values (sequences); it was given scalars only")
-    rows = len(varying[0])
     parts: list[str] = []
     for column in columns:
         if isinstance(column, (str, int)):
@@ -154,11 +153,10 @@ def hash_each(*columns: Sequence[str] | Sequence[int] | str | int) -> list[str]:
         elif all(type(value) is str for value in column) and not _NEEDS_ESCAPING.search("".join(column)):  # type: ignore[arg-type]
             parts.append('"%s"')
         else:
+            rows = len(varying[0])
             return [hash_value(list(row)) for row in zip(*(c if not isinstance(c, (str, int)) else [c] * rows for c in columns))]
-    template, sha256 = f"[{','.join(parts)}]", hashlib.sha256
-    if len(varying) == 1:
-        return [sha256((template % value).encode()).hexdigest() for value in varying[0]]
-    return [sha256((template % row).encode()).hexdigest() for row in zip(*varying)]
+    template = f"[{','.join(parts)}]"
+    return [hashlib.sha256((template % row).encode()).hexdigest() for row in zip(*varying)]
 
 
 def address_from_public_key(public_key_hex: str) -> str:

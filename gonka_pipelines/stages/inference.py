@@ -285,9 +285,9 @@ def _output_batch(group: pl.DataFrame, rescored: pl.DataFrame) -> OutputBatch:
     outputs, positions = group.height, int(group["positions"][0])
     shape = (outputs, positions, -1)
     validator_ids, validator_logprobs = rescored["top_ids"], rescored["top_logprobs"]
-    for ids, logprobs, whose in ((group["top_ids"], group["top_logprobs"], "executors'"),
-                                 (validator_ids, validator_logprobs, "re-runs'")):
-        if ids.list.eval(pl.element().list.len()).explode().n_unique() > 1 or logprobs.list.eval(pl.element().list.len()).explode().n_unique() > 1:
+    for rows, whose in ((group["top_ids"], "executors'"), (group["top_logprobs"], "executors'"),
+                        (validator_ids, "re-runs'"), (validator_logprobs, "re-runs'")):
+        if rows.list.eval(pl.element().list.len()).explode().n_unique() > 1:
             raise ValueError(f"{whose} top-k rows differ in width among tasks {group['task_id'][0]}..")
     return OutputBatch(group["output_tokens"].explode().to_numpy().reshape(outputs, positions),
                        group["top_ids"].explode().explode().to_numpy().reshape(shape),
