@@ -8,10 +8,9 @@ has any), so nothing in the inbox is silently skipped.
 
 from __future__ import annotations
 
-import functools
 import os
 import stat
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -91,11 +90,17 @@ def waiting_names(inbox: Path) -> list[str]:
 
 def read_entry(inbox: Path, name: str, max_bytes: int, folder: int | None = None) -> Submission:
     """One inbox entry as a submission, or as an unreadable one that says why; never follows a link or blocks.
-    `folder`: the inbox opened as a directory descriptor (entry_reader), which spares a path per entry."""
+    `folder`: the inbox opened as a directory descriptor (opened_inbox), which spares a path per entry."""
+    return read_stamped_entry(inbox, name, max_bytes, folder)[0]
+
+
+def read_stamped_entry(inbox: Path, name: str, max_bytes: int,
+                       folder: int | None = None) -> tuple[Submission, os.stat_result | None]:
+    """read_entry, with the entry's status taken once its bytes were read (None: not a regular file read whole)."""
     submission_id = submission_id_of(name)
 
-    def refused(reason: RejectReason, detail: str, raw: bytes = b"") -> Submission:
-        return Submission(submission_id, raw, Rejected(reason, detail))
+    def refused(reason: RejectReason, detail: str, raw: bytes = b"") -> tuple[Submission, None]:
+        return Submission(submission_id, raw, Rejected(reason, detail)), None
 
     try:
         descriptor = os.open(name if folder is not None else inbox / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK,
@@ -108,25 +113,41 @@ def read_entry(inbox: Path, name: str, max_bytes: int, folder: int | None = None
         if not stat.S_ISREG(mode):
             return refused(RejectReason.NOT_A_FILE, f"the inbox entry is a {_kind(mode)}, not a regular file")
         raw = _read_up_to(descriptor, max_bytes + 1)
+        status = os.fstat(descriptor)
     finally:
         os.close(descriptor)
     if len(raw) > max_bytes:
         return refused(RejectReason.TOO_LARGE, f"larger than {max_bytes} bytes (only the first {max_bytes} are kept)", raw[:max_bytes])
     if submission_id.startswith(ESCAPED_NAME):
         return refused(RejectReason.BAD_FILE_NAME, "the file name is not valid UTF-8", raw)
-    return Submission(submission_id, raw)
+    return Submission(submission_id, raw), status
+
+
+def stamp_of(status: os.stat_result) -> str:
+    """What tells a regular file's bytes apart without reading them, provided its last change predates the moment they
+    were read (local/admission.py): device, inode, size, modification and change times."""
+    return f"{status.st_dev}:{status.st_ino}:{status.st_size}:{status.st_mtime_ns}:{status.st_ctime_ns}"
+
+
+def entry_stamp(inbox: Path, name: str, folder: int | None = None) -> str | None:
+    """stamp_of the entry (a link's own status, never followed), None when it is missing or not a regular file."""
+    try:
+        status = os.stat(name, dir_fd=folder, follow_symlinks=False) if folder is not None else os.lstat(inbox / name)
+    except OSError:
+        return None
+    return stamp_of(status) if stat.S_ISREG(status.st_mode) else None
 
 
 @contextmanager
-def entry_reader(inbox: Path, max_bytes: int) -> Iterator[Callable[[str], Submission]]:
-    """read_entry by name over one inbox, its directory opened once (resolving a path per entry costs more than the
-    read itself at a million entries); by path when the inbox cannot be opened."""
+def opened_inbox(inbox: Path) -> Iterator[int | None]:
+    """The inbox opened as a directory descriptor, for reading entries by name (resolving a path per entry costs more
+    than the read itself at a million entries); None when it cannot be opened, and entries are read by path."""
     try:
         folder: int | None = os.open(inbox, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
         folder = None
     try:
-        yield functools.partial(read_entry, inbox, max_bytes=max_bytes, folder=folder)
+        yield folder
     finally:
         if folder is not None:
             os.close(folder)

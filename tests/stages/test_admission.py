@@ -4,6 +4,8 @@ the epoch's rows are those of a collector that checks everything itself."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from gonka_pipelines.chain.verify import signed_row_problem
@@ -36,7 +38,7 @@ def test_each_new_entry_is_checked_once_and_remembered(genesis_layout, submit, g
     assert admit(genesis_layout, genesis) == (3, 5)
     assert admit(genesis_layout, genesis) == (0, 5), "junk too is read once (no verdict: the collector rejects it)"
     memory = admission.load_admitted(genesis_layout.admitted, genesis.chain_id)
-    assert {name.removesuffix(".json"): ok for name, (_, ok) in memory.items()} == {
+    assert {name.removesuffix(".json"): remembered.verified for name, remembered in memory.items()} == {
         **dict.fromkeys(good, True), forged: False, junk: None}
     assert admission.load_admitted(genesis_layout.admitted, "another-chain") == {}, "verdicts hold under one chain id"
 
@@ -104,3 +106,135 @@ def test_a_missing_foreign_or_garbled_memory_is_empty_and_replaced(genesis_layou
     assert admission.load_admitted(genesis_layout.admitted, genesis.chain_id) == {}
     assert admit(genesis_layout, genesis) == (1, 1)
     assert list(admission.load_admitted(genesis_layout.admitted, genesis.chain_id)) == [f"{good}.json"]
+
+
+@pytest.fixture
+def settled(monkeypatch):
+    """Keep the bytes of every entry whose last change predates the check's clock probe (no second of margin), and
+    wait until the inbox's file system clock has moved past the newest entry, so a check keeps them all."""
+    monkeypatch.setattr(admission, "SETTLED_NS", 0)
+
+    def wait(layout) -> None:
+        newest = max(entry.lstat().st_ctime_ns for entry in layout.inbox.iterdir())
+        while admission.clock_probe(layout.inbox) <= newest:
+            time.sleep(0.005)
+    return wait
+
+
+def kept_bytes(layout, genesis) -> dict[str, str]:
+    return {name: remembered.kept for name, remembered in admission.load_admitted(layout.admitted, genesis.chain_id).items()}
+
+
+def never_read(*args, **kwargs):
+    raise AssertionError("an unchanged entry was read from the inbox again")
+
+
+def test_the_epoch_takes_kept_bytes_without_reading_the_inbox_again(genesis_layout, submit, genesis, other_chain,
+                                                                   settled, monkeypatch):
+    from support.chains import opened
+
+    twin, twin_submit = other_chain("twin")
+    for target in (submit, twin_submit):
+        target(4, "dev-ada", start_nonce=10)
+        target.raw(one_rejection_case("bad_signature", submit, genesis))
+        target.raw(one_rejection_case("malformed", submit, genesis))
+    settled(genesis_layout)
+    assert admit(genesis_layout, genesis) == (6, 6)
+    kept = kept_bytes(genesis_layout, genesis)
+    assert len(kept) == 6 and all(place.count(":") == 2 for place in kept.values()), kept
+    assert len(list(admission.spool_of(genesis_layout.admitted).iterdir())) == 1, "one segment per work item"
+    with opened(twin) as store:
+        expected = (run_stages(store, twin, 1, through="epoch_tasks")["epoch_tasks"], epoch_rows(store))
+    monkeypatch.setattr(admission, "read_entry", never_read)
+    monkeypatch.setattr(intake, "verify", never_verified)
+    with opened(genesis_layout) as store:
+        assert (run_stages(store, genesis_layout, 1, through="epoch_tasks")["epoch_tasks"], epoch_rows(store)) == expected
+
+
+@pytest.mark.parametrize("change", ["rewritten in place", "replaced by a new file", "replaced by a link"])
+def test_an_entry_changed_after_its_bytes_were_kept_is_read_again(genesis_store, genesis_layout, submit, genesis,
+                                                                  settled, change):
+    """A change of the same size, right after the check (within one tick of the clock), still changes the entry's
+    stamp: its change time moves past the clock probe, which postdates the kept bytes' last change."""
+    [good] = submit(1, "dev-ada")
+    path = genesis_layout.inbox / f"{good}.json"
+    original = path.read_bytes()
+    forged = original.replace(b'"prompt":"task', b'"prompt":"TASK')
+    assert len(forged) == len(original) and forged != original
+    settled(genesis_layout)
+    admit(genesis_layout, genesis)
+    assert kept_bytes(genesis_layout, genesis)[path.name].count(":") == 2
+    if change == "rewritten in place":
+        with path.open("r+b") as entry:
+            entry.write(forged)
+    elif change == "replaced by a new file":
+        (genesis_layout.inbox / "new").write_bytes(forged)
+        (genesis_layout.inbox / "new").replace(path)
+    else:
+        (genesis_layout.root / "elsewhere").write_bytes(forged)
+        path.unlink()
+        path.symlink_to(genesis_layout.root / "elsewhere")
+    expected = {"rewritten in place": "bad_signature", "replaced by a new file": "bad_signature",
+                "replaced by a link": "not_a_file"}[change]
+    summary = run_stages(genesis_store, genesis_layout, 1, through="epoch_tasks")["epoch_tasks"]
+    assert (summary.accepted, summary.rejected_by_reason) == (0, {expected: 1})
+
+
+@pytest.mark.parametrize("damage", ["segment altered", "segment removed"])
+def test_a_damaged_spool_costs_a_read_not_a_verdict(genesis_store, genesis_layout, submit, genesis, settled, damage,
+                                                    monkeypatch):
+    """The spool is a cache: bytes that no longer hash to the checked digest, or a missing segment, send the collector
+    back to the inbox entry, whose unchanged bytes keep their remembered verdict."""
+    ids = submit(2, "dev-ada")
+    settled(genesis_layout)
+    admit(genesis_layout, genesis)
+    [segment] = admission.spool_of(genesis_layout.admitted).iterdir()
+    if damage == "segment altered":
+        segment.write_bytes(segment.read_bytes().replace(b'"prompt":"task', b'"prompt":"TASK'))
+    else:
+        segment.unlink()
+    monkeypatch.setattr(intake, "verify", never_verified)
+    summary = run_stages(genesis_store, genesis_layout, 1, through="epoch_tasks")["epoch_tasks"]
+    assert (summary.accepted, summary.rejected_by_reason) == (len(ids), {})
+
+
+def test_a_recent_entry_is_kept_by_the_next_check_without_checking_it_again(genesis_layout, submit, genesis, settled,
+                                                                          monkeypatch):
+    submit(2, "dev-ada")
+    monkeypatch.setattr(admission, "SETTLED_NS", 3_600 * 10**9)  # an hour: every entry is too recent to keep
+    assert admit(genesis_layout, genesis) == (2, 2)
+    assert set(kept_bytes(genesis_layout, genesis).values()) == {admission.KEEP_LATER}
+    monkeypatch.setattr(admission, "SETTLED_NS", 0)
+    settled(genesis_layout)
+    monkeypatch.setattr(intake, "verify", never_verified)
+    assert admit(genesis_layout, genesis) == (0, 2), "read again to keep the bytes: no new signature checked"
+    remembered = admission.load_admitted(genesis_layout.admitted, genesis.chain_id)
+    assert all(r.verified and r.kept.count(":") == 2 for r in remembered.values())
+    assert admit(genesis_layout, genesis) == (0, 2)
+
+
+def test_compaction_drops_the_segments_of_taken_entries(genesis_layout, submit, genesis, settled):
+    first = submit(3, "dev-ada")
+    settled(genesis_layout)
+    admit(genesis_layout, genesis)
+    [old_segment] = admission.spool_of(genesis_layout.admitted).iterdir()
+    for taken in first:
+        (genesis_layout.inbox / f"{taken}.json").unlink()
+    submit(1, "dev-ada", start_nonce=3)
+    settled(genesis_layout)
+    assert admit(genesis_layout, genesis) == (1, 1)
+    assert not old_segment.exists()
+    assert len(list(admission.spool_of(genesis_layout.admitted).iterdir())) == 1
+
+
+def test_an_entry_last_changed_within_the_probes_tick_is_not_kept(genesis_layout, submit, genesis, monkeypatch):
+    """A write after the probe in the same clock tick stamps the same change time: only an older one proves anything."""
+    [good] = submit(1, "dev-ada")
+    changed = (genesis_layout.inbox / f"{good}.json").lstat().st_ctime_ns
+    monkeypatch.setattr(admission, "SETTLED_NS", 0)
+    monkeypatch.setattr(admission, "clock_probe", lambda inbox: changed)
+    admit(genesis_layout, genesis)
+    assert kept_bytes(genesis_layout, genesis) == {f"{good}.json": admission.KEEP_LATER}
+    monkeypatch.setattr(admission, "clock_probe", lambda inbox: changed + 1)
+    admit(genesis_layout, genesis)
+    assert kept_bytes(genesis_layout, genesis)[f"{good}.json"].count(":") == 2
