@@ -203,9 +203,10 @@ class _SpoolReader:
                 os.close(descriptor)
 
     def read(self, kept: str) -> bytes | None:
-        """The bytes, None when the segment is gone or shorter than the place says."""
+        """The bytes, None when the segment is gone or shorter than the place says, or the place names no segment (only
+        a segment's hex name: a garbled memory never sends the reader out of the spool)."""
         segment, offset, length = (kept.split(":") + ["", "", ""])[:3]
-        if not (segment and offset.isdigit() and length.isdigit()):
+        if not (segment.isalnum() and segment.isascii() and offset.isdigit() and length.isdigit()):
             return None
         if segment not in self.opened:
             try:

@@ -125,6 +125,13 @@ def kept_bytes(layout, genesis) -> dict[str, str]:
     return {name: remembered.kept for name, remembered in admission.load_admitted(layout.admitted, genesis.chain_id).items()}
 
 
+def counted(function, calls: list):
+    def wrapper(*args, **kwargs):
+        calls.append(args)
+        return function(*args, **kwargs)
+    return wrapper
+
+
 def never_read(*args, **kwargs):
     raise AssertionError("an unchanged entry was read from the inbox again")
 
@@ -180,7 +187,7 @@ def test_an_entry_changed_after_its_bytes_were_kept_is_read_again(genesis_store,
     assert (summary.accepted, summary.rejected_by_reason) == (0, {expected: 1})
 
 
-@pytest.mark.parametrize("damage", ["segment altered", "segment removed"])
+@pytest.mark.parametrize("damage", ["segment altered", "segment removed", "memory points out of the spool"])
 def test_a_damaged_spool_costs_a_read_not_a_verdict(genesis_store, genesis_layout, submit, genesis, settled, damage,
                                                     monkeypatch):
     """The spool is a cache: bytes that no longer hash to the checked digest, or a missing segment, send the collector
@@ -191,11 +198,19 @@ def test_a_damaged_spool_costs_a_read_not_a_verdict(genesis_store, genesis_layou
     [segment] = admission.spool_of(genesis_layout.admitted).iterdir()
     if damage == "segment altered":
         segment.write_bytes(segment.read_bytes().replace(b'"prompt":"task', b'"prompt":"TASK'))
-    else:
+    elif damage == "segment removed":
         segment.unlink()
+    else:  # the kept bytes copied outside the spool, the memory pointing there
+        outside = genesis_layout.root / "outside"
+        outside.write_bytes(segment.read_bytes())
+        segment.unlink()
+        genesis_layout.admitted.write_text(genesis_layout.admitted.read_text().replace(f"\t{segment.name}:", "\t../outside:"))
+        monkeypatch.setattr(admission, "read_entry", counted(admission.read_entry, reads := []))
     monkeypatch.setattr(intake, "verify", never_verified)
     summary = run_stages(genesis_store, genesis_layout, 1, through="epoch_tasks")["epoch_tasks"]
     assert (summary.accepted, summary.rejected_by_reason) == (len(ids), {})
+    if damage == "memory points out of the spool":
+        assert len(reads) == len(ids), "each entry read from the inbox, not from a file outside the spool"
 
 
 def test_a_recent_entry_is_kept_by_the_next_check_without_checking_it_again(genesis_layout, submit, genesis, settled,
