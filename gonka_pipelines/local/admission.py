@@ -139,7 +139,7 @@ def admit(inbox: Path, path: Path, chain_id: str, max_bytes: int, limit: int) ->
     checked = map_chunks(check, todo, CHUNK, PARALLEL_FROM)
     waiting, rechecked = set(names), {name for name, _ in todo}
     kept = [(name, remembered) for name, remembered in memory.items() if name in waiting and name not in rechecked]
-    stale = len(memory) - len(kept) - len(rechecked & memory.keys())
+    stale = len(memory.keys() - waiting)
     if stale * 2 > len(memory) or (checked and not memory):  # compaction, or a missing, foreign or garbled file
         _rewrite(path, chain_id, [*kept, *checked])
     elif checked:
@@ -156,12 +156,9 @@ def read_entries(entries: Sequence[tuple[str, Remembered | None]], inbox: Path, 
     taken = []
     with opened_inbox(inbox) as folder, _SpoolReader(spool) as segments:
         for name, remembered in entries:
-            entry = None if remembered is None else _kept_entry(name, remembered, inbox, folder, segments, max_bytes)
-            unchanged = entry is not None
-            if entry is None:
-                entry = read_entry(inbox, name, max_bytes, folder)
-                unchanged = remembered is not None and entry.unreadable is None and sha256_hex(entry.raw) == remembered.digest
-            taken.append(read_ahead(entry, chain_id, remembered.verified if remembered is not None and unchanged else None))
+            entry, verdict = ((read_entry(inbox, name, max_bytes, folder), None) if remembered is None
+                              else _remembered_entry(name, remembered, inbox, folder, segments, max_bytes))
+            taken.append(read_ahead(entry, chain_id, verdict))
     return taken
 
 
@@ -175,16 +172,18 @@ def read_inbox(inbox: Path, memory: Path, max_bytes: int, limit: int, chain_id: 
     return map_chunks(read, [(name, remembered.get(name)) for name in names], CHUNK, PARALLEL_FROM)
 
 
-def _kept_entry(name: str, remembered: Remembered, inbox: Path, folder: int | None, segments: _SpoolReader,
-                max_bytes: int) -> Submission | None:
-    """The entry with its bytes from the spool, when its stamp is the one taken as they were read and the spool still
-    holds bytes of the checked digest; None when the entry must be read."""
-    if remembered.stamp == NOT_KEPT or entry_stamp(inbox, name, folder) != remembered.stamp:
-        return None
-    raw = segments.read(remembered.kept)
-    if raw is None or len(raw) > max_bytes or sha256_hex(raw) != remembered.digest:
-        return None
-    return Submission(submission_id_of(name), raw)
+def _remembered_entry(name: str, remembered: Remembered, inbox: Path, folder: int | None, segments: _SpoolReader,
+                      max_bytes: int) -> tuple[Submission, bool | None]:
+    """The entry, with the remembered verdict when its bytes are those checked: taken from the spool while its stamp is
+    the one taken as they were read and the kept bytes hash to the checked digest, else read and hashed. None: check
+    it now."""
+    if remembered.stamp != NOT_KEPT and entry_stamp(inbox, name, folder) == remembered.stamp:
+        raw = segments.read(remembered.kept)
+        if raw is not None and len(raw) <= max_bytes and sha256_hex(raw) == remembered.digest:
+            return Submission(submission_id_of(name), raw), remembered.verified
+    entry = read_entry(inbox, name, max_bytes, folder)
+    unchanged = entry.unreadable is None and sha256_hex(entry.raw) == remembered.digest
+    return entry, remembered.verified if unchanged else None
 
 
 class _SpoolReader:
@@ -213,9 +212,9 @@ class _SpoolReader:
                 self.opened[segment] = os.open(self.spool / segment, os.O_RDONLY | os.O_NOFOLLOW)
             except OSError:
                 self.opened[segment] = None
-        descriptor = self.opened[segment]
-        raw = None if descriptor is None else os.pread(descriptor, int(length), int(offset))
-        return raw if raw is not None and len(raw) == int(length) else None
+        descriptor, size = self.opened[segment], int(length)
+        raw = None if descriptor is None else os.pread(descriptor, size, int(offset))
+        return raw if raw is not None and len(raw) == size else None
 
 
 def _write_segment(spool: Path, parts: list[bytes]) -> str:
