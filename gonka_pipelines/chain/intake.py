@@ -6,13 +6,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from operator import attrgetter
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from gonka_pipelines.chain.core import FINALIZED, StoreCore
 from gonka_pipelines.protocol.crypto import hash_each, hash_value
 from gonka_pipelines.protocol.intake import (
+    TASK_SCHEMA,
     AcceptedTask,
-    AcceptedTraining,
     IntakeContext,
     IntakeResult,
     Rejected,
@@ -133,30 +135,38 @@ class IntakeRows(StoreCore):
 
     def write_intake(self, epoch: int, result: IntakeResult) -> None:
         """Accepted tasks (inference and training) with their escrow transfers and lineage, rejections with reason and
-        raw payload; built as columns (a million tasks an epoch)."""
+        raw payload; built as columns (a million tasks an epoch, most of them taken in bulk as columns already)."""
         rejected = result.rejected
-        accepted: list[AcceptedTask | AcceptedTraining] = [*result.accepted, *result.trainings]
-        task_ids, submission_ids, developers, escrows = _fields(accepted, ("task_id", "submission_id", "developer", "escrow"))
-        task_columns = zip(*result.accepted) if result.accepted else ([] for _ in TASK_COLUMNS)
-        self._insert("tasks", pa.table({"epoch": [epoch] * len(result.accepted), **dict(zip(TASK_COLUMNS, task_columns))}))
+        one_by_one = pl.DataFrame(dict(zip(TASK_COLUMNS, zip(*result.accepted))) if result.accepted else None,
+                                  schema=TASK_SCHEMA)
+        tasks = pl.concat([result.taken, one_by_one]).to_arrow()
+        self._insert("tasks", tasks.append_column("epoch", pa.array([epoch] * tasks.num_rows, pa.int64())))
         self._insert("training_tasks", [{"epoch": epoch, **vars(task), "shards": list(task.shards)} for task in result.trainings])
         self._insert("rejected_tasks", pa.table({
             "epoch": [epoch] * len(rejected), "submission_id": [r.submission_id for r in rejected],
             "reason": [r.reason.value for r in rejected], "detail": [r.detail for r in rejected],
             "raw_payload": pa.array([r.raw_payload for r in rejected], pa.binary())}))
+        training_ids, training_submissions, training_developers, training_escrows = _fields(
+            result.trainings, ("task_id", "submission_id", "developer", "escrow"))
+        task_ids = [*tasks["task_id"].to_pylist(), *training_ids]
+        text = tasks.schema.field("submission_id").type  # polars' large strings
+        submission_ids = pa.concat_arrays([*tasks["submission_id"].chunks, pa.array(training_submissions, text)])
+        developers = pa.concat_arrays([*tasks["developer"].chunks, pa.array(training_developers, text)])
+        escrows = pa.concat_arrays([*tasks["escrow"].chunks, pa.array(training_escrows, pa.int64())])
+        accepted = len(task_ids)
         self._insert("submissions", pa.table({
-            "submission_id": [*submission_ids, *(r.submission_id for r in rejected)],
-            "epoch": [epoch] * (len(accepted) + len(rejected)),
-            "outcome": [SubmissionOutcome.ACCEPTED.value] * len(accepted) + [SubmissionOutcome.REJECTED.value] * len(rejected)}))
+            "submission_id": pa.concat_arrays([submission_ids, pa.array([r.submission_id for r in rejected], text)]),
+            "epoch": pa.repeat(epoch, accepted + len(rejected)),
+            "outcome": [SubmissionOutcome.ACCEPTED.value] * accepted + [SubmissionOutcome.REJECTED.value] * len(rejected)}))
         self._insert("transfers", pa.table({
-            "transfer_id": hash_each(TransferKind.ESCROW, task_ids), "epoch": [epoch] * len(accepted),
-            "stage": [STAGE] * len(accepted), "account": developers,
-            "balance_delta": [-escrow for escrow in escrows], "escrow_delta": escrows,
-            "kind": [TransferKind.ESCROW.value] * len(accepted), "ref": task_ids}))
+            "transfer_id": hash_each(TransferKind.ESCROW, task_ids), "epoch": pa.repeat(epoch, accepted),
+            "stage": [STAGE] * accepted, "account": developers,
+            "balance_delta": pc.negate(escrows), "escrow_delta": escrows,
+            "kind": [TransferKind.ESCROW.value] * accepted, "ref": task_ids}))
         self._insert("lineage", pa.table({
-            "epoch": [epoch] * len(accepted), "child_kind": ["task"] * len(accepted), "child_id": task_ids,
-            "parent_kind": ["submission"] * len(accepted), "parent_id": submission_ids,
-            "relation": [f"{STAGE}:accepted"] * len(accepted)}))
+            "epoch": pa.repeat(epoch, accepted), "child_kind": ["task"] * accepted, "child_id": task_ids,
+            "parent_kind": ["submission"] * accepted, "parent_id": submission_ids,
+            "relation": [f"{STAGE}:accepted"] * accepted}))
 
 
 TASK_COLUMNS = AcceptedTask._fields

@@ -23,7 +23,7 @@ from typing import NamedTuple
 from gonka_pipelines.local.cores import map_chunks
 from gonka_pipelines.local.inbox import entry_stamp, opened_inbox, read_entry, read_stamped_entry, stamp_of, submission_id_of, waiting_names
 from gonka_pipelines.protocol.crypto import sha256_hex
-from gonka_pipelines.protocol.intake import Submission, read_ahead
+from gonka_pipelines.protocol.intake import Submission, SubmissionBatch, read_ahead
 
 FORMAT = "gonka-admitted/2"
 """First word of the memory's header line; the chain id follows it."""
@@ -149,27 +149,27 @@ def admit(inbox: Path, path: Path, chain_id: str, max_bytes: int, limit: int) ->
 
 
 def read_entries(entries: Sequence[tuple[str, Remembered | None]], inbox: Path, spool: Path, max_bytes: int,
-                 chain_id: str) -> list[Submission]:
+                 chain_id: str) -> list[SubmissionBatch]:
     """Inbox entries read and parsed, each with its signature's verdict: the remembered one when the entry's bytes are
     still those that were checked (taken from the spool while the entry's stamp is unchanged, else read and hashed),
-    else checked now (read_ahead). The collector's work item."""
+    else checked now (read_ahead). The collector's work item: one batch, its tasks as columns (cheap to hand over)."""
     taken = []
     with opened_inbox(inbox) as folder, _SpoolReader(spool) as segments:
         for name, remembered in entries:
             entry, verdict = ((read_entry(inbox, name, max_bytes, folder), None) if remembered is None
                               else _remembered_entry(name, remembered, inbox, folder, segments, max_bytes))
             taken.append(read_ahead(entry, chain_id, verdict))
-    return taken
+    return [SubmissionBatch.of(taken)]
 
 
-def read_inbox(inbox: Path, memory: Path, max_bytes: int, limit: int, chain_id: str) -> list[Submission]:
+def read_inbox(inbox: Path, memory: Path, max_bytes: int, limit: int, chain_id: str) -> SubmissionBatch:
     """The first `limit` inbox entries in name order, read ahead of intake: everything it does that needs no chain
     state, on every core from PARALLEL_FROM entries (workers read the files or the spool themselves, so only parsed
-    entries cross over), with the verdicts remembered in `memory` for entries whose bytes have not changed."""
+    entries cross over, the tasks as columns), with the verdicts remembered in `memory` for entries whose bytes have not changed."""
     remembered = load_admitted(memory, chain_id)
     names = waiting_names(inbox)[:limit]
     read = functools.partial(read_entries, inbox=inbox, spool=spool_of(memory), max_bytes=max_bytes, chain_id=chain_id)
-    return map_chunks(read, [(name, remembered.get(name)) for name in names], CHUNK, PARALLEL_FROM)
+    return SubmissionBatch.concat(map_chunks(read, [(name, remembered.get(name)) for name in names], CHUNK, PARALLEL_FROM))
 
 
 def _remembered_entry(name: str, remembered: Remembered, inbox: Path, folder: int | None, segments: _SpoolReader,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import orjson
+import polars as pl
 
 from gonka_pipelines.protocol.crypto import MessageKind, hash_value, verify
 
@@ -171,11 +172,33 @@ class IntakeContext:
     training: TrainingLimits | None = None
 
 
-@dataclass
+TASK_SCHEMA: dict[str, type[pl.DataType]] = {
+    "submission_id": pl.String, "task_id": pl.String, "developer": pl.String, "nonce": pl.Int64, "model": pl.String,
+    "prompt": pl.String, "prompt_tokens": pl.Int64, "max_tokens": pl.Int64, "max_price": pl.Int64, "escrow": pl.Int64,
+    "signature": pl.String, "version": pl.String}
+"""AcceptedTask's fields as columns: the inference tasks intake takes in bulk (IntakeResult.taken)."""
+
+
+@dataclass(eq=False)
 class IntakeResult:
     accepted: list[AcceptedTask] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     trainings: list[AcceptedTraining] = field(default_factory=list)
+    taken: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=TASK_SCHEMA))
+    """Inference tasks accepted in bulk, as columns (TASK_SCHEMA): every task of a developer none of whose
+    submissions is refused (collect of a SubmissionBatch); `accepted` holds those judged one by one."""
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, IntakeResult) and (self.accepted, self.rejected, self.trainings)
+                == (other.accepted, other.rejected, other.trainings) and self.taken.equals(other.taken))
+
+    def accepted_count(self) -> int:
+        """Inference tasks accepted, in bulk and one by one."""
+        return self.taken.height + len(self.accepted)
+
+    def escrowed(self) -> int:
+        """Escrow of the accepted inference tasks."""
+        return int(self.taken["escrow"].sum()) + sum(task.escrow for task in self.accepted)
 
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
@@ -354,9 +377,74 @@ def read_ahead(submission: Submission, chain_id: str, verified: bool | None = No
     return Submission(submission.submission_id, submission.raw, None, (body, signature), verified, hash_value(body))
 
 
-def nonce_claims(submissions: Iterable[Submission]) -> list[tuple[str, int]]:
+READY_SCHEMA: dict[str, type[pl.DataType]] = {
+    "submission_id": pl.String, "raw": pl.Binary, "verified": pl.Boolean, "task_id": pl.String, "chain_id": pl.String,
+    "developer": pl.String, "nonce": pl.Int64, "model": pl.String, "prompt": pl.String, "max_tokens": pl.Int64,
+    "max_price": pl.Int64, "signature": pl.String, "version": pl.String}
+"""A well-formed inference submission read ahead, as a row: its id, bytes, signature verdict and task id, then its
+body's fields and signature ('' version: the served one)."""
+
+
+@dataclass(frozen=True)
+class SubmissionBatch:
+    """Submissions read ahead, the well-formed inference tasks as columns (READY_SCHEMA) and the rest (unreadable,
+    malformed, training) one by one: what the collector's workers hand back, a million tasks without a Python object
+    each to pickle, and what intake judges in bulk."""
+
+    tasks: pl.DataFrame
+    others: list[Submission]
+
+    @classmethod
+    def of(cls, submissions: Iterable[Submission]) -> SubmissionBatch:
+        """Read-ahead submissions sorted into the two kinds."""
+        rows, others = [], []
+        for submission in submissions:
+            document = submission.document
+            if document is None or submission.verified is None or document[0].get("kind") == TRAINING_KIND:
+                others.append(submission)
+                continue
+            body, signature = document
+            rows.append((submission.submission_id, submission.raw, submission.verified, submission.task_id, body["chain_id"],
+                         body["developer"], body["nonce"], body["model"], body["prompt"], body["max_tokens"],
+                         body["max_price"], signature, body.get(VERSION_FIELD, "")))
+        columns = zip(*rows) if rows else ([] for _ in READY_SCHEMA)
+        return cls(pl.DataFrame(dict(zip(READY_SCHEMA, columns)), schema=READY_SCHEMA), others)
+
+    @classmethod
+    def concat(cls, batches: Iterable[SubmissionBatch]) -> SubmissionBatch:
+        batches = list(batches)
+        return cls(pl.concat([batch.tasks for batch in batches]) if batches else pl.DataFrame(schema=READY_SCHEMA),
+                   [submission for batch in batches for submission in batch.others])
+
+    def __len__(self) -> int:
+        return self.tasks.height + len(self.others)
+
+    def submission_ids(self) -> list[str]:
+        return [*self.tasks["submission_id"], *(submission.submission_id for submission in self.others)]
+
+    def without(self, submission_ids: set[str]) -> SubmissionBatch:
+        """The batch less these submissions."""
+        if not submission_ids:
+            return self
+        return SubmissionBatch(self.tasks.filter(~pl.col("submission_id").is_in(list(submission_ids))),
+                               [s for s in self.others if s.submission_id not in submission_ids])
+
+    def one_by_one(self, chain_id: str) -> list[Submission]:
+        """Every submission as a Submission read ahead (the tasks parsed again from their bytes, verdicts kept)."""
+        return [*(read_ahead(Submission(submission_id, raw), chain_id, verified) for submission_id, raw, verified
+                  in self.tasks.select("submission_id", "raw", "verified").iter_rows()), *self.others]
+
+
+Submissions = list[Submission] | SubmissionBatch
+"""What intake judges: submissions one by one, or a batch read ahead."""
+
+
+def nonce_claims(submissions: Submissions) -> list[tuple[str, int]]:
     """(developer key, nonce) of every submission that parses: the nonces intake will ask the chain about."""
-    claims = []
+    claims: list[tuple[str, int]] = []
+    if isinstance(submissions, SubmissionBatch):
+        claims.extend(zip(submissions.tasks["developer"], submissions.tasks["nonce"]))
+        submissions = submissions.others
     for submission in submissions:
         if submission.unreadable is None:
             try:
@@ -367,8 +455,14 @@ def nonce_claims(submissions: Iterable[Submission]) -> list[tuple[str, int]]:
     return claims
 
 
-def collect(submissions: list[Submission], context: IntakeContext) -> IntakeResult:
-    """Accept or reject every submission exactly once, in (developer, nonce, id) order, debiting escrow as it goes."""
+def collect(submissions: Submissions, context: IntakeContext) -> IntakeResult:
+    """Accept or reject every submission exactly once, in (developer, nonce, id) order, debiting escrow as it goes. A
+    batch's developers none of whose submissions is refused are taken in bulk, the same tasks the order would take."""
+    if isinstance(submissions, SubmissionBatch):
+        taken, judged = _take_in_bulk(submissions, context)
+        result = collect(judged, context)
+        result.taken = taken
+        return result
     result = IntakeResult()
     parsed: list[tuple[tuple, Submission, dict, str]] = []
     for submission in sorted(submissions, key=lambda s: s.submission_id):
@@ -397,6 +491,42 @@ def collect(submissions: list[Submission], context: IntakeContext) -> IntakeResu
         context.used_nonces.add((task.developer, task.nonce))
         context.balances[task.developer] -= task.escrow
     return result
+
+
+def _take_in_bulk(batch: SubmissionBatch, context: IntakeContext) -> tuple[pl.DataFrame, list[Submission]]:
+    """The tasks of the batch's developers whose every submission is a well-formed inference task passing each check
+    of check_submission (served model and version, limits, price, a signature that verifies, a nonce not used before
+    nor twice) and whose escrows together fit their balance: accepted in bulk as columns (TASK_SCHEMA), debited from
+    the context. Everything else comes back one by one for the ordered checks."""
+    price, limit = context.price_per_token, context.max_tokens_limit
+    frame = batch.tasks.with_columns(
+        address=pl.col("developer").replace_strict(context.developers, default=None, return_dtype=pl.String),
+        prompt_tokens=pl.col("prompt").str.len_bytes().cast(pl.Int64),
+    ).with_columns(escrow=(pl.col("max_tokens").clip(0, limit) + pl.col("prompt_tokens")) * price)
+    passes = ((pl.col("chain_id") == context.chain_id) & pl.col("verified") & pl.col("address").is_not_null()
+              & pl.col("model").is_in(sorted(context.models)) & (pl.col("version") == "")
+              & (pl.col("prompt_tokens") <= context.max_prompt_bytes) & pl.col("max_tokens").is_between(1, limit)
+              & (pl.col("max_price") >= price))
+    used = pl.DataFrame({"address": [a for a, _ in context.used_nonces], "nonce": [n for _, n in context.used_nonces]},
+                        schema={"address": pl.String, "nonce": pl.Int64}).with_columns(used=pl.lit(True))
+    frame = (frame.sort("developer", "nonce", "submission_id")
+             .join(used, on=["address", "nonce"], how="left", maintain_order="left")
+             .with_columns(passes=passes & pl.col("used").is_null() & ~pl.struct("developer", "nonce").is_duplicated()))
+    groups = frame.group_by("developer").agg(pl.col("address").first(), pl.col("passes").all(),
+                                             spent=pl.col("escrow").cum_sum().max(), total=pl.col("escrow").sum())
+    one_address_each = len(set(context.developers.values())) == len(context.developers)  # else keys share balances
+    refused_keys = {body["developer"] for body, _ in (s.document for s in batch.others if s.document is not None)}
+    bulk = {developer: (address, total) for developer, address, passes, spent, total
+            in groups.select("developer", "address", "passes", "spent", "total").iter_rows()
+            if passes and one_address_each and developer not in refused_keys and spent <= context.balances.get(address, 0)}
+    in_bulk = pl.col("developer").is_in(list(bulk))
+    taken = frame.filter(in_bulk).select(*(pl.col("address").alias("developer") if name == "developer" else name
+                                           for name in TASK_SCHEMA))
+    for address, total in bulk.values():
+        context.balances[address] -= total
+    context.used_nonces.update(zip(taken["developer"], taken["nonce"]))
+    rest = SubmissionBatch(frame.filter(~in_bulk).select(*READY_SCHEMA), batch.others)
+    return taken, rest.one_by_one(context.chain_id)
 
 
 def _rejection(submission: Submission, rejection: Rejected) -> Rejection:

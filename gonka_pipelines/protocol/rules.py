@@ -28,7 +28,7 @@ from gonka_pipelines.protocol.inference_validation import (
     invalidated,
     select_validations,
 )
-from gonka_pipelines.protocol.intake import IntakeContext, IntakeResult, Submission, collect
+from gonka_pipelines.protocol.intake import IntakeContext, IntakeResult, Submissions, collect
 from gonka_pipelines.protocol.params import EpochParams
 from gonka_pipelines.protocol.poc_batches import BatchReject, PocBatch, admit_batches
 from gonka_pipelines.protocol.rewards import collateral_slash, epoch_reward, mint_amount, split_reward_frame, vesting_tranches
@@ -53,7 +53,7 @@ class RuleSet(Protocol):
     name: str
     params: EpochParams
 
-    def collect(self, submissions: list[Submission], context: IntakeContext) -> IntakeResult: ...
+    def collect(self, submissions: Submissions, context: IntakeContext) -> IntakeResult: ...
     def admit_batches(self, batches: Sequence[PocBatch], chain_id: str, prev_hash: str) -> list[BatchReject | None]: ...
     def validation_sample(self, validator_key: str, prev_hash: str, nonces: Sequence[int]) -> list[int]: ...
     def sprint_committees(self, prev_hash: str, hosts: Sequence[str], weights: Mapping[str, int]) -> dict[str, list[str]]: ...
@@ -89,7 +89,7 @@ class GonkaPipelinesV1:
 
     # -- intake ---------------------------------------------------------------------------------
 
-    def collect(self, submissions: list[Submission], context: IntakeContext) -> IntakeResult:
+    def collect(self, submissions: Submissions, context: IntakeContext) -> IntakeResult:
         return collect(submissions, context)
 
     # -- sprint ---------------------------------------------------------------------------------

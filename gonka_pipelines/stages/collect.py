@@ -41,9 +41,9 @@ def run_collect(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> Colle
                              env.chain_id)
     with open_chain() as store:
         store.require_writable(epoch)
-        leftovers = store.consumed_submissions([s.submission_id for s in submissions], before_epoch=epoch)
+        leftovers = store.consumed_submissions(submissions.submission_ids(), before_epoch=epoch)
         archive_submissions(inbox, leftovers)
-        submissions = [s for s in submissions if s.submission_id not in leftovers]
+        submissions = submissions.without(leftovers)
         with store.transaction():
             store.open_epoch(env.params)
             context = store.intake_context(epoch, env.params, env.params.price_per_token, llm_contexts(),
@@ -51,8 +51,7 @@ def run_collect(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> Colle
             result = env.rules.collect(submissions, context)
             store.write_intake(epoch, result)
             failpoint("collect.before_commit")
-    summary = CollectSummary(epoch, len(submissions), len(result.accepted),
-                             dict(sorted(Counter(r.reason.value for r in result.rejected).items())),
-                             sum(t.escrow for t in result.accepted))
+    summary = CollectSummary(epoch, len(submissions), result.accepted_count(),
+                             dict(sorted(Counter(r.reason.value for r in result.rejected).items())), result.escrowed())
     log(f"epoch {epoch}: {summary.accepted} of {summary.submitted} submissions accepted; rejected {summary.rejected_by_reason}")
     return summary

@@ -19,9 +19,11 @@ from gonka_pipelines.protocol.crypto import (
     hash_value,
 )
 from gonka_pipelines.protocol.intake import (
+    AcceptedTask,
     IntakeContext,
     RejectReason,
     Submission,
+    SubmissionBatch,
     _holds_a_long_number,
     _json_document,
     collect,
@@ -36,6 +38,7 @@ CHAIN = "gonka-test-1"
 DEV = KeyPair.from_seed(b"\x01" * 32)
 POOR = KeyPair.from_seed(b"\x02" * 32)
 STRANGER = KeyPair.from_seed(b"\x03" * 32)
+RICH = KeyPair.from_seed(b"\x04" * 32)
 PRICE = 10
 
 
@@ -211,6 +214,8 @@ def make_raw(kind: str, nonce: int) -> bytes:
         "chain": lambda: signed(nonce=nonce, chain_id="c2"),
         "forged": lambda: document(body(nonce=nonce), GOOD_SIGNATURE),
         "junk": lambda: f"junk {nonce}".encode(),
+        "rich": lambda: signed(RICH, nonce=nonce, prompt=f"r{nonce % 100}"),
+        "rich-replay": lambda: signed(RICH, nonce=nonce % 2 + 1),
     }[kind]()
 
 
@@ -236,6 +241,44 @@ def test_property_conservation_escrow_and_order_independence(kinds, seed):
     random.Random(seed).shuffle(shuffled)
     again = collect(shuffled, context())
     assert again == result
+
+
+def context_with_rich() -> IntakeContext:
+    ctx = context()
+    ctx.developers[RICH.public_key], ctx.balances[RICH.address] = RICH.address, 10**6
+    return ctx
+
+
+@settings(max_examples=60, deadline=None)
+@given(kinds=st.lists(st.sampled_from(["ok", "poor", "replay", "model", "long", "chain", "forged", "junk", "rich", "rich",
+                                       "rich", "rich-replay"]), max_size=30))
+def test_property_a_batch_takes_in_bulk_exactly_what_the_order_would(kinds):
+    """Judging a batch read ahead (well-formed tasks as columns, developers with nothing refused taken in bulk) gives
+    the same accepted tasks, the same rejections in the same order, and the same balances and spent nonces as judging
+    the submissions one by one."""
+    submissions = [read_ahead(Submission(hash_value([i, k]), make_raw(k, i + 1)), CHAIN) for i, k in enumerate(kinds)]
+    one_ctx, bulk_ctx = context_with_rich(), context_with_rich()
+    one, bulk = collect(submissions, one_ctx), collect(SubmissionBatch.of(submissions), bulk_ctx)
+    in_bulk = [AcceptedTask(*row) for row in bulk.taken.iter_rows()]
+    assert sorted([*bulk.accepted, *in_bulk]) == sorted(one.accepted)
+    assert bulk.rejected == one.rejected and bulk.trainings == one.trainings == []
+    assert (bulk_ctx.balances, bulk_ctx.used_nonces) == (one_ctx.balances, one_ctx.used_nonces)
+    assert (bulk.accepted_count(), bulk.escrowed()) == (len(one.accepted), sum(t.escrow for t in one.accepted))
+    if kinds and set(kinds) == {"rich"}:
+        assert bulk.accepted == [] and len(in_bulk) == len(kinds), "a developer with nothing refused is taken in bulk"
+
+
+def test_a_batch_judges_in_order_every_task_of_a_developer_with_one_refusal():
+    """One refusal (here a nonce used twice) sends every submission of that developer to the ordered checks; the other
+    developers' tasks are still taken in bulk."""
+    raws = [("a", signed(nonce=5)), ("b", signed(nonce=5, prompt="again")), ("c", signed(nonce=6)),
+            ("d", signed(RICH, nonce=1)), ("e", signed(RICH, nonce=2))]
+    submissions = [read_ahead(Submission(i, raw), CHAIN) for i, raw in raws]
+    result = collect(SubmissionBatch.of(submissions), context_with_rich())
+    assert sorted(result.taken["submission_id"]) == ["d", "e"] and result.taken["developer"].unique().to_list() == [RICH.address]
+    assert [t.submission_id for t in result.accepted] == ["a", "c"]
+    assert [(r.submission_id, r.reason) for r in result.rejected] == [("b", RejectReason.REPLAYED_NONCE)]
+    assert result.taken["escrow"].to_list() == [(4 + len("hello")) * PRICE] * 2
 
 
 def test_a_task_may_name_a_model_version_of_its_model():

@@ -93,3 +93,17 @@ def test_inference_and_training_tasks_share_the_developers_nonces():
     result = collect([Submission("a", inference), Submission("b", order(nonce=1)), Submission("c", order(nonce=2))], context())
     assert len(result.accepted) == 1 and [t.nonce for t in result.trainings] == [2]
     assert [r.reason for r in result.rejected] == [RejectReason.REPLAYED_NONCE]
+
+
+def test_a_batch_judges_a_developer_with_training_orders_in_order():
+    """A batch takes in bulk only developers whose every submission is an inference task: a developer who also sent a
+    training order shares nonces and balance with it, so all of that developer's submissions are judged in order."""
+    from gonka_pipelines.protocol.intake import SubmissionBatch, read_ahead
+
+    inference = sign_task(DEV, CHAIN, model="llm-tiny", prompt="hi", max_tokens=2, max_price=PRICE, nonce=1)
+    submissions = [read_ahead(Submission(i, raw), CHAIN) for i, raw in (("a", inference), ("b", order(nonce=1)), ("c", order(nonce=2)))]
+    batch = SubmissionBatch.of(submissions)
+    assert batch.tasks["submission_id"].to_list() == ["a"] and [s.submission_id for s in batch.others] == ["b", "c"]
+    result = collect(batch, context())
+    assert result == collect(submissions, context()) and result.taken.is_empty()
+    assert [r.reason for r in result.rejected] == [RejectReason.REPLAYED_NONCE]

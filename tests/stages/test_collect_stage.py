@@ -209,9 +209,9 @@ def test_an_epoch_takes_at_most_its_limit_of_entries_and_the_rest_wait(tmp_path,
 
 
 def test_entries_read_on_every_core_decide_as_intake_would(genesis_store, genesis_layout, submit, genesis, monkeypatch):
-    """With the pool forced on (PARALLEL_FROM 1) and work items of two entries, every entry is read once in name order,
-    every parsable one comes back parsed with the verdict intake's own check gives, junk comes back unreadable with
-    intake's reason, and the epoch's rows are those of the one-core collector."""
+    """With the pool forced on (PARALLEL_FROM 1) and work items of two entries, every entry is read once, every
+    well-formed task comes back as a row of columns with the verdict intake's own check gives, junk comes back
+    unreadable with intake's reason, and the epoch's rows are those of the one-core collector."""
     from gonka_pipelines.local import admission
     from gonka_pipelines.local.inbox import waiting_names
     from gonka_pipelines.protocol.intake import RejectReason
@@ -225,8 +225,10 @@ def test_entries_read_on_every_core_decide_as_intake_would(genesis_store, genesi
     monkeypatch.setattr(admission, "CHUNK", 2)
     pending = admission.read_inbox(genesis_layout.inbox, genesis_layout.admitted, tasks.max_submission_bytes,
                                    tasks.max_submissions_per_epoch, genesis.chain_id)
-    assert [s.submission_id + ".json" for s in pending] == waiting_names(genesis_layout.inbox)
-    by_id = {s.submission_id: s for s in pending}
+    assert sorted(i + ".json" for i in pending.submission_ids()) == waiting_names(genesis_layout.inbox)
+    assert sorted(pending.tasks["submission_id"]) == sorted([*ids, forged, wrong_chain]), "well-formed tasks, as columns"
+    assert [s.submission_id for s in pending.others] == [junk]
+    by_id = {s.submission_id: s for s in pending.one_by_one(genesis.chain_id)}
     assert {i: s.verified for i, s in by_id.items() if i != junk} == {**dict.fromkeys(ids, True), forged: False, wrong_chain: False}
     assert all(by_id[i].document is not None and by_id[i].document[0]["nonce"] >= 0 for i in ids)
     assert by_id[junk].document is None and by_id[junk].unreadable.reason == RejectReason.MALFORMED
