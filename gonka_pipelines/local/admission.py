@@ -6,26 +6,30 @@ SHA-256 of the bytes that were checked and the verdict under one chain id. The c
 entry whose bytes still hash the same (anything else is checked in the epoch), and verify-chain re-verifies every
 task's signature from its committed row, so a forged memory cannot go unnoticed.
 
-The checked bytes are kept too, in a spool of segments beside the memory, with the entry's stamp (inode, size, times)
-taken as they were read: while the stamp is unchanged the collector takes the bytes from the spool instead of reading
-a million small files again. Only an entry whose last change predates the check's clock probe is kept, so any later
+The checked entries are kept too, read ahead (bytes, parsed fields, verdict and task id as Arrow columns), in a spool
+of segments beside the memory, with each entry's stamp (inode, size, times) taken as its bytes were read: while the
+stamp is unchanged the collector takes the entry's row from the spool instead of reading and parsing a million small
+files again. Only an entry whose last change predates the check's clock probe is kept, so any later
 write or replacement gives it another stamp (its change time can only move past the probe's)."""
 
 from __future__ import annotations
 
 import functools
+import io
 import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+import polars as pl
+
 from gonka_pipelines.local.cores import map_chunks
 from gonka_pipelines.local.inbox import entry_stamp, opened_inbox, read_entry, read_stamped_entry, stamp_of, submission_id_of, waiting_names
 from gonka_pipelines.protocol.crypto import sha256_hex
-from gonka_pipelines.protocol.intake import Submission, SubmissionBatch, read_ahead
+from gonka_pipelines.protocol.intake import READY_SCHEMA, Submission, SubmissionBatch, read_ahead
 
-FORMAT = "gonka-admitted/2"
+FORMAT = "gonka-admitted/3"
 """First word of the memory's header line; the chain id follows it."""
 PARALLEL_FROM = 20_000
 """Entries from which they are read, parsed and checked on every core (below, a pool costs more than it saves)."""
@@ -52,7 +56,7 @@ class Remembered(NamedTuple):
     stamp: str
     """The entry's stamp (inbox.stamp_of) when its bytes are kept, else NOT_KEPT."""
     kept: str
-    """Where the bytes are kept, `segment:offset:length` in the spool; else NOT_KEPT or KEEP_LATER."""
+    """Where the entry is kept, `segment:row` in the spool; else NOT_KEPT or KEEP_LATER."""
 
 
 Memory = dict[str, Remembered]
@@ -67,19 +71,30 @@ def spool_of(memory: Path) -> Path:
 def load_admitted(path: Path, chain_id: str) -> Memory:
     """What is remembered for this chain id; nothing when the file is missing, unreadable or of another chain (a line
     cut short by a killed writer is skipped)."""
+    return {name: remembered for name, line in memory_lines(path, chain_id).items()
+            if (remembered := remembered_of(line)) is not None}
+
+
+def memory_lines(path: Path, chain_id: str) -> dict[str, str]:
+    """The memory's lines for this chain id by entry name, the rest of each line unparsed (remembered_of): the
+    collector hands them to its workers as they are, a million lines without a tuple each."""
     try:
         with path.open(encoding="utf-8") as memory_file:
             if memory_file.readline() != f"{FORMAT}\t{chain_id}\n":
                 return {}
-            memory: Memory = {}
-            for line in memory_file:
-                fields = line[:-1].split("\t")
-                if len(fields) == 5 and line[-1] == "\n" and len(fields[1]) == 64 and fields[2] in TEXT_VERDICT:
-                    name, digest, verdict, stamp, kept = fields
-                    memory[name] = Remembered(digest, TEXT_VERDICT[verdict], stamp, kept)
-            return memory
+            return dict(line.split("\t", 1) for line in memory_file if "\t" in line)
     except (OSError, UnicodeDecodeError):
         return {}
+
+
+def remembered_of(line: str | None) -> Remembered | None:
+    """What a memory line (less its name, line break included) remembers; None for no line, or one cut short or
+    garbled."""
+    fields = line[:-1].split("\t") if line and line[-1] == "\n" else []
+    if len(fields) != 4 or len(fields[0]) != 64 or fields[1] not in TEXT_VERDICT:
+        return None
+    digest, verdict, stamp, kept = fields
+    return Remembered(digest, TEXT_VERDICT[verdict], stamp, kept)
 
 
 def clock_probe(inbox: Path) -> int | None:
@@ -98,29 +113,32 @@ def clock_probe(inbox: Path) -> int | None:
 
 def check_entries(entries: Sequence[tuple[str, Remembered | None]], inbox: Path, spool: Path, max_bytes: int,
                   chain_id: str, settled_before: int | None) -> list[tuple[str, Remembered]]:
-    """(name, what was learnt) of each entry, the bytes of those last changed before `settled_before` kept in one new
-    spool segment; an entry remembered with the same bytes keeps its verdict (it is read again only to keep them). A
+    """(name, what was learnt) of each entry, those last changed before `settled_before` kept read ahead in one new
+    spool segment; an entry remembered with the same bytes keeps its verdict (it is read again only to keep it). A
     pool's work item."""
-    learnt: list[tuple[str, str, bool | None, str, tuple[int, int] | str]] = []
-    kept: list[bytes] = []
-    offset = 0
+    learnt: list[tuple[str, str, bool | None, str, str]] = []
+    kept: list[Submission] = []
     with opened_inbox(inbox) as folder:
         for name, remembered in entries:
             entry, status = read_stamped_entry(inbox, name, max_bytes, folder)
             digest = sha256_hex(entry.raw)
             same = remembered is not None and remembered.digest == digest
-            verified = remembered.verified if remembered is not None and same else read_ahead(entry, chain_id).verified
+            settled = status is not None and settled_before is not None and status.st_ctime_ns < settled_before
+            if same and not settled:
+                verified = remembered.verified if remembered is not None else None
+            else:
+                ahead = read_ahead(entry, chain_id, remembered.verified if remembered is not None and same else None)
+                verified = ahead.verified
             if status is None or settled_before is None:
                 learnt.append((name, digest, verified, NOT_KEPT, NOT_KEPT))
-            elif status.st_ctime_ns >= settled_before:
+            elif not settled:
                 learnt.append((name, digest, verified, NOT_KEPT, KEEP_LATER))
             else:
-                learnt.append((name, digest, verified, stamp_of(status), (offset, len(entry.raw))))
-                kept.append(entry.raw)
-                offset += len(entry.raw)
+                learnt.append((name, digest, verified, stamp_of(status), str(len(kept))))
+                kept.append(ahead)
     segment = _write_segment(spool, kept) if kept else ""
-    return [(name, Remembered(digest, verified, stamp, where if isinstance(where, str) else f"{segment}:{where[0]}:{where[1]}"))
-            for name, digest, verified, stamp, where in learnt]
+    return [(name, Remembered(digest, verified, stamp, f"{segment}:{row}" if row.isdigit() else row))
+            for name, digest, verified, stamp, row in learnt]
 
 
 def admit(inbox: Path, path: Path, chain_id: str, max_bytes: int, limit: int) -> tuple[int, int]:
@@ -148,79 +166,119 @@ def admit(inbox: Path, path: Path, chain_id: str, max_bytes: int, limit: int) ->
     return sum(remembered is None for _, remembered in todo), len(names)
 
 
-def read_entries(entries: Sequence[tuple[str, Remembered | None]], inbox: Path, spool: Path, max_bytes: int,
+def read_entries(entries: Sequence[tuple[str, str | None]], inbox: Path, spool: Path, max_bytes: int,
                  chain_id: str) -> list[SubmissionBatch]:
-    """Inbox entries read and parsed, each with its signature's verdict: the remembered one when the entry's bytes are
-    still those that were checked (taken from the spool while the entry's stamp is unchanged, else read and hashed),
-    else checked now (read_ahead). The collector's work item: one batch, its tasks as columns (cheap to hand over)."""
-    taken = []
-    with opened_inbox(inbox) as folder, _SpoolReader(spool) as segments:
-        for name, remembered in entries:
-            entry, verdict = ((read_entry(inbox, name, max_bytes, folder), None) if remembered is None
-                              else _remembered_entry(name, remembered, inbox, folder, segments, max_bytes))
-            taken.append(read_ahead(entry, chain_id, verdict))
-    return [SubmissionBatch.of(taken)]
+    """Inbox entries read ahead, each with its signature's verdict: taken from the spool while the entry's stamp is
+    the one taken as its bytes were read and the kept bytes hash to the checked digest; else read from the inbox, with
+    the remembered verdict while its bytes hash the same, or checked now (read_ahead). The collector's work item: one
+    batch, its tasks as columns (cheap to hand over)."""
+    read: list[Submission] = []
+    wanted: list[tuple[str, Remembered, str, int]] = []
+    with opened_inbox(inbox) as folder:
+        for name, line in entries:
+            remembered = remembered_of(line)
+            place = _place(remembered.kept) if remembered is not None and remembered.stamp != NOT_KEPT else None
+            if remembered is not None and place is not None and entry_stamp(inbox, name, folder) == remembered.stamp:
+                wanted.append((name, remembered, *place))
+            else:
+                read.append(_read_ahead(name, remembered, inbox, folder, max_bytes, chain_id))
+        kept, missed = _SpoolReader(spool).take(wanted)
+        read.extend(_read_ahead(name, remembered, inbox, folder, max_bytes, chain_id) for name, remembered in missed)
+    fresh = SubmissionBatch.of(read)
+    return [SubmissionBatch(pl.concat([kept.tasks, fresh.tasks]), [*kept.others, *fresh.others])]
 
 
 def read_inbox(inbox: Path, memory: Path, max_bytes: int, limit: int, chain_id: str) -> SubmissionBatch:
     """The first `limit` inbox entries in name order, read ahead of intake: everything it does that needs no chain
     state, on every core from PARALLEL_FROM entries (workers read the files or the spool themselves, so only parsed
-    entries cross over, the tasks as columns), with the verdicts remembered in `memory` for entries whose bytes have not changed."""
-    remembered = load_admitted(memory, chain_id)
+    entries cross over, the tasks as columns), with the verdicts remembered in `memory` for entries whose bytes have
+    not changed (each worker parses the memory lines of its entries)."""
+    lines = memory_lines(memory, chain_id)
     names = waiting_names(inbox)[:limit]
     read = functools.partial(read_entries, inbox=inbox, spool=spool_of(memory), max_bytes=max_bytes, chain_id=chain_id)
-    return SubmissionBatch.concat(map_chunks(read, [(name, remembered.get(name)) for name in names], CHUNK, PARALLEL_FROM))
+    return SubmissionBatch.concat(map_chunks(read, [(name, lines.get(name)) for name in names], CHUNK, PARALLEL_FROM))
 
 
-def _remembered_entry(name: str, remembered: Remembered, inbox: Path, folder: int | None, segments: _SpoolReader,
-                      max_bytes: int) -> tuple[Submission, bool | None]:
-    """The entry, with the remembered verdict when its bytes are those checked: taken from the spool while its stamp is
-    the one taken as they were read and the kept bytes hash to the checked digest, else read and hashed. None: check
-    it now."""
-    if remembered.stamp != NOT_KEPT and entry_stamp(inbox, name, folder) == remembered.stamp:
-        raw = segments.read(remembered.kept)
-        if raw is not None and len(raw) <= max_bytes and sha256_hex(raw) == remembered.digest:
-            return Submission(submission_id_of(name), raw), remembered.verified
+def _read_ahead(name: str, remembered: Remembered | None, inbox: Path, folder: int | None, max_bytes: int,
+                chain_id: str) -> Submission:
+    """The entry read from the inbox and read ahead, with the remembered verdict while its bytes hash to the checked
+    digest (else checked now)."""
     entry = read_entry(inbox, name, max_bytes, folder)
-    unchanged = entry.unreadable is None and sha256_hex(entry.raw) == remembered.digest
-    return entry, remembered.verified if unchanged else None
+    unchanged = remembered is not None and entry.unreadable is None and sha256_hex(entry.raw) == remembered.digest
+    return read_ahead(entry, chain_id, remembered.verified if remembered is not None and unchanged else None)
+
+
+def _place(kept: str) -> tuple[str, int] | None:
+    """(segment, row) of a kept entry; None for anything else, or a place that names no segment (only a segment's hex
+    name: a garbled memory never sends the reader out of the spool)."""
+    segment, _, row = kept.partition(":")
+    return (segment, int(row)) if segment.isalnum() and segment.isascii() and row.isdigit() else None
+
+
+SEGMENT_SCHEMA: dict[str, type[pl.DataType]] = {**READY_SCHEMA, "ready": pl.Boolean}
+"""A segment's rows: READY_SCHEMA's columns, filled for a well-formed task (ready) and only submission_id and raw for
+anything else (read ahead again when taken: malformed entries and training orders are few)."""
 
 
 class _SpoolReader:
-    """Kept bytes by `segment:offset:length`, each segment opened once."""
+    """Kept entries by (segment, row), each segment read once and checked whole against the hash it is named by."""
 
     def __init__(self, spool: Path):
         self.spool = spool
-        self.opened: dict[str, int | None] = {}
 
-    def __enter__(self) -> _SpoolReader:
-        return self
+    def take(self, wanted: Sequence[tuple[str, Remembered, str, int]]) -> tuple[SubmissionBatch, list[tuple[str, Remembered]]]:
+        """The wanted entries (name, what was learnt, segment, row) the spool still keeps as checked, as a batch read
+        ahead; and the (name, what was learnt) of those it does not (a missing or altered segment, a row whose bytes
+        do not hash to the checked digest)."""
+        frames, missed = [], []
+        by_segment: dict[str, list[tuple[str, Remembered, int]]] = {}
+        for name, remembered, segment, row in wanted:
+            by_segment.setdefault(segment, []).append((name, remembered, row))
+        for segment, entries in by_segment.items():
+            frame = self._segment(segment)
+            ids, raws = (frame["submission_id"].to_list(), frame["raw"].to_list()) if frame is not None else ([], [])
+            rows = []
+            for name, remembered, row in entries:
+                if row < len(ids) and ids[row] == submission_id_of(name) and sha256_hex(raws[row]) == remembered.digest:
+                    rows.append(row)
+                else:
+                    missed.append((name, remembered))
+            if frame is not None and rows:
+                frames.append(frame[rows])
+        taken = pl.concat(frames) if frames else pl.DataFrame(schema=SEGMENT_SCHEMA)
+        verdicts = dict(zip(taken["submission_id"], taken["verified"]))
+        others = [read_ahead(Submission(sid, raw), "", verdicts[sid]) for sid, raw in
+                  taken.filter(~pl.col("ready")).select("submission_id", "raw").iter_rows()]
+        return SubmissionBatch(taken.filter(pl.col("ready")).select(*READY_SCHEMA), others), missed
 
-    def __exit__(self, *exc: object) -> None:
-        for descriptor in self.opened.values():
-            if descriptor is not None:
-                os.close(descriptor)
-
-    def read(self, kept: str) -> bytes | None:
-        """The bytes, None when the segment is gone or shorter than the place says, or the place names no segment (only
-        a segment's hex name: a garbled memory never sends the reader out of the spool)."""
-        segment, offset, length = (kept.split(":") + ["", "", ""])[:3]
-        if not (segment.isalnum() and segment.isascii() and offset.isdigit() and length.isdigit()):
+    def _segment(self, segment: str) -> pl.DataFrame | None:
+        """The segment's rows; None when it is gone, or its content no longer hashes to its name."""
+        try:
+            content = (self.spool / segment).read_bytes()
+        except OSError:
             return None
-        if segment not in self.opened:
-            try:
-                self.opened[segment] = os.open(self.spool / segment, os.O_RDONLY | os.O_NOFOLLOW)
-            except OSError:
-                self.opened[segment] = None
-        descriptor, size = self.opened[segment], int(length)
-        raw = None if descriptor is None else os.pread(descriptor, size, int(offset))
-        return raw if raw is not None and len(raw) == size else None
+        if sha256_hex(content)[:len(segment)] != segment or len(segment) != SEGMENT_NAME_LENGTH:
+            return None
+        return pl.read_ipc(content)
 
 
-def _write_segment(spool: Path, parts: list[bytes]) -> str:
-    """Keep the bytes in one new segment of the spool, named by their hash and written in one rename; returns its name."""
-    content = b"".join(parts)
-    segment = sha256_hex(content)[:32]
+SEGMENT_NAME_LENGTH = 32
+"""Hex digits of a segment's content hash in its name."""
+
+
+def _write_segment(spool: Path, kept: Sequence[Submission]) -> str:
+    """Keep the entries read ahead in one new segment of the spool (Arrow IPC, a row each in the order given), named by
+    its content's hash and written in one rename; returns its name."""
+    batch = SubmissionBatch.of(kept)
+    rest = pl.DataFrame({"submission_id": [s.submission_id for s in batch.others], "raw": [s.raw for s in batch.others]},
+                        schema={"submission_id": pl.String, "raw": pl.Binary})
+    frame = pl.concat([batch.tasks.with_columns(ready=pl.lit(True)), rest.with_columns(ready=pl.lit(False))],
+                      how="diagonal_relaxed").select(*SEGMENT_SCHEMA)
+    row_of = {submission_id: row for row, submission_id in enumerate(frame["submission_id"])}
+    buffer = io.BytesIO()
+    frame[[row_of[s.submission_id] for s in kept]].write_ipc(buffer)
+    content = buffer.getvalue()
+    segment = sha256_hex(content)[:SEGMENT_NAME_LENGTH]
     spool.mkdir(parents=True, exist_ok=True)
     temporary = spool / f".{segment}.{os.getpid()}.tmp"
     temporary.write_bytes(content)

@@ -148,7 +148,7 @@ def test_the_epoch_takes_kept_bytes_without_reading_the_inbox_again(genesis_layo
     settled(genesis_layout)
     assert admit(genesis_layout, genesis) == (6, 6)
     kept = kept_bytes(genesis_layout, genesis)
-    assert len(kept) == 6 and all(place.count(":") == 2 for place in kept.values()), kept
+    assert len(kept) == 6 and all(place.count(":") == 1 for place in kept.values()), kept
     assert len(list(admission.spool_of(genesis_layout.admitted).iterdir())) == 1, "one segment per work item"
     with opened(twin) as store:
         expected = (run_stages(store, twin, 1, through="epoch_tasks")["epoch_tasks"], epoch_rows(store))
@@ -170,7 +170,7 @@ def test_an_entry_changed_after_its_bytes_were_kept_is_read_again(genesis_store,
     assert len(forged) == len(original) and forged != original
     settled(genesis_layout)
     admit(genesis_layout, genesis)
-    assert kept_bytes(genesis_layout, genesis)[path.name].count(":") == 2
+    assert kept_bytes(genesis_layout, genesis)[path.name].count(":") == 1
     if change == "rewritten in place":
         with path.open("r+b") as entry:
             entry.write(forged)
@@ -187,30 +187,39 @@ def test_an_entry_changed_after_its_bytes_were_kept_is_read_again(genesis_store,
     assert (summary.accepted, summary.rejected_by_reason) == (0, {expected: 1})
 
 
-@pytest.mark.parametrize("damage", ["segment altered", "segment removed", "memory points out of the spool"])
+@pytest.mark.parametrize("damage", ["kept bytes altered", "a column altered, the bytes not", "segment removed",
+                                    "memory points out of the spool", "memory swaps two rows"])
 def test_a_damaged_spool_costs_a_read_not_a_verdict(genesis_store, genesis_layout, submit, genesis, settled, damage,
                                                     monkeypatch):
-    """The spool is a cache: bytes that no longer hash to the checked digest, or a missing segment, send the collector
-    back to the inbox entry, whose unchanged bytes keep their remembered verdict."""
+    """The spool is a cache: a segment that no longer hashes to its name (any byte of it altered, the parsed columns
+    included), a missing segment, or a row that is not the entry's send the collector back to the inbox entry, whose
+    unchanged bytes keep their remembered verdict."""
+    import polars as pl
+
     ids = submit(2, "dev-ada")
     settled(genesis_layout)
     admit(genesis_layout, genesis)
     [segment] = admission.spool_of(genesis_layout.admitted).iterdir()
-    if damage == "segment altered":
+    memory = genesis_layout.admitted.read_text()
+    if damage == "kept bytes altered":
         segment.write_bytes(segment.read_bytes().replace(b'"prompt":"task', b'"prompt":"TASK'))
+    elif damage == "a column altered, the bytes not":
+        pl.read_ipc(segment.read_bytes()).with_columns(prompt=pl.lit("forged")).write_ipc(segment)
     elif damage == "segment removed":
         segment.unlink()
-    else:  # the kept bytes copied outside the spool, the memory pointing there
-        outside = genesis_layout.root / "outside"
-        outside.write_bytes(segment.read_bytes())
+    elif damage == "memory points out of the spool":  # the segment copied outside the spool, the memory pointing there
+        (genesis_layout.root / "outside").write_bytes(segment.read_bytes())
         segment.unlink()
-        genesis_layout.admitted.write_text(genesis_layout.admitted.read_text().replace(f"\t{segment.name}:", "\t../outside:"))
-        monkeypatch.setattr(admission, "read_entry", counted(admission.read_entry, reads := []))
+        genesis_layout.admitted.write_text(memory.replace(f"\t{segment.name}:", "\t../outside:"))
+    else:
+        genesis_layout.admitted.write_text(memory.replace(f"{segment.name}:0", "@").replace(f"{segment.name}:1", f"{segment.name}:0")
+                                           .replace("@", f"{segment.name}:1"))
+    monkeypatch.setattr(admission, "read_entry", counted(admission.read_entry, reads := []))
     monkeypatch.setattr(intake, "verify", never_verified)
     summary = run_stages(genesis_store, genesis_layout, 1, through="epoch_tasks")["epoch_tasks"]
     assert (summary.accepted, summary.rejected_by_reason) == (len(ids), {})
-    if damage == "memory points out of the spool":
-        assert len(reads) == len(ids), "each entry read from the inbox, not from a file outside the spool"
+    assert len(reads) == len(ids), "each entry read from the inbox"
+    assert genesis_store._scalar("SELECT count(*) FROM tasks WHERE prompt LIKE 'task%'") == len(ids)
 
 
 def test_a_recent_entry_is_kept_by_the_next_check_without_checking_it_again(genesis_layout, submit, genesis, settled,
@@ -224,7 +233,7 @@ def test_a_recent_entry_is_kept_by_the_next_check_without_checking_it_again(gene
     monkeypatch.setattr(intake, "verify", never_verified)
     assert admit(genesis_layout, genesis) == (0, 2), "read again to keep the bytes: no new signature checked"
     remembered = admission.load_admitted(genesis_layout.admitted, genesis.chain_id)
-    assert all(r.verified and r.kept.count(":") == 2 for r in remembered.values())
+    assert all(r.verified and r.kept.count(":") == 1 for r in remembered.values())
     assert admit(genesis_layout, genesis) == (0, 2)
 
 
@@ -252,4 +261,4 @@ def test_an_entry_last_changed_within_the_probes_tick_is_not_kept(genesis_layout
     assert kept_bytes(genesis_layout, genesis) == {f"{good}.json": admission.KEEP_LATER}
     monkeypatch.setattr(admission, "clock_probe", lambda inbox: changed + 1)
     admit(genesis_layout, genesis)
-    assert kept_bytes(genesis_layout, genesis)[f"{good}.json"].count(":") == 2
+    assert kept_bytes(genesis_layout, genesis)[f"{good}.json"].count(":") == 1
