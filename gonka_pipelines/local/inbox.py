@@ -8,11 +8,14 @@ has any), so nothing in the inbox is silently skipped.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from gonka_pipelines.protocol.crypto import sha256_hex
 from gonka_pipelines.protocol.intake import Rejected, RejectReason, Submission
@@ -174,7 +177,8 @@ def _kind(mode: int) -> str:
 def archive_submissions(inbox: Path, submission_ids: Iterable[str]) -> int:
     """Move consumed submissions to inbox/processed once their epoch is final, never replacing an archived entry
     (a second entry of the same name is kept beside it as NAME~N); returns how many moved. Names are resolved against
-    the two folders' descriptors: a million entries cost a probe and a rename each."""
+    the two folders' descriptors, and each move is one rename that refuses to replace (renameat2 RENAME_NOREPLACE),
+    or a probe and a rename where the system lacks it: a million entries cost a million renames."""
     processed = inbox / "processed"
     processed.mkdir(parents=True, exist_ok=True)
     source = os.open(inbox, os.O_RDONLY | os.O_DIRECTORY)
@@ -184,18 +188,42 @@ def archive_submissions(inbox: Path, submission_ids: Iterable[str]) -> int:
         for submission_id in submission_ids:
             name = file_name_of(submission_id)
             archived, copy = name, 0
-            while _entry_exists(archived, target):
+            while (outcome := _move_unless_taken(name, archived, source, target)) is _TAKEN:
                 copy += 1
                 archived = f"{name}~{copy}"
-            try:
-                os.rename(name, archived, src_dir_fd=source, dst_dir_fd=target)
-            except FileNotFoundError:  # not in the inbox (archived by an earlier, interrupted attempt)
-                continue
-            moved += 1
+            moved += outcome is _MOVED
     finally:
         os.close(source)
         os.close(target)
     return moved
+
+
+_MOVED, _TAKEN, _GONE = "moved", "taken", "gone"
+_RENAME_NOREPLACE = 1
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_renameat2: Any = getattr(_LIBC, "renameat2", None)
+
+
+def _move_unless_taken(name: str, archived: str, source: int, target: int) -> str:
+    """Rename `name` in the source folder to `archived` in the target folder unless that name is taken there:
+    _MOVED, _TAKEN, or _GONE when the entry is not in the source (archived by an earlier, interrupted attempt)."""
+    global _renameat2
+    if _renameat2 is not None:
+        if _renameat2(source, os.fsencode(name), target, os.fsencode(archived), _RENAME_NOREPLACE) == 0:
+            return _MOVED
+        error = ctypes.get_errno()
+        if error in (errno.EEXIST, errno.ENOENT):
+            return _TAKEN if error == errno.EEXIST else _GONE
+        if error not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise OSError(error, os.strerror(error), name)
+        _renameat2 = None  # this file system or kernel cannot refuse to replace: probe first from here on
+    if _entry_exists(archived, target):
+        return _TAKEN
+    try:
+        os.rename(name, archived, src_dir_fd=source, dst_dir_fd=target)
+    except FileNotFoundError:
+        return _GONE
+    return _MOVED
 
 
 def _entry_exists(name: str, folder: int) -> bool:

@@ -131,3 +131,26 @@ def test_an_entry_named_like_an_archived_submission_never_replaces_it(finalized_
         run_stages(store, finalized_layout, 2, through="epoch_tasks")
     assert original.read_bytes() == kept
     assert (processed / f"{original.name}~1").read_bytes() == b"an impostor with a consumed submission's name"
+
+
+@pytest.mark.parametrize("renameat2", [True, False], ids=["one rename that refuses to replace", "probe, then rename"])
+def test_archiving_keeps_every_copy_and_skips_entries_already_moved(tmp_path, monkeypatch, renameat2):
+    """Both ways of moving an entry (renameat2 RENAME_NOREPLACE, or a probe and a rename where the system lacks it)
+    keep an archived entry of the same name and file the newcomer as NAME~N, and count an entry no longer in the
+    inbox (moved by an interrupted attempt) as not moved."""
+    from gonka_pipelines.local import inbox
+
+    if not renameat2:
+        monkeypatch.setattr(inbox, "_renameat2", None)
+    elif inbox._renameat2 is None:
+        pytest.skip("this C library has no renameat2")
+    box = tmp_path / "inbox"
+    (box / "processed").mkdir(parents=True)
+    for name, content in (("a.json", b"new a"), ("b.json", b"new b")):
+        (box / name).write_bytes(content)
+    (box / "processed" / "a.json").write_bytes(b"old a")
+    (box / "processed" / "a.json~1").write_bytes(b"older copy")
+    assert inbox.archive_submissions(box, ["a", "b", "gone"]) == 2
+    assert {p.name: p.read_bytes() for p in (box / "processed").iterdir()} == {
+        "a.json": b"old a", "a.json~1": b"older copy", "a.json~2": b"new a", "b.json": b"new b"}
+    assert sorted(os.listdir(box)) == ["processed"]
