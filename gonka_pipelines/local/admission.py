@@ -182,7 +182,7 @@ def read_entries(entries: Sequence[tuple[str, str | None]], inbox: Path, spool: 
                 wanted.append((name, remembered, *place))
             else:
                 read.append(_read_ahead(name, remembered, inbox, folder, max_bytes, chain_id))
-        kept, missed = _SpoolReader(spool).take(wanted)
+        kept, missed = _SpoolReader(spool).take(wanted, chain_id)
         read.extend(_read_ahead(name, remembered, inbox, folder, max_bytes, chain_id) for name, remembered in missed)
     fresh = SubmissionBatch.of(read)
     return [SubmissionBatch(pl.concat([kept.tasks, fresh.tasks]), [*kept.others, *fresh.others])]
@@ -226,28 +226,32 @@ class _SpoolReader:
     def __init__(self, spool: Path):
         self.spool = spool
 
-    def take(self, wanted: Sequence[tuple[str, Remembered, str, int]]) -> tuple[SubmissionBatch, list[tuple[str, Remembered]]]:
+    def take(self, wanted: Sequence[tuple[str, Remembered, str, int]],
+             chain_id: str) -> tuple[SubmissionBatch, list[tuple[str, Remembered]]]:
         """The wanted entries (name, what was learnt, segment, row) the spool still keeps as checked, as a batch read
-        ahead; and the (name, what was learnt) of those it does not (a missing or altered segment, a row whose bytes
-        do not hash to the checked digest)."""
-        frames, missed = [], []
+        ahead with their remembered verdicts (entries kept as bytes only read ahead again); and the (name, what was
+        learnt) of those it does not keep (a missing or altered segment, a row of another entry, of bytes that do not
+        hash to the checked digest or of another verdict)."""
+        frames, missed, verdicts = [], [], {}
         by_segment: dict[str, list[tuple[str, Remembered, int]]] = {}
         for name, remembered, segment, row in wanted:
             by_segment.setdefault(segment, []).append((name, remembered, row))
         for segment, entries in by_segment.items():
             frame = self._segment(segment)
-            ids, raws = (frame["submission_id"].to_list(), frame["raw"].to_list()) if frame is not None else ([], [])
+            ids, raws, verified = ((frame["submission_id"].to_list(), frame["raw"].to_list(), frame["verified"].to_list())
+                                   if frame is not None else ([], [], []))
             rows = []
             for name, remembered, row in entries:
-                if row < len(ids) and ids[row] == submission_id_of(name) and sha256_hex(raws[row]) == remembered.digest:
+                if (row < len(ids) and ids[row] == submission_id_of(name) and sha256_hex(raws[row]) == remembered.digest
+                        and verified[row] in (remembered.verified, None)):
                     rows.append(row)
+                    verdicts[ids[row]] = remembered.verified
                 else:
                     missed.append((name, remembered))
             if frame is not None and rows:
                 frames.append(frame[rows])
         taken = pl.concat(frames) if frames else pl.DataFrame(schema=SEGMENT_SCHEMA)
-        verdicts = dict(zip(taken["submission_id"], taken["verified"]))
-        others = [read_ahead(Submission(sid, raw), "", verdicts[sid]) for sid, raw in
+        others = [read_ahead(Submission(sid, raw), chain_id, verdicts[sid]) for sid, raw in
                   taken.filter(~pl.col("ready")).select("submission_id", "raw").iter_rows()]
         return SubmissionBatch(taken.filter(pl.col("ready")).select(*READY_SCHEMA), others), missed
 
@@ -257,7 +261,7 @@ class _SpoolReader:
             content = (self.spool / segment).read_bytes()
         except OSError:
             return None
-        if sha256_hex(content)[:len(segment)] != segment or len(segment) != SEGMENT_NAME_LENGTH:
+        if len(segment) != SEGMENT_NAME_LENGTH or sha256_hex(content)[:SEGMENT_NAME_LENGTH] != segment:
             return None
         return pl.read_ipc(content)
 

@@ -222,6 +222,24 @@ def test_a_damaged_spool_costs_a_read_not_a_verdict(genesis_store, genesis_layou
     assert genesis_store._scalar("SELECT count(*) FROM tasks WHERE prompt LIKE 'task%'") == len(ids)
 
 
+def test_an_entry_kept_as_bytes_only_is_read_ahead_again_with_its_verdict(genesis_store, genesis_layout, submit, genesis,
+                                                                          settled, monkeypatch):
+    """A training order is kept as its bytes only (not as a task's columns): the collector reads it ahead again from
+    the spool under the chain's id, with the remembered verdict, and takes it as the order it is."""
+    (version,) = genesis_store.model_versions()
+    order = submit.train(nonce=7, base_version=version, shards=sorted(genesis_store.training_shards())[:1])
+    [task] = submit(1, "dev-ada")
+    settled(genesis_layout)
+    admit(genesis_layout, genesis)
+    assert all(place.count(":") == 1 for place in kept_bytes(genesis_layout, genesis).values())
+    monkeypatch.setattr(admission, "read_entry", never_read)
+    monkeypatch.setattr(intake, "verify", never_verified)
+    summary = run_stages(genesis_store, genesis_layout, 1, through="epoch_tasks")["epoch_tasks"]
+    assert (summary.accepted, summary.rejected_by_reason) == (1, {})
+    assert genesis_store._query("SELECT submission_id FROM training_tasks") == [(order,)]
+    assert genesis_store._query("SELECT submission_id FROM tasks") == [(task,)]
+
+
 def test_a_recent_entry_is_kept_by_the_next_check_without_checking_it_again(genesis_layout, submit, genesis, settled,
                                                                           monkeypatch):
     submit(2, "dev-ada")
