@@ -8,7 +8,7 @@ A temporary chain (a tmp dir, removed afterwards unless --keep) gets N honest ho
 profile's numbers adjusted for the benchmark (small nonce budget so the sprint is cheap, tasks_per_capacity
 raised so tasks do not expire, max_tokens and price as in `local`). Before each epoch M signed tasks are
 written to the inbox (the clients' cost, timed apart) and the node checks their signatures as they arrive and keeps
-their bytes (`local/admission.admit`, what `gonka admit` and the inbox sensor do; timed apart too, `--no-admit` leaves
+them read ahead (`local/admission.admit`, what `gonka admit` and the inbox sensor do; timed apart too, `--no-admit` leaves
 the checks and the reading to the collect stage), then the epoch's environment is built once and the
 stages of gonka_pipelines.stages.registry run in order with
 `PrecomputedCompute` (bench/precomputed.py) as the compute seam, each timed with time.perf_counter.

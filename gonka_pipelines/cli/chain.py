@@ -221,9 +221,9 @@ def admit(limit: Annotated[int, typer.Option(min=1, help="check at most this man
           data_dir: DataDir = None) -> int:
     """Check the signatures of submissions that arrived since the last check, ahead of the epoch that takes them.
 
-    The verdicts are remembered in DATA/admitted-signatures.tsv and the bytes kept in DATA/admitted-signatures.spool/; the
-    collector uses them only while the submission's bytes are those that were checked (the inbox sensor does the same on
-    each tick)."""
+    The verdicts are remembered in DATA/admitted-signatures.tsv and the submissions kept read ahead (bytes and parsed
+    fields) in DATA/admitted-signatures.spool/; the collector uses them only while the submission's bytes are those that
+    were checked (the inbox sensor does the same on each tick)."""
     checked, waiting = admit_waiting(chain_folder(data_dir), limit)
     print(f"checked {checked:,} new signature(s) ahead of the epoch; {waiting:,} submission(s) wait in the inbox")
     return 0

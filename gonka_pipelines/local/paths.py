@@ -51,8 +51,8 @@ class DataLayout:
 
     @property
     def admitted(self) -> Path:
-        """Developer signatures checked as submissions arrived, remembered for the collector, with the checked bytes kept
-        beside it (admitted-signatures.spool/, local/admission.py)."""
+        """Developer signatures checked as submissions arrived, remembered for the collector, with the checked entries
+        kept read ahead beside it (admitted-signatures.spool/, local/admission.py)."""
         return self.root / "admitted-signatures.tsv"
 
     def key_file(self, name: str) -> Path:
