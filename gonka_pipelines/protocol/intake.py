@@ -412,6 +412,7 @@ class SubmissionBatch:
 
     @classmethod
     def concat(cls, batches: Iterable[SubmissionBatch]) -> SubmissionBatch:
+        """The batches as one (the pool's work items' answers)."""
         batches = list(batches)
         return cls(pl.concat([batch.tasks for batch in batches]) if batches else pl.DataFrame(schema=READY_SCHEMA),
                    [submission for batch in batches for submission in batch.others])
