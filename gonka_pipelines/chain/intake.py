@@ -140,7 +140,7 @@ class IntakeRows(StoreCore):
         one_by_one = pl.DataFrame(dict(zip(TASK_COLUMNS, zip(*result.accepted))) if result.accepted else None,
                                   schema=TASK_SCHEMA)
         tasks = pl.concat([result.taken, one_by_one]).to_arrow()
-        self._insert("tasks", tasks.append_column("epoch", pa.array([epoch] * tasks.num_rows, pa.int64())))
+        self._insert("tasks", tasks.append_column("epoch", pa.repeat(epoch, tasks.num_rows)))
         self._insert("training_tasks", [{"epoch": epoch, **vars(task), "shards": list(task.shards)} for task in result.trainings])
         self._insert("rejected_tasks", pa.table({
             "epoch": [epoch] * len(rejected), "submission_id": [r.submission_id for r in rejected],

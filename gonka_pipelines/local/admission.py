@@ -182,7 +182,7 @@ def read_entries(entries: Sequence[tuple[str, str | None]], inbox: Path, spool: 
                 wanted.append((name, remembered, *place))
             else:
                 read.append(_read_ahead(name, remembered, inbox, folder, max_bytes, chain_id))
-        kept, missed = _SpoolReader(spool).take(wanted, chain_id)
+        kept, missed = _take_kept(spool, wanted, chain_id)
         read.extend(_read_ahead(name, remembered, inbox, folder, max_bytes, chain_id) for name, remembered in missed)
     fresh = SubmissionBatch.of(read)
     return [SubmissionBatch(pl.concat([kept.tasks, fresh.tasks]), [*kept.others, *fresh.others])]
@@ -220,50 +220,45 @@ SEGMENT_SCHEMA: dict[str, type[pl.DataType]] = {**READY_SCHEMA, "ready": pl.Bool
 anything else (read ahead again when taken: malformed entries and training orders are few)."""
 
 
-class _SpoolReader:
-    """Kept entries by (segment, row), each segment read once and checked whole against the hash it is named by."""
+def _take_kept(spool: Path, wanted: Sequence[tuple[str, Remembered, str, int]],
+               chain_id: str) -> tuple[SubmissionBatch, list[tuple[str, Remembered]]]:
+    """The wanted entries (name, what was learnt, segment, row) the spool still keeps as checked, as a batch read ahead
+    with their remembered verdicts (entries kept as bytes only read ahead again), each segment read once; and the
+    (name, what was learnt) of those it does not keep (a missing or altered segment, a row of another entry, of bytes
+    that do not hash to the checked digest or of another verdict)."""
+    frames, missed, verdicts = [], [], {}
+    by_segment: dict[str, list[tuple[str, Remembered, int]]] = {}
+    for name, remembered, segment, row in wanted:
+        by_segment.setdefault(segment, []).append((name, remembered, row))
+    for segment, entries in by_segment.items():
+        frame = _read_segment(spool, segment)
+        ids, raws, verified = ((frame["submission_id"].to_list(), frame["raw"].to_list(), frame["verified"].to_list())
+                               if frame is not None else ([], [], []))
+        rows = []
+        for name, remembered, row in entries:
+            if (row < len(ids) and ids[row] == submission_id_of(name) and sha256_hex(raws[row]) == remembered.digest
+                    and verified[row] in (remembered.verified, None)):
+                rows.append(row)
+                verdicts[ids[row]] = remembered.verified
+            else:
+                missed.append((name, remembered))
+        if frame is not None and rows:
+            frames.append(frame[rows])
+    taken = pl.concat(frames) if frames else pl.DataFrame(schema=SEGMENT_SCHEMA)
+    others = [read_ahead(Submission(sid, raw), chain_id, verdicts[sid]) for sid, raw in
+              taken.filter(~pl.col("ready")).select("submission_id", "raw").iter_rows()]
+    return SubmissionBatch(taken.filter(pl.col("ready")).select(*READY_SCHEMA), others), missed
 
-    def __init__(self, spool: Path):
-        self.spool = spool
 
-    def take(self, wanted: Sequence[tuple[str, Remembered, str, int]],
-             chain_id: str) -> tuple[SubmissionBatch, list[tuple[str, Remembered]]]:
-        """The wanted entries (name, what was learnt, segment, row) the spool still keeps as checked, as a batch read
-        ahead with their remembered verdicts (entries kept as bytes only read ahead again); and the (name, what was
-        learnt) of those it does not keep (a missing or altered segment, a row of another entry, of bytes that do not
-        hash to the checked digest or of another verdict)."""
-        frames, missed, verdicts = [], [], {}
-        by_segment: dict[str, list[tuple[str, Remembered, int]]] = {}
-        for name, remembered, segment, row in wanted:
-            by_segment.setdefault(segment, []).append((name, remembered, row))
-        for segment, entries in by_segment.items():
-            frame = self._segment(segment)
-            ids, raws, verified = ((frame["submission_id"].to_list(), frame["raw"].to_list(), frame["verified"].to_list())
-                                   if frame is not None else ([], [], []))
-            rows = []
-            for name, remembered, row in entries:
-                if (row < len(ids) and ids[row] == submission_id_of(name) and sha256_hex(raws[row]) == remembered.digest
-                        and verified[row] in (remembered.verified, None)):
-                    rows.append(row)
-                    verdicts[ids[row]] = remembered.verified
-                else:
-                    missed.append((name, remembered))
-            if frame is not None and rows:
-                frames.append(frame[rows])
-        taken = pl.concat(frames) if frames else pl.DataFrame(schema=SEGMENT_SCHEMA)
-        others = [read_ahead(Submission(sid, raw), chain_id, verdicts[sid]) for sid, raw in
-                  taken.filter(~pl.col("ready")).select("submission_id", "raw").iter_rows()]
-        return SubmissionBatch(taken.filter(pl.col("ready")).select(*READY_SCHEMA), others), missed
-
-    def _segment(self, segment: str) -> pl.DataFrame | None:
-        """The segment's rows; None when it is gone, or its content no longer hashes to its name."""
-        try:
-            content = (self.spool / segment).read_bytes()
-        except OSError:
-            return None
-        if len(segment) != SEGMENT_NAME_LENGTH or sha256_hex(content)[:SEGMENT_NAME_LENGTH] != segment:
-            return None
-        return pl.read_ipc(content)
+def _read_segment(spool: Path, segment: str) -> pl.DataFrame | None:
+    """A segment's rows; None when it is gone, or its content no longer hashes to its name."""
+    try:
+        content = (spool / segment).read_bytes()
+    except OSError:
+        return None
+    if len(segment) != SEGMENT_NAME_LENGTH or sha256_hex(content)[:SEGMENT_NAME_LENGTH] != segment:
+        return None
+    return pl.read_ipc(content)
 
 
 SEGMENT_NAME_LENGTH = 32

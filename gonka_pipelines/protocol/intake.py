@@ -516,10 +516,11 @@ def _take_in_bulk(batch: SubmissionBatch, context: IntakeContext) -> tuple[pl.Da
     groups = frame.group_by("developer").agg(pl.col("address").first(), pl.col("passes").all(),
                                              spent=pl.col("escrow").cum_sum().max(), total=pl.col("escrow").sum())
     one_address_each = len(set(context.developers.values())) == len(context.developers)  # else keys share balances
-    refused_keys = {body["developer"] for body, _ in (s.document for s in batch.others if s.document is not None)}
+    # a training order shares its developer's nonces and balance: all that developer's submissions go in order
+    ordering_keys = {body["developer"] for body, _ in (s.document for s in batch.others if s.document is not None)}
     bulk = {developer: (address, total) for developer, address, passes, spent, total
             in groups.select("developer", "address", "passes", "spent", "total").iter_rows()
-            if passes and one_address_each and developer not in refused_keys and spent <= context.balances.get(address, 0)}
+            if passes and one_address_each and developer not in ordering_keys and spent <= context.balances.get(address, 0)}
     in_bulk = pl.col("developer").is_in(list(bulk))
     taken = frame.filter(in_bulk).select(*(pl.col("address").alias("developer") if name == "developer" else name
                                            for name in TASK_SCHEMA))
