@@ -100,9 +100,14 @@ class EpochEnvironment:
         """work(compute, item) for every item, where the engine runs it; results in item order."""
         return self.engine.map(work, items, self.compute)
 
-    def version_of(self, task: dict) -> str:
-        """The model version a task runs on: the one it named, else the one the network serves this epoch."""
-        return task["version"] or self.served[task["model"]]
+    def with_runs_version(self, tasks: pl.DataFrame) -> pl.DataFrame:
+        """The tasks (`model` and `version` columns) with the model version each runs on as `runs_version`: the one it
+        named, else the one the network serves this epoch (a ValueError names a model served in no version)."""
+        served = pl.col("model").replace_strict(self.served, default=None, return_dtype=pl.String)
+        tasks = tasks.with_columns(pl.when(pl.col("version") != "").then(pl.col("version")).otherwise(served).alias("runs_version"))
+        if unserved := tasks.filter(pl.col("runs_version").is_null())["model"].unique().sort().to_list():
+            raise ValueError(f"tasks ask for the served version of {', '.join(map(repr, unserved))}, which no version serves")
+        return tasks
 
     @cached_property
     def host(self) -> dict[str, Host]:

@@ -131,8 +131,7 @@ def run_task_execution(env: EpochEnvironment, open_chain: OpenChain, log: Log) -
     with open_chain() as store:
         tasks = _assigned_tasks(env, pl.DataFrame(store.epoch_tasks(epoch)).cast(TASK_SCHEMA))  # type: ignore[arg-type]
         trainings = store.epoch_trainings(epoch)
-    tasks = tasks.with_columns(pl.Series("runs_version", [env.version_of(t) for t in tasks.select("model", "version").to_dicts()],
-                                         dtype=pl.String))
+    tasks = env.with_runs_version(tasks)
     running, groups = _generation_groups(tasks.filter("runs"))
     prompts = running["prompt"].to_list()
     orders = [GenerationOrder(model, version, executor, env.host[executor].behaviour, tuple(prompts[start:end]), max_tokens)
@@ -320,11 +319,10 @@ def _rescore(env: EpochEnvironment, wanted: pl.DataFrame) -> pl.DataFrame:
     """The honest re-runs of these results (one per row: model, version, prompt, output tokens), run on the engine in
     orders of one model version, as SCORE_SCHEMA columns in row order."""
     prompts, outputs = wanted["prompt"].to_list(), wanted["output_tokens"].to_list()
-    by_version: dict[tuple[str, str], list[int]] = {}
-    for row, (model, version) in enumerate(wanted.select("model", "version").rows()):
-        by_version.setdefault((model, env.version_of({"model": model, "version": version})), []).append(row)
+    by_version = (env.with_runs_version(wanted.select("model", "version")).with_row_index("row")
+                  .group_by("model", "runs_version", maintain_order=True).agg("row").rows())
     orders, order_rows = [], []
-    for (model, version), rows in by_version.items():
+    for model, version, rows in by_version:
         for start in range(0, len(rows), SCORED_PER_ORDER):
             chunk = rows[start:start + SCORED_PER_ORDER]
             orders.append(ScoringOrder(model, version, tuple(prompts[r] for r in chunk), tuple(tuple(outputs[r]) for r in chunk)))

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 from gonka_pipelines.compute.llm import GENERATION_SCHEMA, SCORE_SCHEMA
+from gonka_pipelines.stages.environment import EpochEnvironment
 from gonka_pipelines.stages.inference import SCORED_PER_ORDER, GenerationOrder, _rescore, generate_tasks
 
 
@@ -30,9 +31,8 @@ class LocalEnv:
     """What _rescore asks of an epoch environment: versions, and an engine that runs each order here."""
 
     compute: EchoCompute
-
-    def version_of(self, task: dict) -> str:
-        return task["version"] or "v9"
+    served = {"a": "v9", "b": "v9"}
+    with_runs_version = EpochEnvironment.with_runs_version
 
     def on_hosts(self, work, items):
         return [work(self.compute, item) for item in items]
@@ -72,3 +72,9 @@ def test_an_engine_answer_of_the_wrong_shape_is_refused(table, wrong):
     with pytest.raises(ValueError, match=wrong) as error:
         generate_tasks(WrongAnswers(table), order)  # type: ignore[arg-type]
     assert "for 1 requests" in str(error.value) and "top_logprobs" in str(error.value)
+
+
+def test_a_task_asking_for_the_served_version_of_a_model_served_in_none_is_refused_by_name():
+    wanted = pl.DataFrame({"model": ["a", "c", "d"], "version": ["", "", "v1"], "prompt": ["x"] * 3, "output_tokens": [[1]] * 3})
+    with pytest.raises(ValueError, match="served version of 'c', which no version serves"):
+        _rescore(LocalEnv(EchoCompute()), wanted)  # type: ignore[arg-type]
