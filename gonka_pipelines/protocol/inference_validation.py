@@ -71,18 +71,23 @@ def validation_probability(
 def draw_stream(key: int | np.uint64, start: int, count: int) -> np.ndarray:
     """Draws start .. start + count - 1 of a key's stream, 53 bits each: splitmix64(key + i · golden ratio), SplitMix64
     in counter form, so any stretch of the stream can be recomputed on its own."""
-    counters = np.arange(start, start + count, dtype=np.uint64)
+    return _draws(np.uint64(key), np.arange(start, start + count, dtype=np.uint64))
+
+
+def _draws(keys: np.ndarray | np.uint64, counters: np.ndarray) -> np.ndarray:
+    """Draw counters[i] of the stream of keys[i] (or of one key), 53 bits each (draw_stream of many streams at once)."""
     with np.errstate(over="ignore"):
-        mixed = np.uint64(key) + counters * _GOLDEN
+        mixed = keys + counters.astype(np.uint64) * _GOLDEN
         for shift, multiplier in _SPLITMIX_STEPS:
             mixed = (mixed ^ (mixed >> shift)) * multiplier
     return (mixed ^ (mixed >> _SPLITMIX_FINAL_SHIFT)) >> _DROPPED_BITS
 
 
-def geometric_gaps(draws: np.ndarray, p: float, limit: int) -> np.ndarray:
+def geometric_gaps(draws: np.ndarray, p: float | np.ndarray, limit: int) -> np.ndarray:
     """Failures before each success of Bernoulli(p) trials, one per 53-bit draw: the largest g with (1 - p)^g > u for
     u = (draw + 1) / 2^53, found bit by bit from (1 - p)^(2^j) by squaring. IEEE products and comparisons only (no
-    log), so every machine finds the same gaps; a gap past `limit` comes back as some value >= limit."""
+    log), so every machine finds the same gaps; a gap past `limit` comes back as some value >= limit. `p`: one probability,
+    or one per draw."""
     u = (draws.astype(np.float64) + 1.0) / _FLOAT_SCALE
     powers = [1.0 - p]
     for _ in range(max(1, limit.bit_length())):
@@ -107,34 +112,58 @@ def _hash_u64(texts: Sequence[str]) -> np.ndarray:
     return sha256_u64(text.encode() for text in texts)
 
 
-def skip_sample(key: int | np.uint64, p_max: float, count: int) -> np.ndarray:
-    """The positions in 0 .. count - 1 that independent Bernoulli(p_max) trials select, from the key's stream: the
-    first at gap 0, each next one gap + 1 further. Costs about p_max · count draws."""
-    found: list[np.ndarray] = []
-    drawn, last = 0, -1
-    while last < count - 1:
-        expected = (count - 1 - last) * p_max
-        batch = int(expected + 4.0 * expected**0.5) + 16
-        positions = last + np.cumsum(geometric_gaps(draw_stream(key, drawn, batch), p_max, count) + 1)
-        drawn += batch
-        inside = positions[positions < count]
-        found.append(inside)
-        if len(inside) < batch:
-            break
-        last = int(inside[-1])
-    return np.concatenate(found) if found else np.empty(0, dtype=np.int64)
+BATCH_SIGMAS, BATCH_SLACK = 4.0, 16
+"""A stream's batch of draws: its expected landings plus this many standard deviations and draws (at least one), so
+a second round is rare; the batches change the cost, never the positions."""
 
 
-def validator_draws(key: int | np.uint64, count: int, p_max: float,
-                    probability_at: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """The positions in 0 .. count - 1 one validator validates, position i independently with probability_at(i) <= p_max:
-    skip-sampling at p_max, each landing kept with probability_at(i) / p_max (thinning from the key's second stream).
-    probability_at is only asked about the landings, so the cost is about p_max · count, whatever count is."""
-    if p_max <= 0.0 or count == 0:
-        return np.empty(0, dtype=np.int64)
-    landed = skip_sample(key, p_max, count)
-    thinning = draw_stream(np.uint64(key) ^ _THINNING_KEY, 0, len(landed))
-    return landed[thinning < _draw_thresholds(probability_at(landed) / p_max)]
+def _runs(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Consecutive runs of these lengths laid end to end: each element's run, its index within the run, and each run's
+    first element."""
+    firsts = np.cumsum(lengths) - lengths
+    owner = np.repeat(np.arange(len(lengths)), lengths)
+    return owner, np.arange(int(lengths.sum())) - firsts[owner], firsts
+
+
+def skip_samples(keys: np.ndarray, p_max: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each stream (keys[i], p_max[i] > 0), the positions in 0 .. count - 1 that independent Bernoulli(p_max[i])
+    trials select from its key's stream, the first at gap 0, each next one gap + 1 further: (stream, position) of each,
+    by stream then position. Every stream draws a batch of about p_max · count at once (a few more rounds for the rare
+    stream whose batch all landed inside), so the cost follows the landings, whatever the number of streams."""
+    owners: list[np.ndarray] = []
+    positions: list[np.ndarray] = []
+    active = np.arange(len(keys))
+    drawn, last = np.zeros(len(keys), dtype=np.int64), np.full(len(keys), -1, dtype=np.int64)
+    while len(active):
+        expected = (count - 1 - last) * p_max[active]
+        batch = (expected + BATCH_SIGMAS * np.sqrt(expected)).astype(np.int64) + BATCH_SLACK
+        owner, within, firsts = _runs(batch)
+        steps = geometric_gaps(_draws(keys[active][owner], drawn[owner] + within), p_max[active][owner], count) + 1
+        walked = np.cumsum(steps)
+        landed = last[owner] + walked - (walked[firsts] - steps[firsts])[owner]
+        inside = landed < count
+        owners.append(active[owner[inside]])
+        positions.append(landed[inside])
+        again = np.bincount(owner[inside], minlength=len(active)) == batch
+        active, drawn, last = active[again], (drawn + batch)[again], landed[firsts + batch - 1][again]
+    owner, position = np.concatenate([np.empty(0, np.int64), *owners]), np.concatenate([np.empty(0, np.int64), *positions])
+    order = np.lexsort((position, owner))
+    return owner[order], position[order]
+
+
+def validators_draws(keys: np.ndarray, p_max: np.ndarray, count: int,
+                     probability_at: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(validator, position) of every position in 0 .. count - 1 each validator i validates, position t independently
+    with probability_at(i, t) <= p_max[i]: skip-sampling at p_max[i], each landing kept with probability_at / p_max
+    (thinning, from the key's second stream, one draw per landing). probability_at is only asked about the landings,
+    so the cost is about the sum of p_max · count, whatever count is. A validator with p_max <= 0 validates nothing."""
+    validating = np.flatnonzero(p_max > 0.0) if count else np.empty(0, dtype=np.int64)
+    owner, landed = skip_samples(keys[validating], p_max[validating], count)
+    validator = validating[owner]
+    _, within, _ = _runs(np.bincount(owner, minlength=len(validating)))
+    thinning = _draws(keys[validator] ^ _THINNING_KEY, within)
+    kept = thinning < _draw_thresholds(probability_at(validator, landed) / p_max[validator])
+    return validator[kept], landed[kept]
 
 
 @dataclass(frozen=True)
@@ -183,18 +212,11 @@ def select_validations(
     task_rate = np.asarray(per_weight)[executors]
     keys = _hash_u64(pool.seeds)
     highest_rate = float(task_rate.max()) if len(task_rate) else 0.0
-    found_tasks: list[np.ndarray] = []
-    found_validators: list[np.ndarray] = []
-    for validator, weight in enumerate(weights.tolist()):
 
-        def probability_at(positions: np.ndarray, validator: int = validator, weight: int = weight) -> np.ndarray:
-            return np.where(executors[positions] == validator, 0.0, np.minimum(1.0, weight * task_rate[positions]))
+    def probability_at(validators: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        return np.where(executors[positions] == validators, 0.0, np.minimum(1.0, weights[validators] * task_rate[positions]))
 
-        tasks = validator_draws(keys[validator], len(task_rate), min(1.0, weight * highest_rate), probability_at)
-        found_tasks.append(tasks)
-        found_validators.append(np.full(len(tasks), validator, dtype=np.int64))
-    tasks = np.concatenate(found_tasks) if found_tasks else np.empty(0, dtype=np.int64)
-    validators = np.concatenate(found_validators) if found_validators else np.empty(0, dtype=np.int64)
+    validators, tasks = validators_draws(keys, np.minimum(1.0, weights * highest_rate), len(task_rate), probability_at)
     by_task = np.lexsort((validators, tasks))
     return tasks[by_task], validators[by_task]
 

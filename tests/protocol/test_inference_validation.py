@@ -155,6 +155,18 @@ def test_select_validations_matches_the_definition_walked_one_task_at_a_time():
     assert (np.diff(task_index) >= 0).all()
 
 
+def test_draws_that_take_several_batches_per_validator_are_the_same_pairs(monkeypatch):
+    """With batches cut to the expected landings plus one draw, most validators need more rounds: the pairs do not change."""
+    from gonka_pipelines.protocol import inference_validation
+
+    pool = _pool(9)
+    executors = [pool.ids[i % 9] for i in range(300)]
+    monkeypatch.setattr(inference_validation, "BATCH_SIGMAS", 0.0)
+    monkeypatch.setattr(inference_validation, "BATCH_SLACK", 1)
+    task_index, validator_index = select_validations([f"task{i}" for i in range(300)], executors, pool, 600, MIN_AVG)
+    assert set(zip(task_index.tolist(), validator_index.tolist())) == reference_pairs(executors, pool, 600)
+
+
 def test_every_pair_is_drawn_independently_with_its_probability():
     """Over 60 epochs (fresh seeds), each (validator, executor) cell's count matches P_v(e) × its tasks within 4.5
     standard errors, and two validators land on the same task as often as independence says (P1 · P2)."""
