@@ -9,6 +9,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import orjson
@@ -189,8 +190,9 @@ class KeyPair:
     def seed(self) -> bytes:
         return bytes(self.signing_key)
 
-    @property
+    @cached_property
     def public_key(self) -> str:
+        """The verify key in hex (kept: sprint validation asks for it once per vote)."""
         return self.signing_key.verify_key.encode().hex()
 
     @property

@@ -159,6 +159,10 @@ HOSTS_PER_ROUND = 64
 enough that the validators' samples of every host are never held at once (10,000 validators x 200 nonces per host)."""
 
 
+VERDICT_FIELDS = ("hosts", "sampled", "mismatches", "recomputed", "valid")
+"""A validator's verdict record: per host it checked, in the order checked."""
+
+
 def run_sprint_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> dict[str, int]:
     """Each validator asked to check a host (every validator with weight, or the host's committee) samples min(200, n)
     of its hits, recomputes and votes; a validator signs one record over all its votes (a silent validator sends none;
@@ -191,10 +195,12 @@ def run_sprint_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log
                 skipped = validator in unchecked
                 mismatches, valid = ((len(sample), False) if validator in lying else (0, True) if skipped
                                      else env.rules.sprint_vote([recomputed[n] for n in sample]))
-                record = records.setdefault(validator, {f: [] for f in ("hosts", "sampled", "mismatches", "recomputed", "valid")})
-                for field, value in (("hosts", host), ("sampled", len(sample)), ("mismatches", mismatches),
-                                     ("recomputed", not skipped), ("valid", valid)):
-                    record[field].append(value)
+                record = records.get(validator) or records.setdefault(validator, {f: [] for f in VERDICT_FIELDS})
+                record["hosts"].append(host)
+                record["sampled"].append(len(sample))
+                record["mismatches"].append(mismatches)
+                record["recomputed"].append(not skipped)
+                record["valid"].append(valid)
                 votes, invalid = votes + 1, invalid + (not valid)
             log(f"sprint validation: {host[:14]}… {hits} hits, {len(samples)} validators, recomputed {len(needed)} nonces")
     rows = [{"epoch": epoch, "validator": validator, **record,
