@@ -209,7 +209,8 @@ def _move_unless_taken(name: str, archived: str, source: int, target: int) -> st
     _MOVED, _TAKEN, or _GONE when the entry is not in the source (archived by an earlier, interrupted attempt)."""
     global _renameat2
     if _renameat2 is not None:
-        if _renameat2(source, os.fsencode(name), target, os.fsencode(archived), _RENAME_NOREPLACE) == 0:
+        encoded = os.fsencode(name)
+        if _renameat2(source, encoded, target, encoded if archived == name else os.fsencode(archived), _RENAME_NOREPLACE) == 0:
             return _MOVED
         error = ctypes.get_errno()
         if error in (errno.EEXIST, errno.ENOENT):
