@@ -148,8 +148,8 @@ class IntakeRows(StoreCore):
             "raw_payload": pa.array([r.raw_payload for r in rejected], pa.binary())}))
         training_ids, training_submissions, training_developers, training_escrows = _fields(
             result.trainings, ("task_id", "submission_id", "developer", "escrow"))
-        task_ids = [*tasks["task_id"].to_pylist(), *training_ids]
         text = tasks.schema.field("submission_id").type  # polars' large strings
+        task_ids = pa.concat_arrays([*tasks["task_id"].chunks, pa.array(training_ids, text)])
         submission_ids = pa.concat_arrays([*tasks["submission_id"].chunks, pa.array(training_submissions, text)])
         developers = pa.concat_arrays([*tasks["developer"].chunks, pa.array(training_developers, text)])
         escrows = pa.concat_arrays([*tasks["escrow"].chunks, pa.array(training_escrows, pa.int64())])
@@ -157,16 +157,17 @@ class IntakeRows(StoreCore):
         self._insert("submissions", pa.table({
             "submission_id": pa.concat_arrays([submission_ids, pa.array([r.submission_id for r in rejected], text)]),
             "epoch": pa.repeat(epoch, accepted + len(rejected)),
-            "outcome": [SubmissionOutcome.ACCEPTED.value] * accepted + [SubmissionOutcome.REJECTED.value] * len(rejected)}))
+            "outcome": pa.concat_arrays([pa.repeat(SubmissionOutcome.ACCEPTED.value, accepted),
+                                         pa.repeat(SubmissionOutcome.REJECTED.value, len(rejected))])}))
         self._insert("transfers", pa.table({
-            "transfer_id": hash_each(TransferKind.ESCROW, task_ids), "epoch": pa.repeat(epoch, accepted),
-            "stage": [STAGE] * accepted, "account": developers,
+            "transfer_id": hash_each(TransferKind.ESCROW, task_ids.to_pylist()), "epoch": pa.repeat(epoch, accepted),
+            "stage": pa.repeat(STAGE, accepted), "account": developers,
             "balance_delta": pc.negate(escrows), "escrow_delta": escrows,
-            "kind": [TransferKind.ESCROW.value] * accepted, "ref": task_ids}))
+            "kind": pa.repeat(TransferKind.ESCROW.value, accepted), "ref": task_ids}))
         self._insert("lineage", pa.table({
-            "epoch": pa.repeat(epoch, accepted), "child_kind": ["task"] * accepted, "child_id": task_ids,
-            "parent_kind": ["submission"] * accepted, "parent_id": submission_ids,
-            "relation": [f"{STAGE}:accepted"] * accepted}))
+            "epoch": pa.repeat(epoch, accepted), "child_kind": pa.repeat("task", accepted), "child_id": task_ids,
+            "parent_kind": pa.repeat("submission", accepted), "parent_id": submission_ids,
+            "relation": pa.repeat(f"{STAGE}:accepted", accepted)}))
 
 
 TASK_COLUMNS = AcceptedTask._fields
