@@ -112,7 +112,7 @@ def _delivered(env: EpochEnvironment, running: pl.DataFrame, generations: list[p
     """The running tasks' results (rows in the order of their generations) as columns, in one pass: what each executor
     returns of each generation (delivered_length), its cost (prompt + completion tokens) · price and the refund of the
     rest of the escrow."""
-    generated = pa.concat_tables(generations).combine_chunks()  # one chunk in Arrow: polars' rechunk of 10,000 costs more
+    generated = pa.concat_tables(generations)
     lengths = pa.compute.list_value_length(generated.column("tokens")).to_pylist()
     delivered = [delivered_length(env.host[executor], length) for executor, length in zip(running["executor"], lengths)]
     cost = (pl.col("prompt_tokens") + pl.col("completion_tokens")) * env.params.price_per_token
@@ -327,7 +327,7 @@ def _rescore(env: EpochEnvironment, wanted: pl.DataFrame) -> pl.DataFrame:
             chunk = rows[start:start + SCORED_PER_ORDER]
             orders.append(ScoringOrder(model, version, tuple(prompts[r] for r in chunk), tuple(tuple(outputs[r]) for r in chunk)))
             order_rows += chunk
-    scored = pa.concat_tables([SCORE_SCHEMA.empty_table(), *env.on_hosts(score_results, orders)]).combine_chunks()
+    scored = pa.concat_tables([SCORE_SCHEMA.empty_table(), *env.on_hosts(score_results, orders)])
     return pl.DataFrame(scored).with_columns(pl.Series("row", order_rows, dtype=pl.Int64)).sort("row").drop("row")
 
 
