@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import duckdb
-import numpy as np
-import pyarrow as pa
 
 from gonka_pipelines.protocol.crypto import canonical_row_bytes
 from gonka_pipelines.protocol.merkle import LEAF_PREFIX, leaf_digest, merkle_root_of_digests
@@ -161,17 +158,16 @@ class JsonLeaves:
 
 
 def json_leaf_digests(connection: duckdb.DuckDBPyConnection, leaves: JsonLeaves) -> list[bytes]:
-    """Each row's leaf digest in order: the JSON (sorted keys) written by DuckDB on every core, hashed here through
-    OpenSSL (faster than DuckDB's own SHA-256 on wide rows), byte for byte the leaf of canonical_bytes. Rows DuckDB
-    might write otherwise are encoded in Python."""
+    """Each row's leaf digest in order, computed in DuckDB (JSON with sorted keys, SHA-256, on every core): byte for
+    byte the leaf of canonical_bytes. Rows DuckDB might write otherwise are encoded in Python."""
     fields = ", ".join(f"'{name}': {leaves.fields[name][0]}" for name in sorted(leaves.fields))
     floats = " OR ".join(_written_apart(sql, data_type) for sql, data_type in leaves.fields.values())
     apart = f"contains(_leaf_text, '{_ESCAPED_CONTROL}') OR {floats}"
     source = f"SELECT to_json({{{fields}}})::VARCHAR AS _leaf_text, * FROM {leaves.table} WHERE {leaves.where}"
-    texts = connection.sql(
-        f"WITH _leaves AS ({source}) SELECT CASE WHEN {apart} THEN NULL ELSE _leaf_text END AS text FROM _leaves "
-        f"ORDER BY {leaves.order}", params=leaves.params).to_arrow_table().column("text")
-    digests = prefixed_digests(leaves.prefix, texts)
+    table = connection.sql(
+        f"WITH _leaves AS ({source}) SELECT CASE WHEN {apart} THEN NULL ELSE unhex(sha256(? || encode(_leaf_text))) END "
+        f"AS digest FROM _leaves ORDER BY {leaves.order}", params=[*leaves.params, leaves.prefix]).to_arrow_table()
+    digests = table.column("digest").to_pylist()
     odd = [index for index, digest in enumerate(digests) if digest is None]
     if odd:  # the same rows in the same order, their values read into Python
         names = list(leaves.fields)
@@ -180,26 +176,6 @@ def json_leaf_digests(connection: duckdb.DuckDBPyConnection, leaves: JsonLeaves)
             f"WHERE {apart} ORDER BY {leaves.order}", leaves.params).fetchall()
         for index, row in zip(odd, rows, strict=True):
             digests[index] = leaves.fallback(dict(zip(names, row)))
-    return cast(list[bytes], digests)
-
-
-def prefixed_digests(prefix: bytes, texts: pa.ChunkedArray) -> list[bytes | None]:
-    """SHA-256(prefix || text) of each string of an Arrow column (None where it is null), read from its buffers in
-    place: no Python string per row."""
-    digests: list[bytes | None] = []
-    fresh = hashlib.sha256(prefix).copy
-    for chunk in (chunk for chunk in texts.chunks if len(chunk)):
-        offset_type = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
-        offsets = np.frombuffer(chunk.buffers()[1], dtype=offset_type)[chunk.offset:chunk.offset + len(chunk) + 1].tolist()
-        data = memoryview(chunk.buffers()[2] or b"")
-        valid = chunk.is_valid().to_pylist() if chunk.null_count else [True] * len(chunk)
-        for start, end, present in zip(offsets, offsets[1:], valid):
-            if present:
-                digest = fresh()
-                digest.update(data[start:end])
-                digests.append(digest.digest())
-            else:
-                digests.append(None)
     return digests
 
 

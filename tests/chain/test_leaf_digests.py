@@ -3,16 +3,14 @@ column type a block commits to, edge values included."""
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import duckdb
-import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gonka_pipelines.chain.commitments import Commitment, leaf_digests, prefixed_digests
+from gonka_pipelines.chain.commitments import Commitment, leaf_digests
 from gonka_pipelines.protocol.crypto import canonical_bytes
 from gonka_pipelines.protocol.merkle import leaf_digest
 
@@ -117,16 +115,3 @@ def test_the_types_above_are_every_type_a_block_commits_to(genesis_layout):
             "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ?", [c.table]).fetchall()
             if name in c.columns}
     assert committed == set(COLUMNS.values())
-
-
-@pytest.mark.parametrize("string_type", [pa.string(), pa.large_string()])
-def test_prefixed_digests_read_every_chunk_in_place_nulls_and_slices_included(string_type):
-    """The hashing of the JSON texts goes by the Arrow buffers' offsets: several chunks, a sliced chunk (an offset into
-    its buffers), empty and null strings each give SHA-256(prefix || text), None for null."""
-    texts = ["", "a", "é中🙂", None, '{"k":1}', "tail"]
-    whole = pa.array(texts, string_type)
-    column = pa.chunked_array([whole.slice(0, 2), pa.array([], string_type), whole.slice(2, 3), whole.slice(5)])
-    expected = [None if text is None else hashlib.sha256(b"\x00" + text.encode()).digest() for text in texts]
-    assert prefixed_digests(b"\x00", column) == expected
-    assert prefixed_digests(b"\x01\x02", pa.chunked_array([whole.slice(4)])) == [
-        hashlib.sha256(b"\x01\x02" + text.encode()).digest() for text in texts[4:]]
