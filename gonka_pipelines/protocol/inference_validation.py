@@ -68,14 +68,9 @@ def validation_probability(
     return float(probability) if probability.ndim == 0 else probability
 
 
-def draw_stream(key: int | np.uint64, start: int, count: int) -> np.ndarray:
-    """Draws start .. start + count - 1 of a key's stream, 53 bits each: splitmix64(key + i · golden ratio), SplitMix64
-    in counter form, so any stretch of the stream can be recomputed on its own."""
-    return _draws(np.uint64(key), np.arange(start, start + count, dtype=np.uint64))
-
-
-def _draws(keys: np.ndarray | np.uint64, counters: np.ndarray) -> np.ndarray:
-    """Draw counters[i] of the stream of keys[i] (or of one key), 53 bits each (draw_stream of many streams at once)."""
+def stream_draws(keys: np.ndarray | np.uint64, counters: np.ndarray) -> np.ndarray:
+    """Draw counters[i] of the stream of keys[i] (or of one key), 53 bits each: splitmix64(key + i · golden ratio),
+    SplitMix64 in counter form, so any stretch of any stream can be recomputed on its own."""
     with np.errstate(over="ignore"):
         mixed = keys + counters.astype(np.uint64) * _GOLDEN
         for shift, multiplier in _SPLITMIX_STEPS:
@@ -138,11 +133,12 @@ def skip_samples(keys: np.ndarray, p_max: np.ndarray, count: int) -> tuple[np.nd
         expected = (count - 1 - last) * p_max[active]
         batch = (expected + BATCH_SIGMAS * np.sqrt(expected)).astype(np.int64) + BATCH_SLACK
         owner, within, firsts = _runs(batch)
-        steps = geometric_gaps(_draws(keys[active][owner], drawn[owner] + within), p_max[active][owner], count) + 1
+        stream = active[owner]
+        steps = geometric_gaps(stream_draws(keys[stream], drawn[owner] + within), p_max[stream], count) + 1
         walked = np.cumsum(steps)
         landed = last[owner] + walked - (walked[firsts] - steps[firsts])[owner]
         inside = landed < count
-        owners.append(active[owner[inside]])
+        owners.append(stream[inside])
         positions.append(landed[inside])
         again = np.bincount(owner[inside], minlength=len(active)) == batch
         active, drawn, last = active[again], (drawn + batch)[again], landed[firsts + batch - 1][again]
@@ -161,7 +157,7 @@ def validators_draws(keys: np.ndarray, p_max: np.ndarray, count: int,
     owner, landed = skip_samples(keys[validating], p_max[validating], count)
     validator = validating[owner]
     _, within, _ = _runs(np.bincount(owner, minlength=len(validating)))
-    thinning = _draws(keys[validator] ^ _THINNING_KEY, within)
+    thinning = stream_draws(keys[validator] ^ _THINNING_KEY, within)
     kept = thinning < _draw_thresholds(probability_at(validator, landed) / p_max[validator])
     return validator[kept], landed[kept]
 

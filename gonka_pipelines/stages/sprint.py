@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -175,7 +176,7 @@ def run_sprint_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log
     target, against = collusion_target(env.hosts), colluders(env.hosts)
     voting = {h.address for h in env.hosts if sends_verdicts(h)}
     committees = env.rules.sprint_committees(env.prev_hash, [host for host, _ in claims], env.weights)
-    records: dict[str, dict[str, list]] = {}
+    records: defaultdict[str, dict[str, list]] = defaultdict(lambda: {field: [] for field in VERDICT_FIELDS})
     votes = invalid = 0
     for start in range(0, len(claims), HOSTS_PER_ROUND):
         plans = []
@@ -195,7 +196,7 @@ def run_sprint_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log
                 skipped = validator in unchecked
                 mismatches, valid = ((len(sample), False) if validator in lying else (0, True) if skipped
                                      else env.rules.sprint_vote([recomputed[n] for n in sample]))
-                record = records.get(validator) or records.setdefault(validator, {f: [] for f in VERDICT_FIELDS})
+                record = records[validator]
                 record["hosts"].append(host)
                 record["sampled"].append(len(sample))
                 record["mismatches"].append(mismatches)

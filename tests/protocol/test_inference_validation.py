@@ -14,13 +14,13 @@ from gonka_pipelines.protocol.inference_validation import (
     OutputBatch,
     ValidatorPool,
     compare_batch,
-    draw_stream,
     forced_choices,
     geometric_gaps,
     invalidated,
     select_validations,
     similarities,
     similarity,
+    stream_draws,
     validation_probability,
     validation_target,
 )
@@ -125,13 +125,17 @@ def reference_pairs(task_executors: list[str], pool: ValidatorPool, traffic: flo
 
 
 def test_the_stream_is_splitmix64_in_counter_form():
-    assert draw_stream(12345, 7, 3).tolist() == [reference_stream(12345, i) for i in (7, 8, 9)]
-    assert draw_stream(12345, 0, 10)[7:].tolist() == draw_stream(12345, 7, 3).tolist(), "any stretch on its own"
+    assert stream_draws(np.uint64(12345), np.arange(7, 10)).tolist() == [reference_stream(12345, i) for i in (7, 8, 9)]
+    assert stream_draws(np.uint64(12345), np.arange(10))[7:].tolist() == stream_draws(np.uint64(12345), np.arange(7, 10)).tolist(), \
+        "any stretch on its own"
+    keys, counters = np.array([12345, 99, 12345], dtype=np.uint64), np.array([8, 0, 7])
+    assert stream_draws(keys, counters).tolist() == [reference_stream(12345, 8), reference_stream(99, 0),
+                                                     reference_stream(12345, 7)], "many streams at once"
 
 
 @pytest.mark.parametrize("p", [1.0, 0.5, 0.1, 0.01, 0.001])
 def test_gaps_are_geometric(p):
-    draws = draw_stream(99, 0, 200_000)
+    draws = stream_draws(np.uint64(99), np.arange(200_000))
     gaps = geometric_gaps(draws, p, 10**6)
     assert gaps[:50].tolist() == [reference_gap(d, p, 10**6) for d in draws[:50].tolist()]
     mean = (1 - p) / p
