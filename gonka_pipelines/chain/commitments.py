@@ -7,7 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from gonka_pipelines.protocol import _merkle
 from gonka_pipelines.protocol.crypto import canonical_row_bytes
 from gonka_pipelines.protocol.merkle import LEAF_PREFIX, leaf_digest, merkle_root_of_digests
 
@@ -145,49 +149,82 @@ class JsonLeaves:
     """Rows whose leaves are SHA-256(prefix || canonical JSON object of `fields`), in `order`.
 
     `fields` maps each JSON key to (SQL of its value, its column's SQL type); `where` and `params` select the rows of
-    `table`; `fallback` gives the digest of one row's values (a dict by JSON key) where DuckDB would write it otherwise.
+    `table`; `order` holds the SQL expressions the leaves are sorted by (unique together); `fallback` gives the digest
+    of one row's values (a dict by JSON key) where DuckDB would write it otherwise.
     """
 
     table: str
     fields: dict[str, tuple[str, str]]
     where: str
     params: list[Any]
-    order: str
+    order: tuple[str, ...]
     prefix: bytes
     fallback: Callable[[dict[str, Any]], bytes]
 
 
-def json_leaf_digests(connection: duckdb.DuckDBPyConnection, leaves: JsonLeaves) -> list[bytes]:
-    """Each row's leaf digest in order, computed in DuckDB (JSON with sorted keys, SHA-256, on every core): byte for
-    byte the leaf of canonical_bytes. Rows DuckDB might write otherwise are encoded in Python."""
+LEAF_BATCH_ROWS = 131_072
+"""Rows of leaf texts held at once while hashing (their JSON streams from DuckDB a batch at a time)."""
+
+
+def json_leaf_buffer(connection: duckdb.DuckDBPyConnection, leaves: JsonLeaves) -> bytes:
+    """Each row's leaf digest in order, end to end: DuckDB writes each row's JSON (sorted keys, on every core), C hashes
+    the texts as they stream (_merkle.leaves: SHA extensions, no Python object a row), and the digests are sorted by
+    the order columns, so the texts are never sorted or held all at once. Byte for byte the leaf of canonical_bytes;
+    rows DuckDB might write otherwise are encoded in Python."""
     fields = ", ".join(f"'{name}': {leaves.fields[name][0]}" for name in sorted(leaves.fields))
     floats = " OR ".join(_written_apart(sql, data_type) for sql, data_type in leaves.fields.values())
     apart = f"contains(_leaf_text, '{_ESCAPED_CONTROL}') OR {floats}"
     source = f"SELECT to_json({{{fields}}})::VARCHAR AS _leaf_text, * FROM {leaves.table} WHERE {leaves.where}"
-    table = connection.sql(
-        f"WITH _leaves AS ({source}) SELECT CASE WHEN {apart} THEN NULL ELSE unhex(sha256(? || encode(_leaf_text))) END "
-        f"AS digest FROM _leaves ORDER BY {leaves.order}", params=[*leaves.params, leaves.prefix]).to_arrow_table()
-    digests = table.column("digest").to_pylist()
-    odd = [index for index, digest in enumerate(digests) if digest is None]
-    if odd:  # the same rows in the same order, their values read into Python
+    keys = [f"_order{i}" for i in range(len(leaves.order))]
+    relation = connection.sql(
+        f"WITH _leaves AS ({source}) SELECT {', '.join(f'{sql} AS {key}' for sql, key in zip(leaves.order, keys))}, "
+        f"CASE WHEN {apart} THEN NULL ELSE _leaf_text END AS _leaf_text FROM _leaves", params=leaves.params)
+    digests, order_batches, written_apart = [], [], []
+    with relation.to_arrow_reader(batch_size=LEAF_BATCH_ROWS) as reader:
+        for batch in reader:
+            texts = batch.column("_leaf_text")
+            digests.append(_merkle.leaves(leaves.prefix, *_string_buffers(texts)))
+            written_apart.append(texts.is_null().to_numpy(zero_copy_only=False))
+            order_batches.append(batch.select(keys))
+    if not digests:
+        return b""
+    order = pc.sort_indices(pa.Table.from_batches(order_batches), sort_keys=[(key, "ascending") for key in keys]).to_numpy()
+    ordered = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, 32)[order]
+    odd = np.flatnonzero(np.concatenate(written_apart)[order])
+    if odd.size:  # the same rows in the same order, their values read into Python
         names = list(leaves.fields)
         rows = connection.execute(
             f"WITH _leaves AS ({source}) SELECT {_select_list({n: leaves.fields[n][0] for n in names})} FROM _leaves "
-            f"WHERE {apart} ORDER BY {leaves.order}", leaves.params).fetchall()
+            f"WHERE {apart} ORDER BY {', '.join(leaves.order)}", leaves.params).fetchall()
         for index, row in zip(odd, rows, strict=True):
-            digests[index] = leaves.fallback(dict(zip(names, row)))
-    return digests
+            ordered[index] = np.frombuffer(leaves.fallback(dict(zip(names, row))), dtype=np.uint8)
+    return ordered.tobytes()
+
+
+def _string_buffers(texts: pa.Array) -> tuple[memoryview, memoryview | bytes]:
+    """A string column's offsets (its own slice, as int64) and data buffer, as _merkle.leaves reads them."""
+    width = np.int64 if pa.types.is_large_string(texts.type) else np.int32
+    _, offsets, data = texts.buffers()
+    ends = np.frombuffer(offsets, dtype=width)[texts.offset:texts.offset + len(texts) + 1].astype(np.int64)
+    return ends.data, memoryview(data) if data is not None else b""
+
+
+def json_leaf_digests(connection: duckdb.DuckDBPyConnection, leaves: JsonLeaves) -> list[bytes]:
+    """json_leaf_buffer as one 32-byte digest per row."""
+    buffer = json_leaf_buffer(connection, leaves)
+    return [buffer[start:start + 32] for start in range(0, len(buffer), 32)]
 
 
 def leaf_digests(connection: duckdb.DuckDBPyConnection, commitment: Commitment, epoch: int,
-                 types: dict[str, dict[str, str]] | None = None) -> list[bytes]:
-    """Each of the epoch's rows' leaf digest in key order (row_leaf's, computed in DuckDB); `types` is column_types()."""
+                 types: dict[str, dict[str, str]] | None = None) -> bytes:
+    """The epoch's rows' leaf digests in key order, end to end (row_leaf's, as json_leaf_buffer computes them); `types`
+    is column_types()."""
     table_types = (types if types is not None else column_types(connection)).get(commitment.table, {})
     values = _committed_values(commitment, table_types)
     fields = {"commitment": (f"'{commitment.name}'", "VARCHAR")}  # as in row_leaf: a column named commitment replaces the tag
     fields |= {c: (sql, table_types.get(c, "")) for c, sql in values.items()}
-    return json_leaf_digests(connection, JsonLeaves(
-        commitment.table, fields, f"{commitment.epoch} = ?", [epoch], f"CAST({commitment.key} AS VARCHAR)", LEAF_PREFIX,
+    return json_leaf_buffer(connection, JsonLeaves(
+        commitment.table, fields, f"{commitment.epoch} = ?", [epoch], (f"CAST({commitment.key} AS VARCHAR)",), LEAF_PREFIX,
         _commitment_leaf))
 
 

@@ -50,7 +50,7 @@ def record_leaves(rows: pa.Table, chain_id: str, kind: MessageKind) -> list[byte
         connection.register("_records", rows.append_column("_position", pa.array(range(rows.num_rows), pa.int64())))
         types = column_types(connection)["_records"]
         return json_leaf_digests(connection, JsonLeaves(
-            "_records", {c: (c, types[c]) for c in spec.body}, "true", [], "_position",
+            "_records", {c: (c, types[c]) for c in spec.body}, "true", [], ("_position",),
             LEAF_PREFIX + message_prefix(chain_id, kind), lambda body: record_leaf(chain_id, kind, body)))
 
 
@@ -61,7 +61,7 @@ def _leaves(connection: duckdb.DuckDBPyConnection, spec: SignedRecords, chain_id
     return json_leaf_digests(connection, JsonLeaves(
         spec.table, {c: (c, types[c]) for c in spec.body},
         f"epoch = ? AND ({spec.where}) AND (? IS NULL OR {spec.signer} = ?)", [epoch, signer, signer],
-        f"{spec.signer}, task_id", LEAF_PREFIX + message_prefix(chain_id, spec.kind),
+        (spec.signer, "task_id"), LEAF_PREFIX + message_prefix(chain_id, spec.kind),
         lambda body: record_leaf(chain_id, spec.kind, body)))
 
 

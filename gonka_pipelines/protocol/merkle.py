@@ -1,13 +1,17 @@
 """Merkle trees over row hashes with inclusion proofs that verify against a header root.
 
 Leaves and nodes are domain-separated (RFC 6962 prefixes); an odd node at the end of a level is
-carried up unchanged, so no leaf is ever duplicated (the Bitcoin duplication bug cannot occur).
+carried up unchanged, so no leaf is ever duplicated (the Bitcoin duplication bug cannot occur). Levels are hashed in C
+(_merkle.c: a million-leaf tree is two million hashes); node_hash is the same rule one node at a time.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from gonka_pipelines.protocol import _merkle
 
 LEAF_PREFIX = b"\x00"
 NODE_PREFIX = b"\x01"
@@ -25,20 +29,8 @@ def leaf_digest(data: bytes) -> bytes:
 
 
 def node_hash(left: str, right: str) -> str:
-    return _node_digest(bytes.fromhex(left), bytes.fromhex(right)).hex()
-
-
-def _node_digest(left: bytes, right: bytes) -> bytes:
-    return hashlib.sha256(NODE_PREFIX + left + right).digest()
-
-
-def _next_level(level: list[bytes]) -> list[bytes]:
-    """Hash neighbours pairwise; a lone last node moves up as it is (the hash inlined: a million nodes a level)."""
-    sha256, neighbours = hashlib.sha256, iter(level)
-    paired = [sha256(NODE_PREFIX + left + right).digest() for left, right in zip(neighbours, neighbours)]
-    if len(level) % 2:
-        paired.append(level[-1])
-    return paired
+    """One inner node over two hex hashes (what _merkle.c does for a whole level at once)."""
+    return hashlib.sha256(NODE_PREFIX + bytes.fromhex(left) + bytes.fromhex(right)).hexdigest()
 
 
 def merkle_root(leaves: list[str]) -> str:
@@ -46,14 +38,9 @@ def merkle_root(leaves: list[str]) -> str:
     return merkle_root_of_digests([bytes.fromhex(leaf) for leaf in leaves])
 
 
-def merkle_root_of_digests(leaves: list[bytes]) -> str:
-    """merkle_root over raw 32-byte leaf digests: levels stay bytes, hex only for the root."""
-    if not leaves:
-        return EMPTY_ROOT
-    level = leaves
-    while len(level) > 1:
-        level = _next_level(level)
-    return level[0].hex()
+def merkle_root_of_digests(leaves: Sequence[bytes] | bytes) -> str:
+    """merkle_root over raw 32-byte leaf digests (a list of them, or one buffer of them end to end); hex only for the root."""
+    return _merkle.root(leaves).hex() if len(leaves) else EMPTY_ROOT
 
 
 @dataclass(frozen=True)
@@ -73,12 +60,12 @@ def build_proof(leaves: list[str], index: int) -> MerkleProof:
     if not 0 <= index < len(leaves):
         raise IndexError(f"leaf {index} not in a tree of {len(leaves)} leaves")
     steps: list[tuple[str, str]] = []
-    level, position = [bytes.fromhex(leaf) for leaf in leaves], index
-    while len(level) > 1:
+    level, count, position = b"".join(bytes.fromhex(leaf) for leaf in leaves), len(leaves), index
+    while count > 1:
         sibling = position ^ 1
-        if sibling < len(level):
-            steps.append(("left" if sibling < position else "right", level[sibling].hex()))
-        level, position = _next_level(level), position // 2
+        if sibling < count:
+            steps.append(("left" if sibling < position else "right", level[32 * sibling:32 * sibling + 32].hex()))
+        level, count, position = _merkle.next_level(level), (count + 1) // 2, position // 2
     return MerkleProof(index, len(leaves), tuple(steps))
 
 

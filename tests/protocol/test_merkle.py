@@ -14,6 +14,7 @@ from gonka_pipelines.protocol.merkle import (
     build_proof,
     leaf_hash,
     merkle_root,
+    merkle_root_of_digests,
     node_hash,
     verify_proof,
 )
@@ -97,6 +98,31 @@ def test_proof_fails_for_a_tampered_step(count):
         if proof.steps:
             assert not verify_proof(tree[index], MerkleProof(index, count, proof.steps[:-1]), root)
             assert not verify_proof(tree[index], MerkleProof(index, count, proof.steps + (("left", tree[0]),)), root)
+
+
+def reference_root(tree: list[str]) -> str:
+    """The tree's rule one node at a time in Python (node_hash): what the C levels must reproduce."""
+    level = tree
+    while len(level) > 1:
+        level = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)] + level[len(level) - len(level) % 2:]
+    return level[0] if level else EMPTY_ROOT
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 3, 4, 5, 7, 8, 9, 31, 32, 33, 100, 1023, 1025, 4097])
+def test_levels_hashed_in_c_match_the_rule_node_by_node(count):
+    tree = leaves(count)
+    digests = [bytes.fromhex(leaf) for leaf in tree]
+    assert merkle_root(tree) == merkle_root_of_digests(digests) == merkle_root_of_digests(b"".join(digests)) == reference_root(tree)
+    assert merkle_root_of_digests(tuple(digests)) == reference_root(tree)
+
+
+def test_leaves_that_are_not_digests_are_refused():
+    with pytest.raises(ValueError, match="leaf 1 is not a 32-byte digest"):
+        merkle_root_of_digests([bytes(32), bytes(31)])
+    with pytest.raises(ValueError, match="leaf 0 is not a 32-byte digest"):
+        merkle_root_of_digests(["00" * 32])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="multiple of 32 bytes, not 33"):
+        merkle_root_of_digests(bytes(33))
 
 
 def test_index_out_of_range_is_refused():

@@ -1,0 +1,9 @@
+"""Merkle leaves, levels and roots in C over 32-byte digests (_merkle.c); merkle.py is the interface."""
+
+from collections.abc import Sequence
+
+from typing_extensions import Buffer
+
+def next_level(leaves: Sequence[bytes] | bytes, /) -> bytes: ...
+def root(leaves: Sequence[bytes] | bytes, /) -> bytes: ...
+def leaves(prefix: Buffer, offsets: Buffer, data: Buffer, /) -> bytes: ...
