@@ -10,8 +10,8 @@ RUNTIME := GONKA_DATA_DIR=$(DATA) DAGSTER_HOME=$(DATA)/dagster_home GONKA_UI_POR
 
 .PHONY: install chromium postgresql demo lint test test-fast ui explorer bench clean
 
-# The install also compiles gonka_pipelines/protocol/_merkle.c (Merkle hashing in C) against OpenSSL's headers.
-$(STAMP): pyproject.toml gonka_pipelines/protocol/_merkle.c
+# The install also compiles gonka_pipelines/protocol/_sha256.c (Merkle hashing in C) against OpenSSL's headers.
+$(STAMP): pyproject.toml gonka_pipelines/protocol/_sha256.c
 	test -f /usr/include/openssl/sha.h || (apt-get update -qq && apt-get install -y -qq libssl-dev)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

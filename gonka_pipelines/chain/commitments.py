@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gonka_pipelines.protocol import _merkle
+from gonka_pipelines.protocol import _sha256
 from gonka_pipelines.protocol.crypto import canonical_row_bytes
 from gonka_pipelines.protocol.merkle import LEAF_PREFIX, leaf_digest, merkle_root_of_digests
 
@@ -168,7 +168,7 @@ LEAF_BATCH_ROWS = 131_072
 
 def json_leaf_buffer(connection: duckdb.DuckDBPyConnection, leaves: JsonLeaves) -> bytes:
     """Each row's leaf digest in order, end to end: DuckDB writes each row's JSON (sorted keys, on every core), C hashes
-    the texts as they stream (_merkle.leaves: SHA extensions, no Python object a row), and the digests are sorted by
+    the texts as they stream (_sha256.leaves: SHA extensions, no Python object a row), and the digests are sorted by
     the order columns, so the texts are never sorted or held all at once. Byte for byte the leaf of canonical_bytes;
     rows DuckDB might write otherwise are encoded in Python."""
     fields = ", ".join(f"'{name}': {leaves.fields[name][0]}" for name in sorted(leaves.fields))
@@ -183,7 +183,7 @@ def json_leaf_buffer(connection: duckdb.DuckDBPyConnection, leaves: JsonLeaves) 
     with relation.to_arrow_reader(batch_size=LEAF_BATCH_ROWS) as reader:
         for batch in reader:
             texts = batch.column("_leaf_text")
-            digests.append(_merkle.leaves(leaves.prefix, *_string_buffers(texts)))
+            digests.append(_sha256.leaves(leaves.prefix, *_string_buffers(texts)))
             written_apart.append(texts.is_null().to_numpy(zero_copy_only=False))
             order_batches.append(batch.select(keys))
     if not digests:
@@ -202,7 +202,7 @@ def json_leaf_buffer(connection: duckdb.DuckDBPyConnection, leaves: JsonLeaves) 
 
 
 def _string_buffers(texts: pa.Array) -> tuple[memoryview, memoryview | bytes]:
-    """A string column's offsets (its own slice, as int64) and data buffer, as _merkle.leaves reads them."""
+    """A string column's offsets (its own slice, as int64) and data buffer, as _sha256.leaves reads them."""
     width = np.int64 if pa.types.is_large_string(texts.type) else np.int32
     _, offsets, data = texts.buffers()
     ends = np.frombuffer(offsets, dtype=width)[texts.offset:texts.offset + len(texts) + 1].astype(np.int64)

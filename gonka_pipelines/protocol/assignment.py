@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
+
+from gonka_pipelines.protocol import _sha256
 
 DRAW_BYTES = 8
 """A protocol draw is the first 8 bytes of a SHA-256 digest, read big-endian (as Gonka does)."""
@@ -14,10 +15,11 @@ _LOW_32 = np.uint64(0xFFFFFFFF)
 _HALF_WORD = np.uint64(32)
 
 
-def sha256_u64(messages: Iterable[bytes]) -> np.ndarray:
-    """First 8 bytes of SHA-256 of each message as a uint64 array: the protocol's 64-bit draw."""
-    blob = b"".join(hashlib.sha256(message).digest()[:DRAW_BYTES] for message in messages)
-    return np.frombuffer(blob, dtype=">u8").astype(np.uint64)
+def sha256_u64(prefix: bytes, texts: Sequence[str]) -> np.ndarray:
+    """First 8 bytes of SHA-256(prefix ‖ UTF-8 of text) of each text as a uint64 array: the protocol's 64-bit draw
+    (hashed in C, _sha256.digests: a million task ids an epoch)."""
+    digests = np.frombuffer(_sha256.digests(prefix, list(texts)), dtype=np.uint8).reshape(-1, 32)
+    return np.ascontiguousarray(digests[:, :DRAW_BYTES]).view(">u8").ravel().astype(np.uint64)
 
 
 def scale_draws(draws: np.ndarray, bound: int) -> np.ndarray:
@@ -57,8 +59,7 @@ def assign_executors(
     total = int(cumulative[-1]) if len(cumulative) else 0
     if total <= 0:
         raise ValueError("no host has weight: cannot assign tasks")
-    seed = prev_hash.encode()
-    points = scale_draws(sha256_u64(seed + task_id.encode() for task_id in task_ids), total)
+    points = scale_draws(sha256_u64(prev_hash.encode(), task_ids), total)
     picks = np.searchsorted(cumulative, points.astype(np.int64), side="right")
     sorted_hosts = [hosts[i] for i in order]
     return [sorted_hosts[pick] for pick in picks.tolist()]

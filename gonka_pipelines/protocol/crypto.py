@@ -16,6 +16,8 @@ import orjson
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
+from gonka_pipelines.protocol import _sha256
+
 ENCODING_VERSION = "gonka/v1"
 ADDRESS_PREFIX = "gonka1"
 
@@ -140,8 +142,9 @@ _NEEDS_ESCAPING = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')
 
 def hash_each(*columns: Sequence[str] | Sequence[int] | str | int) -> list[str]:
     """hash_value([a, b, ...]) of each row of the columns (a scalar is the same in every row), byte for byte: strings
-    that need no escaping and integers are written into one template per row instead of through the encoder (ids of
-    a million transfers an epoch); any other value sends its column through hash_value."""
+    that need no escaping and integers are written into one template per row instead of through the encoder, and the
+    rows hashed in one call (_sha256.digests: ids of a million transfers an epoch); any other value sends its column
+    through hash_value."""
     varying = [c for c in columns if not isinstance(c, (str, int))]
     if not varying:
         raise ValueError("hash_each needs a column of values (sequences); it was given scalars only")
@@ -157,7 +160,8 @@ def hash_each(*columns: Sequence[str] | Sequence[int] | str | int) -> list[str]:
             rows = len(varying[0])
             return [hash_value(list(row)) for row in zip(*(c if not isinstance(c, (str, int)) else [c] * rows for c in columns))]
     template = f"[{','.join(parts)}]"
-    return [hashlib.sha256((template % row).encode()).hexdigest() for row in zip(*varying)]
+    hexes = _sha256.digests(b"", [template % row for row in zip(*varying)]).hex()
+    return [hexes[start:start + 64] for start in range(0, len(hexes), 64)]
 
 
 def address_from_public_key(public_key_hex: str) -> str:

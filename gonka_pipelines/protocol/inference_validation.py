@@ -104,7 +104,7 @@ def _draw_thresholds(probability: float | np.ndarray) -> np.ndarray:
 
 def _hash_u64(texts: Sequence[str]) -> np.ndarray:
     """k_v of each seed: first 8 bytes of SHA-256 of its UTF-8 bytes."""
-    return sha256_u64(text.encode() for text in texts)
+    return sha256_u64(b"", texts)
 
 
 BATCH_SIGMAS, BATCH_SLACK = 4.0, 16

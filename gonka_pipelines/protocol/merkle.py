@@ -2,7 +2,7 @@
 
 Leaves and nodes are domain-separated (RFC 6962 prefixes); an odd node at the end of a level is
 carried up unchanged, so no leaf is ever duplicated (the Bitcoin duplication bug cannot occur). Levels are hashed in C
-(_merkle.c: a million-leaf tree is two million hashes); node_hash is the same rule one node at a time.
+(_sha256.c: a million-leaf tree is two million hashes); node_hash is the same rule one node at a time.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gonka_pipelines.protocol import _merkle
+from gonka_pipelines.protocol import _sha256
 
 LEAF_PREFIX = b"\x00"
 NODE_PREFIX = b"\x01"
@@ -29,7 +29,7 @@ def leaf_digest(data: bytes) -> bytes:
 
 
 def node_hash(left: str, right: str) -> str:
-    """One inner node over two hex hashes (what _merkle.c does for a whole level at once)."""
+    """One inner node over two hex hashes (what _sha256.c does for a whole level at once)."""
     return hashlib.sha256(NODE_PREFIX + bytes.fromhex(left) + bytes.fromhex(right)).hexdigest()
 
 
@@ -40,7 +40,7 @@ def merkle_root(leaves: list[str]) -> str:
 
 def merkle_root_of_digests(leaves: Sequence[bytes] | bytes) -> str:
     """merkle_root over raw 32-byte leaf digests (a list of them, or one buffer of them end to end); hex only for the root."""
-    return _merkle.root(leaves).hex() if len(leaves) else EMPTY_ROOT
+    return _sha256.root(leaves).hex() if len(leaves) else EMPTY_ROOT
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def build_proof(leaves: list[str], index: int) -> MerkleProof:
         sibling = position ^ 1
         if sibling < count:
             steps.append(("left" if sibling < position else "right", level[32 * sibling:32 * sibling + 32].hex()))
-        level, count, position = _merkle.next_level(level), (count + 1) // 2, position // 2
+        level, count, position = _sha256.next_level(level), (count + 1) // 2, position // 2
     return MerkleProof(index, len(leaves), tuple(steps))
 
 

@@ -17,9 +17,14 @@ from gonka_pipelines.protocol.assignment import (
 )
 
 
-def test_sha256_u64_is_the_big_endian_first_eight_bytes():
-    digest = hashlib.sha256(b"task-1").digest()
-    assert sha256_u64([b"task-1"])[0] == int.from_bytes(digest[:8], "big")
+def test_sha256_u64_is_the_big_endian_first_eight_bytes_of_prefix_and_text():
+    texts = ["task-1", "", "tâche-中", "task-1"]
+    expected = [int.from_bytes(hashlib.sha256(b"seed|" + text.encode()).digest()[:8], "big") for text in texts]
+    assert sha256_u64(b"seed|", texts).tolist() == expected
+    assert sha256_u64(b"", ["task-1"])[0] == int.from_bytes(hashlib.sha256(b"task-1").digest()[:8], "big")
+    assert sha256_u64(b"x", []).shape == (0,)
+    with pytest.raises(TypeError, match="item 1 is int, not str or bytes"):
+        sha256_u64(b"", ["task-1", 7])  # type: ignore[list-item]
 
 
 @given(st.integers(0, 2**64 - 1), st.integers(0, 2**63 - 1))
