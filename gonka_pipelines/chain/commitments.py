@@ -176,33 +176,43 @@ def json_leaf_buffer(connection: duckdb.DuckDBPyConnection, leaves: JsonLeaves) 
     apart = f"contains(_leaf_text, '{_ESCAPED_CONTROL}') OR {floats}"
     source = f"SELECT to_json({{{fields}}})::VARCHAR AS _leaf_text, * FROM {leaves.table} WHERE {leaves.where}"
     keys = [f"_order{i}" for i in range(len(leaves.order))]
+    select_keys = ", ".join(f"{sql} AS {key}" for sql, key in zip(leaves.order, keys))
     relation = connection.sql(
-        f"WITH _leaves AS ({source}) SELECT {', '.join(f'{sql} AS {key}' for sql, key in zip(leaves.order, keys))}, "
-        f"CASE WHEN {apart} THEN NULL ELSE _leaf_text END AS _leaf_text FROM _leaves", params=leaves.params)
+        f"WITH _leaves AS ({source}) SELECT {select_keys}, CASE WHEN {apart} THEN NULL ELSE _leaf_text END AS _leaf_text "
+        "FROM _leaves", params=leaves.params)
     digests, order_batches, written_apart = [], [], []
     with relation.to_arrow_reader(batch_size=LEAF_BATCH_ROWS) as reader:
         for batch in reader:
-            texts = batch.column("_leaf_text")
-            digests.append(_sha256.leaves(leaves.prefix, *_string_buffers(texts)))
-            written_apart.append(texts.is_null().to_numpy(zero_copy_only=False))
-            order_batches.append(batch.select(keys))
+            if batch.num_rows:
+                texts = batch.column("_leaf_text")
+                digests.append(_sha256.leaves(leaves.prefix, *_string_buffers(texts)))
+                written_apart.append(texts.is_null().to_numpy(zero_copy_only=False))
+                order_batches.append(batch.select(keys))
     if not digests:
         return b""
-    order = pc.sort_indices(pa.Table.from_batches(order_batches), sort_keys=[(key, "ascending") for key in keys]).to_numpy()
+    order = _sorted_positions(pa.Table.from_batches(order_batches), keys)
     ordered = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, 32)[order]
     odd = np.flatnonzero(np.concatenate(written_apart)[order])
-    if odd.size:  # the same rows in the same order, their values read into Python
+    if odd.size:  # the same rows, sorted the same way, their values read into Python
         names = list(leaves.fields)
-        rows = connection.execute(
-            f"WITH _leaves AS ({source}) SELECT {_select_list({n: leaves.fields[n][0] for n in names})} FROM _leaves "
-            f"WHERE {apart} ORDER BY {', '.join(leaves.order)}", leaves.params).fetchall()
-        for index, row in zip(odd, rows, strict=True):
-            ordered[index] = np.frombuffer(leaves.fallback(dict(zip(names, row))), dtype=np.uint8)
+        rows = connection.sql(
+            f"WITH _leaves AS ({source}) SELECT {select_keys}, {_select_list({n: leaves.fields[n][0] for n in names})} "
+            f"FROM _leaves WHERE {apart}", params=leaves.params).to_arrow_table()
+        for index, row in zip(odd, rows.take(_sorted_positions(rows, keys)).select(names).to_pylist(), strict=True):
+            ordered[index] = np.frombuffer(leaves.fallback(row), dtype=np.uint8)
     return ordered.tobytes()
 
 
+def _sorted_positions(table: pa.Table, keys: list[str]) -> np.ndarray:
+    """Row positions of `table` in the order of its `keys` columns (text bytewise, as DuckDB's default collation)."""
+    return pc.sort_indices(table, sort_keys=[(key, "ascending") for key in keys]).to_numpy()
+
+
 def _string_buffers(texts: pa.Array) -> tuple[memoryview, memoryview | bytes]:
-    """A string column's offsets (its own slice, as int64) and data buffer, as _sha256.leaves reads them."""
+    """A string column's offsets (its own slice, as int64) and data buffer, as _sha256.leaves reads them; text of
+    another layout (a string view) is cast to one first."""
+    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
+        texts = texts.cast(pa.large_string())
     width = np.int64 if pa.types.is_large_string(texts.type) else np.int32
     _, offsets, data = texts.buffers()
     ends = np.frombuffer(offsets, dtype=width)[texts.offset:texts.offset + len(texts) + 1].astype(np.int64)

@@ -109,32 +109,37 @@ static PyObject *merkle_leaves(PyObject *Py_UNUSED(module), PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*y*y*:leaves", &prefix, &offsets, &data))
         return NULL;
     PyObject *result = NULL;
-    Py_ssize_t count = offsets.len / (Py_ssize_t)sizeof(int64_t) - 1;
+    Py_ssize_t count = offsets.len / (Py_ssize_t)sizeof(int64_t) - 1, bad = -1;
     const int64_t *ends = offsets.buf;
     if (offsets.len % (Py_ssize_t)sizeof(int64_t) || count < 0) {
         PyErr_SetString(PyExc_ValueError, "offsets are int64, one more than the texts");
         goto done;
     }
-    for (Py_ssize_t i = 0; i < count; i++)
-        if (ends[i] < 0 || ends[i] > ends[i + 1] || ends[i + 1] > data.len) {
-            PyErr_Format(PyExc_ValueError, "text %zd's offsets [%lld, %lld) lie outside %zd bytes of data", i,
-                         (long long)ends[i], (long long)ends[i + 1], data.len);
-            goto done;
-        }
     result = PyBytes_FromStringAndSize(NULL, count * DIGEST);
     if (result == NULL)
         goto done;
     unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
     const unsigned char *text = data.buf;
+    int64_t start = 0, end = 0;
     Py_BEGIN_ALLOW_THREADS
     SHA256_CTX context;
     for (Py_ssize_t i = 0; i < count; i++) {
+        start = ends[i], end = ends[i + 1]; /* read once and checked as used: the buffers may change under us */
+        if (start < 0 || start > end || end > data.len) {
+            bad = i;
+            break;
+        }
         SHA256_Init(&context);
         SHA256_Update(&context, prefix.buf, prefix.len);
-        SHA256_Update(&context, text + ends[i], ends[i + 1] - ends[i]);
+        SHA256_Update(&context, text + start, end - start);
         SHA256_Final(out + i * DIGEST, &context);
     }
     Py_END_ALLOW_THREADS
+    if (bad >= 0) {
+        PyErr_Format(PyExc_ValueError, "text %zd's offsets [%lld, %lld) lie outside %zd bytes of data", bad,
+                     (long long)start, (long long)end, data.len);
+        Py_CLEAR(result);
+    }
 done:
     PyBuffer_Release(&prefix);
     PyBuffer_Release(&offsets);
@@ -148,7 +153,12 @@ static PyObject *sha256_digests(PyObject *Py_UNUSED(module), PyObject *args) {
     PyObject *items;
     if (!PyArg_ParseTuple(args, "y*O:digests", &prefix, &items))
         return NULL;
-    PyObject *result = NULL, *fast = PySequence_Fast(items, "digests: items must be a list or tuple");
+    PyObject *result = NULL, *fast = NULL;
+    if (!PyList_Check(items) && !PyTuple_Check(items)) {
+        PyErr_Format(PyExc_TypeError, "digests: items must be a list or tuple, not %s", Py_TYPE(items)->tp_name);
+        goto done;
+    }
+    fast = PySequence_Fast(items, "items");
     if (fast == NULL)
         goto done;
     Py_ssize_t count = PySequence_Fast_GET_SIZE(fast);

@@ -8,7 +8,6 @@ carried up unchanged, so no leaf is ever duplicated (the Bitcoin duplication bug
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gonka_pipelines.protocol import _sha256
@@ -38,7 +37,7 @@ def merkle_root(leaves: list[str]) -> str:
     return merkle_root_of_digests([bytes.fromhex(leaf) for leaf in leaves])
 
 
-def merkle_root_of_digests(leaves: Sequence[bytes] | bytes) -> str:
+def merkle_root_of_digests(leaves: list[bytes] | tuple[bytes, ...] | bytes) -> str:
     """merkle_root over raw 32-byte leaf digests (a list of them, or one buffer of them end to end); hex only for the root."""
     return _sha256.root(leaves).hex() if len(leaves) else EMPTY_ROOT
 

@@ -137,3 +137,16 @@ def test_the_types_above_are_every_type_a_block_commits_to(genesis_layout):
             "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ?", [c.table]).fetchall()
             if name in c.columns}
     assert committed == set(COLUMNS.values())
+
+
+def test_text_of_any_arrow_layout_is_hashed_from_its_own_slice():
+    """_sha256.leaves reads a column's buffers directly: a slice, a large string and a string view hash the same."""
+    import pyarrow as pa
+
+    from gonka_pipelines.chain.commitments import _string_buffers
+    from gonka_pipelines.protocol import _sha256
+
+    texts = ["zero", "", "two", "three é"]
+    expected = b"".join(leaf_digest(text.encode()) for text in texts[1:])
+    for column in (pa.array(texts), pa.array(texts, pa.large_string()), pa.array(texts, pa.string_view())):
+        assert _sha256.leaves(b"\x00", *_string_buffers(column.slice(1))) == expected

@@ -158,3 +158,19 @@ def test_property_changing_any_leaf_changes_the_root(data, pick):
     index = pick.draw(st.integers(0, len(tree) - 1))
     changed = tree[:index] + [leaf_hash(data[index] + b"!")] + tree[index + 1:]
     assert merkle_root(changed) != merkle_root(tree)
+
+
+def test_batch_hashes_are_hashlib_and_refuse_what_they_cannot_read():
+    from gonka_pipelines.protocol import _sha256
+
+    texts = [b"abc", b"", "é中".encode()]
+    ends = b"".join(n.to_bytes(8, "little", signed=True) for n in (0, 3, 3, 3 + len(texts[2])))
+    expected = b"".join(hashlib.sha256(b"\x00p" + text).digest() for text in texts)
+    assert _sha256.leaves(b"\x00p", ends, b"".join(texts)) == expected
+    assert _sha256.digests(b"\x00p", [b"abc", "", "é中"]) == expected == _sha256.digests(b"\x00p", tuple(texts))
+    with pytest.raises(ValueError, match=r"text 1's offsets \[3, 9\) lie outside 8 bytes"):
+        _sha256.leaves(b"", ends[:8] + (3).to_bytes(8, "little") + (9).to_bytes(8, "little"), b"x" * 8)
+    with pytest.raises(ValueError, match="offsets are int64, one more than the texts"):
+        _sha256.leaves(b"", b"", b"")
+    with pytest.raises(TypeError, match="items must be a list or tuple, not str"):
+        _sha256.digests(b"", "abc")  # type: ignore[arg-type]
