@@ -13,16 +13,20 @@
 #define DIGEST 32
 static const unsigned char NODE_PREFIX = 0x01;
 
+/* SHA-256(prefix || text) into out: every hash of this module. */
+static void prefixed_sha256(const void *prefix, size_t prefix_size, const void *text, size_t size, unsigned char *out) {
+    SHA256_CTX context;
+    SHA256_Init(&context);
+    SHA256_Update(&context, prefix, prefix_size);
+    SHA256_Update(&context, text, size);
+    SHA256_Final(out, &context);
+}
+
 /* Hash neighbours of `level` (count digests) pairwise into `out`; a lone last digest is copied up. Returns the count. */
 static Py_ssize_t next_level(const unsigned char *level, Py_ssize_t count, unsigned char *out) {
     Py_ssize_t pairs = count / 2;
-    SHA256_CTX context;
-    for (Py_ssize_t i = 0; i < pairs; i++) {
-        SHA256_Init(&context);
-        SHA256_Update(&context, &NODE_PREFIX, 1);
-        SHA256_Update(&context, level + 2 * i * DIGEST, 2 * DIGEST);
-        SHA256_Final(out + i * DIGEST, &context);
-    }
+    for (Py_ssize_t i = 0; i < pairs; i++)
+        prefixed_sha256(&NODE_PREFIX, 1, level + 2 * i * DIGEST, 2 * DIGEST, out + i * DIGEST);
     if (count % 2)
         memmove(out + pairs * DIGEST, level + (count - 1) * DIGEST, DIGEST);
     return pairs + count % 2;
@@ -32,15 +36,11 @@ static Py_ssize_t next_level(const unsigned char *level, Py_ssize_t count, unsig
  * copied into a new buffer; sets *count. NULL with an exception set on anything else. */
 static unsigned char *gather(PyObject *leaves, Py_ssize_t *count) {
     unsigned char *buffer;
-    if (PyList_Check(leaves) || PyTuple_Check(leaves)) {
-        PyObject *fast = PySequence_Fast(leaves, "leaves");
-        if (fast == NULL)
-            return NULL;
-        Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
-        PyObject **items = PySequence_Fast_ITEMS(fast);
+    if (PyList_Check(leaves) || PyTuple_Check(leaves)) { /* read in place: the GIL is held throughout */
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(leaves);
+        PyObject **items = PySequence_Fast_ITEMS(leaves);
         buffer = PyMem_RawMalloc(n ? n * DIGEST : 1);
         if (buffer == NULL) {
-            Py_DECREF(fast);
             PyErr_NoMemory();
             return NULL;
         }
@@ -48,12 +48,10 @@ static unsigned char *gather(PyObject *leaves, Py_ssize_t *count) {
             if (!PyBytes_Check(items[i]) || PyBytes_GET_SIZE(items[i]) != DIGEST) {
                 PyErr_Format(PyExc_ValueError, "leaf %zd is not a 32-byte digest (bytes)", i);
                 PyMem_RawFree(buffer);
-                Py_DECREF(fast);
                 return NULL;
             }
             memcpy(buffer + i * DIGEST, PyBytes_AS_STRING(items[i]), DIGEST);
         }
-        Py_DECREF(fast);
         *count = n;
         return buffer;
     }
@@ -122,17 +120,13 @@ static PyObject *merkle_leaves(PyObject *Py_UNUSED(module), PyObject *args) {
     const unsigned char *text = data.buf;
     int64_t start = 0, end = 0;
     Py_BEGIN_ALLOW_THREADS
-    SHA256_CTX context;
     for (Py_ssize_t i = 0; i < count; i++) {
         start = ends[i], end = ends[i + 1]; /* read once and checked as used: the buffers may change under us */
         if (start < 0 || start > end || end > data.len) {
             bad = i;
             break;
         }
-        SHA256_Init(&context);
-        SHA256_Update(&context, prefix.buf, prefix.len);
-        SHA256_Update(&context, text + start, end - start);
-        SHA256_Final(out + i * DIGEST, &context);
+        prefixed_sha256(prefix.buf, prefix.len, text + start, end - start, out + i * DIGEST);
     }
     Py_END_ALLOW_THREADS
     if (bad >= 0) {
@@ -153,21 +147,17 @@ static PyObject *sha256_digests(PyObject *Py_UNUSED(module), PyObject *args) {
     PyObject *items;
     if (!PyArg_ParseTuple(args, "y*O:digests", &prefix, &items))
         return NULL;
-    PyObject *result = NULL, *fast = NULL;
+    PyObject *result = NULL;
     if (!PyList_Check(items) && !PyTuple_Check(items)) {
         PyErr_Format(PyExc_TypeError, "digests: items must be a list or tuple, not %s", Py_TYPE(items)->tp_name);
         goto done;
     }
-    fast = PySequence_Fast(items, "items");
-    if (fast == NULL)
-        goto done;
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(fast);
-    PyObject **each = PySequence_Fast_ITEMS(fast);
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(items); /* read in place: the GIL is held throughout */
+    PyObject **each = PySequence_Fast_ITEMS(items);
     result = PyBytes_FromStringAndSize(NULL, count * DIGEST);
     if (result == NULL)
         goto done;
     unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
-    SHA256_CTX context;
     for (Py_ssize_t i = 0; i < count; i++) {
         const char *text;
         Py_ssize_t size;
@@ -183,13 +173,9 @@ static PyObject *sha256_digests(PyObject *Py_UNUSED(module), PyObject *args) {
             Py_CLEAR(result);
             goto done;
         }
-        SHA256_Init(&context);
-        SHA256_Update(&context, prefix.buf, prefix.len);
-        SHA256_Update(&context, text, size);
-        SHA256_Final(out + i * DIGEST, &context);
+        prefixed_sha256(prefix.buf, prefix.len, text, size, out + i * DIGEST);
     }
 done:
-    Py_XDECREF(fast);
     PyBuffer_Release(&prefix);
     return result;
 }
