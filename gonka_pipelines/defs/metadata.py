@@ -57,7 +57,7 @@ def in_gnk(units: int, base_units: int) -> float:
 
 def _collect(env: EpochEnvironment, store: ChainStore, summary: CollectSummary) -> Metadata:
     return {"dagster/row_count": summary.submitted, "submitted": summary.submitted, "accepted": summary.accepted,
-            "rejected": sum(summary.rejected_by_reason.values()), "escrowed": summary.escrowed,
+            "trainings": summary.trainings, "rejected": sum(summary.rejected_by_reason.values()), "escrowed": summary.escrowed,
             "rejected_by_reason": dg.MetadataValue.json(summary.rejected_by_reason)}
 
 

@@ -197,8 +197,9 @@ class IntakeResult:
         return self.taken.height + len(self.accepted)
 
     def escrowed(self) -> int:
-        """Escrow of the accepted inference tasks."""
-        return int(self.taken["escrow"].sum()) + sum(task.escrow for task in self.accepted)
+        """Escrow taken from developers' balances: the accepted inference tasks' and training orders'."""
+        return (int(self.taken["escrow"].sum()) + sum(task.escrow for task in self.accepted)
+                + sum(order.escrow for order in self.trainings))
 
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")

@@ -28,8 +28,11 @@ class CollectSummary:
     epoch: int
     submitted: int
     accepted: int
+    """Inference tasks accepted; training orders are counted in `trainings`."""
+    trainings: int
     rejected_by_reason: dict[str, int]
     escrowed: int
+    """Escrow taken from developers' balances, for inference tasks and training orders."""
 
 
 def run_collect(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> CollectSummary:
@@ -51,7 +54,8 @@ def run_collect(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> Colle
             result = env.rules.collect(submissions, context)
             store.write_intake(epoch, result)
             failpoint("collect.before_commit")
-    summary = CollectSummary(epoch, len(submissions), result.accepted_count(),
+    summary = CollectSummary(epoch, len(submissions), result.accepted_count(), len(result.trainings),
                              dict(sorted(Counter(r.reason.value for r in result.rejected).items())), result.escrowed())
-    log(f"epoch {epoch}: {summary.accepted} of {summary.submitted} submissions accepted; rejected {summary.rejected_by_reason}")
+    log(f"epoch {epoch}: {summary.accepted} inference tasks and {summary.trainings} training orders accepted of "
+        f"{summary.submitted} submissions; rejected {summary.rejected_by_reason}")
     return summary

@@ -20,7 +20,7 @@ from support.config import demo_network, fast_genesis
 pytestmark = pytest.mark.slow
 
 ASSET_METADATA = {
-    "epoch_tasks": {"dagster/row_count", "submitted", "accepted", "rejected", "escrowed", "rejected_by_reason"},
+    "epoch_tasks": {"dagster/row_count", "submitted", "accepted", "trainings", "rejected", "escrowed", "rejected_by_reason"},
     "sprint_batches": {"dagster/row_count", "batches", "rejected_batches", "claimed_hits"},
     "sprint_verdicts": {"dagster/row_count", "verdicts", "invalid_votes"},
     "epoch_weights": {"dagster/row_count", "total_weight", "sprints_rejected", "weights"},
@@ -115,8 +115,9 @@ def test_metadata_values_match_the_chain(demo_epoch):
         assert value(tasks, "accepted") == one("SELECT count(*) FROM tasks WHERE epoch = ?") == kinds["honest"]
         rejected = sum(kinds.values()) - kinds["honest"] - kinds["training"]
         assert value(tasks, "rejected") == one("SELECT count(*) FROM rejected_tasks WHERE epoch = ?") == rejected
-        assert one("SELECT count(*) FROM training_tasks WHERE epoch = ?") == kinds["training"] == TRAINING_ORDERS
-        assert value(tasks, "escrowed") == one("SELECT sum(escrow) FROM tasks WHERE epoch = ?")
+        assert value(tasks, "trainings") == one("SELECT count(*) FROM training_tasks WHERE epoch = ?") == kinds["training"] == TRAINING_ORDERS
+        assert value(tasks, "escrowed") == one(
+            "SELECT (SELECT sum(escrow) FROM tasks WHERE epoch = $1) + (SELECT sum(escrow) FROM training_tasks WHERE epoch = $1)")
         assert value(tasks, "rejected_by_reason") == dict(store._query(
             "SELECT reason, count(*) FROM rejected_tasks WHERE epoch = 1 GROUP BY 1"))
 

@@ -36,6 +36,17 @@ def test_bad_orders_are_kept_with_their_own_reason(trained):
     assert {rows[sid]: reason for reason, sid in refused.items()} == {reason: reason for reason in refused}
 
 
+def test_collect_counts_the_order_apart_and_its_escrow_with_the_tasks(trained):
+    """The collect summary adds up: 2 inference tasks, 1 training order, 3 refused orders of 6 submissions, and its
+    escrow is every escrow taken from balances (the tasks' and the order's)."""
+    store, _, results, *_ = trained
+    summary = results["epoch_tasks"]
+    assert (summary.submitted, summary.accepted, summary.trainings, sum(summary.rejected_by_reason.values())) == (6, 2, 1, 3)
+    (order_escrow,) = store._query("SELECT escrow FROM training_tasks WHERE epoch = 1")[0]
+    tasks_escrow = store._scalar("SELECT sum(escrow) FROM tasks WHERE epoch = 1")
+    assert order_escrow == 4 * 4 * 256 * 100 and summary.escrowed == tasks_escrow + order_escrow
+
+
 def test_the_order_is_escrowed_executed_and_its_checkpoints_stored(trained):
     store, layout, results, genesis_version, shards, ordered, _ = trained
     (task,) = store._records("SELECT * FROM training_tasks WHERE epoch = 1")
