@@ -79,10 +79,12 @@ def colluders(hosts: Sequence[Host]) -> set[str]:
     return {h.address for h in hosts if h.behaviour == Behaviour.COLLUDING}
 
 
-def delivered_length(host: Host, generated: int) -> int:
-    """How many of its generated tokens an executor returns: all, or (truncated_output) the first half of them (at
-    least one)."""
-    return max(1, generated // 2) if host.behaviour == Behaviour.TRUNCATED_OUTPUT and generated else generated
+def delivered_lengths(hosts: Sequence[Host], executor: pl.Expr, generated: pl.Expr) -> pl.Expr:
+    """How many of its generated tokens each executor returns, over columns of executors' addresses and generated
+    lengths: all, or (truncated_output) the first half of them (at least one)."""
+    truncating = sorted(h.address for h in hosts if h.behaviour == Behaviour.TRUNCATED_OUTPUT)
+    return (pl.when(executor.is_in(truncating) & (generated > 0)).then(pl.max_horizontal(generated // 2, pl.lit(1)))
+            .otherwise(generated))
 
 
 @dataclass(frozen=True)

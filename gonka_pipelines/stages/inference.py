@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401 - pa.compute
 
 from gonka_pipelines.chain.tasks import EXECUTION_STAGE
 from gonka_pipelines.compute.engine import Compute
@@ -18,7 +17,7 @@ from gonka_pipelines.protocol.inference_validation import ComparisonReason, Outp
 from gonka_pipelines.protocol.messages import seed_commitment_body
 from gonka_pipelines.protocol.records import ResultStatus, ShareRole, TaskOutcome, TransferKind
 from gonka_pipelines.protocol.training import VersionScore, served_versions
-from gonka_pipelines.simulation.behaviours import Voters, delivered_length, serves_tasks
+from gonka_pipelines.simulation.behaviours import Voters, delivered_lengths, serves_tasks
 from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain
 from gonka_pipelines.stages.training import (
     TrainingValidator,
@@ -110,14 +109,13 @@ def _generation_groups(running: pl.DataFrame) -> tuple[pl.DataFrame, list[tuple[
 
 def _delivered(env: EpochEnvironment, running: pl.DataFrame, generations: list[pa.Table]) -> pl.DataFrame:
     """The running tasks' results (rows in the order of their generations) as columns, in one pass: what each executor
-    returns of each generation (delivered_length), its cost (prompt + completion tokens) · price and the refund of the
-    rest of the escrow."""
+    returns of each generation (delivered_lengths), its cost (prompt + completion tokens) · price and the refund of
+    the rest of the escrow."""
     generated = pa.concat_tables(generations)
-    lengths = pa.compute.list_value_length(generated.column("tokens")).to_pylist()
-    delivered = [delivered_length(env.host[executor], length) for executor, length in zip(running["executor"], lengths)]
     cost = (pl.col("prompt_tokens") + pl.col("completion_tokens")) * env.params.price_per_token
     return (pl.DataFrame(generated).hstack(running.select("task_id", "executor", "prompt_tokens", "escrow"))
-            .with_columns(pl.Series("completion_tokens", delivered, dtype=pl.Int64))
+            .with_columns(delivered_lengths(env.hosts, pl.col("executor"),
+                                            pl.col("tokens").list.len().cast(pl.Int64)).alias("completion_tokens"))
             .select("task_id", "executor", *(pl.col(source).list.head(pl.col("completion_tokens")).alias(column) for column, source in
                                              (("output_tokens", "tokens"), ("top_ids", "top_ids"), ("top_logprobs", "top_logprobs"))),
                     "completion_tokens", cost.alias("cost"), (pl.col("escrow") - cost).alias("refund"))

@@ -150,6 +150,21 @@ def outcomes_of(store, name: str) -> list[dict]:
            JOIN tasks t USING (task_id) WHERE o.epoch = 1 AND h.name = ?""", [name])
 
 
+def test_a_truncating_executor_returns_half_its_tokens_and_at_least_one():
+    """delivered_lengths over columns: a truncated_output host returns generated // 2, at least 1 of any, 0 of none;
+    every other host all it generated."""
+    import polars as pl
+
+    from gonka_pipelines.protocol.params import Behaviour
+    from gonka_pipelines.protocol.records import Host
+    from gonka_pipelines.simulation.behaviours import delivered_lengths
+
+    hosts = [Host("a-honest", "honest", "", 1, (), Behaviour.HONEST), Host("a-cut", "cut", "", 1, (), Behaviour.TRUNCATED_OUTPUT)]
+    frame = pl.DataFrame({"executor": ["a-cut"] * 5 + ["a-honest"] * 3, "generated": [0, 1, 2, 3, 9, 0, 1, 9]})
+    lengths = frame.select(delivered_lengths(hosts, pl.col("executor"), pl.col("generated")))
+    assert lengths.to_series().to_list() == [0, 1, 1, 1, 4, 0, 1, 9]
+
+
 @pytest.mark.parametrize("name, reason", [("host-cheap", "tokens_differ"), ("host-truncated", "length_differs")])
 def test_a_cheaper_model_or_truncated_output_is_invalidated_when_checked(executor_cheats, name, reason):
     outcomes = outcomes_of(executor_cheats, name)
