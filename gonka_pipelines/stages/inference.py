@@ -96,15 +96,15 @@ GENERATION_GROUP = ["executor", "model", "runs_version", "max_tokens"]
 """Tasks generated as one batch (a GenerationOrder): one executor's tasks of one model version and max_tokens."""
 
 
-def _generation_groups(running: pl.DataFrame) -> tuple[pl.DataFrame, list[tuple[tuple, int, int]]]:
-    """The running tasks with each generation group's rows together (groups in order of first appearance, tasks in
-    their order within), and each group's key with its row range: one sort, not a frame per group (10,000 hosts)."""
-    running = (running.with_row_index("row").with_columns(pl.col("row").min().over(GENERATION_GROUP).alias("group_first"))
-               .sort("group_first", "row"))
-    bounds = running.group_by("group_first", maintain_order=True).agg(*(pl.col(k).first() for k in GENERATION_GROUP), pl.len())
+def _grouped(frame: pl.DataFrame, keys: list[str]) -> tuple[pl.DataFrame, list[tuple[tuple, int, int]]]:
+    """The frame with each group's rows together (groups in order of first appearance, rows in their order within,
+    each row's original position as `row`), and each group's key with its row range: one sort, not a frame per group
+    (10,000 hosts)."""
+    frame = (frame.with_row_index("row").with_columns(pl.col("row").min().over(keys).alias("group_first"))
+             .sort("group_first", "row"))
+    bounds = frame.group_by("group_first", maintain_order=True).agg(*(pl.col(k).first() for k in keys), pl.len())
     ends = np.cumsum(bounds["len"].to_numpy()).tolist()
-    keys = bounds.select(GENERATION_GROUP).rows()
-    return running.drop("row", "group_first"), [(key, end - size, end) for key, end, size in zip(keys, ends, bounds["len"])]
+    return frame.drop("group_first"), [(key, end - size, end) for key, end, size in zip(bounds.select(keys).rows(), ends, bounds["len"])]
 
 
 def _delivered(env: EpochEnvironment, running: pl.DataFrame, generations: list[pa.Table]) -> pl.DataFrame:
@@ -130,7 +130,7 @@ def run_task_execution(env: EpochEnvironment, open_chain: OpenChain, log: Log) -
         tasks = _assigned_tasks(env, pl.DataFrame(store.epoch_tasks(epoch)).cast(TASK_SCHEMA))  # type: ignore[arg-type]
         trainings = store.epoch_trainings(epoch)
     tasks = env.with_runs_version(tasks)
-    running, groups = _generation_groups(tasks.filter("runs"))
+    running, groups = _grouped(tasks.filter("runs"), GENERATION_GROUP)
     prompts = running["prompt"].to_list()
     orders = [GenerationOrder(model, version, executor, env.host[executor].behaviour, tuple(prompts[start:end]), max_tokens)
               for (executor, model, version, max_tokens), start, end in groups]
@@ -316,17 +316,15 @@ def score_results(compute: Compute, order: ScoringOrder) -> pa.Table:
 def _rescore(env: EpochEnvironment, wanted: pl.DataFrame) -> pl.DataFrame:
     """The honest re-runs of these results (one per row: model, version, prompt, output tokens), run on the engine in
     orders of one model version, as SCORE_SCHEMA columns in row order."""
-    prompts, outputs = wanted["prompt"].to_list(), wanted["output_tokens"].to_list()
-    by_version = (env.with_runs_version(wanted.select("model", "version")).with_row_index("row")
-                  .group_by("model", "runs_version", maintain_order=True).agg("row").rows())
-    orders, order_rows = [], []
-    for model, version, rows in by_version:
-        for start in range(0, len(rows), SCORED_PER_ORDER):
-            chunk = rows[start:start + SCORED_PER_ORDER]
-            orders.append(ScoringOrder(model, version, tuple(prompts[r] for r in chunk), tuple(tuple(outputs[r]) for r in chunk)))
-            order_rows += chunk
-    scored = pa.concat_tables([SCORE_SCHEMA.empty_table(), *env.on_hosts(score_results, orders)])
-    return pl.DataFrame(scored).with_columns(pl.Series("row", order_rows, dtype=pl.Int64)).sort("row").drop("row")
+    grouped, groups = _grouped(env.with_runs_version(wanted.select("model", "version", "prompt", "output_tokens")),
+                               ["model", "runs_version"])
+    prompts, outputs = grouped["prompt"].to_list(), grouped["output_tokens"].to_list()
+    orders = [ScoringOrder(model, version, tuple(prompts[start:min(start + SCORED_PER_ORDER, end)]),
+                           tuple(map(tuple, outputs[start:min(start + SCORED_PER_ORDER, end)])))
+              for (model, version), first, end in groups for start in range(first, end, SCORED_PER_ORDER)]
+    scored = pl.DataFrame(pa.concat_tables([SCORE_SCHEMA.empty_table(), *env.on_hosts(score_results, orders)]))
+    rows = grouped["row"]
+    return scored if rows.is_sorted() else scored.with_columns(rows).sort("row").drop("row")
 
 
 def _outcomes_and_fees(env: EpochEnvironment, results: pl.DataFrame, checks: pl.DataFrame, honest: pl.DataFrame,
