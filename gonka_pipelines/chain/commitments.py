@@ -204,25 +204,12 @@ def json_leaf_buffer(connection: duckdb.DuckDBPyConnection, leaves: JsonLeaves) 
 
 
 def _sorted_positions(table: pa.Table, keys: list[str]) -> np.ndarray:
-    """Row positions of `table` in the order of its `keys` columns (text bytewise, as DuckDB's default collation).
-    One text key is ranked by its first 8 bytes as integers and only the rows that tie there are sorted as text (hash
-    ids rarely tie: about half of Arrow's text sort at a million rows); keys that mostly tie are sorted as text."""
-    by_text = [(key, "ascending") for key in keys]
+    """Row positions of `table` in the order of its `keys` columns (text bytewise, as DuckDB's default collation):
+    one text key ranked by its first 8 bytes where that mostly settles the order (_text_order), else Arrow's sort."""
     column = table.column(keys[0])
-    if len(keys) != 1 or not table.num_rows or column.null_count or not (
-            pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-        return pc.sort_indices(table, sort_keys=by_text).to_numpy()
-    if _mostly_tied(_prefixes(column.slice(0, TIE_SAMPLE_ROWS))):  # decided on a sample: ranking would be wasted
-        return pc.sort_indices(table, sort_keys=by_text).to_numpy()
-    prefixes = _prefixes(column)
-    order = np.argsort(prefixes, kind="stable")
-    tied = _tied(prefixes[order])
-    if np.count_nonzero(tied) > len(tied) // 2:  # ties the sample missed (rows sharing a task id far apart)
-        return pc.sort_indices(table, sort_keys=by_text).to_numpy()
-    if tied.any():  # tied runs are contiguous and in prefix order, which text order keeps: sort them all as text at once
-        rows = order[tied]
-        order[tied] = rows[pc.sort_indices(column.take(rows)).to_numpy()]
-    return order
+    ranked = (_text_order(column) if len(keys) == 1 and table.num_rows and not column.null_count
+              and (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)) else None)
+    return ranked if ranked is not None else pc.sort_indices(table, sort_keys=[(key, "ascending") for key in keys]).to_numpy()
 
 
 TIE_SAMPLE_ROWS = 4096
@@ -230,9 +217,26 @@ TIE_SAMPLE_ROWS = 4096
 id shared by several rows) and is better sorted as text at once."""
 
 
+def _text_order(column: pa.ChunkedArray) -> np.ndarray | None:
+    """Row positions of a text column in bytewise order: ranked by each text's first 8 bytes as an integer, and only
+    the rows that tie there sorted as text (hash ids rarely tie: about half of Arrow's text sort at a million rows).
+    None where most rows tie, in a sample of TIE_SAMPLE_ROWS or in all (a task id shared by rows far apart)."""
+    if _mostly(_tied(np.sort(_prefixes(column.slice(0, TIE_SAMPLE_ROWS))))):
+        return None
+    prefixes = _prefixes(column)
+    order = np.argsort(prefixes, kind="stable")
+    tied = _tied(prefixes[order])
+    if _mostly(tied):
+        return None
+    if tied.any():  # tied runs are contiguous and in prefix order, which text order keeps: sort them all as text at once
+        rows = order[tied]
+        order[tied] = rows[pc.sort_indices(column.take(rows)).to_numpy()]
+    return order
+
+
 def _prefixes(column: pa.ChunkedArray) -> np.ndarray:
-    """_leading_bytes of every row of a text column."""
-    return np.concatenate([_leading_bytes(chunk) for chunk in column.chunks]) if column.num_chunks else np.zeros(0, np.uint64)
+    """_leading_bytes of every row of a text column (one chunk at least)."""
+    return np.concatenate([_leading_bytes(chunk) for chunk in column.chunks])
 
 
 def _tied(ranked: np.ndarray) -> np.ndarray:
@@ -243,20 +247,21 @@ def _tied(ranked: np.ndarray) -> np.ndarray:
     return tied
 
 
-def _mostly_tied(prefixes: np.ndarray) -> bool:
-    """Whether more than half of these values equal another."""
-    return bool(np.count_nonzero(_tied(np.sort(prefixes))) > len(prefixes) // 2)
+def _mostly(flags: np.ndarray) -> bool:
+    """Whether more than half of these flags are set."""
+    return bool(np.count_nonzero(flags) > len(flags) // 2)
 
 
 def _leading_bytes(texts: pa.Array) -> np.ndarray:
     """Each text's first 8 bytes (zero-padded) as a big-endian integer: ordered as the texts are, ties aside."""
     ends, data = _string_buffers(texts)
     offsets = np.frombuffer(ends, dtype=np.int64)
+    lengths = np.diff(offsets)
     raw = np.concatenate([np.frombuffer(data, dtype=np.uint8), np.zeros(8, dtype=np.uint8)])  # a read past the end is 0
     leading = raw[offsets[:-1, None] + np.arange(8)]
-    short = np.flatnonzero(np.diff(offsets) < 8)
+    short = np.flatnonzero(lengths < 8)
     if short.size:  # bytes past a short text's end belong to the next text: zero them
-        leading[short] *= np.arange(8) < np.diff(offsets)[short, None]
+        leading[short] *= np.arange(8) < lengths[short, None]
     return leading.view(">u8").ravel().astype(np.uint64)
 
 

@@ -319,9 +319,11 @@ def _rescore(env: EpochEnvironment, wanted: pl.DataFrame) -> pl.DataFrame:
     grouped, groups = _grouped(env.with_runs_version(wanted.select("model", "version", "prompt", "output_tokens")),
                                ["model", "runs_version"])
     prompts, outputs = grouped["prompt"].to_list(), grouped["output_tokens"].to_list()
-    orders = [ScoringOrder(model, version, tuple(prompts[start:min(start + SCORED_PER_ORDER, end)]),
-                           tuple(map(tuple, outputs[start:min(start + SCORED_PER_ORDER, end)])))
-              for (model, version), first, end in groups for start in range(first, end, SCORED_PER_ORDER)]
+    orders = []
+    for (model, version), first, end in groups:
+        for start in range(first, end, SCORED_PER_ORDER):
+            stop = min(start + SCORED_PER_ORDER, end)
+            orders.append(ScoringOrder(model, version, tuple(prompts[start:stop]), tuple(map(tuple, outputs[start:stop]))))
     scored = pl.DataFrame(pa.concat_tables([SCORE_SCHEMA.empty_table(), *env.on_hosts(score_results, orders)]))
     rows = grouped["row"]
     return scored if rows.is_sorted() else scored.with_columns(rows).sort("row").drop("row")
