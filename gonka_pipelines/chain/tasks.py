@@ -47,7 +47,7 @@ class TaskRows(StoreCore):
         self._insert("record_roots", roots)
 
     def write_task_results(self, epoch: int, commitments: Sequence[dict[str, Any]], results: pa.Table,
-                           refunds: Sequence[dict[str, Any]], trainings: Sequence[dict[str, Any]],
+                           refunds: pa.Table, trainings: Sequence[dict[str, Any]],
                            roots: Sequence[dict[str, Any]]) -> None:
         """Seed commitments, inference and training results with each executor's signed roots over them, and refunds."""
         with self.transaction():

@@ -122,6 +122,30 @@ def _delivered(env: EpochEnvironment, running: pl.DataFrame, generations: list[p
             .cast(RESULT_SCHEMA))  # type: ignore[arg-type]
 
 
+REFUND_SCHEMA: dict[str, pl.DataType] = {"task_id": pl.String(), "refund": pl.Int64(), "status": pl.String(),
+                                         "developer": pl.String()}
+
+
+def _refunds(epoch: int, results: pl.DataFrame, tasks: pl.DataFrame, training_rows: list[dict[str, Any]],
+             trainings: list[dict[str, Any]]) -> pa.Table:
+    """The execution stage's refund transfers as columns (a million tasks an epoch, most refunding what they did not
+    generate): every training and inference result with a refund pays it from its developer's escrow back to the
+    balance, as REFUND when the task ran and EXPIRY_REFUND when it expired."""
+    developer = {task["task_id"]: task["developer"] for task in trainings}
+    trained = pl.DataFrame([(r["task_id"], r["refund"], str(r["status"]), developer[r["task_id"]])
+                            for r in training_rows if r["refund"]], schema=REFUND_SCHEMA, orient="row")
+    inferred = (results.filter(pl.col("refund") != 0).select("task_id", "refund", "status")
+                .join(tasks.select("task_id", "developer"), on="task_id", how="left", maintain_order="left"))
+    refunded = pl.concat([trained, inferred.cast(REFUND_SCHEMA)])  # type: ignore[arg-type]
+    return refunded.select(
+        pl.Series("transfer_id", hash_each("refund", refunded["task_id"].to_list()), dtype=pl.String),
+        pl.lit(epoch, dtype=pl.Int64).alias("epoch"), pl.lit(EXECUTION_STAGE).alias("stage"), pl.col("developer").alias("account"),
+        pl.col("refund").alias("balance_delta"), (-pl.col("refund")).alias("escrow_delta"),
+        pl.when(pl.col("status") == ResultStatus.COMPLETED.value).then(pl.lit(TransferKind.REFUND.value))
+        .otherwise(pl.lit(TransferKind.EXPIRY_REFUND.value)).alias("kind"),
+        pl.col("task_id").alias("ref")).to_arrow()
+
+
 def run_task_execution(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> dict[str, int]:
     """Commit seeds, assign each task ∝ weight, run it on its executor (within capacity), settle refunds; training tasks
     run too (stages/training.py). Results stay columns from the generations to the store."""
@@ -147,16 +171,9 @@ def run_task_execution(env: EpochEnvironment, open_chain: OpenChain, log: Log) -
     training_rows, training_bodies = execute_trainings(env, trainings)
     if trainings:
         log(f"training: {sum(r['status'] == ResultStatus.COMPLETED for r in training_rows)} of {len(trainings)} tasks ran")
-    developer = dict(zip(tasks["task_id"], tasks["developer"])) | {t["task_id"]: t["developer"] for t in trainings}
-    refunded = [(r["task_id"], r["refund"], r["status"]) for r in training_rows if r["refund"]]
-    refunded += results.filter(pl.col("refund") != 0).select("task_id", "refund", "status").rows()
-    refund_ids = hash_each("refund", [task_id for task_id, _, _ in refunded])
-    refunds = [{"transfer_id": transfer_id, "epoch": epoch, "stage": EXECUTION_STAGE,
-                "account": developer[task_id], "balance_delta": refund, "escrow_delta": -refund,
-                "kind": TransferKind.REFUND if status == ResultStatus.COMPLETED else TransferKind.EXPIRY_REFUND, "ref": task_id}
-               for transfer_id, (task_id, refund, status) in zip(refund_ids, refunded)]
     with open_chain() as store:
-        store.write_task_results(epoch, _seed_commitments(env), results.to_arrow(), refunds, training_rows,
+        store.write_task_results(epoch, _seed_commitments(env), results.to_arrow(),
+                                 _refunds(epoch, results, tasks, training_rows, trainings), training_rows,
                                  env.sign_rows(MessageKind.RESULT, completed)
                                  + env.sign_records(MessageKind.TRAINING_RESULT, training_bodies))
     return {"completed": len(completed), "expired": len(expired),
