@@ -243,7 +243,7 @@ def task_epoch(study: Study, rng: random.Random, traffic: int, reputation: int) 
 def invalidated(study: Study, voters: Voters, weights: dict[str, int], executor: str, honestly_passes: bool) -> bool:
     """The stages' fail vote on a task that failed a check: the weight voting "invalid" (Voters, as the
     task_verdicts stage counts it) against the rule's quorum."""
-    return study.rules.task_invalidated(voters.invalid_weight(weights, executor, honestly_passes), sum(weights.values()))
+    return study.rules.task_invalidated(voters.invalid_weights(weights, [(executor, honestly_passes)])[0], sum(weights.values()))
 
 
 def _min_avg(study: Study) -> MinAvg:

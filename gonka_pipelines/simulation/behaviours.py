@@ -111,11 +111,30 @@ class Voters:
         """against() over a frame's voter and executor columns."""
         return (executor == pl.lit(self.target, dtype=pl.String)).fill_null(False) & voter.is_in(sorted(self.colluders))
 
-    def invalid_weight(self, weights: dict[str, int], executor: str, honestly_passes: bool) -> int:
-        """The weight of the "invalid" votes: colluders against their target, and, when an honest re-run fails the
-        work, every host with weight but the executor, the lazy and the abstaining."""
-        return sum(w for a, w in weights.items() if a != executor and a not in self.abstaining
-                   and (self.against(a, executor) or (a not in self.lazy and not honestly_passes)))
+    def votes_invalid(self, voter: str, executor: str, honestly_passes: bool) -> bool:
+        """Whether the voter votes "invalid" on a failed task of this executor: against it whatever the work (a colluder
+        facing its target), or because an honest re-run fails it and the voter re-runs (not lazy). Abstaining voters
+        and the executor itself cast no vote at all (invalid_weights)."""
+        return self.against(voter, executor) or (voter not in self.lazy and not honestly_passes)
+
+    def invalid_weights(self, weights: dict[str, int], failed: Sequence[tuple[str, bool]]) -> list[int]:
+        """The weight of the "invalid" votes on each failed task (its executor, whether an honest re-run passes it): every
+        host with weight but the executor and the abstaining votes (votes_invalid). A vote depends on the voter only
+        through its kind (lazy, colluder), so each kind's weight is summed once and a task costs four terms, not a pass
+        over every host (10,000 hosts and tens of thousands of failed tasks in an adversarial simulation)."""
+        kinds: dict[tuple[bool, bool], tuple[str, int]] = {}  # (lazy, colluder) -> (a voter of that kind, their weight)
+        for voter, weight in weights.items():
+            if voter not in self.abstaining:
+                kind = (voter in self.lazy, voter in self.colluders)
+                first, summed = kinds.get(kind, (voter, 0))
+                kinds[kind] = (first, summed + weight)
+        totals = []
+        for executor, honestly_passes in failed:
+            total = sum(summed for voter, summed in kinds.values() if self.votes_invalid(voter, executor, honestly_passes))
+            if executor not in self.abstaining and self.votes_invalid(executor, executor, honestly_passes):
+                total -= weights.get(executor, 0)
+            totals.append(total)
+        return totals
 
 
 INFLATED_SHARE = 0.1

@@ -359,8 +359,8 @@ def _outcomes_and_fees(env: EpochEnvironment, results: pl.DataFrame, checks: pl.
         pl.col("validations", "failures", "passes").fill_null(0))
     # every host with weight votes on a failure but the abstaining; honest ones by re-running (the shared honest view)
     failing = table.filter(pl.col("failures") > 0).join(honest, on="task_id", how="left", maintain_order="left")
-    invalid_weight = {task_id: voters.invalid_weight(weights, executor, bool(honestly_passes))
-                      for task_id, executor, honestly_passes in failing.select("task_id", "executor", "passed").iter_rows()}
+    invalid_weight = dict(zip(failing["task_id"], voters.invalid_weights(
+        weights, [(executor, bool(passes)) for executor, passes in failing.select("executor", "passed").iter_rows()])))
     invalidated = [task_id for task_id, weight in invalid_weight.items() if env.rules.task_invalidated(weight, total_weight)]
     outcomes = table.select(
         "task_id", pl.lit(epoch, dtype=pl.Int64).alias("epoch"), "executor", "validations", "failures",

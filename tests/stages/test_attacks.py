@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.chain.verify import verify_chain
@@ -163,6 +165,30 @@ def test_a_truncating_executor_returns_half_its_tokens_and_at_least_one():
     frame = pl.DataFrame({"executor": ["a-cut"] * 5 + ["a-honest"] * 3, "generated": [0, 1, 2, 3, 9, 0, 1, 9]})
     lengths = frame.select(delivered_lengths(hosts, pl.col("executor"), pl.col("generated")))
     assert lengths.to_series().to_list() == [0, 1, 1, 1, 4, 0, 1, 9]
+
+
+KINDS = st.sampled_from(["honest", "lazy", "abstaining", "colluder", "lazy colluder", "abstaining colluder"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(hosts=st.lists(st.tuples(KINDS, st.integers(0, 50)), min_size=1, max_size=12),
+       failed=st.lists(st.tuples(st.integers(0, 13), st.booleans()), max_size=20), target=st.integers(0, 13))
+def test_invalid_vote_weights_by_kind_are_the_sum_over_every_voter(hosts, failed, target):
+    """invalid_weights sums each kind of voter once; the same weights as a pass over every host, executor excluded:
+    abstaining hosts never vote, colluders vote "invalid" on their target's work, the rest but the lazy when an honest
+    re-run fails it (executors and the target may be hosts without weight, or not hosts at all)."""
+    from gonka_pipelines.simulation.behaviours import Voters
+
+    names = [f"host-{i}" for i in range(len(hosts))]
+    weights = {name: weight for name, (_, weight) in zip(names, hosts)}
+    kinds = dict(zip(names, (kind for kind, _ in hosts)))
+    voters = Voters(frozenset(n for n in names if "lazy" in kinds[n]), frozenset(n for n in names if "abstaining" in kinds[n]),
+                    frozenset(n for n in names if "colluder" in kinds[n]), f"host-{target}")
+    cases = [(f"host-{executor}", passes) for executor, passes in failed]
+    expected = [sum(weight for name, weight in weights.items() if name != executor and "abstaining" not in kinds[name]
+                    and (("colluder" in kinds[name] and executor == voters.target) or ("lazy" not in kinds[name] and not passes)))
+                for executor, passes in cases]
+    assert voters.invalid_weights(weights, cases) == expected
 
 
 @pytest.mark.parametrize("name, reason", [("host-cheap", "tokens_differ"), ("host-truncated", "length_differs")])
