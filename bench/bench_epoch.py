@@ -2,11 +2,13 @@
 
     .venv/bin/python bench/bench_epoch.py [--hosts 1000] [--tasks 100000] [--epochs 1] [--quick]
                                           [--validation full|committee] [--committee-size 16]
+                                          [--garbled-share 0.05] [--max-tokens 12]
 
-A temporary chain (a tmp dir, removed afterwards unless --keep) gets N honest hosts of capacity 1 and
-~20 developers from a generated network.yaml, and a genesis.yaml copied from resources/ with the `local`
-profile's numbers adjusted for the benchmark (small nonce budget so the sprint is cheap, tasks_per_capacity
-raised so tasks do not expire, max_tokens and price as in `local`). Before each epoch M signed tasks are
+A temporary chain (a tmp dir, removed afterwards unless --keep) gets N hosts of capacity 1 (honest, or a share of
+them garbled_output executors with --garbled-share) and ~20 developers from a generated network.yaml, and a
+genesis.yaml copied from resources/ with the `local` profile's numbers adjusted for the benchmark (small nonce budget
+so the sprint is cheap, tasks_per_capacity raised so tasks do not expire, price as in `local`; tasks ask for as many
+tokens as the stand-in answers, or --max-tokens, above which every task refunds). Before each epoch M signed tasks are
 written to the inbox (the clients' cost, timed apart) and the node checks their signatures as they arrive and keeps
 them read ahead (`local/admission.admit`, what `gonka admit` and the inbox sensor do; timed apart too, `--no-admit` leaves
 the checks and the reading to the collect stage), then the epoch's environment is built once and the
@@ -67,6 +69,9 @@ PROFILE = "local"
 CHAIN_ID = "gonka-bench-1"
 MODEL = "llm-tiny"
 TASK_MAX_TOKENS = 8
+"""Tasks ask for what the stand-in answers (OUTPUT_TOKENS): every escrow is spent. --max-tokens above it makes every
+task refund the rest."""
+GARBLED = "garbled_output"
 NONCES_PER_CAPACITY = 128  # one PoC batch per host; ~6 hits at the calibrated 5 % hit rate
 DEVELOPER_BALANCE = 10**14
 _WORDS = ("summarise", "the", "ledger", "of", "epoch", "weights", "for", "host", "explain", "a", "merkle", "proof",
@@ -91,12 +96,15 @@ def write_genesis(path: Path, hosts: int, tasks: int, validation: str, committee
     return path
 
 
-def write_network(path: Path, hosts: int, developers: int) -> Path:
-    """N honest hosts of capacity 1 serving llm-tiny, and developers with far more balance than they spend."""
+def write_network(path: Path, hosts: int, developers: int, garbled_share: float = 0.0) -> Path:
+    """N hosts of capacity 1 serving llm-tiny, `garbled_share` of them spread evenly answering with another model
+    (garbled_output) and the rest honest, and developers with far more balance than they spend."""
     width = len(str(hosts - 1))
     network = {
         "key_seed": "bench-network",
-        "hosts": [{"name": f"host-{i:0{width}d}", "capacity": 1, "models": [MODEL]} for i in range(hosts)],
+        "hosts": [{"name": f"host-{i:0{width}d}", "capacity": 1, "models": [MODEL],
+                   **({"behaviour": GARBLED} if int((i + 1) * garbled_share) > int(i * garbled_share) else {})}
+                  for i in range(hosts)],
         "developers": [{"name": f"dev-{i:02d}", "balance": DEVELOPER_BALANCE} for i in range(developers)],
     }
     path.write_text(yaml.safe_dump(network, sort_keys=False))
@@ -114,14 +122,15 @@ def drop_in_inbox(inbox: Path, raw: bytes) -> None:
         handle.write(raw)
 
 
-def submit_tasks(layout: DataLayout, keys: list, nonces: list[int], count: int, epoch: int) -> None:
+def submit_tasks(layout: DataLayout, keys: list, nonces: list[int], count: int, epoch: int,
+                 max_tokens: int = TASK_MAX_TOKENS) -> None:
     """count signed tasks, round robin over the developers, each file dropped in the inbox (the clients' work)."""
     rng = random.Random(epoch)
     layout.inbox.mkdir(parents=True, exist_ok=True)
     for i in range(count):
         developer = i % len(keys)
         prompt = f"task {epoch}.{i}: " + " ".join(rng.choices(_WORDS, k=rng.randint(4, 14)))
-        raw = sign_task(keys[developer], CHAIN_ID, model=MODEL, prompt=prompt, max_tokens=TASK_MAX_TOKENS,
+        raw = sign_task(keys[developer], CHAIN_ID, model=MODEL, prompt=prompt, max_tokens=max_tokens,
                         max_price=100, nonce=nonces[developer])
         nonces[developer] += 1
         drop_in_inbox(layout.inbox, raw)
@@ -277,10 +286,12 @@ def report_epoch(epoch: int, client_seconds: float, tasks: int, stages: list[dic
     print("results: " + "; ".join(f"{s['stage']} {s['result']}" for s in stages))
 
 
-def epoch_checks(store: ChainStore, epoch: int, tasks: int) -> list[str]:
-    """What an honest network must show; a failure means the benchmark measured a broken epoch."""
+def epoch_checks(store: ChainStore, epoch: int, tasks: int, garbled: bool) -> list[str]:
+    """What the network must show (honest: nothing failed; with garbled executors: only their work failed, and some of
+    it was caught); a failure means the benchmark measured a broken epoch."""
     def one(sql):
         return store._scalar(sql, [epoch])
+    honest_executor = f"executor IN (SELECT address FROM hosts WHERE behaviour != '{GARBLED}')"
     facts = {
         "accepted tasks": one("SELECT count(*) FROM tasks WHERE epoch = ?"),
         "rejected submissions": one("SELECT count(*) FROM rejected_tasks WHERE epoch = ?"),
@@ -291,6 +302,15 @@ def epoch_checks(store: ChainStore, epoch: int, tasks: int) -> list[str]:
         "failed task verdicts": one("SELECT count(*) FROM task_verdicts WHERE epoch = ? AND NOT passed"),
         "invalidated": one("SELECT count(*) FROM task_outcomes WHERE epoch = ? AND outcome = 'invalidated'"),
         "INVALID hosts": one("SELECT count(*) FROM host_epochs WHERE epoch = ? AND status = 'INVALID'"),
+        "refunds": one("SELECT count(*) FROM transfers WHERE epoch = ? AND stage = 'task_results'"),
+    }
+    honest_failures = {
+        "failed verdicts on honest work": one(f"SELECT count(*) FROM task_verdicts v JOIN task_results r USING (task_id) "
+                                              f"WHERE v.epoch = ? AND NOT v.passed AND r.{honest_executor}"),
+        "honest work invalidated": one(f"SELECT count(*) FROM task_outcomes WHERE epoch = ? AND outcome = 'invalidated' "
+                                       f"AND {honest_executor}"),
+        "honest hosts INVALID": one(f"SELECT count(*) FROM host_epochs WHERE epoch = ? AND status = 'INVALID' "
+                                    f"AND address IN (SELECT address FROM hosts WHERE behaviour != '{GARBLED}')"),
     }
     print("checks: " + ", ".join(f"{k} {v:,}" for k, v in facts.items()))
     problems = []
@@ -298,9 +318,13 @@ def epoch_checks(store: ChainStore, epoch: int, tasks: int) -> list[str]:
         problems.append(f"expected {tasks} accepted tasks and no rejection")
     if facts["expired"] > tasks // 100:
         problems.append(f"{facts['expired']} tasks expired (more than 1 %)")
-    for key in ("invalid PoC votes", "failed task verdicts", "invalidated", "INVALID hosts"):
-        if facts[key]:
-            problems.append(f"{key}: {facts[key]} on an all-honest network")
+    for key, count in [("invalid PoC votes", facts["invalid PoC votes"]), *honest_failures.items()]:
+        if count:
+            problems.append(f"{key}: {count}")
+    if garbled and not facts["invalidated"]:
+        problems.append("garbled executors ran tasks, and none was invalidated")
+    if not garbled and (facts["failed task verdicts"] or facts["invalidated"] or facts["INVALID hosts"]):
+        problems.append("failed verdicts, invalidations or INVALID hosts on an all-honest network")
     return problems
 
 
@@ -317,6 +341,12 @@ def main() -> int:
     parser.add_argument("--validation", choices=("full", "committee"), default="full",
                         help="sprint validation: every validator checks every host, or a committee per host")
     parser.add_argument("--committee-size", type=int, default=16, help="validators per host under --validation committee")
+    parser.add_argument("--garbled-share", type=float, default=0.0,
+                        help="share of hosts whose executors answer with another model (garbled_output): their checked "
+                             "tasks fail, the fail vote invalidates them, the hosts turn INVALID")
+    parser.add_argument("--max-tokens", type=int, default=TASK_MAX_TOKENS,
+                        help=f"max_tokens of each task; the stand-in answers {TASK_MAX_TOKENS} tokens, so more makes "
+                             "every task refund the rest of its escrow")
     parser.add_argument("--keep", type=Path, default=None, help="build the chain in this (new) folder and keep it")
     parser.add_argument("--no-verify", action="store_true", help="skip re-deriving the blocks afterwards")
     parser.add_argument("--no-admit", action="store_true",
@@ -331,17 +361,20 @@ def main() -> int:
         args.hosts, args.tasks = 100, 5_000
     if args.hosts < 1 or args.tasks < 1 or args.epochs < 1 or args.developers < 1:
         parser.error("--hosts, --tasks, --epochs and --developers must be positive")
+    if not 0 <= args.garbled_share < 0.5 or args.max_tokens < 1:
+        parser.error("--garbled-share must be in [0, 0.5) (a cheating majority is another study) and --max-tokens positive")
 
     print(f"bench_epoch: {args.hosts:,} hosts, {args.developers} developers, {args.tasks:,} tasks per epoch, "
           f"{args.epochs} epoch(s), {args.validation} sprint validation"
-          f"{f' ({args.committee_size} per host)' if args.validation == 'committee' else ''}; {LABEL}")
+          f"{f' ({args.committee_size} per host)' if args.validation == 'committee' else ''}"
+          f"{f', {args.garbled_share:.0%} of hosts garbled_output' if args.garbled_share else ''}; {LABEL}")
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="gonka-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     problems: list[str] = []
     try:
         genesis = load_genesis(PROFILE, write_genesis(workdir / "genesis.yaml", args.hosts, args.tasks, args.validation,
                                                        args.committee_size))
-        network = load_network(write_network(workdir / "network.yaml", args.hosts, args.developers))
+        network = load_network(write_network(workdir / "network.yaml", args.hosts, args.developers, args.garbled_share))
         layout = DataLayout(workdir / "data")
         signatures = SignatureFloor.measure()
         print(f"floor: raw Ed25519 on {signatures.cores} cores: sign {signatures.sign_seconds * 1e6:.1f} µs "
@@ -353,15 +386,16 @@ def main() -> int:
             init_chain(store, layout, genesis, network)
             print(f"genesis (init_chain, {args.hosts + args.developers:,} key files): {time.perf_counter() - start:.2f}s; "
                   f"nonces_per_capacity {NONCES_PER_CAPACITY}, tasks_per_capacity {genesis.tasks.tasks_per_capacity}, "
-                  f"max_tokens {TASK_MAX_TOKENS}, price {genesis.tasks.price_per_token}/token")
+                  f"max_tokens {args.max_tokens}, price {genesis.tasks.price_per_token}/token")
             identities = load_identities(layout, network, genesis.chain_id)
             developer_keys = [identities[d.name] for d in network.developers]
             nonces = [0] * len(developer_keys)
             grand_total, grand_stand_in, verify_floor = 0.0, 0.0, 0.0
-            record = {"hosts": args.hosts, "tasks": args.tasks, "validation": args.validation, "epochs": []}
+            record = {"hosts": args.hosts, "tasks": args.tasks, "validation": args.validation,
+                      "garbled_share": args.garbled_share, "max_tokens": args.max_tokens, "epochs": []}
             for epoch in range(1, args.epochs + 1):
                 start = time.perf_counter()
-                submit_tasks(layout, developer_keys, nonces, args.tasks, epoch)
+                submit_tasks(layout, developer_keys, nonces, args.tasks, epoch, args.max_tokens)
                 client_seconds = time.perf_counter() - start
                 start, checked = time.perf_counter(), 0
                 if not args.no_admit:
@@ -377,7 +411,7 @@ def main() -> int:
                                          for s in stages])
                 record.setdefault("admission", []).append(dict(zip(("checked", "seconds", "floor"), admission)))
                 verify_floor += read_hash.seconds + read_hash.signatures * signatures.verify_seconds
-                problems += [f"epoch {epoch}: {p}" for p in epoch_checks(store, epoch, args.tasks)]
+                problems += [f"epoch {epoch}: {p}" for p in epoch_checks(store, epoch, args.tasks, args.garbled_share > 0)]
             if not args.no_verify:
                 start = time.perf_counter()
                 previous = store.block(0)["hash"]
