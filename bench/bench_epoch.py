@@ -62,15 +62,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from floors import ReadHashFloor, SignatureFloor, arrow_append_seconds, stage_floor  # bench/floors.py
 from precomputed import (  # bench/precomputed.py, beside this script
     LABEL,
+    OUTPUT_TOKENS,
     PrecomputedCompute,
 )
 
 PROFILE = "local"
 CHAIN_ID = "gonka-bench-1"
 MODEL = "llm-tiny"
-TASK_MAX_TOKENS = 8
-"""Tasks ask for what the stand-in answers (OUTPUT_TOKENS): every escrow is spent. --max-tokens above it makes every
-task refund the rest."""
+TASK_MAX_TOKENS = OUTPUT_TOKENS
+"""Tasks ask for what the stand-in answers (OUTPUT_TOKENS, or --answer-tokens): every escrow is spent. --max-tokens above
+it makes every task refund the rest."""
 GARBLED = "garbled_output"
 NONCES_PER_CAPACITY = 128  # one PoC batch per host; ~6 hits at the calibrated 5 % hit rate
 DEVELOPER_BALANCE = 10**14
@@ -199,11 +200,12 @@ def summarize(name: str, result: object) -> object:
 
 
 def run_one_epoch(store: ChainStore, scratch: duckdb.DuckDBPyConnection, signatures: SignatureFloor, layout: DataLayout,
-                  epoch: int, profile: set[str], top: int, checked_ahead: int) -> tuple[list[dict], ReadHashFloor]:
+                  epoch: int, profile: set[str], top: int, checked_ahead: int,
+                  answer_tokens: int = OUTPUT_TOKENS) -> tuple[list[dict], ReadHashFloor]:
     """The epoch's environment, then every stage of the registry in order; per stage: seconds, rows written, the parts
     of its floor, results. Also the epoch's read-and-hash floor (block_proposal's and verify-chain's)."""
     start = time.perf_counter()
-    compute = PrecomputedCompute(store.genesis().sprint.model, store.head().hash)
+    compute = PrecomputedCompute(store.genesis().sprint.model, store.head().hash, answer_tokens=answer_tokens)
     env = build_environment(store, layout, epoch, compute=compute)
     rows = [{"stage": "environment", "seconds": time.perf_counter() - start, "stand_in": 0.0, "peak_mib": peak_rss_mib(), "rows": 0,
              "tables": {},
@@ -344,9 +346,12 @@ def main() -> int:
     parser.add_argument("--garbled-share", type=float, default=0.0,
                         help="share of hosts whose executors answer with another model (garbled_output): their checked "
                              "tasks fail, the fail vote invalidates them, the hosts turn INVALID")
-    parser.add_argument("--max-tokens", type=int, default=TASK_MAX_TOKENS,
-                        help=f"max_tokens of each task; the stand-in answers {TASK_MAX_TOKENS} tokens, so more makes "
-                             "every task refund the rest of its escrow")
+    parser.add_argument("--answer-tokens", type=int, default=OUTPUT_TOKENS,
+                        help="tokens of every answer the stand-in gives (EOS included), each with its top-5 ids and "
+                             "log-probs: the size of a task result")
+    parser.add_argument("--max-tokens", type=int, default=None,
+                        help="max_tokens of each task (default: --answer-tokens); more makes every task refund the rest "
+                             "of its escrow, fewer cuts every answer short")
     parser.add_argument("--keep", type=Path, default=None, help="build the chain in this (new) folder and keep it")
     parser.add_argument("--no-verify", action="store_true", help="skip re-deriving the blocks afterwards")
     parser.add_argument("--no-admit", action="store_true",
@@ -361,8 +366,10 @@ def main() -> int:
         args.hosts, args.tasks = 100, 5_000
     if args.hosts < 1 or args.tasks < 1 or args.epochs < 1 or args.developers < 1:
         parser.error("--hosts, --tasks, --epochs and --developers must be positive")
-    if not 0 <= args.garbled_share < 0.5 or args.max_tokens < 1:
-        parser.error("--garbled-share must be in [0, 0.5) (a cheating majority is another study) and --max-tokens positive")
+    args.max_tokens = args.answer_tokens if args.max_tokens is None else args.max_tokens
+    if not 0 <= args.garbled_share < 0.5 or args.max_tokens < 1 or args.answer_tokens < 1:
+        parser.error("--garbled-share must be in [0, 0.5) (a cheating majority is another study); --max-tokens and "
+                     "--answer-tokens positive")
 
     print(f"bench_epoch: {args.hosts:,} hosts, {args.developers} developers, {args.tasks:,} tasks per epoch, "
           f"{args.epochs} epoch(s), {args.validation} sprint validation"
@@ -392,7 +399,8 @@ def main() -> int:
             nonces = [0] * len(developer_keys)
             grand_total, grand_stand_in, verify_floor = 0.0, 0.0, 0.0
             record = {"hosts": args.hosts, "tasks": args.tasks, "validation": args.validation,
-                      "garbled_share": args.garbled_share, "max_tokens": args.max_tokens, "epochs": []}
+                      "garbled_share": args.garbled_share, "max_tokens": args.max_tokens,
+                      "answer_tokens": args.answer_tokens, "epochs": []}
             for epoch in range(1, args.epochs + 1):
                 start = time.perf_counter()
                 submit_tasks(layout, developer_keys, nonces, args.tasks, epoch, args.max_tokens)
@@ -403,7 +411,7 @@ def main() -> int:
                                        args.tasks)
                 admission = (checked, time.perf_counter() - start, checked * signatures.verify_seconds)
                 stages, read_hash = run_one_epoch(store, scratch, signatures, layout, epoch, set(args.profile_stage),
-                                                  args.profile_top, checked)
+                                                  args.profile_top, checked, args.answer_tokens)
                 grand_total += sum(s["seconds"] for s in stages)
                 grand_stand_in += sum(s["stand_in"] for s in stages)
                 report_epoch(epoch, client_seconds, args.tasks, stages, read_hash, admission)

@@ -36,7 +36,7 @@ from gonka_pipelines.protocol.params import Behaviour
 LABEL = "model compute replaced by precomputed results"
 
 OUTPUT_TOKENS = 8
-"""Tokens of every precomputed completion (fewer when max_tokens is smaller), the last one EOS."""
+"""Tokens of every precomputed completion by default (fewer when max_tokens is smaller), the last one EOS."""
 SPRINT_BATCH_SIZE = 128
 """Nonces per mined batch (as poc-tiny's batch_size): the sprint submits one PoC batch per this many nonces."""
 
@@ -79,9 +79,11 @@ def _tables() -> tuple[np.ndarray, np.ndarray]:
     return ids, logprobs
 
 
-def _head(text: bytes, max_tokens: int) -> bytes:
-    """The prompt's first bytes that its precomputed answer of at most max_tokens tokens repeats before EOS."""
-    return text[: max(1, min(OUTPUT_TOKENS, max_tokens)) - 1]
+def _head(text: bytes, max_tokens: int, answer_tokens: int) -> bytes:
+    """The bytes its precomputed answer of answer_tokens tokens (at most max_tokens) repeats before EOS: the prompt's
+    first bytes, the prompt over again where the answer is the longer."""
+    length = max(1, min(answer_tokens, max_tokens)) - 1
+    return (text * (length // max(1, len(text)) + 1))[:length]
 
 
 def _answers(texts: list[bytes], heads: list[bytes], positions: list[int], variant: str, schema: pa.Schema) -> pa.Table:
@@ -131,8 +133,8 @@ class PrecomputedCompute:
 
     label = LABEL
 
-    def __init__(self, sprint_model: str, prev_hash: str, device: str | None = None):
-        self.sprint_model, self.prev_hash, self.device = sprint_model, prev_hash, device
+    def __init__(self, sprint_model: str, prev_hash: str, device: str | None = None, answer_tokens: int = OUTPUT_TOKENS):
+        self.sprint_model, self.prev_hash, self.device, self.answer_tokens = sprint_model, prev_hash, device, answer_tokens
         self.vocab = load_profile(sprint_model).vocab  # reads the profile's YAML only; no model is built
         self.seconds = 0.0
 
@@ -171,7 +173,7 @@ class PrecomputedCompute:
         first bytes then EOS; garbled_output answers another (seeded by executor) sequence."""
         variant = f"garbled|{model}|{executor}" if behaviour == Behaviour.GARBLED_OUTPUT else ""
         texts = [prompt.encode() for prompt in prompts]
-        heads = [_head(text, max_tokens) for text in texts]
+        heads = [_head(text, max_tokens, self.answer_tokens) for text in texts]
         return _answers(texts, heads, [len(head) + 1 for head in heads], variant, GENERATION_SCHEMA)
 
     @property
@@ -183,7 +185,7 @@ class PrecomputedCompute:
         """What an honest validator's forced re-run reports: the honest answer's top-5 at each output position (positions
         past the honest answer repeat its last row, EOS's)."""
         texts = [prompt.encode() for prompt in prompts]
-        heads = [_head(text, len(output)) for text, output in zip(texts, outputs, strict=True)]
+        heads = [_head(text, len(output), self.answer_tokens) for text, output in zip(texts, outputs, strict=True)]
         return _answers(texts, heads, [len(output) for output in outputs], "", SCORE_SCHEMA)
 
     # -- training -------------------------------------------------------------------------------
