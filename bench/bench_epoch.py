@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_epoch.py [--hosts 1000] [--tasks 100000] [--epochs 1] [--quick]
                                           [--validation full|committee] [--committee-size 16]
-                                          [--garbled-share 0.05] [--max-tokens 12]
+                                          [--garbled-share 0.05] [--answer-tokens 8] [--max-tokens 12]
 
 A temporary chain (a tmp dir, removed afterwards unless --keep) gets N hosts of capacity 1 (honest, or a share of
 them garbled_output executors with --garbled-share) and ~20 developers from a generated network.yaml, and a
@@ -69,9 +69,6 @@ from precomputed import (  # bench/precomputed.py, beside this script
 PROFILE = "local"
 CHAIN_ID = "gonka-bench-1"
 MODEL = "llm-tiny"
-TASK_MAX_TOKENS = OUTPUT_TOKENS
-"""Tasks ask for what the stand-in answers (OUTPUT_TOKENS, or --answer-tokens): every escrow is spent. --max-tokens above
-it makes every task refund the rest."""
 GARBLED = "garbled_output"
 NONCES_PER_CAPACITY = 128  # one PoC batch per host; ~6 hits at the calibrated 5 % hit rate
 DEVELOPER_BALANCE = 10**14
@@ -123,9 +120,9 @@ def drop_in_inbox(inbox: Path, raw: bytes) -> None:
         handle.write(raw)
 
 
-def submit_tasks(layout: DataLayout, keys: list, nonces: list[int], count: int, epoch: int,
-                 max_tokens: int = TASK_MAX_TOKENS) -> None:
-    """count signed tasks, round robin over the developers, each file dropped in the inbox (the clients' work)."""
+def submit_tasks(layout: DataLayout, keys: list, nonces: list[int], count: int, epoch: int, max_tokens: int) -> None:
+    """count signed tasks of max_tokens each, round robin over the developers, each file dropped in the inbox (the
+    clients' work)."""
     rng = random.Random(epoch)
     layout.inbox.mkdir(parents=True, exist_ok=True)
     for i in range(count):
@@ -288,12 +285,13 @@ def report_epoch(epoch: int, client_seconds: float, tasks: int, stages: list[dic
     print("results: " + "; ".join(f"{s['stage']} {s['result']}" for s in stages))
 
 
-def epoch_checks(store: ChainStore, epoch: int, tasks: int, garbled: bool) -> list[str]:
-    """What the network must show (honest: nothing failed; with garbled executors: only their work failed, and some of
-    it was caught); a failure means the benchmark measured a broken epoch."""
+def epoch_checks(store: ChainStore, epoch: int, tasks: int) -> list[str]:
+    """What the network must show (all honest: nothing failed; with garbled executors: only their work failed, and some
+    of it was caught); a failure means the benchmark measured a broken epoch."""
     def one(sql):
         return store._scalar(sql, [epoch])
-    honest_executor = f"executor IN (SELECT address FROM hosts WHERE behaviour != '{GARBLED}')"
+    garbled = bool(store._scalar(f"SELECT count(*) FROM hosts WHERE behaviour = '{GARBLED}'"))
+    honest_hosts = f"(SELECT address FROM hosts WHERE behaviour != '{GARBLED}')"
     facts = {
         "accepted tasks": one("SELECT count(*) FROM tasks WHERE epoch = ?"),
         "rejected submissions": one("SELECT count(*) FROM rejected_tasks WHERE epoch = ?"),
@@ -308,11 +306,11 @@ def epoch_checks(store: ChainStore, epoch: int, tasks: int, garbled: bool) -> li
     }
     honest_failures = {
         "failed verdicts on honest work": one(f"SELECT count(*) FROM task_verdicts v JOIN task_results r USING (task_id) "
-                                              f"WHERE v.epoch = ? AND NOT v.passed AND r.{honest_executor}"),
+                                              f"WHERE v.epoch = ? AND NOT v.passed AND r.executor IN {honest_hosts}"),
         "honest work invalidated": one(f"SELECT count(*) FROM task_outcomes WHERE epoch = ? AND outcome = 'invalidated' "
-                                       f"AND {honest_executor}"),
+                                       f"AND executor IN {honest_hosts}"),
         "honest hosts INVALID": one(f"SELECT count(*) FROM host_epochs WHERE epoch = ? AND status = 'INVALID' "
-                                    f"AND address IN (SELECT address FROM hosts WHERE behaviour != '{GARBLED}')"),
+                                    f"AND address IN {honest_hosts}"),
     }
     print("checks: " + ", ".join(f"{k} {v:,}" for k, v in facts.items()))
     problems = []
@@ -419,7 +417,7 @@ def main() -> int:
                                          for s in stages])
                 record.setdefault("admission", []).append(dict(zip(("checked", "seconds", "floor"), admission)))
                 verify_floor += read_hash.seconds + read_hash.signatures * signatures.verify_seconds
-                problems += [f"epoch {epoch}: {p}" for p in epoch_checks(store, epoch, args.tasks, args.garbled_share > 0)]
+                problems += [f"epoch {epoch}: {p}" for p in epoch_checks(store, epoch, args.tasks)]
             if not args.no_verify:
                 start = time.perf_counter()
                 previous = store.block(0)["hash"]
