@@ -2,16 +2,17 @@
 
     .venv/bin/python bench/bench_epoch.py [--hosts 1000] [--tasks 100000] [--epochs 1] [--quick]
                                           [--validation full|committee] [--committee-size 16]
-                                          [--garbled-share 0.05] [--answer-tokens 8] [--max-tokens 12]
+                                          [--garbled-share 0.05] [--answer-tokens 8] [--max-tokens 12] [--bundle 1000]
 
 A temporary chain (a tmp dir, removed afterwards unless --keep) gets N hosts of capacity 1 (honest, or a share of
 them garbled_output executors with --garbled-share) and ~20 developers from a generated network.yaml, and a
 genesis.yaml copied from resources/ with the `local` profile's numbers adjusted for the benchmark (small nonce budget
 so the sprint is cheap, tasks_per_capacity raised so tasks do not expire, price as in `local`; tasks ask for as many
 tokens as the stand-in answers, or --max-tokens, above which every task refunds). Before each epoch M signed tasks are
-written to the inbox (the clients' cost, timed apart) and the node checks their signatures as they arrive and keeps
-them read ahead (`local/admission.admit`, what `gonka admit` and the inbox sensor do; timed apart too, `--no-admit` leaves
-the checks and the reading to the collect stage), then the epoch's environment is built once and the
+written to the inbox, a file each or --bundle of them to a file (the clients' cost, timed apart), and the node checks
+their signatures as they arrive and keeps them read ahead (`local/admission.admit`, what `gonka admit` and the inbox
+sensor do; timed apart too, `--no-admit` leaves the checks and the reading to the collect stage), then the epoch's
+environment is built once and the
 stages of gonka_pipelines.stages.registry run in order with
 `PrecomputedCompute` (bench/precomputed.py) as the compute seam, each timed with time.perf_counter; the "stand-in s"
 column is the part of a stage's seconds spent inside the stand-in's own calls (answers derived from prompt hashes),
@@ -49,7 +50,7 @@ from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.chain.verify import verify_block
 from gonka_pipelines.local.admission import admit
 from gonka_pipelines.local.config import load_genesis, load_network
-from gonka_pipelines.local.inbox import write_submission
+from gonka_pipelines.local.inbox import BUNDLE_SUFFIX, MAX_BUNDLE_LINES, SUFFIX, write_bundle, write_submission
 from gonka_pipelines.local.keys import load_identities
 from gonka_pipelines.local.paths import RESOURCES, DataLayout
 from gonka_pipelines.protocol.crypto import sha256_hex
@@ -109,29 +110,35 @@ def write_network(path: Path, hosts: int, developers: int, garbled_share: float 
     return path
 
 
-def drop_in_inbox(inbox: Path, raw: bytes) -> None:
-    """write_submission's file (named by content hash) in one create; a byte-identical copy goes through write_submission."""
+def drop_in_inbox(inbox: Path, raws: list[bytes]) -> None:
+    """write_submission's file (one submission) or write_bundle's (several), named by content hash, in one create; a
+    byte-identical copy goes through them."""
+    raw, suffix = (raws[0], SUFFIX) if len(raws) == 1 else (b"".join(raw + b"\n" for raw in raws), BUNDLE_SUFFIX)
     try:
-        fd = os.open(inbox / f"{sha256_hex(raw)}.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(inbox / f"{sha256_hex(raw)}{suffix}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
-        write_submission(inbox, raw)
+        write_submission(inbox, raw) if len(raws) == 1 else write_bundle(inbox, raws)
         return
     with os.fdopen(fd, "wb") as handle:
         handle.write(raw)
 
 
-def submit_tasks(layout: DataLayout, keys: list, nonces: list[int], count: int, epoch: int, max_tokens: int) -> None:
-    """count signed tasks of max_tokens each, round robin over the developers, each file dropped in the inbox (the
-    clients' work)."""
+def submit_tasks(layout: DataLayout, keys: list, nonces: list[int], count: int, epoch: int, max_tokens: int,
+                 bundle: int) -> None:
+    """count signed tasks of max_tokens each, round robin over the developers, dropped in the inbox a file each or
+    `bundle` to a file (the clients' work)."""
     rng = random.Random(epoch)
     layout.inbox.mkdir(parents=True, exist_ok=True)
+    raws: list[bytes] = []
     for i in range(count):
         developer = i % len(keys)
         prompt = f"task {epoch}.{i}: " + " ".join(rng.choices(_WORDS, k=rng.randint(4, 14)))
-        raw = sign_task(keys[developer], CHAIN_ID, model=MODEL, prompt=prompt, max_tokens=max_tokens,
-                        max_price=100, nonce=nonces[developer])
+        raws.append(sign_task(keys[developer], CHAIN_ID, model=MODEL, prompt=prompt, max_tokens=max_tokens,
+                              max_price=100, nonce=nonces[developer]))
         nonces[developer] += 1
-        drop_in_inbox(layout.inbox, raw)
+        if len(raws) == bundle or i == count - 1:
+            drop_in_inbox(layout.inbox, raws)
+            raws = []
 
 
 # ---------------------------------------------------------------- measuring
@@ -244,11 +251,11 @@ def print_table(headers: list[str], rows: list[list[str]], right: set[int]) -> N
         print(fmt(row))
 
 
-def report_epoch(epoch: int, client_seconds: float, tasks: int, stages: list[dict], read_hash: ReadHashFloor,
+def report_epoch(epoch: int, client_seconds: float, tasks: int, bundle: int, stages: list[dict], read_hash: ReadHashFloor,
                  admission: tuple[int, float, float]) -> None:
     print(f"\nepoch {epoch}  ({LABEL})")
-    table = [["client: sign + write inbox", f"{client_seconds:.3f}", "-", "-", f"{tasks:,} files", f"{tasks / client_seconds:,.0f}",
-              "-", "-", "-", "not the chain's cost"]]
+    table = [["client: sign + write inbox", f"{client_seconds:.3f}", "-", "-", f"{tasks:,} in {math.ceil(tasks / bundle):,} files",
+              f"{tasks / client_seconds:,.0f}", "-", "-", "-", "not the chain's cost"]]
     checked, admit_seconds, admit_floor = admission
     if checked:
         table.append(["node: admit (as tasks arrive)", f"{admit_seconds:.3f}", "-", "-", f"{checked:,} verdicts",
@@ -350,6 +357,9 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=None,
                         help="max_tokens of each task (default: --answer-tokens); more makes every task refund the rest "
                              "of its escrow, fewer cuts every answer short")
+    parser.add_argument("--bundle", type=int, default=1,
+                        help=f"tasks per inbox file: 1 writes NAME.json entries, more writes bundles (NAME.jsonl, a task a "
+                             f"line, up to {MAX_BUNDLE_LINES:,}), as a gateway batching its developers' requests would")
     parser.add_argument("--keep", type=Path, default=None, help="build the chain in this (new) folder and keep it")
     parser.add_argument("--no-verify", action="store_true", help="skip re-deriving the blocks afterwards")
     parser.add_argument("--no-admit", action="store_true",
@@ -365,6 +375,8 @@ def main() -> int:
     if args.hosts < 1 or args.tasks < 1 or args.epochs < 1 or args.developers < 1:
         parser.error("--hosts, --tasks, --epochs and --developers must be positive")
     args.max_tokens = args.answer_tokens if args.max_tokens is None else args.max_tokens
+    if not 1 <= args.bundle <= MAX_BUNDLE_LINES:
+        parser.error(f"--bundle must be in 1..{MAX_BUNDLE_LINES:,}")
     if not 0 <= args.garbled_share < 0.5 or args.max_tokens < 1 or args.answer_tokens < 1:
         parser.error("--garbled-share must be in [0, 0.5) (a cheating majority is another study); --max-tokens and "
                      "--answer-tokens positive")
@@ -398,10 +410,10 @@ def main() -> int:
             grand_total, grand_stand_in, verify_floor = 0.0, 0.0, 0.0
             record = {"hosts": args.hosts, "tasks": args.tasks, "validation": args.validation,
                       "garbled_share": args.garbled_share, "max_tokens": args.max_tokens,
-                      "answer_tokens": args.answer_tokens, "epochs": []}
+                      "answer_tokens": args.answer_tokens, "bundle": args.bundle, "epochs": []}
             for epoch in range(1, args.epochs + 1):
                 start = time.perf_counter()
-                submit_tasks(layout, developer_keys, nonces, args.tasks, epoch, args.max_tokens)
+                submit_tasks(layout, developer_keys, nonces, args.tasks, epoch, args.max_tokens, args.bundle)
                 client_seconds = time.perf_counter() - start
                 start, checked = time.perf_counter(), 0
                 if not args.no_admit:
@@ -412,7 +424,7 @@ def main() -> int:
                                                   args.profile_top, checked, args.answer_tokens)
                 grand_total += sum(s["seconds"] for s in stages)
                 grand_stand_in += sum(s["stand_in"] for s in stages)
-                report_epoch(epoch, client_seconds, args.tasks, stages, read_hash, admission)
+                report_epoch(epoch, client_seconds, args.tasks, args.bundle, stages, read_hash, admission)
                 record["epochs"].append([{k: s[k] for k in ("stage", "seconds", "stand_in", "peak_mib", "rows", "floor_parts")}
                                          for s in stages])
                 record.setdefault("admission", []).append(dict(zip(("checked", "seconds", "floor"), admission)))

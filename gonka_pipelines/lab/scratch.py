@@ -9,7 +9,7 @@ from pathlib import Path
 
 from gonka_pipelines.chain.lab import StoredSubmission
 from gonka_pipelines.chain.store import ChainStore
-from gonka_pipelines.local.inbox import restore_entry
+from gonka_pipelines.local.inbox import restore_entries
 from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.protocol.params import GenesisParams
 from gonka_pipelines.stages.environment import Log, quiet
@@ -37,6 +37,5 @@ def rerun_epoch(store: ChainStore, scratch: DataLayout, epoch: int, submissions:
                 genesis: GenesisParams | None = None) -> str:
     """Put an epoch's stored submissions back in the scratch chain's inbox, as the collector saw them, and run every
     stage of the epoch (under `genesis` when given); returns the block hash it seals."""
-    for submission in submissions:
-        restore_entry(scratch.inbox, submission.submission_id, submission.raw, submission.reason, submission.detail)
+    restore_entries(scratch.inbox, ((s.submission_id, s.raw, s.reason, s.detail) for s in submissions))
     return run_epoch(store, scratch, epoch, log, genesis=genesis)

@@ -2,7 +2,8 @@
 remembered, so an epoch does not spend its time on them (`gonka admit`, and the inbox sensor on each tick).
 
 A node-local memory like verify-chain's (local/verified.py), not a trust anchor: one line per inbox entry with the
-SHA-256 of the bytes that were checked and the verdict under one chain id. The collector takes a verdict only for an
+SHA-256 of the bytes that were checked and the verdict under one chain id (a bundle's line: its verdicts, one per
+line). The collector takes a verdict only for an
 entry whose bytes still hash the same (anything else is checked in the epoch), and verify-chain re-verifies every
 task's signature from its committed row, so a forged memory cannot go unnoticed.
 
@@ -25,7 +26,16 @@ from typing import NamedTuple
 import polars as pl
 
 from gonka_pipelines.local.cores import map_chunks
-from gonka_pipelines.local.inbox import entry_stamp, opened_inbox, read_entry, read_stamped_entry, stamp_of, submission_id_of, waiting_names
+from gonka_pipelines.local.inbox import (
+    entry_stamp,
+    is_bundle,
+    opened_inbox,
+    read_entry,
+    read_stamped_entry,
+    stamp_of,
+    submission_id_of,
+    waiting_names,
+)
 from gonka_pipelines.protocol.crypto import sha256_hex
 from gonka_pipelines.protocol.intake import READY_SCHEMA, Submission, SubmissionBatch, read_ahead
 
@@ -51,12 +61,14 @@ class Remembered(NamedTuple):
 
     digest: str
     """SHA-256 of the bytes checked."""
-    verified: bool | None
-    """Whether the signature verifies; None: the bytes do not read or parse as a submission (the collector rejects them)."""
+    verdicts: tuple[bool | None, ...]
+    """Of each submission the entry holds (one, or a bundle's lines): whether its signature verifies; None: the bytes
+    do not read or parse as a submission (the collector rejects them)."""
     stamp: str
     """The entry's stamp (inbox.stamp_of) when its bytes are kept, else NOT_KEPT."""
     kept: str
-    """Where the entry is kept, `segment:row` in the spool; else NOT_KEPT or KEEP_LATER."""
+    """Where the entry is kept, `segment:row` in the spool (a bundle's lines from that row on); else NOT_KEPT or
+    KEEP_LATER."""
 
 
 Memory = dict[str, Remembered]
@@ -91,10 +103,10 @@ def remembered_of(line: str | None) -> Remembered | None:
     """What a memory line (less its name, line break included) remembers; None for no line, or one cut short or
     garbled."""
     fields = line[:-1].split("\t") if line and line[-1] == "\n" else []
-    if len(fields) != 4 or len(fields[0]) != 64 or fields[1] not in TEXT_VERDICT:
+    if len(fields) != 4 or len(fields[0]) != 64 or not fields[1] or fields[1].strip("".join(TEXT_VERDICT)):
         return None
-    digest, verdict, stamp, kept = fields
-    return Remembered(digest, TEXT_VERDICT[verdict], stamp, kept)
+    digest, verdicts, stamp, kept = fields
+    return Remembered(digest, tuple(map(TEXT_VERDICT.__getitem__, verdicts)), stamp, kept)
 
 
 def clock_probe(inbox: Path) -> int | None:
@@ -116,36 +128,37 @@ def check_entries(entries: Sequence[tuple[str, Remembered | None]], inbox: Path,
     """(name, what was learnt) of each entry, those last changed before `settled_before` kept read ahead in one new
     spool segment; an entry remembered with the same bytes keeps its verdict (it is read again only to keep it). A
     pool's work item."""
-    learnt: list[tuple[str, str, bool | None, str, str]] = []
+    learnt: list[tuple[str, str, tuple[bool | None, ...], str, str]] = []
     kept: list[Submission] = []
     with opened_inbox(inbox) as folder:
         for name, remembered in entries:
-            entry, status = read_stamped_entry(inbox, name, max_bytes, folder)
-            digest = sha256_hex(entry.raw)
-            same = remembered is not None and remembered.digest == digest
+            submissions, digest, status = read_stamped_entry(inbox, name, max_bytes, folder)
+            same = remembered is not None and remembered.digest == digest and len(remembered.verdicts) == len(submissions)
             settled = status is not None and settled_before is not None and status.st_ctime_ns < settled_before
             if same and not settled:
-                verified = remembered.verified if remembered is not None else None
+                verdicts = remembered.verdicts if remembered is not None else ()
             else:
-                ahead = read_ahead(entry, chain_id, remembered.verified if remembered is not None and same else None)
-                verified = ahead.verified
+                ahead = [read_ahead(submission, chain_id, remembered.verdicts[line] if remembered is not None and same else None)
+                         for line, submission in enumerate(submissions)]
+                verdicts = tuple(submission.verified for submission in ahead)
             if status is None or settled_before is None:
-                learnt.append((name, digest, verified, NOT_KEPT, NOT_KEPT))
+                learnt.append((name, digest, verdicts, NOT_KEPT, NOT_KEPT))
             elif not settled:
-                learnt.append((name, digest, verified, NOT_KEPT, KEEP_LATER))
+                learnt.append((name, digest, verdicts, NOT_KEPT, KEEP_LATER))
             else:
-                learnt.append((name, digest, verified, stamp_of(status), str(len(kept))))
-                kept.append(ahead)
+                learnt.append((name, digest, verdicts, stamp_of(status), str(len(kept))))
+                kept.extend(ahead)
     segment = _write_segment(spool, kept) if kept else ""
-    return [(name, Remembered(digest, verified, stamp, f"{segment}:{row}" if row.isdigit() else row))
-            for name, digest, verified, stamp, row in learnt]
+    return [(name, Remembered(digest, verdicts, stamp, f"{segment}:{row}" if row.isdigit() else row))
+            for name, digest, verdicts, stamp, row in learnt]
 
 
 def admit(inbox: Path, path: Path, chain_id: str, max_bytes: int, limit: int) -> tuple[int, int]:
     """Check up to `limit` waiting entries, in name order: those the memory lacks, and those whose bytes it keeps
     later (read again to keep them, their verdict kept while the bytes hash the same); the memory forgets entries no
     longer waiting (taken by an epoch) once they are half of it, and the spool the segments it no longer refers to.
-    Returns (new entries checked, waiting)."""
+    Returns (signatures checked: the new entries' submissions, submissions waiting: a bundle's lines each once
+    remembered)."""
     names = waiting_names(inbox)
     memory = load_admitted(path, chain_id)
     # a name with a tab, a line break or a byte that is not UTF-8 would not fit on a line: checked in the epoch instead
@@ -163,7 +176,9 @@ def admit(inbox: Path, path: Path, chain_id: str, max_bytes: int, limit: int) ->
     elif checked:
         with path.open("a", encoding="utf-8") as memory_file:
             memory_file.writelines(_lines(checked))
-    return sum(remembered is None for _, remembered in todo), len(names)
+    new = {name for name, remembered in todo if remembered is None}
+    sizes = {name: len(remembered.verdicts) for name, remembered in [*kept, *checked]}
+    return sum(sizes[name] for name in new if name in sizes), sum(sizes.get(name, 1) for name in names)
 
 
 def read_entries(entries: Sequence[tuple[str, str | None]], inbox: Path, spool: Path, max_bytes: int,
@@ -181,31 +196,58 @@ def read_entries(entries: Sequence[tuple[str, str | None]], inbox: Path, spool: 
             if remembered is not None and place is not None and entry_stamp(inbox, name, folder) == remembered.stamp:
                 wanted.append((name, remembered, *place))
             else:
-                read.append(_read_ahead(name, remembered, inbox, folder, max_bytes, chain_id))
+                read.extend(_read_ahead(name, remembered, inbox, folder, max_bytes, chain_id))
         kept, missed = _take_kept(spool, wanted, chain_id)
-        read.extend(_read_ahead(name, remembered, inbox, folder, max_bytes, chain_id) for name, remembered in missed)
+        for name, remembered in missed:
+            read.extend(_read_ahead(name, remembered, inbox, folder, max_bytes, chain_id))
     fresh = SubmissionBatch.of(read)
     return [SubmissionBatch(pl.concat([kept.tasks, fresh.tasks]), [*kept.others, *fresh.others])]
 
 
 def read_inbox(inbox: Path, memory: Path, max_bytes: int, limit: int, chain_id: str) -> SubmissionBatch:
-    """The first `limit` inbox entries in name order, read ahead of intake: everything it does that needs no chain
-    state, on every core from PARALLEL_FROM entries (workers read the files or the spool themselves, so only parsed
-    entries cross over, the tasks as columns), with the verdicts remembered in `memory` for entries whose bytes have
-    not changed (each worker parses the memory lines of its entries)."""
+    """The inbox entries an epoch takes (taken_names: up to `limit` submissions in name order), read ahead of intake:
+    everything it does that needs no chain state, on every core from PARALLEL_FROM entries (workers read the files or
+    the spool themselves, so only parsed entries cross over, the tasks as columns), with the verdicts remembered in
+    `memory` for entries whose bytes have not changed (each worker parses the memory lines of its entries)."""
     lines = memory_lines(memory, chain_id)
-    names = waiting_names(inbox)[:limit]
+    names = taken_names(inbox, lines, max_bytes, limit)
     read = functools.partial(read_entries, inbox=inbox, spool=spool_of(memory), max_bytes=max_bytes, chain_id=chain_id)
     return SubmissionBatch.concat(map_chunks(read, [(name, lines.get(name)) for name in names], CHUNK, PARALLEL_FROM))
 
 
+def taken_names(inbox: Path, lines: dict[str, str], max_bytes: int, limit: int) -> list[str]:
+    """The waiting entries an epoch takes: in name order while the submissions they hold number at most `limit`, a
+    bundle whole (one that alone holds more is taken alone). A bundle's lines are counted from the memory while its
+    stamp is the remembered one, else by reading it."""
+    taken: list[str] = []
+    count = 0
+    for name in waiting_names(inbox):
+        size = _submission_count(inbox, name, lines.get(name), max_bytes) if is_bundle(name) else 1
+        if taken and count + size > limit:
+            break
+        taken.append(name)
+        count += size
+        if count >= limit:
+            break
+    return taken
+
+
+def _submission_count(inbox: Path, name: str, line: str | None, max_bytes: int) -> int:
+    """How many submissions a bundle holds (one when it is refused whole)."""
+    remembered = remembered_of(line)
+    if remembered is not None and remembered.stamp != NOT_KEPT and entry_stamp(inbox, name) == remembered.stamp:
+        return len(remembered.verdicts)
+    return len(read_entry(inbox, name, max_bytes))
+
+
 def _read_ahead(name: str, remembered: Remembered | None, inbox: Path, folder: int | None, max_bytes: int,
-                chain_id: str) -> Submission:
-    """The entry read from the inbox and read ahead, with the remembered verdict while its bytes hash to the checked
-    digest (else checked now)."""
-    entry = read_entry(inbox, name, max_bytes, folder)
-    unchanged = remembered is not None and entry.unreadable is None and sha256_hex(entry.raw) == remembered.digest
-    return read_ahead(entry, chain_id, remembered.verified if remembered is not None and unchanged else None)
+                chain_id: str) -> list[Submission]:
+    """The entry's submissions read from the inbox and read ahead, with the remembered verdicts while its bytes hash to
+    the checked digest (else checked now)."""
+    submissions, digest, _ = read_stamped_entry(inbox, name, max_bytes, folder)
+    unchanged = remembered is not None and digest == remembered.digest and len(remembered.verdicts) == len(submissions)
+    return [read_ahead(submission, chain_id, remembered.verdicts[line] if remembered is not None and unchanged else None)
+            for line, submission in enumerate(submissions)]
 
 
 def _place(kept: str) -> tuple[str, int] | None:
@@ -226,7 +268,8 @@ def _take_kept(spool: Path, wanted: Sequence[tuple[str, Remembered, str, int]],
     with their remembered verdicts (entries kept as bytes only read ahead again), each segment read once; and the
     (name, what was learnt) of those it does not keep (a missing or altered segment, a row of another entry, of bytes
     that do not hash to the checked digest or of another verdict)."""
-    frames, missed, verdicts = [], [], {}
+    frames, missed = [], []
+    verdicts: dict[str, bool | None] = {}
     by_segment: dict[str, list[tuple[str, Remembered, int]]] = {}
     for name, remembered, segment, row in wanted:
         by_segment.setdefault(segment, []).append((name, remembered, row))
@@ -234,12 +277,14 @@ def _take_kept(spool: Path, wanted: Sequence[tuple[str, Remembered, str, int]],
         frame = _read_segment(spool, segment)
         ids, raws, verified = ((frame["submission_id"].to_list(), frame["raw"].to_list(), frame["verified"].to_list())
                                if frame is not None else ([], [], []))
-        rows = []
+        rows: list[int] = []
         for name, remembered, row in entries:
-            if (row < len(ids) and ids[row] == submission_id_of(name) and sha256_hex(raws[row]) == remembered.digest
-                    and verified[row] in (remembered.verified, None)):
-                rows.append(row)
-                verdicts[ids[row]] = remembered.verified
+            end = row + len(remembered.verdicts)
+            if (end <= len(ids) and ids[row:end] == _ids_of(name, len(remembered.verdicts))
+                    and _hashes_to(raws[row:end], remembered.digest, is_bundle(name))
+                    and all(verified[at] in (verdict, None) for at, verdict in zip(range(row, end), remembered.verdicts))):
+                rows.extend(range(row, end))
+                verdicts.update(zip(ids[row:end], remembered.verdicts))
             else:
                 missed.append((name, remembered))
         if frame is not None and rows:
@@ -248,6 +293,21 @@ def _take_kept(spool: Path, wanted: Sequence[tuple[str, Remembered, str, int]],
     others = [read_ahead(Submission(sid, raw), chain_id, verdicts[sid]) for sid, raw in
               taken.filter(~pl.col("ready")).select("submission_id", "raw").iter_rows()]
     return SubmissionBatch(taken.filter(pl.col("ready")).select(*READY_SCHEMA), others), missed
+
+
+def _ids_of(name: str, count: int) -> list[str]:
+    """The submission ids an entry of `count` submissions holds: its own, or its bundle's lines'."""
+    entry = submission_id_of(name)
+    return [f"{entry}{line}" for line in range(count)] if is_bundle(name) else [entry]
+
+
+def _hashes_to(raws: Sequence[bytes], digest: str, bundle: bool) -> bool:
+    """Whether the kept bytes are those the digest was taken of: the entry's, or a bundle's lines with their line breaks
+    (the last with or without)."""
+    if not bundle:
+        return len(raws) == 1 and sha256_hex(raws[0]) == digest
+    text = b"\n".join(raws)
+    return digest in (sha256_hex(text + b"\n"), sha256_hex(text))
 
 
 def _read_segment(spool: Path, segment: str) -> pl.DataFrame | None:
@@ -286,7 +346,8 @@ def _write_segment(spool: Path, kept: Sequence[Submission]) -> str:
 
 
 def _lines(learnt: Sequence[tuple[str, Remembered]]) -> list[str]:
-    return [f"{name}\t{digest}\t{VERDICT_TEXT[ok]}\t{stamp}\t{kept}\n" for name, (digest, ok, stamp, kept) in learnt]
+    return [f"{name}\t{digest}\t{''.join(map(VERDICT_TEXT.__getitem__, verdicts))}\t{stamp}\t{kept}\n"
+            for name, (digest, verdicts, stamp, kept) in learnt]
 
 
 def _rewrite(path: Path, chain_id: str, learnt: Sequence[tuple[str, Remembered]]) -> None:

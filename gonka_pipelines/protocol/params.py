@@ -67,10 +67,11 @@ class TaskParams(StrictConfig):
     price_per_token: Int64 = Field(ge=0)
     free_epochs: Int64 = Field(ge=0)
     tasks_per_capacity: Int64 = Field(gt=0)
-    max_submission_bytes: Int64 = Field(gt=0, description="an inbox file larger than this is refused unread (its first "
-                                                          "bytes kept as the rejection's payload)")
-    max_submissions_per_epoch: Int64 = Field(gt=0, description="an epoch takes at most this many inbox entries, in name "
-                                                               "order; the rest wait for the next epoch")
+    max_submission_bytes: Int64 = Field(gt=0, description="an inbox file (a bundle's line) larger than this is refused "
+                                                          "unread (its first bytes kept as the rejection's payload)")
+    max_submissions_per_epoch: Int64 = Field(gt=0, description="an epoch takes at most this many submissions (a bundle's "
+                                                               "lines each count; a bundle is taken whole), entries in "
+                                                               "name order; the rest wait for the next epoch")
 
     def price(self, epoch: int) -> int:
         """Per-token price in an epoch: zero while the epoch is below free_epochs (Gonka's grace period uses `<`)."""

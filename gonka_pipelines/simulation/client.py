@@ -37,8 +37,7 @@ def next_nonce(used: Iterable[int]) -> int:
 def waiting_nonces(inbox: Path, developer_key: str, max_bytes: int) -> list[int]:
     """Nonces of this developer's submissions still waiting in the inbox (entries that do not parse are skipped)."""
     nonces = []
-    for name in waiting_names(inbox):
-        entry = read_entry(inbox, name, max_bytes)
+    for entry in (submission for name in waiting_names(inbox) for submission in read_entry(inbox, name, max_bytes)):
         if entry.unreadable is not None:
             continue
         try:

@@ -36,8 +36,8 @@ class CollectSummary:
 
 
 def run_collect(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> CollectSummary:
-    """Open the epoch (replacing a previous attempt) and take the inbox, up to max_submissions_per_epoch entries in name
-    order (the rest wait for the next epoch), all in one transaction."""
+    """Open the epoch (replacing a previous attempt) and take the inbox, up to max_submissions_per_epoch submissions in
+    name order, bundles whole (the rest wait for the next epoch), all in one transaction."""
     epoch, inbox, tasks = env.epoch, env.layout.inbox, env.params.tasks
     # before the chain is opened for the write
     submissions = read_inbox(inbox, env.layout.admitted, tasks.max_submission_bytes, tasks.max_submissions_per_epoch,

@@ -114,7 +114,7 @@ def test_sensor_waits_for_enough_tasks_then_launches_the_next_epoch(chain_env, i
     assert isinstance(skipped, dg.SkipReason)
     assert f"{threshold - 1} submissions waiting" in skipped.skip_message
     remembered = load_admitted(chain_env.admitted, genesis.chain_id)
-    assert len(remembered) == threshold - 1 and all(r.verified for r in remembered.values()), "the tick checked them ahead"
+    assert len(remembered) == threshold - 1 and all(r.verdicts == (True,) for r in remembered.values()), "the tick checked them ahead"
 
     submit(1, start_nonce=threshold - 1)
     result = inbox_sensor(dg.build_sensor_context(instance=instance))

@@ -38,8 +38,8 @@ def test_each_new_entry_is_checked_once_and_remembered(genesis_layout, submit, g
     assert admit(genesis_layout, genesis) == (3, 5)
     assert admit(genesis_layout, genesis) == (0, 5), "junk too is read once (no verdict: the collector rejects it)"
     memory = admission.load_admitted(genesis_layout.admitted, genesis.chain_id)
-    assert {name.removesuffix(".json"): remembered.verified for name, remembered in memory.items()} == {
-        **dict.fromkeys(good, True), forged: False, junk: None}
+    assert {name.removesuffix(".json"): remembered.verdicts for name, remembered in memory.items()} == {
+        **dict.fromkeys(good, (True,)), forged: (False,), junk: (None,)}
     assert admission.load_admitted(genesis_layout.admitted, "another-chain") == {}, "verdicts hold under one chain id"
 
 
@@ -152,7 +152,7 @@ def test_the_epoch_takes_kept_bytes_without_reading_the_inbox_again(genesis_layo
     assert len(list(admission.spool_of(genesis_layout.admitted).iterdir())) == 1, "one segment per work item"
     with opened(twin) as store:
         expected = (run_stages(store, twin, 1, through="epoch_tasks")["epoch_tasks"], epoch_rows(store))
-    monkeypatch.setattr(admission, "read_entry", never_read)
+    monkeypatch.setattr(admission, "read_stamped_entry", never_read)
     monkeypatch.setattr(intake, "verify", never_verified)
     with opened(genesis_layout) as store:
         assert (run_stages(store, genesis_layout, 1, through="epoch_tasks")["epoch_tasks"], epoch_rows(store)) == expected
@@ -214,7 +214,7 @@ def test_a_damaged_spool_costs_a_read_not_a_verdict(genesis_store, genesis_layou
     else:
         genesis_layout.admitted.write_text(memory.replace(f"{segment.name}:0", "@").replace(f"{segment.name}:1", f"{segment.name}:0")
                                            .replace("@", f"{segment.name}:1"))
-    monkeypatch.setattr(admission, "read_entry", counted(admission.read_entry, reads := []))
+    monkeypatch.setattr(admission, "read_stamped_entry", counted(admission.read_stamped_entry, reads := []))
     monkeypatch.setattr(intake, "verify", never_verified)
     summary = run_stages(genesis_store, genesis_layout, 1, through="epoch_tasks")["epoch_tasks"]
     assert (summary.accepted, summary.rejected_by_reason) == (len(ids), {})
@@ -232,7 +232,7 @@ def test_an_entry_kept_as_bytes_only_is_read_ahead_again_with_its_verdict(genesi
     settled(genesis_layout)
     admit(genesis_layout, genesis)
     assert all(place.count(":") == 1 for place in kept_bytes(genesis_layout, genesis).values())
-    monkeypatch.setattr(admission, "read_entry", never_read)
+    monkeypatch.setattr(admission, "read_stamped_entry", never_read)
     monkeypatch.setattr(intake, "verify", never_verified)
     summary = run_stages(genesis_store, genesis_layout, 1, through="epoch_tasks")["epoch_tasks"]
     assert (summary.accepted, summary.rejected_by_reason) == (1, {})
@@ -251,7 +251,7 @@ def test_a_recent_entry_is_kept_by_the_next_check_without_checking_it_again(gene
     monkeypatch.setattr(intake, "verify", never_verified)
     assert admit(genesis_layout, genesis) == (0, 2), "read again to keep the bytes: no new signature checked"
     remembered = admission.load_admitted(genesis_layout.admitted, genesis.chain_id)
-    assert all(r.verified and r.kept.count(":") == 1 for r in remembered.values())
+    assert all(r.verdicts == (True,) and r.kept.count(":") == 1 for r in remembered.values())
     assert admit(genesis_layout, genesis) == (0, 2)
 
 

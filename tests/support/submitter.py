@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gonka_pipelines.local.inbox import write_submission
+from gonka_pipelines.local.inbox import write_bundle, write_submission
 from gonka_pipelines.local.keys import load_key
 from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.protocol.crypto import KeyPair
@@ -37,6 +37,10 @@ class TaskSubmitter:
     def raw(self, raw: bytes) -> str:
         """Drop arbitrary bytes in the inbox; returns the submission id."""
         return write_submission(self.layout.inbox, raw)
+
+    def bundle(self, raws: list[bytes]) -> str:
+        """Drop these submissions in the inbox as one bundle; returns the bundle's id (line i is `ID/i`)."""
+        return write_bundle(self.layout.inbox, raws)
 
     def __call__(self, n: int = 1, developer: str = "dev-ada", *, start_nonce: int = 0, **fields: object) -> list[str]:
         """Submit n signed tasks with nonces start_nonce, start_nonce + 1, ...; returns their submission ids."""
