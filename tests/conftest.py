@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -169,3 +170,18 @@ def other_chain(tmp_path: Path, genesis_template: Path, genesis: GenesisParams,
 def every_task_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     """For tests of what validation finds rather than who is drawn (support.chains.check_every_task)."""
     check_every_task(monkeypatch)
+
+
+@pytest.fixture
+def settled(monkeypatch):
+    """Keep the bytes of every entry whose last change predates the check's clock probe (no second of margin), and
+    wait until the inbox's file system clock has moved past the newest entry, so a check keeps them all."""
+    from gonka_pipelines.local import admission
+
+    monkeypatch.setattr(admission, "SETTLED_NS", 0)
+
+    def wait(layout) -> None:
+        newest = max(entry.lstat().st_ctime_ns for entry in layout.inbox.iterdir())
+        while admission.clock_probe(layout.inbox) <= newest:
+            time.sleep(0.005)
+    return wait

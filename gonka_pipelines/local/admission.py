@@ -167,7 +167,7 @@ def admit(inbox: Path, path: Path, chain_id: str, max_bytes: int, limit: int) ->
     settled_before = None if not todo or (probe := clock_probe(inbox)) is None else probe - SETTLED_NS
     check = functools.partial(check_entries, inbox=inbox, spool=spool_of(path), max_bytes=max_bytes, chain_id=chain_id,
                               settled_before=settled_before)
-    checked = map_chunks(check, todo, CHUNK, PARALLEL_FROM)
+    checked = map_chunks(check, todo, CHUNK, PARALLEL_FROM, [_estimated_size(inbox, name) for name, _ in todo])
     waiting, rechecked = set(names), {name for name, _ in todo}
     kept = [(name, remembered) for name, remembered in memory.items() if name in waiting and name not in rechecked]
     stale = len(memory.keys() - waiting)
@@ -205,27 +205,28 @@ def read_entries(entries: Sequence[tuple[str, str | None]], inbox: Path, spool: 
 
 
 def read_inbox(inbox: Path, memory: Path, max_bytes: int, limit: int, chain_id: str) -> SubmissionBatch:
-    """The inbox entries an epoch takes (taken_names: up to `limit` submissions in name order), read ahead of intake:
+    """The inbox entries an epoch takes (taken_entries: up to `limit` submissions in name order), read ahead of intake:
     everything it does that needs no chain state, on every core from PARALLEL_FROM entries (workers read the files or
     the spool themselves, so only parsed entries cross over, the tasks as columns), with the verdicts remembered in
     `memory` for entries whose bytes have not changed (each worker parses the memory lines of its entries)."""
     lines = memory_lines(memory, chain_id)
-    names = taken_names(inbox, lines, max_bytes, limit)
+    taken = taken_entries(inbox, lines, max_bytes, limit)
     read = functools.partial(read_entries, inbox=inbox, spool=spool_of(memory), max_bytes=max_bytes, chain_id=chain_id)
-    return SubmissionBatch.concat(map_chunks(read, [(name, lines.get(name)) for name in names], CHUNK, PARALLEL_FROM))
+    return SubmissionBatch.concat(map_chunks(read, [(name, lines.get(name)) for name, _ in taken], CHUNK, PARALLEL_FROM,
+                                             [size for _, size in taken]))
 
 
-def taken_names(inbox: Path, lines: dict[str, str], max_bytes: int, limit: int) -> list[str]:
-    """The waiting entries an epoch takes: in name order while the submissions they hold number at most `limit`, a
-    bundle whole (one that alone holds more is taken alone). A bundle's lines are counted from the memory while its
-    stamp is the remembered one, else by reading it."""
-    taken: list[str] = []
+def taken_entries(inbox: Path, lines: dict[str, str], max_bytes: int, limit: int) -> list[tuple[str, int]]:
+    """The waiting entries an epoch takes, with how many submissions each holds: in name order while they number at
+    most `limit`, a bundle whole (one that alone holds more is taken alone). A bundle's lines are counted from the
+    memory while its stamp is the remembered one, else by reading it."""
+    taken: list[tuple[str, int]] = []
     count = 0
     for name in waiting_names(inbox):
         size = _submission_count(inbox, name, lines.get(name), max_bytes) if is_bundle(name) else 1
         if taken and count + size > limit:
             break
-        taken.append(name)
+        taken.append((name, size))
         count += size
         if count >= limit:
             break
@@ -238,6 +239,21 @@ def _submission_count(inbox: Path, name: str, line: str | None, max_bytes: int) 
     if remembered is not None and remembered.stamp != NOT_KEPT and entry_stamp(inbox, name) == remembered.stamp:
         return len(remembered.verdicts)
     return len(read_entry(inbox, name, max_bytes))
+
+
+TYPICAL_SUBMISSION_BYTES = 600
+"""About what a signed task takes (intake.SUBMISSION_OVERHEAD_BYTES): a bundle's share of the checking, from its size."""
+
+
+def _estimated_size(inbox: Path, name: str) -> int:
+    """How many submissions an entry likely holds, to share the checking out: one, or a bundle's bytes over a typical
+    task's (its lines are counted only once it is read)."""
+    if not is_bundle(name):
+        return 1
+    try:
+        return os.lstat(inbox / name).st_size // TYPICAL_SUBMISSION_BYTES + 1
+    except OSError:
+        return 1
 
 
 def _read_ahead(name: str, remembered: Remembered | None, inbox: Path, folder: int | None, max_bytes: int,

@@ -24,11 +24,20 @@ def process_pool() -> ProcessPoolExecutor:
 
 
 def map_chunks(work: Callable[[Sequence[Item]], list[Result]], items: Sequence[Item], chunk: int,
-               parallel_from: int) -> list[Result]:
+               parallel_from: int, weights: Sequence[int] | None = None) -> list[Result]:
     """work over the items, chunk by chunk, results in order: in a process pool from `parallel_from` items on more than
-    one core, else in this process. `work` must be picklable and live in a module a worker imports quickly."""
-    if len(items) < parallel_from or core_count() < 2:
+    one core, else in this process. `weights`: how many units each item counts for (a bundle's submissions), where
+    chunks and the threshold count units instead of items. `work` must be picklable and live in a module a worker
+    imports quickly."""
+    sizes = weights if weights is not None else [1] * len(items)
+    if sum(sizes) < parallel_from or core_count() < 2:
         return work(items)
+    parts, start, load = [], 0, 0
+    for index, size in enumerate(sizes):
+        load += size
+        if load >= chunk:
+            parts.append(items[start:index + 1])
+            start, load = index + 1, 0
+    parts += [items[start:]] if start < len(items) else []
     with process_pool() as pool:
-        parts = pool.map(work, [items[start:start + chunk] for start in range(0, len(items), chunk)])
-        return [result for part in parts for result in part]
+        return [result for part in pool.map(work, parts) for result in part]

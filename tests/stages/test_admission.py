@@ -4,8 +4,6 @@ the epoch's rows are those of a collector that checks everything itself."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from gonka_pipelines.chain.verify import signed_row_problem
@@ -106,19 +104,6 @@ def test_a_missing_foreign_or_garbled_memory_is_empty_and_replaced(genesis_layou
     assert admission.load_admitted(genesis_layout.admitted, genesis.chain_id) == {}
     assert admit(genesis_layout, genesis) == (1, 1)
     assert list(admission.load_admitted(genesis_layout.admitted, genesis.chain_id)) == [f"{good}.json"]
-
-
-@pytest.fixture
-def settled(monkeypatch):
-    """Keep the bytes of every entry whose last change predates the check's clock probe (no second of margin), and
-    wait until the inbox's file system clock has moved past the newest entry, so a check keeps them all."""
-    monkeypatch.setattr(admission, "SETTLED_NS", 0)
-
-    def wait(layout) -> None:
-        newest = max(entry.lstat().st_ctime_ns for entry in layout.inbox.iterdir())
-        while admission.clock_probe(layout.inbox) <= newest:
-            time.sleep(0.005)
-    return wait
 
 
 def kept_bytes(layout, genesis) -> dict[str, str]:

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import os
 
+import polars as pl
 import pytest
-from test_admission import admit, counted, epoch_rows, kept_bytes, never_read, never_verified, settled  # noqa: F401
+from test_admission import admit, counted, epoch_rows, never_read, never_verified
 
 from gonka_pipelines.lab.replay import replay_epoch
 from gonka_pipelines.local import admission
@@ -86,15 +87,15 @@ def test_the_epoch_counts_a_bundles_lines_against_its_limit_and_takes_a_bundle_w
     inbox = tmp_path
     for name, lines in (("a.json", 1), ("b.jsonl", 3), ("c.json", 1), ("d.jsonl", 2)):
         (inbox / name).write_bytes(b"{}\n" * lines)
-    taken = {limit: admission.taken_names(inbox, {}, CAP, limit) for limit in (1, 3, 4, 5, 7, 100)}
-    assert taken == {1: ["a.json"], 3: ["a.json"], 4: ["a.json", "b.jsonl"], 5: ["a.json", "b.jsonl", "c.json"],
-                     7: ["a.json", "b.jsonl", "c.json", "d.jsonl"], 100: ["a.json", "b.jsonl", "c.json", "d.jsonl"]}
+    taken = {limit: admission.taken_entries(inbox, {}, CAP, limit) for limit in (1, 3, 4, 5, 7, 100)}
+    a, b, c, d = ("a.json", 1), ("b.jsonl", 3), ("c.json", 1), ("d.jsonl", 2)
+    assert taken == {1: [a], 3: [a], 4: [a, b], 5: [a, b, c], 7: [a, b, c, d], 100: [a, b, c, d]}
     (inbox / "a.json").unlink()
-    assert admission.taken_names(inbox, {}, CAP, 1) == ["b.jsonl"], "a bundle over the limit on its own is taken alone"
+    assert admission.taken_entries(inbox, {}, CAP, 1) == [b], "a bundle over the limit on its own is taken alone"
 
 
 def test_an_admitted_bundle_is_taken_from_the_spool_with_its_verdicts(genesis_layout, submit, genesis, other_chain,
-                                                                      settled, monkeypatch):  # noqa: F811
+                                                                      settled, monkeypatch):
     """Every line kept whole: a line over the limit is kept cut short, so its bundle is read again in the epoch."""
     raw, _ = mixed_bundle(submit, genesis)
     raw = raw.replace(b"x" * (CAP + 5), b"x" * 5)
@@ -119,7 +120,7 @@ def test_an_admitted_bundle_is_taken_from_the_spool_with_its_verdicts(genesis_la
 
 
 def test_a_bundle_rewritten_after_admission_is_read_and_checked_again(genesis_store, genesis_layout, submit, genesis,
-                                                                      settled, monkeypatch):  # noqa: F811
+                                                                      settled, monkeypatch):
     submit.bundle([submit.sign(nonce=0), submit.sign(nonce=1)])
     [name] = waiting_names(genesis_layout.inbox)
     settled(genesis_layout)
@@ -157,3 +158,30 @@ def test_an_epoch_that_took_bundles_replays_to_its_block(genesis_layout, submit,
         block = run_stages(store, genesis_layout, 1)["block"]
     replay = replay_epoch(genesis_layout, 1, tmp_path / "replay")
     assert replay.identical and replay.replayed_hash == block
+
+
+def test_bundles_are_shared_out_by_their_submissions_on_every_core(genesis_layout, submit, genesis, other_chain, settled,
+                                                                   monkeypatch):
+    """With the pool forced on and work items of 3 submissions, three bundles of 4 go to separate work items (a
+    spool segment each as they are admitted), and the epoch's rows are those of the one-core collector."""
+    twin, twin_submit = other_chain("twin")
+    for target in (submit, twin_submit):
+        for first in (0, 4, 8):
+            target.bundle([submit.sign(nonce=n) for n in range(first, first + 4)])
+        target(2, "dev-grace")
+    with opened(twin) as store:
+        run_stages(store, twin, 1, through="epoch_tasks")
+        expected = epoch_rows(store)
+    monkeypatch.setattr(admission, "PARALLEL_FROM", 1)
+    monkeypatch.setattr(admission, "CHUNK", 3)
+    monkeypatch.setattr(admission, "TYPICAL_SUBMISSION_BYTES", 1)  # every bundle weighs more than a work item
+    settled(genesis_layout)
+    assert admit(genesis_layout, genesis) == (14, 14)
+    segments = [pl.read_ipc(segment)["submission_id"].to_list() for segment in admission.spool_of(genesis_layout.admitted).iterdir()]
+    assert sorted(sum(i.endswith(("/0", "/1", "/2", "/3")) for i in ids) for ids in segments) == [0, 4, 4, 4][-len(segments):] \
+        and len(segments) >= 3, "a work item (and a segment) for each bundle"
+    monkeypatch.setattr(intake, "verify", never_verified)
+    with opened(genesis_layout) as store:
+        summary = run_stages(store, genesis_layout, 1, through="epoch_tasks")["epoch_tasks"]
+        assert epoch_rows(store) == expected
+    assert (summary.submitted, summary.accepted) == (14, 14)
