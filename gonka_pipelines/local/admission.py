@@ -205,28 +205,29 @@ def read_entries(entries: Sequence[tuple[str, str | None]], inbox: Path, spool: 
 
 
 def read_inbox(inbox: Path, memory: Path, max_bytes: int, limit: int, chain_id: str) -> SubmissionBatch:
-    """The inbox entries an epoch takes (taken_entries: up to `limit` submissions in name order), read ahead of intake:
+    """The inbox entries an epoch takes (taken_names: up to `limit` submissions in name order), read ahead of intake:
     everything it does that needs no chain state, on every core from PARALLEL_FROM entries (workers read the files or
     the spool themselves, so only parsed entries cross over, the tasks as columns), with the verdicts remembered in
-    `memory` for entries whose bytes have not changed (each worker parses the memory lines of its entries)."""
+    `memory` for entries whose bytes have not changed (each worker parses the memory lines of its entries). Entries,
+    not submissions, decide the pool: a bundle's rows come from the spool in bulk, and handing a million of them back
+    from workers costs twice what taking them here does (docs/performance.md, "Bundles")."""
     lines = memory_lines(memory, chain_id)
-    taken = taken_entries(inbox, lines, max_bytes, limit)
+    names = taken_names(inbox, lines, max_bytes, limit)
     read = functools.partial(read_entries, inbox=inbox, spool=spool_of(memory), max_bytes=max_bytes, chain_id=chain_id)
-    return SubmissionBatch.concat(map_chunks(read, [(name, lines.get(name)) for name, _ in taken], CHUNK, PARALLEL_FROM,
-                                             [size for _, size in taken]))
+    return SubmissionBatch.concat(map_chunks(read, [(name, lines.get(name)) for name in names], CHUNK, PARALLEL_FROM))
 
 
-def taken_entries(inbox: Path, lines: dict[str, str], max_bytes: int, limit: int) -> list[tuple[str, int]]:
-    """The waiting entries an epoch takes, with how many submissions each holds: in name order while they number at
-    most `limit`, a bundle whole (one that alone holds more is taken alone). A bundle's lines are counted from the
-    memory while its stamp is the remembered one, else by reading it."""
-    taken: list[tuple[str, int]] = []
+def taken_names(inbox: Path, lines: dict[str, str], max_bytes: int, limit: int) -> list[str]:
+    """The waiting entries an epoch takes: in name order while the submissions they hold number at most `limit`, a
+    bundle whole (one that alone holds more is taken alone). A bundle's lines are counted from the memory while its
+    stamp is the remembered one, else by reading it."""
+    taken: list[str] = []
     count = 0
     for name in waiting_names(inbox):
         size = _submission_count(inbox, name, lines.get(name), max_bytes) if is_bundle(name) else 1
         if taken and count + size > limit:
             break
-        taken.append((name, size))
+        taken.append(name)
         count += size
         if count >= limit:
             break

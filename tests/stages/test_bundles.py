@@ -87,11 +87,11 @@ def test_the_epoch_counts_a_bundles_lines_against_its_limit_and_takes_a_bundle_w
     inbox = tmp_path
     for name, lines in (("a.json", 1), ("b.jsonl", 3), ("c.json", 1), ("d.jsonl", 2)):
         (inbox / name).write_bytes(b"{}\n" * lines)
-    taken = {limit: admission.taken_entries(inbox, {}, CAP, limit) for limit in (1, 3, 4, 5, 7, 100)}
-    a, b, c, d = ("a.json", 1), ("b.jsonl", 3), ("c.json", 1), ("d.jsonl", 2)
+    taken = {limit: admission.taken_names(inbox, {}, CAP, limit) for limit in (1, 3, 4, 5, 7, 100)}
+    a, b, c, d = "a.json", "b.jsonl", "c.json", "d.jsonl"
     assert taken == {1: [a], 3: [a], 4: [a, b], 5: [a, b, c], 7: [a, b, c, d], 100: [a, b, c, d]}
     (inbox / "a.json").unlink()
-    assert admission.taken_entries(inbox, {}, CAP, 1) == [b], "a bundle over the limit on its own is taken alone"
+    assert admission.taken_names(inbox, {}, CAP, 1) == [b], "a bundle over the limit on its own is taken alone"
 
 
 def test_an_admitted_bundle_is_taken_from_the_spool_with_its_verdicts(genesis_layout, submit, genesis, other_chain,
@@ -162,8 +162,8 @@ def test_an_epoch_that_took_bundles_replays_to_its_block(genesis_layout, submit,
 
 def test_bundles_are_shared_out_by_their_submissions_on_every_core(genesis_layout, submit, genesis, other_chain, settled,
                                                                    monkeypatch):
-    """With the pool forced on and work items of 3 submissions, three bundles of 4 go to separate work items (a
-    spool segment each as they are admitted), and the epoch's rows are those of the one-core collector."""
+    """With the pool forced on and work items of 3 submissions, three bundles of 4 are checked in separate work items
+    (a spool segment each), and the epoch's rows, read in the pool too, are those of the one-core collector."""
     twin, twin_submit = other_chain("twin")
     for target in (submit, twin_submit):
         for first in (0, 4, 8):
