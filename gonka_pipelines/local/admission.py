@@ -29,6 +29,7 @@ from gonka_pipelines.local.cores import map_chunks
 from gonka_pipelines.local.inbox import (
     entry_stamp,
     is_bundle,
+    line_number,
     opened_inbox,
     read_entry,
     read_stamped_entry,
@@ -286,7 +287,7 @@ def _take_kept(spool: Path, wanted: Sequence[tuple[str, Remembered, str, int]],
     (name, what was learnt) of those it does not keep (a missing or altered segment, a row of another entry, of bytes
     that do not hash to the checked digest or of another verdict)."""
     frames, missed = [], []
-    verdicts: dict[str, bool | None] = {}
+    verdicts: dict[str, tuple[bool | None, ...]] = {}  # by entry id: a bundle's for all its lines at once
     by_segment: dict[str, list[tuple[str, Remembered, int]]] = {}
     for name, remembered, segment, row in wanted:
         by_segment.setdefault(segment, []).append((name, remembered, row))
@@ -301,15 +302,21 @@ def _take_kept(spool: Path, wanted: Sequence[tuple[str, Remembered, str, int]],
                     and _hashes_to(raws[row:end], remembered.digest, is_bundle(name))
                     and all(verified[at] in (verdict, None) for at, verdict in zip(range(row, end), remembered.verdicts))):
                 rows.extend(range(row, end))
-                verdicts.update(zip(ids[row:end], remembered.verdicts))
+                verdicts[submission_id_of(name)] = remembered.verdicts
             else:
                 missed.append((name, remembered))
         if frame is not None and rows:
             frames.append(frame[rows])
     taken = pl.concat(frames) if frames else pl.DataFrame(schema=SEGMENT_SCHEMA)
-    others = [read_ahead(Submission(sid, raw), chain_id, verdicts[sid]) for sid, raw in
+    others = [read_ahead(Submission(sid, raw), chain_id, _remembered_verdict(verdicts, sid)) for sid, raw in
               taken.filter(~pl.col("ready")).select("submission_id", "raw").iter_rows()]
     return SubmissionBatch(taken.filter(pl.col("ready")).select(*READY_SCHEMA), others), missed
+
+
+def _remembered_verdict(verdicts: dict[str, tuple[bool | None, ...]], submission_id: str) -> bool | None:
+    """A kept submission's remembered verdict, from its entry's (a bundle's line: the line's)."""
+    line = line_number(submission_id)
+    return verdicts[submission_id][0] if line is None else verdicts[submission_id[:-len(str(line))]][line]
 
 
 def _ids_of(name: str, count: int) -> list[str]:
@@ -324,7 +331,7 @@ def _hashes_to(raws: Sequence[bytes], digest: str, bundle: bool) -> bool:
     if not bundle:
         return len(raws) == 1 and sha256_hex(raws[0]) == digest
     text = b"\n".join(raws)
-    return digest in (sha256_hex(text + b"\n"), sha256_hex(text))
+    return sha256_hex(text + b"\n") == digest or sha256_hex(text) == digest
 
 
 def _read_segment(spool: Path, segment: str) -> pl.DataFrame | None:
