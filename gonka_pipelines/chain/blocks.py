@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from gonka_pipelines.chain.commitments import epoch_roots
 from gonka_pipelines.chain.core import PROPOSED, StoreCore
+
+POST_STATE_TABLES = ("account_states", "host_states")
+"""What a proposal writes in the transaction that computes its roots."""
 
 
 class BlockRows(StoreCore):
@@ -27,13 +30,15 @@ class BlockRows(StoreCore):
 
     def write_post_state(self, epoch: int, host_rows: Sequence[dict[str, Any]]) -> None:
         """Accounts = previous state + the epoch's transfers; hosts as given (refused for an epoch that is not writable)."""
-        self._replace_epoch_rows(epoch, ["account_states", "host_states"])
+        self._replace_epoch_rows(epoch, list(POST_STATE_TABLES))
         self._insert("account_states", [{"epoch": epoch, **row} for row in self.running_accounts(epoch)])
         self._insert("host_states", [{"epoch": epoch, **row} for row in host_rows])
 
-    def epoch_roots(self, epoch: int) -> dict[str, str]:
-        """The Merkle root of every commitment over the epoch's rows as they stand."""
-        return epoch_roots(self._connection, epoch)
+    def epoch_roots(self, epoch: int, pending: Collection[str] | None = None) -> dict[str, str]:
+        """The Merkle root of every commitment over the epoch's rows as they stand. `pending`: inside a transaction, the
+        tables it wrote (POST_STATE_TABLES when proposing), so the rest are hashed on other connections at once
+        (commitments.epoch_roots)."""
+        return epoch_roots(self._connection, epoch, pending)
 
     def save_proposal(self, header: dict[str, Any], block_hash: str, signatures: Sequence[dict[str, Any]]) -> None:
         self._save_block(header, block_hash, signatures, PROPOSED)
