@@ -40,6 +40,7 @@ from gonka_pipelines.protocol.sprint import (
     is_fraud,
     power_cap,
     sample_nonces,
+    sample_nonces_each,
     sprint_accepted,
 )
 
@@ -56,6 +57,7 @@ class RuleSet(Protocol):
     def collect(self, submissions: Submissions, context: IntakeContext) -> IntakeResult: ...
     def admit_batches(self, batches: Sequence[PocBatch], chain_id: str, prev_hash: str) -> list[BatchReject | None]: ...
     def validation_sample(self, validator_key: str, prev_hash: str, nonces: Sequence[int]) -> list[int]: ...
+    def validation_samples(self, validator_keys: Sequence[str], prev_hash: str, nonces: Sequence[int]) -> list[list[int]]: ...
     def sprint_committees(self, prev_hash: str, hosts: Sequence[str], weights: Mapping[str, int]) -> dict[str, list[str]]: ...
     def committee_weights(self, prev_hash: str, hosts: Sequence[str], weights: Mapping[str, int]) -> dict[str, int]: ...
     def sprint_vote(self, recomputed_distances: Sequence[float] | np.ndarray) -> tuple[int, bool]: ...
@@ -101,6 +103,10 @@ class GonkaPipelinesV1:
 
     def validation_sample(self, validator_key: str, prev_hash: str, nonces: Sequence[int]) -> list[int]:
         return sample_nonces(validator_key, prev_hash, self.params.epoch, nonces, self.params.sprint.validation_sample)
+
+    def validation_samples(self, validator_keys: Sequence[str], prev_hash: str, nonces: Sequence[int]) -> list[list[int]]:
+        """validation_sample of each validator (one list shared by all when every nonce is sampled)."""
+        return sample_nonces_each(validator_keys, prev_hash, self.params.epoch, nonces, self.params.sprint.validation_sample)
 
     def sprint_committees(self, prev_hash: str, hosts: Sequence[str], weights: Mapping[str, int]) -> dict[str, list[str]]:
         """Who checks each host's sprint: every host with weight (full, one shared list), or a committee per host drawn

@@ -50,6 +50,15 @@ def sample_nonces(
     return sorted(ranked[:n_max])
 
 
+def sample_nonces_each(validator_public_keys: Sequence[str], prev_hash: str, epoch: int, nonces: Sequence[int],
+                       n_max: int = 200) -> list[list[int]]:
+    """sample_nonces for each validator; one list for all of them when every nonce is sampled (a committee of a host
+    with few hits: the usual case, drawn once instead of per validator)."""
+    if len(nonces) <= n_max:
+        return [sample_nonces("", prev_hash, epoch, nonces, n_max)] * len(validator_public_keys)  # whoever draws it
+    return [sample_nonces(key, prev_hash, epoch, nonces, n_max) for key in validator_public_keys]
+
+
 COMMITTEE_DRAWS_PER_SEAT = 64
 """Committee draws by weight with replacement, at most this many per seat; past it the seats left go by exponential keys."""
 

@@ -183,8 +183,8 @@ def run_sprint_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log
         for host, nonces in claims[start:start + HOSTS_PER_ROUND]:
             # A host's own vote counts under full validation, as in Gonka: an honest one checks itself like any other;
             # a cheat vouches for itself. A committee never holds the host it checks.
-            samples = {v: env.rules.validation_sample(env.keys[v].public_key, env.prev_hash, nonces)
-                       for v in committees[host] if v in voting}
+            voters = [v for v in committees[host] if v in voting]
+            samples = dict(zip(voters, env.rules.validation_samples([env.keys[v].public_key for v in voters], env.prev_hash, nonces)))
             unchecked = lazy | ({host} & cheats) | (against if host == target else set())
             needed = sorted({n for v, s in samples.items() if v not in unchecked for n in s})
             plans.append((host, len(nonces), samples, unchecked, needed))
@@ -192,10 +192,16 @@ def run_sprint_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log
         for (host, hits, samples, unchecked, needed), distances in zip(plans, recomputations):
             recomputed = dict(zip(needed, distances))
             lying = against if host == target else set()
+            votes_of: dict[tuple[int, ...], tuple[int, bool]] = {}  # validators that drew the same sample cast the same vote
             for validator, sample in samples.items():
                 skipped = validator in unchecked
-                mismatches, valid = ((len(sample), False) if validator in lying else (0, True) if skipped
-                                     else env.rules.sprint_vote([recomputed[n] for n in sample]))
+                if validator in lying or skipped:
+                    mismatches, valid = (len(sample), False) if validator in lying else (0, True)
+                else:
+                    key = tuple(sample)
+                    if key not in votes_of:
+                        votes_of[key] = env.rules.sprint_vote([recomputed[n] for n in sample])
+                    mismatches, valid = votes_of[key]
                 record = records[validator]
                 record["hosts"].append(host)
                 record["sampled"].append(len(sample))

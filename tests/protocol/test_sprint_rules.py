@@ -50,6 +50,14 @@ def test_sample_is_deterministic_sized_and_independent_of_listing_order() -> Non
     assert sprint.sample_nonces("v1", BLOCK, 7, []) == []
 
 
+def test_each_validators_sample_is_its_own_draw_shared_only_when_every_nonce_is_taken() -> None:
+    keys, nonces = ["v1", "v2", "v3"], list(range(1000, 1500))
+    for claimed in (nonces, nonces[:200], nonces[:6], []):
+        each = sprint.sample_nonces_each(keys, BLOCK, 7, claimed[::-1])
+        assert each == [sprint.sample_nonces(key, BLOCK, 7, claimed) for key in keys]
+    assert len({tuple(sample) for sample in sprint.sample_nonces_each(keys, BLOCK, 7, nonces)}) == 3
+
+
 def test_binomial_tail_is_exact() -> None:
     n, p = 10, 0.3
     for k in range(n + 2):
