@@ -97,7 +97,7 @@ class Explorer:
     def _search(self, store: ChainStore, text: str) -> Page:
         if not text:
             return Page(HTTPStatus.SEE_OTHER, b"", location="/")
-        matches = [{**m, "url": SEARCH_URLS[m["kind"]].format(quote(m["key"]))} for m in store.search(text)]
+        matches = [{**m, "url": SEARCH_URLS[m["kind"]].format(quote(m["key"], safe=""))} for m in store.search(text)]
         if len(matches) == 1:
             return Page(HTTPStatus.SEE_OTHER, b"", location=matches[0]["url"])
         if not matches:

@@ -197,3 +197,19 @@ def test_a_copy_cut_short_leaves_no_file_and_the_next_refresh_succeeds(demo_layo
     assert list((tmp_path / "snapshot").iterdir()) == []
     monkeypatch.undo()
     assert snapshot.refresh() and snapshot.freshness.height == 3
+
+
+def test_a_bundles_lines_are_found_and_shown_under_their_ids(genesis_layout: DataLayout, submit, tmp_path: Path):
+    """A bundle line's id holds a '/' (NAME/LINE): search links it escaped, and its page opens."""
+    from support.chains import run_stages
+
+    bundle = submit.bundle([submit.sign(nonce=0), b"not json"])
+    with ChainStore.open(genesis_layout.database) as store:
+        run_stages(store, genesis_layout, 1)
+    snapshot = ChainSnapshot(genesis_layout.database, tmp_path / "snapshot")
+    assert snapshot.refresh()
+    explorer = Explorer(genesis_layout, snapshot)
+    listing = unescape(page_text(explorer, f"/search?q={bundle[:12]}"))
+    assert f'href="/task/{bundle}%2F1"' in listing and "<h1>2 matches" in listing
+    rejected = unescape(page_text(explorer, f"/task/{bundle}%2F1"))
+    assert "REJECTED in epoch" in rejected and "malformed" in rejected
