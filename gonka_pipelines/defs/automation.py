@@ -69,16 +69,17 @@ def next_epoch_run(instance: dg.DagsterInstance, layout: DataLayout, reason: str
     return dg.RunRequest(partition_key=str(epoch), tags={"gonka/trigger": reason})
 
 
-def admit_arrivals(instance: dg.DagsterInstance, layout: DataLayout, limit: int) -> str:
+def admit_arrivals(instance: dg.DagsterInstance, layout: DataLayout, limit: int) -> tuple[str, int | None]:
     """Check the signatures of up to `limit` inbox entries that arrived since the last tick (local/admission.py), so
-    the epoch that takes them need not; not while a run holds the chain. Returns a line for the tick's log."""
+    the epoch that takes them need not; not while a run holds the chain. Returns a line for the tick's log and the
+    submissions waiting (a bundle's lines each), None when nothing was checked."""
     if run_in_progress(instance):
-        return "signatures not checked ahead: a run is in progress"
+        return "signatures not checked ahead: a run is in progress", None
     try:
         checked, waiting = admit_waiting(layout, limit)
     except (ChainError, OSError) as error:
-        return f"signatures not checked ahead: {error}"
-    return f"checked {checked} new signature(s) ahead of the epoch; {waiting} submission(s) waiting"
+        return f"signatures not checked ahead: {error}", None
+    return f"checked {checked} new signature(s) ahead of the epoch; {waiting} submission(s) waiting", waiting
 
 
 def launching(request: dg.RunRequest) -> dg.SensorResult:
@@ -100,12 +101,14 @@ def recurring_sprints(context: dg.ScheduleEvaluationContext):
            description="Launch the next epoch when enough tasks wait in the inbox, or when the oldest has waited long enough.")
 def inbox_sensor(context: dg.SensorEvaluationContext):
     config, layout = OPERATIONS.inbox_sensor, DataLayout.from_env()
-    context.log.info(admit_arrivals(context.instance, layout, config.admit_per_tick))
+    line, submissions = admit_arrivals(context.instance, layout, config.admit_per_tick)
+    context.log.info(line)
     # lstat: an entry is judged by collect, never followed here (a dangling link must not crash the sensor)
     waiting = sorted((layout.inbox / name).lstat().st_mtime for name in waiting_names(layout.inbox))
     oldest_wait = time.time() - waiting[0] if waiting else 0.0
-    if len(waiting) < config.min_pending_tasks and oldest_wait < config.max_wait_seconds:
-        return dg.SkipReason(f"{len(waiting)} submissions waiting, the oldest for {oldest_wait:.0f}s "
+    pending = len(waiting) if submissions is None else submissions  # a bundle counts its lines once admitted
+    if pending < config.min_pending_tasks and oldest_wait < config.max_wait_seconds:
+        return dg.SkipReason(f"{pending} submissions waiting, the oldest for {oldest_wait:.0f}s "
                              f"(launch at {config.min_pending_tasks}, or once one has waited {config.max_wait_seconds}s)")
     request = next_epoch_run(context.instance, layout, "inbox")
     return request if isinstance(request, dg.SkipReason) else launching(request)

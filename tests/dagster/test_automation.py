@@ -122,6 +122,17 @@ def test_sensor_waits_for_enough_tasks_then_launches_the_next_epoch(chain_env, i
     assert result.dynamic_partitions_requests[0].partition_keys == ["1"]
 
 
+def test_sensor_counts_a_bundles_lines_as_the_submissions_waiting(chain_env, instance, submit):
+    """One inbox entry holding the threshold's worth of tasks launches the epoch as as many single entries would."""
+    threshold = OPERATIONS.inbox_sensor.min_pending_tasks
+    submit.bundle([submit.sign(nonce=n) for n in range(threshold - 1)])
+    skipped = inbox_sensor(dg.build_sensor_context(instance=instance))
+    assert isinstance(skipped, dg.SkipReason) and f"{threshold - 1} submissions waiting" in skipped.skip_message
+    submit.bundle([submit.sign(nonce=threshold - 1)])
+    result = inbox_sensor(dg.build_sensor_context(instance=instance))
+    assert [r.partition_key for r in result.run_requests] == ["1"]
+
+
 def test_sensor_launches_a_few_tasks_once_the_oldest_has_waited_long_enough(chain_env, instance, submit):
     ids = submit(2)
     assert isinstance(inbox_sensor(dg.build_sensor_context(instance=instance)), dg.SkipReason)
