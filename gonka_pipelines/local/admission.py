@@ -2,10 +2,9 @@
 remembered, so an epoch does not spend its time on them (`gonka admit`, and the inbox sensor on each tick).
 
 A node-local memory like verify-chain's (local/verified.py), not a trust anchor: one line per inbox entry with the
-SHA-256 of the bytes that were checked and the verdict under one chain id (a bundle's line: its verdicts, one per
-line). The collector takes a verdict only for an
-entry whose bytes still hash the same (anything else is checked in the epoch), and verify-chain re-verifies every
-task's signature from its committed row, so a forged memory cannot go unnoticed.
+SHA-256 of the bytes that were checked and the verdict (a bundle's: one per line) under one chain id. The collector
+takes a verdict only for an entry whose bytes still hash the same (anything else is checked in the epoch), and
+verify-chain re-verifies every task's signature from its committed row, so a forged memory cannot go unnoticed.
 
 The checked entries are kept too, read ahead (bytes, parsed fields, verdict and task id as Arrow columns), in a spool
 of segments beside the memory, with each entry's stamp (inode, size, times) taken as its bytes were read: while the
