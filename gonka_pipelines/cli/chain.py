@@ -217,7 +217,7 @@ def _print_summary(store: ChainStore) -> None:
 
 
 @commands.command()
-def admit(limit: Annotated[int, typer.Option(min=1, help="check at most this many new submissions")] = 10_000_000,
+def admit(limit: Annotated[int, typer.Option(min=1, help="check at most this many new inbox entries (a bundle is one)")] = 10_000_000,
           data_dir: DataDir = None) -> int:
     """Check the signatures of submissions that arrived since the last check, ahead of the epoch that takes them.
 
