@@ -133,13 +133,12 @@ def check_entries(entries: Sequence[tuple[str, Remembered | None]], inbox: Path,
     with opened_inbox(inbox) as folder:
         for name, remembered in entries:
             submissions, digest, status = read_stamped_entry(inbox, name, max_bytes, folder)
-            same = remembered is not None and remembered.digest == digest and len(remembered.verdicts) == len(submissions)
+            known = _unchanged_verdicts(remembered, digest, len(submissions))
             settled = status is not None and settled_before is not None and status.st_ctime_ns < settled_before
-            if same and not settled:
-                verdicts = remembered.verdicts if remembered is not None else ()
+            if known is not None and not settled:
+                verdicts = known
             else:
-                ahead = [read_ahead(submission, chain_id, remembered.verdicts[line] if remembered is not None and same else None)
-                         for line, submission in enumerate(submissions)]
+                ahead = _each_read_ahead(submissions, known, chain_id)
                 verdicts = tuple(submission.verified for submission in ahead)
             if status is None or settled_before is None:
                 learnt.append((name, digest, verdicts, NOT_KEPT, NOT_KEPT))
@@ -262,8 +261,21 @@ def _read_ahead(name: str, remembered: Remembered | None, inbox: Path, folder: i
     """The entry's submissions read from the inbox and read ahead, with the remembered verdicts while its bytes hash to
     the checked digest (else checked now)."""
     submissions, digest, _ = read_stamped_entry(inbox, name, max_bytes, folder)
-    unchanged = remembered is not None and digest == remembered.digest and len(remembered.verdicts) == len(submissions)
-    return [read_ahead(submission, chain_id, remembered.verdicts[line] if remembered is not None and unchanged else None)
+    return _each_read_ahead(submissions, _unchanged_verdicts(remembered, digest, len(submissions)), chain_id)
+
+
+def _unchanged_verdicts(remembered: Remembered | None, digest: str, count: int) -> tuple[bool | None, ...] | None:
+    """The remembered verdicts of an entry whose bytes hash to the checked digest, one per submission it holds; None
+    for an entry never checked or changed since."""
+    if remembered is not None and remembered.digest == digest and len(remembered.verdicts) == count:
+        return remembered.verdicts
+    return None
+
+
+def _each_read_ahead(submissions: Sequence[Submission], verdicts: tuple[bool | None, ...] | None,
+                     chain_id: str) -> list[Submission]:
+    """An entry's submissions read ahead, with their verdicts when known (else their signatures checked now)."""
+    return [read_ahead(submission, chain_id, verdicts[line] if verdicts is not None else None)
             for line, submission in enumerate(submissions)]
 
 
