@@ -50,7 +50,7 @@ from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.chain.verify import verify_block
 from gonka_pipelines.local.admission import admit
 from gonka_pipelines.local.config import load_genesis, load_network
-from gonka_pipelines.local.inbox import BUNDLE_SUFFIX, MAX_BUNDLE_LINES, SUFFIX, write_bundle, write_submission
+from gonka_pipelines.local.inbox import BUNDLE_SUFFIX, MAX_BUNDLE_LINES, SUFFIX, bundle_bytes, write_bundle, write_submission
 from gonka_pipelines.local.keys import load_identities
 from gonka_pipelines.local.paths import RESOURCES, DataLayout
 from gonka_pipelines.protocol.crypto import sha256_hex
@@ -110,14 +110,14 @@ def write_network(path: Path, hosts: int, developers: int, garbled_share: float 
     return path
 
 
-def drop_in_inbox(inbox: Path, raws: list[bytes]) -> None:
-    """write_submission's file (one submission) or write_bundle's (several), named by content hash, in one create; a
+def drop_in_inbox(inbox: Path, raws: list[bytes], bundled: bool) -> None:
+    """write_submission's file (one submission) or write_bundle's, named by content hash, in one create; a
     byte-identical copy goes through them."""
-    raw, suffix = (raws[0], SUFFIX) if len(raws) == 1 else (b"".join(raw + b"\n" for raw in raws), BUNDLE_SUFFIX)
+    raw, suffix = (bundle_bytes(raws), BUNDLE_SUFFIX) if bundled else (raws[0], SUFFIX)
     try:
         fd = os.open(inbox / f"{sha256_hex(raw)}{suffix}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
-        write_submission(inbox, raw) if len(raws) == 1 else write_bundle(inbox, raws)
+        write_bundle(inbox, raws) if bundled else write_submission(inbox, raw)
         return
     with os.fdopen(fd, "wb") as handle:
         handle.write(raw)
@@ -137,7 +137,7 @@ def submit_tasks(layout: DataLayout, keys: list, nonces: list[int], count: int, 
                               max_price=100, nonce=nonces[developer]))
         nonces[developer] += 1
         if len(raws) == bundle or i == count - 1:
-            drop_in_inbox(layout.inbox, raws)
+            drop_in_inbox(layout.inbox, raws, bundle > 1)
             raws = []
 
 

@@ -51,7 +51,12 @@ def write_bundle(inbox: Path, raws: Sequence[bytes]) -> str:
     the submission `ID/i`. Raises ValueError for an empty bundle, one over MAX_BUNDLE_LINES or a line break inside one."""
     if not 0 < len(raws) <= MAX_BUNDLE_LINES or any(b"\n" in raw for raw in raws):
         raise ValueError(f"a bundle holds 1..{MAX_BUNDLE_LINES} submissions, none with a line break in its bytes")
-    return _write_entry(inbox, b"".join(raw + b"\n" for raw in raws), BUNDLE_SUFFIX)
+    return _write_entry(inbox, bundle_bytes(raws), BUNDLE_SUFFIX)
+
+
+def bundle_bytes(raws: Iterable[bytes]) -> bytes:
+    """A bundle's bytes: each submission on a line of its own, every line ended by a line break."""
+    return b"".join(raw + b"\n" for raw in raws)
 
 
 def _write_entry(inbox: Path, raw: bytes, suffix: str) -> str:
@@ -121,7 +126,7 @@ def restore_entries(inbox: Path, entries: Iterable[tuple[str, bytes, str, str]])
             bundles.setdefault(file_name_of(submission_id), []).append((line, raw + _excess(submission_id, reason)))
     for name, lines in bundles.items():
         inbox.mkdir(parents=True, exist_ok=True)
-        (inbox / name).write_bytes(b"".join(raw + b"\n" for _, raw in sorted(lines)))
+        (inbox / name).write_bytes(bundle_bytes(raw for _, raw in sorted(lines)))
 
 
 def restore_entry(inbox: Path, submission_id: str, raw: bytes, reason: str = "", detail: str = "") -> None:
