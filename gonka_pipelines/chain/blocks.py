@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from gonka_pipelines.chain.commitments import epoch_roots
 from gonka_pipelines.chain.core import PROPOSED, StoreCore
 
 POST_STATE_TABLES = ("account_states", "host_states")
-"""What a proposal writes in the transaction that computes its roots."""
+"""What write_post_state writes, in the transaction that then computes the proposal's roots."""
 
 
 class BlockRows(StoreCore):
@@ -34,11 +34,14 @@ class BlockRows(StoreCore):
         self._insert("account_states", [{"epoch": epoch, **row} for row in self.running_accounts(epoch)])
         self._insert("host_states", [{"epoch": epoch, **row} for row in host_rows])
 
-    def epoch_roots(self, epoch: int, pending: Collection[str] | None = None) -> dict[str, str]:
-        """The Merkle root of every commitment over the epoch's rows as they stand. `pending`: inside a transaction, the
-        tables it wrote (POST_STATE_TABLES when proposing), so the rest are hashed on other connections at once
-        (commitments.epoch_roots)."""
-        return epoch_roots(self._connection, epoch, pending)
+    def epoch_roots(self, epoch: int) -> dict[str, str]:
+        """The Merkle root of every commitment over the epoch's rows as they stand (commitments.epoch_roots)."""
+        return epoch_roots(self._connection, epoch)
+
+    def proposal_roots(self, epoch: int) -> dict[str, str]:
+        """epoch_roots inside the transaction that wrote the post-state (write_post_state): only its tables are hashed
+        on this connection, the rest, committed by earlier stages, on other connections at once."""
+        return epoch_roots(self._connection, epoch, POST_STATE_TABLES)
 
     def save_proposal(self, header: dict[str, Any], block_hash: str, signatures: Sequence[dict[str, Any]]) -> None:
         self._save_block(header, block_hash, signatures, PROPOSED)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from gonka_pipelines.chain.blocks import POST_STATE_TABLES
 from gonka_pipelines.local.inbox import archive_submissions
 from gonka_pipelines.protocol.block import BlockHeader, signature_set_hash
 from gonka_pipelines.protocol.crypto import MessageKind
@@ -20,7 +19,7 @@ def propose_block(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> Blo
         weights = store.signing_weights(epoch)
         header = BlockHeader(
             chain_id=env.chain_id, height=epoch, prev_hash=env.prev_hash, timestamp=env.params.block_timestamp(epoch),
-            params_hash=params_hash, roots=store.epoch_roots(epoch, POST_STATE_TABLES), proposer=env.rules.choose_proposer(env.prev_hash, weights),
+            params_hash=params_hash, roots=store.proposal_roots(epoch), proposer=env.rules.choose_proposer(env.prev_hash, weights),
             prev_signatures=signature_set_hash(store.block_signatures(epoch - 1)),
         )
         body = header.as_dict()  # once: 10,000 signers sign the same header
