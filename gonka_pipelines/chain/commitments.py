@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gonka_pipelines.protocol import _sha256
+from gonka_pipelines.chain.hashing import string_buffers, text_digests
 from gonka_pipelines.protocol.crypto import canonical_row_bytes
 from gonka_pipelines.protocol.merkle import LEAF_PREFIX, leaf_digest, merkle_root_of_digests
 
@@ -169,7 +169,7 @@ LEAF_BATCH_ROWS = 131_072
 
 def json_leaf_buffer(connection: duckdb.DuckDBPyConnection, leaves: JsonLeaves) -> bytes:
     """Each row's leaf digest in order, end to end: DuckDB writes each row's JSON (sorted keys, on every core), C hashes
-    the texts as they stream (_sha256.leaves: SHA extensions, no Python object a row), and the digests are sorted by
+    the texts as they stream (text_digests: SHA extensions, no Python object a row), and the digests are sorted by
     the order columns, so the texts are never sorted or held all at once. Byte for byte the leaf of canonical_bytes;
     rows DuckDB might write otherwise are encoded in Python."""
     fields = ", ".join(f"'{name}': {leaves.fields[name][0]}" for name in sorted(leaves.fields))
@@ -186,7 +186,7 @@ def json_leaf_buffer(connection: duckdb.DuckDBPyConnection, leaves: JsonLeaves) 
         for batch in reader:
             if batch.num_rows:
                 texts = batch.column("_leaf_text")
-                digests.append(_sha256.leaves(leaves.prefix, *_string_buffers(texts)))
+                digests.append(text_digests(leaves.prefix, texts))
                 written_apart.append(texts.is_null().to_numpy(zero_copy_only=False))
                 order_batches.append(batch.select(keys))
     if not digests:
@@ -255,7 +255,7 @@ def _mostly(flags: np.ndarray) -> bool:
 
 def _leading_bytes(texts: pa.Array) -> np.ndarray:
     """Each text's first 8 bytes (zero-padded) as a big-endian integer: ordered as the texts are, ties aside."""
-    ends, data = _string_buffers(texts)
+    ends, data = string_buffers(texts)
     offsets = np.frombuffer(ends, dtype=np.int64)
     lengths = np.diff(offsets)
     raw = np.concatenate([np.frombuffer(data, dtype=np.uint8), np.zeros(8, dtype=np.uint8)])  # a read past the end is 0
@@ -264,17 +264,6 @@ def _leading_bytes(texts: pa.Array) -> np.ndarray:
     if short.size:  # bytes past a short text's end belong to the next text: zero them
         leading[short] *= np.arange(8) < lengths[short, None]
     return leading.view(">u8").ravel().astype(np.uint64)
-
-
-def _string_buffers(texts: pa.Array) -> tuple[memoryview, memoryview | bytes]:
-    """A string column's offsets (its own slice, as int64) and data buffer, as _sha256.leaves reads them; text of
-    another layout (a string view) is cast to one first."""
-    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
-        texts = texts.cast(pa.large_string())
-    width = np.int64 if pa.types.is_large_string(texts.type) else np.int32
-    _, offsets, data = texts.buffers()
-    ends = np.frombuffer(offsets, dtype=width)[texts.offset:texts.offset + len(texts) + 1].astype(np.int64)
-    return ends.data, memoryview(data) if data is not None else b""
 
 
 def json_leaf_digests(connection: duckdb.DuckDBPyConnection, leaves: JsonLeaves) -> list[bytes]:

@@ -11,7 +11,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gonka_pipelines.chain.core import FINALIZED, StoreCore
-from gonka_pipelines.protocol.crypto import hash_each, hash_value
+from gonka_pipelines.chain.hashing import hash_each
+from gonka_pipelines.protocol.crypto import hash_value
 from gonka_pipelines.protocol.intake import (
     TASK_SCHEMA,
     AcceptedTask,
@@ -160,7 +161,7 @@ class IntakeRows(StoreCore):
             "outcome": pa.concat_arrays([pa.repeat(SubmissionOutcome.ACCEPTED.value, accepted),
                                          pa.repeat(SubmissionOutcome.REJECTED.value, len(rejected))])}))
         self._insert("transfers", pa.table({
-            "transfer_id": hash_each(TransferKind.ESCROW, task_ids.to_pylist()), "epoch": pa.repeat(epoch, accepted),
+            "transfer_id": hash_each(TransferKind.ESCROW, task_ids), "epoch": pa.repeat(epoch, accepted),
             "stage": pa.repeat(STAGE, accepted), "account": developers,
             "balance_delta": pc.negate(escrows), "escrow_delta": escrows,
             "kind": pa.repeat(TransferKind.ESCROW.value, accepted), "ref": task_ids}))

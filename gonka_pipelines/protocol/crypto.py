@@ -7,7 +7,6 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -15,8 +14,6 @@ from typing import Any
 import orjson
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
-
-from gonka_pipelines.protocol import _sha256
 
 ENCODING_VERSION = "gonka/v1"
 ADDRESS_PREFIX = "gonka1"
@@ -134,34 +131,6 @@ def sha256_hex(data: bytes) -> str:
 def hash_value(value: Any) -> str:
     """Hash of a value's canonical encoding (rows, headers, parameter sets), at orjson's speed."""
     return sha256_hex(canonical_row_bytes(value))
-
-
-_NEEDS_ESCAPING = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')
-"""A character JSON would escape (quote, backslash, control) or that is not ASCII: hash_each's template cannot hold it."""
-
-
-def hash_each(*columns: Sequence[str] | Sequence[int] | str | int) -> list[str]:
-    """hash_value([a, b, ...]) of each row of the columns (a scalar is the same in every row), byte for byte: strings
-    that need no escaping and integers are written into one template per row instead of through the encoder, and the
-    rows hashed in one call (_sha256.digests: ids of a million transfers an epoch); any other value sends its column
-    through hash_value."""
-    varying = [c for c in columns if not isinstance(c, (str, int))]
-    if not varying:
-        raise ValueError("hash_each needs a column of values (sequences); it was given scalars only")
-    parts: list[str] = []
-    for column in columns:
-        if isinstance(column, (str, int)):
-            parts.append(canonical_row_bytes(column).decode().replace("%", "%%"))
-        elif all(type(value) is int for value in column):
-            parts.append("%d")
-        elif all(type(value) is str for value in column) and not _NEEDS_ESCAPING.search("".join(column)):  # type: ignore[arg-type]
-            parts.append('"%s"')
-        else:
-            rows = len(varying[0])
-            return [hash_value(list(row)) for row in zip(*(c if not isinstance(c, (str, int)) else [c] * rows for c in columns))]
-    template = f"[{','.join(parts)}]"
-    hexes = _sha256.digests(b"", [template % row for row in zip(*varying)]).hex()
-    return [hexes[start:start + 64] for start in range(0, len(hexes), 64)]
 
 
 def address_from_public_key(public_key_hex: str) -> str:

@@ -9,10 +9,11 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from gonka_pipelines.chain.hashing import hash_each
 from gonka_pipelines.chain.tasks import EXECUTION_STAGE
 from gonka_pipelines.compute.engine import Compute
 from gonka_pipelines.compute.llm import GENERATION_SCHEMA, SCORE_SCHEMA
-from gonka_pipelines.protocol.crypto import MessageKind, hash_each, sha256_hex
+from gonka_pipelines.protocol.crypto import MessageKind, sha256_hex
 from gonka_pipelines.protocol.inference_validation import ComparisonReason, OutputBatch, ValidatorPool
 from gonka_pipelines.protocol.messages import seed_commitment_body
 from gonka_pipelines.protocol.records import ResultStatus, ShareRole, TaskOutcome, TransferKind
@@ -122,6 +123,21 @@ def _delivered(env: EpochEnvironment, running: pl.DataFrame, generations: list[p
             .cast(RESULT_SCHEMA))  # type: ignore[arg-type]
 
 
+def _by_executor(env: EpochEnvironment, running: pl.DataFrame, groups: list[tuple[tuple, int, int]],
+                 generations: list[pa.Table]) -> pl.DataFrame:
+    """The results (_delivered) by executor, then task id: generations are taken in order of their group's key, which
+    leads with the executor, so the rows come out sorted when each executor ran one group (the usual case) and the
+    million rows of nested lists need no sort; else they are sorted."""
+    order = sorted(range(len(groups)), key=lambda group: groups[group][0])
+    rows = np.concatenate([np.arange(groups[group][1], groups[group][2]) for group in order])
+    results = _delivered(env, running.select("task_id", "executor", "prompt_tokens", "escrow")[rows],
+                         [generations[group] for group in order])
+    executor, task_id = pl.col("executor"), pl.col("task_id")
+    in_order = results.select(((executor > executor.shift()) | (executor == executor.shift()) & (task_id > task_id.shift()))
+                              .slice(1).all()).item()
+    return results if in_order else results.sort("executor", "task_id")
+
+
 REFUND_SCHEMA: dict[str, pl.DataType] = {"task_id": pl.String(), "refund": pl.Int64(), "status": pl.String(),
                                          "developer": pl.String()}
 
@@ -138,7 +154,7 @@ def _refunds(epoch: int, results: pl.DataFrame, tasks: pl.DataFrame, training_ro
                 .join(tasks.select("task_id", "developer"), on="task_id", how="left", maintain_order="left"))
     refunded = pl.concat([trained, inferred.cast(REFUND_SCHEMA)])  # type: ignore[arg-type]
     return refunded.select(
-        pl.Series("transfer_id", hash_each("refund", refunded["task_id"].to_list()), dtype=pl.String),
+        pl.Series("transfer_id", hash_each("refund", refunded["task_id"]), dtype=pl.String),
         pl.lit(epoch, dtype=pl.Int64).alias("epoch"), pl.lit(EXECUTION_STAGE).alias("stage"), pl.col("developer").alias("account"),
         pl.col("refund").alias("balance_delta"), (-pl.col("refund")).alias("escrow_delta"),
         pl.when(pl.col("status") == ResultStatus.COMPLETED.value).then(pl.lit(TransferKind.REFUND.value))
@@ -162,7 +178,7 @@ def run_task_execution(env: EpochEnvironment, open_chain: OpenChain, log: Log) -
     for (executor, model, version, max_tokens), start, end in groups:
         log(f"execution: {env.host[executor].name} ran {end - start} {model} tasks on version {version[:12]} "
             f"(max_tokens {max_tokens})")
-    completed = (_delivered(env, running, generations) if groups else pl.DataFrame(schema=RESULT_SCHEMA)).sort("executor", "task_id")
+    completed = _by_executor(env, running, groups, generations) if groups else pl.DataFrame(schema=RESULT_SCHEMA)
     expired = tasks.filter(~pl.col("runs")).select(
         "task_id", "executor", pl.lit([]).alias("output_tokens"), pl.lit([]).alias("top_ids"), pl.lit([]).alias("top_logprobs"),
         pl.lit(0).alias("completion_tokens"), pl.lit(0).alias("cost"), pl.col("escrow").alias("refund")).cast(RESULT_SCHEMA)  # type: ignore[arg-type]
@@ -207,8 +223,9 @@ def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) 
     verdicts = _verdicts(epoch, draws, honest)
     outcomes, shares = _outcomes_and_fees(env, results, verdicts, honest.select("task_id", "passed"), voters)
     trainer = TrainingValidator(env)
-    training_draws = [(t - results.height, members[v]) for t, v in zip(task_index.tolist(), validator_index.tolist())
-                      if t >= results.height and members[v] not in voters.abstaining]
+    training = task_index >= results.height
+    training_draws = [(t - results.height, members[v]) for t, v in zip(task_index[training].tolist(), validator_index[training].tolist())
+                      if members[v] not in voters.abstaining]
     checks, check_bodies = training_verdicts(env, trainings, training_draws, lazy_validators, trainer)
     training_checks = pl.DataFrame(checks, schema=CHECK_COLUMNS).select(*CHECK_COLUMNS)
     views = honest_views(trainings, checks, lazy_validators, trainer)
@@ -280,17 +297,29 @@ def _honest_judgments(env: EpochEnvironment, checked: pl.DataFrame) -> pl.DataFr
     parts = [judged.filter(~pl.col("rerun"))]
     rescored_positions = rescored["top_ids"].list.len().to_numpy()
     wanted = wanted.with_columns(pl.Series("rescored", np.arange(wanted.height)))
-    for (positions,), group in wanted.group_by(["positions"], maintain_order=True):
+    for group in _partitions(wanted, "positions"):
         rows = group["rescored"].to_numpy()
-        same_length = rescored_positions[rows] == positions
-        parts.append(group.filter(~same_length).drop("rescored"))  # a re-run of another length: LENGTH_DIFFERS
-        group, rows = group.filter(same_length), rows[same_length]
+        same_length = rescored_positions[rows] == group["positions"][0]
+        if not same_length.all():
+            parts.append(group.filter(~same_length).drop("rescored"))  # a re-run of another length: LENGTH_DIFFERS
+            group, rows = group.filter(same_length), rows[same_length]
         if group.height:
-            comparisons = env.rules.judge_batch(_output_batch(group, rescored[rows]))
+            comparisons = env.rules.judge_batch(_output_batch(group, _taken(rescored, rows)))
             parts.append(group.drop("rescored").with_columns(
                 pl.Series("passed", comparisons.passed), pl.Series("similarity", comparisons.similarity, dtype=pl.Float64),
                 pl.Series("reason", comparisons.reason.astype(str), dtype=pl.String)))
     return pl.concat(parts).select("task_id", "passed", "similarity", "reason").sort("task_id")
+
+
+def _partitions(frame: pl.DataFrame, column: str) -> list[pl.DataFrame]:
+    """The frame's rows by value of `column` (in order of first appearance); one value keeps the frame as it is, since
+    gathering a million rows of nested lists costs about a second."""
+    return [frame] if frame[column].n_unique() == 1 else frame.partition_by(column, maintain_order=True)
+
+
+def _taken(frame: pl.DataFrame, rows: np.ndarray) -> pl.DataFrame:
+    """These rows of the frame, in this order: the frame itself when they are all of it in order (no gather)."""
+    return frame if len(rows) == frame.height and np.array_equal(rows, np.arange(frame.height)) else frame[rows]
 
 
 def _output_batch(group: pl.DataFrame, rescored: pl.DataFrame) -> OutputBatch:

@@ -6,9 +6,10 @@ from typing import Any
 
 import polars as pl
 
+from gonka_pipelines.chain.hashing import hash_each
 from gonka_pipelines.chain.rewards import STAGE
 from gonka_pipelines.chain.store import ChainStore
-from gonka_pipelines.protocol.crypto import hash_each, hash_value, sha256_hex
+from gonka_pipelines.protocol.crypto import hash_value, sha256_hex
 from gonka_pipelines.protocol.host_status import HostStatus
 from gonka_pipelines.protocol.records import TaskOutcome, TransferKind
 from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain
@@ -63,7 +64,7 @@ def _fee_transfers(epoch: int, settlements: pl.DataFrame) -> pl.DataFrame:
         pl.col("developer").alias("account"), pl.col("task_id").alias("ref"),
         pl.when(refunded).then(pl.lit(TransferKind.FEE_REFUND.value)).otherwise(pl.lit(TransferKind.FEE.value)).alias("kind"),
         pl.when(refunded).then(pl.col("cost")).otherwise(0).alias("balance_delta"), (-pl.col("cost")).alias("escrow_delta"))
-    ids = hash_each(fees["kind"].to_list(), epoch, fees["account"].to_list(), fees["ref"].to_list())
+    ids = hash_each(fees["kind"], epoch, fees["account"], fees["ref"])
     return fees.with_columns(pl.Series("transfer_id", ids, pl.String), pl.lit(epoch, pl.Int64).alias("epoch"),
                              pl.lit(STAGE).alias("stage"), pl.lit(0, pl.Int64).alias("locked_delta"),
                              pl.lit(0, pl.Int64).alias("collateral_delta")).select(list(TRANSFER_SCHEMA))

@@ -139,19 +139,6 @@ def test_the_types_above_are_every_type_a_block_commits_to(genesis_layout):
     assert committed == set(COLUMNS.values())
 
 
-def test_text_of_any_arrow_layout_is_hashed_from_its_own_slice():
-    """_sha256.leaves reads a column's buffers directly: a slice, a large string and a string view hash the same."""
-    import pyarrow as pa
-
-    from gonka_pipelines.chain.commitments import _string_buffers
-    from gonka_pipelines.protocol import _sha256
-
-    texts = ["zero", "", "two", "three é"]
-    expected = b"".join(leaf_digest(text.encode()) for text in texts[1:])
-    for column in (pa.array(texts), pa.array(texts, pa.large_string()), pa.array(texts, pa.string_view())):
-        assert _sha256.leaves(b"\x00", *_string_buffers(column.slice(1))) == expected
-
-
 KEY_TEXT = st.one_of(st.text(max_size=20), st.sampled_from(["", "\x00", "a", "a\x00", "a\x00b", "abcdefgh", "abcdefgh\x00",
                                                              "abcdefghi", "abcdefgi", "é", "\uffff", "🙂"]))
 

@@ -19,13 +19,11 @@ from gonka_pipelines.protocol.crypto import (
     address_from_public_key,
     canonical_bytes,
     canonical_row_bytes,
-    hash_each,
     hash_value,
     message_bytes,
     sha256_hex,
     verify,
 )
-from gonka_pipelines.protocol.records import TransferKind
 
 CHAIN = "gonka-test-1"
 KEY = KeyPair.from_seed(bytes(range(32)))
@@ -246,23 +244,3 @@ def test_a_body_canonical_bytes_refuses_is_refused_for_signing(value):
         message_bytes(CHAIN, MessageKind.RESULT, {"field": value})
 
 
-_CELLS = st.one_of(st.integers(min_value=-2**70, max_value=2**70), st.text(max_size=12),
-                   st.text(alphabet="0123456789abcdef", min_size=1, max_size=64), st.sampled_from(["100%", "%d", "%s", "null"]))
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.one_of(_CELLS, st.lists(st.integers(min_value=-2**70, max_value=2**70), min_size=3, max_size=3),
-                          st.lists(st.text(alphabet="0123456789abcdef%", max_size=8), min_size=3, max_size=3),
-                          st.lists(st.text(max_size=6), min_size=3, max_size=3),
-                          st.lists(st.booleans(), min_size=3, max_size=3)), min_size=1, max_size=4))
-def test_hash_each_is_hash_value_of_every_row(columns):
-    columns = [*columns, ["x", "y", "z"]]  # at least one column of values
-    rows = [[c if isinstance(c, (str, int)) else c[i] for c in columns] for i in range(3)]
-    assert hash_each(*columns) == [hash_value(row) for row in rows]
-
-
-def test_hash_each_needs_a_column_of_values():
-    assert hash_each(TransferKind.ESCROW, ["ab", "cd"]) == [hash_value([TransferKind.ESCROW, t]) for t in ("ab", "cd")]
-    assert hash_each("fee", 7, ["a\"b", "c"], [1, 2]) == [hash_value(["fee", 7, "a\"b", 1]), hash_value(["fee", 7, "c", 2])]
-    with pytest.raises(ValueError, match="scalars only"):
-        hash_each("fee", 7)

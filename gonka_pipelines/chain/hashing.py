@@ -1,0 +1,99 @@
+"""Hashes of many rows at once over Arrow columns, in C: ids built from columns (hash_each: a million transfers an
+epoch) and the texts of a string column (text_digests: Merkle leaves)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypeAlias
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from gonka_pipelines.protocol import _sha256
+from gonka_pipelines.protocol.crypto import canonical_row_bytes, hash_value
+
+_PLAIN_BYTES = np.isin(np.arange(256), [0x20, 0x21, *range(0x23, 0x5c), *range(0x5d, 0x7f)])
+"""Bytes JSON writes as they are: no quote, backslash, control character or non-ASCII byte, which hash_each cannot
+write as is."""
+
+Column: TypeAlias = pa.Array | pa.ChunkedArray | pl.Series | Sequence[str] | Sequence[int]
+"""A column of values: Arrow, polars, or a Python sequence."""
+
+
+def hash_each(*columns: Column | str | int) -> pa.Array:
+    """hash_value([a, b, ...]) of each row of the columns (a scalar is the same in every row), byte for byte, as a column
+    of hex: when every column holds integers or text that needs no escaping, each row's JSON is joined in Arrow and
+    hashed in C (text_digests: ids of a million transfers an epoch, no Python object a row); any other column sends
+    the rows through hash_value."""
+    varying = [column for column in columns if not isinstance(column, (str, int))]
+    if not varying:
+        raise ValueError("hash_each needs a column of values (sequences); it was given scalars only")
+    pieces: list[str | pa.Array] = []  # "," then each column's JSON text
+    for column in columns:
+        text = canonical_row_bytes(column).decode() if isinstance(column, (str, int)) else _json_text(_arrow_column(column))
+        if text is None:
+            rows = len(varying[0])
+            values = [[c] * rows if isinstance(c, (str, int)) else _python_values(c) for c in columns]
+            return pa.array([hash_value(list(row)) for row in zip(*values)], pa.large_string())
+        pieces += [",", text]
+    texts = [piece if isinstance(piece, pa.Array) else pa.scalar(piece, pa.large_string()) for piece in ["[", *pieces[1:], "]", ""]]
+    digests = text_digests(b"", pc.binary_join_element_wise(*texts))
+    count = len(digests) // 32
+    return pa.Array.from_buffers(pa.large_string(), count, [
+        None, pa.py_buffer(np.arange(0, 64 * count + 1, 64, dtype=np.int64)), pa.py_buffer(digests.hex().encode())])
+
+
+def _arrow_column(column: Column) -> pa.Array | None:
+    """A column as one Arrow array, or None where Arrow cannot hold it as one type (mixed values, integers past 64
+    bits)."""
+    if isinstance(column, pl.Series):
+        column = column.to_arrow()
+    if isinstance(column, pa.ChunkedArray):
+        return column.combine_chunks()
+    if isinstance(column, pa.Array):
+        return column
+    try:
+        return pa.array(list(column))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return None
+
+
+def _json_text(array: pa.Array | None) -> pa.Array | None:
+    """Each value's canonical JSON as text, for integers and for text that needs no escaping; None for any other column."""
+    if array is None or array.null_count:
+        return None
+    if pa.types.is_integer(array.type):
+        return pc.cast(array, pa.large_string())
+    if pa.types.is_string(array.type) or pa.types.is_large_string(array.type) or pa.types.is_string_view(array.type):
+        ends, data = string_buffers(array)
+        offsets = np.frombuffer(ends, dtype=np.int64)
+        if not _PLAIN_BYTES[np.frombuffer(data, dtype=np.uint8)[offsets[0]:offsets[-1]]].all():
+            return None
+        quote = pa.scalar('"', pa.large_string())
+        return pc.binary_join_element_wise(quote, array.cast(pa.large_string()), quote, pa.scalar("", pa.large_string()))
+    return None
+
+
+def _python_values(column: Column) -> list:
+    """A column's values as Python objects."""
+    return column.to_pylist() if isinstance(column, (pa.Array, pa.ChunkedArray)) else column.to_list() \
+        if isinstance(column, pl.Series) else list(column)
+
+
+def text_digests(prefix: bytes, texts: pa.Array | pa.ChunkedArray) -> bytes:
+    """SHA-256(prefix || text) of each text of a string column, end to end, hashed in C (_sha256.leaves)."""
+    chunks = texts.chunks if isinstance(texts, pa.ChunkedArray) else [texts]
+    return b"".join(_sha256.leaves(prefix, *string_buffers(chunk)) for chunk in chunks)
+
+
+def string_buffers(texts: pa.Array) -> tuple[memoryview, memoryview | bytes]:
+    """A string column's offsets (its own slice, as int64) and data buffer, as _sha256.leaves reads them; text of
+    another layout (a string view) is cast to one first."""
+    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
+        texts = texts.cast(pa.large_string())
+    width = np.int64 if pa.types.is_large_string(texts.type) else np.int32
+    _, offsets, data = texts.buffers()
+    ends = np.frombuffer(offsets, dtype=width)[texts.offset:texts.offset + len(texts) + 1].astype(np.int64)
+    return ends.data, memoryview(data) if data is not None else b""

@@ -1,0 +1,56 @@
+"""hash_each and text_digests: hashes of many rows over Arrow columns, byte for byte those of hash_value and of each
+text alone."""
+
+from __future__ import annotations
+
+import polars as pl
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gonka_pipelines.chain.hashing import hash_each, text_digests
+from gonka_pipelines.protocol.crypto import hash_value
+from gonka_pipelines.protocol.merkle import leaf_digest
+from gonka_pipelines.protocol.records import TransferKind
+
+_CELLS = st.one_of(st.integers(min_value=-2**70, max_value=2**70), st.text(max_size=12),
+                   st.text(alphabet="0123456789abcdef", min_size=1, max_size=64), st.sampled_from(["100%", "%d", "%s", "null"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(_CELLS, st.lists(st.integers(min_value=-2**70, max_value=2**70), min_size=3, max_size=3),
+                          st.lists(st.text(alphabet="0123456789abcdef%", max_size=8), min_size=3, max_size=3),
+                          st.lists(st.text(max_size=6), min_size=3, max_size=3),
+                          st.lists(st.booleans(), min_size=3, max_size=3)), min_size=1, max_size=4))
+def test_hash_each_is_hash_value_of_every_row(columns):
+    columns = [*columns, ["x", "y", "z"]]  # at least one column of values
+    rows = [[c if isinstance(c, (str, int)) else c[i] for c in columns] for i in range(3)]
+    assert hash_each(*columns).to_pylist() == [hash_value(row) for row in rows]
+
+
+def test_hash_each_needs_a_column_of_values():
+    assert hash_each(TransferKind.ESCROW, ["ab", "cd"]).to_pylist() == [hash_value([TransferKind.ESCROW, t]) for t in ("ab", "cd")]
+    assert hash_each("fee", 7, ["a\"b", "c"], [1, 2]).to_pylist() == [hash_value(["fee", 7, "a\"b", 1]), hash_value(["fee", 7, "c", 2])]
+    with pytest.raises(ValueError, match="scalars only"):
+        hash_each("fee", 7)
+
+
+def test_hash_each_takes_arrow_and_polars_columns():
+    """The columns the stages pass (Arrow arrays, chunked or sliced, and polars series) hash as their Python values do,
+    and text that needs escaping goes through hash_value."""
+    ids, names = ["ab", "cd", "ef"], ["plain", 'quo"te', "é"]
+    expected = [hash_value(["fee", 7, i, n, k]) for i, n, k in zip(ids, names, [1, 2, 3])]
+    assert hash_each("fee", 7, pa.array(ids), pl.Series(names), pa.chunked_array([[1], [2, 3]])).to_pylist() == expected
+    assert hash_each("fee", 7, pa.array(["x", *ids]).slice(1), pl.Series(names), [1, 2, 3]).to_pylist() == expected
+    assert hash_each(TransferKind.ESCROW, pa.array([], pa.string())).to_pylist() == []
+
+
+def test_text_of_any_arrow_layout_is_hashed_from_its_own_slice():
+    """text_digests reads a column's buffers directly: a slice, a large string, a string view and a chunked column hash
+    the same."""
+    texts = ["zero", "", "two", "three é"]
+    expected = b"".join(leaf_digest(text.encode()) for text in texts[1:])
+    for column in (pa.array(texts), pa.array(texts, pa.large_string()), pa.array(texts, pa.string_view())):
+        assert text_digests(b"\x00", column.slice(1)) == expected
+    assert text_digests(b"\x00", pa.chunked_array([texts[1:2], texts[2:]])) == expected
