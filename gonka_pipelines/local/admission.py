@@ -26,6 +26,7 @@ import polars as pl
 
 from gonka_pipelines.local.cores import map_chunks
 from gonka_pipelines.local.inbox import (
+    bundle_bytes,
     entry_stamp,
     is_bundle,
     line_number,
@@ -341,8 +342,8 @@ def _hashes_to(raws: Sequence[bytes], digest: str, bundle: bool) -> bool:
     (the last with or without)."""
     if not bundle:
         return len(raws) == 1 and sha256_hex(raws[0]) == digest
-    text = b"\n".join(raws)
-    return sha256_hex(text + b"\n") == digest or sha256_hex(text) == digest
+    text = bundle_bytes(raws)
+    return sha256_hex(text) == digest or sha256_hex(text[:-1]) == digest
 
 
 def _read_segment(spool: Path, segment: str) -> pl.DataFrame | None:
