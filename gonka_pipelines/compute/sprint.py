@@ -4,7 +4,8 @@ Random inputs, permutations and the target come from a counter-based generator (
 finaliser over int64 tensors) keyed by SHA-256 of the block hash and public key: a whole batch of
 nonces is generated in a few tensor ops on the model's device, and any single nonce is reproducible
 alone. Integer ops are exact on every device (the permutation's float64 step has a wide margin), so
-only Box-Muller and the model itself may round differently on CPU and GPU.
+only Box-Muller and the model itself may round differently on CPU and GPU. On CPU the integer steps and the
+permuting gather run in C (compute/_streams.c: one pass each, the same bits as the torch ops here).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gonka_pipelines.compute import _streams
 from gonka_pipelines.compute.profiles import ModelProfile
 from gonka_pipelines.compute.runner import ModelRunner
 from gonka_pipelines.protocol.sprint import POC_DOMAIN
@@ -69,17 +71,37 @@ def _counters(count: int, device: torch.device) -> Tensor:
     return (_positions(count, device) + 1) * _GAMMA
 
 
+def _uniforms(keys: Tensor, half: int) -> tuple[Tensor, Tensor]:
+    """(B, half) float32 Box-Muller inputs of each row's stream: radius uniforms in (0, 1) and angles in (0, 2 pi).
+
+    Word j of row b is mix64(keys[b] + (j + 1) * gamma); its high 24 bits give the radius uniform, its low 24 bits
+    the angle. On CPU the C kernel makes the same bits in one pass (torch's ops take about twenty).
+    """
+    if keys.device.type != "cpu":
+        return _uniforms_in_torch(keys, half)
+    radius, angle = torch.empty((keys.numel(), half)), torch.empty((keys.numel(), half))
+    step = 2.0**-_UNIFORM_BITS
+    _streams.uniforms(keys.contiguous().numpy(), half, radius.numpy(), angle.numpy(), 2 * math.pi * step, math.pi * step)
+    return radius, angle
+
+
+def _uniforms_in_torch(keys: Tensor, half: int) -> tuple[Tensor, Tensor]:
+    """_uniforms on any device, in torch ops: the definition the C kernel reproduces."""
+    step = 2.0**-_UNIFORM_BITS
+    words = mix64(keys[:, None] + _counters(half, keys.device))
+    radius = _shr(words, 64 - _UNIFORM_BITS).float().mul_(step).add_(step / 2)
+    angle = words.bitwise_and_((1 << _UNIFORM_BITS) - 1).float().mul_(2 * math.pi * step).add_(math.pi * step)
+    return radius, angle
+
+
 def _normals(keys: Tensor, count: int) -> Tensor:
     """(B, count) float32 standard normals: Box-Muller on the splitmix64 stream of each row's key.
 
-    Word j of row b is mix64(keys[b] + (j + 1) * gamma), so a row depends on its key alone; each word
-    gives two 24-bit uniforms (the high bits for the radius, the low bits for the angle).
+    A row depends on its key alone; each word gives two normals (radius times cosine, then times sine).
     """
     half = (count + 1) // 2
-    words = mix64(keys[:, None] + _counters(half, keys.device))
-    step = 2.0**-_UNIFORM_BITS
-    radius = _shr(words, 64 - _UNIFORM_BITS).float().mul_(step).add_(step / 2).log_().mul_(-2.0).sqrt_()
-    angle = words.bitwise_and_((1 << _UNIFORM_BITS) - 1).float().mul_(2 * math.pi * step).add_(math.pi * step)
+    radius, angle = _uniforms(keys, half)
+    radius = radius.log_().mul_(-2.0).sqrt_()
     out = torch.empty((keys.numel(), 2, half), device=keys.device)
     torch.cos(angle, out=out[:, 0])
     torch.sin(angle, out=out[:, 1])
@@ -101,7 +123,12 @@ def _nonce_tensor(nonces: Sequence[int] | np.ndarray | Tensor, device: torch.dev
 
 def _nonce_keys(purpose: str, prev_hash: str, public_key: str, nonces: Tensor) -> Tensor:
     """One 64-bit key per nonce: the splitmix64 stream of the (purpose, block, host) root at the nonce."""
-    return mix64(_root_key(purpose, prev_hash, public_key) + nonces * _GAMMA)
+    root = _root_key(purpose, prev_hash, public_key)
+    if nonces.device.type == "cpu":
+        keys = torch.empty(nonces.shape, dtype=torch.int64)
+        _streams.keys(root, nonces.contiguous().numpy(), keys.numpy())
+        return keys
+    return mix64(root + nonces * _GAMMA)
 
 
 def nonce_inputs(
@@ -118,6 +145,13 @@ def _units(vocab: int, device: torch.device) -> Tensor:
     return torch.tensor([a for a in range(vocab) if math.gcd(a, vocab) == 1], dtype=torch.int64, device=device)
 
 
+def _affine_parameters(vocab: int, prev_hash: str, public_key: str, nonces: Tensor) -> tuple[Tensor, Tensor]:
+    """Each nonce's map i -> (a*i + b) mod vocab as (a, b): a unit a and an offset b keyed by (block, host, nonce)."""
+    words = _nonce_keys("permutation", prev_hash, public_key, nonces)
+    units = _units(vocab, nonces.device)
+    return units[torch.remainder(_shr(words, 32), units.numel())], torch.remainder(words.bitwise_and_(0xFFFFFFFF), vocab)
+
+
 def nonce_permutations(
     vocab: int, prev_hash: str, public_key: str, nonces: Sequence[int] | Tensor, device: torch.device | str
 ) -> Tensor:
@@ -128,10 +162,7 @@ def nonce_permutations(
     from the target as a uniform permutation does; two nonces' maps agree on few positions.
     """
     nonce_tensor = _nonce_tensor(nonces, device)
-    words = _nonce_keys("permutation", prev_hash, public_key, nonce_tensor)
-    units = _units(vocab, nonce_tensor.device)
-    multipliers = units[torch.remainder(_shr(words, 32), units.numel())]
-    offsets = torch.remainder(words.bitwise_and_(0xFFFFFFFF), vocab)
+    multipliers, offsets = _affine_parameters(vocab, prev_hash, public_key, nonce_tensor)
     # floor(vocab * frac((a*i + b + 1/2) / vocab)) is (a*i + b) mod vocab: the half keeps every value
     # 1/(2 vocab) from an integer, far beyond float64 rounding, and it is cheaper than integer remainder.
     positions = _positions(vocab, nonce_tensor.device, torch.float64)
@@ -140,10 +171,27 @@ def nonce_permutations(
     return scaled.frac_().mul_(vocab).long()
 
 
+def permuted_logits(logits: Tensor, prev_hash: str, public_key: str, nonces: Tensor) -> Tensor:
+    """(B, vocab) logits, row b permuted by nonce b's map: gathered through nonce_permutations, or for float32 on CPU
+    in C without writing the maps out (1 MiB of int64 for a poc-tiny batch)."""
+    if logits.device.type != "cpu" or logits.dtype != torch.float32:
+        return torch.gather(logits, 1, nonce_permutations(logits.shape[1], prev_hash, public_key, nonces, logits.device))
+    multipliers, offsets = _affine_parameters(logits.shape[1], prev_hash, public_key, _nonce_tensor(nonces, "cpu"))
+    permuted = torch.empty_like(logits)
+    _streams.affine_gather(multipliers.contiguous().numpy(), offsets.contiguous().numpy(), logits.contiguous().numpy(), permuted.numpy())
+    return permuted
+
+
 def target_vector(prev_hash: str, vocab: int, device: torch.device | str = "cpu") -> Tensor:
     """(vocab,) float32 random unit vector keyed by the block hash alone: the direction hits must approach."""
     key = torch.tensor([_root_key("target", prev_hash)], dtype=torch.int64, device=device)
     return torch.nn.functional.normalize(_normals(key, vocab)[0], dim=0)
+
+
+@lru_cache(maxsize=4)
+def _shared_target(prev_hash: str, vocab: int, device: torch.device) -> Tensor:
+    """target_vector, made once per block and device (mining calls come one model batch at a time): read, never written."""
+    return target_vector(prev_hash, vocab, device)
 
 
 def _batch_distances(
@@ -158,13 +206,13 @@ def _batch_distances(
     count = nonces.numel()
     padded = torch.cat([nonces, nonces[-1:].expand(profile.batch_size - count)])
     logits = runner.last_logits(nonce_inputs(profile, prev_hash, public_key, padded, runner.device))
-    permuted = torch.gather(logits, 1, nonce_permutations(profile.vocab, prev_hash, public_key, padded, runner.device))
+    permuted = permuted_logits(logits, prev_hash, public_key, padded)
     return torch.linalg.vector_norm(torch.nn.functional.normalize(permuted, dim=1) - target, dim=1)[:count]
 
 
 def _distances(runner: ModelRunner, prev_hash: str, public_key: str, batches: Iterable[Tensor]) -> np.ndarray:
     """float64 distances of batches of nonces, copied off the device once at the end (no sync per batch)."""
-    target = target_vector(prev_hash, runner.profile.vocab, runner.device)
+    target = _shared_target(prev_hash, runner.profile.vocab, runner.device)
     parts = [_batch_distances(runner, target, prev_hash, public_key, batch) for batch in batches]
     return torch.cat(parts).cpu().numpy().astype(np.float64) if parts else np.empty(0, dtype=np.float64)
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from gonka_pipelines.compute import _streams
 from gonka_pipelines.compute import sprint as poc
 from gonka_pipelines.compute.profiles import load_profile
 from gonka_pipelines.compute.runner import ModelRunner
@@ -68,6 +69,57 @@ def test_target_is_a_unit_vector_keyed_by_the_block_hash_alone() -> None:
     assert target.shape == (TINY.vocab,) and torch.linalg.vector_norm(target).item() == pytest.approx(1.0, abs=1e-6)
     assert torch.equal(target, poc.target_vector(BLOCK, TINY.vocab))
     assert not torch.equal(target, poc.target_vector("00" * 32, TINY.vocab))
+
+
+# --- the C kernels (compute/_streams.c) against the torch ops that define them ---------------------------
+
+
+EDGE_WORDS = [0, 1, -1, 2**63 - 1, -(2**63), 0x0123456789ABCDEF]
+
+
+def _words(count: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    random = torch.randint(-(2**63), 2**63 - 1, (count,), dtype=torch.int64, generator=generator)
+    return torch.cat([torch.tensor(EDGE_WORDS, dtype=torch.int64), random])
+
+
+def test_nonce_keys_in_c_equal_the_torch_definition() -> None:
+    nonces = torch.cat([torch.tensor([0, 1, 2**63 - 1]), torch.randint(0, 2**62, (200,))])
+    for purpose in ("input", "permutation"):
+        root = poc._root_key(purpose, BLOCK, HOST)
+        assert torch.equal(poc._nonce_keys(purpose, BLOCK, HOST, nonces), poc.mix64(root + nonces * poc._GAMMA))
+
+
+@pytest.mark.parametrize("half", [1, 3, 17, 512, 1000])
+def test_box_muller_uniforms_in_c_equal_the_torch_definition(half: int) -> None:
+    keys = _words(100, seed=half)
+    radius, angle = poc._uniforms(keys, half)
+    torch_radius, torch_angle = poc._uniforms_in_torch(keys, half)
+    assert torch.equal(radius, torch_radius) and torch.equal(angle, torch_angle)
+    assert 0 < radius.min().item() and radius.max().item() < 1
+    assert 0 < angle.min().item() and angle.max().item() < 2 * math.pi
+
+
+@pytest.mark.parametrize("vocab", [1, 2, 7, 260, 1024, 8196])
+def test_logits_permuted_in_c_equal_a_gather_through_the_index_maps(vocab: int) -> None:
+    nonces = torch.cat([torch.arange(40), torch.tensor([2**63 - 1])])
+    logits = torch.randn(nonces.numel(), vocab, generator=torch.Generator().manual_seed(vocab))
+    maps = poc.nonce_permutations(vocab, BLOCK, HOST, nonces, "cpu")
+    assert torch.equal(poc.permuted_logits(logits, BLOCK, HOST, nonces), torch.gather(logits, 1, maps))
+    assert torch.equal(poc.permuted_logits(logits.double(), BLOCK, HOST, nonces), torch.gather(logits.double(), 1, maps))
+
+
+def test_the_c_kernels_refuse_buffers_of_the_wrong_size() -> None:
+    keys = torch.zeros(4, dtype=torch.int64).numpy()
+    with pytest.raises(ValueError, match="radius holds 60 bytes, expected 64"):
+        _streams.uniforms(keys, 4, np.zeros(15, np.float32), np.zeros(16, np.float32), 0.1, 0.1)
+    with pytest.raises(ValueError, match="out holds 24 bytes, expected 32"):
+        _streams.keys(7, keys, np.zeros(3, np.int64))
+    ones = np.ones(4, np.int64)
+    with pytest.raises(ValueError, match="row 2's multiplier or offset lies outside \\[0, 5\\)"):
+        _streams.affine_gather(ones, np.array([0, 1, 5, 2]), np.zeros(20, np.float32), np.zeros(20, np.float32))
+    with pytest.raises(ValueError, match="logits that many non-empty float32 rows"):
+        _streams.affine_gather(ones, ones, np.zeros(21, np.float32), np.zeros(21, np.float32))
 
 
 # --- distances and mining -----------------------------------------------------------------------
