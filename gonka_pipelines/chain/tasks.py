@@ -63,10 +63,11 @@ class TaskRows(StoreCore):
         return self._arrow("SELECT task_id, executor, cost FROM task_results WHERE epoch = ? AND status = ? ORDER BY task_id",
                            [epoch, ResultStatus.COMPLETED])
 
-    def checked_outputs(self, task_ids: Sequence[str]) -> pa.Table:
+    def checked_outputs(self, task_ids: Sequence[str] | pa.Array) -> pa.Table:
         """Outputs, top-5 log-probs and prompts of the tasks some validator checks (only those: they are the bulk), in task
-        id order."""
-        with self._registered("_checked", pa.table({"task_id": pa.array(task_ids, pa.string())})):
+        id order; the ids as a list or an Arrow column (a million of them need not become Python strings)."""
+        ids = task_ids if isinstance(task_ids, pa.Array) else pa.array(task_ids, pa.string())
+        with self._registered("_checked", pa.table({"task_id": ids})):
             return self._arrow(
                 """SELECT r.task_id, r.output_tokens, r.top_ids, r.top_logprobs, t.prompt, t.model, t.version, t.max_tokens
                    FROM _checked JOIN task_results r USING (task_id) JOIN tasks t USING (task_id) ORDER BY r.task_id""")

@@ -216,7 +216,7 @@ def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) 
             results["task_id"].to_list() + [r["task_id"] for r in trainings],
             results["executor"].to_list() + [r["executor"] for r in trainings], pool, traffic)
         draws = _inference_draws(results, task_index, validator_index, members, voters)
-        checked = pl.DataFrame(store.checked_outputs(draws.filter(~pl.col("lazy"))["task_id"].unique(maintain_order=True).to_list()))
+        checked = pl.DataFrame(store.checked_outputs(draws.filter(~pl.col("lazy"))["task_id"].unique(maintain_order=True).to_arrow()))
         history = _HostHistory(store.executor_loads(epoch), store.contradicted_poc_votes(epoch), store.miss_history(epoch))
         earlier_versions = store.version_scores(through_epoch=epoch - 1)
     honest = _honest_judgments(env, checked)
@@ -345,8 +345,8 @@ class ScoringOrder:
 
     model: str
     version: str
-    prompts: tuple[str, ...]
-    outputs: tuple[tuple[int, ...], ...]
+    prompts: list[str]
+    outputs: list[list[int]]
 
 
 SCORED_PER_ORDER = 32
@@ -355,8 +355,8 @@ SCORED_PER_ORDER = 32
 
 def score_results(compute: Compute, order: ScoringOrder) -> pa.Table:
     """Each result's top-5 ids and log-probs per position, from an honest re-run of its model version (columns)."""
-    return _checked(compute.score(order.model, order.version, list(order.prompts), [list(o) for o in order.outputs]),
-                    SCORE_SCHEMA, len(order.prompts), "score")
+    return _checked(compute.score(order.model, order.version, order.prompts, order.outputs), SCORE_SCHEMA, len(order.prompts),
+                    "score")
 
 
 def _rescore(env: EpochEnvironment, wanted: pl.DataFrame) -> pl.DataFrame:
@@ -369,7 +369,7 @@ def _rescore(env: EpochEnvironment, wanted: pl.DataFrame) -> pl.DataFrame:
     for (model, version), first, end in groups:
         for start in range(first, end, SCORED_PER_ORDER):
             stop = min(start + SCORED_PER_ORDER, end)
-            orders.append(ScoringOrder(model, version, tuple(prompts[start:stop]), tuple(map(tuple, outputs[start:stop]))))
+            orders.append(ScoringOrder(model, version, prompts[start:stop], outputs[start:stop]))
     scored = pl.DataFrame(pa.concat_tables([SCORE_SCHEMA.empty_table(), *env.on_hosts(score_results, orders)]))
     rows = grouped["row"]
     return scored if rows.is_sorted() else scored.with_columns(rows).sort("row").drop("row")
