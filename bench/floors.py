@@ -25,8 +25,9 @@ from gonka_pipelines.chain.store import ChainStore
 
 MESSAGE_BYTES = 320
 """About one signed message's canonical body (a developer's task, a PoC batch, a signer's root)."""
-VERIFIED_TABLES = ("tasks", "training_tasks", "rejected_tasks")
-"""Where the collect stage writes one row per submission whose developer signature it checked."""
+VERIFIED_TABLES = {"epoch_tasks": ("tasks", "training_tasks", "rejected_tasks"), "sprint_batches": ("poc_batches",)}
+"""Per stage, where it writes one row per signature it checked: collect's submissions (developers signed them outside
+the epoch) and the sprint's PoC batches (hosts sign them in the stage, and the chain checks each as it admits it)."""
 
 
 def _sign_many(count: int) -> int:
@@ -123,12 +124,12 @@ class ReadHashFloor:
 
 def stage_floor(stage: str, written: dict[str, pa.Table], append_seconds: float, signatures: SignatureFloor,
                 read_hash: ReadHashFloor | None, checked_ahead: int) -> dict[str, float]:
-    """The parts of one stage's floor, in seconds: appending what it wrote, the signatures it made or checked (collect:
-    but the `checked_ahead` ones, admitted as they arrived), and for block_proposal reading and hashing the epoch's
-    committed rows."""
+    """The parts of one stage's floor, in seconds: appending what it wrote, the signatures it made and those it checked
+    (collect: but the `checked_ahead` ones, admitted as they arrived), and for block_proposal reading and hashing the
+    epoch's committed rows."""
     signed = sum(t.num_rows for t in written.values() if "signature" in t.column_names)
-    taken = sum(written[t].num_rows for t in VERIFIED_TABLES if t in written)
-    verified = max(0, taken - checked_ahead) if stage == "epoch_tasks" else 0
+    taken = sum(written[t].num_rows for t in VERIFIED_TABLES.get(stage, ()) if t in written)
+    verified = max(0, taken - checked_ahead) if stage == "epoch_tasks" else taken
     parts = {"append": append_seconds,
              "sign": (0 if stage == "epoch_tasks" else signed) * signatures.sign_seconds,
              "verify": verified * signatures.verify_seconds}
