@@ -4,6 +4,7 @@ fate, and the block explorer."""
 from __future__ import annotations
 
 import errno
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -50,20 +51,41 @@ def status(submission: Annotated[str, typer.Argument(
                metavar="ID", help=f"a prefix (at least {MIN_ID_PREFIX} characters) of a submission id or task id")],
            data_dir: DataDir = None) -> int:
     """The fate of one submission: waiting, rejected with its reason, or its task's executor, verdicts, fee shares, refunds."""
-    from gonka_pipelines.local.inbox import submission_id_of, waiting_names
     from gonka_pipelines.reports.history import format_submission_fates
 
     if len(submission) < MIN_ID_PREFIX:
         raise ConfigError(f"give at least {MIN_ID_PREFIX} characters of a submission or task id, got {submission!r}")
     layout, prefix = chain_folder(data_dir), submission.lower()
-    waiting = [w for w in map(submission_id_of, waiting_names(layout.inbox)) if w.startswith(prefix)]
-    for submission_id in waiting:
-        print(f"submission {submission_id}: waiting in the inbox ({layout.inbox}) for the next epoch to collect it")
+    waiting = _waiting(layout.inbox, prefix)
+    for what in waiting:
+        print(f"{what}: waiting in the inbox ({layout.inbox}) for the next epoch to collect it")
     with ChainStore.open(layout.database, read_only=True) as store:
         text = format_submission_fates(store, prefix, missing_ok=bool(waiting))
     if text:
         print(text)
     return 0
+
+
+def _waiting(inbox: Path, prefix: str) -> list[str]:
+    """What waits in the inbox under ids starting with `prefix`: a submission, a bundle (its lines' ids ID/0, ID/1, ...)
+    or, for the whole id of a bundle's line (ID/n), that line."""
+    from gonka_pipelines.local.inbox import LINE_MARK, MAX_BUNDLE_BYTES, read_entry, submission_id_of, waiting_names
+
+    found = []
+    for name in waiting_names(inbox):
+        entry = submission_id_of(name)
+        if not entry.endswith(LINE_MARK):
+            found += [f"submission {entry}"] if entry.startswith(prefix) else []
+        elif entry.startswith(prefix) or prefix.startswith(entry):
+            submissions = read_entry(inbox, name, MAX_BUNDLE_BYTES)
+            lines = [s.submission_id for s in submissions]
+            if lines == [entry]:  # refused whole: collect keeps it as one rejection
+                found += [f"bundle {entry} (to be refused whole: {submissions[0].unreadable})"]
+            elif entry.startswith(prefix):
+                found.append(f"bundle {entry} ({len(lines)} submission(s): {lines[0]} to {lines[-1]})")
+            else:
+                found += [f"submission {line}, line {line[len(entry):]} of bundle {entry}" for line in lines if line == prefix]
+    return found
 
 
 @commands.command()

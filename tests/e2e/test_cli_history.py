@@ -108,3 +108,21 @@ def test_summary_says_what_its_columns_count_and_what_to_do_next(demo_template, 
     assert code == 0 and out.rstrip().endswith(HOSTS_LEGEND)
     paid = [line.split()[-2] for line in out.splitlines() if line.startswith("host-")]
     assert "paid (GNK)" in out and len(paid) == 9 and len({len(p.split(".")[1]) for p in paid}) == 1, "decimal points line up"
+
+
+def test_status_names_a_waiting_bundle_and_its_lines(genesis_layout, submit, capsys):
+    """A bundle waiting in the inbox shows as a bundle with its lines' ids; a line's id shows as that line."""
+    raws = [b'{"a": 1}', b'{"a": 2}', b'{"a": 3}']
+    bundle = submit.bundle(raws)
+    single = submit.raw(b'{"a": 4}')
+    code, out, _ = run(genesis_layout, capsys, "status", bundle[:12])
+    assert code == 0 and out.splitlines()[0] == (f"bundle {bundle}/ (3 submission(s): {bundle}/0 to {bundle}/2): waiting "
+                                                 f"in the inbox ({genesis_layout.inbox}) for the next epoch to collect it")
+    code, out, _ = run(genesis_layout, capsys, "status", f"{bundle}/2")
+    assert code == 0 and out.startswith(f"submission {bundle}/2, line 2 of bundle {bundle}/: waiting in the inbox")
+    code, out, _ = run(genesis_layout, capsys, "status", single[:12])
+    assert code == 0 and out.startswith(f"submission {single}: waiting in the inbox")
+    empty = genesis_layout.inbox / "0123456789abcdef.jsonl"
+    empty.write_bytes(b"")
+    code, out, _ = run(genesis_layout, capsys, "status", "0123456789ab")
+    assert code == 0 and out.startswith("bundle 0123456789abcdef/ (to be refused whole: malformed: an empty bundle (no line))")
