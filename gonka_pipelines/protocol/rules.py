@@ -33,10 +33,10 @@ from gonka_pipelines.protocol.params import EpochParams
 from gonka_pipelines.protocol.poc_batches import BatchReject, PocBatch, admit_batches
 from gonka_pipelines.protocol.rewards import collateral_slash, epoch_reward, mint_amount, split_reward_frame, vesting_tranches
 from gonka_pipelines.protocol.sprint import (
-    CommitteeDraw,
     cap_fraction,
     collateral_adjust,
     count_mismatches,
+    drawn_committees,
     is_fraud,
     power_cap,
     sample_nonces,
@@ -58,7 +58,7 @@ class RuleSet(Protocol):
     def admit_batches(self, batches: Sequence[PocBatch], chain_id: str, prev_hash: str) -> list[BatchReject | None]: ...
     def validation_sample(self, validator_key: str, prev_hash: str, nonces: Sequence[int]) -> list[int]: ...
     def validation_samples(self, validator_keys: Sequence[str], prev_hash: str, nonces: Sequence[int]) -> list[list[int]]: ...
-    def sprint_committees(self, prev_hash: str, hosts: Sequence[str], weights: Mapping[str, int]) -> dict[str, list[str]]: ...
+    def sprint_committees(self, prev_hash: str, hosts: Sequence[str], weights: Mapping[str, int]) -> dict[str, Sequence[str]]: ...
     def committee_weights(self, prev_hash: str, hosts: Sequence[str], weights: Mapping[str, int]) -> dict[str, int]: ...
     def sprint_vote(self, recomputed_distances: Sequence[float] | np.ndarray) -> tuple[int, bool]: ...
     def epoch_weights(self, rows: list[dict], prev_hash: str, weights_in_force: Mapping[str, int]) -> list[dict]: ...
@@ -108,15 +108,14 @@ class GonkaPipelinesV1:
         """validation_sample of each validator (one list shared by all when every nonce is sampled)."""
         return sample_nonces_each(validator_keys, prev_hash, self.params.epoch, nonces, self.params.sprint.validation_sample)
 
-    def sprint_committees(self, prev_hash: str, hosts: Sequence[str], weights: Mapping[str, int]) -> dict[str, list[str]]:
+    def sprint_committees(self, prev_hash: str, hosts: Sequence[str], weights: Mapping[str, int]) -> dict[str, Sequence[str]]:
         """Who checks each host's sprint: every host with weight (full, one shared list), or a committee per host drawn
         by weight (committee)."""
         sprint = self.params.sprint
         if sprint.validation == "full":
             everyone = sorted(address for address, weight in weights.items() if weight > 0)
             return {host: everyone for host in hosts}
-        draw = CommitteeDraw(weights)
-        return {host: draw(prev_hash, self.params.epoch, host, sprint.committee_size) for host in hosts}
+        return drawn_committees(prev_hash, self.params.epoch, hosts, weights, sprint.committee_size)
 
     def committee_weights(self, prev_hash: str, hosts: Sequence[str], weights: Mapping[str, int]) -> dict[str, int]:
         """Per host, the weight in force of the validators asked to check its sprint (the acceptance vote's denominator)."""

@@ -9,8 +9,9 @@ import bisect
 import hashlib
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
+from functools import cache, lru_cache
 from statistics import NormalDist
 
 import numpy as np
@@ -90,6 +91,27 @@ class CommitteeDraw:
         rest = [a for a in self.eligible if a not in chosen and a != host]
         keyed = sorted(rest, key=lambda a: -_uniform(seed, a) ** (1.0 / self.weights[a]))
         return sorted(chosen | set(keyed[:size - len(chosen)]))
+
+
+def drawn_committees(prev_hash: str, epoch: int, hosts: Sequence[str], weights: Mapping[str, int],
+                     size: int) -> dict[str, Sequence[str]]:
+    """Each host's committee (CommitteeDraw, as a tuple), each remembered for the last few epochs' weights: sprint validation and
+    then the weights' denominators ask for the same committees, about 0.2 s at 10,000 hosts each time."""
+    committee_of = _remembered_draws(prev_hash, epoch, tuple(sorted(weights.items())), size)
+    return {host: committee_of(host) for host in hosts}
+
+
+@lru_cache(maxsize=4)
+def _remembered_draws(prev_hash: str, epoch: int, weights: tuple[tuple[str, int], ...],
+                      size: int) -> Callable[[str], tuple[str, ...]]:
+    """A host's committee under these inputs, each drawn once (the committees are a pure function of them)."""
+    draw = CommitteeDraw(dict(weights))
+
+    @cache
+    def committee_of(host: str) -> tuple[str, ...]:
+        return tuple(draw(prev_hash, epoch, host, size))
+
+    return committee_of
 
 
 def _uniform(seed: bytes, address: str) -> float:

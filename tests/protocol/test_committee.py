@@ -10,7 +10,7 @@ from test_rules import PARAMS
 
 from gonka_pipelines.protocol.params import EpochParams
 from gonka_pipelines.protocol.rules import rules_for
-from gonka_pipelines.protocol.sprint import CommitteeDraw
+from gonka_pipelines.protocol.sprint import CommitteeDraw, _remembered_draws, drawn_committees
 
 PREV = "ab" * 32
 
@@ -93,3 +93,21 @@ def test_a_validators_own_weight_is_left_out_of_its_draw():
     for validator, weight in (("v1", 1), ("v2", 2), ("v3", 3)):
         p = weight / 6
         assert abs(seats[validator] - 3000 * p) < 4 * (3000 * p * (1 - p)) ** 0.5, seats
+
+
+def test_committees_are_drawn_once_for_the_same_inputs_and_each_caller_gets_its_own_map():
+    """Sprint validation and the weights' denominators ask for the same committees (for hosts listed otherwise): each is
+    drawn once and remembered, the same as a fresh draw, and changing a returned map changes no later answer."""
+    weights = {f"h{i:02d}": 1 + i % 7 for i in range(30)}
+    hosts = sorted(weights)
+    first = drawn_committees(PREV, 5, hosts[:20], weights, 4)
+    assert first == {h: tuple(draw_committee(PREV, 5, h, weights, 4)) for h in hosts[:20]}
+    first.clear()
+    before = _remembered_draws.cache_info()
+    again = drawn_committees(PREV, 5, hosts[::-1], dict(reversed(weights.items())), 4)
+    after = _remembered_draws.cache_info()
+    assert (after.hits, after.misses) == (before.hits + 1, before.misses), "the same weights, in whatever mapping order"
+    committee_of = _remembered_draws(PREV, 5, tuple(sorted(weights.items())), 4)
+    assert committee_of.cache_info().misses == 30, "each host drawn once: 20 hosts, then the 10 not asked before"
+    assert again == {h: tuple(draw_committee(PREV, 5, h, weights, 4)) for h in hosts}
+    assert drawn_committees(PREV, 5, hosts, weights | {"h00": 99}, 4) != again, "other weights, other committees"
