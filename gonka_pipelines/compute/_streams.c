@@ -1,9 +1,9 @@
-/* The integer half of the sprint's nonce streams (compute/sprint.py) on CPU, one pass without temporaries: the
- * nonces' stream keys, the splitmix64 words behind each nonce's Box-Muller uniforms, and the logits permuted by each nonce's affine map.
- * sprint.py's torch ops define both; these produce the same bits (integer arithmetic is exact, a gather copies, and
- * each float step is one IEEE operation, as torch does it: built with -ffp-contract=off so no multiply-add is fused).
- * tests/compute compares them with the torch ops. In torch a batch of poc-tiny inputs is about twenty passes over
- * 512 KiB, and its index maps 1 MiB of int64 written and read back.
+/* The integer half of the sprint's nonce streams (compute/sprint.py) on CPU, one pass each without temporaries: the
+ * nonces' stream keys, the splitmix64 words behind each nonce's Box-Muller uniforms, and the logits permuted by each
+ * nonce's affine map. sprint.py's torch ops define all three; these produce the same bits (integer arithmetic is exact,
+ * a gather copies, and each float step is one IEEE operation, as torch does it: built with -ffp-contract=off so no
+ * multiply-add is fused). tests/compute compares them with the torch ops. In torch a batch of poc-tiny inputs is about
+ * twenty passes over 512 KiB, and its index maps 1 MiB of int64 written and read back.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
