@@ -3,7 +3,7 @@ fixed), each point run --rounds times in a fresh process; per stage the median s
 grows between points (the exponent of seconds ~ size^k: 1 is linear).
 
     .venv/bin/python bench/bench_scale.py [--hosts 100 1000 10000] [--tasks 5000 50000 500000] [--rounds 2]
-                                          [--validation committee] [--out bench-scale]
+                                          [--validation committee] [--bundle 1000] [--out bench-scale]
 
 Writes OUT/points.json (every run), OUT/scale.csv (medians) and OUT/scale-hosts.png, OUT/scale-tasks.png.
 """
@@ -29,12 +29,13 @@ SHOWN = ("epoch_tasks", "sprint_verdicts", "task_results", "task_verdicts", "rew
 """The stages plotted (the others stay under a second at every size measured)."""
 
 
-def run_point(hosts: int, tasks: int, validation: str, out: Path, round_: int) -> dict:
+def run_point(hosts: int, tasks: int, validation: str, out: Path, round_: int, bundle: int | None) -> dict:
     """One bench_epoch.py run in its own process (peak memory is the point's own); its JSON record."""
     record = out / f"point-{hosts}x{tasks}-{round_}.json"
     if not record.exists():
         subprocess.run([sys.executable, str(BENCH), "--hosts", str(hosts), "--tasks", str(tasks), "--validation", validation,
-                        "--json", str(record)], check=True, stdout=subprocess.DEVNULL)
+                        *(["--bundle", str(bundle)] if bundle else []), "--json", str(record)],
+                       check=True, stdout=subprocess.DEVNULL)
     return json.loads(record.read_text())
 
 
@@ -46,6 +47,7 @@ def summarize(runs: list[dict]) -> dict[str, tuple[float, float, float]]:
         for stage in stages:
             by_stage.setdefault(stage["stage"], []).append(stage["seconds"])
         by_stage.setdefault("epoch", []).append(sum(s["seconds"] for s in stages))
+        by_stage.setdefault("bookkeeping", []).append(sum(s["seconds"] - s["stand_in"] for s in stages))
         by_stage.setdefault("verify-chain", []).append(run.get("verify_seconds", math.nan))
         by_stage.setdefault("peak MiB", []).append(max(s["peak_mib"] for s in stages))
     return {name: (statistics.median(values), min(values), max(values)) for name, values in by_stage.items()}
@@ -93,6 +95,8 @@ def main() -> int:
     parser.add_argument("--fixed-hosts", type=int, default=1000, help="hosts in the tasks sweep")
     parser.add_argument("--rounds", type=int, default=2, help="runs per point (median and range)")
     parser.add_argument("--validation", choices=("full", "committee"), default="committee")
+    parser.add_argument("--bundle", type=int, default=None,
+                        help="tasks per inbox bundle (bench_epoch.py --bundle); default: a file per task")
     parser.add_argument("--out", type=Path, default=Path("bench-scale"), help="folder for the runs, CSV and plots "
                                                                                  "(a rerun reuses finished points)")
     args = parser.parse_args()
@@ -102,7 +106,8 @@ def main() -> int:
         writer = csv.writer(handle)
         writer.writerow(["sweep", "hosts", "tasks", "stage", "median_s", "min_s", "max_s"])
         for sweep, grid in sweeps.items():
-            points = [summarize([run_point(h, t, args.validation, args.out, r) for r in range(args.rounds)]) for h, t in grid]
+            points = [summarize([run_point(h, t, args.validation, args.out, r, args.bundle) for r in range(args.rounds)])
+                      for h, t in grid]
             sizes = [h if sweep == "hosts" else t for h, t in grid]
             fixed = f"{args.fixed_tasks:,} tasks" if sweep == "hosts" else f"{args.fixed_hosts:,} hosts"
             print_sweep(f"{sweep} sweep ({fixed}, {args.validation} sprint validation, {args.rounds} rounds): median s (range)",
