@@ -75,16 +75,17 @@ def _waiting(inbox: Path, prefix: str) -> list[str]:
     for name in waiting_names(inbox):
         entry = submission_id_of(name)
         if not entry.endswith(LINE_MARK):
-            found += [f"submission {entry}"] if entry.startswith(prefix) else []
+            if entry.startswith(prefix):
+                found.append(f"submission {entry}")
         elif entry.startswith(prefix) or prefix.startswith(entry):
             submissions = read_entry(inbox, name, MAX_BUNDLE_BYTES)
             lines = [s.submission_id for s in submissions]
             if lines == [entry]:  # refused whole: collect keeps it as one rejection
-                found += [f"bundle {entry} (to be refused whole: {submissions[0].unreadable})"]
+                found.append(f"bundle {entry} (to be refused whole: {submissions[0].unreadable})")
             elif entry.startswith(prefix):
                 found.append(f"bundle {entry} ({len(lines)} submission(s): {lines[0]} to {lines[-1]})")
-            else:
-                found += [f"submission {line}, line {line[len(entry):]} of bundle {entry}" for line in lines if line == prefix]
+            elif prefix in lines:
+                found.append(f"submission {prefix}, line {prefix[len(entry):]} of bundle {entry}")
     return found
 
 

@@ -95,8 +95,8 @@ class CommitteeDraw:
 
 def drawn_committees(prev_hash: str, epoch: int, hosts: Sequence[str], weights: Mapping[str, int],
                      size: int) -> dict[str, Sequence[str]]:
-    """Each host's committee (CommitteeDraw, as a tuple), each remembered for the last few epochs' weights: sprint validation and
-    then the weights' denominators ask for the same committees, about 0.2 s at 10,000 hosts each time."""
+    """Each host's committee (CommitteeDraw, as a tuple), each remembered for the last few epochs' weights: sprint
+    validation and then the weights' denominators ask for the same committees, about 0.2 s at 10,000 hosts each time."""
     committee_of = _remembered_draws(prev_hash, epoch, tuple(sorted(weights.items())), size)
     return {host: committee_of(host) for host in hosts}
 
