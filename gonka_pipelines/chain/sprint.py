@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import pyarrow as pa
+
 from gonka_pipelines.chain.core import StoreCore
 from gonka_pipelines.protocol.records import BatchStatus
 
@@ -24,8 +26,9 @@ class SprintRows(StoreCore):
             "SELECT host, list(nonces ORDER BY sequence) FROM poc_batches WHERE epoch = ? AND status = ? GROUP BY host ORDER BY host",
             [epoch, BatchStatus.ACCEPTED])]
 
-    def write_poc_verdicts(self, epoch: int, records: Sequence[dict[str, Any]]) -> None:
-        """One signed record per validator: vectors over the hosts it checked (read per pair through the poc_verdicts view)."""
+    def write_poc_verdicts(self, epoch: int, records: Sequence[dict[str, Any]] | pa.Table) -> None:
+        """One signed record per validator: vectors over the hosts it checked (read per pair through the poc_verdicts
+        view), as rows or as the table's columns."""
         with self.transaction():
             self._replace_epoch_rows(epoch, ["poc_verdict_sets"])
             self._insert("poc_verdict_sets", records)

@@ -9,12 +9,14 @@ import bisect
 import hashlib
 import itertools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from fractions import Fraction
 from functools import cache, lru_cache
 from statistics import NormalDist
 
 import numpy as np
+
+from gonka_pipelines.protocol import _sha256
 
 POC_DOMAIN = "gonka/poc"
 """Domain tag of every hash the sprint derives (nonce inputs, permutations, target, samples)."""
@@ -80,17 +82,33 @@ class CommitteeDraw:
             return [address for address in self.eligible if address != host]
         seed = hashlib.sha256("|".join((POC_DOMAIN, "committee", prev_hash, str(epoch), host)).encode()).digest()
         chosen: set[str] = set()
-        for draw in range(COMMITTEE_DRAWS_PER_SEAT * size):
-            point = int.from_bytes(hashlib.sha256(seed + draw.to_bytes(8, "little")).digest()[:16], "little") % self.cumulative[-1]
-            candidate = self.eligible[bisect.bisect_right(self.cumulative, point)]
-            if candidate != host:
-                chosen.add(candidate)
-            if len(chosen) == size:
-                return sorted(chosen)
+        for digests in _draw_digests(seed, size):
+            for start in range(0, len(digests), 32):
+                point = int.from_bytes(digests[start:start + 16], "little") % self.cumulative[-1]
+                candidate = self.eligible[bisect.bisect_right(self.cumulative, point)]
+                if candidate != host:
+                    chosen.add(candidate)
+                if len(chosen) == size:
+                    return sorted(chosen)
         # a few validators hold nearly all the weight: the seats left go by Efraimidis-Spirakis keys
         rest = [a for a in self.eligible if a not in chosen and a != host]
         keyed = sorted(rest, key=lambda a: -_uniform(seed, a) ** (1.0 / self.weights[a]))
         return sorted(chosen | set(keyed[:size - len(chosen)]))
+
+
+def _draw_digests(seed: bytes, size: int) -> Iterator[bytes]:
+    """SHA-256(seed ‖ draw, 8 bytes little-endian) of draws 0, 1, ... up to COMMITTEE_DRAWS_PER_SEAT * size, hashed in C
+    a block at a time (the first covers the seats and a few repeats, each next one twice as many draws)."""
+    counters, start, block = _draw_counters(COMMITTEE_DRAWS_PER_SEAT * size), 0, size + 8
+    while start < len(counters):
+        yield _sha256.digests(seed, counters[start:start + block])
+        start, block = start + block, block * 2
+
+
+@lru_cache(maxsize=8)
+def _draw_counters(count: int) -> list[bytes]:
+    """The committee draws' counters 0 to count - 1 as 8 bytes little-endian, made once per committee size."""
+    return [draw.to_bytes(8, "little") for draw in range(count)]
 
 
 def drawn_committees(prev_hash: str, epoch: int, hosts: Sequence[str], weights: Mapping[str, int],

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -163,6 +165,9 @@ enough that the validators' samples of every host are never held at once (10,000
 VERDICT_FIELDS = ("hosts", "sampled", "mismatches", "recomputed", "valid")
 """A validator's verdict record: per host it checked, in the order checked."""
 
+VERDICT_TYPES = (pa.string(), pa.int32(), pa.int32(), pa.bool_(), pa.bool_())
+"""The Arrow type of each VERDICT_FIELDS vector's items (the chain's poc_verdict_sets columns)."""
+
 
 def run_sprint_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> dict[str, int]:
     """Each validator asked to check a host (every validator with weight, or the host's committee) samples min(200, n)
@@ -176,8 +181,7 @@ def run_sprint_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log
     target, against = collusion_target(env.hosts), colluders(env.hosts)
     voting = {h.address for h in env.hosts if sends_verdicts(h)}
     committees = env.rules.sprint_committees(env.prev_hash, [host for host, _ in claims], env.weights)
-    records: defaultdict[str, dict[str, list]] = defaultdict(lambda: {field: [] for field in VERDICT_FIELDS})
-    votes = invalid = 0
+    records: defaultdict[str, list[tuple[str, int, int, bool, bool]]] = defaultdict(list)  # one VERDICT_FIELDS tuple per vote
     for start in range(0, len(claims), HOSTS_PER_ROUND):
         plans = []
         for host, nonces in claims[start:start + HOSTS_PER_ROUND]:
@@ -202,21 +206,31 @@ def run_sprint_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log
                     if key not in votes_of:
                         votes_of[key] = env.rules.sprint_vote([recomputed[n] for n in sample])
                     mismatches, valid = votes_of[key]
-                record = records[validator]
-                record["hosts"].append(host)
-                record["sampled"].append(len(sample))
-                record["mismatches"].append(mismatches)
-                record["recomputed"].append(not skipped)
-                record["valid"].append(valid)
-                votes, invalid = votes + 1, invalid + (not valid)
+                records[validator].append((host, len(sample), mismatches, not skipped, valid))
             log(f"sprint validation: {host[:14]}… {hits} hits, {len(samples)} validators, recomputed {len(needed)} nonces")
-    rows = [{"epoch": epoch, "validator": validator, **record,
-             "signature": env.keys[validator].sign(env.chain_id, MessageKind.POC_VERDICT, poc_verdicts_body(
-                 epoch, validator, record["hosts"], record["sampled"], record["mismatches"], record["valid"]))}
-            for validator, record in sorted(records.items())]
+    table = _signed_verdict_records(env, records)
     with open_chain() as store:
-        store.write_poc_verdicts(epoch, rows)
-    return {"verdicts": votes, "invalid_votes": invalid, "validators": len(rows)}
+        store.write_poc_verdicts(epoch, table)
+    votes = [valid for record in records.values() for *_, valid in record]
+    return {"verdicts": len(votes), "invalid_votes": votes.count(False), "validators": table.num_rows}
+
+
+def _signed_verdict_records(env: EpochEnvironment, records: Mapping[str, list[tuple[str, int, int, bool, bool]]]) -> pa.Table:
+    """Each validator's votes as one signed record (VERDICT_FIELDS vectors in the order it checked), by address, as
+    the columns of poc_verdict_sets: the vectors are cut from one flat column per field."""
+    validators = sorted(records)
+    votes = [vote for validator in validators for vote in records[validator]]
+    fields = [list(column) for column in zip(*votes)] if votes else [[] for _ in VERDICT_FIELDS]
+    offsets = list(itertools.accumulate((len(records[validator]) for validator in validators), initial=0))
+    hosts, sampled, mismatches, _, valid = fields
+    signatures = [env.keys[validator].sign(env.chain_id, MessageKind.POC_VERDICT, poc_verdicts_body(
+        env.epoch, validator, hosts[begin:end], sampled[begin:end], mismatches[begin:end], valid[begin:end]))
+        for validator, begin, end in zip(validators, offsets, offsets[1:])]
+    starts = pa.array(offsets, pa.int32())
+    return pa.table({"epoch": pa.array([env.epoch] * len(validators), pa.int64()), "validator": pa.array(validators, pa.string()),
+                     **{name: pa.ListArray.from_arrays(starts, pa.array(field, kind))
+                        for name, kind, field in zip(VERDICT_FIELDS, VERDICT_TYPES, fields)},
+                     "signature": pa.array(signatures, pa.string())})
 
 
 def recompute_distances(compute: Compute, order: tuple[str, list[int]]) -> np.ndarray:
