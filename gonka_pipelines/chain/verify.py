@@ -19,7 +19,7 @@ from gonka_pipelines.chain.record_roots import record_root_problem
 from gonka_pipelines.chain.store import ChainError, ChainStore
 from gonka_pipelines.local.cores import core_count, process_pool
 from gonka_pipelines.protocol.block import GENESIS_PREV_HASH, BlockHeader, BlockStatus, signature_set_hash
-from gonka_pipelines.protocol.crypto import MessageKind, hash_value, verify
+from gonka_pipelines.protocol.crypto import MessageKind, hash_value, verify, verify_each
 from gonka_pipelines.protocol.messages import (
     poc_batch_body,
     poc_verdicts_body,
@@ -286,9 +286,10 @@ def _signature_problem(store: ChainStore, header: BlockHeader, signatures: list[
     weights = store.signing_weights(header.height)
     keys = dict(store._query("SELECT address, public_key FROM hosts"))
     body = header.as_dict()
-    for signature in signatures:
+    verified = verify_each(header.chain_id, MessageKind.BLOCK, [(keys.get(s["signer"], ""), body, s["signature"]) for s in signatures])
+    for signature, verifies in zip(signatures, verified):
         signer = signature["signer"]
-        if signer not in keys or not verify(keys[signer], header.chain_id, MessageKind.BLOCK, body, signature["signature"]):
+        if signer not in keys or not verifies:
             return Inconsistency(header.height, f"signature of {signer} does not verify")
         if signature["weight"] != weights.get(signer, 0):
             return Inconsistency(header.height, f"signature of {signer} claims weight {signature['weight']}, "

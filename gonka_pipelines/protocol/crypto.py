@@ -6,10 +6,13 @@ import enum
 import hashlib
 import json
 import math
+import os
 import re
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from nacl.exceptions import BadSignatureError
@@ -184,3 +187,32 @@ def verify(public_key_hex: str, chain_id: str, kind: MessageKind, body: Any, sig
     except (BadSignatureError, ValueError, TypeError):
         return False
     return True
+
+
+THREADED_FROM = 256
+"""Signatures per thread from which sign_each and verify_each use more than one: below it a thread costs more than it saves."""
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+def sign_each(chain_id: str, kind: MessageKind, signings: Sequence[tuple[KeyPair, Any]]) -> list[str]:
+    """KeyPair.sign of each (key, body), on a thread per core: libsodium signs with the GIL released, so 20,000
+    signatures take about 0.55 of one loop's time on 2 cores."""
+    return _on_threads(lambda part: [key.sign(chain_id, kind, body) for key, body in part], signings)
+
+
+def verify_each(chain_id: str, kind: MessageKind, checks: Sequence[tuple[str, Any, str]]) -> list[bool]:
+    """verify of each (public key hex, body, signature hex), on a thread per core (as sign_each)."""
+    return _on_threads(lambda part: [verify(key, chain_id, kind, body, signature) for key, body, signature in part], checks)
+
+
+def _on_threads(work: Callable[[Sequence[Item]], list[Result]], items: Sequence[Item]) -> list[Result]:
+    """work over the items in contiguous parts, one thread each, up to a thread per core; results in item order."""
+    threads = min(os.cpu_count() or 1, len(items) // THREADED_FROM)
+    if threads < 2:
+        return work(items)
+    size = -(-len(items) // threads)
+    with ThreadPoolExecutor(threads) as pool:
+        return [result for part in pool.map(work, [items[start:start + size] for start in range(0, len(items), size)])
+                for result in part]

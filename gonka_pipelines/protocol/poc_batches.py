@@ -6,7 +6,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gonka_pipelines.protocol.crypto import MessageKind, verify
+from gonka_pipelines.protocol.crypto import MessageKind, verify_each
 from gonka_pipelines.protocol.messages import poc_batch_body
 
 
@@ -39,11 +39,13 @@ def admit_batches(batches: Sequence[PocBatch], chain_id: str, epoch: int, prev_h
     """Judge batches in (host, sequence) order; a nonce a host already submitted (or repeats) rejects the batch."""
     seen: dict[str, set[int]] = {}
     verdicts: list[BatchReject | None] = []
+    signed = iter(verify_each(chain_id, MessageKind.POC_BATCH, [(batch.public_key, batch.body(epoch), batch.signature)
+                                                                for batch in batches if len(batch.nonces) == len(batch.distances)]))
     for batch in batches:
         used = seen.setdefault(batch.host, set())
         if len(batch.nonces) != len(batch.distances):
             verdicts.append(BatchReject.MALFORMED)
-        elif not verify(batch.public_key, chain_id, MessageKind.POC_BATCH, batch.body(epoch), batch.signature):
+        elif not next(signed):  # the well-formed batches' signatures, checked on every core
             verdicts.append(BatchReject.BAD_SIGNATURE)
         elif batch.prev_hash != prev_hash:
             verdicts.append(BatchReject.WRONG_BLOCK)

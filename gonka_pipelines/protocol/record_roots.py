@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gonka_pipelines.protocol.crypto import KeyPair, MessageKind, message_bytes, verify
+from gonka_pipelines.protocol.crypto import KeyPair, MessageKind, message_bytes, sign_each, verify
 from gonka_pipelines.protocol.merkle import leaf_digest, merkle_root_of_digests
 
 
@@ -25,17 +25,21 @@ def records_root_body(epoch: int, signer: str, kind: MessageKind, root: str, rec
     return {"epoch": epoch, "signer": signer, "kind": MessageKind(kind).value, "root": root, "records": records}
 
 
-def sign_leaves(key: KeyPair, chain_id: str, epoch: int, signer: str, kind: MessageKind, leaves: Sequence[bytes]) -> dict[str, Any]:
-    """The record_roots row of one signer's records given as leaves (record_leaf, in key order): their Merkle root,
-    count and signature."""
-    body = records_root_body(epoch, signer, kind, merkle_root_of_digests(list(leaves)), len(leaves))
-    return {**body, "signature": key.sign(chain_id, MessageKind.RECORDS_ROOT, body)}
+def leaves_root_body(epoch: int, signer: str, kind: MessageKind, leaves: Sequence[bytes]) -> dict:
+    """What a signer signs over its records given as leaves (record_leaf, in key order): their Merkle root and count."""
+    return records_root_body(epoch, signer, kind, merkle_root_of_digests(list(leaves)), len(leaves))
+
+
+def signed_roots(chain_id: str, signings: Sequence[tuple[KeyPair, dict]]) -> list[dict[str, Any]]:
+    """record_roots rows: each root body (leaves_root_body) with its signer's signature, signed on a thread per core."""
+    signatures = sign_each(chain_id, MessageKind.RECORDS_ROOT, signings)
+    return [{**body, "signature": signature} for (_, body), signature in zip(signings, signatures)]
 
 
 def sign_records(key: KeyPair, chain_id: str, epoch: int, signer: str, kind: MessageKind,
                  bodies: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The record_roots row of one signer's records (bodies in key order)."""
-    return sign_leaves(key, chain_id, epoch, signer, kind, [record_leaf(chain_id, kind, body) for body in bodies])
+    return signed_roots(chain_id, [(key, leaves_root_body(epoch, signer, kind, [record_leaf(chain_id, kind, body) for body in bodies]))])[0]
 
 
 def root_signature_verifies(public_key: str, chain_id: str, row: Mapping[str, Any]) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gonka_pipelines.local.inbox import archive_submissions
 from gonka_pipelines.protocol.block import BlockHeader, signature_set_hash
-from gonka_pipelines.protocol.crypto import MessageKind
+from gonka_pipelines.protocol.crypto import MessageKind, sign_each
 from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain
 
 
@@ -23,10 +23,9 @@ def propose_block(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> Blo
             prev_signatures=signature_set_hash(store.block_signatures(epoch - 1)),
         )
         body = header.as_dict()  # once: 10,000 signers sign the same header
-        signatures = [
-            {"signer": address, "weight": weight, "signature": env.keys[address].sign(header.chain_id, MessageKind.BLOCK, body)}
-            for address, weight in weights.items() if weight > 0
-        ]
+        signers = [(address, weight) for address, weight in weights.items() if weight > 0]
+        signatures = [{"signer": address, "weight": weight, "signature": signature} for (address, weight), signature in zip(
+            signers, sign_each(header.chain_id, MessageKind.BLOCK, [(env.keys[address], body) for address, _ in signers]))]
         store.save_proposal(body, header.hash, signatures)
     log(f"proposed block {epoch} {header.hash[:16]} with {len(signatures)} signatures")
     return header

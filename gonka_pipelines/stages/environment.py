@@ -26,7 +26,7 @@ from gonka_pipelines.local.keys import load_key
 from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.protocol.crypto import KeyPair, MessageKind, sha256_hex
 from gonka_pipelines.protocol.params import EpochParams, GenesisParams
-from gonka_pipelines.protocol.record_roots import sign_leaves, sign_records
+from gonka_pipelines.protocol.record_roots import leaves_root_body, sign_records, signed_roots
 from gonka_pipelines.protocol.records import Host
 from gonka_pipelines.protocol.rules import RuleSet, rules_for
 from gonka_pipelines.protocol.sprint import calibrate_r_target
@@ -127,8 +127,8 @@ class EpochEnvironment:
         leaves = record_leaves(rows.select(*spec.body).to_arrow(), self.chain_id, kind)
         runs = rows[spec.signer].rle()
         signers, counts = runs.struct.field("value").to_list(), runs.struct.field("len").to_list()
-        return [sign_leaves(self.keys[signer], self.chain_id, self.epoch, signer, kind, leaves[end - count:end])
-                for signer, count, end in zip(signers, counts, accumulate(counts))]
+        return signed_roots(self.chain_id, [(self.keys[signer], leaves_root_body(self.epoch, signer, kind, leaves[end - count:end]))
+                                            for signer, count, end in zip(signers, counts, accumulate(counts))])
 
     def executors(self, model: str, task_ids: list[str]) -> list[str]:
         """Each task's executor, drawn ∝ weight among the hosts serving the model ('' when none does)."""

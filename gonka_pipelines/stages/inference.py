@@ -13,7 +13,7 @@ from gonka_pipelines.chain.hashing import hash_each
 from gonka_pipelines.chain.tasks import EXECUTION_STAGE
 from gonka_pipelines.compute.engine import Compute
 from gonka_pipelines.compute.llm import GENERATION_SCHEMA, SCORE_SCHEMA
-from gonka_pipelines.protocol.crypto import MessageKind, sha256_hex
+from gonka_pipelines.protocol.crypto import MessageKind, sha256_hex, sign_each
 from gonka_pipelines.protocol.inference_validation import ComparisonReason, OutputBatch, ValidatorPool
 from gonka_pipelines.protocol.messages import seed_commitment_body
 from gonka_pipelines.protocol.records import ResultStatus, ShareRole, TaskOutcome, TransferKind
@@ -36,13 +36,11 @@ TASK_SCHEMA: dict[str, pl.DataType] = {
 
 def _seed_commitments(env: EpochEnvironment) -> list[dict[str, Any]]:
     """Each host commits to its secret epoch seed (the hash of it, signed) before any task is assigned."""
-    rows = []
-    for host in env.hosts:
-        commitment = sha256_hex(bytes.fromhex(env.secret_seeds[host.address]))
-        rows.append({"epoch": env.epoch, "host": host.address, "commitment": commitment,
-                     "signature": env.keys[host.address].sign(env.chain_id, MessageKind.SEED_COMMIT,
-                                                              seed_commitment_body(env.epoch, commitment))})
-    return rows
+    commitments = [sha256_hex(bytes.fromhex(env.secret_seeds[host.address])) for host in env.hosts]
+    signatures = sign_each(env.chain_id, MessageKind.SEED_COMMIT, [(env.keys[host.address], seed_commitment_body(env.epoch, commitment))
+                                                                   for host, commitment in zip(env.hosts, commitments)])
+    return [{"epoch": env.epoch, "host": host.address, "commitment": commitment, "signature": signature}
+            for host, commitment, signature in zip(env.hosts, commitments, signatures)]
 
 
 def _assigned_tasks(env: EpochEnvironment, tasks: pl.DataFrame) -> pl.DataFrame:

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from gonka_pipelines.compute.engine import Compute
-from gonka_pipelines.protocol.crypto import MessageKind, hash_value
+from gonka_pipelines.protocol.crypto import MessageKind, hash_value, sign_each
 from gonka_pipelines.protocol.messages import poc_verdicts_body
 from gonka_pipelines.protocol.params import SprintParams
 from gonka_pipelines.protocol.poc_batches import PocBatch
@@ -137,14 +137,14 @@ def run_sprint(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> dict[s
     """Every host mines and signs its batches; the chain admits or rejects each. Returns counts."""
     epoch, prev_hash = env.epoch, env.prev_hash
     mined, late = _mine(env)
-    submitted: list[PocBatch] = []
+    unsigned: list[PocBatch] = []
     for host in env.hosts:
         claimed = _claimed_batches(env, host, mined, late)
-        for sequence, (nonces, distances, submitted_at) in enumerate(claimed):
-            batch = PocBatch(host.address, host.public_key, prev_hash, sequence, tuple(nonces), tuple(distances), submitted_at)
-            signature = env.keys[host.address].sign(env.chain_id, MessageKind.POC_BATCH, batch.body(epoch))
-            submitted.append(dataclasses.replace(batch, signature=signature))
+        unsigned += [PocBatch(host.address, host.public_key, prev_hash, sequence, tuple(nonces), tuple(distances), submitted_at)
+                     for sequence, (nonces, distances, submitted_at) in enumerate(claimed)]
         log(f"sprint: {host.name} submitted {len(claimed)} batches, {sum(len(m[0]) for m in claimed)} claimed hits")
+    signatures = sign_each(env.chain_id, MessageKind.POC_BATCH, [(env.keys[batch.host], batch.body(epoch)) for batch in unsigned])
+    submitted = [dataclasses.replace(batch, signature=signature) for batch, signature in zip(unsigned, signatures)]
     verdicts = env.rules.admit_batches(submitted, env.chain_id, prev_hash)
     rows = [{"batch_id": hash_value([epoch, b.host, b.sequence, b.signature]), "epoch": epoch, "host": b.host,
              "sequence": b.sequence, "nonces": list(b.nonces), "distances": list(b.distances), "submitted_at": b.submitted_at,
@@ -223,9 +223,9 @@ def _signed_verdict_records(env: EpochEnvironment, records: Mapping[str, list[tu
     fields = [list(column) for column in zip(*votes)] if votes else [[] for _ in VERDICT_FIELDS]
     offsets = list(itertools.accumulate((len(records[validator]) for validator in validators), initial=0))
     hosts, sampled, mismatches, _, valid = fields
-    signatures = [env.keys[validator].sign(env.chain_id, MessageKind.POC_VERDICT, poc_verdicts_body(
+    signatures = sign_each(env.chain_id, MessageKind.POC_VERDICT, [(env.keys[validator], poc_verdicts_body(
         env.epoch, validator, hosts[begin:end], sampled[begin:end], mismatches[begin:end], valid[begin:end]))
-        for validator, begin, end in zip(validators, offsets, offsets[1:])]
+        for validator, begin, end in zip(validators, offsets, offsets[1:])])
     starts = pa.array(offsets, pa.int32())
     return pa.table({"epoch": pa.array([env.epoch] * len(validators), pa.int64()), "validator": pa.array(validators, pa.string()),
                      **{name: pa.ListArray.from_arrays(starts, pa.array(field, kind))

@@ -14,6 +14,7 @@ from nacl.signing import VerifyKey
 from gonka_pipelines.protocol.crypto import (
     ADDRESS_PREFIX,
     ENCODING_VERSION,
+    THREADED_FROM,
     KeyPair,
     MessageKind,
     address_from_public_key,
@@ -22,7 +23,9 @@ from gonka_pipelines.protocol.crypto import (
     hash_value,
     message_bytes,
     sha256_hex,
+    sign_each,
     verify,
+    verify_each,
 )
 
 CHAIN = "gonka-test-1"
@@ -244,3 +247,22 @@ def test_a_body_canonical_bytes_refuses_is_refused_for_signing(value):
         message_bytes(CHAIN, MessageKind.RESULT, {"field": value})
 
 
+
+
+@pytest.mark.parametrize("cores", [1, 4])
+def test_sign_each_and_verify_each_on_threads_match_one_loop_in_order(monkeypatch, cores):
+    """sign_each and verify_each give what KeyPair.sign and verify give one by one, in item order, whether the items
+    go to one thread or to a thread per core; a bad signature, a wrong key or a garbled key fail at their own place."""
+    monkeypatch.setattr("gonka_pipelines.protocol.crypto.os.cpu_count", lambda: cores)
+    keys = [KeyPair.derive("chain-x", f"host-{i}", "seed") for i in range(7)]
+    signings = [(keys[i % 7], {"n": i, "text": f"body {i}"}) for i in range(3 * THREADED_FROM + 5)]
+    signatures = sign_each("chain-x", MessageKind.POC_BATCH, signings)
+    assert signatures == [key.sign("chain-x", MessageKind.POC_BATCH, body) for key, body in signings]
+    checks = [(key.public_key, body, signature) for (key, body), signature in zip(signings, signatures)]
+    checks[3] = (checks[3][0], checks[3][1], checks[4][2])           # another body's signature
+    wrong = THREADED_FROM + 1
+    checks[wrong] = (keys[(wrong + 1) % 7].public_key, *checks[wrong][1:])  # another key
+    checks[-1] = ("not hex", *checks[-1][1:])                        # a garbled key
+    verdicts = verify_each("chain-x", MessageKind.POC_BATCH, checks)
+    assert [i for i, ok in enumerate(verdicts) if not ok] == [3, wrong, len(checks) - 1]
+    assert verify_each("chain-x", MessageKind.TASK, checks[:5]) == [False] * 5, "another kind never verifies"
