@@ -14,7 +14,7 @@ from gonka_pipelines.chain.commitments import JsonLeaves, column_types, json_lea
 from gonka_pipelines.protocol.crypto import MessageKind, message_prefix
 from gonka_pipelines.protocol.merkle import LEAF_PREFIX, build_proof, merkle_root_of_digests, verify_proof
 from gonka_pipelines.protocol.messages import result_body, task_verdict_body, training_result_body, training_verdict_body
-from gonka_pipelines.protocol.record_roots import record_leaf, root_signature_verifies
+from gonka_pipelines.protocol.record_roots import record_leaf, root_signature_verifies, root_signatures_verify
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,7 @@ def record_root_problem(connection: duckdb.DuckDBPyConnection, chain_id: str, ep
         return f"record_roots holds a root of kind {stray[0][0]!r}, which no table's rows are signed as"
     for spec in SIGNED_RECORDS:
         derived, signed = derived_roots(connection, spec, chain_id, epoch), signed_roots(connection, spec.kind, epoch)
+        verifies = dict(zip(signed, root_signatures_verify(chain_id, [(row["public_key"] or "", row) for row in signed.values()])))
         for signer in sorted(derived.keys() | signed.keys()):
             if signer not in signed:
                 return f"{spec.table} holds {derived[signer][1]} row(s) of {spec.signer} {signer} that no root of theirs signs"
@@ -103,7 +104,7 @@ def record_root_problem(connection: duckdb.DuckDBPyConnection, chain_id: str, ep
                 return (f"{spec.signer} {signer} signed a {spec.kind} root over {row['records']} record(s) "
                         f"({row['root'][:12]}…), but its {count} {spec.table} row(s) give {(root or '-')[:12]}…: "
                         "a row was changed, added or removed")
-            if row["public_key"] is None or not root_signature_verifies(row["public_key"], chain_id, row):
+            if row["public_key"] is None or not verifies[signer]:
                 return f"the {spec.kind} root of {spec.signer} {signer} (record_roots): signature does not verify"
     return None
 

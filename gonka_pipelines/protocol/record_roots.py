@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gonka_pipelines.protocol.crypto import KeyPair, MessageKind, message_bytes, sign_each, verify
+from gonka_pipelines.protocol.crypto import KeyPair, MessageKind, message_bytes, sign_each, verify_each
 from gonka_pipelines.protocol.merkle import leaf_digest, merkle_root_of_digests
 
 
@@ -44,9 +44,22 @@ def sign_records(key: KeyPair, chain_id: str, epoch: int, signer: str, kind: Mes
 
 def root_signature_verifies(public_key: str, chain_id: str, row: Mapping[str, Any]) -> bool:
     """Whether a record_roots row's signature is its signer's over its root, count, epoch and kind."""
+    return root_signatures_verify(chain_id, [(public_key, row)])[0]
+
+
+def root_signatures_verify(chain_id: str, signed: Sequence[tuple[str, Mapping[str, Any]]]) -> list[bool]:
+    """root_signature_verifies of each (public key, record_roots row), checked on a thread per core (a row of a kind
+    no record is signed as fails)."""
+    bodies = [_root_body(row) for _, row in signed]
+    verdicts = iter(verify_each(chain_id, MessageKind.RECORDS_ROOT, [(key, body, row["signature"])
+                                                                     for (key, row), body in zip(signed, bodies) if body is not None]))
+    return [body is not None and next(verdicts) for body in bodies]
+
+
+def _root_body(row: Mapping[str, Any]) -> dict | None:
+    """The body a record_roots row's signature covers, rebuilt from the row; None for an unknown kind."""
     try:
         kind = MessageKind(row["kind"])
     except ValueError:
-        return False
-    body = records_root_body(row["epoch"], row["signer"], kind, row["root"], row["records"])
-    return verify(public_key, chain_id, MessageKind.RECORDS_ROOT, body, row["signature"])
+        return None
+    return records_root_body(row["epoch"], row["signer"], kind, row["root"], row["records"])
