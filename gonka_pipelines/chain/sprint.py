@@ -26,9 +26,8 @@ class SprintRows(StoreCore):
             "SELECT host, list(nonces ORDER BY sequence) FROM poc_batches WHERE epoch = ? AND status = ? GROUP BY host ORDER BY host",
             [epoch, BatchStatus.ACCEPTED])]
 
-    def write_poc_verdicts(self, epoch: int, records: Sequence[dict[str, Any]] | pa.Table) -> None:
-        """One signed record per validator: vectors over the hosts it checked (read per pair through the poc_verdicts
-        view), as rows or as the table's columns."""
+    def write_poc_verdicts(self, epoch: int, records: pa.Table) -> None:
+        """One signed record per validator: vectors over the hosts it checked (read per pair through the poc_verdicts view)."""
         with self.transaction():
             self._replace_epoch_rows(epoch, ["poc_verdict_sets"])
             self._insert("poc_verdict_sets", records)
