@@ -91,12 +91,16 @@ class RayEngine:
 
     def map(self, work: Callable[[Compute, Any], Any], items: Sequence[Any], compute: Compute) -> list[Any]:
         """`compute` is the driver's; each worker runs its own build of the same spec instead. A worker that died
-        more often than it may be restarted fails the map, and the next engine starts fresh workers."""
+        more often than it may be restarted fails the map: the pool's actors are killed then, not left to the driver's
+        collector to free their handles (their CPUs go back to the cluster at once), and the next engine starts fresh
+        workers."""
         pool = ActorPool(self.actors)
         try:
             return list(pool.map(lambda actor, item: actor.run.remote(self.spec, work, item), list(items)))
         except ray.exceptions.RayActorError:
             _POOLS.pop(self.key, None)
+            for actor in self.actors:
+                ray.kill(actor, no_restart=True)
             raise
 
     def worker_pids(self) -> list[int]:

@@ -37,6 +37,31 @@ def cyclic_gc_paused(run: StageRun) -> StageRun:
     return paused
 
 
+YOUNG_COLLECTION_EVERY = 50_000
+"""A model stage's young collections: one per this many net allocations (Python's default is 700)."""
+
+
+def cyclic_gc_on_a_frozen_heap(run: StageRun) -> StageRun:
+    """A stage that runs models keeps the cyclic collector (a model's objects may form cycles that hold its memory), but
+    the objects alive when it starts are frozen out of its collections and young collections come less often: its full
+    collections walk what the stage builds, not the epoch's environment again (sprint validation at 10,000 hosts: about
+    0.4 s of 2 s). Nothing may wait on the collector meanwhile: a failed Ray pool's actors are killed, not left to it."""
+
+    @functools.wraps(run)
+    def frozen(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> Any:
+        thresholds, owner_froze = gc.get_threshold(), gc.get_freeze_count() > 0
+        gc.freeze()
+        gc.set_threshold(YOUNG_COLLECTION_EVERY, *thresholds[1:])
+        try:
+            return run(env, open_chain, log)
+        finally:
+            gc.set_threshold(*thresholds)
+            if not owner_froze:
+                gc.unfreeze()
+
+    return frozen
+
+
 @dataclass(frozen=True)
 class Stage:
     """One step of an epoch: `name` is also its Dagster asset's name; `computes` marks stages that run models."""
@@ -48,14 +73,13 @@ class Stage:
     description: str
 
 
-def _bookkeeping_without_cyclic_gc(stage: Stage) -> Stage:
-    """A stage that runs no model gets the cyclic collector paused (cyclic_gc_paused); one that runs models keeps it as
-    it is: a Ray pool's actors end when their handles are freed, which may take a collection (with the heap frozen
-    for the stage, a failed pool's actors kept the cluster's CPUs and the re-run waited for ever)."""
-    return stage if stage.computes else dataclasses.replace(stage, run=cyclic_gc_paused(stage.run))
+def _with_cyclic_gc_eased(stage: Stage) -> Stage:
+    """A stage that runs no model gets the cyclic collector paused (cyclic_gc_paused); one that runs models keeps it on
+    a frozen heap (cyclic_gc_on_a_frozen_heap)."""
+    return dataclasses.replace(stage, run=(cyclic_gc_on_a_frozen_heap if stage.computes else cyclic_gc_paused)(stage.run))
 
 
-STAGES: tuple[Stage, ...] = tuple(map(_bookkeeping_without_cyclic_gc, (
+STAGES: tuple[Stage, ...] = tuple(map(_with_cyclic_gc_eased, (
     Stage("epoch_tasks", run_collect, "intake", False,
           "Signed task submissions taken from the inbox: accepted with escrow, or kept with a reject reason."),
     Stage("sprint_batches", run_sprint, "sprint", True,

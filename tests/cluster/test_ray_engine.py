@@ -3,7 +3,9 @@ local engine, byte for byte, and a worker that dies mid-stage is retried, or fai
 
 from __future__ import annotations
 
+import gc
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -84,13 +86,28 @@ def test_a_worker_that_keeps_dying_fails_the_stage_before_it_writes(on_ray, gene
     crash_budget.write_text("1000")
     with opened(genesis_layout) as store:
         submit_demo_workload(store, genesis_layout, network, 1)
-        with pytest.raises(ray.exceptions.RayActorError):
-            run_epoch(store, genesis_layout, 1)
+        gc.disable()  # the failed pool's actors are killed, not left to the driver's collector
+        try:
+            with pytest.raises(ray.exceptions.RayActorError):
+                run_epoch(store, genesis_layout, 1)
+            assert _cpus_freed_within(30.0)
+        finally:
+            gc.enable()
         assert int(crash_budget.read_text()) < 1000 - settings.ray.max_retries
         assert store.head().height == 0
         assert store._scalar("SELECT count(*) FROM poc_batches") == 0
         crash_budget.write_text("0")
         assert run_epoch(store, genesis_layout, 1) == DEMO_HASHES[1]  # a re-run, on fresh workers
+
+
+def _cpus_freed_within(seconds: float) -> bool:
+    """Whether every CPU of the cluster is free again before `seconds` pass (a killed actor's release is asynchronous)."""
+    deadline = time.monotonic() + seconds
+    while ray.available_resources().get("CPU", 0) < ray.cluster_resources()["CPU"]:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def test_gonka_run_with_engine_ray_runs_the_epoch_through_dagster_on_the_cluster(ray_cluster, genesis_layout: DataLayout,

@@ -197,4 +197,34 @@ def test_bookkeeping_stages_run_with_the_cyclic_collector_paused_and_give_it_bac
         assert not gc.isenabled(), "an owner that turned it off keeps it off"
     finally:
         gc.enable()
-    assert {s.name for s in STAGES if hasattr(s.run, "__wrapped__")} == {s.name for s in STAGES if not s.computes}
+    assert {s.name for s in STAGES if s.run.__code__.co_name == "paused"} == {s.name for s in STAGES if not s.computes}
+
+
+def test_model_stages_keep_the_cyclic_collector_on_a_frozen_heap_and_give_it_back():
+    """Stages that run models keep the cyclic GC on, with what existed before them frozen and young collections every
+    50,000 allocations; thresholds and the heap come back after (even when the stage fails), and an owner's freeze stays."""
+    import gc
+
+    from gonka_pipelines.stages.registry import STAGES, YOUNG_COLLECTION_EVERY, cyclic_gc_on_a_frozen_heap
+
+    seen = []
+
+    def stage(env, open_chain, log):
+        seen.append((gc.isenabled(), gc.get_freeze_count() > 0, gc.get_threshold()[0]))
+        if env == "fail":
+            raise RuntimeError("stage failed")
+        return "done"
+
+    frozen, thresholds = cyclic_gc_on_a_frozen_heap(stage), gc.get_threshold()
+    assert gc.get_freeze_count() == 0 and frozen(None, None, None) == "done"
+    with pytest.raises(RuntimeError):
+        frozen("fail", None, None)
+    assert seen == [(True, True, YOUNG_COLLECTION_EVERY)] * 2
+    assert gc.get_threshold() == thresholds and gc.get_freeze_count() == 0
+    gc.freeze()
+    try:
+        frozen(None, None, None)
+        assert gc.get_freeze_count() > 0, "an owner's freeze stays"
+    finally:
+        gc.unfreeze()
+    assert {s.name for s in STAGES if s.run.__code__.co_name == "frozen"} == {s.name for s in STAGES if s.computes}
