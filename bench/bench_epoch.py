@@ -1,7 +1,7 @@
 """Epoch bookkeeping benchmark: every stage of an epoch on a generated network, model compute replaced by precomputed results.
 
     .venv/bin/python bench/bench_epoch.py [--hosts 1000] [--tasks 100000] [--epochs 1] [--quick]
-                                          [--validation full|committee] [--committee-size 16]
+                                          [--validation full|committee] [--committee-size 16] [--record-encoding json|columns]
                                           [--garbled-share 0.05] [--answer-tokens 8] [--max-tokens 12] [--bundle 1000]
 
 A temporary chain (a tmp dir, removed afterwards unless --keep) gets N hosts of capacity 1 (honest, or a share of
@@ -82,13 +82,14 @@ _WORDS = ("summarise", "the", "ledger", "of", "epoch", "weights", "for", "host",
 # ---------------------------------------------------------------- set-up
 
 
-def write_genesis(path: Path, hosts: int, tasks: int, validation: str, committee_size: int) -> Path:
+def write_genesis(path: Path, hosts: int, tasks: int, validation: str, committee_size: int, record_encoding: str) -> Path:
     """resources/genesis.yaml with the `local` profile adjusted for a cheap sprint and no mass task expiry."""
     data = yaml.safe_load((RESOURCES / "genesis.yaml").read_text())
     local = data["profiles"][PROFILE]
     local["chain_id"] = CHAIN_ID
     local["sprint"]["nonces_per_capacity"] = NONCES_PER_CAPACITY
     local["sprint"]["validation"], local["sprint"]["committee_size"] = validation, committee_size
+    local["tasks"]["record_encoding"] = record_encoding
     # executors are drawn ∝ weight: leave each host 4x its fair share (at least 64) so almost nothing expires
     local["tasks"]["tasks_per_capacity"] = max(64, 4 * math.ceil(tasks / hosts))
     local["tasks"]["max_submissions_per_epoch"] = max(local["tasks"]["max_submissions_per_epoch"], 2 * tasks)
@@ -353,6 +354,9 @@ def main() -> int:
     parser.add_argument("--validation", choices=("full", "committee"), default="full",
                         help="sprint validation: every validator checks every host, or a committee per host")
     parser.add_argument("--committee-size", type=int, default=16, help="validators per host under --validation committee")
+    parser.add_argument("--record-encoding", choices=("json", "columns"), default="json",
+                        help="tasks.record_encoding: results' and verdicts' record leaves as canonical JSON (the shipped "
+                             "params) or hashed from Arrow columns")
     parser.add_argument("--garbled-share", type=float, default=0.0,
                         help="share of hosts whose executors answer with another model (garbled_output): their checked "
                              "tasks fail, the fail vote invalidates them, the hosts turn INVALID")
@@ -388,14 +392,14 @@ def main() -> int:
 
     print(f"bench_epoch: {args.hosts:,} hosts, {args.developers} developers, {args.tasks:,} tasks per epoch, "
           f"{args.epochs} epoch(s), {args.validation} sprint validation"
-          f"{f' ({args.committee_size} per host)' if args.validation == 'committee' else ''}"
+          f"{f' ({args.committee_size} per host)' if args.validation == 'committee' else ''}, {args.record_encoding} record leaves"
           f"{f', {args.garbled_share:.0%} of hosts garbled_output' if args.garbled_share else ''}; {LABEL}")
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="gonka-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     problems: list[str] = []
     try:
         genesis = load_genesis(PROFILE, write_genesis(workdir / "genesis.yaml", args.hosts, args.tasks, args.validation,
-                                                       args.committee_size))
+                                                       args.committee_size, args.record_encoding))
         network = load_network(write_network(workdir / "network.yaml", args.hosts, args.developers, args.garbled_share))
         layout = DataLayout(workdir / "data")
         signatures = SignatureFloor.measure()
@@ -413,7 +417,7 @@ def main() -> int:
             developer_keys = [identities[d.name] for d in network.developers]
             nonces = [0] * len(developer_keys)
             grand_total, grand_stand_in, verify_floor = 0.0, 0.0, 0.0
-            record = {"hosts": args.hosts, "tasks": args.tasks, "validation": args.validation,
+            record = {"hosts": args.hosts, "tasks": args.tasks, "validation": args.validation, "record_encoding": args.record_encoding,
                       "garbled_share": args.garbled_share, "max_tokens": args.max_tokens,
                       "answer_tokens": args.answer_tokens, "bundle": args.bundle, "epochs": []}
             for epoch in range(1, args.epochs + 1):

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gonka_pipelines.chain.hashing import string_buffers, text_digests
+from gonka_pipelines.chain.hashing import split_digests, string_buffers, text_digests
 from gonka_pipelines.protocol.crypto import canonical_row_bytes
 from gonka_pipelines.protocol.merkle import LEAF_PREFIX, leaf_digest, merkle_root_of_digests
 
@@ -191,7 +191,7 @@ def json_leaf_buffer(connection: duckdb.DuckDBPyConnection, leaves: JsonLeaves) 
                 order_batches.append(batch.select(keys))
     if not digests:
         return b""
-    order = _sorted_positions(pa.Table.from_batches(order_batches), keys)
+    order = sorted_positions(pa.Table.from_batches(order_batches), keys)
     ordered = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, 32)[order]
     odd = np.flatnonzero(np.concatenate(written_apart)[order])
     if odd.size:  # the same rows, sorted the same way, their values read into Python
@@ -199,12 +199,12 @@ def json_leaf_buffer(connection: duckdb.DuckDBPyConnection, leaves: JsonLeaves) 
         rows = connection.sql(
             f"WITH _leaves AS ({source}) SELECT {select_keys}, {_select_list({n: leaves.fields[n][0] for n in names})} "
             f"FROM _leaves WHERE {apart}", params=leaves.params).to_arrow_table()
-        for index, row in zip(odd, rows.take(_sorted_positions(rows, keys)).select(names).to_pylist(), strict=True):
+        for index, row in zip(odd, rows.take(sorted_positions(rows, keys)).select(names).to_pylist(), strict=True):
             ordered[index] = np.frombuffer(leaves.fallback(row), dtype=np.uint8)
     return ordered.tobytes()
 
 
-def _sorted_positions(table: pa.Table, keys: list[str]) -> np.ndarray:
+def sorted_positions(table: pa.Table, keys: list[str]) -> np.ndarray:
     """Row positions of `table` in the order of its `keys` columns (text bytewise, as DuckDB's default collation):
     one text key ranked by its first 8 bytes where that mostly settles the order (_text_order), else Arrow's sort."""
     column = table.column(keys[0])
@@ -268,8 +268,7 @@ def _leading_bytes(texts: pa.Array) -> np.ndarray:
 
 def json_leaf_digests(connection: duckdb.DuckDBPyConnection, leaves: JsonLeaves) -> list[bytes]:
     """json_leaf_buffer as one 32-byte digest per row."""
-    buffer = json_leaf_buffer(connection, leaves)
-    return [buffer[start:start + 32] for start in range(0, len(buffer), 32)]
+    return split_digests(json_leaf_buffer(connection, leaves))
 
 
 def leaf_digests(connection: duckdb.DuckDBPyConnection, commitment: Commitment, epoch: int,

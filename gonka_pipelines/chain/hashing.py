@@ -88,6 +88,11 @@ def text_digests(prefix: bytes, texts: pa.Array | pa.ChunkedArray) -> bytes:
     return b"".join(_sha256.leaves(prefix, *string_buffers(chunk)) for chunk in chunks)
 
 
+def split_digests(digests: bytes) -> list[bytes]:
+    """32-byte digests given end to end, one bytes object each."""
+    return [digests[start:start + 32] for start in range(0, len(digests), 32)]
+
+
 def string_buffers(texts: pa.Array) -> tuple[memoryview, memoryview | bytes]:
     """A string column's offsets (its own slice, as int64) and data buffer, as _sha256.leaves reads them; text of
     another layout (a string view) is cast to one first."""
@@ -97,3 +102,79 @@ def string_buffers(texts: pa.Array) -> tuple[memoryview, memoryview | bytes]:
     _, offsets, data = texts.buffers()
     ends = np.frombuffer(offsets, dtype=width)[texts.offset:texts.offset + len(texts) + 1].astype(np.int64)
     return ends.data, memoryview(data) if data is not None else b""
+
+
+_ITEM_FORMATS = {"int32": "<i4", "int64": "<i8", "float64": "<f8", "bool": "u1"}
+"""The numpy type of a fixed-size item in the columns encoding (little-endian, as columns_body packs it)."""
+
+
+def columns_digests(prefix: bytes, rows: pa.Table | pa.RecordBatch, fields: Sequence[tuple[str, str]]) -> bytes:
+    """SHA-256(prefix || columns_body of each row) end to end, over Arrow columns named and typed by `fields`
+    (record_roots.RECORD_FIELDS): the fixed-width heads are packed in numpy, and each text and list field's contents
+    are hashed where the column's buffers hold them (_sha256.pieces: no copy of the rows, no Python object a row)."""
+    count = rows.num_rows
+    if not count:
+        return b""
+    heads: list[np.ndarray] = []  # (count, width) bytes of each field's head part, in order
+    parts: list[tuple[np.ndarray, np.ndarray | memoryview | bytes]] = []  # (offsets, data) of each text or list field, in order
+    for name, field_type in fields:
+        column = _one_array(rows.column(name))
+        if column.null_count:
+            raise ValueError(f"record field {name!r} is null in {column.null_count} row(s): a signed record holds no nulls")
+        item, depth = field_type.rstrip("[]"), field_type.count("[]")
+        if depth == 0 and item != "str":
+            heads.append(_item_bytes(column, item).view(np.uint8).reshape(count, -1))
+            continue
+        if depth == 0:
+            ends, data = string_buffers(column)
+            positions = np.frombuffer(ends, dtype=np.int64)
+            heads.append(_counts(positions))
+            parts.append((positions, data))
+            continue
+        starts = _offsets(column)
+        heads.append(_counts(starts))
+        inner = column.values
+        if depth == 2:
+            inner_starts = _offsets(inner)
+            parts.append((starts * 4, _counts(inner_starts)))
+            starts, inner = inner_starts[starts], inner.values
+        if inner.null_count:
+            raise ValueError(f"record field {name!r} holds a null item: a signed record holds no nulls")
+        if item == "str":
+            ends, data = string_buffers(inner)
+            positions = np.frombuffer(ends, dtype=np.int64)
+            parts += [(starts * 4, _counts(positions)), (positions[starts], data)]
+        else:
+            items = _item_bytes(inner, item)
+            parts.append((starts * items.itemsize, items))
+    head = np.ascontiguousarray(np.concatenate(heads, axis=1))
+    return _sha256.pieces(prefix, count, head.data, [(np.ascontiguousarray(offsets, dtype=np.int64).data,
+                                                      np.ascontiguousarray(data).data if isinstance(data, np.ndarray) else data)
+                                                     for offsets, data in parts])
+
+
+def _one_array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """A column as one array: its only chunk as it is (combine_chunks would copy even that), or its chunks joined."""
+    if isinstance(column, pa.Array):
+        return column
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
+def _offsets(lists: pa.Array) -> np.ndarray:
+    """A list column's offsets (its own slice of them, into its values) as int64."""
+    return lists.offsets.to_numpy().astype(np.int64, copy=False)
+
+
+def _item_bytes(values: pa.Array, item: str) -> np.ndarray:
+    """A column of fixed-size items as numpy values of the encoding's type: a view where the column holds that type
+    (as the chain's tables do), else converted, and refused where a value does not fit."""
+    array = values.to_numpy(zero_copy_only=False)
+    converted = array.astype(_ITEM_FORMATS[item], copy=False)
+    if converted is not array and converted.dtype.kind in "iu" and not np.array_equal(converted, array):
+        raise ValueError(f"a column of {array.dtype} holds a value that is no {item}")
+    return converted
+
+
+def _counts(ends: np.ndarray) -> np.ndarray:
+    """The u32 length of each span between consecutive offsets, as (spans, 4) little-endian bytes."""
+    return np.diff(ends).astype("<u4").view(np.uint8).reshape(-1, 4)

@@ -8,13 +8,15 @@ from itertools import accumulate
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
-from gonka_pipelines.chain.commitments import JsonLeaves, column_types, json_leaf_digests
+from gonka_pipelines.chain.commitments import LEAF_BATCH_ROWS, JsonLeaves, column_types, json_leaf_digests, sorted_positions
+from gonka_pipelines.chain.hashing import columns_digests, split_digests
 from gonka_pipelines.protocol.crypto import MessageKind, message_prefix
 from gonka_pipelines.protocol.merkle import LEAF_PREFIX, build_proof, merkle_root_of_digests, verify_proof
 from gonka_pipelines.protocol.messages import result_body, task_verdict_body, training_result_body, training_verdict_body
-from gonka_pipelines.protocol.record_roots import record_leaf, root_signature_verifies, root_signatures_verify
+from gonka_pipelines.protocol.record_roots import RECORD_FIELDS, columns_prefix, record_leaf, root_signature_verifies, root_signatures_verify
 
 
 @dataclass(frozen=True)
@@ -42,27 +44,57 @@ BY_TABLE = {spec.table: spec for spec in SIGNED_RECORDS}
 BY_KIND = {spec.kind: spec for spec in SIGNED_RECORDS}
 
 
-def record_leaves(rows: pa.Table, chain_id: str, kind: MessageKind) -> list[bytes]:
-    """Each row's leaf (its message of this kind, from the columns of the same names), in row order, computed in DuckDB:
-    how an executor with its results as columns hashes them before signing their root."""
+def record_leaves(rows: pa.Table, chain_id: str, kind: MessageKind, encoding: str) -> list[bytes]:
+    """Each row's leaf (its record of this kind, from the columns of the same names) in row order, in the record
+    encoding: how an executor with its results as columns hashes them before signing their root (json: written by
+    DuckDB; columns: hashed from the Arrow buffers)."""
+    if encoding == "columns":
+        return split_digests(columns_digests(LEAF_PREFIX + columns_prefix(chain_id, kind), rows, RECORD_FIELDS[kind]))
     spec = BY_KIND[kind]
     with duckdb.connect() as connection:
         connection.register("_records", rows.append_column("_position", pa.array(range(rows.num_rows), pa.int64())))
         types = column_types(connection)["_records"]
         return json_leaf_digests(connection, JsonLeaves(
             "_records", {c: (c, types[c]) for c in spec.body}, "true", [], ("_position",),
-            LEAF_PREFIX + message_prefix(chain_id, kind), lambda body: record_leaf(chain_id, kind, body)))
+            LEAF_PREFIX + message_prefix(chain_id, kind), lambda body: record_leaf(chain_id, kind, body, "json")))
+
+
+def record_encoding(connection: duckdb.DuckDBPyConnection, epoch: int) -> str:
+    """The record encoding of an epoch's params (tasks.record_encoding; json where the params predate it)."""
+    found = connection.execute("SELECT json_extract_string(params_json, '$.tasks.record_encoding') FROM epochs WHERE epoch = ?",
+                               [epoch]).fetchall()
+    return (found[0][0] if found else None) or "json"
 
 
 def _leaves(connection: duckdb.DuckDBPyConnection, spec: SignedRecords, chain_id: str, epoch: int,
             signer: str | None = None) -> list[bytes]:
-    """The epoch's records of this kind (of one signer, or all) as leaves, by signer then task id."""
+    """The epoch's records of this kind (of one signer, or all) as leaves in the epoch's record encoding, by signer then
+    task id."""
+    where, params = f"epoch = ? AND ({spec.where}) AND (? IS NULL OR {spec.signer} = ?)", [epoch, signer, signer]
+    if record_encoding(connection, epoch) == "columns":
+        return _columns_leaves(connection, spec, chain_id, where, params)
     types = column_types(connection)[spec.table]
     return json_leaf_digests(connection, JsonLeaves(
-        spec.table, {c: (c, types[c]) for c in spec.body},
-        f"epoch = ? AND ({spec.where}) AND (? IS NULL OR {spec.signer} = ?)", [epoch, signer, signer],
-        (spec.signer, "task_id"), LEAF_PREFIX + message_prefix(chain_id, spec.kind),
-        lambda body: record_leaf(chain_id, spec.kind, body)))
+        spec.table, {c: (c, types[c]) for c in spec.body}, where, params, (spec.signer, "task_id"),
+        LEAF_PREFIX + message_prefix(chain_id, spec.kind), lambda body: record_leaf(chain_id, spec.kind, body, "json")))
+
+
+def _columns_leaves(connection: duckdb.DuckDBPyConnection, spec: SignedRecords, chain_id: str, where: str,
+                    params: list[Any]) -> list[bytes]:
+    """The selected rows' columns-encoded leaves, by signer then task id: hashed a batch at a time as DuckDB streams
+    them, then the digests (not the rows) sorted."""
+    relation = connection.sql(f"SELECT {spec.signer} AS _signer, task_id AS _task, {', '.join(spec.body)} FROM {spec.table} "
+                              f"WHERE {where}", params=params)
+    prefix, digests, keys = LEAF_PREFIX + columns_prefix(chain_id, spec.kind), [], []
+    with relation.to_arrow_reader(batch_size=LEAF_BATCH_ROWS) as reader:
+        for batch in reader:
+            if batch.num_rows:
+                digests.append(columns_digests(prefix, batch, RECORD_FIELDS[spec.kind]))
+                keys.append(batch.select(["_signer", "_task"]))
+    if not digests:
+        return []
+    order = sorted_positions(pa.Table.from_batches(keys), ["_signer", "_task"])
+    return split_digests(np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, 32)[order].tobytes())
 
 
 def derived_roots(connection: duckdb.DuckDBPyConnection, spec: SignedRecords, chain_id: str, epoch: int) -> dict[str, tuple[str, int]]:

@@ -69,7 +69,7 @@ FIXED_PARAMS = ("profile", "chain_id", "genesis_time", "epoch_seconds", "token")
 def changed_params(genesis: GenesisParams, settings: Sequence[str]) -> GenesisParams:
     """The parameters with `section.key=value` settings applied (values read as YAML: 0.3, [1.0, 0.5, 0.4], latest),
     checked by the params schema; a malformed setting, an unknown or fixed key or a bad value is a ConfigError naming it."""
-    data = genesis.as_dict()
+    data = genesis.model_dump(mode="json")
     for setting in settings:
         path, equals, text = setting.partition("=")
         keys = path.strip().split(".")

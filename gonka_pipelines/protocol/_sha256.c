@@ -1,6 +1,6 @@
 /* SHA-256 of many messages in one call: Merkle leaves, levels and roots (the hashing of protocol/merkle.py without a
  * Python call per node: a million-leaf tree is two million SHA-256 of 65 bytes), a column of leaf texts without a
- * Python object per row, and the digests of a list of strings (a million task ids an epoch, drawn or named by hash).
+ * Python object per row, records whose columns lie in several buffers (pieces), and the digests of a list of strings (a million task ids an epoch, drawn or named by hash).
  * OpenSSL's SHA-256 picks the CPU's SHA extensions. merkle.py defines the tree (RFC 6962 prefixes, a lone last node
  * carried up unchanged); tests check each function against hashlib.
  */
@@ -180,6 +180,93 @@ done:
     return result;
 }
 
+/* Release the first `count` buffers of `buffers` and free the array. */
+static void release_all(Py_buffer *buffers, Py_ssize_t count) {
+    for (Py_ssize_t j = 0; j < count; j++)
+        PyBuffer_Release(&buffers[j]);
+    PyMem_Free(buffers);
+}
+
+/* SHA-256(prefix || head row i || each part's span i) of `count` rows: the head holds count rows of equal width end to
+ * end; each part is (offsets, data), count + 1 int64 positions into data (not from zero). A record's columns are
+ * hashed where Arrow holds them, without joining each row's bytes first. The digests end to end. */
+static PyObject *row_pieces(PyObject *Py_UNUSED(module), PyObject *args) {
+    Py_buffer prefix, head;
+    Py_ssize_t count;
+    PyObject *parts;
+    if (!PyArg_ParseTuple(args, "y*ny*O:pieces", &prefix, &count, &head, &parts))
+        return NULL;
+    PyObject *result = NULL;
+    Py_buffer *buffers = NULL;
+    Py_ssize_t acquired = 0, bad = -1, bad_part = -1, width = 0, nparts = 0;
+    if (!PyList_Check(parts) && !PyTuple_Check(parts)) {
+        PyErr_Format(PyExc_TypeError, "pieces: parts must be a list or tuple, not %s", Py_TYPE(parts)->tp_name);
+        goto done;
+    }
+    if (count < 0 || (count == 0 ? head.len != 0 : head.len % count != 0)) {
+        PyErr_Format(PyExc_ValueError, "pieces: a head of %zd bytes is not %zd rows of equal width", head.len, count);
+        goto done;
+    }
+    width = count ? head.len / count : 0;
+    nparts = PySequence_Fast_GET_SIZE(parts); /* read in place: the GIL is held while the buffers are taken */
+    buffers = PyMem_Calloc(2 * nparts + 1, sizeof(Py_buffer));
+    if (buffers == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t j = 0; j < nparts; j++) {
+        PyObject *part = PySequence_Fast_ITEMS(parts)[j];
+        if (!PyTuple_Check(part) || PyTuple_GET_SIZE(part) != 2) {
+            PyErr_Format(PyExc_TypeError, "pieces: part %zd is not an (offsets, data) tuple", j);
+            goto done;
+        }
+        for (int k = 0; k < 2; k++) {
+            if (PyObject_GetBuffer(PyTuple_GET_ITEM(part, k), &buffers[2 * j + k], PyBUF_SIMPLE) != 0)
+                goto done;
+            acquired++;
+        }
+        if (buffers[2 * j].len != (count + 1) * (Py_ssize_t)sizeof(int64_t)) {
+            PyErr_Format(PyExc_ValueError, "pieces: part %zd's offsets are not %zd int64", j, count + 1);
+            goto done;
+        }
+    }
+    result = PyBytes_FromStringAndSize(NULL, count * DIGEST);
+    if (result == NULL)
+        goto done;
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
+    const unsigned char *rows = head.buf;
+    int64_t start = 0, end = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < count && bad < 0; i++) {
+        SHA256_CTX context;
+        SHA256_Init(&context);
+        SHA256_Update(&context, prefix.buf, prefix.len);
+        SHA256_Update(&context, rows + i * width, width);
+        for (Py_ssize_t j = 0; j < nparts; j++) {
+            const int64_t *ends = buffers[2 * j].buf;
+            start = ends[i], end = ends[i + 1]; /* read once and checked as used: the buffers may change under us */
+            if (start < 0 || start > end || end > buffers[2 * j + 1].len) {
+                bad = i, bad_part = j;
+                break;
+            }
+            SHA256_Update(&context, (const unsigned char *)buffers[2 * j + 1].buf + start, end - start);
+        }
+        SHA256_Final(out + i * DIGEST, &context);
+    }
+    Py_END_ALLOW_THREADS
+    if (bad >= 0) {
+        PyErr_Format(PyExc_ValueError, "pieces: row %zd's span [%lld, %lld) of part %zd lies outside its data", bad,
+                     (long long)start, (long long)end, bad_part);
+        Py_CLEAR(result);
+    }
+done:
+    if (buffers != NULL)
+        release_all(buffers, acquired);
+    PyBuffer_Release(&prefix);
+    PyBuffer_Release(&head);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"digests", sha256_digests, METH_VARARGS,
      "digests(prefix, items) -> bytes: SHA-256(prefix || item) of each str (UTF-8) or bytes item, digests end to end."},
@@ -189,6 +276,9 @@ static PyMethodDef methods[] = {
     {"next_level", merkle_next_level, METH_O,
      "next_level(leaves) -> bytes: the level above, digests end to end (neighbours hashed with the node prefix, a lone "
      "last digest carried up). leaves: a list of 32-byte digests or one buffer of them."},
+    {"pieces", row_pieces, METH_VARARGS,
+     "pieces(prefix, count, head, parts) -> bytes: SHA-256(prefix || head row i || each part's span i) of count rows, "
+     "digests end to end; head: count rows of equal width; parts: (offsets, data) tuples, count + 1 int64 positions."},
     {"root", merkle_root, METH_O, "root(leaves) -> bytes: the 32-byte root over one or more leaves (as next_level)."},
     {NULL, NULL, 0, NULL},
 };

@@ -72,6 +72,10 @@ class TaskParams(StrictConfig):
     max_submissions_per_epoch: Int64 = Field(gt=0, description="an epoch takes at most this many submissions (a bundle's "
                                                                "lines each count; a bundle is taken whole), entries in "
                                                                "name order; the rest wait for the next epoch")
+    record_encoding: Literal["json", "columns"] = Field(
+        default="json", description="how a result's or verdict's body is encoded in its record leaf (protocol/record_roots"
+                                    ".py): json, the canonical JSON a lone signature covers; columns (ours), a binary "
+                                    "layout hashed straight from Arrow columns. Chains whose params predate it used json")
 
     def price(self, epoch: int) -> int:
         """Per-token price in an epoch: zero while the epoch is below free_epochs (Gonka's grace period uses `<`)."""
@@ -133,7 +137,12 @@ class GenesisParams(StrictConfig):
     rewards: RewardParams
 
     def as_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        """The params as JSON values; a record encoding left at json is left out, so the params (and blocks) of chains
+        from before the choice keep their hashes."""
+        values = self.model_dump(mode="json")
+        if values["tasks"]["record_encoding"] == "json":
+            del values["tasks"]["record_encoding"]
+        return values
 
     @property
     def params_hash(self) -> str:

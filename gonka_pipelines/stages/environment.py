@@ -117,14 +117,15 @@ class EpochEnvironment:
     def sign_records(self, kind: MessageKind, bodies: dict[str, list[dict]]) -> list[dict]:
         """Each signer's one signature over its epoch's records of this kind (bodies by signer address): a record_roots
         row per signer, leaves in task id order (protocol/record_roots.py)."""
-        return [sign_records(self.keys[signer], self.chain_id, self.epoch, signer, kind, sorted(mine, key=lambda r: r["task_id"]))
-                for signer, mine in sorted(bodies.items())]
+        encoding = self.params.tasks.record_encoding
+        return [sign_records(self.keys[signer], self.chain_id, self.epoch, signer, kind, sorted(mine, key=lambda r: r["task_id"]),
+                             encoding) for signer, mine in sorted(bodies.items())]
 
     def sign_rows(self, kind: MessageKind, rows: pl.DataFrame) -> list[dict]:
-        """sign_records of records held as columns (sorted by signer, then task id): their leaves hashed in DuckDB
+        """sign_records of records held as columns (sorted by signer, then task id): their leaves hashed in bulk
         (record_leaves), then one root per run of a signer's rows."""
         spec = BY_KIND[kind]
-        leaves = record_leaves(rows.select(*spec.body).to_arrow(), self.chain_id, kind)
+        leaves = record_leaves(rows.select(*spec.body).to_arrow(), self.chain_id, kind, self.params.tasks.record_encoding)
         runs = rows[spec.signer].rle()
         signers, counts = runs.struct.field("value").to_list(), runs.struct.field("len").to_list()
         return signed_roots(self.chain_id, [(self.keys[signer], leaves_root_body(self.epoch, signer, kind, leaves[end - count:end]))

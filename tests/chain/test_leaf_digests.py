@@ -146,18 +146,18 @@ KEY_TEXT = st.one_of(st.text(max_size=20), st.sampled_from(["", "\x00", "a", "a\
 @settings(max_examples=200, deadline=None, derandomize=True)
 @given(keys=st.lists(KEY_TEXT, unique=True, max_size=40), tied=st.integers(0, 30), cut=st.integers(0, 3))
 def test_text_keys_are_ranked_as_arrow_sorts_text(keys, tied, cut):
-    """_sorted_positions' 8-byte ranking with ties sorted as text gives Arrow's bytewise order: keys of every length
+    """sorted_positions' 8-byte ranking with ties sorted as text gives Arrow's bytewise order: keys of every length
     (NUL bytes and non-ASCII included), runs sharing their first 8 bytes, a sliced column of two chunks."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from gonka_pipelines.chain.commitments import _sorted_positions
+    from gonka_pipelines.chain.commitments import sorted_positions
 
     keys = keys + [f"lineage:{i:04d}" for i in range(tied)]  # share 8 bytes: mostly tied when tied is large
     column = pa.chunked_array([pa.array(part, pa.string()) for part in (keys[:len(keys) // 2], keys[len(keys) // 2:])]).slice(cut)
     table = pa.table({"k": column})
     expected = pc.sort_indices(column).to_numpy().tolist()
-    assert _sorted_positions(table, ["k"]).tolist() == expected
+    assert sorted_positions(table, ["k"]).tolist() == expected
     assert [table["k"][i].as_py() for i in expected] == sorted(keys[cut:], key=lambda k: k.encode())
 
 
@@ -167,9 +167,9 @@ def test_hash_ids_rank_by_their_first_bytes_and_ties_by_the_rest():
 
     import pyarrow as pa
 
-    from gonka_pipelines.chain.commitments import _sorted_positions
+    from gonka_pipelines.chain.commitments import sorted_positions
 
     ids = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(1000)]
     ids += [ids[i][:8] + ids[i + 1][8:] for i in range(0, 200, 2)]  # 100 ids tied with another on their first 8 bytes
-    order = _sorted_positions(pa.table({"k": ids}), ["k"]).tolist()
+    order = sorted_positions(pa.table({"k": ids}), ["k"]).tolist()
     assert [ids[i] for i in order] == sorted(ids)

@@ -104,7 +104,8 @@ def test_each_executor_signs_one_root_over_its_completed_results(execution):
     for root in roots:
         mine = completed[root["signer"]]
         leaves = [record_leaf(env.chain_id, MessageKind.RESULT, result_body(
-            r["task_id"], r["executor"], r["output_tokens"], r["top_ids"], r["top_logprobs"])) for r in mine]
+            r["task_id"], r["executor"], r["output_tokens"], r["top_ids"], r["top_logprobs"]), env.params.tasks.record_encoding)
+            for r in mine]
         assert (root["root"], root["records"]) == (merkle_root_of_digests(leaves), len(mine))
         assert verify(env.keys[root["signer"]].public_key, env.chain_id, MessageKind.RECORDS_ROOT,
                       records_root_body(STAGE_EPOCH, root["signer"], MessageKind.RESULT, root["root"], len(mine)),

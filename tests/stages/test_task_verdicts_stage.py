@@ -100,7 +100,8 @@ def test_each_validator_signs_one_root_over_its_verdicts(validation):
     assert [r["signer"] for r in roots] == sorted(mine) and len(roots) >= 2
     for root in roots:
         leaves = [record_leaf(env.chain_id, MessageKind.TASK_VERDICT, task_verdict_body(
-            STAGE_EPOCH, v["task_id"], v["validator"], v["similarity"], v["passed"], v["reason"])) for v in mine[root["signer"]]]
+            STAGE_EPOCH, v["task_id"], v["validator"], v["similarity"], v["passed"], v["reason"]), env.params.tasks.record_encoding)
+            for v in mine[root["signer"]]]
         assert (root["root"], root["records"]) == (merkle_root_of_digests(leaves), len(leaves))
         assert verify(env.keys[root["signer"]].public_key, env.chain_id, MessageKind.RECORDS_ROOT,
                       records_root_body(STAGE_EPOCH, root["signer"], MessageKind.TASK_VERDICT, root["root"], len(leaves)),

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from gonka_pipelines.chain.store import ChainStore
-from gonka_pipelines.local.config import NETWORK_FILE, load_genesis, load_network
+from gonka_pipelines.local.config import NETWORK_FILE, changed_params, load_genesis, load_network
 from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.protocol.params import GenesisParams, NetworkConfig
 from gonka_pipelines.simulation.workload import submit_demo_workload, submit_tasks
@@ -73,10 +73,11 @@ def copy_chain(template: Path, destination: Path) -> DataLayout:
     return DataLayout(Path(destination))
 
 
-def build_demo_chain(root: Path, epochs: int = 3) -> None:
+def build_demo_chain(root: Path, epochs: int = 3, settings: tuple[str, ...] = ()) -> None:
     """Exactly the chain `make demo` builds: the shipped genesis and demo network, `epochs` epochs of the demo
-    workload (via run_epoch), so what these tests pin is what a user sees."""
-    genesis = load_genesis()
+    workload (via run_epoch), so what these tests pin is what a user sees; `settings` (section.key=value) change
+    the genesis params first."""
+    genesis = changed_params(load_genesis(), settings)
     network = load_network(NETWORK_FILE)
     layout = create_chain(root, genesis, network)
     with opened(layout) as store:
@@ -92,6 +93,16 @@ def demo_template(tmp_path_factory) -> DataLayout:
     """The session's demo chain after DEMO_EPOCHS epochs (read it; copy it before writing)."""
     base = tmp_path_factory.getbasetemp()
     return DataLayout(cached_chain("demo", base, lambda root: build_demo_chain(root, DEMO_EPOCHS)))
+
+
+COLUMNS_SETTINGS = ("tasks.record_encoding=columns",)
+"""The demo chain's params with its results' and verdicts' record leaves in the columns encoding."""
+
+
+def demo_columns_template(tmp_path_factory) -> DataLayout:
+    """The demo chain with COLUMNS_SETTINGS, built once per session (read it; copy it before writing)."""
+    base = tmp_path_factory.getbasetemp()
+    return DataLayout(cached_chain("demo-columns", base, lambda root: build_demo_chain(root, DEMO_EPOCHS, COLUMNS_SETTINGS)))
 
 
 def build_small_chain(root: Path, epochs: int = SMALL_EPOCHS, tasks: int = SMALL_TASKS) -> tuple[DataLayout, NetworkConfig]:
