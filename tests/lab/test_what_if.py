@@ -51,6 +51,21 @@ def test_a_tighter_power_cap_caps_the_largest_host_and_the_diff_says_who_lost(de
     assert pl.read_parquet(parquet).equals(fork.hosts) and pl.read_csv(csv)["host"].to_list() == sorted(hosts)
 
 
+def test_a_fork_may_switch_the_record_encoding_and_its_chain_verifies(demo_template, tmp_path):
+    """tasks.record_encoding, left out of the shipped params' hash, is still a setting a fork may change: the forked
+    epoch records it, and its results' and verdicts' roots re-derive from columns-encoded leaves."""
+    from gonka_pipelines.chain.record_roots import record_encoding
+    from gonka_pipelines.chain.verify import verify_chain
+
+    fork = what_if(demo_template, 1, ["tasks.record_encoding=columns"], tmp_path / "fork", epochs=1)
+    with opened(fork.scratch, read_only=True) as store:
+        assert store.epoch_params(2).tasks.record_encoding == "columns"
+        assert [record_encoding(store._connection, epoch) for epoch in (1, 2)] == ["json", "columns"]
+        assert verify_chain(store).first_problem is None
+    assert block_hashes(fork.scratch)[:2] == block_hashes(demo_template)[:2]
+    assert block_hashes(fork.scratch)[2] != block_hashes(demo_template)[2]
+
+
 @pytest.mark.parametrize("setting, message", [
     ("sprint.power_kap=0.1", "'power_kap' is not a parameter of sprint (known: "),
     ("sprints.power_cap=0.1", "'sprints' is not a parameter of the parameters"),
