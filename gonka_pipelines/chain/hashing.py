@@ -3,7 +3,9 @@ epoch) and the texts of a string column (text_digests: Merkle leaves)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeAlias
 
 import numpy as np
@@ -104,6 +106,9 @@ def string_buffers(texts: pa.Array) -> tuple[memoryview, memoryview | bytes]:
     return ends.data, memoryview(data) if data is not None else b""
 
 
+THREADED_ROWS = 50_000
+"""Rows per thread from which columns_digests hashes on more than one core."""
+
 _ITEM_FORMATS = {"int32": "<i4", "int64": "<i8", "float64": "<f8", "bool": "u1"}
 """The numpy type of a fixed-size item in the columns encoding (little-endian, as columns_body packs it)."""
 
@@ -111,14 +116,17 @@ _ITEM_FORMATS = {"int32": "<i4", "int64": "<i8", "float64": "<f8", "bool": "u1"}
 def columns_digests(prefix: bytes, rows: pa.Table | pa.RecordBatch, fields: Sequence[tuple[str, str]]) -> bytes:
     """SHA-256(prefix || columns_body of each row) end to end, over Arrow columns named and typed by `fields`
     (record_roots.RECORD_FIELDS): the fixed-width heads are packed in numpy, and each text and list field's contents
-    are hashed where the column's buffers hold them (_sha256.pieces: no copy of the rows, no Python object a row)."""
+    are hashed where the column's buffers hold them (_sha256.pieces: no copy of the rows, no Python object a row). A
+    table is hashed a record batch at a time, as its chunks lie."""
+    if isinstance(rows, pa.Table):
+        return b"".join(columns_digests(prefix, batch, fields) for batch in rows.to_batches())
     count = rows.num_rows
     if not count:
         return b""
     heads: list[np.ndarray] = []  # (count, width) bytes of each field's head part, in order
     parts: list[tuple[np.ndarray, np.ndarray | memoryview | bytes]] = []  # (offsets, data) of each text or list field, in order
     for name, field_type in fields:
-        column = _one_array(rows.column(name))
+        column = rows.column(name)
         if column.null_count:
             raise ValueError(f"record field {name!r} is null in {column.null_count} row(s): a signed record holds no nulls")
         item, depth = field_type.rstrip("[]"), field_type.count("[]")
@@ -148,16 +156,18 @@ def columns_digests(prefix: bytes, rows: pa.Table | pa.RecordBatch, fields: Sequ
             items = _item_bytes(inner, item)
             parts.append((starts * items.itemsize, items))
     head = np.ascontiguousarray(np.concatenate(heads, axis=1))
-    return _sha256.pieces(prefix, count, head.data, [(np.ascontiguousarray(offsets, dtype=np.int64).data,
-                                                      np.ascontiguousarray(data).data if isinstance(data, np.ndarray) else data)
-                                                     for offsets, data in parts])
+    spans = [(np.ascontiguousarray(offsets, dtype=np.int64), np.ascontiguousarray(data).data if isinstance(data, np.ndarray) else data)
+             for offsets, data in parts]
 
+    def rows_digests(start: int, end: int) -> bytes:
+        return _sha256.pieces(prefix, end - start, head[start:end].data, [(offsets[start:end + 1].data, data) for offsets, data in spans])
 
-def _one_array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """A column as one array: its only chunk as it is (combine_chunks would copy even that), or its chunks joined."""
-    if isinstance(column, pa.Array):
-        return column
-    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    threads = min(os.cpu_count() or 1, count // THREADED_ROWS)
+    if threads < 2:
+        return rows_digests(0, count)
+    bounds = [count * part // threads for part in range(threads + 1)]
+    with ThreadPoolExecutor(threads) as pool:  # C hashes with the GIL released
+        return b"".join(pool.map(rows_digests, bounds[:-1], bounds[1:]))
 
 
 def _offsets(lists: pa.Array) -> np.ndarray:
@@ -167,7 +177,9 @@ def _offsets(lists: pa.Array) -> np.ndarray:
 
 def _item_bytes(values: pa.Array, item: str) -> np.ndarray:
     """A column of fixed-size items as numpy values of the encoding's type: a view where the column holds that type
-    (as the chain's tables do), else converted, and refused where a value does not fit."""
+    (as the chain's tables do), else converted, and refused where a value does not fit or is not a bool for a bool."""
+    if (item == "bool") != pa.types.is_boolean(values.type):
+        raise ValueError(f"a column of {values.type} cannot hold {item} items")
     array = values.to_numpy(zero_copy_only=False)
     converted = array.astype(_ITEM_FORMATS[item], copy=False)
     if converted is not array and converted.dtype.kind in "iu" and not np.array_equal(converted, array):

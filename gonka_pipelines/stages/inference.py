@@ -85,10 +85,11 @@ def _checked(table: pa.Table, schema: pa.Schema, rows: int, call: str) -> pa.Tab
     return table
 
 
-RESULT_SCHEMA = {"task_id": pl.String(), "executor": pl.String(), "output_tokens": pl.List(pl.Int64()),
-                 "top_ids": pl.List(pl.List(pl.Int64())), "top_logprobs": pl.List(pl.List(pl.Float64())),
+RESULT_SCHEMA = {"task_id": pl.String(), "executor": pl.String(), "output_tokens": pl.List(pl.Int32()),
+                 "top_ids": pl.List(pl.List(pl.Int32())), "top_logprobs": pl.List(pl.List(pl.Float64())),
                  "completion_tokens": pl.Int64(), "cost": pl.Int64(), "refund": pl.Int64()}
-"""A task_results row as execution builds it (the stage adds epoch and status)."""
+"""A task_results row as execution builds it (the stage adds epoch and status); token ids as int32, as the chain
+stores them, so neither the insert nor the record leaves convert them again."""
 
 
 GENERATION_GROUP = ["executor", "model", "runs_version", "max_tokens"]

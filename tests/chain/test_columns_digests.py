@@ -94,3 +94,19 @@ def test_the_layout_is_the_documented_one():
     assert columns_body(MessageKind.RESULT, body) == (
         struct.pack("<IIIII", 1, 2, 1, 1, 1) + b"t" + b"ex" + struct.pack("<i", 5) + struct.pack("<Iii", 2, 1, 2)
         + struct.pack("<Idd", 2, -0.5, -1.0))
+
+
+def test_rows_split_over_threads_hash_as_one_loop(monkeypatch: pytest.MonkeyPatch):
+    """Past THREADED_ROWS rows a thread a batch is hashed on a thread per core, in contiguous parts: the same digests,
+    in row order, with 1 part or 4 (a sliced batch too)."""
+    from gonka_pipelines.chain import hashing
+
+    bodies, table = _bodies_and_table(MessageKind.RESULT, 61)
+    prefix, fields = b"\x00", RECORD_FIELDS[MessageKind.RESULT]
+    expected = b"".join(hashlib.sha256(prefix + columns_body(MessageKind.RESULT, body)).digest() for body in bodies)
+    monkeypatch.setattr(hashing, "THREADED_ROWS", 7)
+    monkeypatch.setattr(hashing.os, "cpu_count", lambda: 4)
+    assert columns_digests(prefix, table, fields) == expected
+    assert columns_digests(prefix, table.slice(5, 40), fields) == expected[5 * 32:45 * 32]
+    monkeypatch.setattr(hashing.os, "cpu_count", lambda: 1)
+    assert columns_digests(prefix, table, fields) == expected

@@ -1,0 +1,85 @@
+"""Record leaves of an executor's results: the json encoding (DuckDB writes each result's canonical JSON) against the
+columns encoding (hashed where Arrow holds the columns), and a floor: SHA-256 of the same bytes, laid end to end.
+
+    .venv/bin/python bench/bench_record_leaves.py [--results 200000] [--rounds 5]
+
+Each result has 8 output tokens with their top-5 ids and log-probs, as the chain's task_results holds them (int32
+lists, float64 log-probs). Prints each path's median time a result over alternating rounds, its range, and the ratios
+columns / json and columns / floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pyarrow as pa
+
+from gonka_pipelines.chain.record_roots import record_leaves
+from gonka_pipelines.protocol import _sha256
+from gonka_pipelines.protocol.crypto import MessageKind
+from gonka_pipelines.protocol.merkle import LEAF_PREFIX
+from gonka_pipelines.protocol.record_roots import columns_body, columns_prefix, record_leaf
+
+CHAIN_ID = "bench-record-leaves"
+TOKENS, TOP_K = 8, 5
+
+
+def results_table(count: int) -> pa.Table:
+    """`count` results of TOKENS tokens with TOP_K candidates each, seeded (the same table every run)."""
+    rng = np.random.default_rng(0)
+
+    def lists(values: np.ndarray, width: int) -> pa.Array:
+        return pa.ListArray.from_arrays(pa.array(np.arange(0, len(values) + 1, width, dtype=np.int32)), pa.array(values))
+
+    return pa.table({
+        "task_id": pa.array([f"task-{i:016d}" for i in range(count)]),
+        "executor": pa.array([f"gonka1{i % 1000:038d}" for i in range(count)]),
+        "output_tokens": lists(rng.integers(0, 50_000, count * TOKENS, dtype=np.int32), TOKENS),
+        "top_ids": lists(lists(rng.integers(0, 50_000, count * TOKENS * TOP_K, dtype=np.int32), TOP_K), TOKENS),
+        "top_logprobs": lists(lists(-rng.exponential(2.0, count * TOKENS * TOP_K), TOP_K), TOKENS),
+    })
+
+
+def _seconds(work: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    work()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    table = results_table(args.results)
+    sample = table.slice(0, 100).to_pylist()
+    leaves = record_leaves(table.slice(0, 100), CHAIN_ID, MessageKind.RESULT, "columns")
+    assert leaves == [record_leaf(CHAIN_ID, MessageKind.RESULT, body, "columns") for body in sample], "columns leaves"
+    length = len(columns_body(MessageKind.RESULT, sample[0]))  # every result has the same shape
+    laid_out = np.random.default_rng(1).integers(0, 256, args.results * length, dtype=np.uint8).tobytes()
+    ends = np.arange(0, args.results * length + 1, length, dtype=np.int64)
+    prefix = LEAF_PREFIX + columns_prefix(CHAIN_ID, MessageKind.RESULT)
+    paths: dict[str, Callable[[], object]] = {
+        "json (DuckDB)": lambda: record_leaves(table, CHAIN_ID, MessageKind.RESULT, "json"),
+        "columns": lambda: record_leaves(table, CHAIN_ID, MessageKind.RESULT, "columns"),
+        "floor: SHA-256": lambda: _sha256.leaves(prefix, ends.data, laid_out),
+    }
+    timings: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(args.rounds):
+        for name, work in paths.items():
+            timings[name].append(_seconds(work) / args.results)
+    print(f"bench_record_leaves: {args.results:,} results ({TOKENS} tokens, top-{TOP_K}), {length} bytes each in columns, "
+          f"{args.rounds} rounds")
+    for name, values in timings.items():
+        print(f"  {name:<15} {statistics.median(values) * 1e6:6.2f} µs a result ({min(values) * 1e6:.2f}-{max(values) * 1e6:.2f})")
+    for numerator, denominator in (("columns", "json (DuckDB)"), ("columns", "floor: SHA-256")):
+        ratios = [a / b for a, b in zip(timings[numerator], timings[denominator])]
+        print(f"  {numerator} / {denominator}: {statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})")
+
+
+if __name__ == "__main__":
+    main()
