@@ -1,5 +1,6 @@
 """Record leaves of an executor's results: the json encoding (DuckDB writes each result's canonical JSON) against the
-columns encoding (hashed where Arrow holds the columns), and a floor: SHA-256 of the same bytes, laid end to end.
+columns encoding (hashed where Arrow holds the columns), and a floor: SHA-256 of as many bytes, laid end to end, on
+a thread per core.
 
     .venv/bin/python bench/bench_record_leaves.py [--results 200000] [--rounds 5]
 
@@ -11,9 +12,11 @@ columns / json and columns / floor.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -44,6 +47,19 @@ def results_table(count: int) -> pa.Table:
     })
 
 
+def sha256_floor(prefix: bytes, count: int, length: int, laid_out: bytes) -> bytes:
+    """SHA-256(prefix || each of `count` spans of `length` bytes) in C, a contiguous part of them per core."""
+    cores = os.cpu_count() or 1
+    bounds = [count * part // cores for part in range(cores + 1)]
+
+    def part(start: int, end: int) -> bytes:
+        ends = np.arange(start * length, end * length + 1, length, dtype=np.int64)
+        return _sha256.leaves(prefix, ends.data, laid_out)
+
+    with ThreadPoolExecutor(cores) as pool:
+        return b"".join(pool.map(part, bounds[:-1], bounds[1:]))
+
+
 def _seconds(work: Callable[[], object]) -> float:
     start = time.perf_counter()
     work()
@@ -61,19 +77,18 @@ def main() -> None:
     assert leaves == [record_leaf(CHAIN_ID, MessageKind.RESULT, body, "columns") for body in sample], "columns leaves"
     length = len(columns_body(MessageKind.RESULT, sample[0]))  # every result has the same shape
     laid_out = np.random.default_rng(1).integers(0, 256, args.results * length, dtype=np.uint8).tobytes()
-    ends = np.arange(0, args.results * length + 1, length, dtype=np.int64)
     prefix = LEAF_PREFIX + columns_prefix(CHAIN_ID, MessageKind.RESULT)
     paths: dict[str, Callable[[], object]] = {
         "json (DuckDB)": lambda: record_leaves(table, CHAIN_ID, MessageKind.RESULT, "json"),
         "columns": lambda: record_leaves(table, CHAIN_ID, MessageKind.RESULT, "columns"),
-        "floor: SHA-256": lambda: _sha256.leaves(prefix, ends.data, laid_out),
+        "floor: SHA-256": lambda: sha256_floor(prefix, args.results, length, laid_out),
     }
     timings: dict[str, list[float]] = {name: [] for name in paths}
     for _ in range(args.rounds):
         for name, work in paths.items():
             timings[name].append(_seconds(work) / args.results)
     print(f"bench_record_leaves: {args.results:,} results ({TOKENS} tokens, top-{TOP_K}), {length} bytes each in columns, "
-          f"{args.rounds} rounds")
+          f"{args.rounds} rounds, {os.cpu_count()} core(s)")
     for name, values in timings.items():
         print(f"  {name:<15} {statistics.median(values) * 1e6:6.2f} µs a result ({min(values) * 1e6:.2f}-{max(values) * 1e6:.2f})")
     for numerator, denominator in (("columns", "json (DuckDB)"), ("columns", "floor: SHA-256")):
