@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
+from rounds import alternating_rounds, print_rounds
 
 from gonka_pipelines.chain.record_roots import record_leaves
 from gonka_pipelines.protocol import _sha256
@@ -60,12 +59,6 @@ def sha256_floor(prefix: bytes, count: int, length: int, laid_out: bytes) -> byt
         return b"".join(pool.map(part, bounds[:-1], bounds[1:]))
 
 
-def _seconds(work: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    work()
-    return time.perf_counter() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=int, default=200_000)
@@ -83,18 +76,11 @@ def main() -> None:
         "columns": lambda: record_leaves(table, CHAIN_ID, MessageKind.RESULT, "columns"),
         "floor: SHA-256": lambda: sha256_floor(prefix, args.results, length, laid_out),
     }
-    timings: dict[str, list[float]] = {name: [] for name in paths}
-    for _ in range(args.rounds):
-        for name, work in paths.items():
-            timings[name].append(_seconds(work) / args.results)
+    timings = alternating_rounds(paths, args.rounds, args.results)
     print(f"bench_record_leaves: {args.results:,} results ({TOKENS} tokens, top-{TOP_K}), {length} bytes each in columns, "
           f"{args.rounds} rounds, {os.cpu_count()} core(s)")
-    for name, values in timings.items():
-        print(f"  {name:<15} {statistics.median(values) * 1e6:6.2f} µs a result ({min(values) * 1e6:.2f}-{max(values) * 1e6:.2f})")
-    for numerator, denominator in (("columns", "json (DuckDB)"), ("columns", "floor: SHA-256")):
-        ratios = [a / b for a, b in zip(timings[numerator], timings[denominator])]
-        print(f"  {numerator} / {denominator}: {statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})")
-
+    print_rounds(timings, "a result", [("columns / json:", "columns", "json (DuckDB)"),
+                                       ("columns / floor:", "columns", "floor: SHA-256")])
 
 if __name__ == "__main__":
     main()

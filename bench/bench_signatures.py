@@ -11,20 +11,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 from collections.abc import Callable
+
+from rounds import alternating_rounds, print_rounds
 
 from gonka_pipelines.protocol.crypto import KeyPair, MessageKind, sign_each, verify, verify_each
 
 CHAIN_ID = "bench-signatures"
 KIND = MessageKind.POC_VERDICT
-
-
-def _seconds(work: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    work()
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -44,18 +38,10 @@ def main() -> None:
         "verify, one loop": lambda: [verify(key, CHAIN_ID, KIND, body, signature) for key, body, signature in checks],
         "verify_each": lambda: verify_each(CHAIN_ID, KIND, checks),
     }
-    timings: dict[str, list[float]] = {name: [] for name in paths}
-    for _ in range(args.rounds):
-        for name, work in paths.items():
-            timings[name].append(_seconds(work) / args.messages)
+    timings = alternating_rounds(paths, args.rounds, args.messages)
     print(f"bench_signatures: {args.messages:,} messages, {args.rounds} rounds, {os.cpu_count()} core(s)")
-    for name, values in timings.items():
-        print(f"  {name:<18} {statistics.median(values) * 1e6:6.1f} µs a message ({min(values) * 1e6:.1f}-{max(values) * 1e6:.1f})")
-    for operation in ("sign", "verify"):
-        loop, threaded = timings[f"{operation}, one loop"], timings[f"{operation}_each"]
-        ratios = [t / s for t, s in zip(threaded, loop)]
-        print(f"  {operation}: threads / one loop {statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})")
-
+    print_rounds(timings, "a message", [(f"{operation}: threads / one loop", f"{operation}_each", f"{operation}, one loop")
+                                        for operation in ("sign", "verify")])
 
 if __name__ == "__main__":
     main()
