@@ -53,7 +53,7 @@ def sha256_floor(prefix: bytes, count: int, length: int, laid_out: bytes) -> byt
 
     def part(start: int, end: int) -> bytes:
         ends = np.arange(start * length, end * length + 1, length, dtype=np.int64)
-        return _sha256.leaves(prefix, ends.data, laid_out)
+        return _sha256.pieces(prefix, end - start, b"", [(ends.data, laid_out)])
 
     with ThreadPoolExecutor(cores) as pool:
         return b"".join(pool.map(part, bounds[:-1], bounds[1:]))

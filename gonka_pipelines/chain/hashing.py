@@ -85,9 +85,9 @@ def _python_values(column: Column) -> list:
 
 
 def text_digests(prefix: bytes, texts: pa.Array | pa.ChunkedArray) -> bytes:
-    """SHA-256(prefix || text) of each text of a string column, end to end, hashed in C (_sha256.leaves)."""
+    """SHA-256(prefix || text) of each text of a string column, end to end, hashed in C (_sha256.pieces, with no head)."""
     chunks = texts.chunks if isinstance(texts, pa.ChunkedArray) else [texts]
-    return b"".join(_sha256.leaves(prefix, *string_buffers(chunk)) for chunk in chunks)
+    return b"".join(_sha256.pieces(prefix, len(chunk), b"", [string_buffers(chunk)]) for chunk in chunks)
 
 
 def split_digests(digests: bytes) -> list[bytes]:
@@ -96,7 +96,7 @@ def split_digests(digests: bytes) -> list[bytes]:
 
 
 def string_buffers(texts: pa.Array) -> tuple[memoryview, memoryview | bytes]:
-    """A string column's offsets (its own slice, as int64) and data buffer, as _sha256.leaves reads them; text of
+    """A string column's offsets (its own slice, as int64) and data buffer, as _sha256.pieces reads them; text of
     another layout (a string view) is cast to one first."""
     if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
         texts = texts.cast(pa.large_string())

@@ -1,6 +1,7 @@
 /* SHA-256 of many messages in one call: Merkle leaves, levels and roots (the hashing of protocol/merkle.py without a
- * Python call per node: a million-leaf tree is two million SHA-256 of 65 bytes), a column of leaf texts without a
- * Python object per row, records whose columns lie in several buffers (pieces), and the digests of a list of strings (a million task ids an epoch, drawn or named by hash).
+ * Python call per node: a million-leaf tree is two million SHA-256 of 65 bytes), the rows of Arrow columns where their
+ * buffers hold them (a column of leaf texts, records whose fields lie in several buffers) without a Python object per
+ * row, and the digests of a list of strings (a million task ids an epoch, drawn or named by hash).
  * OpenSSL's SHA-256 picks the CPU's SHA extensions. merkle.py defines the tree (RFC 6962 prefixes, a lone last node
  * carried up unchanged); tests check each function against hashlib.
  */
@@ -99,47 +100,6 @@ static PyObject *hash_up(PyObject *leaves, int levels) {
 static PyObject *merkle_next_level(PyObject *Py_UNUSED(module), PyObject *leaves) { return hash_up(leaves, 1); }
 
 static PyObject *merkle_root(PyObject *Py_UNUSED(module), PyObject *leaves) { return hash_up(leaves, -1); }
-
-/* SHA-256(prefix || text) of each text of an Arrow string column given by its buffers: offsets (count + 1 int64, the
- * column's own slice of them) into data. The digests end to end. */
-static PyObject *merkle_leaves(PyObject *Py_UNUSED(module), PyObject *args) {
-    Py_buffer prefix, offsets, data;
-    if (!PyArg_ParseTuple(args, "y*y*y*:leaves", &prefix, &offsets, &data))
-        return NULL;
-    PyObject *result = NULL;
-    Py_ssize_t count = offsets.len / (Py_ssize_t)sizeof(int64_t) - 1, bad = -1;
-    const int64_t *ends = offsets.buf;
-    if (offsets.len % (Py_ssize_t)sizeof(int64_t) || count < 0) {
-        PyErr_SetString(PyExc_ValueError, "offsets are int64, one more than the texts");
-        goto done;
-    }
-    result = PyBytes_FromStringAndSize(NULL, count * DIGEST);
-    if (result == NULL)
-        goto done;
-    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
-    const unsigned char *text = data.buf;
-    int64_t start = 0, end = 0;
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < count; i++) {
-        start = ends[i], end = ends[i + 1]; /* read once and checked as used: the buffers may change under us */
-        if (start < 0 || start > end || end > data.len) {
-            bad = i;
-            break;
-        }
-        prefixed_sha256(prefix.buf, prefix.len, text + start, end - start, out + i * DIGEST);
-    }
-    Py_END_ALLOW_THREADS
-    if (bad >= 0) {
-        PyErr_Format(PyExc_ValueError, "text %zd's offsets [%lld, %lld) lie outside %zd bytes of data", bad,
-                     (long long)start, (long long)end, data.len);
-        Py_CLEAR(result);
-    }
-done:
-    PyBuffer_Release(&prefix);
-    PyBuffer_Release(&offsets);
-    PyBuffer_Release(&data);
-    return result;
-}
 
 /* SHA-256(prefix || item) of each item of a list or tuple of str (as UTF-8) or bytes, digests end to end. */
 static PyObject *sha256_digests(PyObject *Py_UNUSED(module), PyObject *args) {
@@ -270,9 +230,6 @@ done:
 static PyMethodDef methods[] = {
     {"digests", sha256_digests, METH_VARARGS,
      "digests(prefix, items) -> bytes: SHA-256(prefix || item) of each str (UTF-8) or bytes item, digests end to end."},
-    {"leaves", merkle_leaves, METH_VARARGS,
-     "leaves(prefix, offsets, data) -> bytes: SHA-256(prefix || text) of each text of a string column, digests end to "
-     "end; offsets: count + 1 int64 positions into data."},
     {"next_level", merkle_next_level, METH_O,
      "next_level(leaves) -> bytes: the level above, digests end to end (neighbours hashed with the node prefix, a lone "
      "last digest carried up). leaves: a list of 32-byte digests or one buffer of them."},

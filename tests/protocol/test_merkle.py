@@ -166,11 +166,19 @@ def test_batch_hashes_are_hashlib_and_refuse_what_they_cannot_read():
     texts = [b"abc", b"", "é中".encode()]
     ends = b"".join(n.to_bytes(8, "little", signed=True) for n in (0, 3, 3, 3 + len(texts[2])))
     expected = b"".join(hashlib.sha256(b"\x00p" + text).digest() for text in texts)
-    assert _sha256.leaves(b"\x00p", ends, b"".join(texts)) == expected
+    assert _sha256.pieces(b"\x00p", 3, b"", [(ends, b"".join(texts))]) == expected
     assert _sha256.digests(b"\x00p", [b"abc", "", "é中"]) == expected == _sha256.digests(b"\x00p", tuple(texts))
-    with pytest.raises(ValueError, match=r"text 1's offsets \[3, 9\) lie outside 8 bytes"):
-        _sha256.leaves(b"", ends[:8] + (3).to_bytes(8, "little") + (9).to_bytes(8, "little"), b"x" * 8)
-    with pytest.raises(ValueError, match="offsets are int64, one more than the texts"):
-        _sha256.leaves(b"", b"", b"")
+    # a head of equal-width rows, then each part's span of the row, offsets not from zero
+    second = b"".join(n.to_bytes(8, "little") for n in (1, 2, 2, 4))
+    assert _sha256.pieces(b"q", 3, b"h1h2h3", [(ends, b"".join(texts)), (second, b"wxyz")]) == b"".join(
+        hashlib.sha256(b"q" + row).digest() for row in (b"h1abcx", b"h2", b"h3" + texts[2] + b"yz"))
+    with pytest.raises(ValueError, match=r"row 1's span \[3, 9\) of part 0 lies outside its data"):
+        _sha256.pieces(b"", 2, b"", [(ends[:8] + (3).to_bytes(8, "little") + (9).to_bytes(8, "little"), b"x" * 8)])
+    with pytest.raises(ValueError, match="part 0's offsets are not 4 int64"):
+        _sha256.pieces(b"", 3, b"", [(b"", b"")])
+    with pytest.raises(ValueError, match="a head of 5 bytes is not 3 rows of equal width"):
+        _sha256.pieces(b"", 3, b"h1h2h", [])
+    with pytest.raises(TypeError, match="part 0 is not an \\(offsets, data\\) tuple"):
+        _sha256.pieces(b"", 0, b"", [b"ab"])  # type: ignore[list-item]
     with pytest.raises(TypeError, match="items must be a list or tuple, not str"):
         _sha256.digests(b"", "abc")  # type: ignore[arg-type]
