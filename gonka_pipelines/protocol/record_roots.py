@@ -66,9 +66,8 @@ def _encode_field(field_type: str, value: Any, head: list[bytes], tail: list[byt
     """Append one field's head part and contents (columns_body)."""
     item, depth = field_type.rstrip("[]"), field_type.count("[]")
     if depth == 0 and item != "str":
-        if item == "bool" and not isinstance(value, bool) or item != "float64" and isinstance(value, float):
-            raise TypeError(f"a {type(value).__name__} is not a {item}")
-        head.append(struct.pack("<" + FIXED_FORMATS[item], value))
+        _check_bools(item, [value])
+        head.append(struct.pack("<" + FIXED_FORMATS[item], value))  # struct refuses a float for an int, or one past its range
         return
     if depth == 0:
         data = value.encode()
@@ -83,9 +82,15 @@ def _encode_field(field_type: str, value: Any, head: list[bytes], tail: list[byt
         texts = [text.encode() for text in value]
         tail += [struct.pack(f"<{len(texts)}I", *map(len, texts)), *texts]
     else:
-        for element in value:
-            _encode_field(item, element, [], [])  # the same type checks as a lone field
+        _check_bools(item, value)
         tail.append(struct.pack(f"<{len(value)}{FIXED_FORMATS[item]}", *value))
+
+
+def _check_bools(item: str, values: Sequence[Any]) -> None:
+    """A bool field holds bools only: struct would pack any value's truth as one."""
+    for value in values if item == "bool" else ():
+        if not isinstance(value, bool):
+            raise TypeError(f"a {type(value).__name__} is not a bool")
 
 
 def record_leaf(chain_id: str, kind: MessageKind, body: Mapping[str, Any], encoding: str) -> bytes:
