@@ -5,9 +5,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
-from collections import defaultdict
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -169,6 +168,99 @@ VERDICT_TYPES = (pa.string(), pa.int32(), pa.int32(), pa.bool_(), pa.bool_())
 """The Arrow type of each VERDICT_FIELDS vector's items (the chain's poc_verdict_sets columns)."""
 
 
+@dataclass
+class SprintVotes:
+    """Every (host, validator) vote of a sprint as flat columns, host by host in claim order and each host's validators
+    in committee order. Who votes, skips or lies is known before anything is recomputed; each vote then points at the
+    sample its validator drew, a sample is voted on once (validators that drew the same sample cast the same vote), and
+    the records come out of one stable sort by validator."""
+
+    validators: list[str]
+    """The voting validators, by address: a vote's validator is its index here."""
+    public_keys: list[str]
+    bounds: np.ndarray
+    """Host i's votes are [bounds[i], bounds[i + 1])."""
+    validator: np.ndarray
+    skipped: np.ndarray
+    """The validator votes without recomputing: lazy, a cheat vouching for itself, or a colluder against its target."""
+    lying: np.ndarray
+    """A colluder voting its target's sprint invalid (every sampled nonce a mismatch)."""
+    sample: np.ndarray
+    """Per vote, the index of the sample its validator drew in the lists below."""
+    sizes: list[int] = field(default_factory=list)
+    sample_mismatches: list[int] = field(default_factory=list)
+    sample_valid: list[bool] = field(default_factory=list)
+
+    @classmethod
+    def asked(cls, env: EpochEnvironment, hosts: Sequence[str], committees: Mapping[str, Sequence[str]]) -> SprintVotes:
+        """The votes of each host's committee members that send verdicts (silent validators send none), each marked
+        skipped or lying by its validator's behaviour."""
+        by_address = {h.address: h for h in env.hosts}
+        validators = sorted(h.address for h in env.hosts if sends_verdicts(h))
+        index = {address: position for position, address in enumerate(validators)}
+        voters = [[index[v] for v in committees[host] if v in index] for host in hosts]
+        bounds = np.fromiter(itertools.accumulate(map(len, voters), initial=0), np.int64, len(hosts) + 1)
+        validator = np.fromiter(itertools.chain.from_iterable(voters), np.int32, int(bounds[-1]))
+        host = np.repeat(np.arange(len(hosts), dtype=np.int32), np.diff(bounds))
+        lazy = np.array([skips_recomputation(by_address[v]) for v in validators], bool)
+        against = np.isin(np.arange(len(validators)), [index[v] for v in colluders(env.hosts) if v in index])
+        target = collusion_target(env.hosts)
+        targeted = np.array([h == target for h in hosts], bool)
+        # A host's own vote counts under full validation, as in Gonka: an honest one checks itself like any other;
+        # a cheat vouches for itself. A committee never holds the host it checks.
+        self_voucher = np.array([index.get(h, -1) if vouches_for_itself(by_address[h]) else -1 for h in hosts], np.int32)
+        lying = targeted[host] & against[validator]
+        skipped = lazy[validator] | lying | (validator == self_voucher[host])
+        return cls(validators, [env.keys[v].public_key for v in validators], bounds, validator, skipped, lying,
+                   np.zeros(len(validator), np.int32))
+
+    def of_host(self, position: int) -> slice:
+        return slice(int(self.bounds[position]), int(self.bounds[position + 1]))
+
+    def drawn(self, env: EpochEnvironment, sample: list[int], recomputed: Mapping[int, float]) -> int:
+        """A new sample's index, with the fraud test's vote on its recomputed distances (none when no validator that
+        drew it recomputes: its votes are a skipper's or a liar's)."""
+        vote = (env.rules.sprint_vote([recomputed[n] for n in sample]) if all(n in recomputed for n in sample)
+                else (0, True))
+        self.sizes.append(len(sample))
+        self.sample_mismatches.append(vote[0])
+        self.sample_valid.append(vote[1])
+        return len(self.sizes) - 1
+
+    def cast(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each vote's (sampled, mismatches, valid): its sample's vote, (0, valid) for a skipper, (sampled, invalid)
+        for a liar."""
+        sampled = np.array(self.sizes, np.int32)[self.sample]
+        mismatches = np.where(self.lying, sampled, np.where(self.skipped, 0, np.array(self.sample_mismatches, np.int32)[self.sample]))
+        valid = ~self.lying & (self.skipped | np.array(self.sample_valid, bool)[self.sample])
+        return sampled, mismatches.astype(np.int32), valid
+
+
+def _plan(env: EpochEnvironment, votes: SprintVotes, position: int, nonces: list[int]) -> tuple[list[list[int]], list[int]]:
+    """Each of a host's validators' sample (one list shared by all when every nonce is sampled), and the nonces those
+    that recompute need, ascending."""
+    part = votes.of_host(position)
+    samples = env.rules.validation_samples([votes.public_keys[v] for v in votes.validator[part].tolist()], env.prev_hash, nonces)
+    checking = [sample for sample, skipped in zip(samples, votes.skipped[part].tolist()) if not skipped]
+    if checking and all(sample is checking[0] for sample in checking):
+        return samples, sorted(set(checking[0]))
+    return samples, sorted({n for sample in checking for n in sample})
+
+
+def _cast(env: EpochEnvironment, votes: SprintVotes, position: int, samples: list[list[int]], needed: list[int],
+          distances: Sequence[float] | np.ndarray) -> None:
+    """Point each of a host's votes at its validator's sample, voting on each distinct sample once."""
+    recomputed = dict(zip(needed, distances))
+    if samples and all(sample is samples[0] for sample in samples):
+        votes.sample[votes.of_host(position)] = votes.drawn(env, samples[0], recomputed)
+        return
+    drawn: dict[tuple[int, ...], int] = {}
+    for sample in samples:
+        if tuple(sample) not in drawn:
+            drawn[tuple(sample)] = votes.drawn(env, sample, recomputed)
+    votes.sample[votes.of_host(position)] = [drawn[tuple(sample)] for sample in samples]
+
+
 def run_sprint_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> dict[str, int]:
     """Each validator asked to check a host (every validator with weight, or the host's committee) samples min(200, n)
     of its hits, recomputes and votes; a validator signs one record over all its votes (a silent validator sends none;
@@ -176,60 +268,44 @@ def run_sprint_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log
     epoch = env.epoch
     with open_chain() as store:
         claims = store.accepted_claims(epoch)
-    lazy = {h.address for h in env.hosts if skips_recomputation(h)}
-    cheats = {h.address for h in env.hosts if vouches_for_itself(h)}
-    target, against = collusion_target(env.hosts), colluders(env.hosts)
-    voting = {h.address for h in env.hosts if sends_verdicts(h)}
-    committees = env.rules.sprint_committees(env.prev_hash, [host for host, _ in claims], env.weights)
-    records: defaultdict[str, list[tuple[str, int, int, bool, bool]]] = defaultdict(list)  # one VERDICT_FIELDS tuple per vote
+    hosts = [host for host, _ in claims]
+    votes = SprintVotes.asked(env, hosts, env.rules.sprint_committees(env.prev_hash, hosts, env.weights))
     for start in range(0, len(claims), HOSTS_PER_ROUND):
-        plans = []
-        for host, nonces in claims[start:start + HOSTS_PER_ROUND]:
-            # A host's own vote counts under full validation, as in Gonka: an honest one checks itself like any other;
-            # a cheat vouches for itself. A committee never holds the host it checks.
-            voters = [v for v in committees[host] if v in voting]
-            samples = dict(zip(voters, env.rules.validation_samples([env.keys[v].public_key for v in voters], env.prev_hash, nonces)))
-            unchecked = lazy | ({host} & cheats) | (against if host == target else set())
-            needed = sorted({n for v, s in samples.items() if v not in unchecked for n in s})
-            plans.append((host, len(nonces), samples, unchecked, needed))
-        recomputations = env.on_hosts(recompute_distances, [(env.keys[plan[0]].public_key, plan[-1]) for plan in plans])
-        for (host, hits, samples, unchecked, needed), distances in zip(plans, recomputations):
-            recomputed = dict(zip(needed, distances))
-            lying = against if host == target else set()
-            votes_of: dict[tuple[int, ...], tuple[int, bool]] = {}  # validators that drew the same sample cast the same vote
-            for validator, sample in samples.items():
-                skipped = validator in unchecked
-                if validator in lying or skipped:
-                    mismatches, valid = (len(sample), False) if validator in lying else (0, True)
-                else:
-                    key = tuple(sample)
-                    if key not in votes_of:
-                        votes_of[key] = env.rules.sprint_vote([recomputed[n] for n in sample])
-                    mismatches, valid = votes_of[key]
-                records[validator].append((host, len(sample), mismatches, not skipped, valid))
-            log(f"sprint validation: {host[:14]}… {hits} hits, {len(samples)} validators, recomputed {len(needed)} nonces")
-    table = _signed_verdict_records(env, records)
+        positions = range(start, min(start + HOSTS_PER_ROUND, len(claims)))
+        plans = [_plan(env, votes, position, claims[position][1]) for position in positions]
+        recomputations = env.on_hosts(recompute_distances, [(env.keys[hosts[position]].public_key, needed)
+                                                            for position, (_, needed) in zip(positions, plans)])
+        for position, (samples, needed), distances in zip(positions, plans, recomputations):
+            _cast(env, votes, position, samples, needed, distances)
+            log(f"sprint validation: {hosts[position][:14]}… {len(claims[position][1])} hits, {len(samples)} validators, "
+                f"recomputed {len(needed)} nonces")
+    sampled, mismatches, valid = votes.cast()
+    table = _signed_verdict_records(env, hosts, votes, (sampled, mismatches, ~votes.skipped, valid))
     with open_chain() as store:
         store.write_poc_verdicts(epoch, table)
-    votes = [valid for record in records.values() for *_, valid in record]
-    return {"verdicts": len(votes), "invalid_votes": votes.count(False), "validators": table.num_rows}
+    return {"verdicts": len(valid), "invalid_votes": int(np.count_nonzero(~valid)), "validators": table.num_rows}
 
 
-def _signed_verdict_records(env: EpochEnvironment, records: Mapping[str, list[tuple[str, int, int, bool, bool]]]) -> pa.Table:
+def _signed_verdict_records(env: EpochEnvironment, hosts: Sequence[str], votes: SprintVotes,
+                            fields: tuple[np.ndarray, ...]) -> pa.Table:
     """Each validator's votes as one signed record (VERDICT_FIELDS vectors in the order it checked), by address, as
-    the columns of poc_verdict_sets: the vectors are cut from one flat column per field."""
-    validators = sorted(records)
-    votes = [vote for validator in validators for vote in records[validator]]
-    fields = [list(column) for column in zip(*votes)] if votes else [[] for _ in VERDICT_FIELDS]
-    offsets = list(itertools.accumulate((len(records[validator]) for validator in validators), initial=0))
-    hosts, sampled, mismatches, _, valid = fields
+    the columns of poc_verdict_sets: the votes' fields after hosts, stably sorted by validator."""
+    order = np.argsort(votes.validator, kind="stable")
+    host_of = np.repeat(np.arange(len(hosts), dtype=np.int32), np.diff(votes.bounds))[order]
+    counts = np.bincount(votes.validator, minlength=len(votes.validators))
+    voted = np.flatnonzero(counts)
+    validators = [votes.validators[v] for v in voted.tolist()]
+    offsets = np.concatenate([[0], np.cumsum(counts[voted])]).astype(np.int32)
+    columns = [pa.array(hosts, pa.string()).take(pa.array(host_of)),
+               *(pa.array(values[order], kind) for values, kind in zip(fields, VERDICT_TYPES[1:]))]
+    host_list, sampled, mismatches, _, valid = (column.to_pylist() for column in columns)
+    bounds = offsets.tolist()
     signatures = sign_each(env.chain_id, MessageKind.POC_VERDICT, [(env.keys[validator], poc_verdicts_body(
-        env.epoch, validator, hosts[begin:end], sampled[begin:end], mismatches[begin:end], valid[begin:end]))
-        for validator, begin, end in zip(validators, offsets, offsets[1:])])
-    starts = pa.array(offsets, pa.int32())
+        env.epoch, validator, host_list[begin:end], sampled[begin:end], mismatches[begin:end], valid[begin:end]))
+        for validator, begin, end in zip(validators, bounds, bounds[1:])])
+    starts = pa.array(offsets)
     return pa.table({"epoch": pa.array([env.epoch] * len(validators), pa.int64()), "validator": pa.array(validators, pa.string()),
-                     **{name: pa.ListArray.from_arrays(starts, pa.array(field, kind))
-                        for name, kind, field in zip(VERDICT_FIELDS, VERDICT_TYPES, fields)},
+                     **{name: pa.ListArray.from_arrays(starts, column) for name, column in zip(VERDICT_FIELDS, columns)},
                      "signature": pa.array(signatures, pa.string())})
 
 
