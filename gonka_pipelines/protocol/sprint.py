@@ -9,9 +9,10 @@ import bisect
 import hashlib
 import itertools
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
-from functools import cache, lru_cache
+from functools import lru_cache
 from statistics import NormalDist
 
 import numpy as np
@@ -65,6 +66,10 @@ def sample_nonces_each(validator_public_keys: Sequence[str], prev_hash: str, epo
 COMMITTEE_DRAWS_PER_SEAT = 64
 """Committee draws by weight with replacement, at most this many per seat; past it the seats left go by exponential keys."""
 
+BULK_DRAW_WEIGHT = 2**32
+"""CommitteeDraw.many reduces draws in 32-bit limbs with numpy, exact for total weights up to this; past it every
+committee is drawn one at a time."""
+
 
 class CommitteeDraw:
     """Committees for one epoch's sprints (ours, after Gonka's validator slots): `size` distinct validators per host,
@@ -78,9 +83,9 @@ class CommitteeDraw:
         self.cumulative = list(itertools.accumulate(weights[address] for address in self.eligible))
 
     def __call__(self, prev_hash: str, epoch: int, host: str, size: int) -> list[str]:
-        if len(self.eligible) - (self.weights.get(host, 0) > 0) <= size:
+        if self._everyone_sits(host, size):
             return [address for address in self.eligible if address != host]
-        seed = hashlib.sha256("|".join((POC_DOMAIN, "committee", prev_hash, str(epoch), host)).encode()).digest()
+        seed = _committee_seed(prev_hash, epoch, host)
         chosen: set[str] = set()
         for digests in _draw_digests(seed, size):
             for start in range(0, len(digests), 32):
@@ -95,11 +100,52 @@ class CommitteeDraw:
         keyed = sorted(rest, key=lambda a: -_uniform(seed, a) ** (1.0 / self.weights[a]))
         return sorted(chosen | set(keyed[:size - len(chosen)]))
 
+    def many(self, prev_hash: str, epoch: int, hosts: Sequence[str], size: int) -> list[tuple[str, ...]]:
+        """Each host's committee, the same as __call__'s: the first block of every host's draws at once in numpy (points
+        reduced in 32-bit limbs, bisected by searchsorted, the first `size` distinct ones other than the host taken);
+        a host whose first block falls short, or whose committee is everyone, is drawn alone."""
+        if not self.eligible or self.cumulative[-1] > BULK_DRAW_WEIGHT or not hosts:
+            return [tuple(self(prev_hash, epoch, host, size)) for host in hosts]
+        draws = _first_block(size)
+        counters = _draw_counters(COMMITTEE_DRAWS_PER_SEAT * size)[:draws]
+        digests = b"".join(_sha256.digests(_committee_seed(prev_hash, epoch, host), counters) for host in hosts)
+        limbs = np.frombuffer(digests, "<u4").reshape(len(hosts), draws, 8)[:, :, :4].astype(np.uint64)
+        total = np.uint64(self.cumulative[-1])
+        points = limbs[:, :, 3] % total
+        for limb in (2, 1, 0):
+            points = ((points << np.uint64(32)) | limbs[:, :, limb]) % total
+        candidates = np.searchsorted(np.array(self.cumulative, np.uint64), points, side="right")
+        position = {address: index for index, address in enumerate(self.eligible)}
+        own = np.array([position.get(host, -1) for host in hosts])
+        order = np.argsort(candidates, axis=1, kind="stable")
+        ranked = np.take_along_axis(candidates, order, axis=1)
+        first = np.empty_like(candidates, dtype=bool)
+        np.put_along_axis(first, order, np.concatenate(
+            [np.ones((len(hosts), 1), bool), ranked[:, 1:] != ranked[:, :-1]], axis=1), axis=1)
+        first &= candidates != own[:, None]
+        seated = first & (np.cumsum(first, axis=1) <= size)
+        chosen = np.sort(np.where(seated, candidates, len(self.eligible)), axis=1)[:, :size].tolist()
+        filled = (seated.sum(axis=1) == size).tolist()
+        return [tuple(map(self.eligible.__getitem__, seats)) if full and not self._everyone_sits(host, size)
+                else tuple(self(prev_hash, epoch, host, size)) for host, seats, full in zip(hosts, chosen, filled)]
+
+    def _everyone_sits(self, host: str, size: int) -> bool:
+        return len(self.eligible) - (self.weights.get(host, 0) > 0) <= size
+
+
+def _committee_seed(prev_hash: str, epoch: int, host: str) -> bytes:
+    return hashlib.sha256("|".join((POC_DOMAIN, "committee", prev_hash, str(epoch), host)).encode()).digest()
+
+
+def _first_block(size: int) -> int:
+    """How many draws the first block of a committee's holds: the seats and a few repeats."""
+    return size + 8
+
 
 def _draw_digests(seed: bytes, size: int) -> Iterator[bytes]:
     """SHA-256(seed ‖ draw, 8 bytes little-endian) of draws 0, 1, ... up to COMMITTEE_DRAWS_PER_SEAT * size, hashed in C
     a block at a time (the first covers the seats and a few repeats, each next one twice as many draws)."""
-    counters, start, block = _draw_counters(COMMITTEE_DRAWS_PER_SEAT * size), 0, size + 8
+    counters, start, block = _draw_counters(COMMITTEE_DRAWS_PER_SEAT * size), 0, _first_block(size)
     while start < len(counters):
         yield _sha256.digests(seed, counters[start:start + block])
         start, block = start + block, block * 2
@@ -114,22 +160,23 @@ def _draw_counters(count: int) -> list[bytes]:
 def drawn_committees(prev_hash: str, epoch: int, hosts: Sequence[str], weights: Mapping[str, int],
                      size: int) -> dict[str, Sequence[str]]:
     """Each host's committee (CommitteeDraw, as a tuple), each remembered for the last few epochs' weights: sprint
-    validation and then the weights' denominators ask for the same committees, about 0.2 s at 10,000 hosts each time."""
-    committee_of = _remembered_draws(prev_hash, epoch, tuple(sorted(weights.items())), size)
-    return {host: committee_of(host) for host in hosts}
+    validation and then the weights' denominators ask for the same committees."""
+    remembered = _remembered_draws(prev_hash, epoch, tuple(sorted(weights.items())), size)
+    missing = [host for host in dict.fromkeys(hosts) if host not in remembered.committees]
+    remembered.committees.update(zip(missing, remembered.draw.many(prev_hash, epoch, missing, size)))
+    return {host: remembered.committees[host] for host in hosts}
+
+
+@dataclass
+class _Remembered:
+    draw: CommitteeDraw
+    committees: dict[str, tuple[str, ...]]
 
 
 @lru_cache(maxsize=4)
-def _remembered_draws(prev_hash: str, epoch: int, weights: tuple[tuple[str, int], ...],
-                      size: int) -> Callable[[str], tuple[str, ...]]:
-    """A host's committee under these inputs, each drawn once (the committees are a pure function of them)."""
-    draw = CommitteeDraw(dict(weights))
-
-    @cache
-    def committee_of(host: str) -> tuple[str, ...]:
-        return tuple(draw(prev_hash, epoch, host, size))
-
-    return committee_of
+def _remembered_draws(prev_hash: str, epoch: int, weights: tuple[tuple[str, int], ...], size: int) -> _Remembered:
+    """The committees drawn so far under these inputs (they are a pure function of them)."""
+    return _Remembered(CommitteeDraw(dict(weights)), {})
 
 
 def _uniform(seed: bytes, address: str) -> float:

@@ -107,7 +107,36 @@ def test_committees_are_drawn_once_for_the_same_inputs_and_each_caller_gets_its_
     again = drawn_committees(PREV, 5, hosts[::-1], dict(reversed(weights.items())), 4)
     after = _remembered_draws.cache_info()
     assert (after.hits, after.misses) == (before.hits + 1, before.misses), "the same weights, in whatever mapping order"
-    committee_of = _remembered_draws(PREV, 5, tuple(sorted(weights.items())), 4)
-    assert committee_of.cache_info().misses == 30, "each host drawn once: 20 hosts, then the 10 not asked before"
+    remembered = _remembered_draws(PREV, 5, tuple(sorted(weights.items())), 4)
+    assert len(remembered.committees) == 30, "each host drawn once: 20 hosts, then the 10 not asked before"
     assert again == {h: tuple(draw_committee(PREV, 5, h, weights, 4)) for h in hosts}
     assert drawn_committees(PREV, 5, hosts, weights | {"h00": 99}, 4) != again, "other weights, other committees"
+
+
+class CountedDraw(CommitteeDraw):
+    """A CommitteeDraw that counts the committees it draws one host at a time."""
+
+    alone = 0
+
+    def __call__(self, prev_hash: str, epoch: int, host: str, size: int) -> list[str]:
+        self.alone += 1
+        return super().__call__(prev_hash, epoch, host, size)
+
+
+@pytest.mark.parametrize("weights, in_bulk", [
+    ({f"h{i:03d}": 1 + i % 9 for i in range(300)}, True),
+    ({f"h{i:03d}": 1 + i % 9 for i in range(300)} | {"idle": 0, "big": 50}, True),
+    ({f"h{i:03d}": 2**24 + i for i in range(255)}, True),
+    ({f"h{i:03d}": 2**24 + i for i in range(256)}, False),
+    ({"whale": 10**6} | {f"m{i}": 1 for i in range(30)}, None),
+    ({f"h{i}": 1 for i in range(17)}, None),
+], ids=["small", "idle-and-big", "total-under-2^32", "total-past-2^32", "one-holds-nearly-all", "barely-more-than-seats"])
+def test_committees_drawn_in_bulk_are_the_ones_drawn_one_by_one(weights, in_bulk):
+    """CommitteeDraw.many reduces the first block's draws in 32-bit limbs with numpy and draws alone the hosts it cannot
+    seat from that block (every host when the total weight is past 2^32): the same committees either way."""
+    hosts = [*weights, "outsider", *sorted(weights)[:5]]
+    for size in (1, 4, 16):
+        draw = CountedDraw(weights)
+        assert draw.many(PREV, 7, hosts, size) == [tuple(CommitteeDraw(weights)(PREV, 7, host, size)) for host in hosts]
+        if in_bulk is not None:
+            assert (draw.alone < len(hosts) // 10) if in_bulk else (draw.alone == len(hosts)), (size, draw.alone)
