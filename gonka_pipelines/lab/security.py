@@ -236,7 +236,7 @@ def task_epoch(study: Study, rng: random.Random, traffic: int, reputation: int) 
     task_ids = [_hex(rng) for _ in range(traffic)]
     executors = study.rules.assign_executors(_hex(rng), task_ids, hosts, [1] * TASK_HOSTS)
     pool = ValidatorPool(hosts, [_hex(rng) for _ in hosts], [1] * TASK_HOSTS, [reputation] * TASK_HOSTS)
-    task_index, validator_index = study.rules.select_validations(task_ids, executors, pool, traffic)
+    task_index, validator_index = study.rules.select_validations(executors, pool, traffic)
     return TaskEpoch(hosts, executors, task_index, validator_index)
 
 

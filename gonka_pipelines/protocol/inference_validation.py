@@ -20,6 +20,8 @@ from fractions import Fraction
 from typing import NamedTuple
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from gonka_pipelines.protocol.assignment import sha256_u64
 from gonka_pipelines.protocol.host_status import MAX_REPUTATION
@@ -178,28 +180,27 @@ class ValidatorPool:
         if len(set(self.ids)) != len(self.ids):
             raise ValueError("validator ids must be unique")
 
-    def index_of(self, ids: Sequence[str]) -> np.ndarray:
-        """Positions of ids in the pool; a ValueError names the first id that is not in it."""
-        position = {host: index for index, host in enumerate(self.ids)}
-        try:
-            return np.fromiter((position[host] for host in ids), dtype=np.int64, count=len(ids))
-        except KeyError as error:
-            raise ValueError(f"executor {error.args[0]!r} is not in the validator pool") from error
+    def index_of(self, ids: Sequence[str] | pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """Positions of ids (a list or an Arrow string column: a million executors need not become Python strings) in
+        the pool, looked up in Arrow; a ValueError names the first id that is not in it."""
+        column = ids if isinstance(ids, pa.Array | pa.ChunkedArray) else pa.array(ids, pa.string())
+        positions = pc.index_in(column, value_set=pa.array(self.ids, column.type))
+        if positions.null_count:
+            missing = column.filter(pc.is_null(positions))[0].as_py()
+            raise ValueError(f"executor {missing!r} is not in the validator pool")
+        return np.asarray(positions.to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
 def select_validations(
-    task_ids: Sequence[str],
-    task_executors: Sequence[str],
+    task_executors: Sequence[str] | pa.Array | pa.ChunkedArray,
     pool: ValidatorPool,
     traffic: float,
     min_avg: MinAvg,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The (task index, validator index) pairs drawn, sorted by task: each independently with
-    P_v = min(1, target(rep_exec) · w_v / (W − w_exec)), never the executor itself (module docstring: skip-sampling).
-    P_v = min(1, w_v · c_exec) with c_exec = target / (W − w_exec), so a validator's probabilities are one vector
+    """The (task index, validator index) pairs drawn over the tasks these executors ran, sorted by task: each
+    independently with P_v = min(1, target(rep_exec) · w_v / (W − w_exec)), never the executor itself (module
+    docstring: skip-sampling). P_v = min(1, w_v · c_exec) with c_exec = target / (W − w_exec), so a validator's probabilities are one vector
     product and its draws cost about its validations."""
-    if len(task_ids) != len(task_executors):
-        raise ValueError(f"{len(task_ids)} tasks but {len(task_executors)} executors")
     weights = np.asarray(pool.weights, dtype=np.int64)
     total_weight = int(weights.sum())
     executors = pool.index_of(task_executors)

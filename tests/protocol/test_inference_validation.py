@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from gonka_pipelines.protocol.inference_validation import (
@@ -152,11 +153,12 @@ def _pool(n_hosts: int, seed: int = 0) -> ValidatorPool:
 
 def test_select_validations_matches_the_definition_walked_one_task_at_a_time():
     pool = _pool(9)
-    tasks = [f"task{i}" for i in range(300)]
     executors = [pool.ids[i % 9] for i in range(300)]
-    task_index, validator_index = select_validations(tasks, executors, pool, 600, MIN_AVG)
+    task_index, validator_index = select_validations(executors, pool, 600, MIN_AVG)
     assert set(zip(task_index.tolist(), validator_index.tolist())) == reference_pairs(executors, pool, 600)
     assert (np.diff(task_index) >= 0).all()
+    as_column = select_validations(pa.chunked_array([executors[:100], executors[100:]], pa.string()), pool, 600, MIN_AVG)
+    assert [part.tolist() for part in as_column] == [task_index.tolist(), validator_index.tolist()], "an Arrow column draws the same"
 
 
 def test_draws_that_take_several_batches_per_validator_are_the_same_pairs(monkeypatch):
@@ -167,7 +169,7 @@ def test_draws_that_take_several_batches_per_validator_are_the_same_pairs(monkey
     executors = [pool.ids[i % 9] for i in range(300)]
     monkeypatch.setattr(inference_validation, "BATCH_SIGMAS", 0.0)
     monkeypatch.setattr(inference_validation, "BATCH_SLACK", 1)
-    task_index, validator_index = select_validations([f"task{i}" for i in range(300)], executors, pool, 600, MIN_AVG)
+    task_index, validator_index = select_validations(executors, pool, 600, MIN_AVG)
     assert set(zip(task_index.tolist(), validator_index.tolist())) == reference_pairs(executors, pool, 600)
 
 
@@ -181,7 +183,7 @@ def test_every_pair_is_drawn_independently_with_its_probability():
     a, b = int(np.argmax(weights)), int(np.argsort(weights)[-2])
     for r in range(rounds):
         epoch_pool = ValidatorPool(pool.ids, [f"epoch{r}-{s}" for s in pool.seeds], pool.weights, pool.reputations)
-        tasks, validators = select_validations([f"t{i}" for i in range(3000)], executors, epoch_pool, 600, MIN_AVG)
+        tasks, validators = select_validations(executors, epoch_pool, 600, MIN_AVG)
         np.add.at(counts, (validators, tasks % 12), 1)
         chosen = {(t, v) for t, v in zip(tasks.tolist(), validators.tolist())}
         together += sum((t, a) in chosen and (t, b) in chosen for t in range(3000) if t % 12 not in (a, b))
@@ -199,22 +201,25 @@ def test_every_pair_is_drawn_independently_with_its_probability():
 
 def test_an_executor_never_validates_itself_even_at_probability_one():
     pool = ValidatorPool(["a", "b"], ["sa", "sb"], [10, 10], [0, 0])
-    tasks, validators = select_validations(["t1", "t2"], ["a", "b"], pool, 50, MIN_AVG)
+    tasks, validators = select_validations(["a", "b"], pool, 50, MIN_AVG)
     assert tasks.tolist() == [0, 1] and validators.tolist() == [1, 0]
 
 
 def test_each_task_gets_about_target_validations():
     pool = ValidatorPool([f"h{i}" for i in range(50)], [f"s{i}" for i in range(50)], [10] * 50, [0] * 50)
-    tasks = [f"t{i}" for i in range(20_000)]
     executors = [pool.ids[i % 50] for i in range(20_000)]
-    task_index, _ = select_validations(tasks, executors, pool, 20_000, MIN_AVG)
-    assert len(task_index) / len(tasks) == pytest.approx(validation_target(20_000, 0, MIN_AVG), rel=0.05)
+    task_index, _ = select_validations(executors, pool, 20_000, MIN_AVG)
+    assert len(task_index) / len(executors) == pytest.approx(validation_target(20_000, 0, MIN_AVG), rel=0.05)
 
 
 def test_unknown_executors_and_ragged_pools_are_refused():
     pool = _pool(3)
     with pytest.raises(ValueError, match="nobody"):
-        select_validations(["t"], ["nobody"], pool, 10, MIN_AVG)
+        select_validations(["nobody"], pool, 10, MIN_AVG)
+    with pytest.raises(ValueError, match="'nobody' is not in the validator pool"):
+        select_validations(pa.array([pool.ids[0], "nobody", None]), pool, 10, MIN_AVG)
+    with pytest.raises(ValueError, match="None is not in the validator pool"):
+        select_validations(pa.array([pool.ids[0], None]), pool, 10, MIN_AVG)
     with pytest.raises(ValueError):
         ValidatorPool(["a", "b"], ["s"], [1, 1], [0, 0])
 
@@ -223,9 +228,8 @@ def test_ten_million_pairs_give_about_target_validations_per_task():
     """Σ_v P_v = target for every task (when no P_v is capped at 1), so 10,000 tasks at T = 10,000 and full
     reputation (target = minAvg = 0.01) draw about 100 validations among 1,000 validators."""
     pool = ValidatorPool([f"host{i}" for i in range(1000)], [f"secret-{i}" for i in range(1000)], [10] * 1000, [100] * 1000)
-    tasks = [f"task{i}" for i in range(10_000)]
     executors = [pool.ids[i % 1000] for i in range(10_000)]
-    task_index, validator_index = select_validations(tasks, executors, pool, 10_000, MIN_AVG)
+    task_index, validator_index = select_validations(executors, pool, 10_000, MIN_AVG)
     assert abs(len(task_index) - 100) < 5 * 100**0.5
     assert all(pool.ids[v] != executors[t] for t, v in zip(task_index.tolist(), validator_index.tolist()))
 

@@ -57,8 +57,7 @@ def test_validators_are_drawn_by_their_secret_seeds(validation):
     assert max(len(data["results"]), data["previous_tasks"]) <= 100
     members = sorted(a for a, w in env.weights.items() if w > 0)
     pool = ValidatorPool(members, [env.secret_seeds[a] for a in members], [env.weights[a] for a in members], [0] * len(members))
-    tasks, validators = select_validations([r["task_id"] for r in completed], [r["executor"] for r in completed], pool, 100,
-                                           MinAvg((100.0,), (1.0,)))
+    tasks, validators = select_validations([r["executor"] for r in completed], pool, 100, MinAvg((100.0,), (1.0,)))
     expected = {(completed[t]["task_id"], members[v]) for t, v in zip(tasks.tolist(), validators.tolist())}
     assert all(completed[t]["executor"] != members[v] for t, v in zip(tasks.tolist(), validators.tolist()))
     assert {(v["task_id"], v["validator"]) for v in data["verdicts"]} == expected
@@ -74,9 +73,9 @@ def test_traffic_is_the_larger_count_of_accepted_tasks_this_epoch_or_the_last(tm
     seen: list[float] = []
     select = GonkaPipelinesV1.select_validations
 
-    def spy(rules, task_ids, executors, pool, traffic):
+    def spy(rules, executors, pool, traffic):
         seen.append(traffic)
-        return select(rules, task_ids, executors, pool, traffic)
+        return select(rules, executors, pool, traffic)
 
     with opened(run.layout) as store:  # a quieter last epoch: this epoch's count decides
         store._execute("DELETE FROM tasks WHERE epoch = ? AND task_id NOT IN (SELECT min(task_id) FROM tasks WHERE epoch = ?)",
