@@ -20,8 +20,7 @@ from fractions import Fraction
 from typing import NamedTuple
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
+import polars as pl
 
 from gonka_pipelines.protocol.assignment import sha256_u64
 from gonka_pipelines.protocol.host_status import MAX_REPUTATION
@@ -180,19 +179,18 @@ class ValidatorPool:
         if len(set(self.ids)) != len(self.ids):
             raise ValueError("validator ids must be unique")
 
-    def index_of(self, ids: Sequence[str] | pa.Array | pa.ChunkedArray) -> np.ndarray:
-        """Positions of ids (a list or an Arrow string column: a million executors need not become Python strings) in
-        the pool, looked up in Arrow; a ValueError names the first id that is not in it."""
-        column = ids if isinstance(ids, pa.Array | pa.ChunkedArray) else pa.array(ids, pa.string())
-        positions = pc.index_in(column, value_set=pa.array(self.ids, column.type))
-        if positions.null_count:
-            missing = column.filter(pc.is_null(positions))[0].as_py()
-            raise ValueError(f"executor {missing!r} is not in the validator pool")
-        return np.asarray(positions.to_numpy(zero_copy_only=False), dtype=np.int64)
+    def index_of(self, ids: Sequence[str] | pl.Series) -> np.ndarray:
+        """Positions of ids (a list or a polars column: a million executors need not become Python strings) in the
+        pool, looked up in polars; a ValueError names the first id that is not in it."""
+        column = ids if isinstance(ids, pl.Series) else pl.Series(ids, dtype=pl.String)
+        positions = column.replace_strict(list(self.ids), range(len(self.ids)), default=None, return_dtype=pl.Int64)
+        if positions.null_count():
+            raise ValueError(f"executor {column.filter(positions.is_null())[0]!r} is not in the validator pool")
+        return positions.to_numpy()
 
 
 def select_validations(
-    task_executors: Sequence[str] | pa.Array | pa.ChunkedArray,
+    task_executors: Sequence[str] | pl.Series,
     pool: ValidatorPool,
     traffic: float,
     min_avg: MinAvg,

@@ -12,7 +12,6 @@ from typing import Protocol
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 
 from gonka_pipelines.protocol.assignment import assign_executors
 from gonka_pipelines.protocol.block import choose_proposer, quorum_reached
@@ -64,7 +63,7 @@ class RuleSet(Protocol):
     def sprint_vote(self, recomputed_distances: Sequence[float] | np.ndarray) -> tuple[int, bool]: ...
     def epoch_weights(self, rows: list[dict], prev_hash: str, weights_in_force: Mapping[str, int]) -> list[dict]: ...
     def assign_executors(self, prev_hash: str, task_ids: Sequence[str], hosts: Sequence[str], weights: Sequence[int]) -> list[str]: ...
-    def select_validations(self, executors: Sequence[str] | pa.Array | pa.ChunkedArray, pool: ValidatorPool,
+    def select_validations(self, executors: Sequence[str] | pl.Series, pool: ValidatorPool,
                            traffic: float) -> tuple[np.ndarray, np.ndarray]: ...
     def judge(self, output: Sequence[int], max_tokens: int, eos: int, executor: TopK, rescore: Callable[[], TopK]) -> Comparison: ...
     def judge_batch(self, batch: OutputBatch) -> Comparisons: ...
@@ -154,7 +153,7 @@ class GonkaPipelinesV1:
         """ours: executors drawn ∝ weight from (previous block hash, task id), replayable."""
         return assign_executors(prev_hash, list(task_ids), list(hosts), list(weights))
 
-    def select_validations(self, executors: Sequence[str] | pa.Array | pa.ChunkedArray, pool: ValidatorPool,
+    def select_validations(self, executors: Sequence[str] | pl.Series, pool: ValidatorPool,
                            traffic: float) -> tuple[np.ndarray, np.ndarray]:
         validation = self.params.validation
         return select_validations(executors, pool, traffic, MinAvg(validation.min_avg_traffic, validation.min_avg_values))

@@ -211,9 +211,8 @@ def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) 
         members = sorted(a for a, w in weights.items() if w > 0)
         pool = ValidatorPool(members, [env.secret_seeds[a] for a in members], [weights[a] for a in members],
                              [previous[a]["reputation"] for a in members])
-        executors = results["executor"].to_arrow()
         task_index, validator_index = env.rules.select_validations(  # one draw for both kinds of work
-            pa.chunked_array([executors, pa.array([r["executor"] for r in trainings], executors.type)]), pool, traffic)
+            pl.concat([results["executor"], pl.Series([r["executor"] for r in trainings], dtype=pl.String)]), pool, traffic)
         draws = _inference_draws(results, task_index, validator_index, members, voters)
         checked = pl.DataFrame(store.checked_outputs(draws.filter(~pl.col("lazy"))["task_id"].unique(maintain_order=True).to_arrow()))
         history = _HostHistory(store.executor_loads(epoch), store.contradicted_poc_votes(epoch), store.miss_history(epoch))

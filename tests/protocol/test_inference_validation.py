@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-import pyarrow as pa
+import polars as pl
 import pytest
 
 from gonka_pipelines.protocol.inference_validation import (
@@ -157,8 +157,8 @@ def test_select_validations_matches_the_definition_walked_one_task_at_a_time():
     task_index, validator_index = select_validations(executors, pool, 600, MIN_AVG)
     assert set(zip(task_index.tolist(), validator_index.tolist())) == reference_pairs(executors, pool, 600)
     assert (np.diff(task_index) >= 0).all()
-    as_column = select_validations(pa.chunked_array([executors[:100], executors[100:]], pa.string()), pool, 600, MIN_AVG)
-    assert [part.tolist() for part in as_column] == [task_index.tolist(), validator_index.tolist()], "an Arrow column draws the same"
+    as_column = select_validations(pl.Series(executors), pool, 600, MIN_AVG)
+    assert [part.tolist() for part in as_column] == [task_index.tolist(), validator_index.tolist()], "a polars column draws the same"
 
 
 def test_draws_that_take_several_batches_per_validator_are_the_same_pairs(monkeypatch):
@@ -217,9 +217,9 @@ def test_unknown_executors_and_ragged_pools_are_refused():
     with pytest.raises(ValueError, match="nobody"):
         select_validations(["nobody"], pool, 10, MIN_AVG)
     with pytest.raises(ValueError, match="'nobody' is not in the validator pool"):
-        select_validations(pa.array([pool.ids[0], "nobody", None]), pool, 10, MIN_AVG)
+        select_validations(pl.Series([pool.ids[0], "nobody", None]), pool, 10, MIN_AVG)
     with pytest.raises(ValueError, match="None is not in the validator pool"):
-        select_validations(pa.array([pool.ids[0], None]), pool, 10, MIN_AVG)
+        select_validations(pl.Series([pool.ids[0], None]), pool, 10, MIN_AVG)
     with pytest.raises(ValueError):
         ValidatorPool(["a", "b"], ["s"], [1, 1], [0, 0])
 

@@ -150,7 +150,7 @@ def check_every_task(monkeypatch: pytest.MonkeyPatch) -> None:
         tasks, validators = draw(rules, executors, pool, traffic)
         drawn = set(tasks.tolist())
         extra = [(t, (list(pool.ids).index(executor) + 1) % len(pool.ids))
-                 for t, executor in enumerate(executors.to_pylist()) if t not in drawn]
+                 for t, executor in enumerate(executors.to_list()) if t not in drawn]
         pairs = sorted([*zip(tasks.tolist(), validators.tolist()), *extra])
         return np.array([t for t, _ in pairs], dtype=np.int64), np.array([v for _, v in pairs], dtype=np.int64)
 
