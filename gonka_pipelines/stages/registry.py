@@ -9,7 +9,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gonka_pipelines.compute.runner import keep_freed_memory
 from gonka_pipelines.stages.block import finalize_block, propose_block
 from gonka_pipelines.stages.collect import run_collect
 from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain
@@ -63,19 +62,6 @@ def cyclic_gc_on_a_frozen_heap(run: StageRun) -> StageRun:
     return frozen
 
 
-def freed_memory_kept(run: StageRun) -> StageRun:
-    """A stage run in a process that keeps the memory it frees (compute.runner.keep_freed_memory), as model compute on
-    CPU already does: by default glibc hands every large numpy temporary back to the kernel and faults its pages in
-    again for the next (the validation draw at 10,000 x 1,000,000 took 1.16 s so, 0.2 s kept)."""
-
-    @functools.wraps(run)
-    def kept(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> Any:
-        keep_freed_memory()
-        return run(env, open_chain, log)
-
-    return kept
-
-
 @dataclass(frozen=True)
 class Stage:
     """One step of an epoch: `name` is also its Dagster asset's name; `computes` marks stages that run models."""
@@ -87,14 +73,13 @@ class Stage:
     description: str
 
 
-def _with_memory_eased(stage: Stage) -> Stage:
-    """Every stage keeps the memory it frees (freed_memory_kept); one that runs no model gets the cyclic collector
-    paused (cyclic_gc_paused), one that runs models keeps it on a frozen heap (cyclic_gc_on_a_frozen_heap)."""
-    collector = cyclic_gc_on_a_frozen_heap if stage.computes else cyclic_gc_paused
-    return dataclasses.replace(stage, run=freed_memory_kept(collector(stage.run)))
+def _with_cyclic_gc_eased(stage: Stage) -> Stage:
+    """A stage that runs no model gets the cyclic collector paused (cyclic_gc_paused); one that runs models keeps it on
+    a frozen heap (cyclic_gc_on_a_frozen_heap)."""
+    return dataclasses.replace(stage, run=(cyclic_gc_on_a_frozen_heap if stage.computes else cyclic_gc_paused)(stage.run))
 
 
-STAGES: tuple[Stage, ...] = tuple(map(_with_memory_eased, (
+STAGES: tuple[Stage, ...] = tuple(map(_with_cyclic_gc_eased, (
     Stage("epoch_tasks", run_collect, "intake", False,
           "Signed task submissions taken from the inbox: accepted with escrow, or kept with a reject reason."),
     Stage("sprint_batches", run_sprint, "sprint", True,

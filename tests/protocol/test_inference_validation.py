@@ -144,6 +144,16 @@ def test_gaps_are_geometric(p):
     assert np.mean(gaps == 0) == pytest.approx(p, abs=5 * (p * (1 - p) / len(gaps)) ** 0.5 + 1e-12)
 
 
+def test_gaps_of_streams_are_the_gaps_of_each_draws_own_probability():
+    """Squares made per stream and gathered (`of`) give the gaps, bit for bit, of the same probabilities laid out per
+    draw: skip-sampling hands each draw its stream's p this way."""
+    rng = np.random.default_rng(5)
+    p = np.concatenate([rng.uniform(1e-5, 0.3, 40), [1.0, 0.5, 1e-9]])
+    of = rng.integers(0, len(p), 50_000)
+    draws = stream_draws(np.uint64(7), np.arange(len(of)))
+    assert geometric_gaps(draws, p, 10**6, of=of).tolist() == geometric_gaps(draws, p[of], 10**6).tolist()
+
+
 def _pool(n_hosts: int, seed: int = 0) -> ValidatorPool:
     rng = np.random.default_rng(seed)
     ids = [f"host{i}" for i in range(n_hosts)]

@@ -197,7 +197,7 @@ def test_bookkeeping_stages_run_with_the_cyclic_collector_paused_and_give_it_bac
         assert not gc.isenabled(), "an owner that turned it off keeps it off"
     finally:
         gc.enable()
-    assert {s.name for s in STAGES if s.run.__wrapped__.__code__.co_name == "paused"} == {s.name for s in STAGES if not s.computes}
+    assert {s.name for s in STAGES if s.run.__code__.co_name == "paused"} == {s.name for s in STAGES if not s.computes}
 
 
 def test_model_stages_keep_the_cyclic_collector_on_a_frozen_heap_and_give_it_back():
@@ -227,14 +227,4 @@ def test_model_stages_keep_the_cyclic_collector_on_a_frozen_heap_and_give_it_bac
         assert gc.get_freeze_count() > 0, "an owner's freeze stays"
     finally:
         gc.unfreeze()
-    assert {s.name for s in STAGES if s.run.__wrapped__.__code__.co_name == "frozen"} == {s.name for s in STAGES if s.computes}
-
-
-def test_every_stage_first_keeps_the_memory_it_frees(monkeypatch):
-    """Every stage asks glibc to keep the memory it frees before it runs (compute.runner.keep_freed_memory, as CPU model
-    compute does), so large numpy temporaries are not faulted in again each time; the stage's result comes back."""
-    calls = []
-    monkeypatch.setattr(registry, "keep_freed_memory", lambda: calls.append("kept"))
-    kept = registry.freed_memory_kept(lambda env, open_chain, log: calls.append("ran") or "done")
-    assert kept(None, None, None) == "done" and calls == ["kept", "ran"]
-    assert all(stage.run.__code__ is kept.__code__ for stage in STAGES)
+    assert {s.name for s in STAGES if s.run.__code__.co_name == "frozen"} == {s.name for s in STAGES if s.computes}
