@@ -169,6 +169,8 @@ def drawn_committees(prev_hash: str, epoch: int, hosts: Sequence[str], weights: 
 
 @dataclass
 class _Remembered:
+    """One epoch's committee draw and the committees drawn with it so far, by host."""
+
     draw: CommitteeDraw
     committees: dict[str, tuple[str, ...]]
 
