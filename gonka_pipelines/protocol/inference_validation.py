@@ -199,8 +199,8 @@ def select_validations(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The (task index, validator index) pairs drawn over the tasks these executors ran, sorted by task: each
     independently with P_v = min(1, target(rep_exec) · w_v / (W − w_exec)), never the executor itself (module
-    docstring: skip-sampling). P_v = min(1, w_v · c_exec) with c_exec = target / (W − w_exec), so a validator's probabilities are one vector
-    product and its draws cost about its validations."""
+    docstring: skip-sampling). P_v = min(1, w_v · c_exec) with c_exec = target / (W − w_exec), so a validator's
+    probabilities are one vector product and its draws cost about its validations."""
     weights = np.asarray(pool.weights, dtype=np.int64)
     total_weight = int(weights.sum())
     executors = pool.index_of(task_executors)

@@ -180,6 +180,8 @@ class SprintVotes:
     public_keys: list[str]
     bounds: np.ndarray
     """Host i's votes are [bounds[i], bounds[i + 1])."""
+    host: np.ndarray
+    """Per vote, the position of the host it checks in claim order."""
     validator: np.ndarray
     skipped: np.ndarray
     """The validator votes without recomputing: lazy, a cheat vouching for itself, or a colluder against its target."""
@@ -211,7 +213,7 @@ class SprintVotes:
         self_voucher = np.array([index.get(h, -1) if vouches_for_itself(by_address[h]) else -1 for h in hosts], np.int32)
         lying = targeted[host] & against[validator]
         skipped = lazy[validator] | lying | (validator == self_voucher[host])
-        return cls(validators, [env.keys[v].public_key for v in validators], bounds, validator, skipped, lying,
+        return cls(validators, [env.keys[v].public_key for v in validators], bounds, host, validator, skipped, lying,
                    np.zeros(len(validator), np.int32))
 
     def of_host(self, position: int) -> slice:
@@ -254,11 +256,12 @@ def _cast(env: EpochEnvironment, votes: SprintVotes, position: int, samples: lis
     if samples and all(sample is samples[0] for sample in samples):
         votes.sample[votes.of_host(position)] = votes.drawn(env, samples[0], recomputed)
         return
+    keys = [tuple(sample) for sample in samples]
     drawn: dict[tuple[int, ...], int] = {}
-    for sample in samples:
-        if tuple(sample) not in drawn:
-            drawn[tuple(sample)] = votes.drawn(env, sample, recomputed)
-    votes.sample[votes.of_host(position)] = [drawn[tuple(sample)] for sample in samples]
+    for key, sample in zip(keys, samples):
+        if key not in drawn:
+            drawn[key] = votes.drawn(env, sample, recomputed)
+    votes.sample[votes.of_host(position)] = [drawn[key] for key in keys]
 
 
 def run_sprint_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> dict[str, int]:
@@ -291,7 +294,7 @@ def _signed_verdict_records(env: EpochEnvironment, hosts: Sequence[str], votes: 
     """Each validator's votes as one signed record (VERDICT_FIELDS vectors in the order it checked), by address, as
     the columns of poc_verdict_sets: the votes' fields after hosts, stably sorted by validator."""
     order = np.argsort(votes.validator, kind="stable")
-    host_of = np.repeat(np.arange(len(hosts), dtype=np.int32), np.diff(votes.bounds))[order]
+    host_of = votes.host[order]
     counts = np.bincount(votes.validator, minlength=len(votes.validators))
     voted = np.flatnonzero(counts)
     validators = [votes.validators[v] for v in voted.tolist()]
