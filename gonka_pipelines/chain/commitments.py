@@ -145,6 +145,15 @@ def _written_apart(value: str, data_type: str, depth: int = 0) -> str:
     raise ValueError(f"no SQL leaf encoding for a committed column of type {data_type}")
 
 
+def canonical_json_sql(fields: dict[str, tuple[str, str]], text: str) -> tuple[str, str]:
+    """SQL of a JSON object of `fields` (key -> (SQL of its value, its SQL type)) written by DuckDB with sorted keys,
+    and SQL that is true where that text, once named `text`, may differ from canonical_bytes of the same values (a
+    control character's escape, a float's exponent form): those rows are encoded in Python."""
+    members = ", ".join(f"'{name}': {fields[name][0]}" for name in sorted(fields))
+    floats = " OR ".join(_written_apart(sql, data_type) for sql, data_type in fields.values())
+    return f"to_json({{{members}}})::VARCHAR", f"contains({text}, '{_ESCAPED_CONTROL}') OR {floats}"
+
+
 @dataclass(frozen=True)
 class JsonLeaves:
     """Rows whose leaves are SHA-256(prefix || canonical JSON object of `fields`), in `order`.
@@ -172,10 +181,8 @@ def json_leaf_buffer(connection: duckdb.DuckDBPyConnection, leaves: JsonLeaves) 
     the texts as they stream (text_digests: SHA extensions, no Python object a row), and the digests are sorted by
     the order columns, so the texts are never sorted or held all at once. Byte for byte the leaf of canonical_bytes;
     rows DuckDB might write otherwise are encoded in Python."""
-    fields = ", ".join(f"'{name}': {leaves.fields[name][0]}" for name in sorted(leaves.fields))
-    floats = " OR ".join(_written_apart(sql, data_type) for sql, data_type in leaves.fields.values())
-    apart = f"contains(_leaf_text, '{_ESCAPED_CONTROL}') OR {floats}"
-    source = f"SELECT to_json({{{fields}}})::VARCHAR AS _leaf_text, * FROM {leaves.table} WHERE {leaves.where}"
+    text, apart = canonical_json_sql(leaves.fields, "_leaf_text")
+    source = f"SELECT {text} AS _leaf_text, * FROM {leaves.table} WHERE {leaves.where}"
     keys = [f"_order{i}" for i in range(len(leaves.order))]
     select_keys = ", ".join(f"{sql} AS {key}" for sql, key in zip(leaves.order, keys))
     relation = connection.sql(

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from gonka_pipelines.chain.commitments import COMMITMENTS, epoch_roots
+from gonka_pipelines.chain.commitments import COMMITMENTS, canonical_json_sql, epoch_roots
 from gonka_pipelines.chain.core import CHAIN_ID_KEY
 from gonka_pipelines.chain.record_roots import record_root_problem
 from gonka_pipelines.chain.store import ChainError, ChainStore
 from gonka_pipelines.local.cores import core_count, process_pool
 from gonka_pipelines.protocol.block import GENESIS_PREV_HASH, BlockHeader, BlockStatus, signature_set_hash
-from gonka_pipelines.protocol.crypto import MessageKind, hash_value, verify_each
+from gonka_pipelines.protocol.crypto import MessageKind, canonical_row_bytes, hash_value, verify_each, verify_encoded_each
 from gonka_pipelines.protocol.messages import (
     poc_batch_body,
     poc_verdicts_body,
@@ -158,12 +158,25 @@ def signature_problem(store: ChainStore, height: int, header: BlockHeader, block
 
 @dataclass(frozen=True)
 class _SignedRows:
-    """A table of signed messages: how to read (id, signer key, signature, body fields) and rebuild the body."""
+    """A table of signed messages: how to read (id, signer key, signature, body fields) and rebuild the body. Where
+    `json_body` names the body's fields (JSON key -> (SQL of its value over the read row, its SQL type)), DuckDB writes
+    the canonical body of each row where `json_when` holds (commitments.canonical_json_sql), and only the other rows'
+    bodies are rebuilt in Python."""
 
     table: str
     kind: MessageKind
     sql: str
     body: Callable[[dict], dict]
+    json_body: Mapping[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
+    json_when: str = "true"
+
+    def query(self) -> str:
+        """SQL of the rows in id order, with each body DuckDB wrote as `_body` (null where Python must write it)."""
+        if not self.json_body:
+            return self.sql + " ORDER BY id"
+        text, apart = canonical_json_sql(dict(self.json_body), "_text")
+        return (f"SELECT * EXCLUDE (_text), CASE WHEN ({self.json_when}) AND NOT ({apart}) THEN _text END AS _body "
+                f"FROM (SELECT *, {text} AS _text FROM ({self.sql})) ORDER BY id")
 
 
 SIGNED_ROWS: tuple[_SignedRows, ...] = (
@@ -172,7 +185,11 @@ SIGNED_ROWS: tuple[_SignedRows, ...] = (
                           t.prompt, t.max_tokens, t.max_price, t.version
                    FROM tasks t JOIN accounts a ON a.address = t.developer JOIN chain_meta c ON c.key = 'chain_id'
                    WHERE t.epoch = ?""",
-                task_body_of),
+                task_body_of,
+                {"chain_id": ("chain_id", "VARCHAR"), "developer": ("signer_key", "VARCHAR"), "max_price": ("max_price", "BIGINT"),
+                 "max_tokens": ("max_tokens", "INTEGER"), "model": ("model", "VARCHAR"), "nonce": ("nonce", "BIGINT"),
+                 "prompt": ("prompt", "VARCHAR")},
+                "version = ''"),
     _SignedRows("training_tasks", MessageKind.TRAINING_TASK,
                 """SELECT t.task_id AS id, a.public_key AS signer_key, c.value AS chain_id, t.*
                    FROM training_tasks t JOIN accounts a ON a.address = t.developer JOIN chain_meta c ON c.key = 'chain_id'
@@ -211,7 +228,9 @@ def start_signed_rows(store: ChainStore, height: int, stack: contextlib.ExitStac
     pool: ProcessPoolExecutor | None = None
     checks: list[tuple[_SignedRows, pa.Table, Callable[[], int | None]]] = []
     for index, spec in enumerate(SIGNED_ROWS):
-        rows = store._arrow(spec.sql + " ORDER BY id", [height])
+        rows = store._arrow(spec.query(), [height])
+        if "_body" in rows.column_names and not rows.column("_body").null_count:
+            rows = rows.select(["id", "signer_key", "signature", "_body"])  # every body written: its fields are not needed
         if rows.num_rows >= parallel_from and workers > 1:
             if pool is None:
                 pool = process_pool()
@@ -251,10 +270,15 @@ def _first_of(parts: list[tuple[int, Future[int | None]]]) -> int | None:
 
 
 def _first_bad(spec_index: int, chain_id: str, rows: pa.Table) -> int | None:
-    """Position of the first row whose signature does not verify, or None (the rows checked on a thread per core)."""
-    spec, names = SIGNED_ROWS[spec_index], rows.column_names
-    signed = [dict(zip(names, values)) for values in zip(*(rows.column(name).to_pylist() for name in names))]
-    verdicts = verify_each(chain_id, spec.kind, [(row["signer_key"], spec.body(row), row["signature"]) for row in signed])
+    """Position of the first row whose signature does not verify, or None (the rows checked on a thread per core):
+    bodies DuckDB wrote are taken as they are, the others rebuilt from the row."""
+    spec = SIGNED_ROWS[spec_index]
+    bodies = rows.column("_body").to_pylist() if "_body" in rows.column_names else [None] * rows.num_rows
+    unwritten = [index for index, body in enumerate(bodies) if body is None]
+    rebuilt = iter(canonical_row_bytes(spec.body(row)) for row in rows.take(pa.array(unwritten, pa.int64())).to_pylist())
+    encoded = [body.encode() if body is not None else next(rebuilt) for body in bodies]
+    verdicts = verify_encoded_each(chain_id, spec.kind, list(zip(
+        rows.column("signer_key").to_pylist(), encoded, rows.column("signature").to_pylist(), strict=True)))
     return next((i for i, verifies in enumerate(verdicts) if not verifies), None)
 
 

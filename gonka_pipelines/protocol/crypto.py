@@ -182,8 +182,13 @@ class KeyPair:
 
 def verify(public_key_hex: str, chain_id: str, kind: MessageKind, body: Any, signature_hex: str) -> bool:
     """True iff signature_hex is the key's signature of body under this chain id and kind."""
+    return _verifies(public_key_hex, message_bytes(chain_id, kind, body), signature_hex)
+
+
+def _verifies(public_key_hex: str, message: bytes, signature_hex: str) -> bool:
+    """True iff signature_hex is the key's signature of these message bytes."""
     try:
-        VerifyKey(bytes.fromhex(public_key_hex)).verify(message_bytes(chain_id, kind, body), bytes.fromhex(signature_hex))
+        VerifyKey(bytes.fromhex(public_key_hex)).verify(message, bytes.fromhex(signature_hex))
     except (BadSignatureError, ValueError, TypeError):
         return False
     return True
@@ -205,6 +210,13 @@ def sign_each(chain_id: str, kind: MessageKind, signings: Sequence[tuple[KeyPair
 def verify_each(chain_id: str, kind: MessageKind, checks: Sequence[tuple[str, Any, str]]) -> list[bool]:
     """verify of each (public key hex, body, signature hex), on a thread per core (as sign_each)."""
     return _on_threads(lambda part: [verify(key, chain_id, kind, body, signature) for key, body, signature in part], checks)
+
+
+def verify_encoded_each(chain_id: str, kind: MessageKind, checks: Sequence[tuple[str, bytes, str]]) -> list[bool]:
+    """verify_each of bodies given in their canonical encoding (written in bulk, as verify-chain's SQL writes stored
+    tasks), on a thread per core."""
+    prefix = message_prefix(chain_id, kind)
+    return _on_threads(lambda part: [_verifies(key, prefix + body, signature) for key, body, signature in part], checks)
 
 
 def _on_threads(work: Callable[[Sequence[Item]], list[Result]], items: Sequence[Item]) -> list[Result]:

@@ -102,3 +102,33 @@ def test_verify_block_checks_signatures_on_every_core_while_it_rederives_the_roo
     demo_store._connection.execute(TAMPERING["tasks"])
     problem = verify.verify_block(demo_store, 1, blocks[0])
     assert problem is not None and "the tasks root in the header" in problem.message, problem
+
+
+AWKWARD_PROMPTS = ['say "hi" \\ back', "a/b </script>", "line\nbreak\ttab", "bell\x07 and \x1f", "del \x7f", "é ü 世界 🙂",
+                   "sep\u2028\u2029", "null", "1e-05 0.00001", "", "\\u00e9"]
+"""Prompts whose JSON needs escaping, raw UTF-8 or text that merely looks like another value."""
+
+
+def test_task_bodies_written_in_sql_are_the_canonical_bodies(demo_store: ChainStore):
+    """verify-chain takes the tasks' bodies as DuckDB writes them: each is byte for byte the canonical encoding of the
+    body Python rebuilds from the row, and a row DuckDB might write otherwise (a control character) or whose body has
+    another shape (a named model version) is left to Python, whose check still catches a changed row."""
+    from gonka_pipelines.protocol.crypto import canonical_row_bytes
+
+    tasks = next(spec for spec in SIGNED_ROWS if spec.table == "tasks")
+    ids = [task_id for (task_id,) in demo_store._query("SELECT task_id FROM tasks WHERE epoch = 1 ORDER BY task_id")]
+    assert len(ids) > len(AWKWARD_PROMPTS), "the demo's first epoch holds enough tasks to change"
+    for task_id, prompt in zip(ids, AWKWARD_PROMPTS):
+        demo_store._connection.execute("UPDATE tasks SET prompt = ? WHERE task_id = ?", [prompt, task_id])
+    demo_store._connection.execute("UPDATE tasks SET version = 'v-named' WHERE task_id = ?", [ids[len(AWKWARD_PROMPTS)]])
+    rows = demo_store._arrow(tasks.query(), [1]).to_pylist()
+    assert [row["id"] for row in rows] == ids
+    named_versions = {row["id"] for row in rows if row["version"]}
+    assert ids[len(AWKWARD_PROMPTS)] in named_versions
+    left_to_python = {row["id"] for row in rows if row["_body"] is None}
+    assert left_to_python == named_versions | {ids[3], ids[10]}, "control characters, text like their escape, a version"
+    for row in rows:
+        if row["_body"] is not None:
+            assert row["_body"].encode() == canonical_row_bytes(tasks.body(row)), row["prompt"]
+    problem = signed_row_problem(demo_store, 1)
+    assert problem is not None and problem.message.startswith(f"tasks row {ids[0][:24]}")
