@@ -212,9 +212,14 @@ def verify_each(chain_id: str, kind: MessageKind, checks: Sequence[tuple[str, An
     return _on_threads(lambda part: [verify(key, chain_id, kind, body, signature) for key, body, signature in part], checks)
 
 
+def verify_encoded(public_key_hex: str, chain_id: str, kind: MessageKind, encoded_body: bytes, signature_hex: str) -> bool:
+    """verify of a body given in its canonical encoding (which the caller also hashes, or had written in bulk)."""
+    return _verifies(public_key_hex, message_prefix(chain_id, kind) + encoded_body, signature_hex)
+
+
 def verify_encoded_each(chain_id: str, kind: MessageKind, checks: Sequence[tuple[str, bytes, str]]) -> list[bool]:
-    """verify_each of bodies given in their canonical encoding (written in bulk, as verify-chain's SQL writes stored
-    tasks), on a thread per core."""
+    """verify_encoded of each (public key hex, encoded body, signature hex), on a thread per core: verify-chain's SQL
+    writes the stored tasks' bodies in bulk."""
     prefix = message_prefix(chain_id, kind)
     return _on_threads(lambda part: [_verifies(key, prefix + body, signature) for key, body, signature in part], checks)
 

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import orjson
 import polars as pl
 
-from gonka_pipelines.protocol.crypto import MessageKind, hash_value, verify
+from gonka_pipelines.protocol.crypto import MessageKind, canonical_row_bytes, hash_value, sha256_hex, verify, verify_encoded
 
 MAX_INTEGER = 2**63 - 1
 """Integers in a task are stored as signed 64-bit: anything larger is malformed, not a crash."""
@@ -373,9 +373,10 @@ def read_ahead(submission: Submission, chain_id: str, verified: bool | None = No
         body, signature = parse_submission(submission.raw)
     except Rejected as rejection:
         return Submission(submission.submission_id, submission.raw, rejection)
+    encoded = canonical_row_bytes(body)  # once, for the signature and the task id (hash_value)
     if verified is None:
-        verified = verify(body["developer"], chain_id, _message_kind(body), body, signature)
-    return Submission(submission.submission_id, submission.raw, None, (body, signature), verified, hash_value(body))
+        verified = verify_encoded(body["developer"], chain_id, _message_kind(body), encoded, signature)
+    return Submission(submission.submission_id, submission.raw, None, (body, signature), verified, sha256_hex(encoded))
 
 
 READY_SCHEMA: dict[str, type[pl.DataType]] = {
