@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +24,7 @@ from gonka_pipelines.protocol import _sha256
 from gonka_pipelines.protocol.crypto import MessageKind
 from gonka_pipelines.protocol.merkle import LEAF_PREFIX
 from gonka_pipelines.protocol.record_roots import columns_body, columns_prefix, record_leaf
+from gonka_pipelines.protocol.threads import on_threads
 
 CHAIN_ID = "bench-record-leaves"
 TOKENS, TOP_K = 8, 5
@@ -48,15 +48,11 @@ def results_table(count: int) -> pa.Table:
 
 def sha256_floor(prefix: bytes, count: int, length: int, laid_out: bytes) -> bytes:
     """SHA-256(prefix || each of `count` spans of `length` bytes) in C, a contiguous part of them per core."""
-    cores = os.cpu_count() or 1
-    bounds = [count * part // cores for part in range(cores + 1)]
-
     def part(start: int, end: int) -> bytes:
         ends = np.arange(start * length, end * length + 1, length, dtype=np.int64)
         return _sha256.pieces(prefix, end - start, b"", [(ends.data, laid_out)])
 
-    with ThreadPoolExecutor(cores) as pool:
-        return b"".join(pool.map(part, bounds[:-1], bounds[1:]))
+    return b"".join(on_threads(part, count, 1))
 
 
 def main() -> None:

@@ -3,9 +3,7 @@ epoch) and the texts of a string column (text_digests: Merkle leaves)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TypeAlias
 
 import numpy as np
@@ -15,6 +13,7 @@ import pyarrow.compute as pc
 
 from gonka_pipelines.protocol import _sha256
 from gonka_pipelines.protocol.crypto import canonical_row_bytes, hash_value
+from gonka_pipelines.protocol.threads import on_threads
 
 _PLAIN_BYTES = np.isin(np.arange(256), [0x20, 0x21, *range(0x23, 0x5c), *range(0x5d, 0x7f)])
 """Bytes JSON writes as they are: no quote, backslash, control character or non-ASCII byte, which hash_each cannot
@@ -162,12 +161,7 @@ def columns_digests(prefix: bytes, rows: pa.Table | pa.RecordBatch, fields: Sequ
     def rows_digests(start: int, end: int) -> bytes:
         return _sha256.pieces(prefix, end - start, head[start:end].data, [(offsets[start:end + 1].data, data) for offsets, data in spans])
 
-    threads = min(os.cpu_count() or 1, count // THREADED_ROWS)
-    if threads < 2:
-        return rows_digests(0, count)
-    bounds = [count * part // threads for part in range(threads + 1)]
-    with ThreadPoolExecutor(threads) as pool:  # C hashes with the GIL released
-        return b"".join(pool.map(rows_digests, bounds[:-1], bounds[1:]))
+    return b"".join(on_threads(rows_digests, count, THREADED_ROWS))  # C hashes with the GIL released
 
 
 def _offsets(lists: pa.Array) -> np.ndarray:

@@ -6,10 +6,8 @@ import enum
 import hashlib
 import json
 import math
-import os
 import re
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, TypeVar
@@ -17,6 +15,8 @@ from typing import Any, TypeVar
 import orjson
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
+
+from gonka_pipelines.protocol.threads import on_threads
 
 ENCODING_VERSION = "gonka/v1"
 ADDRESS_PREFIX = "gonka1"
@@ -225,11 +225,7 @@ def verify_encoded_each(chain_id: str, kind: MessageKind, checks: Sequence[tuple
 
 
 def _on_threads(work: Callable[[Sequence[Item]], list[Result]], items: Sequence[Item]) -> list[Result]:
-    """work over the items in contiguous parts, one thread each, up to a thread per core; results in item order."""
-    threads = min(os.cpu_count() or 1, len(items) // THREADED_FROM)
-    if threads < 2:
-        return work(items)
-    size = -(-len(items) // threads)
-    with ThreadPoolExecutor(threads) as pool:
-        return [result for part in pool.map(work, [items[start:start + size] for start in range(0, len(items), size)])
-                for result in part]
+    """work over the items in contiguous parts (threads.on_threads, from THREADED_FROM items a thread); results in item
+    order."""
+    return [result for part in on_threads(lambda start, end: work(items[start:end]), len(items), THREADED_FROM)
+            for result in part]

@@ -100,13 +100,14 @@ def test_rows_split_over_threads_hash_as_one_loop(monkeypatch: pytest.MonkeyPatc
     """Past THREADED_ROWS rows a thread a batch is hashed on a thread per core, in contiguous parts: the same digests,
     in row order, with 1 part or 4 (a sliced batch too)."""
     from gonka_pipelines.chain import hashing
+    from gonka_pipelines.protocol import threads
 
     bodies, table = _bodies_and_table(MessageKind.RESULT, 61)
     prefix, fields = b"\x00", RECORD_FIELDS[MessageKind.RESULT]
     expected = b"".join(hashlib.sha256(prefix + columns_body(MessageKind.RESULT, body)).digest() for body in bodies)
     monkeypatch.setattr(hashing, "THREADED_ROWS", 7)
-    monkeypatch.setattr(hashing.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 4)
     assert columns_digests(prefix, table, fields) == expected
     assert columns_digests(prefix, table.slice(5, 40), fields) == expected[5 * 32:45 * 32]
-    monkeypatch.setattr(hashing.os, "cpu_count", lambda: 1)
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 1)
     assert columns_digests(prefix, table, fields) == expected

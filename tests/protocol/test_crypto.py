@@ -253,7 +253,7 @@ def test_a_body_canonical_bytes_refuses_is_refused_for_signing(value):
 def test_sign_each_and_verify_each_on_threads_match_one_loop_in_order(monkeypatch, cores):
     """sign_each and verify_each give what KeyPair.sign and verify give one by one, in item order, whether the items
     go to one thread or to a thread per core; a bad signature, a wrong key or a garbled key fail at their own place."""
-    monkeypatch.setattr("gonka_pipelines.protocol.crypto.os.cpu_count", lambda: cores)
+    monkeypatch.setattr("gonka_pipelines.protocol.threads.os.cpu_count", lambda: cores)
     keys = [KeyPair.derive("chain-x", f"host-{i}", "seed") for i in range(7)]
     signings = [(keys[i % 7], {"n": i, "text": f"body {i}"}) for i in range(3 * THREADED_FROM + 5)]
     signatures = sign_each("chain-x", MessageKind.POC_BATCH, signings)
