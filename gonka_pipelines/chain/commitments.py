@@ -172,6 +172,11 @@ class JsonLeaves:
     fallback: Callable[[dict[str, Any]], bytes]
 
 
+class UnencodableRow(ValueError):
+    """A row whose leaf cannot be made: a value canonical_bytes refuses (a non-finite float), which only a row changed
+    after its block was proposed can hold."""
+
+
 LEAF_BATCH_ROWS = 131_072
 """Rows of leaf texts held at once while hashing (their JSON streams from DuckDB a batch at a time)."""
 
@@ -207,7 +212,10 @@ def json_leaf_buffer(connection: duckdb.DuckDBPyConnection, leaves: JsonLeaves) 
             f"WITH _leaves AS ({source}) SELECT {select_keys}, {_select_list({n: leaves.fields[n][0] for n in names})} "
             f"FROM _leaves WHERE {apart}", params=leaves.params).to_arrow_table()
         for index, row in zip(odd, rows.take(sorted_positions(rows, keys)).select(names).to_pylist(), strict=True):
-            ordered[index] = np.frombuffer(leaves.fallback(row), dtype=np.uint8)
+            try:
+                ordered[index] = np.frombuffer(leaves.fallback(row), dtype=np.uint8)
+            except ValueError as error:  # a value no canonical encoding holds (a NaN): no block can commit to the row
+                raise UnencodableRow(f"a {leaves.table} row has no canonical encoding ({error})") from error
     return ordered.tobytes()
 
 

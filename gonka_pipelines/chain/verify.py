@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from gonka_pipelines.chain.commitments import COMMITMENTS, canonical_json_sql, epoch_roots
+from gonka_pipelines.chain.commitments import COMMITMENTS, UnencodableRow, canonical_json_sql, epoch_roots
 from gonka_pipelines.chain.core import CHAIN_ID_KEY
 from gonka_pipelines.chain.record_roots import record_root_problem
 from gonka_pipelines.chain.store import ChainError, ChainStore
@@ -134,7 +134,11 @@ def content_problem(store: ChainStore, height: int, header: BlockHeader, block: 
         return problem("the epoch's recorded parameters (epochs.params_json) are not valid JSON")
     if header.params_hash != epoch[0]["params_hash"] or header.params_hash != hash_value(recorded):
         return problem("parameter hash does not match the epoch's recorded parameters")
-    for name, root in epoch_roots(store._connection, height).items():
+    try:
+        roots = epoch_roots(store._connection, height)
+    except UnencodableRow as error:
+        return problem(f"{error}: a committed row was changed")
+    for name, root in roots.items():
         if header.roots.get(name) != root:
             return problem(f"the {name} root in the header is {_short(header.roots.get(name, '-'))} but the {name} "
                            f"rows of epoch {height} give {_short(root)}: a row was changed, added or removed")
@@ -275,11 +279,21 @@ def _first_bad(spec_index: int, chain_id: str, rows: pa.Table) -> int | None:
     spec = SIGNED_ROWS[spec_index]
     bodies = rows.column("_body").to_pylist() if "_body" in rows.column_names else [None] * rows.num_rows
     unwritten = [index for index, body in enumerate(bodies) if body is None]
-    rebuilt = iter(canonical_row_bytes(spec.body(row)) for row in rows.take(pa.array(unwritten, pa.int64())).to_pylist())
+    fields = rows if len(unwritten) == rows.num_rows else rows.take(pa.array(unwritten, pa.int64()))
+    rebuilt = iter(_encoded_body(spec, row) for row in fields.to_pylist())
     encoded = [body.encode() if body is not None else next(rebuilt) for body in bodies]
     verdicts = verify_encoded_each(chain_id, spec.kind, list(zip(
         rows.column("signer_key").to_pylist(), encoded, rows.column("signature").to_pylist(), strict=True)))
     return next((i for i, verifies in enumerate(verdicts) if not verifies), None)
+
+
+def _encoded_body(spec: _SignedRows, row: dict) -> bytes | None:
+    """The canonical bytes of the body a row was signed as, or None where its values have none (a non-finite float
+    written into a tampered row): its signature then verifies nothing."""
+    try:
+        return canonical_row_bytes(spec.body(row))
+    except (ValueError, TypeError):
+        return None
 
 
 def signed_message_problem(store: ChainStore, height: int) -> Inconsistency | None:
@@ -289,7 +303,10 @@ def signed_message_problem(store: ChainStore, height: int) -> Inconsistency | No
 
 
 def _record_root_inconsistency(store: ChainStore, height: int) -> Inconsistency | None:
-    found = record_root_problem(store._connection, store.chain_id, height)
+    try:
+        found = record_root_problem(store._connection, store.chain_id, height)
+    except UnencodableRow as error:
+        return Inconsistency(height, f"{error}: a signed record was changed")
     return Inconsistency(height, found) if found else None
 
 

@@ -181,8 +181,13 @@ class KeyPair:
 
 
 def verify(public_key_hex: str, chain_id: str, kind: MessageKind, body: Any, signature_hex: str) -> bool:
-    """True iff signature_hex is the key's signature of body under this chain id and kind."""
-    return _verifies(public_key_hex, message_bytes(chain_id, kind, body), signature_hex)
+    """True iff signature_hex is the key's signature of body under this chain id and kind; a body with no canonical
+    encoding (a non-finite float a tampered row holds) verifies nothing."""
+    try:
+        message = message_bytes(chain_id, kind, body)
+    except (ValueError, TypeError):
+        return False
+    return _verifies(public_key_hex, message, signature_hex)
 
 
 def _verifies(public_key_hex: str, message: bytes, signature_hex: str) -> bool:
@@ -217,11 +222,12 @@ def verify_encoded(public_key_hex: str, chain_id: str, kind: MessageKind, encode
     return _verifies(public_key_hex, message_prefix(chain_id, kind) + encoded_body, signature_hex)
 
 
-def verify_encoded_each(chain_id: str, kind: MessageKind, checks: Sequence[tuple[str, bytes, str]]) -> list[bool]:
+def verify_encoded_each(chain_id: str, kind: MessageKind, checks: Sequence[tuple[str, bytes | None, str]]) -> list[bool]:
     """verify_encoded of each (public key hex, encoded body, signature hex), on a thread per core: verify-chain's SQL
-    writes the stored tasks' bodies in bulk."""
+    writes the stored tasks' bodies in bulk. A body of None (one with no canonical encoding) verifies nothing."""
     prefix = message_prefix(chain_id, kind)
-    return _on_threads(lambda part: [_verifies(key, prefix + body, signature) for key, body, signature in part], checks)
+    return _on_threads(lambda part: [body is not None and _verifies(key, prefix + body, signature)
+                                     for key, body, signature in part], checks)
 
 
 def _on_threads(work: Callable[[Sequence[Item]], list[Result]], items: Sequence[Item]) -> list[Result]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import pyarrow.compute as pc
 import pytest
 
 from gonka_pipelines.chain.record_roots import SIGNED_RECORDS
 from gonka_pipelines.chain.store import ChainStore
-from gonka_pipelines.chain.verify import SIGNED_ROWS, signed_message_problem, signed_row_problem
+from gonka_pipelines.chain.verify import SIGNED_ROWS, _first_bad, signed_message_problem, signed_row_problem
 
 from support.chains import DEMO_EPOCHS
 
@@ -132,3 +133,29 @@ def test_task_bodies_written_in_sql_are_the_canonical_bodies(demo_store: ChainSt
             assert row["_body"].encode() == canonical_row_bytes(tasks.body(row)), row["prompt"]
     problem = signed_row_problem(demo_store, 1)
     assert problem is not None and problem.message.startswith(f"tasks row {ids[0][:24]}")
+    rebuilt = demo_store._arrow(tasks.query(), [1]).filter(pc.field("_body").is_null())
+    failing = {task_id for position, task_id in enumerate(rebuilt.column("id").to_pylist())
+               if _first_bad(SIGNED_ROWS.index(tasks), demo_store.chain_id, rebuilt.slice(position, 1)) is not None}
+    assert failing == {ids[3], ids[10], ids[len(AWKWARD_PROMPTS)]}, "rows rebuilt in Python fail where they were changed"
+
+
+def test_a_row_tampered_to_hold_a_non_finite_float_is_named(demo_store: ChainStore):
+    """A float no canonical encoding holds (NaN) written into a signed row makes its signature verify nothing: the
+    row is named like any other change, not an error raised from the check."""
+    demo_store._connection.execute(
+        "UPDATE poc_batches SET distances = list_transform(distances, lambda d: 'nan'::DOUBLE) WHERE batch_id = "
+        "(SELECT min(batch_id) FROM poc_batches WHERE epoch = 1 AND status = 'accepted')")
+    problem = signed_row_problem(demo_store, 1)
+    assert problem is not None and problem.message.startswith("poc_batches row ") and "does not verify" in problem.message
+
+
+def test_a_committed_float_tampered_to_nan_is_named_not_raised(demo_store: ChainStore):
+    """A NaN written into a committed, signed row has no leaf: the block's roots and the validator's signed records
+    name the table instead of raising from verify-chain."""
+    from gonka_pipelines.chain.verify import content_problem
+
+    demo_store._connection.execute("UPDATE task_verdicts SET similarity = 'nan'::DOUBLE "
+                                   "WHERE task_id = (SELECT min(task_id) FROM task_verdicts WHERE epoch = 1)")
+    for problem, changed in ((content_problem(demo_store, 1), "a committed row"), (signed_message_problem(demo_store, 1), "a signed record")):
+        assert problem is not None and problem.height == 1, problem
+        assert problem.message.startswith("a task_verdicts row has no canonical encoding") and changed in problem.message

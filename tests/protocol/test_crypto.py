@@ -26,6 +26,7 @@ from gonka_pipelines.protocol.crypto import (
     sign_each,
     verify,
     verify_each,
+    verify_encoded_each,
 )
 
 CHAIN = "gonka-test-1"
@@ -266,3 +267,16 @@ def test_sign_each_and_verify_each_on_threads_match_one_loop_in_order(monkeypatc
     verdicts = verify_each("chain-x", MessageKind.POC_BATCH, checks)
     assert [i for i, ok in enumerate(verdicts) if not ok] == [3, wrong, len(checks) - 1]
     assert verify_each("chain-x", MessageKind.TASK, checks[:5]) == [False] * 5, "another kind never verifies"
+
+
+def test_a_body_with_no_canonical_encoding_verifies_nothing():
+    """A non-finite float (a tampered row's) has no canonical encoding: verify says False rather than raising, one by
+    one, on threads, and as an encoded body that could not be made (None)."""
+    key = KeyPair.derive("chain-x", "host", "seed")
+    body = {"distances": [0.5]}
+    signature = key.sign("chain-x", MessageKind.POC_BATCH, body)
+    assert verify(key.public_key, "chain-x", MessageKind.POC_BATCH, body, signature)
+    assert not verify(key.public_key, "chain-x", MessageKind.POC_BATCH, {"distances": [float("nan")]}, signature)
+    assert verify_each("chain-x", MessageKind.POC_BATCH, [(key.public_key, {"distances": [float("inf")]}, signature)]) == [False]
+    assert verify_encoded_each("chain-x", MessageKind.POC_BATCH, [(key.public_key, canonical_row_bytes(body), signature),
+                                                                   (key.public_key, None, signature)]) == [True, False]
