@@ -48,7 +48,11 @@ def prove_row(store: ChainStore, table: str, row_id: str, epoch: int | None = No
     if found is None:
         raise ChainError(f"no row {row_id!r} in {commitment.table} of a finalized block" + (f" at epoch {epoch}" if epoch is not None else ""))
     keyed = epoch_rows(store._connection, commitment, found)
-    leaves = [row_leaf(commitment, row) for _, row in keyed]
+    try:
+        leaves = [row_leaf(commitment, row) for _, row in keyed]
+    except ValueError as error:  # a value no canonical encoding holds (a NaN): no block committed to such a row
+        raise ChainError(f"a {commitment.table} row of epoch {found} has no canonical encoding ({error}): it was changed "
+                         "after its block (gonka verify-chain names it)") from error
     index = next(i for i, (key, _) in enumerate(keyed) if key == row_id)
     proof = build_proof(leaves, index)
     block = store.block(found)

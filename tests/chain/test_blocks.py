@@ -559,6 +559,17 @@ def test_prove_a_rejection_with_its_raw_payload(demo_store):
     check_proof(demo_store, proof)
 
 
+def test_a_proof_over_a_row_tampered_to_nan_says_what_was_changed(demo_store):
+    """A NaN written into a committed float has no leaf, so no proof of its table and epoch can be built: the error
+    names the table and epoch instead of an encoder's message alone."""
+    verdict = first_id(demo_store, "task_verdicts", "task_id", 1)
+    validator = demo_store._scalar("SELECT min(validator) FROM task_verdicts WHERE task_id = ?", [verdict])
+    assert prove_row(demo_store, "task_verdicts", f"{verdict}:{validator}")["verified"]
+    demo_store._connection.execute("UPDATE task_verdicts SET similarity = 'nan'::DOUBLE WHERE task_id = ?", [verdict])
+    with pytest.raises(ChainError, match="a task_verdicts row of epoch 1 has no canonical encoding .*non-finite float"):
+        prove_row(demo_store, "task_verdicts", f"{verdict}:{validator}")
+
+
 @pytest.mark.parametrize("table, statement", [
     ("tasks", "UPDATE tasks SET prompt = prompt || '?' WHERE task_id = ?"),
     # another row of the same epoch: the recomputed root no longer matches the header, so no proof of that epoch holds
