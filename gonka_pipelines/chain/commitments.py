@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -145,7 +145,7 @@ def _written_apart(value: str, data_type: str, depth: int = 0) -> str:
     raise ValueError(f"no SQL leaf encoding for a committed column of type {data_type}")
 
 
-def canonical_json_sql(fields: dict[str, tuple[str, str]], text: str) -> tuple[str, str]:
+def canonical_json_sql(fields: Mapping[str, tuple[str, str]], text: str) -> tuple[str, str]:
     """SQL of a JSON object of `fields` (key -> (SQL of its value, its SQL type)) written by DuckDB with sorted keys,
     and SQL that is true where that text, once named `text`, may differ from canonical_bytes of the same values (a
     control character's escape, a float's exponent form): those rows are encoded in Python."""

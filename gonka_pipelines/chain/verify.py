@@ -178,7 +178,7 @@ class _SignedRows:
         """SQL of the rows in id order, with each body DuckDB wrote as `_body` (null where Python must write it)."""
         if not self.json_body:
             return self.sql + " ORDER BY id"
-        text, apart = canonical_json_sql(dict(self.json_body), "_text")
+        text, apart = canonical_json_sql(self.json_body, "_text")
         return (f"SELECT * EXCLUDE (_text), CASE WHEN ({self.json_when}) AND NOT ({apart}) THEN _text END AS _body "
                 f"FROM (SELECT *, {text} AS _text FROM ({self.sql})) ORDER BY id")
 
