@@ -99,9 +99,10 @@ GENERATION_GROUP = ["executor", "model", "runs_version", "max_tokens"]
 def _grouped(frame: pl.DataFrame, keys: list[str]) -> tuple[pl.DataFrame, list[tuple[tuple, int, int]]]:
     """The frame with each group's rows together (groups in order of first appearance, rows in their order within,
     each row's original position as `row`), and each group's key with its row range: one sort, not a frame per group
-    (10,000 hosts)."""
-    frame = (frame.with_row_index("row").with_columns(pl.col("row").min().over(keys).alias("group_first"))
-             .sort("group_first", "row"))
+    (10,000 hosts), and none where the groups lie together already."""
+    frame = frame.with_row_index("row").with_columns(pl.col("row").min().over(keys).alias("group_first"))
+    if not frame["group_first"].is_sorted():  # groups already together (one model version) are not gathered again
+        frame = frame.sort("group_first", "row")
     bounds = frame.group_by("group_first", maintain_order=True).agg(*(pl.col(k).first() for k in keys), pl.len())
     ends = np.cumsum(bounds["len"].to_numpy()).tolist()
     return frame.drop("group_first"), [(key, end - size, end) for key, end, size in zip(bounds.select(keys).rows(), ends, bounds["len"])]
@@ -290,30 +291,35 @@ def _verdicts(epoch: int, draws: pl.DataFrame, honest: pl.DataFrame) -> pl.DataF
 
 def _honest_judgments(env: EpochEnvironment, checked: pl.DataFrame) -> pl.DataFrame:
     """What an honest validator concludes of each checked output (task_id, passed, similarity, reason): one cut short of
-    EOS and max_tokens fails unseen, the rest are re-run on the engine and judged in batches of one length."""
+    EOS and max_tokens fails unseen, the rest are re-run on the engine and judged in batches of one length. Outputs
+    are copied only where some are set apart (a million rows of nested lists take about a second to gather)."""
     lengths = checked["output_tokens"].list.len()
     rerun = env.rules.needs_rescore(lengths.to_numpy(), checked["max_tokens"].to_numpy(),
                                     checked["output_tokens"].list.last().fill_null(-1).to_numpy(), env.compute.eos_token)
-    judged = checked.with_columns(lengths.alias("positions"), pl.Series("rerun", rerun),
-                                  pl.lit(False).alias("passed"), pl.lit(0.0).alias("similarity"),
-                                  pl.lit(ComparisonReason.LENGTH_DIFFERS.value).alias("reason"))
-    wanted = judged.filter("rerun")
+    parts = [_length_differs(checked.select("task_id").filter(pl.Series(~rerun)))]
+    wanted = checked.with_columns(lengths.alias("positions"))
+    wanted = wanted if rerun.all() else wanted.filter(pl.Series(rerun))
     rescored = _rescore(env, wanted)
-    parts = [judged.filter(~pl.col("rerun"))]
     rescored_positions = rescored["top_ids"].list.len().to_numpy()
     wanted = wanted.with_columns(pl.Series("rescored", np.arange(wanted.height)))
     for group in _partitions(wanted, "positions"):
         rows = group["rescored"].to_numpy()
         same_length = rescored_positions[rows] == group["positions"][0]
         if not same_length.all():
-            parts.append(group.filter(~same_length).drop("rescored"))  # a re-run of another length: LENGTH_DIFFERS
-            group, rows = group.filter(same_length), rows[same_length]
+            parts.append(_length_differs(group.select("task_id").filter(pl.Series(~same_length))))  # re-run of another length
+            group, rows = group.filter(pl.Series(same_length)), rows[same_length]
         if group.height:
             comparisons = env.rules.judge_batch(_output_batch(group, _taken(rescored, rows)))
-            parts.append(group.drop("rescored").with_columns(
-                pl.Series("passed", comparisons.passed), pl.Series("similarity", comparisons.similarity, dtype=pl.Float64),
-                pl.Series("reason", comparisons.reason.astype(str), dtype=pl.String)))
-    return pl.concat(parts).select("task_id", "passed", "similarity", "reason").sort("task_id")
+            parts.append(group.select("task_id", pl.Series("passed", comparisons.passed),
+                                      pl.Series("similarity", comparisons.similarity, dtype=pl.Float64),
+                                      pl.Series("reason", comparisons.reason.astype(str), dtype=pl.String)))
+    return pl.concat(parts).sort("task_id")
+
+
+def _length_differs(outputs: pl.DataFrame) -> pl.DataFrame:
+    """The verdict on outputs judged unseen or whose re-run has another length: failed, LENGTH_DIFFERS."""
+    return outputs.select("task_id", pl.lit(False).alias("passed"), pl.lit(0.0).alias("similarity"),
+                          pl.lit(ComparisonReason.LENGTH_DIFFERS.value).alias("reason"))
 
 
 def _partitions(frame: pl.DataFrame, column: str) -> list[pl.DataFrame]:
