@@ -173,8 +173,10 @@ def peak_rss_mib() -> float:
         return next(int(line.split()[1]) for line in handle if line.startswith("VmHWM:")) / 1024
 
 
-def run_stage(name: str, step: Callable[[], object], profile: set[str], top: int) -> tuple[float, object]:
-    """Time one stage; under --profile-stage also print its cProfile (profiled time is not the reported time)."""
+def run_stage(name: str, step: Callable[[], object], profile: set[str], top: int,
+              dump: Path | None = None) -> tuple[float, object]:
+    """Time one stage; under --profile-stage also print its cProfile (profiled time is not the reported time) and, with
+    --profile-dump, write it to DUMP/<stage>.pstats for pstats' callers and callees."""
     if name in profile:
         profiler = cProfile.Profile()
         profiler.enable()
@@ -182,6 +184,9 @@ def run_stage(name: str, step: Callable[[], object], profile: set[str], top: int
         result = step()
         elapsed = time.perf_counter() - start
         profiler.disable()
+        if dump is not None:
+            dump.mkdir(parents=True, exist_ok=True)
+            profiler.dump_stats(dump / f"{name}.pstats")
         for order in ("tottime", "cumulative"):
             text = io.StringIO()
             pstats.Stats(profiler, stream=text).sort_stats(order).print_stats(top)
@@ -208,7 +213,7 @@ def summarize(name: str, result: object) -> object:
 
 def run_one_epoch(store: ChainStore, scratch: duckdb.DuckDBPyConnection, signatures: SignatureFloor, layout: DataLayout,
                   epoch: int, profile: set[str], top: int, checked_ahead: int,
-                  answer_tokens: int = OUTPUT_TOKENS) -> tuple[list[dict], ReadHashFloor]:
+                  answer_tokens: int = OUTPUT_TOKENS, dump: Path | None = None) -> tuple[list[dict], ReadHashFloor]:
     """The epoch's environment, then every stage of the registry in order; per stage: seconds, rows written, the parts
     of its floor, results. Also the epoch's read-and-hash floor (block_proposal's and verify-chain's)."""
     start = time.perf_counter()
@@ -224,7 +229,7 @@ def run_one_epoch(store: ChainStore, scratch: duckdb.DuckDBPyConnection, signatu
         before = table_marks(store)
         reset_peak_rss()
         stand_in_before = compute.seconds
-        seconds, result = run_stage(stage.name, lambda: stage.run(env, open_chain, quiet), profile, top)  # noqa: B023
+        seconds, result = run_stage(stage.name, lambda: stage.run(env, open_chain, quiet), profile, top, dump)  # noqa: B023
         stand_in = compute.seconds - stand_in_before
         peak = peak_rss_mib()
         after = table_marks(store)
@@ -376,6 +381,8 @@ def main() -> int:
     parser.add_argument("--profile-stage", action="append", default=[], choices=STAGE_NAMES,
                         help="cProfile this stage (repeatable) and print its hottest functions")
     parser.add_argument("--profile-top", type=int, default=25)
+    parser.add_argument("--profile-dump", type=Path, default=None,
+                        help="also write each profiled stage's cProfile to DIR/<stage>.pstats (python -m pstats reads it)")
     parser.add_argument("--json", type=Path, default=None,
                         help="also write each epoch's stages (seconds, peak MiB, rows, floor parts) and verify-chain's seconds and floor here")
     args = parser.parse_args()
@@ -430,7 +437,7 @@ def main() -> int:
                                        args.tasks)
                 admission = (checked, time.perf_counter() - start, checked * signatures.verify_seconds)
                 stages, read_hash = run_one_epoch(store, scratch, signatures, layout, epoch, set(args.profile_stage),
-                                                  args.profile_top, checked, args.answer_tokens)
+                                                  args.profile_top, checked, args.answer_tokens, args.profile_dump)
                 grand_total += sum(s["seconds"] for s in stages)
                 grand_stand_in += sum(s["stand_in"] for s in stages)
                 report_epoch(epoch, client_seconds, args.tasks, args.bundle, stages, read_hash, admission)
