@@ -177,17 +177,26 @@ class KeyPair:
 
     def sign(self, chain_id: str, kind: MessageKind, body: Any) -> str:
         """Hex signature over the domain-separated canonical encoding of body."""
-        return self.signing_key.sign(message_bytes(chain_id, kind, body)).signature.hex()
+        return self.sign_message(message_bytes(chain_id, kind, body))
+
+    def sign_message(self, message: bytes) -> str:
+        """Hex signature over message bytes already encoded (message_bytes)."""
+        return self.signing_key.sign(message).signature.hex()
 
 
 def verify(public_key_hex: str, chain_id: str, kind: MessageKind, body: Any, signature_hex: str) -> bool:
     """True iff signature_hex is the key's signature of body under this chain id and kind; a body with no canonical
     encoding (a non-finite float a tampered row holds) verifies nothing."""
+    message = _message_or_none(chain_id, kind, body)
+    return message is not None and _verifies(public_key_hex, message, signature_hex)
+
+
+def _message_or_none(chain_id: str, kind: MessageKind, body: Any) -> bytes | None:
+    """message_bytes of the body, or None where it has no canonical encoding (or the kind is none)."""
     try:
-        message = message_bytes(chain_id, kind, body)
+        return message_bytes(chain_id, kind, body)
     except (ValueError, TypeError):
-        return False
-    return _verifies(public_key_hex, message, signature_hex)
+        return None
 
 
 def _verifies(public_key_hex: str, message: bytes, signature_hex: str) -> bool:
@@ -207,14 +216,17 @@ Result = TypeVar("Result")
 
 
 def sign_each(chain_id: str, kind: MessageKind, signings: Sequence[tuple[KeyPair, Any]]) -> list[str]:
-    """KeyPair.sign of each (key, body), on a thread per core: libsodium signs with the GIL released, so on 2 cores
-    signing takes about 0.6 of one loop's time and verify_each about 0.53 (bench/bench_signatures.py)."""
-    return _on_threads(lambda part: [key.sign(chain_id, kind, body) for key, body in part], signings)
+    """KeyPair.sign of each (key, body): the bodies encoded in this thread, then signed on a thread per core (libsodium
+    signs with the GIL released). Encoding in the threads as well made them queue for the GIL: 1.5× one loop's time
+    on an Intel Xeon of 2 vCPU, about 0.55× now (bench/bench_signatures.py)."""
+    messages = [(key, message_bytes(chain_id, kind, body)) for key, body in signings]
+    return _on_threads(lambda part: [key.sign_message(message) for key, message in part], messages)
 
 
 def verify_each(chain_id: str, kind: MessageKind, checks: Sequence[tuple[str, Any, str]]) -> list[bool]:
-    """verify of each (public key hex, body, signature hex), on a thread per core (as sign_each)."""
-    return _on_threads(lambda part: [verify(key, chain_id, kind, body, signature) for key, body, signature in part], checks)
+    """verify of each (public key hex, body, signature hex): the bodies encoded in this thread, checked on a thread per
+    core (as sign_each)."""
+    return _verify_messages([(key, _message_or_none(chain_id, kind, body), signature) for key, body, signature in checks])
 
 
 def verify_encoded(public_key_hex: str, chain_id: str, kind: MessageKind, encoded_body: bytes, signature_hex: str) -> bool:
@@ -226,8 +238,14 @@ def verify_encoded_each(chain_id: str, kind: MessageKind, checks: Sequence[tuple
     """verify_encoded of each (public key hex, encoded body, signature hex), on a thread per core: verify-chain's SQL
     writes the stored tasks' bodies in bulk. A body of None (one with no canonical encoding) verifies nothing."""
     prefix = message_prefix(chain_id, kind)
-    return _on_threads(lambda part: [body is not None and _verifies(key, prefix + body, signature)
-                                     for key, body, signature in part], checks)
+    return _verify_messages([(key, None if body is None else prefix + body, signature) for key, body, signature in checks])
+
+
+def _verify_messages(checks: Sequence[tuple[str, bytes | None, str]]) -> list[bool]:
+    """_verifies of each (public key hex, message bytes or None, signature hex) on a thread per core; None verifies
+    nothing."""
+    return _on_threads(lambda part: [message is not None and _verifies(key, message, signature)
+                                     for key, message, signature in part], checks)
 
 
 def _on_threads(work: Callable[[Sequence[Item]], list[Result]], items: Sequence[Item]) -> list[Result]:
