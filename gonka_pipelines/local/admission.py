@@ -18,7 +18,8 @@ import functools
 import io
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -303,8 +304,7 @@ def _take_kept(spool: Path, wanted: Sequence[tuple[str, Remembered, str, int]],
     by_segment: dict[str, list[tuple[str, Remembered, int]]] = {}
     for name, remembered, segment, row in wanted:
         by_segment.setdefault(segment, []).append((name, remembered, row))
-    for segment, entries in by_segment.items():
-        frame = _read_segment(spool, segment)
+    for entries, frame in zip(by_segment.values(), _read_segments(spool, list(by_segment)), strict=True):
         ids, raws, verified = ((frame["submission_id"].to_list(), frame["raw"].to_list(), frame["verified"].to_list())
                                if frame is not None else ([], [], []))
         rows: list[int] = []
@@ -344,6 +344,19 @@ def _hashes_to(raws: Sequence[bytes], digest: str, bundle: bool) -> bool:
         return len(raws) == 1 and sha256_hex(raws[0]) == digest
     text = bundle_bytes(raws)
     return sha256_hex(text) == digest or sha256_hex(text[:-1]) == digest
+
+
+def _read_segments(spool: Path, segments: Sequence[str]) -> Iterator[pl.DataFrame | None]:
+    """Each segment (_read_segment) in order, the next one read, hashed and parsed on a thread while the caller takes
+    from this one (both release the GIL in SHA-256 and the IPC reader); one segment ahead, not all at once."""
+    if not segments:
+        return
+    with ThreadPoolExecutor(1) as pool:
+        upcoming = pool.submit(_read_segment, spool, segments[0])
+        for following in segments[1:]:
+            current, upcoming = upcoming, pool.submit(_read_segment, spool, following)
+            yield current.result()
+        yield upcoming.result()
 
 
 def _read_segment(spool: Path, segment: str) -> pl.DataFrame | None:
