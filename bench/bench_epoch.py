@@ -176,7 +176,7 @@ def peak_rss_mib() -> float:
 def run_stage(name: str, step: Callable[[], object], profile: set[str], top: int,
               dump: Path | None = None) -> tuple[float, object]:
     """Time one stage; under --profile-stage also print its cProfile (profiled time is not the reported time) and, with
-    --profile-dump, write it to DUMP/<stage>.pstats for pstats' callers and callees."""
+    --profile-dump, write it to DUMP/<stage>.pstats (DUMP: the epoch's folder) for pstats' callers and callees."""
     if name in profile:
         profiler = cProfile.Profile()
         profiler.enable()
@@ -229,7 +229,8 @@ def run_one_epoch(store: ChainStore, scratch: duckdb.DuckDBPyConnection, signatu
         before = table_marks(store)
         reset_peak_rss()
         stand_in_before = compute.seconds
-        seconds, result = run_stage(stage.name, lambda: stage.run(env, open_chain, quiet), profile, top, dump)  # noqa: B023
+        epoch_dump = dump / f"epoch-{epoch}" if dump is not None else None
+        seconds, result = run_stage(stage.name, lambda: stage.run(env, open_chain, quiet), profile, top, epoch_dump)  # noqa: B023
         stand_in = compute.seconds - stand_in_before
         peak = peak_rss_mib()
         after = table_marks(store)
@@ -382,7 +383,8 @@ def main() -> int:
                         help="cProfile this stage (repeatable) and print its hottest functions")
     parser.add_argument("--profile-top", type=int, default=25)
     parser.add_argument("--profile-dump", type=Path, default=None,
-                        help="also write each profiled stage's cProfile to DIR/<stage>.pstats (python -m pstats reads it)")
+                        help="with --profile-stage, also write each profiled stage's cProfile to DIR/epoch-N/<stage>.pstats "
+                             "(python -m pstats reads it)")
     parser.add_argument("--json", type=Path, default=None,
                         help="also write each epoch's stages (seconds, peak MiB, rows, floor parts) and verify-chain's seconds and floor here")
     args = parser.parse_args()

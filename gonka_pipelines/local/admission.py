@@ -353,10 +353,11 @@ def _read_segments(spool: Path, segments: Sequence[str]) -> Iterator[pl.DataFram
         return
     with ThreadPoolExecutor(1) as pool:
         upcoming = pool.submit(_read_segment, spool, segments[0])
-        for following in segments[1:]:
-            current, upcoming = upcoming, pool.submit(_read_segment, spool, following)
-            yield current.result()
-        yield upcoming.result()
+        for following in [*segments[1:], None]:
+            frame = upcoming.result()
+            if following is not None:
+                upcoming = pool.submit(_read_segment, spool, following)
+            yield frame
 
 
 def _read_segment(spool: Path, segment: str) -> pl.DataFrame | None:

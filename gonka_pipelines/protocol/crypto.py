@@ -13,7 +13,7 @@ from functools import cached_property
 from typing import Any, TypeVar
 
 import orjson
-from nacl.bindings import crypto_sign, crypto_sign_BYTES, crypto_sign_seed_keypair
+from nacl.bindings import crypto_sign, crypto_sign_BYTES
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
@@ -181,14 +181,14 @@ class KeyPair:
         return self.sign_message(message_bytes(chain_id, kind, body))
 
     def sign_message(self, message: bytes) -> str:
-        """Hex signature over message bytes already encoded (message_bytes): libsodium called straight, so threads
-        signing at once hold the GIL only for the call (PyNaCl's SigningKey.sign wraps it in Python objects)."""
+        """Hex signature over message bytes already encoded (message_bytes), libsodium called straight: threads signing
+        at once hold the GIL only around the call, not through PyNaCl's SigningKey.sign and its Python objects."""
         return crypto_sign(message, self._secret_key)[:crypto_sign_BYTES].hex()
 
     @cached_property
     def _secret_key(self) -> bytes:
-        """libsodium's 64-byte secret key (seed and public key) of this pair."""
-        return crypto_sign_seed_keypair(self.seed)[1]
+        """libsodium's 64-byte secret key of this pair: its seed, then its public key (nothing derived again)."""
+        return self.seed + self.signing_key.verify_key.encode()
 
 
 def verify(public_key_hex: str, chain_id: str, kind: MessageKind, body: Any, signature_hex: str) -> bool:
@@ -199,7 +199,7 @@ def verify(public_key_hex: str, chain_id: str, kind: MessageKind, body: Any, sig
 
 
 def _message_or_none(chain_id: str, kind: MessageKind, body: Any) -> bytes | None:
-    """message_bytes of the body, or None where it has no canonical encoding (or the kind is none)."""
+    """message_bytes of the body, or None where it has no canonical encoding (or the kind is not a MessageKind)."""
     try:
         return message_bytes(chain_id, kind, body)
     except (ValueError, TypeError):
