@@ -250,6 +250,17 @@ def test_a_body_canonical_bytes_refuses_is_refused_for_signing(value):
 
 
 
+def test_sign_message_is_libsodiums_ed25519_signature():
+    """KeyPair.sign_message calls libsodium straight: RFC 8032's first test vector (an empty message), and the bytes
+    PyNaCl's SigningKey.sign gives for other keys and messages."""
+    rfc = KeyPair.from_seed(bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"))
+    assert rfc.public_key == "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
+    assert rfc.sign_message(b"") == ("e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e"
+                                     "39701cf9b46bd25bf5f0595bbe24655141438e7a100b")
+    for key, message in ((KEY, MESSAGE), (OTHER, b"x" * 1000), (KeyPair.derive("chain-x", "host", "seed"), b"")):
+        assert key.sign_message(message) == key.signing_key.sign(message).signature.hex()
+
+
 @pytest.mark.parametrize("cores", [1, 4])
 def test_sign_each_and_verify_each_on_threads_match_one_loop_in_order(monkeypatch, cores):
     """sign_each and verify_each give what KeyPair.sign and verify give one by one, in item order, whether the items

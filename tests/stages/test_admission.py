@@ -265,3 +265,35 @@ def test_an_entry_last_changed_within_the_probes_tick_is_not_kept(genesis_layout
     monkeypatch.setattr(admission, "clock_probe", lambda inbox: changed + 1)
     admit(genesis_layout, genesis)
     assert kept_bytes(genesis_layout, genesis)[f"{good}.json"].count(":") == 1
+
+
+def test_segments_read_ahead_come_in_order_each_as_its_own_read_says(tmp_path):
+    """Collect reads the spool a segment ahead on a thread: the segments come in the order asked, a missing or altered
+    one as None at its own turn (its entries are read from the inbox again), and a reader closed half-way stops its
+    thread."""
+    import io
+    import threading
+
+    import polars as pl
+
+    from gonka_pipelines.protocol.crypto import sha256_hex
+
+    def segment(rows: int) -> str:
+        buffer = io.BytesIO()
+        pl.DataFrame({"row": list(range(rows))}).write_ipc(buffer)
+        name = sha256_hex(buffer.getvalue())[:admission.SEGMENT_NAME_LENGTH]
+        (tmp_path / name).write_bytes(buffer.getvalue())
+        return name
+
+    names = [segment(rows) for rows in (1, 2, 3, 4, 5)]
+    (tmp_path / names[1]).unlink()
+    (tmp_path / names[3]).write_bytes((tmp_path / names[3]).read_bytes() + b"\0")
+    frames = list(admission._read_segments(tmp_path, names))
+    assert [None if frame is None else frame.height for frame in frames] == [1, None, 3, None, 5]
+    assert list(admission._read_segments(tmp_path, [])) == []
+    before = set(threading.enumerate())
+    reader = admission._read_segments(tmp_path, names)
+    assert next(reader).height == 1
+    assert set(threading.enumerate()) - before, "the next segment is read on a thread"
+    reader.close()
+    assert not set(threading.enumerate()) - before, "closed, the reader leaves no thread behind"

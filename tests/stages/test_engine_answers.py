@@ -78,3 +78,53 @@ def test_a_task_asking_for_the_served_version_of_a_model_served_in_none_is_refus
     wanted = pl.DataFrame({"model": ["a", "c", "d"], "version": ["", "", "v1"], "prompt": ["x"] * 3, "output_tokens": [[1]] * 3})
     with pytest.raises(ValueError, match="served version of 'c', which no version serves"):
         _rescore(LocalEnv(EchoCompute()), wanted)  # type: ignore[arg-type]
+
+
+class ShortReruns(EchoCompute):
+    """EchoCompute whose re-runs of prompts starting with 'short' come back one position short."""
+
+    eos_token = 0
+
+    def score(self, model: str, version: str, prompts: list[str], outputs: list[list[int]]) -> pa.Table:
+        return super().score(model, version, prompts, [o[:-1] if p.startswith("short") else o for p, o in zip(prompts, outputs)])
+
+
+@dataclass
+class JudgingEnv(LocalEnv):
+    """LocalEnv with the shipped rule set, as _honest_judgments asks."""
+
+    rules: object = None
+
+
+def test_outputs_judged_unseen_or_rerun_at_another_length_fail_as_length_differs():
+    """An output cut short of EOS and max_tokens fails unseen (never re-run); a re-run of another length fails as
+    LENGTH_DIFFERS; every other output gets the verdict it gets when judged alone, in task id order."""
+    from gonka_pipelines.local.config import load_genesis
+    from gonka_pipelines.protocol.rules import rules_for
+    from gonka_pipelines.stages.environment import epoch_parameters
+    from gonka_pipelines.stages.inference import _honest_judgments
+
+    rules = rules_for(epoch_parameters(load_genesis(), 1))
+    rows = 12
+    kind = ["unseen" if i % 4 == 1 else "short" if i % 4 == 2 else "whole" for i in range(rows)]
+    checked = pl.DataFrame({
+        "task_id": [f"t{i:02d}" for i in range(rows)][::-1],
+        "output_tokens": [[5, 6, 7] if k == "unseen" else [5, 6, 0] for k in kind],  # 'unseen' stops short of EOS
+        "top_ids": [[[i, 5, 3], [i, 6, 3], [i, 0, 3]] for i in range(rows)],
+        "top_logprobs": [[[0.0] * 3] * 3 for _ in range(rows)],
+        "prompt": [f"{k}-{i}" for i, k in enumerate(kind)], "model": ["a"] * rows, "version": ["v1"] * rows,
+        "max_tokens": [8] * rows})
+    env = JudgingEnv(ShortReruns(), rules)
+    judged = _honest_judgments(env, checked)  # type: ignore[arg-type]
+    assert judged["task_id"].to_list() == sorted(checked["task_id"])
+    by_task = {row["task_id"]: row for row in judged.to_dicts()}
+    for task_id, k in zip(checked["task_id"], kind):
+        if k != "whole":
+            assert (by_task[task_id]["passed"], by_task[task_id]["similarity"], by_task[task_id]["reason"]) == (
+                False, 0.0, "length_differs"), (task_id, k)
+        else:
+            assert (by_task[task_id]["passed"], by_task[task_id]["reason"]) == (True, "similar"), (task_id, k)
+    whole = checked.filter(pl.Series([k == "whole" for k in kind]))
+    alone = _honest_judgments(JudgingEnv(ShortReruns(), rules), whole)  # type: ignore[arg-type]
+    assert alone.to_dicts() == [by_task[task_id] for task_id in alone["task_id"]]
+    assert sum(size for _, _, size in env.compute.orders) == rows - kind.count("unseen"), "unseen outputs are not re-run"
