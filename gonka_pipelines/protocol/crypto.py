@@ -225,7 +225,7 @@ Result = TypeVar("Result")
 def sign_each(chain_id: str, kind: MessageKind, signings: Sequence[tuple[KeyPair, Any]]) -> list[str]:
     """KeyPair.sign of each (key, body): the bodies encoded in this thread, then signed on a thread per core (libsodium
     signs with the GIL released). Encoding in the threads as well made them queue for the GIL: 1.47× one loop's time
-    on an Intel Xeon of 2 vCPU, 0.80× now (bench/bench_signatures.py)."""
+    on an Intel Xeon of 2 vCPU, 0.75× now (bench/bench_signatures.py)."""
     messages = [(key, message_bytes(chain_id, kind, body)) for key, body in signings]
     return _on_threads(lambda part: [key.sign_message(message) for key, message in part], messages)
 
