@@ -224,12 +224,12 @@ def run_one_epoch(store: ChainStore, scratch: duckdb.DuckDBPyConnection, signatu
              "floor_parts": {},
              "result": f"{len(env.hosts):,} hosts, {len(env.keys):,} keys"}]
     open_chain = holding(store)
+    epoch_dump = dump / f"epoch-{epoch}" if dump is not None else None
     read_hash = None
     for stage in STAGES:
         before = table_marks(store)
         reset_peak_rss()
         stand_in_before = compute.seconds
-        epoch_dump = dump / f"epoch-{epoch}" if dump is not None else None
         seconds, result = run_stage(stage.name, lambda: stage.run(env, open_chain, quiet), profile, top, epoch_dump)  # noqa: B023
         stand_in = compute.seconds - stand_in_before
         peak = peak_rss_mib()
