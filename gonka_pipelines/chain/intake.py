@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from operator import attrgetter
 from typing import Any
 
@@ -38,7 +38,7 @@ class IntakeRows(StoreCore):
         self._replace_epoch_rows(params.epoch, self._epoch_tables())
 
     def intake_context(self, epoch: int, params: GenesisParams, price_per_token: int, contexts: Mapping[str, int],
-                       claims: Iterable[tuple[str, int]]) -> IntakeContext:
+                       claims: pl.DataFrame) -> IntakeContext:
         """What intake's checks need for an epoch, read from the chain as it stands before the epoch's intake (the
         collector's and `gonka submit`'s view alike). `contexts`: each model's context length in tokens (a training
         window), which the model profiles know and the chain does not. `claims`: the (developer key, nonce) pairs the
@@ -48,7 +48,7 @@ class IntakeRows(StoreCore):
         versions, developers = self.model_versions(), self.developer_keys()
         return IntakeContext(
             chain_id=self.chain_id, developers=developers, balances=self.balances(epoch),
-            used_nonces=self.used_task_nonces(epoch, [(developers[key], nonce) for key, nonce in claims if key in developers]),
+            used_nonces=self.used_task_nonces(epoch, claims),
             models=self.served_models(),
             max_prompt_bytes=tasks.max_prompt_bytes, max_tokens_limit=tasks.max_tokens_limit, price_per_token=price_per_token,
             training=TrainingLimits(self.training_shards(), versions, {m: contexts[m] for m in set(versions.values())},
@@ -104,15 +104,15 @@ class IntakeRows(StoreCore):
         """Developer addresses by public key."""
         return dict(self._query("SELECT public_key, address FROM accounts WHERE kind = 'developer'"))
 
-    def used_task_nonces(self, before_epoch: int, claims: Sequence[tuple[str, int]]) -> set[tuple[str, int]]:
-        """Which of these (developer address, nonce) pairs a task (inference or training) accepted before the epoch
-        already used."""
-        claimed = pa.table({"developer": pa.array([developer for developer, _ in claims], pa.string()),
-                            "nonce": pa.array([nonce for _, nonce in claims], pa.int64())})
-        with self._registered("_claims", claimed):
+    def used_task_nonces(self, before_epoch: int, claims: pl.DataFrame) -> set[tuple[str, int]]:
+        """Which (developer address, nonce) pairs, of those the claims name (protocol.intake.CLAIM_SCHEMA: developer
+        key, nonce), a task (inference or training) accepted before the epoch already used; a key of no developer
+        account names none."""
+        with self._registered("_claims", claims.to_arrow()):
             return set(self._query(
-                "SELECT developer, nonce FROM (SELECT developer, nonce FROM tasks WHERE epoch < ? UNION ALL "
-                "SELECT developer, nonce FROM training_tasks WHERE epoch < ?) JOIN _claims USING (developer, nonce)",
+                """SELECT a.address, c.nonce FROM _claims c JOIN accounts a ON a.public_key = c.developer AND a.kind = 'developer'
+                   JOIN (SELECT developer, nonce FROM tasks WHERE epoch < ? UNION ALL
+                         SELECT developer, nonce FROM training_tasks WHERE epoch < ?) t ON t.developer = a.address AND t.nonce = c.nonce""",
                 [before_epoch, before_epoch]))
 
     def served_models(self) -> set[str]:
@@ -124,9 +124,9 @@ class IntakeRows(StoreCore):
             """SELECT t.nonce FROM (SELECT developer, nonce FROM tasks UNION ALL SELECT developer, nonce FROM training_tasks) t
                JOIN accounts a ON a.address = t.developer WHERE a.name = ? OR a.address = ?""", [developer, developer])]
 
-    def consumed_submissions(self, submission_ids: Sequence[str], before_epoch: int) -> set[str]:
+    def consumed_submissions(self, submission_ids: pl.Series, before_epoch: int) -> set[str]:
         """Which of these ids finalized epochs already took (their files linger if a crash hit before archiving)."""
-        with self._registered("_waiting", pa.table({"submission_id": pa.array(submission_ids, pa.string())})):
+        with self._registered("_waiting", pa.table({"submission_id": submission_ids.to_arrow()})):
             return {sid for (sid,) in self._query(
                 """SELECT s.submission_id FROM _waiting w JOIN submissions s USING (submission_id)
                    JOIN epochs e ON e.epoch = s.epoch AND e.status = ? WHERE s.epoch < ?""", [FINALIZED, before_epoch])}

@@ -423,7 +423,11 @@ class SubmissionBatch:
         return self.tasks.height + len(self.others)
 
     def submission_ids(self) -> list[str]:
-        return [*self.tasks["submission_id"], *(submission.submission_id for submission in self.others)]
+        return self.id_column().to_list()
+
+    def id_column(self) -> pl.Series:
+        """Every submission's id as one column (a million of them without a Python string each)."""
+        return pl.concat([self.tasks["submission_id"], pl.Series([s.submission_id for s in self.others], dtype=pl.String)])
 
     def without(self, submission_ids: set[str]) -> SubmissionBatch:
         """The batch less these submissions."""
@@ -442,12 +446,18 @@ Submissions = list[Submission] | SubmissionBatch
 """What intake judges: submissions one by one, or a batch read ahead."""
 
 
-def nonce_claims(submissions: Submissions) -> list[tuple[str, int]]:
-    """(developer key, nonce) of every submission that parses: the nonces intake will ask the chain about."""
-    claims: list[tuple[str, int]] = []
+CLAIM_SCHEMA: dict[str, type[pl.DataType]] = {"developer": pl.String, "nonce": pl.Int64}
+"""A nonce claim: the developer's public key and the nonce a submission names."""
+
+
+def nonce_claims(submissions: Submissions) -> pl.DataFrame:
+    """(developer key, nonce) of every submission that parses (CLAIM_SCHEMA): the nonces intake will ask the chain
+    about, as columns (a batch's million tasks without a Python tuple each)."""
+    frames: list[pl.DataFrame] = []
     if isinstance(submissions, SubmissionBatch):
-        claims.extend(zip(submissions.tasks["developer"], submissions.tasks["nonce"]))
+        frames.append(submissions.tasks.select(*CLAIM_SCHEMA))
         submissions = submissions.others
+    claims: list[tuple[str, int]] = []
     for submission in submissions:
         if submission.unreadable is None:
             try:
@@ -455,7 +465,12 @@ def nonce_claims(submissions: Submissions) -> list[tuple[str, int]]:
             except Rejected:
                 continue
             claims.append((body["developer"], body["nonce"]))
-    return claims
+    return pl.concat([*frames, claims_frame(claims)])
+
+
+def claims_frame(claims: Iterable[tuple[str, int]]) -> pl.DataFrame:
+    """(developer key, nonce) pairs as CLAIM_SCHEMA columns."""
+    return pl.DataFrame(list(claims), schema=CLAIM_SCHEMA, orient="row")
 
 
 def collect(submissions: Submissions, context: IntakeContext) -> IntakeResult:
@@ -528,7 +543,8 @@ def _take_in_bulk(batch: SubmissionBatch, context: IntakeContext) -> tuple[pl.Da
                                            for name in TASK_SCHEMA))
     for address, total in bulk.values():
         context.balances[address] -= total
-    context.used_nonces.update(zip(taken["developer"], taken["nonce"]))
+    # The taken nonces stay out of used_nonces (a million pairs): no submission left for the ordered checks can claim
+    # one, since it would be of a developer taken in bulk, and such a developer has nothing left (one address each).
     rest = SubmissionBatch(frame.filter(~in_bulk).select(*READY_SCHEMA), batch.others)
     return taken, rest.one_by_one(context.chain_id)
 

@@ -10,7 +10,14 @@ from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.compute.profiles import llm_contexts
 from gonka_pipelines.local.inbox import read_entry, waiting_names
 from gonka_pipelines.protocol.crypto import KeyPair, MessageKind, canonical_bytes
-from gonka_pipelines.protocol.intake import TRAINING_KIND, Rejected, check_submission, check_training, parse_submission
+from gonka_pipelines.protocol.intake import (
+    TRAINING_KIND,
+    Rejected,
+    check_submission,
+    check_training,
+    claims_frame,
+    parse_submission,
+)
 from gonka_pipelines.protocol.messages import task_body, training_body
 
 
@@ -60,7 +67,8 @@ def checked_order(store: ChainStore, inbox: Path, keypair: KeyPair, sign: Callab
         nonce = next_nonce([*store.developer_nonces(keypair.address), *waiting])
     raw = sign(nonce)
     body, signature = parse_submission(raw)
-    context = store.intake_context(epoch, genesis, genesis.tasks.price(epoch), llm_contexts(), [(body["developer"], body["nonce"])])
+    context = store.intake_context(epoch, genesis, genesis.tasks.price(epoch), llm_contexts(),
+                                   claims_frame([(body["developer"], body["nonce"])]))
     (check_training if body.get("kind") == TRAINING_KIND else check_submission)(body, signature, "", context)
     return raw, nonce
 

@@ -44,7 +44,7 @@ def run_collect(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> Colle
                              env.chain_id)
     with open_chain() as store:
         store.require_writable(epoch)
-        leftovers = store.consumed_submissions(submissions.submission_ids(), before_epoch=epoch)
+        leftovers = store.consumed_submissions(submissions.id_column(), before_epoch=epoch)
         archive_submissions(inbox, leftovers)
         submissions = submissions.without(leftovers)
         with store.transaction():

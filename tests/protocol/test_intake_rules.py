@@ -8,6 +8,7 @@ import json
 import random
 import re
 
+import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,6 +20,7 @@ from gonka_pipelines.protocol.crypto import (
     hash_value,
 )
 from gonka_pipelines.protocol.intake import (
+    CLAIM_SCHEMA,
     AcceptedTask,
     IntakeContext,
     RejectReason,
@@ -26,8 +28,10 @@ from gonka_pipelines.protocol.intake import (
     SubmissionBatch,
     _holds_a_long_number,
     _json_document,
+    claims_frame,
     collect,
     may_hold_lone_surrogates,
+    nonce_claims,
     parse_submission,
     prompt_token_count,
     read_ahead,
@@ -255,14 +259,16 @@ def context_with_rich() -> IntakeContext:
 def test_property_a_batch_takes_in_bulk_exactly_what_the_order_would(kinds):
     """Judging a batch read ahead (well-formed tasks as columns, developers with nothing refused taken in bulk) gives
     the same accepted tasks, the same rejections in the same order, and the same balances and spent nonces as judging
-    the submissions one by one."""
+    the submissions one by one (the nonces taken in bulk are the taken columns', not added to the context)."""
     submissions = [read_ahead(Submission(hash_value([i, k]), make_raw(k, i + 1)), CHAIN) for i, k in enumerate(kinds)]
     one_ctx, bulk_ctx = context_with_rich(), context_with_rich()
     one, bulk = collect(submissions, one_ctx), collect(SubmissionBatch.of(submissions), bulk_ctx)
     in_bulk = [AcceptedTask(*row) for row in bulk.taken.iter_rows()]
     assert sorted([*bulk.accepted, *in_bulk]) == sorted(one.accepted)
     assert bulk.rejected == one.rejected and bulk.trainings == one.trainings == []
-    assert (bulk_ctx.balances, bulk_ctx.used_nonces) == (one_ctx.balances, one_ctx.used_nonces)
+    assert bulk_ctx.balances == one_ctx.balances
+    assert bulk_ctx.used_nonces | {(t.developer, t.nonce) for t in in_bulk} == one_ctx.used_nonces, \
+        "the ordered checks spend the same nonces, and those taken in bulk are in the taken columns"
     assert (bulk.accepted_count(), bulk.escrowed()) == (len(one.accepted), sum(t.escrow for t in one.accepted))
     if kinds and set(kinds) == {"rich"}:
         assert bulk.accepted == [] and len(in_bulk) == len(kinds), "a developer with nothing refused is taken in bulk"
@@ -279,6 +285,23 @@ def test_a_batch_judges_in_order_every_task_of_a_developer_with_one_refusal():
     assert [t.submission_id for t in result.accepted] == ["a", "c"]
     assert [(r.submission_id, r.reason) for r in result.rejected] == [("b", RejectReason.REPLAYED_NONCE)]
     assert result.taken["escrow"].to_list() == [(4 + len("hello")) * PRICE] * 2
+
+
+def test_nonce_claims_are_every_parsed_submission_s_key_and_nonce_as_columns():
+    """A batch's claims are its tasks' columns plus the parsed submissions judged one by one (a forged signature still
+    claims its nonce); unparsable entries claim nothing; a list of submissions claims the same as its batch."""
+    raws = [("a", signed(nonce=5)), ("b", signed(RICH, nonce=9)), ("c", b"junk"),
+            ("d", document(body(nonce=7), GOOD_SIGNATURE))]
+    submissions = [read_ahead(Submission(i, raw), CHAIN) for i, raw in raws]
+    batch = SubmissionBatch.of(submissions)
+    assert batch.tasks.height == 3 and len(batch.others) == 1, "the junk entry is judged alone"
+    claims = nonce_claims(batch)
+    assert claims.schema == pl.Schema(CLAIM_SCHEMA)
+    expected = [(DEV.public_key, 5), (RICH.public_key, 9), (DEV.public_key, 7)]
+    assert sorted(claims.iter_rows()) == sorted(expected)
+    assert sorted(nonce_claims(submissions).iter_rows()) == sorted(expected)
+    assert nonce_claims([]).height == 0 and claims_frame([]).schema == claims.schema
+    assert batch.id_column().to_list() == batch.submission_ids() == ["a", "b", "d", "c"]
 
 
 def test_a_task_may_name_a_model_version_of_its_model():

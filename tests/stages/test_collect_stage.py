@@ -10,6 +10,7 @@ import pytest
 
 from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.protocol.crypto import sha256_hex
+from gonka_pipelines.protocol.intake import claims_frame
 from gonka_pipelines.stages.collect import CollectSummary
 
 from support.chains import run_stages
@@ -155,10 +156,11 @@ def test_intake_reads_only_the_used_nonces_its_submissions_claim(finalized_layou
         used = store._query("SELECT developer, nonce FROM tasks WHERE epoch = 1 ORDER BY ALL")
         (ada, first), (other, second) = used[0], used[-1]
         assert len(used) > 2
-        assert store.used_task_nonces(2, [(ada, first), (ada, 10**6), ("gonka1nobody", first), (other, second)]) == {
-            (ada, first), (other, second)}
-        assert store.used_task_nonces(2, []) == set()
-        assert store.used_task_nonces(1, [(ada, first)]) == set(), "before epoch 1 no nonce was used"
+        keys = dict(store._query("SELECT address, public_key FROM accounts"))
+        claims = [(keys[ada], first), (keys[ada], 10**6), ("00" * 32, first), (keys[other], second)]
+        assert store.used_task_nonces(2, claims_frame(claims)) == {(ada, first), (other, second)}
+        assert store.used_task_nonces(2, claims_frame([])) == set()
+        assert store.used_task_nonces(1, claims_frame([(keys[ada], first)])) == set(), "before epoch 1 no nonce was used"
 
 
 @pytest.mark.parametrize("field", ["nonce", "max_price"])
