@@ -3,6 +3,7 @@ epoch) and the texts of a string column (text_digests: Merkle leaves)."""
 
 from __future__ import annotations
 
+import binascii
 from collections.abc import Sequence
 from typing import TypeAlias
 
@@ -15,9 +16,12 @@ from gonka_pipelines.protocol import _sha256
 from gonka_pipelines.protocol.crypto import canonical_row_bytes, hash_value
 from gonka_pipelines.protocol.threads import on_threads
 
-_PLAIN_BYTES = np.isin(np.arange(256), [0x20, 0x21, *range(0x23, 0x5c), *range(0x5d, 0x7f)])
-"""Bytes JSON writes as they are: no quote, backslash, control character or non-ASCII byte, which hash_each cannot
-write as is."""
+
+def _plain(text: np.ndarray) -> bool:
+    """Whether every byte is one JSON writes as it is: printable ASCII but the quote and the backslash (a control
+    character or a non-ASCII byte is written otherwise, which hash_each cannot do): in uint8 arithmetic, a few passes
+    over the bytes rather than a table look-up each."""
+    return bool(((text - np.uint8(0x20)) < np.uint8(0x5f)).all() and not (text == 0x22).any() and not (text == 0x5c).any())
 
 Column: TypeAlias = pa.Array | pa.ChunkedArray | pl.Series | Sequence[str] | Sequence[int]
 """A column of values: Arrow, polars, or a Python sequence."""
@@ -25,25 +29,47 @@ Column: TypeAlias = pa.Array | pa.ChunkedArray | pl.Series | Sequence[str] | Seq
 
 def hash_each(*columns: Column | str | int) -> pa.Array:
     """hash_value([a, b, ...]) of each row of the columns (a scalar is the same in every row), byte for byte, as a column
-    of hex: when every column holds integers or text that needs no escaping, each row's JSON is joined in Arrow and
-    hashed in C (text_digests: ids of a million transfers an epoch, no Python object a row); any other column sends
-    the rows through hash_value."""
+    of hex: when every column holds integers or text that needs no escaping, each row's JSON is hashed in C where its
+    pieces lie (_sha256.pieces: the columns' buffers between the constant brackets, commas, quotes and scalars, no
+    joined text and no Python object a row: ids of a million transfers an epoch); any other column sends the rows
+    through hash_value."""
     varying = [column for column in columns if not isinstance(column, (str, int))]
     if not varying:
         raise ValueError("hash_each needs a column of values (sequences); it was given scalars only")
-    pieces: list[str | pa.Array] = []  # "," then each column's JSON text
-    for column in columns:
-        text = canonical_row_bytes(column).decode() if isinstance(column, (str, int)) else _json_text(_arrow_column(column))
-        if text is None:
+    constants, values = [], []  # the JSON text before each column's values (and after the last), and those values
+    constant = "["
+    for index, column in enumerate(columns):
+        constant += "," if index else ""
+        if isinstance(column, (str, int)):
+            constant += canonical_row_bytes(column).decode()
+            continue
+        value = _json_value(_arrow_column(column))
+        if value is None:
             rows = len(varying[0])
-            values = [[c] * rows if isinstance(c, (str, int)) else _python_values(c) for c in columns]
-            return pa.array([hash_value(list(row)) for row in zip(*values)], pa.large_string())
-        pieces += [",", text]
-    texts = [piece if isinstance(piece, pa.Array) else pa.scalar(piece, pa.large_string()) for piece in ["[", *pieces[1:], "]", ""]]
-    digests = text_digests(b"", pc.binary_join_element_wise(*texts))
-    count = len(digests) // 32
+            texts = [[c] * rows if isinstance(c, (str, int)) else _python_values(c) for c in columns]
+            return pa.array([hash_value(list(row)) for row in zip(*texts)], pa.large_string())
+        quote, texts = value
+        constants.append(constant + quote)
+        values.append(texts)
+        constant = quote
+    count = len(values[0])
+    parts: list[tuple[np.ndarray, memoryview | bytes]] = []  # (offsets, data): each column's values, then the text after
+    for texts, after in zip(values, [*constants[1:], constant + "]"]):
+        ends, data = string_buffers(texts)
+        parts += [(np.frombuffer(ends, dtype=np.int64), data), _repeated(after.encode(), count)]
+    prefix = constants[0].encode()
+
+    def rows_digests(start: int, end: int) -> bytes:
+        return _sha256.pieces(prefix, end - start, b"", [(offsets[start:end + 1].data, data) for offsets, data in parts])
+
+    digests = b"".join(on_threads(rows_digests, count, THREADED_ROWS))  # C hashes with the GIL released
     return pa.Array.from_buffers(pa.large_string(), count, [
-        None, pa.py_buffer(np.arange(0, 64 * count + 1, 64, dtype=np.int64)), pa.py_buffer(digests.hex().encode())])
+        None, pa.py_buffer(np.arange(0, 64 * count + 1, 64, dtype=np.int64)), pa.py_buffer(binascii.hexlify(digests))])
+
+
+def _repeated(text: bytes, count: int) -> tuple[np.ndarray, bytes]:
+    """The same (non-empty) text in each of `count` rows, as a part of _sha256.pieces: (offsets, data)."""
+    return np.arange(0, len(text) * (count + 1), len(text), dtype=np.int64), text * count
 
 
 def _arrow_column(column: Column) -> pa.Array | None:
@@ -61,19 +87,19 @@ def _arrow_column(column: Column) -> pa.Array | None:
         return None
 
 
-def _json_text(array: pa.Array | None) -> pa.Array | None:
-    """Each value's canonical JSON as text, for integers and for text that needs no escaping; None for any other column."""
+def _json_value(array: pa.Array | None) -> tuple[str, pa.Array] | None:
+    """Each value's canonical JSON as text, less the quotes around it: ("", the decimal text) of integers, ('"', the text)
+    of text that needs no escaping; None for any other column."""
     if array is None or array.null_count:
         return None
     if pa.types.is_integer(array.type):
-        return pc.cast(array, pa.large_string())
+        return "", pc.cast(array, pa.large_string())
     if pa.types.is_string(array.type) or pa.types.is_large_string(array.type) or pa.types.is_string_view(array.type):
         ends, data = string_buffers(array)
         offsets = np.frombuffer(ends, dtype=np.int64)
-        if not _PLAIN_BYTES[np.frombuffer(data, dtype=np.uint8)[offsets[0]:offsets[-1]]].all():
+        if not _plain(np.frombuffer(data, dtype=np.uint8)[offsets[0]:offsets[-1]]):
             return None
-        quote = pa.scalar('"', pa.large_string())
-        return pc.binary_join_element_wise(quote, array.cast(pa.large_string()), quote, pa.scalar("", pa.large_string()))
+        return '"', array
     return None
 
 

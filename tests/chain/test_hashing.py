@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gonka_pipelines.chain.hashing import hash_each, text_digests
+from gonka_pipelines.chain.hashing import THREADED_ROWS, hash_each, text_digests
 from gonka_pipelines.protocol.crypto import hash_value
 from gonka_pipelines.protocol.merkle import leaf_digest
 from gonka_pipelines.protocol.records import TransferKind
@@ -54,3 +54,20 @@ def test_text_of_any_arrow_layout_is_hashed_from_its_own_slice():
     for column in (pa.array(texts), pa.array(texts, pa.large_string()), pa.array(texts, pa.string_view())):
         assert text_digests(b"\x00", column.slice(1)) == expected
     assert text_digests(b"\x00", pa.chunked_array([texts[1:2], texts[2:]])) == expected
+
+
+def test_hash_each_writes_every_character_as_hash_value_does():
+    """Text of each of the first 256 characters (the control ones, the quote, the backslash, DEL, Latin-1), alone and
+    among plain text: hashed in C only when every byte is one JSON writes as it is, else through hash_value."""
+    texts = [chr(code) for code in range(256)] + [f"ab{chr(code)}cd" for code in range(256)]
+    assert hash_each("fee", texts, 3).to_pylist() == [hash_value(["fee", text, 3]) for text in texts]
+    plain = [chr(code) for code in range(0x20, 0x7f) if chr(code) not in '"\\'] + [""]
+    assert hash_each(plain, "x").to_pylist() == [hash_value([text, "x"]) for text in plain]
+
+
+def test_hash_each_of_many_rows_hashes_on_threads_in_row_order():
+    """Past THREADED_ROWS rows per thread the rows are hashed in ranges on a thread each: every row still gets its own
+    hash, in order, across the ranges' edges."""
+    count = 2 * THREADED_ROWS + 7
+    ids = pa.array([f"{i:08x}" for i in range(count)], pa.large_string()).slice(3)
+    assert hash_each("refund", ids, 9).to_pylist() == [hash_value(["refund", f"{i:08x}", 9]) for i in range(3, count)]
