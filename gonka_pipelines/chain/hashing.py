@@ -36,7 +36,8 @@ def hash_each(*columns: Column | str | int) -> pa.Array:
     varying = [column for column in columns if not isinstance(column, (str, int))]
     if not varying:
         raise ValueError("hash_each needs a column of values (sequences); it was given scalars only")
-    constants, values = [], []  # the JSON text before each column's values (and after the last), and those values
+    constants: list[str] = []  # the JSON text before each column's values
+    values: list[pa.Array] = []  # each column's values as text
     constant = "["
     for index, column in enumerate(columns):
         constant += "," if index else ""
@@ -46,8 +47,8 @@ def hash_each(*columns: Column | str | int) -> pa.Array:
         value = _json_value(_arrow_column(column))
         if value is None:
             rows = len(varying[0])
-            texts = [[c] * rows if isinstance(c, (str, int)) else _python_values(c) for c in columns]
-            return pa.array([hash_value(list(row)) for row in zip(*texts)], pa.large_string())
+            python_values = [[c] * rows if isinstance(c, (str, int)) else _python_values(c) for c in columns]
+            return pa.array([hash_value(list(row)) for row in zip(*python_values)], pa.large_string())
         quote, texts = value
         constants.append(constant + quote)
         values.append(texts)
@@ -55,14 +56,8 @@ def hash_each(*columns: Column | str | int) -> pa.Array:
     count = len(values[0])
     parts: list[tuple[np.ndarray, memoryview | bytes]] = []  # (offsets, data): each column's values, then the text after
     for texts, after in zip(values, [*constants[1:], constant + "]"]):
-        ends, data = string_buffers(texts)
-        parts += [(np.frombuffer(ends, dtype=np.int64), data), _repeated(after.encode(), count)]
-    prefix = constants[0].encode()
-
-    def rows_digests(start: int, end: int) -> bytes:
-        return _sha256.pieces(prefix, end - start, b"", [(offsets[start:end + 1].data, data) for offsets, data in parts])
-
-    digests = b"".join(on_threads(rows_digests, count, THREADED_ROWS))  # C hashes with the GIL released
+        parts += [_text_span(texts), _repeated(after.encode(), count)]
+    digests = _pieces_on_threads(constants[0].encode(), count, parts)
     return pa.Array.from_buffers(pa.large_string(), count, [
         None, pa.py_buffer(np.arange(0, 64 * count + 1, 64, dtype=np.int64)), pa.py_buffer(binascii.hexlify(digests))])
 
@@ -110,9 +105,28 @@ def _python_values(column: Column) -> list:
 
 
 def text_digests(prefix: bytes, texts: pa.Array | pa.ChunkedArray) -> bytes:
-    """SHA-256(prefix || text) of each text of a string column, end to end, hashed in C (_sha256.pieces, with no head)."""
+    """SHA-256(prefix || text) of each text of a string column, end to end, hashed in C (_sha256.pieces, with no head),
+    on a thread per core past THREADED_ROWS rows a thread."""
     chunks = texts.chunks if isinstance(texts, pa.ChunkedArray) else [texts]
-    return b"".join(_sha256.pieces(prefix, len(chunk), b"", [string_buffers(chunk)]) for chunk in chunks)
+    return b"".join(_pieces_on_threads(prefix, len(chunk), [_text_span(chunk)]) for chunk in chunks)
+
+
+def _text_span(texts: pa.Array) -> tuple[np.ndarray, memoryview | bytes]:
+    """A string column as a part of _sha256.pieces: its offsets (string_buffers) as int64 numpy, and its data."""
+    ends, data = string_buffers(texts)
+    return np.frombuffer(ends, dtype=np.int64), data
+
+
+def _pieces_on_threads(prefix: bytes, count: int, parts: Sequence[tuple[np.ndarray, memoryview | bytes]],
+                       head: np.ndarray | None = None) -> bytes:
+    """_sha256.pieces of `count` rows (each part an int64 offsets array and its data; `head` a (count, width) array),
+    in ranges on a thread per core past THREADED_ROWS rows a thread (C hashes with the GIL released)."""
+
+    def rows_digests(start: int, end: int) -> bytes:
+        return _sha256.pieces(prefix, end - start, b"" if head is None else head[start:end].data,
+                              [(offsets[start:end + 1].data, data) for offsets, data in parts])
+
+    return b"".join(on_threads(rows_digests, count, THREADED_ROWS))
 
 
 def split_digests(digests: bytes) -> list[bytes]:
@@ -183,11 +197,7 @@ def columns_digests(prefix: bytes, rows: pa.Table | pa.RecordBatch, fields: Sequ
     head = np.ascontiguousarray(np.concatenate(heads, axis=1))
     spans = [(np.ascontiguousarray(offsets, dtype=np.int64), np.ascontiguousarray(data).data if isinstance(data, np.ndarray) else data)
              for offsets, data in parts]
-
-    def rows_digests(start: int, end: int) -> bytes:
-        return _sha256.pieces(prefix, end - start, head[start:end].data, [(offsets[start:end + 1].data, data) for offsets, data in spans])
-
-    return b"".join(on_threads(rows_digests, count, THREADED_ROWS))  # C hashes with the GIL released
+    return _pieces_on_threads(prefix, count, spans, head)
 
 
 def _offsets(lists: pa.Array) -> np.ndarray:

@@ -48,12 +48,14 @@ def test_hash_each_takes_arrow_and_polars_columns():
 
 def test_text_of_any_arrow_layout_is_hashed_from_its_own_slice():
     """text_digests reads a column's buffers directly: a slice, a large string, a string view and a chunked column hash
-    the same."""
+    the same, and so does a column long enough to hash on threads."""
     texts = ["zero", "", "two", "three é"]
     expected = b"".join(leaf_digest(text.encode()) for text in texts[1:])
     for column in (pa.array(texts), pa.array(texts, pa.large_string()), pa.array(texts, pa.string_view())):
         assert text_digests(b"\x00", column.slice(1)) == expected
     assert text_digests(b"\x00", pa.chunked_array([texts[1:2], texts[2:]])) == expected
+    many = [f"row {i}" for i in range(2 * THREADED_ROWS + 5)]  # hashed in ranges, a thread each
+    assert text_digests(b"\x00", pa.array(many).slice(2)) == b"".join(leaf_digest(text.encode()) for text in many[2:])
 
 
 def test_hash_each_writes_every_character_as_hash_value_does():
