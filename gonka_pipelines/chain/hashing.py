@@ -54,6 +54,8 @@ def hash_each(*columns: Column | str | int) -> pa.Array:
         values.append(texts)
         constant = quote
     count = len(values[0])
+    if any(len(texts) != count for texts in values):
+        raise ValueError(f"hash_each's columns differ in length: {', '.join(str(len(texts)) for texts in values)} rows")
     parts: list[tuple[np.ndarray, memoryview | bytes]] = []  # (offsets, data): each column's values, then the text after
     for texts, after in zip(values, [*constants[1:], constant + "]"]):
         parts += [_text_span(texts), _repeated(after.encode(), count)]
@@ -146,7 +148,7 @@ def string_buffers(texts: pa.Array) -> tuple[memoryview, memoryview | bytes]:
 
 
 THREADED_ROWS = 50_000
-"""Rows per thread from which columns_digests hashes on more than one core."""
+"""Rows per thread from which hash_each, text_digests and columns_digests hash on more than one core."""
 
 _ITEM_FORMATS = {"int32": "<i4", "int64": "<i8", "float64": "<f8", "bool": "u1"}
 """The numpy type of a fixed-size item in the columns encoding (little-endian, as columns_body packs it)."""

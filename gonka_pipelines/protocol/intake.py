@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -422,9 +422,6 @@ class SubmissionBatch:
     def __len__(self) -> int:
         return self.tasks.height + len(self.others)
 
-    def submission_ids(self) -> list[str]:
-        return self.id_column().to_list()
-
     def id_column(self) -> pl.Series:
         """Every submission's id as one column (a million of them without a Python string each)."""
         return pl.concat([self.tasks["submission_id"], pl.Series([s.submission_id for s in self.others], dtype=pl.String)])
@@ -457,15 +454,18 @@ def nonce_claims(submissions: Submissions) -> pl.DataFrame:
     if isinstance(submissions, SubmissionBatch):
         frames.append(submissions.tasks.select(*CLAIM_SCHEMA))
         submissions = submissions.others
-    claims: list[tuple[str, int]] = []
+    return pl.concat([*frames, claims_frame(_claims_of(submissions))])
+
+
+def _claims_of(submissions: Iterable[Submission]) -> Iterator[tuple[str, int]]:
+    """(developer key, nonce) of each submission that parses (read ahead or not)."""
     for submission in submissions:
         if submission.unreadable is None:
             try:
                 body, _ = submission.document or parse_submission(submission.raw)
             except Rejected:
                 continue
-            claims.append((body["developer"], body["nonce"]))
-    return pl.concat([*frames, claims_frame(claims)])
+            yield body["developer"], body["nonce"]
 
 
 def claims_frame(claims: Iterable[tuple[str, int]]) -> pl.DataFrame:
@@ -533,8 +533,9 @@ def _take_in_bulk(batch: SubmissionBatch, context: IntakeContext) -> tuple[pl.Da
     groups = frame.group_by("developer").agg(pl.col("address").first(), pl.col("passes").all(),
                                              spent=pl.col("escrow").cum_sum().max(), total=pl.col("escrow").sum())
     one_address_each = len(set(context.developers.values())) == len(context.developers)  # else keys share balances
-    # a training order shares its developer's nonces and balance: all that developer's submissions go in order
-    ordering_keys = {body["developer"] for body, _ in (s.document for s in batch.others if s.document is not None)}
+    # a developer with a submission judged alone (a training order shares its nonces and balance; any other parsed
+    # one may claim a nonce of the bulk) has all its submissions go in order
+    ordering_keys = {developer for developer, _ in _claims_of(batch.others)}
     bulk = {developer: (address, total) for developer, address, passes, spent, total
             in groups.select("developer", "address", "passes", "spent", "total").iter_rows()
             if passes and one_address_each and developer not in ordering_keys and spent <= context.balances.get(address, 0)}

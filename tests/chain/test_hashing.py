@@ -34,6 +34,8 @@ def test_hash_each_needs_a_column_of_values():
     assert hash_each("fee", 7, ["a\"b", "c"], [1, 2]).to_pylist() == [hash_value(["fee", 7, "a\"b", 1]), hash_value(["fee", 7, "c", 2])]
     with pytest.raises(ValueError, match="scalars only"):
         hash_each("fee", 7)
+    with pytest.raises(ValueError, match="differ in length: 1, 2 rows"):
+        hash_each(pa.array(["a"]), pa.array(["b", "c"]))
 
 
 def test_hash_each_takes_arrow_and_polars_columns():

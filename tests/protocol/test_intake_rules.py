@@ -301,7 +301,18 @@ def test_nonce_claims_are_every_parsed_submission_s_key_and_nonce_as_columns():
     assert sorted(claims.iter_rows()) == sorted(expected)
     assert sorted(nonce_claims(submissions).iter_rows()) == sorted(expected)
     assert nonce_claims([]).height == 0 and claims_frame([]).schema == claims.schema
-    assert batch.id_column().to_list() == batch.submission_ids() == ["a", "b", "d", "c"]
+    assert batch.id_column().to_list() == ["a", "b", "d", "c"]
+
+
+def test_a_batch_takes_no_developer_in_bulk_that_a_submission_judged_alone_names():
+    """A submission of the batch's others that was never read ahead still parses when judged, so its developer is
+    judged in order with it: a nonce it shares with one of that developer's tasks is a replay, as one by one."""
+    first, again = read_ahead(Submission("a", signed(nonce=5)), CHAIN), Submission("b", signed(nonce=5, prompt="again"))
+    result = collect(SubmissionBatch(SubmissionBatch.of([first]).tasks, [again]), context())
+    assert result.taken.height == 0 and [t.submission_id for t in result.accepted] == ["a"]
+    assert [(r.submission_id, r.reason) for r in result.rejected] == [("b", RejectReason.REPLAYED_NONCE)]
+    one = collect([first, again], context())
+    assert [t.submission_id for t in one.accepted] == ["a"] and one.rejected == result.rejected
 
 
 def test_a_task_may_name_a_model_version_of_its_model():

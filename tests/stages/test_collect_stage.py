@@ -227,7 +227,7 @@ def test_entries_read_on_every_core_decide_as_intake_would(genesis_store, genesi
     monkeypatch.setattr(admission, "CHUNK", 2)
     pending = admission.read_inbox(genesis_layout.inbox, genesis_layout.admitted, tasks.max_submission_bytes,
                                    tasks.max_submissions_per_epoch, genesis.chain_id)
-    assert sorted(i + ".json" for i in pending.submission_ids()) == waiting_names(genesis_layout.inbox)
+    assert sorted(i + ".json" for i in pending.id_column().to_list()) == waiting_names(genesis_layout.inbox)
     assert sorted(pending.tasks["submission_id"]) == sorted([*ids, forged, wrong_chain]), "well-formed tasks, as columns"
     assert [s.submission_id for s in pending.others] == [junk]
     by_id = {s.submission_id: s for s in pending.one_by_one(genesis.chain_id)}
