@@ -37,7 +37,7 @@ def hash_each(*columns: Column | str | int) -> pa.Array:
     if not varying:
         raise ValueError("hash_each needs a column of values (sequences); it was given scalars only")
     constants: list[str] = []  # the JSON text before each column's values
-    values: list[pa.Array] = []  # each column's values as text
+    values: list[tuple[np.ndarray, memoryview | bytes]] = []  # each column's values as text (_text_span)
     constant = "["
     for index, column in enumerate(columns):
         constant += "," if index else ""
@@ -49,16 +49,17 @@ def hash_each(*columns: Column | str | int) -> pa.Array:
             rows = len(varying[0])
             python_values = [[c] * rows if isinstance(c, (str, int)) else _python_values(c) for c in columns]
             return pa.array([hash_value(list(row)) for row in zip(*python_values)], pa.large_string())
-        quote, texts = value
+        quote, span = value
         constants.append(constant + quote)
-        values.append(texts)
+        values.append(span)
         constant = quote
-    count = len(values[0])
-    if any(len(texts) != count for texts in values):
-        raise ValueError(f"hash_each's columns differ in length: {', '.join(str(len(texts)) for texts in values)} rows")
+    lengths = [len(offsets) - 1 for offsets, _ in values]
+    count = lengths[0]
+    if any(length != count for length in lengths):
+        raise ValueError(f"hash_each's columns differ in length: {', '.join(map(str, lengths))} rows")
     parts: list[tuple[np.ndarray, memoryview | bytes]] = []  # (offsets, data): each column's values, then the text after
-    for texts, after in zip(values, [*constants[1:], constant + "]"]):
-        parts += [_text_span(texts), _repeated(after.encode(), count)]
+    for span, after in zip(values, [*constants[1:], constant + "]"]):
+        parts += [span, _repeated(after.encode(), count)]
     digests = _pieces_on_threads(constants[0].encode(), count, parts)
     return pa.Array.from_buffers(pa.large_string(), count, [
         None, pa.py_buffer(np.arange(0, 64 * count + 1, 64, dtype=np.int64)), pa.py_buffer(binascii.hexlify(digests))])
@@ -84,19 +85,18 @@ def _arrow_column(column: Column) -> pa.Array | None:
         return None
 
 
-def _json_value(array: pa.Array | None) -> tuple[str, pa.Array] | None:
-    """Each value's canonical JSON as text, less the quotes around it: ("", the decimal text) of integers, ('"', the text)
-    of text that needs no escaping; None for any other column."""
+def _json_value(array: pa.Array | None) -> tuple[str, tuple[np.ndarray, memoryview | bytes]] | None:
+    """Each value's canonical JSON as text, less the quotes around it, as a part of _sha256.pieces (_text_span): ("",
+    the decimal text) of integers, ('"', the text) of text that needs no escaping; None for any other column."""
     if array is None or array.null_count:
         return None
     if pa.types.is_integer(array.type):
-        return "", pc.cast(array, pa.large_string())
+        return "", _text_span(pc.cast(array, pa.large_string()))
     if pa.types.is_string(array.type) or pa.types.is_large_string(array.type) or pa.types.is_string_view(array.type):
-        ends, data = string_buffers(array)
-        offsets = np.frombuffer(ends, dtype=np.int64)
+        offsets, data = _text_span(array)
         if not _plain(np.frombuffer(data, dtype=np.uint8)[offsets[0]:offsets[-1]]):
             return None
-        return '"', array
+        return '"', (offsets, data)
     return None
 
 
