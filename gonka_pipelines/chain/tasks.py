@@ -64,13 +64,14 @@ class TaskRows(StoreCore):
                            [epoch, ResultStatus.COMPLETED])
 
     def checked_outputs(self, task_ids: Sequence[str] | pa.Array) -> pa.Table:
-        """Outputs, top-5 log-probs and prompts of the tasks some validator checks (only those: they are the bulk), in task
-        id order; the ids as a list or an Arrow column (a million of them need not become Python strings)."""
+        """Outputs, top-5 log-probs and prompts of the tasks some validator checks (only those: they are the bulk), in the
+        order of the ids given; the ids as a list or an Arrow column (a million of them need not become Python strings).
+        Sorted by the ids' positions, not the ids themselves: a third less at 630,000 rows of nested lists."""
         ids = task_ids if isinstance(task_ids, pa.Array) else pa.array(task_ids, pa.string())
-        with self._registered("_checked", pa.table({"task_id": ids})):
+        with self._registered("_checked", pa.table({"task_id": ids, "position": pa.array(range(len(ids)), pa.int64())})):
             return self._arrow(
                 """SELECT r.task_id, r.output_tokens, r.top_ids, r.top_logprobs, t.prompt, t.model, t.version, t.max_tokens
-                   FROM _checked JOIN task_results r USING (task_id) JOIN tasks t USING (task_id) ORDER BY r.task_id""")
+                   FROM _checked c JOIN task_results r USING (task_id) JOIN tasks t USING (task_id) ORDER BY c.position""")
 
     def host_states(self, epoch: int) -> dict[str, dict[str, Any]]:
         """An epoch's post-state of every host by address (status, reputation, streak, epochs served)."""

@@ -290,14 +290,41 @@ def similarities(batch: OutputBatch, *, epsilon: float, min_positions: int) -> n
     outputs, positions, top_k = v_ids.shape
     if e_ids.shape[-1] < 2:
         raise ValueError("the executor must report at least its top-2 log-probs")
-    matches = v_ids[..., :, None] == e_ids[..., None, :]
-    matched = np.take_along_axis(e_lp, matches.argmax(axis=-1), axis=-1)
-    ascending = np.sort(e_lp, axis=-1)
-    smallest, second = ascending[..., 0], ascending[..., 1]
-    lp_o = np.where(matches.any(axis=-1), matched, (smallest - (second - smallest))[..., None])
-    terms = np.abs(v_lp - lp_o) / (epsilon + np.abs(v_lp) + np.abs(lp_o)) / 2
+    lp_o = _executor_logprobs(v_ids, e_ids, e_lp)
+    terms = v_lp - lp_o  # |lp_v - lp_o| / (eps + |lp_v| + |lp_o|) / 2, in place: the same bits, fewer temporaries
+    np.abs(terms, out=terms)
+    scale = np.abs(v_lp)
+    scale += epsilon
+    scale += np.abs(lp_o, out=lp_o)
+    terms /= scale
+    terms /= 2
     score = 1.0 - terms.reshape(outputs, positions * top_k).sum(axis=1) / (max(min_positions, positions) * top_k)
     return np.where(score > 0.0, score, 0.0)
+
+
+def _executor_logprobs(v_ids: np.ndarray, e_ids: np.ndarray, e_lp: np.ndarray) -> np.ndarray:
+    """lp_o of each of the validator's top-k tokens: the executor's log-prob of its first entry of that id, else
+    m1 - (m2 - m1). One pass per executor entry over (outputs, positions, k) arrays rather than a (..., k, k) cube of
+    matches reduced along its short last axis (about a third of judging a million outputs)."""
+    smallest, second = _two_smallest(e_lp)
+    lp_o = np.repeat((smallest - (second - smallest))[..., None], v_ids.shape[-1], axis=-1)
+    for entry in reversed(range(e_ids.shape[-1])):  # the first matching entry is written last
+        np.copyto(lp_o, e_lp[..., entry, None], where=v_ids == e_ids[..., entry, None])
+    return lp_o
+
+
+def _two_smallest(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The first two of each row of `values` sorted along its last axis (ties kept; NaN sorts last): running minima,
+    or a sort where some value is NaN (untrusted log-probs)."""
+    if np.isnan(values).any():
+        ascending = np.sort(values, axis=-1)
+        return ascending[..., 0], ascending[..., 1]
+    first, second = np.minimum(values[..., 0], values[..., 1]), np.maximum(values[..., 0], values[..., 1])
+    for entry in range(2, values.shape[-1]):
+        column = values[..., entry]
+        second = np.minimum(second, np.maximum(first, column))
+        first = np.minimum(first, column)
+    return first, second
 
 
 def similarity(

@@ -349,6 +349,30 @@ def test_a_batch_judges_each_output_bit_for_bit_as_one_at_a_time(positions: int)
     assert judged.passed.tolist() == [bool((choices[i] == tokens[i]).all() and scores[i] > 0.98) for i in range(outputs)]
 
 
+
+def test_untrusted_executor_rows_are_judged_bit_for_bit_as_the_reference():
+    """An executor's top-k is untrusted: NaN and infinite log-probs, ties at its two smallest, an id listed twice (its
+    first entry counts) and signed zeros are judged exactly as reference_similarity judges them, one output at a time."""
+    rng = np.random.default_rng(11)
+    outputs, positions = 400, 6
+    e_ids = rng.integers(0, 7, (outputs, positions, 5))  # repeated ids within a row are common
+    v_ids = rng.integers(0, 9, (outputs, positions, 5))
+    e_lp = -rng.exponential(2.0, (outputs, positions, 5))
+    v_lp = -rng.exponential(2.0, (outputs, positions, 5))
+    odd = rng.random((outputs, positions, 5))
+    e_lp = np.where(odd < 0.02, np.nan, np.where(odd < 0.04, -np.inf, np.where(odd < 0.05, np.inf, e_lp)))
+    e_lp = np.where((odd > 0.5) & (odd < 0.55), -0.0, np.where((odd > 0.55) & (odd < 0.6), 0.0, e_lp))
+    ties = rng.random((outputs, positions)) < 0.2
+    e_lp[..., 4] = np.where(ties, e_lp[..., 3], e_lp[..., 4])
+    batch = OutputBatch(v_ids[..., 0], e_ids, e_lp, v_ids, v_lp)
+    scores = similarities(batch, **SIMILARITY)
+    assert np.isnan(e_lp).any(axis=(1, 2)).sum() > 100 and ties.any()
+    for i in range(outputs):
+        assert scores[i] == reference_similarity(v_ids[i], v_lp[i], e_ids[i], e_lp[i], **SIMILARITY)
+    clean = ~np.isnan(e_lp).any(axis=(1, 2))  # without NaN the running minima stand in for the sort
+    assert similarities(OutputBatch(*(array[clean] for array in batch)), **SIMILARITY).tolist() == scores[clean].tolist()
+
+
 # ---------------------------------------------------------------- fail vote
 
 
