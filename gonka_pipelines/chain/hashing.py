@@ -131,6 +131,16 @@ def _pieces_on_threads(prefix: bytes, count: int, parts: Sequence[tuple[np.ndarr
     return b"".join(on_threads(rows_digests, count, THREADED_ROWS))
 
 
+DIGEST = np.dtype((np.void, 32))
+"""A 32-byte digest as one numpy element: gathering them copies 32 bytes a row, about three times faster than the rows
+of an (n, 32) uint8 array (12 million leaves an epoch at 10,000 hosts x 1,000,000 tasks)."""
+
+
+def digests_in_order(parts: Sequence[bytes], order: np.ndarray) -> np.ndarray:
+    """32-byte digests given end to end (in parts), taken in `order`: an array of DIGEST."""
+    return np.take(np.frombuffer(b"".join(parts), dtype=DIGEST), order)
+
+
 def split_digests(digests: bytes) -> list[bytes]:
     """32-byte digests given end to end, one bytes object each."""
     return [digests[start:start + 32] for start in range(0, len(digests), 32)]

@@ -8,11 +8,10 @@ from itertools import accumulate
 from typing import Any
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 
 from gonka_pipelines.chain.commitments import LEAF_BATCH_ROWS, JsonLeaves, column_types, json_leaf_digests, sorted_positions
-from gonka_pipelines.chain.hashing import columns_digests, split_digests
+from gonka_pipelines.chain.hashing import columns_digests, digests_in_order, split_digests
 from gonka_pipelines.protocol.crypto import MessageKind, message_prefix
 from gonka_pipelines.protocol.merkle import LEAF_PREFIX, build_proof, merkle_root_of_digests, verify_proof
 from gonka_pipelines.protocol.messages import result_body, task_verdict_body, training_result_body, training_verdict_body
@@ -94,7 +93,7 @@ def _columns_leaves(connection: duckdb.DuckDBPyConnection, spec: SignedRecords, 
     if not digests:
         return []
     order = sorted_positions(pa.Table.from_batches(keys), ["_signer", "_task"])
-    return split_digests(np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, 32)[order].tobytes())
+    return split_digests(digests_in_order(digests, order).tobytes())
 
 
 def derived_roots(connection: duckdb.DuckDBPyConnection, spec: SignedRecords, chain_id: str, epoch: int) -> dict[str, tuple[str, int]]:
