@@ -223,6 +223,10 @@ def sorted_positions(table: pa.Table, keys: list[str]) -> np.ndarray:
     """Row positions of `table` in the order of its `keys` columns (text bytewise, as DuckDB's default collation):
     one text key ranked by its first 8 bytes where that mostly settles the order (_text_order), else Arrow's sort."""
     column = table.column(keys[0])
+    if len(keys) == 1 and not column.null_count and pa.types.is_integer(column.type):
+        values = column.to_numpy()
+        if (values[1:] >= values[:-1]).all():  # already in order (record leaves by position): the stable sort's answer
+            return np.arange(len(values))
     ranked = (_text_order(column) if len(keys) == 1 and table.num_rows and not column.null_count
               and (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)) else None)
     return ranked if ranked is not None else pc.sort_indices(table, sort_keys=[(key, "ascending") for key in keys]).to_numpy()

@@ -173,3 +173,18 @@ def test_hash_ids_rank_by_their_first_bytes_and_ties_by_the_rest():
     ids += [ids[i][:8] + ids[i + 1][8:] for i in range(0, 200, 2)]  # 100 ids tied with another on their first 8 bytes
     order = sorted_positions(pa.table({"k": ids}), ["k"]).tolist()
     assert [ids[i] for i in order] == sorted(ids)
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(values=st.lists(st.integers(-2**63, 2**63 - 1), max_size=30), runs=st.booleans())
+def test_integer_keys_in_order_or_not_are_ranked_as_a_stable_sort(values, runs):
+    """An integer key already in order (record leaves by position) is taken as it lies, ties in their order; any
+    other is sorted as Arrow sorts it (stably)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from gonka_pipelines.chain.commitments import sorted_positions
+
+    values = sorted(values + values[:3]) if runs else values
+    table = pa.table({"k": pa.array(values, pa.int64())})
+    assert sorted_positions(table, ["k"]).tolist() == np.argsort(np.array(values, dtype=np.int64), kind="stable").tolist()
