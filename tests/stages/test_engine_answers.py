@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 from gonka_pipelines.compute.llm import GENERATION_SCHEMA, SCORE_SCHEMA
+from gonka_pipelines.stages import inference
 from gonka_pipelines.stages.environment import EpochEnvironment
 from gonka_pipelines.stages.inference import SCORED_PER_ORDER, GenerationOrder, _rescore, generate_tasks
 
@@ -53,6 +54,19 @@ def test_rescored_rows_follow_the_results_order_across_interleaved_versions():
     assert sorted({(m, v) for m, v, _ in env.compute.orders}) == [("a", "v1"), ("a", "v9"), ("b", "v1"), ("b", "v9")]
     assert sum(size for _, _, size in env.compute.orders) == rows
     assert _rescore(env, wanted.clear()).height == 0  # type: ignore[arg-type]
+
+
+def test_many_reruns_go_in_at_most_scoring_orders_work_items_of_equal_size(monkeypatch):
+    """Past SCORING_ORDERS x SCORED_PER_ORDER re-runs an order grows instead of their number (a million re-runs in
+    a thousand orders, not 30,000), and the rows still come back in order."""
+    monkeypatch.setattr(inference, "SCORING_ORDERS", 4)
+    rows = 5 * SCORED_PER_ORDER + 3
+    wanted = pl.DataFrame({"model": ["a"] * rows, "version": ["v1"] * rows, "prompt": ["x" * (i % 5) for i in range(rows)],
+                           "output_tokens": [[i] for i in range(rows)]})
+    env = LocalEnv(EchoCompute())
+    rescored = _rescore(env, wanted)  # type: ignore[arg-type]
+    assert [size for _, _, size in env.compute.orders] == [41, 41, 41, 40]  # ceil(163 / 4)
+    assert rescored["top_ids"].to_list() == [[[1, i, i % 5]] for i in range(rows)]
 
 
 class WrongAnswers:
