@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gonka_pipelines.chain.hashing import DIGEST, digests_in_order, split_digests, string_buffers, text_digests
+from gonka_pipelines.chain.hashing import digests_in_order, split_digests, string_buffers, text_digests
 from gonka_pipelines.protocol.crypto import canonical_row_bytes
 from gonka_pipelines.protocol.merkle import LEAF_PREFIX, leaf_digest, merkle_root_of_digests
 
@@ -213,7 +213,7 @@ def json_leaf_buffer(connection: duckdb.DuckDBPyConnection, leaves: JsonLeaves) 
             f"FROM _leaves WHERE {apart}", params=leaves.params).to_arrow_table()
         for index, row in zip(odd, rows.take(sorted_positions(rows, keys)).select(names).to_pylist(), strict=True):
             try:
-                ordered[index] = np.frombuffer(leaves.fallback(row), dtype=DIGEST)[0]
+                ordered.view(np.uint8).reshape(-1, 32)[index] = np.frombuffer(leaves.fallback(row), dtype=np.uint8)
             except ValueError as error:  # a value no canonical encoding holds (a NaN): no block can commit to the row
                 raise UnencodableRow(f"a {leaves.table} row has no canonical encoding ({error})") from error
     return ordered.tobytes()

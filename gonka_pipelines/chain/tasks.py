@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from gonka_pipelines.chain.core import StoreCore
@@ -68,7 +69,7 @@ class TaskRows(StoreCore):
         order of the ids given; the ids as a list or an Arrow column (a million of them need not become Python strings).
         Sorted by the ids' positions, not the ids themselves: a third less at 630,000 rows of nested lists."""
         ids = task_ids if isinstance(task_ids, pa.Array) else pa.array(task_ids, pa.string())
-        with self._registered("_checked", pa.table({"task_id": ids, "position": pa.array(range(len(ids)), pa.int64())})):
+        with self._registered("_checked", pa.table({"task_id": ids, "position": np.arange(len(ids))})):
             return self._arrow(
                 """SELECT r.task_id, r.output_tokens, r.top_ids, r.top_logprobs, t.prompt, t.model, t.version, t.max_tokens
                    FROM _checked c JOIN task_results r USING (task_id) JOIN tasks t USING (task_id) ORDER BY c.position""")

@@ -291,12 +291,9 @@ def similarities(batch: OutputBatch, *, epsilon: float, min_positions: int) -> n
     if e_ids.shape[-1] < 2:
         raise ValueError("the executor must report at least its top-2 log-probs")
     lp_o = _executor_logprobs(v_ids, e_ids, e_lp)
-    terms = v_lp - lp_o  # |lp_v - lp_o| / (eps + |lp_v| + |lp_o|) / 2, in place: the same bits, fewer temporaries
+    terms = v_lp - lp_o  # |lp_v - lp_o| / (eps + |lp_v| + |lp_o|) / 2 with fewer temporaries: the same bits and types
     np.abs(terms, out=terms)
-    scale = np.abs(v_lp)
-    scale += epsilon
-    scale += np.abs(lp_o, out=lp_o)
-    terms /= scale
+    terms /= (epsilon + np.abs(v_lp)) + np.abs(lp_o, out=lp_o)
     terms /= 2
     score = 1.0 - terms.reshape(outputs, positions * top_k).sum(axis=1) / (max(min_positions, positions) * top_k)
     return np.where(score > 0.0, score, 0.0)

@@ -347,8 +347,8 @@ def _top_array(rows: pl.Series, positions: int, whose: str, first_task: str) -> 
     """A column of top-k rows (per output, `positions` rows of k values) as one (outputs, positions, k) array, once
     every output is checked to hold `positions` rows of one width and no nulls: exploded twice, each chunk where it
     lies (a polars rechunk of 20,000 re-runs' tables first cost twice as much)."""
-    position_rows = rows.explode()
-    values = position_rows.explode()
+    position_rows = rows.explode(empty_as_null=False)  # an empty list is a count or width the checks below refuse
+    values = position_rows.explode(empty_as_null=False)
     counts, widths = rows.list.len(), position_rows.list.len()
     if rows.null_count() or position_rows.null_count() or values.null_count():
         raise ValueError(f"{whose} top-k rows hold nulls among tasks {first_task}..")

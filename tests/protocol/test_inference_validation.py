@@ -364,13 +364,16 @@ def test_untrusted_executor_rows_are_judged_bit_for_bit_as_the_reference():
     e_lp = np.where((odd > 0.5) & (odd < 0.55), -0.0, np.where((odd > 0.55) & (odd < 0.6), 0.0, e_lp))
     ties = rng.random((outputs, positions)) < 0.2
     e_lp[..., 4] = np.where(ties, e_lp[..., 3], e_lp[..., 4])
-    batch = OutputBatch(v_ids[..., 0], e_ids, e_lp, v_ids, v_lp)
+    batch = OutputBatch(v_ids[..., 0], e_ids.astype(np.int32), e_lp, v_ids, v_lp)  # as stored: int32 beside int64 re-runs
+    copies = [array.copy() for array in batch]
     scores = similarities(batch, **SIMILARITY)
     assert np.isnan(e_lp).any(axis=(1, 2)).sum() > 100 and ties.any()
     for i in range(outputs):
         assert scores[i] == reference_similarity(v_ids[i], v_lp[i], e_ids[i], e_lp[i], **SIMILARITY)
     clean = ~np.isnan(e_lp).any(axis=(1, 2))  # without NaN the running minima stand in for the sort
     assert similarities(OutputBatch(*(array[clean] for array in batch)), **SIMILARITY).tolist() == scores[clean].tolist()
+    for array, copy in zip(batch, copies):
+        np.testing.assert_array_equal(array, copy)  # the caller's arrays are read, never written
 
 
 # ---------------------------------------------------------------- fail vote

@@ -148,21 +148,25 @@ WHOLE_ROWS = [[1, 5, 3], [1, 6, 3], [1, 0, 3]]
 """An executor's top-3 at each of the three positions of the output [5, 6, 0] (EOS last)."""
 
 
-@pytest.mark.parametrize(("top_ids", "wrong"), [
-    ([[1, 5, 3], [1, 6], [1, 0, 3]], "executors' top-k rows differ in width among tasks t00"),
-    ([[1, 5, 3], [1, 6, 3]], "executors' top-k rows are not 3 per output among tasks t00"),
-    ([[1, 5, 3], None, [1, 0, 3]], "executors' top-k rows hold nulls among tasks t00"),
+@pytest.mark.parametrize(("top_ids", "other", "wrong"), [
+    ([[1, 5, 3], [1, 6], [1, 0, 3]], WHOLE_ROWS, "executors' top-k rows differ in width among tasks t00"),
+    ([[1, 5, 3], [1, 6, 3]], WHOLE_ROWS, "executors' top-k rows are not 3 per output among tasks t00"),
+    ([[1, 5, 3], [1, 6, 3]], WHOLE_ROWS + [[1, 0, 3]], "executors' top-k rows are not 3 per output among tasks t00"),
+    ([[1, 5, 3], [], [1, 0, 3]], WHOLE_ROWS, "executors' top-k rows differ in width among tasks t00"),
+    ([], WHOLE_ROWS, "executors' top-k rows are not 3 per output among tasks t00"),
+    ([[1, 5, 3], None, [1, 0, 3]], WHOLE_ROWS, "executors' top-k rows hold nulls among tasks t00"),
 ])
-def test_top_k_rows_that_do_not_fit_their_output_are_refused_naming_the_batch(top_ids, wrong):
-    """Top-k rows are read as one array per batch of outputs of one length: rows of another width, fewer rows than
-    tokens, or a null row are refused with the first task of the batch, not reshaped into other outputs' values."""
+def test_top_k_rows_that_do_not_fit_their_output_are_refused_naming_the_batch(top_ids, other, wrong):
+    """Top-k rows are read as one array per batch of outputs of one length: rows of another width (an empty one too),
+    fewer rows than tokens (even where another output's extra rows make up the total), or a null row are refused
+    with the first task of the batch, not reshaped into other outputs' values."""
     from gonka_pipelines.local.config import load_genesis
     from gonka_pipelines.protocol.rules import rules_for
     from gonka_pipelines.stages.environment import epoch_parameters
     from gonka_pipelines.stages.inference import _honest_judgments
 
     checked = pl.DataFrame({
-        "task_id": ["t00", "t01"], "output_tokens": [[5, 6, 0]] * 2, "top_ids": [top_ids, WHOLE_ROWS],
+        "task_id": ["t00", "t01"], "output_tokens": [[5, 6, 0]] * 2, "top_ids": [top_ids, other],
         "top_logprobs": [[[0.0] * 3] * 3] * 2, "prompt": ["p0", "p1"], "model": ["a"] * 2, "version": ["v1"] * 2,
         "max_tokens": [8] * 2})
     env = JudgingEnv(ShortReruns(), rules_for(epoch_parameters(load_genesis(), 1)))
