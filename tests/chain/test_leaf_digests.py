@@ -188,3 +188,21 @@ def test_integer_keys_in_order_or_not_are_ranked_as_a_stable_sort(values, runs):
     values = sorted(values + values[:3]) if runs else values
     table = pa.table({"k": pa.array(values, pa.int64())})
     assert sorted_positions(table, ["k"]).tolist() == np.argsort(np.array(values, dtype=np.int64), kind="stable").tolist()
+
+
+def test_equal_text_keys_keep_their_row_order_as_a_stable_sort():
+    """Keys ranked by their first 8 bytes, then ties by text: two rows of the same key come out in row order, as Arrow's
+    stable sort leaves them, whatever order the unstable integer sort put them in."""
+    import hashlib
+    import random
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from gonka_pipelines.chain.commitments import sorted_positions
+
+    ids = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(2000)]
+    ids += random.Random(3).sample(ids, 300)  # 300 keys twice, the copies far apart
+    random.Random(4).shuffle(ids)
+    column = pa.chunked_array([pa.array(ids[:1000]), pa.array(ids[1000:])])
+    assert sorted_positions(pa.table({"k": column}), ["k"]).tolist() == pc.sort_indices(column).to_numpy().tolist()
