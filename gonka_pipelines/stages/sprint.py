@@ -36,7 +36,7 @@ from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain
 
 @dataclass(frozen=True)
 class MiningOrder:
-    """What one host mines in the sprint (a work item: the same bytes wherever it runs)."""
+    """What one host mines in the sprint (a work item holds one or a few: the same bytes wherever they run)."""
 
     public_key: str
     capacity: int
@@ -46,16 +46,24 @@ class MiningOrder:
     """late_batches: after its budget each ML node mines one more model batch, submitted past the deadline and grace."""
 
 
-MINED_SCHEMA = pa.schema([("nonces", pa.list_(pa.int64())), ("distances", pa.list_(pa.float64())),
+MINED_SCHEMA = pa.schema([("host", pa.int32()), ("nonces", pa.list_(pa.int64())), ("distances", pa.list_(pa.float64())),
                           ("submitted_at", pa.float64()), ("late", pa.bool_())])
-"""A host's mined batches as they come back from wherever it mined: one row per batch with hits."""
+"""A work item's mined batches as they come back from wherever its hosts mined: one row per batch with hits, `host`
+the position of the batch's host in the work item."""
+
+MINING_ORDERS = 1024
+"""Work items a sprint's mining is cut into at most: a host each up to this many hosts, then a few each, so that a
+work item's answer (a small Arrow table, about 25 µs to make and read back) is not made once per host at 10,000 hosts;
+still more work items than any cluster has workers."""
 
 
-def mine_host(compute: Compute, order: MiningOrder) -> pa.Table:
-    """A host's honest batches, then its late ones (when its behaviour mines past the deadline), as MINED_SCHEMA rows."""
-    batches = [(*batch, False) for batch in _honest_batches(compute, order)]
-    if order.late:
-        batches += [(*batch, True) for batch in _late_batches(compute, order)]
+def mine_hosts(compute: Compute, orders: tuple[MiningOrder, ...]) -> pa.Table:
+    """Each host's honest batches, then its late ones (when its behaviour mines past the deadline), as MINED_SCHEMA rows."""
+    batches = []
+    for host, order in enumerate(orders):
+        batches += [(host, *batch, False) for batch in _honest_batches(compute, order)]
+        if order.late:
+            batches += [(host, *batch, True) for batch in _late_batches(compute, order)]
     return pa.Table.from_pylist([dict(zip(MINED_SCHEMA.names, batch)) for batch in batches], schema=MINED_SCHEMA)
 
 
@@ -119,16 +127,19 @@ def _claimed_batches(env: EpochEnvironment, host: Host, mined: dict[str, list[Mi
 
 
 def _mine(env: EpochEnvironment) -> tuple[dict[str, list[MinedBatch]], dict[str, list[MinedBatch]]]:
-    """Every mining host's honest and late batches by address, each host's mining a work item on the engine."""
+    """Every mining host's honest and late batches by address, mined on the engine a host or a few per work item
+    (MINING_ORDERS)."""
     miners = [host for host in env.hosts if mines_honestly(host)]
     orders = [MiningOrder(host.public_key, host.capacity, env.params.sprint, env.params.r_target, mines_past_the_deadline(host))
               for host in miners]
-    mined: dict[str, list[MinedBatch]] = {}
-    late: dict[str, list[MinedBatch]] = {}
-    for host, table in zip(miners, env.on_hosts(mine_host, orders)):
-        rows = table.to_pylist()
-        mined[host.address] = [(r["nonces"], r["distances"], r["submitted_at"]) for r in rows if not r["late"]]
-        late[host.address] = [(r["nonces"], r["distances"], r["submitted_at"]) for r in rows if r["late"]]
+    size = max(1, -(-len(orders) // MINING_ORDERS))
+    starts = range(0, len(orders), size)
+    mined: dict[str, list[MinedBatch]] = {host.address: [] for host in miners}
+    late: dict[str, list[MinedBatch]] = {host.address: [] for host in miners}
+    for start, table in zip(starts, env.on_hosts(mine_hosts, [tuple(orders[start:start + size]) for start in starts])):
+        columns = table.to_pydict()
+        for host, nonces, distances, submitted_at, is_late in zip(*(columns[name] for name in MINED_SCHEMA.names)):
+            (late if is_late else mined)[miners[start + host].address].append((nonces, distances, submitted_at))
     return mined, late
 
 

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def crash_budget(tmp_path_factory) -> Path:
-    """How many more times a worker dies as it starts mining a host (the file's count; 0 at first)."""
+    """How many more times a worker dies as it starts mining its hosts (the file's count; 0 at first)."""
     path = tmp_path_factory.mktemp("ray") / "crash-budget"
     path.write_text("0")
     return path
@@ -39,7 +39,7 @@ def crash_budget(tmp_path_factory) -> Path:
 def ray_cluster(crash_budget: Path):
     """A local Ray cluster on two CPUs for this module; its workers inherit the crash point (armed by the budget)."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(FAILPOINT_ENV, "ray.mine_host")
+        patch.setenv(FAILPOINT_ENV, "ray.mine_hosts")
         patch.setenv(BUDGET_ENV, str(crash_budget))
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield

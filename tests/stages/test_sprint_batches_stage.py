@@ -13,7 +13,7 @@ from gonka_pipelines.protocol.crypto import MessageKind, hash_value, verify
 from gonka_pipelines.protocol.messages import poc_batch_body
 from gonka_pipelines.protocol.sprint import calibrate_r_target
 
-from stage_kit import STAGE_EPOCH, STAGE_HOSTS, StageRun, assert_idempotent
+from stage_kit import STAGE_EPOCH, STAGE_HOSTS, StageRun, assert_idempotent, template_snapshot
 
 CAPACITY = {h["name"]: h["capacity"] for h in STAGE_HOSTS}
 
@@ -131,3 +131,25 @@ def test_mining_runs_with_the_chain_closed_and_one_write(sprint):
 
 def test_rerunning_the_stage_is_idempotent(tmp_path_factory):
     assert_idempotent(tmp_path_factory, "sprint_batches")
+
+
+def test_hosts_mined_a_few_per_work_item_submit_the_same_batches(tmp_path_factory, monkeypatch):
+    """Past MINING_ORDERS hosts a work item mines a few hosts (10,000 hosts: about ten each), and each batch comes back
+    to its host: the stage writes the rows it writes with a host per work item."""
+    from gonka_pipelines.simulation.behaviours import mines_honestly
+    from gonka_pipelines.stages import sprint as sprint_stage
+
+    items: list[int] = []
+    mine_hosts = sprint_stage.mine_hosts
+
+    def counted(compute, orders):
+        items.append(len(orders))
+        return mine_hosts(compute, orders)
+
+    monkeypatch.setattr(sprint_stage, "MINING_ORDERS", 2)
+    monkeypatch.setattr(sprint_stage, "mine_hosts", counted)
+    run = StageRun.prepare(tmp_path_factory, "sprint_batches")
+    run.run()
+    miners = sum(1 for host in run.env.hosts if mines_honestly(host))
+    assert items == [math.ceil(miners / 2), miners // 2] and miners > 2
+    assert run.snapshot() == template_snapshot(tmp_path_factory, "sprint_batches")
