@@ -19,7 +19,7 @@ from gonka_pipelines.protocol.messages import seed_commitment_body
 from gonka_pipelines.protocol.records import ResultStatus, ShareRole, TaskOutcome, TransferKind
 from gonka_pipelines.protocol.training import VersionScore, served_versions
 from gonka_pipelines.simulation.behaviours import Voters, delivered_lengths, serves_tasks
-from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain
+from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain, work_item_size
 from gonka_pipelines.stages.training import (
     TrainingValidator,
     execute_trainings,
@@ -110,7 +110,7 @@ def _grouped(frame: pl.DataFrame, keys: list[str]) -> tuple[pl.DataFrame, list[t
 
 def _chunked_frame(table: pa.Table) -> pl.DataFrame:
     """A polars frame over the table's chunks as they lie: the small tables that generation (one per executor: 10,000)
-    and re-scoring (SCORING_ORDERS) return are not copied into one (rechunking touched about 500 MB afresh: 2.4 s of
+    and re-scoring (WORK_ITEMS at most) return are not copied into one (rechunking touched about 500 MB afresh: 2.4 s of
     each stage at 10,000 hosts × 1,000,000 tasks, profiled)."""
     return cast(pl.DataFrame, pl.from_arrow(table, rechunk=False))
 
@@ -373,11 +373,6 @@ class ScoringOrder:
 SCORED_PER_ORDER = 32
 """Results re-scored per work item at least: enough to amortise a remote call, small enough to spread over a cluster."""
 
-SCORING_ORDERS = 1024
-"""Work items an epoch's re-runs are cut into at most (one more per model version): more than any cluster has workers,
-and few enough that their answers' tables cost little to gather (20,000 orders of 32 took 0.4 s at 10,000 hosts x
-1,000,000 tasks)."""
-
 
 def score_results(compute: Compute, order: ScoringOrder) -> pa.Table:
     """Each result's top-5 ids and log-probs per position, from an honest re-run of its model version (columns)."""
@@ -387,12 +382,12 @@ def score_results(compute: Compute, order: ScoringOrder) -> pa.Table:
 
 def _rescore(env: EpochEnvironment, wanted: pl.DataFrame) -> pl.DataFrame:
     """The honest re-runs of these results (one per row: model, version, prompt, output tokens), run on the engine in
-    orders of one model version (SCORED_PER_ORDER each, more where that would make over SCORING_ORDERS), as
-    SCORE_SCHEMA columns in row order."""
+    orders of one model version (work_item_size: SCORED_PER_ORDER each, or more past WORK_ITEMS orders, one more
+    per model version), as SCORE_SCHEMA columns in row order."""
     grouped, groups = _grouped(env.with_runs_version(wanted.select("model", "version", "prompt", "output_tokens")),
                                ["model", "runs_version"])
     prompts, outputs = grouped["prompt"].to_list(), grouped["output_tokens"].to_list()
-    size, orders = max(SCORED_PER_ORDER, -(-len(prompts) // SCORING_ORDERS)), []
+    size, orders = work_item_size(len(prompts), SCORED_PER_ORDER), []
     for (model, version), first, end in groups:
         for start in range(first, end, size):
             stop = min(start + size, end)

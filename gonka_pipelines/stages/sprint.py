@@ -31,7 +31,7 @@ from gonka_pipelines.simulation.behaviours import (
     skips_recomputation,
     vouches_for_itself,
 )
-from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain
+from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain, work_item_size
 
 
 @dataclass(frozen=True)
@@ -50,12 +50,6 @@ MINED_SCHEMA = pa.schema([("host", pa.int32()), ("nonces", pa.list_(pa.int64()))
                           ("submitted_at", pa.float64()), ("late", pa.bool_())])
 """A work item's mined batches as they come back from wherever its hosts mined: one row per batch with hits, `host`
 the position of the batch's host in the work item."""
-
-MINING_ORDERS = 1024
-"""Work items a sprint's mining is cut into at most: a host each up to this many hosts, then a few each, so that a
-work item's answer (a small Arrow table, about 25 µs to make and read back) is not made once per host at 10,000 hosts;
-still more work items than any cluster has workers."""
-
 
 def mine_hosts(compute: Compute, orders: tuple[MiningOrder, ...]) -> pa.Table:
     """Each host's honest batches, then its late ones (when its behaviour mines past the deadline), as MINED_SCHEMA rows."""
@@ -127,12 +121,12 @@ def _claimed_batches(env: EpochEnvironment, host: Host, mined: dict[str, list[Mi
 
 
 def _mine(env: EpochEnvironment) -> tuple[dict[str, list[MinedBatch]], dict[str, list[MinedBatch]]]:
-    """Every mining host's honest and late batches by address, mined on the engine a host or a few per work item
-    (MINING_ORDERS)."""
+    """Every mining host's honest and late batches by address, mined on the engine a host per work item, or a few
+    past WORK_ITEMS hosts (work_item_size)."""
     miners = [host for host in env.hosts if mines_honestly(host)]
     orders = [MiningOrder(host.public_key, host.capacity, env.params.sprint, env.params.r_target, mines_past_the_deadline(host))
               for host in miners]
-    size = max(1, -(-len(orders) // MINING_ORDERS))
+    size = work_item_size(len(orders))
     starts = range(0, len(orders), size)
     mined: dict[str, list[MinedBatch]] = {host.address: [] for host in miners}
     late: dict[str, list[MinedBatch]] = {host.address: [] for host in miners}

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from gonka_pipelines.compute.llm import GENERATION_SCHEMA, SCORE_SCHEMA
-from gonka_pipelines.stages import inference
+from gonka_pipelines.stages import environment
 from gonka_pipelines.stages.environment import EpochEnvironment
 from gonka_pipelines.stages.inference import SCORED_PER_ORDER, GenerationOrder, _rescore, generate_tasks
 
@@ -57,9 +57,9 @@ def test_rescored_rows_follow_the_results_order_across_interleaved_versions():
 
 
 def test_many_reruns_go_in_at_most_scoring_orders_work_items_of_equal_size(monkeypatch):
-    """Past SCORING_ORDERS x SCORED_PER_ORDER re-runs an order grows instead of their number (a million re-runs in
+    """Past WORK_ITEMS x SCORED_PER_ORDER re-runs an order grows instead of their number (a million re-runs in
     a thousand orders, not 30,000), and the rows still come back in order."""
-    monkeypatch.setattr(inference, "SCORING_ORDERS", 4)
+    monkeypatch.setattr(environment, "WORK_ITEMS", 4)
     rows = 5 * SCORED_PER_ORDER + 3
     wanted = pl.DataFrame({"model": ["a"] * rows, "version": ["v1"] * rows, "prompt": ["x" * (i % 5) for i in range(rows)],
                            "output_tokens": [[i] for i in range(rows)]})

@@ -134,9 +134,10 @@ def test_rerunning_the_stage_is_idempotent(tmp_path_factory):
 
 
 def test_hosts_mined_a_few_per_work_item_submit_the_same_batches(tmp_path_factory, monkeypatch):
-    """Past MINING_ORDERS hosts a work item mines a few hosts (10,000 hosts: about ten each), and each batch comes back
+    """Past WORK_ITEMS hosts a work item mines a few hosts (10,000 hosts: about ten each), and each batch comes back
     to its host: the stage writes the rows it writes with a host per work item."""
     from gonka_pipelines.simulation.behaviours import mines_honestly
+    from gonka_pipelines.stages import environment
     from gonka_pipelines.stages import sprint as sprint_stage
 
     items: list[int] = []
@@ -146,7 +147,7 @@ def test_hosts_mined_a_few_per_work_item_submit_the_same_batches(tmp_path_factor
         items.append(len(orders))
         return mine_hosts(compute, orders)
 
-    monkeypatch.setattr(sprint_stage, "MINING_ORDERS", 2)
+    monkeypatch.setattr(environment, "WORK_ITEMS", 2)
     monkeypatch.setattr(sprint_stage, "mine_hosts", counted)
     run = StageRun.prepare(tmp_path_factory, "sprint_batches")
     run.run()
