@@ -211,9 +211,10 @@ def json_leaf_buffer(connection: duckdb.DuckDBPyConnection, leaves: JsonLeaves) 
         rows = connection.sql(
             f"WITH _leaves AS ({source}) SELECT {select_keys}, {_select_list({n: leaves.fields[n][0] for n in names})} "
             f"FROM _leaves WHERE {apart}", params=leaves.params).to_arrow_table()
+        digest_bytes = ordered.view(np.uint8).reshape(-1, 32)  # a row each, so a fallback of another length is refused
         for index, row in zip(odd, rows.take(sorted_positions(rows, keys)).select(names).to_pylist(), strict=True):
             try:
-                ordered.view(np.uint8).reshape(-1, 32)[index] = np.frombuffer(leaves.fallback(row), dtype=np.uint8)
+                digest_bytes[index] = np.frombuffer(leaves.fallback(row), dtype=np.uint8)
             except ValueError as error:  # a value no canonical encoding holds (a NaN): no block can commit to the row
                 raise UnencodableRow(f"a {leaves.table} row has no canonical encoding ({error})") from error
     return ordered.tobytes()
