@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from gonka_pipelines.compute.engine import TorchCompute
 from gonka_pipelines.compute.llm import EOS, GENERATION_SCHEMA, SCORE_SCHEMA, TOP_K
@@ -181,12 +182,13 @@ class PrecomputedCompute:
         return EOS
 
     @_timed
-    def score(self, model: str, version: str, prompts: list[str], outputs: list[list[int]]) -> pa.Table:
+    def score(self, model: str, version: str, prompts: pa.Array, outputs: pa.Array) -> pa.Table:
         """What an honest validator's forced re-run reports: the honest answer's top-5 at each output position (positions
-        past the honest answer repeat its last row, EOS's)."""
-        texts = [prompt.encode() for prompt in prompts]
-        heads = [_head(text, len(output), self.answer_tokens) for text, output in zip(texts, outputs, strict=True)]
-        return _answers(texts, heads, [len(output) for output in outputs], "", SCORE_SCHEMA)
+        past the honest answer repeat its last row, EOS's). Only the outputs' lengths are read, not their tokens."""
+        texts = [prompt.encode() for prompt in prompts.to_pylist()]
+        lengths = pc.list_value_length(outputs).to_pylist()
+        heads = [_head(text, length, self.answer_tokens) for text, length in zip(texts, lengths, strict=True)]
+        return _answers(texts, heads, lengths, "", SCORE_SCHEMA)
 
     # -- training -------------------------------------------------------------------------------
 

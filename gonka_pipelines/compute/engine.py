@@ -64,9 +64,10 @@ class Compute(Protocol):
     @property
     def eos_token(self) -> int: ...
 
-    def score(self, model: str, version: str, prompts: list[str], outputs: list[list[int]]) -> pa.Table:
-        """Honest re-runs of the model version forcing each output, as columns (compute.llm.SCORE_SCHEMA, a row per
-        output)."""
+    def score(self, model: str, version: str, prompts: pa.Array, outputs: pa.Array) -> pa.Table:
+        """Honest re-runs of the model version forcing each output (prompts a string column, outputs a column of token
+        id lists: a validator re-runs a million outputs, which need not become Python lists on the way), as columns
+        (compute.llm.SCORE_SCHEMA, a row per output)."""
         ...
 
     def train(self, model: str, base: bytes | None, data: bytes, spec: TrainingSpec, first_step: int = 0,
@@ -152,11 +153,12 @@ class TorchCompute:
     def eos_token(self) -> int:
         return EOS
 
-    def score(self, model: str, version: str, prompts: list[str], outputs: list[list[int]]) -> pa.Table:
+    def score(self, model: str, version: str, prompts: pa.Array, outputs: pa.Array) -> pa.Table:
         """Honest re-runs of the model version forcing the executors' tokens: top-5 ids and log-probs per position."""
         runner = self.served(model, version)
         with reproducible_threads(runner.device):
-            return scores_table([score_forced(runner, encode(prompt), output) for prompt, output in zip(prompts, outputs, strict=True)])
+            return scores_table([score_forced(runner, encode(prompt), output)
+                                 for prompt, output in zip(prompts.to_pylist(), outputs.to_pylist(), strict=True)])
 
     def train(self, model: str, base: bytes | None, data: bytes, spec: TrainingSpec, first_step: int = 0,
               last_step: int | None = None) -> TrainingRun:

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
 from gonka_pipelines.chain.store import ChainStore
@@ -123,7 +124,7 @@ class GuardedCompute:
     def bit_exact(self) -> bool:
         return self.inner.bit_exact
 
-    def score(self, model: str, version: str, prompts: list[str], outputs: list[list[int]]) -> Any:
+    def score(self, model: str, version: str, prompts: pa.Array, outputs: pa.Array) -> Any:
         self._enter("score")
         self.scored.append(len(prompts))
         return self.inner.score(model, version, prompts, outputs)

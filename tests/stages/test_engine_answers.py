@@ -21,9 +21,10 @@ class EchoCompute:
     def __init__(self) -> None:
         self.orders: list[tuple[str, str, int]] = []
 
-    def score(self, model: str, version: str, prompts: list[str], outputs: list[list[int]]) -> pa.Table:
+    def score(self, model: str, version: str, prompts: pa.Array, outputs: pa.Array) -> pa.Table:
         self.orders.append((model, version, len(prompts)))
-        ids = [[[int(version[1:]), token, len(prompt)] for token in output] for prompt, output in zip(prompts, outputs)]
+        ids = [[[int(version[1:]), token, len(prompt)] for token in output]
+               for prompt, output in zip(prompts.to_pylist(), outputs.to_pylist(), strict=True)]
         return pa.table([ids, [[[0.0] * 3 for _ in row] for row in ids]], schema=SCORE_SCHEMA)
 
 
@@ -99,8 +100,9 @@ class ShortReruns(EchoCompute):
 
     eos_token = 0
 
-    def score(self, model: str, version: str, prompts: list[str], outputs: list[list[int]]) -> pa.Table:
-        return super().score(model, version, prompts, [o[:-1] if p.startswith("short") else o for p, o in zip(prompts, outputs)])
+    def score(self, model: str, version: str, prompts: pa.Array, outputs: pa.Array) -> pa.Table:
+        shortened = [o[:-1] if p.startswith("short") else o for p, o in zip(prompts.to_pylist(), outputs.to_pylist())]
+        return super().score(model, version, prompts, pa.array(shortened, outputs.type))
 
 
 @dataclass
