@@ -22,9 +22,9 @@ class SprintRows(StoreCore):
 
     def accepted_claims(self, epoch: int) -> list[tuple[str, list[int]]]:
         """(host, every accepted nonce ascending) per host with an accepted batch, in host order."""
-        return [(host, sorted(n for nonces in lists for n in nonces)) for host, lists in self._query(
-            "SELECT host, list(nonces ORDER BY sequence) FROM poc_batches WHERE epoch = ? AND status = ? GROUP BY host ORDER BY host",
-            [epoch, BatchStatus.ACCEPTED])]
+        return self._query(
+            "SELECT host, list_sort(flatten(list(nonces))) FROM poc_batches WHERE epoch = ? AND status = ? GROUP BY host ORDER BY host",
+            [epoch, BatchStatus.ACCEPTED])
 
     def write_poc_verdicts(self, epoch: int, records: pa.Table) -> None:
         """One signed record per validator: vectors over the hosts it checked (read per pair through the poc_verdicts view)."""

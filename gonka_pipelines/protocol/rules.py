@@ -35,9 +35,9 @@ from gonka_pipelines.protocol.rewards import collateral_slash, epoch_reward, min
 from gonka_pipelines.protocol.sprint import (
     cap_fraction,
     collateral_adjust,
-    count_mismatches,
     drawn_committees,
     is_fraud,
+    mismatches_each,
     power_cap,
     sample_nonces,
     sample_nonces_each,
@@ -61,6 +61,7 @@ class RuleSet(Protocol):
     def sprint_committees(self, prev_hash: str, hosts: Sequence[str], weights: Mapping[str, int]) -> dict[str, Sequence[str]]: ...
     def committee_weights(self, prev_hash: str, hosts: Sequence[str], weights: Mapping[str, int]) -> dict[str, int]: ...
     def sprint_vote(self, recomputed_distances: Sequence[float] | np.ndarray) -> tuple[int, bool]: ...
+    def sprint_votes(self, recomputed_distances: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
     def epoch_weights(self, rows: list[dict], prev_hash: str, weights_in_force: Mapping[str, int]) -> list[dict]: ...
     def assign_executors(self, prev_hash: str, task_ids: Sequence[str], hosts: Sequence[str], weights: Sequence[int]) -> list[str]: ...
     def select_validations(self, executors: Sequence[str] | pl.Series, pool: ValidatorPool,
@@ -127,9 +128,18 @@ class GonkaPipelinesV1:
 
     def sprint_vote(self, recomputed_distances: Sequence[float] | np.ndarray) -> tuple[int, bool]:
         """(mismatches, valid) of a validator's recomputation: fraud iff the binomial tail of k mismatches is too small."""
+        mismatches, valid = self.sprint_votes(np.asarray(recomputed_distances, dtype=np.float64), np.array([len(recomputed_distances)]))
+        return int(mismatches[0]), bool(valid[0])
+
+    def sprint_votes(self, recomputed_distances: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """sprint_vote of each of several recomputations given end to end (`sizes` their lengths): mismatches counted in
+        one pass, the fraud test made once per distinct (mismatches, sampled) pair (10,000 hosts' samples, a few pairs)."""
         sprint = self.params.sprint
-        mismatches = count_mismatches(recomputed_distances, self.params.r_target)
-        return mismatches, not is_fraud(mismatches, len(recomputed_distances), sprint.mismatch_probability, sprint.fraud_threshold)
+        sizes = np.asarray(sizes, dtype=np.int64)
+        mismatches = mismatches_each(recomputed_distances, sizes, self.params.r_target)
+        pairs, inverse = np.unique(np.stack([mismatches, sizes], axis=1), axis=0, return_inverse=True)
+        fraud = np.array([is_fraud(k, n, sprint.mismatch_probability, sprint.fraud_threshold) for k, n in pairs.tolist()], dtype=bool)
+        return mismatches, ~fraud[inverse.reshape(-1)]
 
     def epoch_weights(self, rows: list[dict], prev_hash: str, weights_in_force: Mapping[str, int]) -> list[dict]:
         """Per host row (hits, valid_vote_weight, collateral): vote_weight, the weight in force asked to check its sprint;

@@ -209,9 +209,12 @@ def is_fraud(mismatches: int, n: int, p: float = 5e-4, threshold: float = 1e-7) 
     return binomial_tail(mismatches, n, p) < threshold
 
 
-def count_mismatches(recomputed_distances: Sequence[float] | np.ndarray, r_target: float) -> int:
-    """Claimed hits whose recomputed distance is above r_target (Gonka's fraud test: `>`, so a tie is no mismatch)."""
-    return int(np.count_nonzero(np.asarray(recomputed_distances, dtype=np.float64) > r_target))
+def mismatches_each(recomputed_distances: np.ndarray, sizes: np.ndarray, r_target: float) -> np.ndarray:
+    """Per recomputation (given end to end, `sizes` their lengths), the claimed hits whose recomputed distance is above
+    r_target (Gonka's fraud test: `>`, so a tie is no mismatch): one pass over all of them."""
+    above = np.concatenate([[0], np.cumsum(np.asarray(recomputed_distances, dtype=np.float64) > r_target)])
+    ends = np.cumsum(sizes, dtype=np.int64)
+    return above[ends] - above[ends - sizes]
 
 
 def sprint_accepted(valid_weight: int, total_weight: int) -> bool:

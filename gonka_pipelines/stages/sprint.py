@@ -7,6 +7,7 @@ import itertools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
@@ -17,6 +18,7 @@ from gonka_pipelines.protocol.messages import poc_verdicts_body
 from gonka_pipelines.protocol.params import SprintParams
 from gonka_pipelines.protocol.poc_batches import PocBatch
 from gonka_pipelines.protocol.records import BatchStatus, Host
+from gonka_pipelines.protocol.rules import RuleSet
 from gonka_pipelines.simulation.behaviours import (
     MinedBatch,
     colluders,
@@ -177,8 +179,8 @@ VERDICT_TYPES = (pa.string(), pa.int32(), pa.int32(), pa.bool_(), pa.bool_())
 class SprintVotes:
     """Every (host, validator) vote of a sprint as flat columns, host by host in claim order and each host's validators
     in committee order. Who votes, skips or lies is known before anything is recomputed; each vote then points at the
-    sample its validator drew, a sample is voted on once (validators that drew the same sample cast the same vote), and
-    the records come out of one stable sort by validator."""
+    sample its validator drew, the samples are voted on together once all are recomputed (validators that drew the
+    same sample cast the same vote), and the records come out of one stable sort by validator."""
 
     validators: list[str]
     """The voting validators, by address: a vote's validator is its index here."""
@@ -195,8 +197,9 @@ class SprintVotes:
     sample: np.ndarray
     """Per vote, the index of the sample its validator drew in the lists below."""
     sizes: list[int] = field(default_factory=list)
-    sample_mismatches: list[int] = field(default_factory=list)
-    sample_valid: list[bool] = field(default_factory=list)
+    sample_distances: list[np.ndarray | None] = field(default_factory=list)
+    """Per sample, its nonces' recomputed distances in sample order (None when no validator that drew it recomputes:
+    its votes are a skipper's or a liar's)."""
 
     @classmethod
     def asked(cls, env: EpochEnvironment, hosts: Sequence[str], committees: Mapping[str, Sequence[str]]) -> SprintVotes:
@@ -222,50 +225,67 @@ class SprintVotes:
                    np.zeros(len(validator), np.int32))
 
     def of_host(self, position: int) -> slice:
-        return slice(int(self.bounds[position]), int(self.bounds[position + 1]))
+        """Where a host's votes lie."""
+        return slice(self._as_lists[0][position], self._as_lists[0][position + 1])
 
-    def drawn(self, env: EpochEnvironment, sample: list[int], recomputed: Mapping[int, float]) -> int:
-        """A new sample's index, with the fraud test's vote on its recomputed distances (none when no validator that
-        drew it recomputes: its votes are a skipper's or a liar's)."""
-        vote = (env.rules.sprint_vote([recomputed[n] for n in sample]) if all(n in recomputed for n in sample)
-                else (0, True))
+    def checkers(self, position: int) -> tuple[list[str], list[bool]]:
+        """A host's voters' public keys and whether each skips recomputing, in committee order."""
+        part = self.of_host(position)
+        return [self.public_keys[v] for v in self._as_lists[1][part]], self._as_lists[2][part]
+
+    @cached_property
+    def _as_lists(self) -> tuple[list[int], list[int], list[bool]]:
+        """bounds, validator and skipped as Python lists, for the loop over hosts (a numpy slice a host cost more)."""
+        return self.bounds.tolist(), self.validator.tolist(), self.skipped.tolist()
+
+    def drawn(self, sample: list[int], needed: list[int], distances: np.ndarray) -> int:
+        """A new sample's index, with its distances picked from those recomputed of `needed` (ascending)."""
+        if sample == needed:  # the usual case: the host's every nonce sampled, by a committee that recomputes
+            picked: np.ndarray | None = distances
+        else:
+            recomputed = dict(zip(needed, distances.tolist()))
+            picked = (np.array([recomputed[n] for n in sample], np.float64) if all(n in recomputed for n in sample)
+                      else None)
         self.sizes.append(len(sample))
-        self.sample_mismatches.append(vote[0])
-        self.sample_valid.append(vote[1])
+        self.sample_distances.append(picked)
         return len(self.sizes) - 1
 
-    def cast(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Each vote's (sampled, mismatches, valid): its sample's vote, (0, valid) for a skipper, (sampled, invalid)
-        for a liar."""
-        sampled = np.array(self.sizes, np.int32)[self.sample]
-        mismatches = np.where(self.lying, sampled, np.where(self.skipped, 0, np.array(self.sample_mismatches, np.int32)[self.sample]))
-        valid = ~self.lying & (self.skipped | np.array(self.sample_valid, bool)[self.sample])
+    def cast(self, rules: RuleSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each vote's (sampled, mismatches, valid): its sample's vote (the rules' fraud test on every recomputed
+        sample at once, (0, valid) for one nobody recomputed), (0, valid) for a skipper, (sampled, invalid) for a liar."""
+        sizes = np.array(self.sizes, np.int64)
+        recomputed = np.array([distances is not None for distances in self.sample_distances], bool)
+        sample_mismatches, sample_valid = np.zeros(len(sizes), np.int64), np.ones(len(sizes), bool)
+        if recomputed.any():
+            sample_mismatches[recomputed], sample_valid[recomputed] = rules.sprint_votes(
+                np.concatenate([d for d in self.sample_distances if d is not None]), sizes[recomputed])
+        sampled = sizes.astype(np.int32)[self.sample]
+        mismatches = np.where(self.lying, sampled, np.where(self.skipped, 0, sample_mismatches[self.sample]))
+        valid = ~self.lying & (self.skipped | sample_valid[self.sample])
         return sampled, mismatches.astype(np.int32), valid
 
 
 def _plan(env: EpochEnvironment, votes: SprintVotes, position: int, nonces: list[int]) -> tuple[list[list[int]], list[int]]:
     """Each of a host's validators' sample (one list shared by all when every nonce is sampled), and the nonces those
     that recompute need, ascending."""
-    part = votes.of_host(position)
-    samples = env.rules.validation_samples([votes.public_keys[v] for v in votes.validator[part].tolist()], env.prev_hash, nonces)
-    checking = [sample for sample, skipped in zip(samples, votes.skipped[part].tolist()) if not skipped]
-    if checking and all(sample is checking[0] for sample in checking):
+    keys, skipped = votes.checkers(position)
+    samples = env.rules.validation_samples(keys, env.prev_hash, nonces)
+    checking = [sample for sample, skip in zip(samples, skipped) if not skip] if any(skipped) else samples
+    if checking and checking.count(checking[0]) == len(checking):  # one sample for all
         return samples, sorted(set(checking[0]))
     return samples, sorted({n for sample in checking for n in sample})
 
 
-def _cast(env: EpochEnvironment, votes: SprintVotes, position: int, samples: list[list[int]], needed: list[int],
-          distances: Sequence[float] | np.ndarray) -> None:
-    """Point each of a host's votes at its validator's sample, voting on each distinct sample once."""
-    recomputed = dict(zip(needed, distances))
-    if samples and all(sample is samples[0] for sample in samples):
-        votes.sample[votes.of_host(position)] = votes.drawn(env, samples[0], recomputed)
+def _cast(votes: SprintVotes, position: int, samples: list[list[int]], needed: list[int], distances: np.ndarray) -> None:
+    """Point each of a host's votes at its validator's sample, each distinct sample drawn once."""
+    if samples and samples.count(samples[0]) == len(samples):  # one sample for all (equal samples cast equal votes)
+        votes.sample[votes.of_host(position)] = votes.drawn(samples[0], needed, distances)
         return
     keys = [tuple(sample) for sample in samples]
     drawn: dict[tuple[int, ...], int] = {}
     for key, sample in zip(keys, samples):
         if key not in drawn:
-            drawn[key] = votes.drawn(env, sample, recomputed)
+            drawn[key] = votes.drawn(sample, needed, distances)
     votes.sample[votes.of_host(position)] = [drawn[key] for key in keys]
 
 
@@ -284,10 +304,10 @@ def run_sprint_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log
         recomputations = env.on_hosts(recompute_distances, [(env.keys[hosts[position]].public_key, needed)
                                                             for position, (_, needed) in zip(positions, plans)])
         for position, (samples, needed), distances in zip(positions, plans, recomputations):
-            _cast(env, votes, position, samples, needed, distances)
+            _cast(votes, position, samples, needed, np.asarray(distances, np.float64))
             log(f"sprint validation: {hosts[position][:14]}… {len(claims[position][1])} hits, {len(samples)} validators, "
                 f"recomputed {len(needed)} nonces")
-    sampled, mismatches, valid = votes.cast()
+    sampled, mismatches, valid = votes.cast(env.rules)
     table = _signed_verdict_records(env, hosts, votes, (sampled, mismatches, ~votes.skipped, valid))
     with open_chain() as store:
         store.write_poc_verdicts(epoch, table)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 import pytest
 
 from gonka_pipelines.protocol.inference_validation import ComparisonReason
 from gonka_pipelines.protocol.params import EpochParams
 from gonka_pipelines.protocol.rules import RULE_SETS, GonkaPipelinesV1, rules_for
+from gonka_pipelines.protocol.sprint import is_fraud
 
 PARAMS = EpochParams.model_validate({
     "profile": "test", "rules": "gonka-pipelines/1", "chain_id": "rules-test", "genesis_time": "2026-01-01T00:00:00Z",
@@ -62,6 +64,20 @@ def test_the_sprint_vote_is_the_binomial_test_at_the_params_threshold():
     rules = rules_for(PARAMS)
     assert rules.sprint_vote([1.0] * 196 + [2.0] * 4) == (4, True)
     assert rules.sprint_vote([1.0] * 195 + [2.0] * 5) == (5, False), "k >= 5 of n = 200 is fraud (PROTOCOL section 3)"
+    assert rules.sprint_vote([]) == (0, True)
+
+
+def test_sprint_votes_on_many_samples_at_once_are_each_sample_s_own_vote():
+    rules = rules_for(PARAMS)
+    rng = np.random.default_rng(7)
+    samples = [rng.choice([1.0, 2.0], size=size, p=[0.98, 0.02]) for size in [200, 200, 3, 0, 200, 1, 150, 200]]
+    samples[1][:5] = 2.0  # five mismatches in 200: fraud
+    mismatches, valid = rules.sprint_votes(np.concatenate(samples), np.array([len(s) for s in samples]))
+    sprint = PARAMS.sprint
+    each = [(int((s > PARAMS.r_target).sum()), not is_fraud(int((s > PARAMS.r_target).sum()), len(s), sprint.mismatch_probability,
+                                                             sprint.fraud_threshold)) for s in samples]
+    assert list(zip(mismatches.tolist(), valid.tolist())) == each
+    assert not valid[1] and valid[3], "five of 200 is fraud; an empty sample is no evidence"
 
 
 def test_judging_uses_the_tie_tolerance_and_threshold_of_the_params():

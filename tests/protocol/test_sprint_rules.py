@@ -75,9 +75,13 @@ def test_five_mismatches_in_200_is_the_first_fraud() -> None:
 
 
 def test_mismatches_count_recomputed_distances_above_r_target() -> None:
-    """Gonka's fraud test counts distance > r_target: a recomputed distance equal to it is no mismatch."""
-    assert sprint.count_mismatches([1.30, 1.39, 1.40, 1.41], 1.40) == 1
-    assert sprint.count_mismatches(np.array([]), 1.4) == 0
+    """Gonka's fraud test counts distance > r_target: a recomputed distance equal to it is no mismatch. Several
+    recomputations given end to end are counted each apart, empty ones included."""
+    assert sprint.mismatches_each(np.array([1.30, 1.39, 1.40, 1.41]), np.array([4]), 1.40).tolist() == [1]
+    assert sprint.mismatches_each(np.array([]), np.array([], np.int64), 1.4).tolist() == []
+    distances = np.array([1.5, 1.41, 1.0, np.nan, 2.0, 1.40, 1.3])
+    assert sprint.mismatches_each(distances, np.array([2, 0, 3, 2, 0]), 1.40).tolist() == [2, 0, 1, 0, 0], (
+        "a NaN distance is no mismatch (not above), as numpy's > says")
 
 
 def test_acceptance_needs_more_than_half_of_the_weight() -> None:
