@@ -133,13 +133,12 @@ class GonkaPipelinesV1:
 
     def sprint_votes(self, recomputed_distances: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """sprint_vote of each of several recomputations given end to end (`sizes` their lengths): mismatches counted in
-        one pass, the fraud test made once per distinct (mismatches, sampled) pair (10,000 hosts' samples, a few pairs)."""
+        one pass, the fraud test made once per distinct (mismatches, sampled) pair (a round's samples share a few)."""
         sprint = self.params.sprint
-        sizes = np.asarray(sizes, dtype=np.int64)
         mismatches = mismatches_each(recomputed_distances, sizes, self.params.r_target)
-        pairs, inverse = np.unique(np.stack([mismatches, sizes], axis=1), axis=0, return_inverse=True)
-        fraud = np.array([is_fraud(k, n, sprint.mismatch_probability, sprint.fraud_threshold) for k, n in pairs.tolist()], dtype=bool)
-        return mismatches, ~fraud[inverse.reshape(-1)]
+        pairs = list(zip(mismatches.tolist(), np.asarray(sizes).tolist()))
+        valid = {pair: not is_fraud(*pair, sprint.mismatch_probability, sprint.fraud_threshold) for pair in set(pairs)}
+        return mismatches, np.array([valid[pair] for pair in pairs], dtype=bool)
 
     def epoch_weights(self, rows: list[dict], prev_hash: str, weights_in_force: Mapping[str, int]) -> list[dict]:
         """Per host row (hits, valid_vote_weight, collateral): vote_weight, the weight in force asked to check its sprint;

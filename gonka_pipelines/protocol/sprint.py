@@ -212,8 +212,11 @@ def is_fraud(mismatches: int, n: int, p: float = 5e-4, threshold: float = 1e-7) 
 def mismatches_each(recomputed_distances: np.ndarray, sizes: np.ndarray, r_target: float) -> np.ndarray:
     """Per recomputation (given end to end, `sizes` their lengths), the claimed hits whose recomputed distance is above
     r_target (Gonka's fraud test: `>`, so a tie is no mismatch): one pass over all of them."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    ends = np.cumsum(sizes)
+    if (ends[-1] if len(ends) else 0) != len(recomputed_distances):
+        raise ValueError(f"{len(recomputed_distances)} recomputed distances for samples of {int(sizes.sum())} nonces in all")
     above = np.concatenate([[0], np.cumsum(np.asarray(recomputed_distances, dtype=np.float64) > r_target)])
-    ends = np.cumsum(sizes, dtype=np.int64)
     return above[ends] - above[ends - sizes]
 
 

@@ -179,7 +179,7 @@ VERDICT_TYPES = (pa.string(), pa.int32(), pa.int32(), pa.bool_(), pa.bool_())
 class SprintVotes:
     """Every (host, validator) vote of a sprint as flat columns, host by host in claim order and each host's validators
     in committee order. Who votes, skips or lies is known before anything is recomputed; each vote then points at the
-    sample its validator drew, the samples are voted on together once all are recomputed (validators that drew the
+    sample its validator drew, a round's samples are voted on together once recomputed (validators that drew the
     same sample cast the same vote), and the records come out of one stable sort by validator."""
 
     validators: list[str]
@@ -197,9 +197,11 @@ class SprintVotes:
     sample: np.ndarray
     """Per vote, the index of the sample its validator drew in the lists below."""
     sizes: list[int] = field(default_factory=list)
-    sample_distances: list[np.ndarray | None] = field(default_factory=list)
-    """Per sample, its nonces' recomputed distances in sample order (None when no validator that drew it recomputes:
-    its votes are a skipper's or a liar's)."""
+    sample_mismatches: list[int] = field(default_factory=list)
+    sample_valid: list[bool] = field(default_factory=list)
+    pending: list[np.ndarray | None] = field(default_factory=list)
+    """The recomputed distances of each sample drawn since the last settle, in sample order (None when no validator
+    that drew it recomputes: its votes are a skipper's or a liar's)."""
 
     @classmethod
     def asked(cls, env: EpochEnvironment, hosts: Sequence[str], committees: Mapping[str, Sequence[str]]) -> SprintVotes:
@@ -239,7 +241,8 @@ class SprintVotes:
         return self.bounds.tolist(), self.validator.tolist(), self.skipped.tolist()
 
     def drawn(self, sample: list[int], needed: list[int], distances: np.ndarray) -> int:
-        """A new sample's index, with its distances picked from those recomputed of `needed` (ascending)."""
+        """A new sample's index, its distances picked from those recomputed of `needed` (ascending) to be voted on at the
+        next settle; None where some nonce of it was not recomputed (only skippers or liars drew it)."""
         if sample == needed:  # the usual case: the host's every nonce sampled, by a committee that recomputes
             picked: np.ndarray | None = distances
         else:
@@ -247,21 +250,30 @@ class SprintVotes:
             picked = (np.array([recomputed[n] for n in sample], np.float64) if all(n in recomputed for n in sample)
                       else None)
         self.sizes.append(len(sample))
-        self.sample_distances.append(picked)
+        self.pending.append(picked)
         return len(self.sizes) - 1
 
-    def cast(self, rules: RuleSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Each vote's (sampled, mismatches, valid): its sample's vote (the rules' fraud test on every recomputed
-        sample at once, (0, valid) for one nobody recomputed), (0, valid) for a skipper, (sampled, invalid) for a liar."""
-        sizes = np.array(self.sizes, np.int64)
-        recomputed = np.array([distances is not None for distances in self.sample_distances], bool)
-        sample_mismatches, sample_valid = np.zeros(len(sizes), np.int64), np.ones(len(sizes), bool)
+    def settle(self, rules: RuleSet) -> None:
+        """Vote on the samples drawn since the last settle, the rules' fraud test on all of them at once ((0, valid) for
+        one nobody recomputed), and let their distances go: a round's samples are held, never every host's."""
+        sizes = np.array(self.sizes[len(self.sample_mismatches):], np.int64)
+        recomputed = np.array([distances is not None for distances in self.pending], bool)
+        mismatches, valid = np.zeros(len(sizes), np.int64), np.ones(len(sizes), bool)
         if recomputed.any():
-            sample_mismatches[recomputed], sample_valid[recomputed] = rules.sprint_votes(
-                np.concatenate([d for d in self.sample_distances if d is not None]), sizes[recomputed])
-        sampled = sizes.astype(np.int32)[self.sample]
-        mismatches = np.where(self.lying, sampled, np.where(self.skipped, 0, sample_mismatches[self.sample]))
-        valid = ~self.lying & (self.skipped | sample_valid[self.sample])
+            mismatches[recomputed], valid[recomputed] = rules.sprint_votes(
+                np.concatenate([distances for distances in self.pending if distances is not None]), sizes[recomputed])
+        self.sample_mismatches += mismatches.tolist()
+        self.sample_valid += valid.tolist()
+        self.pending.clear()
+
+    def cast(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each vote's (sampled, mismatches, valid), every sample settled: its sample's vote, (0, valid) for a skipper,
+        (sampled, invalid) for a liar."""
+        if self.pending:
+            raise RuntimeError("sprint votes cast before their last samples were settled")
+        sampled = np.array(self.sizes, np.int32)[self.sample]
+        mismatches = np.where(self.lying, sampled, np.where(self.skipped, 0, np.array(self.sample_mismatches, np.int32)[self.sample]))
+        valid = ~self.lying & (self.skipped | np.array(self.sample_valid, bool)[self.sample])
         return sampled, mismatches.astype(np.int32), valid
 
 
@@ -304,10 +316,11 @@ def run_sprint_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log
         recomputations = env.on_hosts(recompute_distances, [(env.keys[hosts[position]].public_key, needed)
                                                             for position, (_, needed) in zip(positions, plans)])
         for position, (samples, needed), distances in zip(positions, plans, recomputations):
-            _cast(votes, position, samples, needed, np.asarray(distances, np.float64))
+            _cast(votes, position, samples, needed, distances)
             log(f"sprint validation: {hosts[position][:14]}… {len(claims[position][1])} hits, {len(samples)} validators, "
                 f"recomputed {len(needed)} nonces")
-    sampled, mismatches, valid = votes.cast(env.rules)
+        votes.settle(env.rules)
+    sampled, mismatches, valid = votes.cast()
     table = _signed_verdict_records(env, hosts, votes, (sampled, mismatches, ~votes.skipped, valid))
     with open_chain() as store:
         store.write_poc_verdicts(epoch, table)
@@ -338,9 +351,14 @@ def _signed_verdict_records(env: EpochEnvironment, hosts: Sequence[str], votes: 
 
 
 def recompute_distances(compute: Compute, order: tuple[str, list[int]]) -> np.ndarray:
-    """A work item of sprint validation: the distances of a host's (public key's) sampled nonces, recomputed."""
+    """A work item of sprint validation: the distances of a host's (public key's) sampled nonces, recomputed, one per
+    nonce (an engine's answer of another shape is refused: votes are read from it by position)."""
     public_key, nonces = order
-    return compute.distances(public_key, nonces)
+    distances = np.asarray(compute.distances(public_key, nonces), dtype=np.float64)
+    if distances.shape != (len(nonces),):
+        raise ValueError(f"distances returned an array of shape {distances.shape} for {len(nonces)} nonces of host key "
+                         f"{public_key[:16]}…")
+    return distances
 
 
 def run_epoch_weights(env: EpochEnvironment, open_chain: OpenChain, log: Log) -> list[dict]:
