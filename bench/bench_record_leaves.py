@@ -63,7 +63,7 @@ def main() -> None:
     table = results_table(args.results)
     sample = table.slice(0, 100).to_pylist()
     leaves = record_leaves(table.slice(0, 100), CHAIN_ID, MessageKind.RESULT, "columns")
-    assert leaves == [record_leaf(CHAIN_ID, MessageKind.RESULT, body, "columns") for body in sample], "columns leaves"
+    assert leaves == b"".join(record_leaf(CHAIN_ID, MessageKind.RESULT, body, "columns") for body in sample), "columns leaves"
     length = len(columns_body(MessageKind.RESULT, sample[0]))  # every result has the same shape
     laid_out = np.random.default_rng(1).integers(0, 256, args.results * length, dtype=np.uint8).tobytes()
     prefix = LEAF_PREFIX + columns_prefix(CHAIN_ID, MessageKind.RESULT)

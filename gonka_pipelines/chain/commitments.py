@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gonka_pipelines.chain.hashing import digests_in_order, split_digests, string_buffers, text_digests
+from gonka_pipelines.chain.hashing import digests_in_order, string_buffers, text_digests
 from gonka_pipelines.protocol.crypto import canonical_row_bytes
 from gonka_pipelines.protocol.merkle import LEAF_PREFIX, leaf_digest, merkle_root_of_digests
 
@@ -286,11 +286,6 @@ def _leading_bytes(texts: pa.Array) -> np.ndarray:
     if short.size:  # bytes past a short text's end belong to the next text: zero them
         leading[short] *= np.arange(8) < lengths[short, None]
     return leading.view(">u8").ravel().astype(np.uint64)
-
-
-def json_leaf_digests(connection: duckdb.DuckDBPyConnection, leaves: JsonLeaves) -> list[bytes]:
-    """json_leaf_buffer as one 32-byte digest per row."""
-    return split_digests(json_leaf_buffer(connection, leaves))
 
 
 def leaf_digests(connection: duckdb.DuckDBPyConnection, commitment: Commitment, epoch: int,

@@ -10,10 +10,10 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from gonka_pipelines.chain.commitments import LEAF_BATCH_ROWS, JsonLeaves, column_types, json_leaf_digests, sorted_positions
+from gonka_pipelines.chain.commitments import LEAF_BATCH_ROWS, JsonLeaves, column_types, json_leaf_buffer, sorted_positions
 from gonka_pipelines.chain.hashing import columns_digests, digests_in_order, split_digests
 from gonka_pipelines.protocol.crypto import MessageKind, message_prefix
-from gonka_pipelines.protocol.merkle import LEAF_PREFIX, build_proof, merkle_root_of_digests, verify_proof
+from gonka_pipelines.protocol.merkle import DIGEST_BYTES, LEAF_PREFIX, build_proof, merkle_root_of_digests, verify_proof
 from gonka_pipelines.protocol.messages import result_body, task_verdict_body, training_result_body, training_verdict_body
 from gonka_pipelines.protocol.record_roots import RECORD_FIELDS, columns_prefix, record_leaf, root_signature_verifies, root_signatures_verify
 
@@ -43,17 +43,17 @@ BY_TABLE = {spec.table: spec for spec in SIGNED_RECORDS}
 BY_KIND = {spec.kind: spec for spec in SIGNED_RECORDS}
 
 
-def record_leaves(rows: pa.Table, chain_id: str, kind: MessageKind, encoding: str) -> list[bytes]:
-    """Each row's leaf (its record of this kind, from the columns of the same names) in row order, in the record
-    encoding: how an executor with its results as columns hashes them before signing their root (json: written by
-    DuckDB; columns: hashed from the Arrow buffers)."""
+def record_leaves(rows: pa.Table, chain_id: str, kind: MessageKind, encoding: str) -> bytes:
+    """Each row's leaf (its record of this kind, from the columns of the same names) in row order, 32 bytes each end
+    to end, in the record encoding: how an executor with its results as columns hashes them before signing their root
+    (json: written by DuckDB; columns: hashed from the Arrow buffers). A million leaves as bytes objects cost 0.2 s."""
     if encoding == "columns":
-        return split_digests(columns_digests(LEAF_PREFIX + columns_prefix(chain_id, kind), rows, RECORD_FIELDS[kind]))
+        return columns_digests(LEAF_PREFIX + columns_prefix(chain_id, kind), rows, RECORD_FIELDS[kind])
     spec = BY_KIND[kind]
     with duckdb.connect() as connection:
         connection.register("_records", rows.append_column("_position", pa.array(range(rows.num_rows), pa.int64())))
         types = column_types(connection)["_records"]
-        return json_leaf_digests(connection, JsonLeaves(
+        return json_leaf_buffer(connection, JsonLeaves(
             "_records", {c: (c, types[c]) for c in spec.body}, "true", [], ("_position",),
             LEAF_PREFIX + message_prefix(chain_id, kind), lambda body: record_leaf(chain_id, kind, body, "json")))
 
@@ -66,22 +66,22 @@ def record_encoding(connection: duckdb.DuckDBPyConnection, epoch: int) -> str:
 
 
 def _leaves(connection: duckdb.DuckDBPyConnection, spec: SignedRecords, chain_id: str, epoch: int,
-            signer: str | None = None) -> list[bytes]:
+            signer: str | None = None) -> bytes:
     """The epoch's records of this kind (of one signer, or all) as leaves in the epoch's record encoding, by signer then
-    task id."""
+    task id, end to end."""
     where, params = f"epoch = ? AND ({spec.where}) AND (? IS NULL OR {spec.signer} = ?)", [epoch, signer, signer]
     if record_encoding(connection, epoch) == "columns":
         return _columns_leaves(connection, spec, chain_id, where, params)
     types = column_types(connection)[spec.table]
-    return json_leaf_digests(connection, JsonLeaves(
+    return json_leaf_buffer(connection, JsonLeaves(
         spec.table, {c: (c, types[c]) for c in spec.body}, where, params, (spec.signer, "task_id"),
         LEAF_PREFIX + message_prefix(chain_id, spec.kind), lambda body: record_leaf(chain_id, spec.kind, body, "json")))
 
 
 def _columns_leaves(connection: duckdb.DuckDBPyConnection, spec: SignedRecords, chain_id: str, where: str,
-                    params: list[Any]) -> list[bytes]:
-    """The selected rows' columns-encoded leaves, by signer then task id: hashed a batch at a time as DuckDB streams
-    them, then the digests (not the rows) sorted."""
+                    params: list[Any]) -> bytes:
+    """The selected rows' columns-encoded leaves, by signer then task id, end to end: hashed a batch at a time as DuckDB
+    streams them, then the digests (not the rows) sorted."""
     relation = connection.sql(f"SELECT {spec.signer} AS _signer, task_id AS _task, {', '.join(spec.body)} FROM {spec.table} "
                               f"WHERE {where}", params=params)
     prefix, digests, keys = LEAF_PREFIX + columns_prefix(chain_id, spec.kind), [], []
@@ -91,9 +91,9 @@ def _columns_leaves(connection: duckdb.DuckDBPyConnection, spec: SignedRecords, 
                 digests.append(columns_digests(prefix, batch, RECORD_FIELDS[spec.kind]))
                 keys.append(batch.select(["_signer", "_task"]))
     if not digests:
-        return []
+        return b""
     order = sorted_positions(pa.Table.from_batches(keys), ["_signer", "_task"])
-    return split_digests(digests_in_order(digests, order).tobytes())
+    return digests_in_order(digests, order).tobytes()
 
 
 def derived_roots(connection: duckdb.DuckDBPyConnection, spec: SignedRecords, chain_id: str, epoch: int) -> dict[str, tuple[str, int]]:
@@ -101,9 +101,10 @@ def derived_roots(connection: duckdb.DuckDBPyConnection, spec: SignedRecords, ch
     counts = connection.execute(
         f"SELECT {spec.signer}, count(*) FROM {spec.table} WHERE epoch = ? AND ({spec.where}) GROUP BY 1 ORDER BY 1",
         [epoch]).fetchall()
-    leaves = _leaves(connection, spec, chain_id, epoch)
+    leaves = memoryview(_leaves(connection, spec, chain_id, epoch))
     ends = list(accumulate(count for _, count in counts))
-    return {signer: (merkle_root_of_digests(leaves[end - count:end]), count) for (signer, count), end in zip(counts, ends)}
+    return {signer: (merkle_root_of_digests(leaves[DIGEST_BYTES * (end - count):DIGEST_BYTES * end]), count)
+            for (signer, count), end in zip(counts, ends)}
 
 
 def signed_roots(connection: duckdb.DuckDBPyConnection, kind: MessageKind, epoch: int) -> dict[str, dict[str, Any]]:
@@ -155,7 +156,7 @@ def signed_proof(connection: duckdb.DuckDBPyConnection, table: str, chain_id: st
     root = signed_roots(connection, spec.kind, epoch).get(signer)
     if root is None:
         return {"signer": signer, "kind": str(spec.kind), "verified": False, "problem": "no signed root of this signer"}
-    leaves = [leaf.hex() for leaf in _leaves(connection, spec, chain_id, epoch, signer)]
+    leaves = [leaf.hex() for leaf in split_digests(_leaves(connection, spec, chain_id, epoch, signer))]
     index = ids.index(row["task_id"])
     proof = build_proof(leaves, index)
     return {"signer": signer, "kind": str(spec.kind), "root": root["root"], "records": root["records"],

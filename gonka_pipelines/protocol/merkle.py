@@ -15,6 +15,8 @@ from gonka_pipelines.protocol import _sha256
 LEAF_PREFIX = b"\x00"
 NODE_PREFIX = b"\x01"
 EMPTY_ROOT = hashlib.sha256(b"").hexdigest()
+DIGEST_BYTES = 32
+"""The length of a leaf's or node's digest (SHA-256), as leaves given end to end lie."""
 
 
 def leaf_hash(data: bytes) -> str:
@@ -37,7 +39,7 @@ def merkle_root(leaves: list[str]) -> str:
     return merkle_root_of_digests([bytes.fromhex(leaf) for leaf in leaves])
 
 
-def merkle_root_of_digests(leaves: list[bytes] | tuple[bytes, ...] | bytes) -> str:
+def merkle_root_of_digests(leaves: list[bytes] | tuple[bytes, ...] | bytes | memoryview) -> str:
     """merkle_root over raw 32-byte leaf digests (a list of them, or one buffer of them end to end); hex only for the root."""
     return _sha256.root(leaves).hex() if len(leaves) else EMPTY_ROOT
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gonka_pipelines.protocol.crypto import KeyPair, MessageKind, message_bytes, sign_each, verify_each
-from gonka_pipelines.protocol.merkle import leaf_digest, merkle_root_of_digests
+from gonka_pipelines.protocol.merkle import DIGEST_BYTES, leaf_digest, merkle_root_of_digests
 
 RECORD_ENCODINGS = ("json", "columns")
 """How a record's body is encoded in its leaf (params: tasks.record_encoding); chains whose params predate the choice
@@ -108,9 +108,10 @@ def records_root_body(epoch: int, signer: str, kind: MessageKind, root: str, rec
     return {"epoch": epoch, "signer": signer, "kind": MessageKind(kind).value, "root": root, "records": records}
 
 
-def leaves_root_body(epoch: int, signer: str, kind: MessageKind, leaves: Sequence[bytes]) -> dict:
-    """What a signer signs over its records given as leaves (record_leaf, in key order): their Merkle root and count."""
-    return records_root_body(epoch, signer, kind, merkle_root_of_digests(list(leaves)), len(leaves))
+def leaves_root_body(epoch: int, signer: str, kind: MessageKind, leaves: bytes | memoryview) -> dict:
+    """What a signer signs over its records given as leaves (record_leaf, in key order, end to end): their Merkle root
+    and count."""
+    return records_root_body(epoch, signer, kind, merkle_root_of_digests(leaves), len(leaves) // DIGEST_BYTES)
 
 
 def signed_roots(chain_id: str, signings: Sequence[tuple[KeyPair, dict]]) -> list[dict[str, Any]]:
@@ -122,7 +123,7 @@ def signed_roots(chain_id: str, signings: Sequence[tuple[KeyPair, dict]]) -> lis
 def sign_records(key: KeyPair, chain_id: str, epoch: int, signer: str, kind: MessageKind,
                  bodies: Sequence[Mapping[str, Any]], encoding: str) -> dict[str, Any]:
     """The record_roots row of one signer's records (bodies in key order, leaves in the record encoding)."""
-    leaves = [record_leaf(chain_id, kind, body, encoding) for body in bodies]
+    leaves = b"".join(record_leaf(chain_id, kind, body, encoding) for body in bodies)
     return signed_roots(chain_id, [(key, leaves_root_body(epoch, signer, kind, leaves))])[0]
 
 

@@ -228,5 +228,5 @@ def test_leaves_of_result_columns_equal_each_bodys_leaf(encoding: str):
                      schema=pa.schema([("task_id", pa.string()), ("executor", pa.string()), ("output_tokens", pa.list_(pa.int64())),
                                        ("top_ids", pa.list_(pa.list_(pa.int64()))),
                                        ("top_logprobs", pa.list_(pa.list_(pa.float64())))]))
-    assert record_leaves(table, "chain-x", MessageKind.RESULT, encoding) == [
-        record_leaf("chain-x", MessageKind.RESULT, b, encoding) for b in bodies]
+    assert record_leaves(table, "chain-x", MessageKind.RESULT, encoding) == b"".join(
+        record_leaf("chain-x", MessageKind.RESULT, b, encoding) for b in bodies)
