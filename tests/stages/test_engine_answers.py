@@ -3,6 +3,7 @@ versions' interleaving, and an answer of the wrong shape is refused with what wa
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 
 import polars as pl
@@ -68,6 +69,33 @@ def test_many_reruns_go_in_at_most_scoring_orders_work_items_of_equal_size(monke
     rescored = _rescore(env, wanted)  # type: ignore[arg-type]
     assert [size for _, _, size in env.compute.orders] == [41, 41, 41, 40]  # ceil(163 / 4)
     assert rescored["top_ids"].to_list() == [[[1, i, i % 5]] for i in range(rows)]
+
+
+class KeepingOrders(EchoCompute):
+    """EchoCompute that keeps the columns each order brought."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.columns: list[tuple[pa.Array, pa.Array]] = []
+
+    def score(self, model: str, version: str, prompts: pa.Array, outputs: pa.Array) -> pa.Table:
+        self.columns.append((prompts, outputs))
+        return super().score(model, version, prompts, outputs)
+
+
+def test_a_rerun_order_carries_only_its_own_rows():
+    """An order's columns are copies of its rows: a slice of the frame's column would pickle (to a cluster's worker)
+    with every re-run's prompt and tokens."""
+    rows = 4 * SCORED_PER_ORDER
+    wanted = pl.DataFrame({"model": ["a"] * rows, "version": ["v1"] * rows, "prompt": [f"{i:03d}" * 40 for i in range(rows)],
+                           "output_tokens": [[i] * 16 for i in range(rows)]})
+    compute = KeepingOrders()
+    _rescore(LocalEnv(compute), wanted)  # type: ignore[arg-type]
+    whole = [len(pickle.dumps(wanted[name].to_arrow())) for name in ("prompt", "output_tokens")]
+    assert len(compute.columns) == 4
+    for start, columns in zip(range(0, rows, SCORED_PER_ORDER), compute.columns):
+        assert columns[0].to_pylist() == wanted["prompt"][start:start + SCORED_PER_ORDER].to_list()
+        assert all(len(pickle.dumps(column)) < size / 2 for column, size in zip(columns, whole)), "an order pickles a quarter"
 
 
 class WrongAnswers:
