@@ -144,3 +144,31 @@ def test_generation_runs_with_the_chain_closed(execution):
 
 def test_rerunning_the_stage_is_idempotent(tmp_path_factory):
     assert_idempotent(tmp_path_factory, "task_results")
+
+
+class _RollBack(Exception):
+    """Raised inside a transaction to undo what a test did to the module's chain."""
+
+
+def test_checked_outputs_follow_the_ids_given_and_keep_only_ids_with_a_result_and_a_task(execution):
+    """What validation reads of the tasks it checks: in the order asked, each row its task's result and prompt; an id
+    missing from results or from tasks is left out of both (the two reads are set side by side)."""
+    run, _, tasks, results, _, _ = execution
+    completed = [r for r in results if r["status"] == "completed"]
+    asked = [r["task_id"] for r in completed][::-1][:7] + ["no-such-task"]
+    with run.opener() as store:  # writable: the rows deleted below are rolled back
+        rows = store.checked_outputs(asked).to_pylist()
+        assert [row["task_id"] for row in rows] == asked[:-1]
+        by_id = {r["task_id"]: r for r in completed}
+        for row in rows:
+            assert row["output_tokens"] == by_id[row["task_id"]]["output_tokens"]
+            assert row["top_logprobs"] == by_id[row["task_id"]]["top_logprobs"]
+            assert (row["prompt"], row["max_tokens"]) == (tasks[row["task_id"]]["prompt"], tasks[row["task_id"]]["max_tokens"])
+        with pytest.raises(_RollBack), store.transaction():
+            store._execute("DELETE FROM tasks WHERE task_id = ?", [asked[1]])
+            store._execute("DELETE FROM task_results WHERE task_id = ?", [asked[4]])
+            rows = store.checked_outputs(asked).to_pylist()
+            raise _RollBack
+        assert [row["task_id"] for row in rows] == [asked[i] for i in (0, 2, 3, 5, 6)]
+        assert all(row["prompt"] == tasks[row["task_id"]]["prompt"] for row in rows), "each prompt beside its own result"
+        assert store.checked_outputs(asked[:3])["task_id"].to_pylist() == asked[:3], "the rows are back"
