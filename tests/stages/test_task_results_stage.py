@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from gonka_pipelines.chain.store import ChainStore
 from gonka_pipelines.protocol.assignment import assign_executors
 from gonka_pipelines.protocol.crypto import MessageKind, hash_value, sha256_hex, verify
 from gonka_pipelines.protocol.merkle import merkle_root_of_digests
@@ -152,23 +153,30 @@ class _RollBack(Exception):
 
 def test_checked_outputs_follow_the_ids_given_and_keep_only_ids_with_a_result_and_a_task(execution):
     """What validation reads of the tasks it checks: in the order asked, each row its task's result and prompt; an id
-    missing from results or from tasks is left out of both (the two reads are set side by side)."""
+    missing from results or from tasks is left out, and a result held twice comes twice, each beside its task (as one
+    join of both gives them: the two reads are set side by side only where they pair up one to one)."""
     run, _, tasks, results, _, _ = execution
-    completed = [r for r in results if r["status"] == "completed"]
-    asked = [r["task_id"] for r in completed][::-1][:7] + ["no-such-task"]
-    with run.opener() as store:  # writable: the rows deleted below are rolled back
+    completed = {r["task_id"]: r for r in results if r["status"] == "completed"}
+    asked = list(completed)[::-1][:7] + ["no-such-task"]
+
+    def assert_beside_their_own(rows):
+        for row in rows:
+            result, task = completed[row["task_id"]], tasks[row["task_id"]]
+            assert (row["output_tokens"], row["top_ids"], row["top_logprobs"]) == (
+                result["output_tokens"], result["top_ids"], result["top_logprobs"])
+            assert (row["prompt"], row["model"], row["version"], row["max_tokens"]) == (
+                task["prompt"], task["model"], task["version"], task["max_tokens"])
+
+    with ChainStore.open(run.layout.database) as store:  # writable (the changes below are rolled back), not counted
         rows = store.checked_outputs(asked).to_pylist()
         assert [row["task_id"] for row in rows] == asked[:-1]
-        by_id = {r["task_id"]: r for r in completed}
-        for row in rows:
-            assert row["output_tokens"] == by_id[row["task_id"]]["output_tokens"]
-            assert row["top_logprobs"] == by_id[row["task_id"]]["top_logprobs"]
-            assert (row["prompt"], row["max_tokens"]) == (tasks[row["task_id"]]["prompt"], tasks[row["task_id"]]["max_tokens"])
+        assert_beside_their_own(rows)
         with pytest.raises(_RollBack), store.transaction():
             store._execute("DELETE FROM tasks WHERE task_id = ?", [asked[1]])
             store._execute("DELETE FROM task_results WHERE task_id = ?", [asked[4]])
+            store._execute("INSERT INTO task_results SELECT * FROM task_results WHERE task_id = ?", [asked[2]])
             rows = store.checked_outputs(asked).to_pylist()
             raise _RollBack
-        assert [row["task_id"] for row in rows] == [asked[i] for i in (0, 2, 3, 5, 6)]
-        assert all(row["prompt"] == tasks[row["task_id"]]["prompt"] for row in rows), "each prompt beside its own result"
-        assert store.checked_outputs(asked[:3])["task_id"].to_pylist() == asked[:3], "the rows are back"
+        assert [row["task_id"] for row in rows] == [asked[i] for i in (0, 2, 2, 3, 5, 6)]
+        assert_beside_their_own(rows)
+        assert store.checked_outputs(asked)["task_id"].to_pylist() == asked[:-1], "the rows are back"
