@@ -4,7 +4,6 @@ against the signed ones, and a row's proof of inclusion in its signer's root."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import accumulate
 from typing import Any
 
 import duckdb
@@ -13,7 +12,7 @@ import pyarrow as pa
 from gonka_pipelines.chain.commitments import LEAF_BATCH_ROWS, JsonLeaves, column_types, json_leaf_buffer, sorted_positions
 from gonka_pipelines.chain.hashing import columns_digests, digests_in_order, split_digests
 from gonka_pipelines.protocol.crypto import MessageKind, message_prefix
-from gonka_pipelines.protocol.merkle import DIGEST_BYTES, LEAF_PREFIX, build_proof, merkle_root_of_digests, verify_proof
+from gonka_pipelines.protocol.merkle import LEAF_PREFIX, build_proof, digest_runs, merkle_root_of_digests, verify_proof
 from gonka_pipelines.protocol.messages import result_body, task_verdict_body, training_result_body, training_verdict_body
 from gonka_pipelines.protocol.record_roots import RECORD_FIELDS, columns_prefix, record_leaf, root_signature_verifies, root_signatures_verify
 
@@ -101,10 +100,8 @@ def derived_roots(connection: duckdb.DuckDBPyConnection, spec: SignedRecords, ch
     counts = connection.execute(
         f"SELECT {spec.signer}, count(*) FROM {spec.table} WHERE epoch = ? AND ({spec.where}) GROUP BY 1 ORDER BY 1",
         [epoch]).fetchall()
-    leaves = memoryview(_leaves(connection, spec, chain_id, epoch))
-    ends = list(accumulate(count for _, count in counts))
-    return {signer: (merkle_root_of_digests(leaves[DIGEST_BYTES * (end - count):DIGEST_BYTES * end]), count)
-            for (signer, count), end in zip(counts, ends)}
+    runs = digest_runs(_leaves(connection, spec, chain_id, epoch), [count for _, count in counts])
+    return {signer: (merkle_root_of_digests(mine), count) for (signer, count), mine in zip(counts, runs, strict=True)}
 
 
 def signed_roots(connection: duckdb.DuckDBPyConnection, kind: MessageKind, epoch: int) -> dict[str, dict[str, Any]]:

@@ -8,6 +8,7 @@ carried up unchanged, so no leaf is ever duplicated (the Bitcoin duplication bug
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from gonka_pipelines.protocol import _sha256
@@ -42,6 +43,15 @@ def merkle_root(leaves: list[str]) -> str:
 def merkle_root_of_digests(leaves: list[bytes] | tuple[bytes, ...] | bytes | memoryview) -> str:
     """merkle_root over raw 32-byte leaf digests (a list of them, or one buffer of them end to end); hex only for the root."""
     return _sha256.root(leaves).hex() if len(leaves) else EMPTY_ROOT
+
+
+def digest_runs(digests: bytes, counts: Iterable[int]) -> Iterator[memoryview]:
+    """Digests given end to end, cut into consecutive runs of these many each (every signer's leaves, a signer's run
+    each), as views: no copy, and no bytes object a digest."""
+    view, start = memoryview(digests), 0
+    for count in counts:
+        yield view[DIGEST_BYTES * start:DIGEST_BYTES * (start + count)]
+        start += count
 
 
 @dataclass(frozen=True)

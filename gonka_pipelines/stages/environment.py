@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
-from itertools import accumulate
 
 import polars as pl
 
@@ -25,7 +24,7 @@ from gonka_pipelines.local.config import ComputeSettings, load_compute_settings
 from gonka_pipelines.local.keys import load_key
 from gonka_pipelines.local.paths import DataLayout
 from gonka_pipelines.protocol.crypto import KeyPair, MessageKind, sha256_hex
-from gonka_pipelines.protocol.merkle import DIGEST_BYTES
+from gonka_pipelines.protocol.merkle import digest_runs
 from gonka_pipelines.protocol.params import EpochParams, GenesisParams
 from gonka_pipelines.protocol.record_roots import leaves_root_body, sign_records, signed_roots
 from gonka_pipelines.protocol.records import Host
@@ -126,12 +125,11 @@ class EpochEnvironment:
         """sign_records of records held as columns (sorted by signer, then task id): their leaves hashed in bulk
         (record_leaves), then one root per run of a signer's rows."""
         spec = BY_KIND[kind]
-        leaves = memoryview(record_leaves(rows.select(*spec.body).to_arrow(), self.chain_id, kind, self.params.tasks.record_encoding))
+        leaves = record_leaves(rows.select(*spec.body).to_arrow(), self.chain_id, kind, self.params.tasks.record_encoding)
         runs = rows[spec.signer].rle()
         signers, counts = runs.struct.field("value").to_list(), runs.struct.field("len").to_list()
-        return signed_roots(self.chain_id, [(self.keys[signer], leaves_root_body(self.epoch, signer, kind,
-                                                                                  leaves[DIGEST_BYTES * (end - count):DIGEST_BYTES * end]))
-                                            for signer, count, end in zip(signers, counts, accumulate(counts))])
+        return signed_roots(self.chain_id, [(self.keys[signer], leaves_root_body(self.epoch, signer, kind, mine))
+                                            for signer, mine in zip(signers, digest_runs(leaves, counts), strict=True)])
 
     def executors(self, model: str, task_ids: list[str]) -> list[str]:
         """Each task's executor, drawn ∝ weight among the hosts serving the model ('' when none does)."""

@@ -12,6 +12,7 @@ from gonka_pipelines.protocol.merkle import (
     EMPTY_ROOT,
     MerkleProof,
     build_proof,
+    digest_runs,
     leaf_hash,
     merkle_root,
     merkle_root_of_digests,
@@ -182,3 +183,13 @@ def test_batch_hashes_are_hashlib_and_refuse_what_they_cannot_read():
         _sha256.pieces(b"", 0, b"", [b"ab"])  # type: ignore[list-item]
     with pytest.raises(TypeError, match="items must be a list or tuple, not str"):
         _sha256.digests(b"", "abc")  # type: ignore[arg-type]
+
+
+def test_digests_end_to_end_cut_into_runs_give_each_run_s_root():
+    """A signer's run of leaves among every signer's, given end to end: empty runs included, each run's root the root
+    of its own leaves."""
+    digests = [bytes.fromhex(leaf) for leaf in leaves(6)]
+    runs = list(digest_runs(b"".join(digests), [2, 0, 3, 1]))
+    assert [bytes(run) for run in runs] == [b"".join(digests[0:2]), b"", b"".join(digests[2:5]), digests[5]]
+    assert [merkle_root_of_digests(run) for run in runs] == [
+        merkle_root_of_digests(digests[0:2]), EMPTY_ROOT, merkle_root_of_digests(digests[2:5]), merkle_root_of_digests(digests[5:])]
