@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gonka_pipelines.chain.hashing import digests_in_order, string_buffers, text_digests
+from gonka_pipelines.chain.hashing import digests_in_order, json_digests, string_buffers
 from gonka_pipelines.protocol.crypto import canonical_row_bytes
 from gonka_pipelines.protocol.merkle import LEAF_PREFIX, leaf_digest, merkle_root_of_digests
 
@@ -158,18 +158,16 @@ def canonical_json_sql(fields: Mapping[str, tuple[str, str]], text: str) -> tupl
 class JsonLeaves:
     """Rows whose leaves are SHA-256(prefix || canonical JSON object of `fields`), in `order`.
 
-    `fields` maps each JSON key to (SQL of its value, its column's SQL type); `where` and `params` select the rows of
-    `table`; `order` holds the SQL expressions the leaves are sorted by (unique together); `fallback` gives the digest
-    of one row's values (a dict by JSON key) where DuckDB would write it otherwise.
+    `fields` maps each JSON key to the SQL of its value; `where` and `params` select the rows of `table`; `order` holds
+    the SQL expressions the leaves are sorted by (unique together).
     """
 
     table: str
-    fields: dict[str, tuple[str, str]]
+    fields: dict[str, str]
     where: str
     params: list[Any]
     order: tuple[str, ...]
     prefix: bytes
-    fallback: Callable[[dict[str, Any]], bytes]
 
 
 class UnencodableRow(ValueError):
@@ -178,46 +176,33 @@ class UnencodableRow(ValueError):
 
 
 LEAF_BATCH_ROWS = 131_072
-"""Rows of leaf texts held at once while hashing (their JSON streams from DuckDB a batch at a time)."""
+"""Rows held at once while hashing leaves (their columns stream from DuckDB a batch at a time)."""
 
 
 def json_leaf_buffer(connection: duckdb.DuckDBPyConnection, leaves: JsonLeaves) -> bytes:
-    """Each row's leaf digest in order, end to end: DuckDB writes each row's JSON (sorted keys, on every core), C hashes
-    the texts as they stream (text_digests: SHA extensions, no Python object a row), and the digests are sorted by
-    the order columns, so the texts are never sorted or held all at once. Byte for byte the leaf of canonical_bytes;
-    rows DuckDB might write otherwise are encoded in Python."""
-    text, apart = canonical_json_sql(leaves.fields, "_leaf_text")
-    source = f"SELECT {text} AS _leaf_text, * FROM {leaves.table} WHERE {leaves.where}"
+    """Each row's leaf digest in order, end to end: DuckDB streams the fields as Arrow columns, C writes each row's
+    canonical JSON from their buffers and hashes it (hashing.json_digests: byte for byte canonical_bytes, on every
+    core, no Python object a row), and the digests are sorted by the order columns, so the rows are never sorted or
+    held all at once."""
+    names = list(leaves.fields)
     keys = [f"_order{i}" for i in range(len(leaves.order))]
-    select_keys = ", ".join(f"{sql} AS {key}" for sql, key in zip(leaves.order, keys))
+    values = [f"_value{i}" for i in range(len(names))]
     relation = connection.sql(
-        f"WITH _leaves AS ({source}) SELECT {select_keys}, CASE WHEN {apart} THEN NULL ELSE _leaf_text END AS _leaf_text "
-        "FROM _leaves", params=leaves.params)
-    digests, order_batches, written_apart = [], [], []
+        f"SELECT {', '.join(f'{sql} AS {key}' for sql, key in zip(leaves.order, keys))}, "
+        f"{', '.join(f'{leaves.fields[name]} AS {value}' for name, value in zip(names, values))} "
+        f"FROM {leaves.table} WHERE {leaves.where}", params=leaves.params)
+    digests, order_batches = [], []
     with relation.to_arrow_reader(batch_size=LEAF_BATCH_ROWS) as reader:
         for batch in reader:
             if batch.num_rows:
-                texts = batch.column("_leaf_text")
-                digests.append(text_digests(leaves.prefix, texts))
-                written_apart.append(texts.is_null().to_numpy(zero_copy_only=False))
+                try:
+                    digests.append(json_digests(leaves.prefix, batch.select(values), names))
+                except ValueError as error:  # a value no canonical encoding holds (a NaN): no block can commit to the row
+                    raise UnencodableRow(f"a {leaves.table} row has no canonical encoding ({error})") from error
                 order_batches.append(batch.select(keys))
     if not digests:
         return b""
-    order = sorted_positions(pa.Table.from_batches(order_batches), keys)
-    ordered = digests_in_order(digests, order)
-    odd = np.flatnonzero(np.concatenate(written_apart)[order])
-    if odd.size:  # the same rows, sorted the same way, their values read into Python
-        names = list(leaves.fields)
-        rows = connection.sql(
-            f"WITH _leaves AS ({source}) SELECT {select_keys}, {_select_list({n: leaves.fields[n][0] for n in names})} "
-            f"FROM _leaves WHERE {apart}", params=leaves.params).to_arrow_table()
-        digest_bytes = ordered.view(np.uint8).reshape(-1, 32)  # a row each, so a fallback of another length is refused
-        for index, row in zip(odd, rows.take(sorted_positions(rows, keys)).select(names).to_pylist(), strict=True):
-            try:
-                digest_bytes[index] = np.frombuffer(leaves.fallback(row), dtype=np.uint8)
-            except ValueError as error:  # a value no canonical encoding holds (a NaN): no block can commit to the row
-                raise UnencodableRow(f"a {leaves.table} row has no canonical encoding ({error})") from error
-    return ordered.tobytes()
+    return digests_in_order(digests, sorted_positions(pa.Table.from_batches(order_batches), keys)).tobytes()
 
 
 def sorted_positions(table: pa.Table, keys: list[str]) -> np.ndarray:
@@ -293,12 +278,10 @@ def leaf_digests(connection: duckdb.DuckDBPyConnection, commitment: Commitment, 
     """The epoch's rows' leaf digests in key order, end to end (row_leaf's, as json_leaf_buffer computes them); `types`
     is column_types()."""
     table_types = (types if types is not None else column_types(connection)).get(commitment.table, {})
-    values = _committed_values(commitment, table_types)
-    fields = {"commitment": (f"'{commitment.name}'", "VARCHAR")}  # as in row_leaf: a column named commitment replaces the tag
-    fields |= {c: (sql, table_types.get(c, "")) for c, sql in values.items()}
+    fields = {"commitment": f"'{commitment.name}'"}  # as in row_leaf: a column named commitment replaces the tag
+    fields |= _committed_values(commitment, table_types)
     return json_leaf_buffer(connection, JsonLeaves(
-        commitment.table, fields, f"{commitment.epoch} = ?", [epoch], (f"CAST({commitment.key} AS VARCHAR)",), LEAF_PREFIX,
-        _commitment_leaf))
+        commitment.table, fields, f"{commitment.epoch} = ?", [epoch], (f"CAST({commitment.key} AS VARCHAR)",), LEAF_PREFIX))
 
 
 def epoch_rows(connection: duckdb.DuckDBPyConnection, commitment: Commitment, epoch: int) -> list[tuple[str, dict[str, Any]]]:

@@ -1,9 +1,10 @@
 """Hashes of many rows at once over Arrow columns, in C: ids built from columns (hash_each: a million transfers an
-epoch) and the texts of a string column (text_digests: Merkle leaves)."""
+epoch), and rows' canonical JSON objects (json_digests: Merkle leaves)."""
 
 from __future__ import annotations
 
 import binascii
+import bisect
 from collections.abc import Sequence
 from typing import TypeAlias
 
@@ -12,7 +13,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gonka_pipelines.protocol import _sha256
+from gonka_pipelines.protocol import _canonical, _sha256
 from gonka_pipelines.protocol.crypto import canonical_row_bytes, hash_value
 from gonka_pipelines.protocol.threads import on_threads
 
@@ -106,13 +107,6 @@ def _python_values(column: Column) -> list:
         if isinstance(column, pl.Series) else list(column)
 
 
-def text_digests(prefix: bytes, texts: pa.Array | pa.ChunkedArray) -> bytes:
-    """SHA-256(prefix || text) of each text of a string column, end to end, hashed in C (_sha256.pieces, with no head),
-    on a thread per core past THREADED_ROWS rows a thread."""
-    chunks = texts.chunks if isinstance(texts, pa.ChunkedArray) else [texts]
-    return b"".join(_pieces_on_threads(prefix, len(chunk), [_text_span(chunk)]) for chunk in chunks)
-
-
 def _text_span(texts: pa.Array) -> tuple[np.ndarray, memoryview | bytes]:
     """A string column as a part of _sha256.pieces: its offsets (string_buffers) as int64 numpy, and its data."""
     ends, data = string_buffers(texts)
@@ -158,7 +152,74 @@ def string_buffers(texts: pa.Array) -> tuple[memoryview, memoryview | bytes]:
 
 
 THREADED_ROWS = 50_000
-"""Rows per thread from which hash_each, text_digests and columns_digests hash on more than one core."""
+"""Rows per thread from which hash_each, json_digests and columns_digests hash on more than one core."""
+
+
+def json_digests(prefix: bytes, rows: pa.Table | pa.RecordBatch, keys: Sequence[str]) -> bytes:
+    """SHA-256(prefix || canonical_bytes of each row as an object of `keys`, key i the value of column i) end to end,
+    written and hashed in C from the columns' buffers (_canonical.json_digests: Ryu's shortest floats as repr, JSON's
+    escapes as Python's), a table's chunks as they lie, on a thread per core past THREADED_ROWS rows a thread. Columns
+    of bool, integers, float64, text and lists of them; a NaN or an infinity is refused (ValueError), as canonical_bytes
+    refuses it."""
+    names, batches, levels = _json_columns(rows, keys)
+    ends = np.cumsum([batch.num_rows for batch in batches]).tolist()
+
+    def rows_digests(start: int, end: int) -> bytes:
+        """The digests of rows [start, end) of the whole, batch by batch."""
+        digests, first = [], bisect.bisect_right(ends, start)
+        for index in range(first, len(batches)):
+            begin = ends[index - 1] if index else 0
+            if begin >= end:
+                break
+            digests.append(_canonical.json_digests(prefix, max(start, begin) - begin, min(end, ends[index]) - begin, names,
+                                                   levels[index]))
+        return b"".join(digests)
+
+    return b"".join(on_threads(rows_digests, ends[-1] if ends else 0, THREADED_ROWS))
+
+
+def json_texts(prefix: bytes, rows: pa.Table | pa.RecordBatch, keys: Sequence[str]) -> list[bytes]:
+    """prefix || canonical_bytes of each row as an object of `keys`, written in C as json_digests writes them (a signed
+    message a row, without a dict or a list built for its body)."""
+    names, batches, levels = _json_columns(rows, keys)
+    return [text for batch, columns in zip(batches, levels) for text in
+            _canonical.json_texts(prefix, 0, batch.num_rows, names, columns)]
+
+
+def _json_columns(rows: pa.Table | pa.RecordBatch, keys: Sequence[str]) -> tuple[list[bytes], list[pa.RecordBatch], list[list[tuple]]]:
+    """The keys' JSON in canonical (sorted) order, the rows' non-empty batches, and each batch's columns in that order
+    as _canonical reads them."""
+    if len(keys) != rows.num_columns:
+        raise ValueError(f"{len(keys)} keys for {rows.num_columns} columns")
+    order = sorted(range(len(keys)), key=lambda i: keys[i])
+    batches = [batch for batch in (rows.to_batches() if isinstance(rows, pa.Table) else [rows]) if batch.num_rows]
+    return ([canonical_row_bytes(keys[i]) for i in order], batches,
+            [[_json_level(batch.column(i)) for i in order] for batch in batches])
+
+
+_JSON_KINDS = {pa.bool_(): 0, pa.int32(): 1, pa.int64(): 2, pa.float64(): 3, pa.string(): 4, pa.large_string(): 5}
+"""_canonical's kind of each Arrow type it writes whole (lists are 6 with int32 offsets, 7 with int64)."""
+
+
+def _json_level(array: pa.Array) -> tuple:
+    """An Arrow column as _canonical.json_digests reads it: (kind, offset, length, validity, offsets, data, items) levels
+    down to its values (text views and small integers are cast to a type it reads)."""
+    kind = _JSON_KINDS.get(array.type)
+    if kind is None and (pa.types.is_list(array.type) or pa.types.is_large_list(array.type)):
+        kind = 6 if pa.types.is_list(array.type) else 7
+    elif kind is None:
+        wider = (pa.int64() if pa.types.is_integer(array.type) else pa.large_string()
+                 if pa.types.is_string_view(array.type) else None)
+        if wider is None:
+            raise TypeError(f"no canonical JSON for a column of {array.type}")
+        return _json_level(array.cast(wider))
+    buffers = array.buffers()
+    validity = buffers[0] if array.null_count else None
+    if kind >= 6:
+        return kind, array.offset, len(array), validity, buffers[1], None, _json_level(array.values)
+    if kind >= 4:
+        return kind, array.offset, len(array), validity, buffers[1], buffers[2], None
+    return kind, array.offset, len(array), validity, None, buffers[1], None
 
 _ITEM_FORMATS = {"int32": "<i4", "int64": "<i8", "float64": "<f8", "bool": "u1"}
 """The numpy type of a fixed-size item in the columns encoding (little-endian, as columns_body packs it)."""

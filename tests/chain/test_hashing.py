@@ -1,5 +1,4 @@
-"""hash_each and text_digests: hashes of many rows over Arrow columns, byte for byte those of hash_value and of each
-text alone."""
+"""hash_each: ids of many rows hashed over Arrow columns, byte for byte those of hash_value."""
 
 from __future__ import annotations
 
@@ -9,9 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gonka_pipelines.chain.hashing import THREADED_ROWS, hash_each, text_digests
+from gonka_pipelines.chain.hashing import THREADED_ROWS, hash_each
 from gonka_pipelines.protocol.crypto import hash_value
-from gonka_pipelines.protocol.merkle import leaf_digest
 from gonka_pipelines.protocol.records import TransferKind
 
 _CELLS = st.one_of(st.integers(min_value=-2**70, max_value=2**70), st.text(max_size=12),
@@ -46,18 +44,6 @@ def test_hash_each_takes_arrow_and_polars_columns():
     assert hash_each("fee", 7, pa.array(ids), pl.Series(names), pa.chunked_array([[1], [2, 3]])).to_pylist() == expected
     assert hash_each("fee", 7, pa.array(["x", *ids]).slice(1), pl.Series(names), [1, 2, 3]).to_pylist() == expected
     assert hash_each(TransferKind.ESCROW, pa.array([], pa.string())).to_pylist() == []
-
-
-def test_text_of_any_arrow_layout_is_hashed_from_its_own_slice():
-    """text_digests reads a column's buffers directly: a slice, a large string, a string view and a chunked column hash
-    the same, and so does a column long enough to hash on threads."""
-    texts = ["zero", "", "two", "three é"]
-    expected = b"".join(leaf_digest(text.encode()) for text in texts[1:])
-    for column in (pa.array(texts), pa.array(texts, pa.large_string()), pa.array(texts, pa.string_view())):
-        assert text_digests(b"\x00", column.slice(1)) == expected
-    assert text_digests(b"\x00", pa.chunked_array([texts[1:2], texts[2:]])) == expected
-    many = [f"row {i}" for i in range(2 * THREADED_ROWS + 5)]  # hashed in ranges, a thread each
-    assert text_digests(b"\x00", pa.array(many).slice(2)) == b"".join(leaf_digest(text.encode()) for text in many[2:])
 
 
 def test_hash_each_writes_every_character_as_hash_value_does():
