@@ -226,8 +226,13 @@ def sign_each(chain_id: str, kind: MessageKind, signings: Sequence[tuple[KeyPair
     """KeyPair.sign of each (key, body): the bodies encoded in this thread, then signed on a thread per core (libsodium
     signs with the GIL released). Encoding in the threads as well made them queue for the GIL: 1.47× one loop's time
     on an Intel Xeon of 2 vCPU, 0.75× now (bench/bench_signatures.py)."""
-    messages = [(key, message_bytes(chain_id, kind, body)) for key, body in signings]
-    return _on_threads(lambda part: [key.sign_message(message) for key, message in part], messages)
+    return sign_messages([(key, message_bytes(chain_id, kind, body)) for key, body in signings])
+
+
+def sign_messages(signings: Sequence[tuple[KeyPair, bytes]]) -> list[str]:
+    """KeyPair.sign_message of each (key, message bytes already encoded: message_bytes, or written in bulk) on a thread
+    per core."""
+    return _on_threads(lambda part: [key.sign_message(message) for key, message in part], signings)
 
 
 def verify_each(chain_id: str, kind: MessageKind, checks: Sequence[tuple[str, Any, str]]) -> list[bool]:

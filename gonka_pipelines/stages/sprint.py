@@ -12,8 +12,9 @@ from functools import cached_property
 import numpy as np
 import pyarrow as pa
 
+from gonka_pipelines.chain.hashing import json_texts
 from gonka_pipelines.compute.engine import Compute
-from gonka_pipelines.protocol.crypto import MessageKind, hash_value, sign_each
+from gonka_pipelines.protocol.crypto import MessageKind, hash_value, message_prefix, sign_each, sign_messages
 from gonka_pipelines.protocol.messages import poc_verdicts_body
 from gonka_pipelines.protocol.params import SprintParams
 from gonka_pipelines.protocol.poc_batches import PocBatch
@@ -330,24 +331,22 @@ def run_sprint_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log
 def _signed_verdict_records(env: EpochEnvironment, hosts: Sequence[str], votes: SprintVotes,
                             fields: tuple[np.ndarray, ...]) -> pa.Table:
     """Each validator's votes as one signed record (VERDICT_FIELDS vectors in the order it checked), by address, as
-    the columns of poc_verdict_sets: the votes' fields after hosts, stably sorted by validator."""
+    the columns of poc_verdict_sets: the votes' fields after hosts, stably sorted by validator; each record's message
+    (poc_verdicts_body) written in C from those columns."""
     order = np.argsort(votes.validator, kind="stable")
     host_of = votes.host[order]
     counts = np.bincount(votes.validator, minlength=len(votes.validators))
     voted = np.flatnonzero(counts)
     validators = [votes.validators[v] for v in voted.tolist()]
-    offsets = np.concatenate([[0], np.cumsum(counts[voted])]).astype(np.int32)
+    starts = pa.array(np.concatenate([[0], np.cumsum(counts[voted])]).astype(np.int32))
     columns = [pa.array(hosts, pa.string()).take(pa.array(host_of)),
                *(pa.array(values[order], kind) for values, kind in zip(fields, VERDICT_TYPES[1:]))]
-    host_list, sampled, mismatches, _, valid = (column.to_pylist() for column in columns)
-    bounds = offsets.tolist()
-    signatures = sign_each(env.chain_id, MessageKind.POC_VERDICT, [(env.keys[validator], poc_verdicts_body(
-        env.epoch, validator, host_list[begin:end], sampled[begin:end], mismatches[begin:end], valid[begin:end]))
-        for validator, begin, end in zip(validators, bounds, bounds[1:])])
-    starts = pa.array(offsets)
-    return pa.table({"epoch": pa.array([env.epoch] * len(validators), pa.int64()), "validator": pa.array(validators, pa.string()),
-                     **{name: pa.ListArray.from_arrays(starts, column) for name, column in zip(VERDICT_FIELDS, columns)},
-                     "signature": pa.array(signatures, pa.string())})
+    records = pa.table({"epoch": pa.array([env.epoch] * len(validators), pa.int64()), "validator": pa.array(validators, pa.string()),
+                        **{name: pa.ListArray.from_arrays(starts, column) for name, column in zip(VERDICT_FIELDS, columns)}})
+    body = list(poc_verdicts_body(0, "", [], [], [], []))
+    messages = json_texts(message_prefix(env.chain_id, MessageKind.POC_VERDICT), records.select(body), body)
+    signatures = sign_messages([(env.keys[validator], message) for validator, message in zip(validators, messages, strict=True)])
+    return records.append_column("signature", pa.array(signatures, pa.string()))
 
 
 def recompute_distances(compute: Compute, order: tuple[str, list[int]]) -> np.ndarray:
