@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gonka_pipelines.chain.hashing import digests_in_order, json_digests, string_buffers
+from gonka_pipelines.chain.hashing import NonFiniteFloat, digests_in_order, json_digests, string_buffers
 from gonka_pipelines.protocol.crypto import canonical_row_bytes
 from gonka_pipelines.protocol.merkle import LEAF_PREFIX, leaf_digest, merkle_root_of_digests
 
@@ -197,7 +197,7 @@ def json_leaf_buffer(connection: duckdb.DuckDBPyConnection, leaves: JsonLeaves) 
             if batch.num_rows:
                 try:
                     digests.append(json_digests(leaves.prefix, batch.select(values), names))
-                except ValueError as error:  # a value no canonical encoding holds (a NaN): no block can commit to the row
+                except NonFiniteFloat as error:  # a value no canonical encoding holds (a NaN): no block can commit to the row
                     raise UnencodableRow(f"a {leaves.table} row has no canonical encoding ({error})") from error
                 order_batches.append(batch.select(keys))
     if not digests:

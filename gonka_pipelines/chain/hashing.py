@@ -151,6 +151,9 @@ def string_buffers(texts: pa.Array) -> tuple[memoryview, memoryview | bytes]:
     return ends.data, memoryview(data) if data is not None else b""
 
 
+NonFiniteFloat = _canonical.NonFiniteFloat
+"""What json_digests and json_texts raise for a NaN or an infinity (a ValueError naming its row and key)."""
+
 THREADED_ROWS = 50_000
 """Rows per thread from which hash_each, json_digests and columns_digests hash on more than one core."""
 
@@ -159,8 +162,8 @@ def json_digests(prefix: bytes, rows: pa.Table | pa.RecordBatch, keys: Sequence[
     """SHA-256(prefix || canonical_bytes of each row as an object of `keys`, key i the value of column i) end to end,
     written and hashed in C from the columns' buffers (_canonical.json_digests: Ryu's shortest floats as repr, JSON's
     escapes as Python's), a table's chunks as they lie, on a thread per core past THREADED_ROWS rows a thread. Columns
-    of bool, integers, float64, text and lists of them; a NaN or an infinity is refused (ValueError), as canonical_bytes
-    refuses it."""
+    of bool, integers, float64, text and lists of them; a NaN or an infinity is refused (NonFiniteFloat, a ValueError),
+    as canonical_bytes refuses it."""
     names, batches, levels = _json_columns(rows, keys)
     ends = np.cumsum([batch.num_rows for batch in batches]).tolist()
 
@@ -171,8 +174,8 @@ def json_digests(prefix: bytes, rows: pa.Table | pa.RecordBatch, keys: Sequence[
             begin = ends[index - 1] if index else 0
             if begin >= end:
                 break
-            digests.append(_canonical.json_digests(prefix, max(start, begin) - begin, min(end, ends[index]) - begin, names,
-                                                   levels[index]))
+            digests.append(_canonical.json_digests(prefix, max(start, begin) - begin, min(end, ends[index]) - begin,
+                                                   max(start, begin), names, levels[index]))
         return b"".join(digests)
 
     return b"".join(on_threads(rows_digests, ends[-1] if ends else 0, THREADED_ROWS))
@@ -182,18 +185,21 @@ def json_texts(prefix: bytes, rows: pa.Table | pa.RecordBatch, keys: Sequence[st
     """prefix || canonical_bytes of each row as an object of `keys`, written in C as json_digests writes them (a signed
     message a row, without a dict or a list built for its body)."""
     names, batches, levels = _json_columns(rows, keys)
-    return [text for batch, columns in zip(batches, levels) for text in
-            _canonical.json_texts(prefix, 0, batch.num_rows, names, columns)]
+    firsts = np.cumsum([0] + [batch.num_rows for batch in batches]).tolist()
+    return [text for batch, first, columns in zip(batches, firsts, levels) for text in
+            _canonical.json_texts(prefix, 0, batch.num_rows, first, names, columns)]
 
 
-def _json_columns(rows: pa.Table | pa.RecordBatch, keys: Sequence[str]) -> tuple[list[bytes], list[pa.RecordBatch], list[list[tuple]]]:
+def _json_columns(rows: pa.Table | pa.RecordBatch, keys: Sequence[str]) -> tuple[tuple[bytes, ...], list[pa.RecordBatch], list[list[tuple]]]:
     """The keys' JSON in canonical (sorted) order, the rows' non-empty batches, and each batch's columns in that order
-    as _canonical reads them."""
+    as _canonical reads them. The keys must be distinct text, as an object's are."""
     if len(keys) != rows.num_columns:
         raise ValueError(f"{len(keys)} keys for {rows.num_columns} columns")
+    if not all(isinstance(key, str) for key in keys) or len(set(keys)) != len(keys):
+        raise ValueError(f"an object's keys are distinct text, not {list(keys)!r}")
     order = sorted(range(len(keys)), key=lambda i: keys[i])
     batches = [batch for batch in (rows.to_batches() if isinstance(rows, pa.Table) else [rows]) if batch.num_rows]
-    return ([canonical_row_bytes(keys[i]) for i in order], batches,
+    return (tuple(canonical_row_bytes(keys[i]) for i in order), batches,
             [[_json_level(batch.column(i)) for i in order] for batch in batches])
 
 

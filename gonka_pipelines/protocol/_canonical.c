@@ -254,6 +254,8 @@ static bool reserve(text *out, size_t more) {
 }
 
 static inline bool append(text *out, const char *bytes, size_t size) {
+    if (size == 0)
+        return true;
     if (!reserve(out, size))
         return false;
     memcpy(out->bytes + out->size, bytes, size);
@@ -430,12 +432,17 @@ static bool take_buffer(PyObject *object, Py_buffer *view, Py_ssize_t needed, co
 static bool parse_node(PyObject *description, node *level) {
     PyObject *validity, *offsets, *data, *child;
     memset(level, 0, sizeof *level);
+    if (!PyTuple_Check(description)) {
+        PyErr_Format(PyExc_TypeError, "a column's description is %s, not a tuple", Py_TYPE(description)->tp_name);
+        return false;
+    }
     if (!PyArg_ParseTuple(description, "innOOOO:column", &level->kind, &level->offset, &level->length, &validity, &offsets,
                           &data, &child))
         return false;
-    if (level->kind < 0 || level->kind >= KINDS || level->offset < 0 || level->length < 0) {
-        PyErr_Format(PyExc_ValueError, "json_digests: a column of kind %d, offset %zd, length %zd", level->kind,
-                     level->offset, level->length);
+    if (level->kind < 0 || level->kind >= KINDS || level->offset < 0 || level->length < 0 ||
+        level->offset > PY_SSIZE_T_MAX / 16 - level->length) { /* items × 8 bytes and their bounds cannot overflow */
+        PyErr_Format(PyExc_ValueError, "a column of kind %d, offset %zd, length %zd", level->kind, level->offset,
+                     level->length);
         return false;
     }
     const Py_ssize_t items = level->offset + level->length;
@@ -474,15 +481,17 @@ static bool parse_node(PyObject *description, node *level) {
     return true;
 }
 
+static PyObject *NonFiniteFloat; /* _canonical.NonFiniteFloat, a ValueError: a NaN or an infinity has no canonical JSON */
+
 /* Rows [start, end) of the columns as canonical JSON objects, each after `prefix`: hashed (SHA-256, the digests end to
- * end in a bytes object) or written out (a list of bytes objects). keys[i] is the JSON of a key (in the order
- * canonical_bytes sorts them), columns[i] its column as parse_node reads it. */
+ * end in a bytes object) or written out (a list of bytes objects). keys[i] is the JSON of a key (a tuple, in the order
+ * canonical_bytes sorts them), columns[i] its column as parse_node reads it; errors number the rows from `first`. */
 static PyObject *rows_as_json(PyObject *args, bool hashed) {
     const char *name = hashed ? "json_digests" : "json_texts";
     Py_buffer prefix;
-    Py_ssize_t start, end;
+    Py_ssize_t start, end, first;
     PyObject *keys, *columns;
-    if (!PyArg_ParseTuple(args, "y*nnO!O!", &prefix, &start, &end, &PyList_Type, &keys, &PyList_Type, &columns))
+    if (!PyArg_ParseTuple(args, "y*nnnO!O!", &prefix, &start, &end, &first, &PyTuple_Type, &keys, &PyList_Type, &columns))
         return NULL;
     PyObject *result = NULL;
     Py_ssize_t count = PyList_GET_SIZE(columns), parsed = 0;
@@ -495,8 +504,8 @@ static PyObject *rows_as_json(PyObject *args, bool hashed) {
         PyErr_NoMemory();
         goto done;
     }
-    if (PyList_GET_SIZE(keys) != count) {
-        PyErr_Format(PyExc_ValueError, "%s: %zd keys for %zd columns", name, PyList_GET_SIZE(keys), count);
+    if (PyTuple_GET_SIZE(keys) != count) {
+        PyErr_Format(PyExc_ValueError, "%s: %zd keys for %zd columns", name, PyTuple_GET_SIZE(keys), count);
         goto done;
     }
     if (start < 0 || start > end) {
@@ -504,7 +513,7 @@ static PyObject *rows_as_json(PyObject *args, bool hashed) {
         goto done;
     }
     for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *key = PyList_GET_ITEM(keys, i);
+        PyObject *key = PyTuple_GET_ITEM(keys, i); /* a tuple's items stay while the GIL is released */
         if (!PyBytes_Check(key)) {
             PyErr_Format(PyExc_TypeError, "%s: key %zd is %s, not bytes", name, i, Py_TYPE(key)->tp_name);
             goto done;
@@ -559,9 +568,10 @@ static PyObject *rows_as_json(PyObject *args, bool hashed) {
         if (found == NO_MEMORY)
             PyErr_NoMemory();
         else
-            PyErr_Format(PyExc_ValueError, found == NON_FINITE ? "row %zd's %s holds a non-finite float (NaN or infinity)"
-                                                               : "row %zd's %s has offsets outside its buffers",
-                         bad_row, key_bytes[bad_column]);
+            PyErr_Format(found == NON_FINITE ? NonFiniteFloat : PyExc_ValueError,
+                         found == NON_FINITE ? "row %zd's %s holds a non-finite float (NaN or infinity)"
+                                             : "row %zd's %s has offsets outside its buffers",
+                         first + bad_row - start, key_bytes[bad_column]);
         goto done;
     }
     if (!hashed && (result = PyList_New(end - start)) != NULL) {
@@ -628,11 +638,11 @@ static PyObject *reprs(PyObject *Py_UNUSED(module), PyObject *values) {
 
 static PyMethodDef methods[] = {
     {"json_digests", json_digests, METH_VARARGS,
-     "json_digests(prefix, start, end, keys, columns) -> bytes: SHA-256(prefix || the canonical JSON object of row i) of rows "
-     "[start, end), digests end to end. keys: each key's JSON as bytes, in canonical order; columns: each its Arrow "
-     "column as (kind, offset, length, validity, offsets, data, child) levels."},
+     "json_digests(prefix, start, end, first, keys, columns) -> bytes: SHA-256(prefix || the canonical JSON object of row "
+     "i) of rows [start, end), digests end to end. keys: a tuple of each key's JSON as bytes, in canonical order; columns: "
+     "each its Arrow column as (kind, offset, length, validity, offsets, data, child) levels; errors number rows from first."},
     {"json_texts", json_texts, METH_VARARGS,
-     "json_texts(prefix, start, end, keys, columns) -> list[bytes]: prefix || the canonical JSON object of row i, of rows "
+     "json_texts(prefix, start, end, first, keys, columns) -> list[bytes]: prefix || the canonical JSON object of row i, of rows "
      "[start, end) (as json_digests, written out rather than hashed)."},
     {"reprs", reprs, METH_O, "reprs(values) -> bytes: repr of each float64 of a buffer, joined by newlines."},
     {NULL, NULL, 0, NULL},
@@ -641,4 +651,15 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_canonical",
                                     "Canonical JSON leaves of Arrow rows: written from the buffers and hashed in C.", -1, methods};
 
-PyMODINIT_FUNC PyInit__canonical(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__canonical(void) {
+    PyObject *created = PyModule_Create(&module);
+    if (created == NULL)
+        return NULL;
+    NonFiniteFloat = PyErr_NewExceptionWithDoc("_canonical.NonFiniteFloat", "A NaN or an infinity: no canonical JSON holds it.",
+                                               PyExc_ValueError, NULL);
+    if (NonFiniteFloat == NULL || PyModule_AddObjectRef(created, "NonFiniteFloat", NonFiniteFloat) < 0) {
+        Py_DECREF(created);
+        return NULL;
+    }
+    return created;
+}

@@ -11,7 +11,8 @@ import random
 import pyarrow as pa
 import pytest
 
-from gonka_pipelines.chain.hashing import THREADED_ROWS, json_digests, json_texts
+from gonka_pipelines.chain.hashing import THREADED_ROWS, NonFiniteFloat, json_digests, json_texts
+from gonka_pipelines.protocol import _canonical
 from gonka_pipelines.protocol.crypto import canonical_bytes
 
 PREFIX = b"\x00leaf|"
@@ -75,6 +76,30 @@ def test_rows_hashed_on_threads_keep_their_order():
 def test_a_non_finite_float_is_refused_with_its_row_and_key(column):
     with pytest.raises(ValueError, match='row 1\'s "value" holds a non-finite float'):
         json_digests(PREFIX, pa.table({"value": column}), ["value"])
+
+
+def test_a_non_finite_float_is_named_by_its_row_in_the_whole_table():
+    """Rows of later chunks are numbered from the table's first, so the error points at the row as the caller holds it."""
+    values = [float(i) for i in range(12)]
+    values[11] = float("inf")
+    table = pa.concat_tables([pa.table({"value": values[:5]}), pa.table({"value": values[5:9]}), pa.table({"value": values[9:]})])
+    for write in (json_digests, json_texts):
+        with pytest.raises(NonFiniteFloat, match='row 11\'s "value"'):
+            write(PREFIX, table, ["value"])
+
+
+def test_keys_must_be_distinct_text():
+    with pytest.raises(ValueError, match="distinct text"):
+        json_digests(PREFIX, pa.table({"a": [1], "b": [2]}), ["a", "a"])
+
+
+def test_a_column_description_past_any_buffer_is_refused():
+    """The C reader's own checks (pyarrow never describes a column so): an offset whose bytes would overflow, and a
+    description that is not a tuple."""
+    with pytest.raises(ValueError, match="offset"):
+        _canonical.json_digests(b"", 0, 1, 0, (b'"a"',), [(2, 2**61 - 100_000, 100_001, None, None, b"\0" * 8, None)])
+    with pytest.raises(TypeError, match="not a tuple"):
+        _canonical.json_digests(b"", 0, 1, 0, (b'"a"',), [[2, 0, 1, None, None, b"\0" * 8, None]])
 
 
 def test_a_type_without_canonical_json_is_refused():
