@@ -234,12 +234,13 @@ class SprintVotes:
     def checkers(self, position: int) -> tuple[list[str], list[bool]]:
         """A host's voters' public keys and whether each skips recomputing, in committee order."""
         part = self.of_host(position)
-        return [self.public_keys[v] for v in self._as_lists[1][part]], self._as_lists[2][part]
+        return self._as_lists[1][part], self._as_lists[2][part]
 
     @cached_property
-    def _as_lists(self) -> tuple[list[int], list[int], list[bool]]:
-        """bounds, validator and skipped as Python lists, for the loop over hosts (a numpy slice a host cost more)."""
-        return self.bounds.tolist(), self.validator.tolist(), self.skipped.tolist()
+    def _as_lists(self) -> tuple[list[int], list[str], list[bool]]:
+        """bounds, each vote's validator's public key and skipped as Python lists, for the loop over hosts (a numpy
+        slice or a list built a host cost more)."""
+        return self.bounds.tolist(), [self.public_keys[v] for v in self.validator.tolist()], self.skipped.tolist()
 
     def drawn(self, sample: list[int], needed: list[int], distances: np.ndarray) -> int:
         """A new sample's index, its distances picked from those recomputed of `needed` (ascending) to be voted on at the
