@@ -23,7 +23,7 @@ from gonka_pipelines.compute.profiles import load_profile
 from gonka_pipelines.local.config import ComputeSettings, load_compute_settings
 from gonka_pipelines.local.keys import load_key
 from gonka_pipelines.local.paths import DataLayout
-from gonka_pipelines.protocol.crypto import KeyPair, MessageKind, sha256_hex
+from gonka_pipelines.protocol.crypto import KeyPair, MessageKind, sha256_hex, sign_each
 from gonka_pipelines.protocol.merkle import digest_runs
 from gonka_pipelines.protocol.params import EpochParams, GenesisParams
 from gonka_pipelines.protocol.record_roots import leaves_root_body, sign_records, signed_roots
@@ -64,7 +64,23 @@ def host_keys(hosts: list[Host], layout: DataLayout) -> dict[str, KeyPair]:
 
 def secret_seed(key: KeyPair, chain_id: str, epoch: int, prev_hash: str) -> str:
     """A host's secret epoch seed: the hash of its signature over (epoch, previous block hash), reproducible only with its key."""
-    return sha256_hex(bytes.fromhex(key.sign(chain_id, MessageKind.SEED_COMMIT, {"epoch": epoch, "secret_for": prev_hash})))
+    return _seed_of(key.sign(chain_id, MessageKind.SEED_COMMIT, _secret_for(epoch, prev_hash)))
+
+
+def secret_seeds_of(keys: Sequence[KeyPair], chain_id: str, epoch: int, prev_hash: str) -> list[str]:
+    """secret_seed of each key, signed on a thread per core (10,000 hosts' seeds took 0.16 s one by one)."""
+    body = _secret_for(epoch, prev_hash)
+    return [_seed_of(signature) for signature in sign_each(chain_id, MessageKind.SEED_COMMIT, [(key, body) for key in keys])]
+
+
+def _secret_for(epoch: int, prev_hash: str) -> dict:
+    """What a host signs to derive its secret epoch seed."""
+    return {"epoch": epoch, "secret_for": prev_hash}
+
+
+def _seed_of(signature_hex: str) -> str:
+    """The secret seed a signature gives: its hash."""
+    return sha256_hex(bytes.fromhex(signature_hex))
 
 
 @dataclass(frozen=True)
@@ -93,8 +109,8 @@ class EpochEnvironment:
     @cached_property
     def secret_seeds(self) -> dict[str, str]:
         """Every host's secret epoch seed by address (derived once; the validation draw and the claims use it)."""
-        return {host.address: secret_seed(self.keys[host.address], self.chain_id, self.epoch, self.prev_hash)
-                for host in self.hosts}
+        return dict(zip((host.address for host in self.hosts),
+                        secret_seeds_of([self.keys[host.address] for host in self.hosts], self.chain_id, self.epoch, self.prev_hash)))
 
     def on_hosts(self, work: Callable[[Compute, Item], Result], items: Sequence[Item]) -> list[Result]:
         """work(compute, item) for every item, where the engine runs it; results in item order."""
