@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -123,35 +123,6 @@ def _ordered_rows(connection: duckdb.DuckDBPyConnection, commitment: Commitment,
     return connection.execute(
         f"SELECT ? AS commitment, {_select_list(values)}, CAST({commitment.key} AS VARCHAR) AS _key FROM {commitment.table} "
         f"WHERE {commitment.epoch} = ? ORDER BY _key", [commitment.name, epoch]).fetchall()
-
-
-_ESCAPED_CONTROL = "\\u00"
-"""How DuckDB's JSON writer starts a control character's escape, in hex digits of its own case (\\u000B where
-Python's json writes \\u000b): text holding one (or these characters themselves) is encoded in Python."""
-
-
-def _written_apart(value: str, data_type: str, depth: int = 0) -> str:
-    """SQL that is true when DuckDB's to_json may write this value otherwise than canonical_bytes: a float outside
-    [1e-4, 1e16) (its exponent form differs from Python's repr; NaN and infinities too). Lists are checked element by
-    element; integers, booleans, text (checked on the whole row's JSON) and hexed BLOBs are written alike."""
-    if data_type.endswith("[]"):
-        element = f"x{depth}"
-        inner = _written_apart(element, data_type[:-2], depth + 1)
-        return "false" if inner == "false" else f"coalesce(list_bool_or(list_transform({value}, lambda {element}: {inner})), false)"
-    if data_type == "DOUBLE":
-        return f"coalesce(NOT ({value} = 0 OR (abs({value}) >= 1e-4 AND abs({value}) < 1e16)), false)"
-    if data_type in ("BIGINT", "INTEGER", "BOOLEAN", "BLOB", "VARCHAR"):
-        return "false"
-    raise ValueError(f"no SQL leaf encoding for a committed column of type {data_type}")
-
-
-def canonical_json_sql(fields: Mapping[str, tuple[str, str]], text: str) -> tuple[str, str]:
-    """SQL of a JSON object of `fields` (key -> (SQL of its value, its SQL type)) written by DuckDB with sorted keys,
-    and SQL that is true where that text, once named `text`, may differ from canonical_bytes of the same values (a
-    control character's escape, a float's exponent form): those rows are encoded in Python."""
-    members = ", ".join(f"'{name}': {fields[name][0]}" for name in sorted(fields))
-    floats = " OR ".join(_written_apart(sql, data_type) for sql, data_type in fields.values())
-    return f"to_json({{{members}}})::VARCHAR", f"contains({text}, '{_ESCAPED_CONTROL}') OR {floats}"
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from gonka_pipelines.chain.commitments import COMMITMENTS, UnencodableRow, canonical_json_sql, epoch_roots
+from gonka_pipelines.chain.commitments import COMMITMENTS, UnencodableRow, epoch_roots
 from gonka_pipelines.chain.core import CHAIN_ID_KEY
+from gonka_pipelines.chain.hashing import NonFiniteFloat, json_texts
 from gonka_pipelines.chain.record_roots import record_root_problem
 from gonka_pipelines.chain.store import ChainError, ChainStore
 from gonka_pipelines.local.cores import core_count, process_pool
@@ -163,24 +165,19 @@ def signature_problem(store: ChainStore, height: int, header: BlockHeader, block
 @dataclass(frozen=True)
 class _SignedRows:
     """A table of signed messages: how to read (id, signer key, signature, body fields) and rebuild the body. Where
-    `json_body` names the body's fields (JSON key -> (SQL of its value over the read row, its SQL type)), DuckDB writes
-    the canonical body of each row where `json_when` holds (commitments.canonical_json_sql), and only the other rows'
-    bodies are rebuilt in Python."""
+    `json_body` names the body's fields (JSON key -> the read row's column), C writes the canonical body of each row
+    where `json_when` holds (hashing.json_texts), and only the other rows' bodies are rebuilt in Python."""
 
     table: str
     kind: MessageKind
     sql: str
     body: Callable[[dict], dict]
-    json_body: Mapping[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
-    json_when: str = "true"
+    json_body: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    json_when: Callable[[pa.Table], pa.ChunkedArray | pa.Array] | None = None
 
     def query(self) -> str:
-        """SQL of the rows in id order, with each body DuckDB wrote as `_body` (null where Python must write it)."""
-        if not self.json_body:
-            return self.sql + " ORDER BY id"
-        text, apart = canonical_json_sql(self.json_body, "_text")
-        return (f"SELECT * EXCLUDE (_text), CASE WHEN ({self.json_when}) AND NOT ({apart}) THEN _text END AS _body "
-                f"FROM (SELECT *, {text} AS _text FROM ({self.sql})) ORDER BY id")
+        """SQL of the rows in id order."""
+        return self.sql + " ORDER BY id"
 
 
 SIGNED_ROWS: tuple[_SignedRows, ...] = (
@@ -190,10 +187,9 @@ SIGNED_ROWS: tuple[_SignedRows, ...] = (
                    FROM tasks t JOIN accounts a ON a.address = t.developer JOIN chain_meta c ON c.key = 'chain_id'
                    WHERE t.epoch = ?""",
                 task_body_of,
-                {"chain_id": ("chain_id", "VARCHAR"), "developer": ("signer_key", "VARCHAR"), "max_price": ("max_price", "BIGINT"),
-                 "max_tokens": ("max_tokens", "INTEGER"), "model": ("model", "VARCHAR"), "nonce": ("nonce", "BIGINT"),
-                 "prompt": ("prompt", "VARCHAR")},
-                "version = ''"),
+                {"chain_id": "chain_id", "developer": "signer_key", "max_price": "max_price", "max_tokens": "max_tokens",
+                 "model": "model", "nonce": "nonce", "prompt": "prompt"},
+                lambda rows: pc.equal(rows.column("version"), "")),  # a named version adds a field
     _SignedRows("training_tasks", MessageKind.TRAINING_TASK,
                 """SELECT t.task_id AS id, a.public_key AS signer_key, c.value AS chain_id, t.*
                    FROM training_tasks t JOIN accounts a ON a.address = t.developer JOIN chain_meta c ON c.key = 'chain_id'
@@ -233,8 +229,6 @@ def start_signed_rows(store: ChainStore, height: int, stack: contextlib.ExitStac
     checks: list[tuple[_SignedRows, pa.Table, Callable[[], int | None]]] = []
     for index, spec in enumerate(SIGNED_ROWS):
         rows = store._arrow(spec.query(), [height])
-        if "_body" in rows.column_names and not rows.column("_body").null_count:
-            rows = rows.select(["id", "signer_key", "signature", "_body"])  # every body written: its fields are not needed
         if rows.num_rows >= parallel_from and workers > 1:
             if pool is None:
                 pool = process_pool()
@@ -275,13 +269,24 @@ def _first_of(parts: list[tuple[int, Future[int | None]]]) -> int | None:
 
 def _first_bad(spec_index: int, chain_id: str, rows: pa.Table) -> int | None:
     """Position of the first row whose signature does not verify, or None (the rows checked on a thread per core):
-    bodies DuckDB wrote are taken as they are, the others rebuilt from the row."""
+    bodies of the shape C writes are written from the columns, the others rebuilt from the row in Python."""
     spec = SIGNED_ROWS[spec_index]
-    bodies = rows.column("_body").to_pylist() if "_body" in rows.column_names else [None] * rows.num_rows
-    unwritten = [index for index, body in enumerate(bodies) if body is None]
-    fields = rows if len(unwritten) == rows.num_rows else rows.take(pa.array(unwritten, pa.int64()))
-    rebuilt = iter(_encoded_body(spec, row) for row in fields.to_pylist())
-    encoded = [body.encode() if body is not None else next(rebuilt) for body in bodies]
+    encoded: list[bytes | None] = [None] * rows.num_rows
+    written = np.zeros(rows.num_rows, bool)
+    if spec.json_body and spec.json_when is not None and rows.num_rows:
+        written = np.asarray(spec.json_when(rows), dtype=bool)
+        chosen = np.flatnonzero(written)
+        fields = rows.select(list(spec.json_body.values()))
+        try:
+            texts = json_texts(b"", fields if written.all() else fields.take(chosen), list(spec.json_body))
+        except NonFiniteFloat:  # a tampered float: such rows are rebuilt in Python, where they verify nothing
+            written[:] = False
+        else:
+            for position, text in zip(chosen.tolist(), texts, strict=True):
+                encoded[position] = text
+    rest = np.flatnonzero(~written)
+    for position, row in zip(rest.tolist(), (rows if not written.any() else rows.take(rest)).to_pylist(), strict=True):
+        encoded[position] = _encoded_body(spec, row)
     verdicts = verify_encoded_each(chain_id, spec.kind, list(zip(
         rows.column("signer_key").to_pylist(), encoded, rows.column("signature").to_pylist(), strict=True)))
     return next((i for i, verifies in enumerate(verdicts) if not verifies), None)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pyarrow.compute as pc
 import pytest
 
 from gonka_pipelines.chain.record_roots import SIGNED_RECORDS
@@ -110,10 +109,11 @@ AWKWARD_PROMPTS = ['say "hi" \\ back', "a/b </script>", "line\nbreak\ttab", "bel
 """Prompts whose JSON needs escaping, raw UTF-8 or text that merely looks like another value."""
 
 
-def test_task_bodies_written_in_sql_are_the_canonical_bodies(demo_store: ChainStore):
-    """verify-chain takes the tasks' bodies as DuckDB writes them: each is byte for byte the canonical encoding of the
-    body Python rebuilds from the row, and a row DuckDB might write otherwise (a control character) or whose body has
-    another shape (a named model version) is left to Python, whose check still catches a changed row."""
+def test_task_bodies_written_in_c_are_the_canonical_bodies(demo_store: ChainStore):
+    """verify-chain writes the tasks' bodies from their columns in C: each is byte for byte the canonical encoding of
+    the body Python rebuilds from the row, awkward prompts included; a body of another shape (a named model version) is
+    rebuilt in Python; and every changed row, whichever way its body was made, fails its signature."""
+    from gonka_pipelines.chain.hashing import json_texts
     from gonka_pipelines.protocol.crypto import canonical_row_bytes
 
     tasks = next(spec for spec in SIGNED_ROWS if spec.table == "tasks")
@@ -121,22 +121,21 @@ def test_task_bodies_written_in_sql_are_the_canonical_bodies(demo_store: ChainSt
     assert len(ids) > len(AWKWARD_PROMPTS), "the demo's first epoch holds enough tasks to change"
     for task_id, prompt in zip(ids, AWKWARD_PROMPTS):
         demo_store._connection.execute("UPDATE tasks SET prompt = ? WHERE task_id = ?", [prompt, task_id])
-    demo_store._connection.execute("UPDATE tasks SET version = 'v-named' WHERE task_id = ?", [ids[len(AWKWARD_PROMPTS)]])
-    rows = demo_store._arrow(tasks.query(), [1]).to_pylist()
-    assert [row["id"] for row in rows] == ids
-    named_versions = {row["id"] for row in rows if row["version"]}
-    assert ids[len(AWKWARD_PROMPTS)] in named_versions
-    left_to_python = {row["id"] for row in rows if row["_body"] is None}
-    assert left_to_python == named_versions | {ids[3], ids[10]}, "control characters, text like their escape, a version"
-    for row in rows:
-        if row["_body"] is not None:
-            assert row["_body"].encode() == canonical_row_bytes(tasks.body(row)), row["prompt"]
+    named = ids[len(AWKWARD_PROMPTS)]
+    demo_store._connection.execute("UPDATE tasks SET version = 'v-named' WHERE task_id = ?", [named])
+    rows = demo_store._arrow(tasks.query(), [1])
+    assert rows.column("id").to_pylist() == ids
+    assert tasks.json_when is not None
+    written = rows.filter(tasks.json_when(rows))
+    assert written.column("id").to_pylist() == [row["id"] for row in rows.to_pylist() if not row["version"]]
+    assert named not in written.column("id").to_pylist()
+    texts = json_texts(b"", written.select(list(tasks.json_body.values())), list(tasks.json_body))
+    assert texts == [canonical_row_bytes(tasks.body(row)) for row in written.to_pylist()]
     problem = signed_row_problem(demo_store, 1)
     assert problem is not None and problem.message.startswith(f"tasks row {ids[0][:24]}")
-    rebuilt = demo_store._arrow(tasks.query(), [1]).filter(pc.field("_body").is_null())
-    failing = {task_id for position, task_id in enumerate(rebuilt.column("id").to_pylist())
-               if _first_bad(SIGNED_ROWS.index(tasks), demo_store.chain_id, rebuilt.slice(position, 1)) is not None}
-    assert failing == {ids[3], ids[10], ids[len(AWKWARD_PROMPTS)]}, "rows rebuilt in Python fail where they were changed"
+    failing = {task_id for position, task_id in enumerate(ids)
+               if _first_bad(SIGNED_ROWS.index(tasks), demo_store.chain_id, rows.slice(position, 1)) is not None}
+    assert failing == set(ids[:len(AWKWARD_PROMPTS) + 1]), "every changed row fails, and only those"
 
 
 def test_a_row_tampered_to_hold_a_non_finite_float_is_named(demo_store: ChainStore):
