@@ -189,7 +189,7 @@ SIGNED_ROWS: tuple[_SignedRows, ...] = (
                 task_body_of,
                 {"chain_id": "chain_id", "developer": "signer_key", "max_price": "max_price", "max_tokens": "max_tokens",
                  "model": "model", "nonce": "nonce", "prompt": "prompt"},
-                lambda rows: pc.equal(rows.column("version"), "")),  # a named version adds a field
+                lambda rows: pc.fill_null(pc.equal(rows.column("version"), ""), False)),  # a named version adds a field
     _SignedRows("training_tasks", MessageKind.TRAINING_TASK,
                 """SELECT t.task_id AS id, a.public_key AS signer_key, c.value AS chain_id, t.*
                    FROM training_tasks t JOIN accounts a ON a.address = t.developer JOIN chain_meta c ON c.key = 'chain_id'
