@@ -326,6 +326,15 @@ static bool span(const node *level, Py_ssize_t index, Py_ssize_t limit, int64_t 
     return 0 <= *start && *start <= *end && *end <= limit;
 }
 
+/* Item `at` (offset included) of a level of int32, int64 or float64 numbers into out (FLOAT_TEXT bytes): its length,
+ * or -1 for a NaN or an infinity. */
+static inline int write_number(const node *level, Py_ssize_t at, char *out) {
+    if (level->kind == FLOAT64)
+        return write_float(((const double *)level->data.buf)[at], out);
+    return write_integer(level->kind == INT32 ? ((const int32_t *)level->data.buf)[at] : ((const int64_t *)level->data.buf)[at],
+                         out);
+}
+
 /* Items [start, end) of a level of numbers without nulls, comma-separated: written in place, room made once. */
 static problem write_numbers(text *out, const node *level, int64_t start, int64_t end) {
     if (end <= start)
@@ -333,19 +342,13 @@ static problem write_numbers(text *out, const node *level, int64_t start, int64_
     if (!reserve(out, (size_t)(end - start) * (FLOAT_TEXT + 1)))
         return NO_MEMORY;
     char *at = out->bytes + out->size;
-    const Py_ssize_t offset = level->offset;
     for (int64_t item = start; item < end; item++) {
         if (item > start)
             *at++ = ',';
-        if (level->kind == FLOAT64) {
-            const int length = write_float(((const double *)level->data.buf)[offset + item], at);
-            if (length < 0)
-                return NON_FINITE;
-            at += length;
-        } else {
-            at += write_integer(level->kind == INT32 ? ((const int32_t *)level->data.buf)[offset + item]
-                                                     : ((const int64_t *)level->data.buf)[offset + item], at);
-        }
+        const int length = write_number(level, level->offset + item, at);
+        if (length < 0)
+            return NON_FINITE;
+        at += length;
     }
     out->size = (size_t)(at - out->bytes);
     return FINE;
@@ -354,7 +357,6 @@ static problem write_numbers(text *out, const node *level, int64_t start, int64_
 /* Item `index` of a level as JSON. */
 static problem write_item(text *out, const node *level, Py_ssize_t index) {
     Py_ssize_t at = level->offset + index;
-    char number[FLOAT_TEXT];
     int length;
     int64_t start, end;
     if (level->validity.buf != NULL && !bit(&level->validity, at))
@@ -363,16 +365,14 @@ static problem write_item(text *out, const node *level, Py_ssize_t index) {
     case BOOL:
         return (bit(&level->data, at) ? append(out, "true", 4) : append(out, "false", 5)) ? FINE : NO_MEMORY;
     case INT32:
-        length = write_integer(((const int32_t *)level->data.buf)[at], number);
-        return append(out, number, (size_t)length) ? FINE : NO_MEMORY;
     case INT64:
-        length = write_integer(((const int64_t *)level->data.buf)[at], number);
-        return append(out, number, (size_t)length) ? FINE : NO_MEMORY;
     case FLOAT64:
-        length = write_float(((const double *)level->data.buf)[at], number);
-        if (length < 0)
+        if (!reserve(out, FLOAT_TEXT))
+            return NO_MEMORY;
+        if ((length = write_number(level, at, out->bytes + out->size)) < 0)
             return NON_FINITE;
-        return append(out, number, (size_t)length) ? FINE : NO_MEMORY;
+        out->size += (size_t)length;
+        return FINE;
     case STRING32:
     case STRING64:
         if (!span(level, index, level->data.len, &start, &end))
