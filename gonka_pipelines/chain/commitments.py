@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -153,8 +153,7 @@ LEAF_BATCH_ROWS = 131_072
 def json_leaf_buffer(connection: duckdb.DuckDBPyConnection, leaves: JsonLeaves) -> bytes:
     """Each row's leaf digest in order, end to end: DuckDB streams the fields as Arrow columns, C writes each row's
     canonical JSON from their buffers and hashes it (hashing.json_digests: byte for byte canonical_bytes, on every
-    core, no Python object a row), and the digests are sorted by the order columns, so the rows are never sorted or
-    held all at once."""
+    core, no Python object a row), and the digests are put in order (streamed_leaves)."""
     names = list(leaves.fields)
     keys = [f"_order{i}" for i in range(len(leaves.order))]
     values = [f"_value{i}" for i in range(len(names))]
@@ -162,14 +161,25 @@ def json_leaf_buffer(connection: duckdb.DuckDBPyConnection, leaves: JsonLeaves) 
         f"SELECT {', '.join(f'{sql} AS {key}' for sql, key in zip(leaves.order, keys))}, "
         f"{', '.join(f'{leaves.fields[name]} AS {value}' for name, value in zip(names, values))} "
         f"FROM {leaves.table} WHERE {leaves.where}", params=leaves.params)
+
+    def digests_of(batch: pa.RecordBatch) -> bytes:
+        try:
+            return json_digests(leaves.prefix, batch.select(values), names)
+        except NonFiniteFloat as error:  # a value no canonical encoding holds (a NaN): no block can commit to the row
+            raise UnencodableRow(f"a {leaves.table} row has no canonical encoding ({error})") from error
+
+    return streamed_leaves(relation, keys, digests_of)
+
+
+def streamed_leaves(relation: duckdb.DuckDBPyRelation, keys: list[str], digests_of: Callable[[pa.RecordBatch], bytes]) -> bytes:
+    """Each row's leaf digest in the order of its `keys` columns, end to end: the rows stream from DuckDB a batch at a
+    time, `digests_of` hashes each batch, and the digests (not the rows) are sorted by the keys, so the rows are never
+    sorted or held all at once."""
     digests, order_batches = [], []
     with relation.to_arrow_reader(batch_size=LEAF_BATCH_ROWS) as reader:
         for batch in reader:
             if batch.num_rows:
-                try:
-                    digests.append(json_digests(leaves.prefix, batch.select(values), names))
-                except NonFiniteFloat as error:  # a value no canonical encoding holds (a NaN): no block can commit to the row
-                    raise UnencodableRow(f"a {leaves.table} row has no canonical encoding ({error})") from error
+                digests.append(digests_of(batch))
                 order_batches.append(batch.select(keys))
     if not digests:
         return b""

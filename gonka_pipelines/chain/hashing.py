@@ -6,6 +6,7 @@ from __future__ import annotations
 import binascii
 import bisect
 from collections.abc import Sequence
+from itertools import accumulate
 from typing import TypeAlias
 
 import numpy as np
@@ -164,42 +165,40 @@ def json_digests(prefix: bytes, rows: pa.Table | pa.RecordBatch, keys: Sequence[
     escapes as Python's), a table's chunks as they lie, on a thread per core past THREADED_ROWS rows a thread. Columns
     of bool, integers, float64, text and lists of them; a NaN or an infinity is refused (NonFiniteFloat, a ValueError),
     as canonical_bytes refuses it."""
-    names, batches, levels = _json_columns(rows, keys)
-    ends = np.cumsum([batch.num_rows for batch in batches]).tolist()
+    names, firsts, levels = _json_columns(rows, keys)
 
     def rows_digests(start: int, end: int) -> bytes:
         """The digests of rows [start, end) of the whole, batch by batch."""
-        digests, first = [], bisect.bisect_right(ends, start)
-        for index in range(first, len(batches)):
-            begin = ends[index - 1] if index else 0
+        digests = []
+        for index in range(bisect.bisect_right(firsts, start) - 1, len(levels)):
+            begin = firsts[index]
             if begin >= end:
                 break
-            digests.append(_canonical.json_digests(prefix, max(start, begin) - begin, min(end, ends[index]) - begin,
+            digests.append(_canonical.json_digests(prefix, max(start, begin) - begin, min(end, firsts[index + 1]) - begin,
                                                    max(start, begin), names, levels[index]))
         return b"".join(digests)
 
-    return b"".join(on_threads(rows_digests, ends[-1] if ends else 0, THREADED_ROWS))
+    return b"".join(on_threads(rows_digests, firsts[-1], THREADED_ROWS))
 
 
 def json_texts(prefix: bytes, rows: pa.Table | pa.RecordBatch, keys: Sequence[str]) -> list[bytes]:
     """prefix || canonical_bytes of each row as an object of `keys`, written in C as json_digests writes them (a signed
     message a row, without a dict or a list built for its body)."""
-    names, batches, levels = _json_columns(rows, keys)
-    firsts = np.cumsum([0] + [batch.num_rows for batch in batches]).tolist()
-    return [text for batch, first, columns in zip(batches, firsts, levels) for text in
-            _canonical.json_texts(prefix, 0, batch.num_rows, first, names, columns)]
+    names, firsts, levels = _json_columns(rows, keys)
+    return [text for first, end, columns in zip(firsts, firsts[1:], levels) for text in
+            _canonical.json_texts(prefix, 0, end - first, first, names, columns)]
 
 
-def _json_columns(rows: pa.Table | pa.RecordBatch, keys: Sequence[str]) -> tuple[tuple[bytes, ...], list[pa.RecordBatch], list[list[tuple]]]:
-    """The keys' JSON in canonical (sorted) order, the rows' non-empty batches, and each batch's columns in that order
-    as _canonical reads them. The keys must be distinct text, as an object's are."""
+def _json_columns(rows: pa.Table | pa.RecordBatch, keys: Sequence[str]) -> tuple[tuple[bytes, ...], list[int], list[list[tuple]]]:
+    """The keys' JSON in canonical (sorted) order, each non-empty batch's first row and then the row count, and each
+    batch's columns in that order as _canonical reads them. The keys must be distinct text, as an object's are."""
     if len(keys) != rows.num_columns:
         raise ValueError(f"{len(keys)} keys for {rows.num_columns} columns")
     if not all(isinstance(key, str) for key in keys) or len(set(keys)) != len(keys):
         raise ValueError(f"an object's keys are distinct text, not {list(keys)!r}")
     order = sorted(range(len(keys)), key=lambda i: keys[i])
     batches = [batch for batch in (rows.to_batches() if isinstance(rows, pa.Table) else [rows]) if batch.num_rows]
-    return (tuple(canonical_row_bytes(keys[i]) for i in order), batches,
+    return (tuple(canonical_row_bytes(keys[i]) for i in order), list(accumulate((batch.num_rows for batch in batches), initial=0)),
             [[_json_level(batch.column(i)) for i in order] for batch in batches])
 
 

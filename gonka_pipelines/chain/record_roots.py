@@ -9,8 +9,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from gonka_pipelines.chain.commitments import LEAF_BATCH_ROWS, JsonLeaves, json_leaf_buffer, sorted_positions
-from gonka_pipelines.chain.hashing import columns_digests, digests_in_order, json_digests, split_digests
+from gonka_pipelines.chain.commitments import JsonLeaves, json_leaf_buffer, streamed_leaves
+from gonka_pipelines.chain.hashing import columns_digests, json_digests, split_digests
 from gonka_pipelines.protocol.crypto import MessageKind, message_prefix
 from gonka_pipelines.protocol.merkle import LEAF_PREFIX, build_proof, digest_runs, merkle_root_of_digests, verify_proof
 from gonka_pipelines.protocol.messages import result_body, task_verdict_body, training_result_body, training_verdict_body
@@ -77,16 +77,8 @@ def _columns_leaves(connection: duckdb.DuckDBPyConnection, spec: SignedRecords, 
     streams them, then the digests (not the rows) sorted."""
     relation = connection.sql(f"SELECT {spec.signer} AS _signer, task_id AS _task, {', '.join(spec.body)} FROM {spec.table} "
                               f"WHERE {where}", params=params)
-    prefix, digests, keys = LEAF_PREFIX + columns_prefix(chain_id, spec.kind), [], []
-    with relation.to_arrow_reader(batch_size=LEAF_BATCH_ROWS) as reader:
-        for batch in reader:
-            if batch.num_rows:
-                digests.append(columns_digests(prefix, batch, RECORD_FIELDS[spec.kind]))
-                keys.append(batch.select(["_signer", "_task"]))
-    if not digests:
-        return b""
-    order = sorted_positions(pa.Table.from_batches(keys), ["_signer", "_task"])
-    return digests_in_order(digests, order).tobytes()
+    prefix = LEAF_PREFIX + columns_prefix(chain_id, spec.kind)
+    return streamed_leaves(relation, ["_signer", "_task"], lambda batch: columns_digests(prefix, batch, RECORD_FIELDS[spec.kind]))
 
 
 def derived_roots(connection: duckdb.DuckDBPyConnection, spec: SignedRecords, chain_id: str, epoch: int) -> dict[str, tuple[str, int]]:
