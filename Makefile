@@ -11,10 +11,10 @@ RUNTIME := GONKA_DATA_DIR=$(DATA) DAGSTER_HOME=$(DATA)/dagster_home GONKA_UI_POR
 .PHONY: install chromium postgresql demo lint test test-fast ui explorer bench clean
 
 # The install also compiles gonka_pipelines/protocol/_sha256.c (batch SHA-256 in C) and _canonical.c (canonical JSON
-# leaves of Arrow rows) with gcc against OpenSSL's headers, and gonka_pipelines/compute/_streams.c (the sprint's nonce
-# streams on CPU).
+# leaves of Arrow rows) with gcc against OpenSSL's headers, gonka_pipelines/protocol/_comparison.c (validators'
+# verdicts on outputs) and gonka_pipelines/compute/_streams.c (the sprint's nonce streams on CPU).
 $(STAMP): pyproject.toml gonka_pipelines/protocol/_sha256.c gonka_pipelines/protocol/_canonical.c \
-          gonka_pipelines/protocol/_ryu_tables.h gonka_pipelines/compute/_streams.c
+          gonka_pipelines/protocol/_ryu_tables.h gonka_pipelines/protocol/_comparison.c gonka_pipelines/compute/_streams.c
 	(command -v gcc >/dev/null && test -f /usr/include/openssl/sha.h) || (apt-get update -qq && apt-get install -y -qq gcc libssl-dev)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

@@ -23,9 +23,8 @@ from gonka_pipelines.protocol.inference_validation import (
     MinAvg,
     OutputBatch,
     ValidatorPool,
-    compare_batch,
-    forced_choices,
     invalidated,
+    judge_outputs,
     select_validations,
 )
 from gonka_pipelines.protocol.intake import IntakeContext, IntakeResult, Submissions, collect
@@ -182,10 +181,8 @@ class GonkaPipelinesV1:
         the re-run ranks it within tie_tolerance of its best, and an output passes iff every token matches and the top-k
         log-probs are similar above the threshold."""
         validation = self.params.validation
-        runs = [compare_batch(forced_choices(run, validation.tie_tolerance), run, threshold=validation.similarity_threshold,
-                              epsilon=validation.logprob_epsilon, min_positions=validation.min_normalising_positions)
-                for run in batch.runs()]
-        return Comparisons(*map(np.concatenate, zip(*runs)))
+        return judge_outputs(batch, tie_tolerance=validation.tie_tolerance, threshold=validation.similarity_threshold,
+                             epsilon=validation.logprob_epsilon, min_positions=validation.min_normalising_positions)
 
     def needs_rescore(self, lengths: np.ndarray, max_tokens: np.ndarray, last_tokens: np.ndarray, eos: int) -> np.ndarray:
         """Per output, whether judging it takes a re-run: one that stops short of both EOS and max_tokens fails unseen."""

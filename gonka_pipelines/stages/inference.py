@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from gonka_pipelines.chain.hashing import hash_each
 from gonka_pipelines.chain.tasks import EXECUTION_STAGE
 from gonka_pipelines.compute.engine import Compute
 from gonka_pipelines.compute.llm import GENERATION_SCHEMA, SCORE_SCHEMA
 from gonka_pipelines.protocol.crypto import MessageKind, sha256_hex, sign_each
-from gonka_pipelines.protocol.inference_validation import ComparisonReason, OutputBatch, ValidatorPool
+from gonka_pipelines.protocol.inference_validation import ComparisonReason, Comparisons, OutputBatch, ValidatorPool
 from gonka_pipelines.protocol.messages import seed_commitment_body
 from gonka_pipelines.protocol.records import ResultStatus, ShareRole, TaskOutcome, TransferKind
 from gonka_pipelines.protocol.training import VersionScore, served_versions
@@ -245,7 +248,7 @@ def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) 
     all_checks = pl.concat([verdicts.select(*CHECK_COLUMNS), training_checks])
     host_rows = _host_epochs(env, all_outcomes, all_checks, pool, validator_index.tolist(), previous, history)
     with open_chain() as store:
-        store.write_task_verdicts(epoch, verdicts.to_arrow(), env.sign_rows(MessageKind.TASK_VERDICT, verdicts.sort("validator", "task_id"))
+        store.write_task_verdicts(epoch, verdicts.to_arrow(), env.sign_rows(MessageKind.TASK_VERDICT, _by_validator(verdicts, draws))
                                   + env.sign_records(MessageKind.TRAINING_VERDICT, check_bodies), all_outcomes.to_arrow(),
                                   pl.concat([shares, training_shares]).to_arrow(), host_rows, checks, versions, served)
     invalidated_count = all_outcomes.filter(pl.col("outcome") == TaskOutcome.INVALIDATED.value).height
@@ -265,12 +268,14 @@ HONEST_COLUMNS = {"task_id": pl.String(), "passed": pl.Boolean()}
 
 def _inference_draws(results: pl.DataFrame, task_index: np.ndarray, validator_index: np.ndarray, members: list[str],
                      voters: Voters) -> pl.DataFrame:
-    """The drawn (inference task, validator) pairs that make a check, in task id then validator order, with whether the
-    validator is lazy (passes unseen) or lying (fails its collusion target). Abstaining validators are left out: drawn,
-    they neither re-run nor vote, and their claims show the validation missing."""
+    """The drawn (inference task, validator) pairs that make a check, in task id then validator order, with the
+    validator's rank among the sorted members and whether it is lazy (passes unseen) or lying (fails its collusion
+    target). Abstaining validators are left out: drawn, they neither re-run nor vote, and their claims show the
+    validation missing."""
     inference = task_index < results.height
     return (results.select("task_id", "executor")[task_index[inference]]
-            .with_columns(pl.Series("validator", np.asarray(members, dtype=object)[validator_index[inference]], dtype=pl.String))
+            .with_columns(pl.Series("validator", np.asarray(members, dtype=object)[validator_index[inference]], dtype=pl.String),
+                          pl.Series("rank", validator_index[inference], dtype=pl.Int32))
             .filter(~pl.col("validator").is_in(sorted(voters.abstaining)))
             .with_columns(pl.col("validator").is_in(sorted(voters.lazy)).alias("lazy"),
                           voters.against_column(pl.col("validator"), pl.col("executor")).alias("lying")))
@@ -287,6 +292,12 @@ def _verdicts(epoch: int, draws: pl.DataFrame, honest: pl.DataFrame) -> pl.DataF
         pl.when(lazy).then(pl.lit(ComparisonReason.SIMILAR.value)).when(lying).then(pl.lit(ComparisonReason.DISSIMILAR.value))
         .otherwise(pl.col("reason")).alias("reason"),
         (~lazy & ~lying).alias("recomputed"))
+
+
+def _by_validator(verdicts: pl.DataFrame, draws: pl.DataFrame) -> pl.DataFrame:
+    """The verdicts (one per draw, in the draws' task id order) in validator then task id order, as they are signed: a
+    stable sort by the validators' ranks (a sort of a million verdicts by both texts took 0.33 s, this 0.06 s)."""
+    return verdicts.with_columns(draws["rank"]).sort("rank", maintain_order=True).drop("rank")
 
 
 def _honest_judgments(env: EpochEnvironment, checked: pl.DataFrame) -> pl.DataFrame:
@@ -309,7 +320,7 @@ def _honest_judgments(env: EpochEnvironment, checked: pl.DataFrame) -> pl.DataFr
             parts.append(_length_differs(group.select("task_id").filter(pl.Series(~same_length))))  # re-run of another length
             group, rows = group.filter(pl.Series(same_length)), rows[same_length]
         if group.height:
-            comparisons = env.rules.judge_batch(_output_batch(group, _taken(rescored, rows)))
+            comparisons = _judged(env, group, _taken(rescored, rows))
             parts.append(group.select("task_id", pl.Series("passed", comparisons.passed),
                                       pl.Series("similarity", comparisons.similarity, dtype=pl.Float64),
                                       pl.Series("reason", comparisons.reason.astype(str), dtype=pl.String)))
@@ -333,31 +344,51 @@ def _taken(frame: pl.DataFrame, rows: np.ndarray) -> pl.DataFrame:
     return frame if len(rows) == frame.height and np.array_equal(rows, np.arange(frame.height)) else frame[rows]
 
 
-def _output_batch(group: pl.DataFrame, rescored: pl.DataFrame) -> OutputBatch:
-    """Outputs of one length and their re-runs as one batch of arrays (_top_array); an error names the first task of the
-    batch whose top-k rows do not fit."""
-    outputs, positions, first = group.height, int(group["positions"][0]), group["task_id"][0]
-    tokens = group["output_tokens"].explode().to_numpy().reshape(outputs, positions)
-    return OutputBatch(tokens, *(_top_array(rows, positions, whose, first)
-                                 for rows, whose in ((group["top_ids"], "executors'"), (group["top_logprobs"], "executors'"),
-                                                     (rescored["top_ids"], "re-runs'"), (rescored["top_logprobs"], "re-runs'"))))
+def _judged(env: EpochEnvironment, group: pl.DataFrame, rescored: pl.DataFrame) -> Comparisons:
+    """The honest verdicts on outputs of one length beside their re-runs, judged piece by piece where the chunks of all
+    five columns (tokens, then the executors' and the re-runs' top-k ids and log-probs) line up, each piece's values
+    read in place as arrays: gathering a million outputs' nested lists into arrays first took about 0.4 s."""
+    positions, first = int(group["positions"][0]), group["task_id"][0]
+    columns = [_flat_chunks(group["output_tokens"], positions, "executors'", first, nested=False),
+               *(_flat_chunks(rows, positions, whose, first) for rows, whose in (
+                   (group["top_ids"], "executors'"), (group["top_logprobs"], "executors'"),
+                   (rescored["top_ids"], "re-runs'"), (rescored["top_logprobs"], "re-runs'")))]
+    bounds = sorted({0, *(end for chunks, _ in columns for end in itertools.accumulate(rows for rows, _ in chunks))})
+    pieces = zip(*(_pieces(chunks, shape, bounds) for chunks, shape in columns))
+    return Comparisons(*map(np.concatenate, zip(*(env.rules.judge_batch(OutputBatch(*piece)) for piece in pieces))))
 
 
-def _top_array(rows: pl.Series, positions: int, whose: str, first_task: str) -> np.ndarray:
-    """A column of top-k rows (per output, `positions` rows of k values) as one (outputs, positions, k) array, once
-    every output is checked to hold `positions` rows of one width and no nulls: exploded twice, each chunk where it
-    lies (a polars rechunk of 20,000 re-runs' tables first cost twice as much)."""
-    position_rows = rows.explode(empty_as_null=False)  # an empty list is a count or width the checks below refuse
-    values = position_rows.explode(empty_as_null=False)
-    counts, widths = rows.list.len(), position_rows.list.len()
-    if rows.null_count() or position_rows.null_count() or values.null_count():
-        raise ValueError(f"{whose} top-k rows hold nulls among tasks {first_task}..")
-    if len(counts) and (counts.min(), counts.max()) != (positions, positions):
-        raise ValueError(f"{whose} top-k rows are not {positions} per output among tasks {first_task}..")
-    width = widths[0] if len(widths) else 0
-    if len(widths) and (widths.min(), widths.max()) != (width, width):
-        raise ValueError(f"{whose} top-k rows differ in width among tasks {first_task}..")
-    return values.to_numpy().reshape(len(rows), positions, width)
+def _flat_chunks(outputs: pl.Series, positions: int, whose: str, first_task: str,
+                 nested: bool = True) -> tuple[list[tuple[int, np.ndarray]], tuple[int, ...]]:
+    """A column of outputs (per output, `positions` tokens, or `positions` rows of k top-k values) as each chunk's
+    output count and values in place, with the shape of one output's values, once every output is checked to hold
+    `positions` rows of one width and no nulls; an error names the first task of the batch."""
+    chunks, widths = [], set()
+    for chunk in outputs.get_chunks():
+        rows = chunk.to_arrow()
+        inner = rows.flatten()
+        values = inner.flatten() if nested else inner
+        if rows.null_count or inner.null_count or values.null_count:
+            raise ValueError(f"{whose} top-k rows hold nulls among tasks {first_task}..")
+        if len(rows) and set(pc.min_max(pc.list_value_length(rows)).as_py().values()) != {positions}:
+            raise ValueError(f"{whose} top-k rows are not {positions} per output among tasks {first_task}..")
+        if nested and len(inner):
+            widths.update(pc.min_max(pc.list_value_length(inner)).as_py().values())
+            if len(widths) > 1:
+                raise ValueError(f"{whose} top-k rows differ in width among tasks {first_task}..")
+        chunks.append((len(rows), values.to_numpy(zero_copy_only=True)))
+    return chunks, ((positions, widths.pop() if widths else 0) if nested else (positions,))
+
+
+def _pieces(chunks: list[tuple[int, np.ndarray]], shape: tuple[int, ...], bounds: list[int]) -> list[np.ndarray]:
+    """A column's outputs cut at these bounds (every chunk's end among them): each piece a view of its chunk's values,
+    shaped (outputs, *shape)."""
+    pieces, chunk, start, size = [], 0, 0, math.prod(shape)
+    for low, high in itertools.pairwise(bounds):
+        while low >= start + chunks[chunk][0]:
+            start, chunk = start + chunks[chunk][0], chunk + 1
+        pieces.append(chunks[chunk][1][(low - start) * size:(high - start) * size].reshape(high - low, *shape))
+    return pieces
 
 
 @dataclass(frozen=True, eq=False)

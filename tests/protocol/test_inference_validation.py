@@ -8,6 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from gonka_pipelines.protocol import _comparison
 from gonka_pipelines.protocol.inference_validation import (
     Comparison,
     ComparisonReason,
@@ -18,6 +19,7 @@ from gonka_pipelines.protocol.inference_validation import (
     forced_choices,
     geometric_gaps,
     invalidated,
+    judge_outputs,
     select_validations,
     similarities,
     similarity,
@@ -374,6 +376,89 @@ def test_untrusted_executor_rows_are_judged_bit_for_bit_as_the_reference():
     assert similarities(OutputBatch(*(array[clean] for array in batch)), **SIMILARITY).tolist() == scores[clean].tolist()
     for array, copy in zip(batch, copies):
         np.testing.assert_array_equal(array, copy)  # the caller's arrays are read, never written
+
+
+def _numpy_judged(batch: OutputBatch, tie_tolerance: float) -> tuple[list, list, list]:
+    """compare_batch over forced_choices (the numpy definition), as lists with the similarities' bits."""
+    judged = compare_batch(forced_choices(batch, tie_tolerance), batch, **COMPARE)
+    return judged.passed.tolist(), judged.similarity.view(np.int64).tolist(), judged.reason.tolist()
+
+
+def _random_batch(seed: int) -> OutputBatch:
+    """Outputs of random shape and content: ids shared or not, top-k widths from 1 (re-run) and 2 (executor) to 6,
+    near-ties, NaN and infinite log-probs, signed zeros, and rows past numpy's pairwise blocks (128 and 8,192 terms)."""
+    rng = np.random.default_rng(seed)
+    outputs, positions = int(rng.integers(1, 40)), int(rng.choice([1, 2, 7, 8, 13, 26, 40, 130, 300, 1700]))
+    v_width, e_width = int(rng.integers(1, 7)), int(rng.integers(2, 7))
+    shared = min(v_width, e_width)
+    e_ids = rng.integers(0, int(rng.integers(2, 12)), (outputs, positions, e_width))
+    v_ids = rng.integers(0, 12, (outputs, positions, v_width))
+    e_lp, v_lp = -rng.exponential(2.0, e_ids.shape), -rng.exponential(2.0, v_ids.shape)
+    if seed % 2:  # re-runs that mostly agree: the similarity decides
+        v_ids[..., :shared] = e_ids[..., :shared]
+        v_lp[..., :shared] = e_lp[..., :shared] + (rng.normal(0, 1e-3, (outputs, positions, shared)) if seed % 4 == 1 else 0)
+    if v_width > 1:
+        v_lp[..., 1] = np.where(rng.random((outputs, positions)) < 0.2, v_lp[..., 0] - 5e-5, v_lp[..., 1])  # near-ties
+    if seed % 3 == 0:  # untrusted log-probs
+        odd = rng.random(e_lp.shape)
+        e_lp = np.where(odd < 0.02, np.nan, np.where(odd < 0.04, -np.inf, np.where(odd < 0.05, np.inf, e_lp)))
+        e_lp = np.where((odd > 0.5) & (odd < 0.55), -0.0, np.where((odd > 0.55) & (odd < 0.6), 0.0, e_lp))
+        v_lp = np.where(rng.random(v_lp.shape) < 0.03, np.nan, v_lp)
+    tokens = np.where(rng.random((outputs, positions)) < 0.95, v_ids[..., 0], rng.integers(0, 12, (outputs, positions)))
+    return OutputBatch(tokens, e_ids, e_lp, v_ids, v_lp)
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_judged_in_c_bit_for_bit_as_the_numpy_definition(seed: int):
+    """judge_outputs (C) gives compare_batch(forced_choices(...)) exactly: verdicts, reasons and the similarities' bits,
+    over random shapes, int32 (as stored) and int64 ids, and untrusted log-probs."""
+    batch = _random_batch(seed)
+    with np.errstate(invalid="ignore"):
+        expected = _numpy_judged(batch, 1e-4)
+    for ids in (np.int64, np.int32):
+        typed = OutputBatch(batch.tokens.astype(ids), batch.executor_ids.astype(ids), batch.executor_logprobs,
+                            batch.validator_ids.astype(ids), batch.validator_logprobs)
+        judged = judge_outputs(typed, tie_tolerance=1e-4, **COMPARE)
+        assert (judged.passed.tolist(), judged.similarity.view(np.int64).tolist(), judged.reason.tolist()) == expected
+    assert set(expected[2]) <= {reason.value for reason in ComparisonReason}
+
+
+def test_judged_in_c_covers_every_verdict():
+    """One batch holding a pass, a dissimilar re-run and a token the re-run does not choose, judged in C."""
+    ids = np.array([[[1, 2, 3]]] * 3)
+    e_lp = np.array([[[-0.1, -2.0, -3.0]]] * 3)
+    v_lp = e_lp.copy()
+    v_lp[1] = [[-0.1, -0.2, -9.0]]  # far from the executor's: dissimilar
+    tokens = np.array([[1], [1], [3]])  # the third re-run ranks token 3 far below its best: tokens differ
+    judged = judge_outputs(OutputBatch(tokens, ids, e_lp, ids, v_lp), tie_tolerance=1e-4, threshold=0.98, epsilon=1e-6,
+                           min_positions=1)
+    assert judged.passed.tolist() == [True, False, False]
+    assert judged.reason.tolist() == ["similar", "dissimilar", "tokens_differ"]
+    assert judged.similarity[0] == 1.0 and 0 < judged.similarity[1] < 0.98 and judged.similarity[2] == 0.0
+
+
+def test_batches_c_does_not_take_go_to_numpy_and_its_errors():
+    """An executor reporting fewer than 2 log-probs gets numpy's error; outputs without positions numpy's verdicts."""
+    ids, lps = np.zeros((2, 3, 1), dtype=np.int64), np.zeros((2, 3, 1))
+    with pytest.raises(ValueError, match="at least its top-2"):
+        judge_outputs(OutputBatch(np.zeros((2, 3), dtype=np.int64), ids, lps, ids, lps), tie_tolerance=1e-4, **COMPARE)
+    empty = OutputBatch(np.zeros((2, 0), dtype=np.int64), *(np.zeros((2, 0, 5)),) * 4)
+    assert judge_outputs(empty, tie_tolerance=1e-4, **COMPARE).passed.tolist() == [True, True]
+
+
+def test_c_judge_refuses_buffers_of_the_wrong_size():
+    """_comparison.judge names the argument whose buffer does not hold the batch it is told of."""
+    tokens, ids, lps = np.zeros((2, 3), np.int32), np.zeros((2, 3, 5), np.int32), np.zeros((2, 3, 5))
+    out = (np.empty(2, bool), np.empty(2), np.empty(2, np.int8))
+    _comparison.judge(tokens, ids, lps, ids, lps, 2, 3, 5, 5, 1e-4, 0.98, 1e-6, 15.0, *out)
+    with pytest.raises(ValueError, match="v_lp holds 192 bytes, not 30 float64 values"):
+        _comparison.judge(tokens, ids, lps, ids, lps[:, :, :4].copy(), 2, 3, 5, 5, 1e-4, 0.98, 1e-6, 15.0, *out)
+    with pytest.raises(ValueError, match="tokens holds"):
+        _comparison.judge(tokens.astype(np.int16), ids, lps, ids, lps, 2, 3, 5, 5, 1e-4, 0.98, 1e-6, 15.0, *out)
+    with pytest.raises(ValueError, match="e_width >= 2"):
+        _comparison.judge(tokens, ids, lps, ids, lps, 2, 3, 1, 5, 1e-4, 0.98, 1e-6, 15.0, *out)
+    with pytest.raises(OverflowError):
+        _comparison.judge(tokens, ids, lps, ids, lps, 2**40, 2**40, 5, 5, 1e-4, 0.98, 1e-6, 15.0, *out)
 
 
 # ---------------------------------------------------------------- fail vote

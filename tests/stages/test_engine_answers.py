@@ -203,3 +203,30 @@ def test_top_k_rows_that_do_not_fit_their_output_are_refused_naming_the_batch(to
     with pytest.raises(ValueError, match=wrong):
         _honest_judgments(env, checked)  # type: ignore[arg-type]
     assert _honest_judgments(env, checked.with_columns(pl.Series("top_ids", [WHOLE_ROWS] * 2)))["passed"].to_list() == [True, True]  # type: ignore[arg-type]
+
+
+def test_outputs_whose_chunks_do_not_line_up_are_judged_as_in_one_chunk():
+    """Verdicts are judged in pieces where the chunks of the outputs' and the re-runs' columns line up (each piece read
+    in place): columns cut at different rows give the same verdicts and similarities as one chunk."""
+    from gonka_pipelines.local.config import load_genesis
+    from gonka_pipelines.protocol.rules import rules_for
+    from gonka_pipelines.stages.environment import epoch_parameters
+    from gonka_pipelines.stages.inference import _honest_judgments
+
+    rows = 70
+    prompts = [f"short-{i}" if i % 6 == 0 else f"prompt-{i}" for i in range(rows)]  # a sixth re-run one position short
+    top_ids = [[[1, token, len(prompt) if i % 3 else 99] for token in (5, 6, 0)] for i, prompt in enumerate(prompts)]
+    top_logprobs = [[[-0.5 * (i % 5), -0.1 * (i % 4), 0.0]] * 3 for i in range(rows)]
+    columns = {"task_id": [f"t{i:02d}" for i in range(rows)], "output_tokens": [[5, 6, 0]] * rows, "top_ids": top_ids,
+               "top_logprobs": top_logprobs, "prompt": prompts, "model": ["a"] * rows, "version": ["v1"] * rows,
+               "max_tokens": [8] * rows}
+    whole = pl.DataFrame(columns)
+    cuts = {"output_tokens": [9, 40], "top_ids": [3, 50, 51], "top_logprobs": [20]}
+    chunked = pl.from_arrow(pa.table({name: pa.chunked_array([pa.array(values[low:high], whole[name].to_arrow().type)
+                                                               for low, high in zip([0, *cuts.get(name, [])], [*cuts.get(name, []), rows])])
+                                      for name, values in columns.items()}), rechunk=False)
+    assert isinstance(chunked, pl.DataFrame) and chunked["top_ids"].n_chunks() == 7  # polars cuts every column at every cut
+    rules = rules_for(epoch_parameters(load_genesis(), 1))
+    judged = _honest_judgments(JudgingEnv(ShortReruns(), rules), chunked)  # type: ignore[arg-type]
+    assert judged.to_dicts() == _honest_judgments(JudgingEnv(ShortReruns(), rules), whole).to_dicts()  # type: ignore[arg-type]
+    assert 0 < judged["passed"].sum() < rows and judged["similarity"].n_unique() > 2
