@@ -21,7 +21,9 @@ which a real engine spends on its model instead.
 Floor, measured in the same run (bench/floors.py): per stage, a raw Arrow append of the rows it wrote into plain
 DuckDB tables of the same column types, plus its signatures at raw pynacl speed on all cores (every signed row it writes
 as a sign, but the collect stage's, which developers signed before the epoch; the signatures it checks as verifies:
-collect's, but those admitted ahead, and the sprint's batches), plus for block_proposal an Arrow read of the
+collect's, but those admitted ahead, and the sprint's batches), plus a raw Arrow read of the rows it reads in bulk
+(execution, validation and rewards: a plain SELECT of them, no join or sort), plus SHA-256 over the buffers of the
+records it signs through its signers' Merkle roots (results, verdicts), plus for block_proposal an Arrow read of the
 epoch's committed columns with SHA-256 over their buffers. stage seconds / floor is how far a stage is from the
 machine, and (stage seconds - stand-in s) / floor how far its bookkeeping is from the floor of that bookkeeping;
 verify-chain's floor is the same read and hash plus a verify per committed signature.
@@ -62,7 +64,14 @@ from gonka_pipelines.stages.genesis import init_chain
 from gonka_pipelines.stages.registry import STAGE_NAMES, STAGES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from floors import ReadHashFloor, SignatureFloor, arrow_append_seconds, stage_floor  # bench/floors.py
+from floors import (  # bench/floors.py
+    ReadHashFloor,
+    SignatureFloor,
+    arrow_append_seconds,
+    read_seconds,
+    signed_records_hash_seconds,
+    stage_floor,
+)
 from precomputed import (  # bench/precomputed.py, beside this script
     LABEL,
     OUTPUT_TOKENS,
@@ -237,7 +246,8 @@ def run_one_epoch(store: ChainStore, scratch: duckdb.DuckDBPyConnection, signatu
         written = appended_rows(store, before, after)
         if stage.name == "block_proposal":
             read_hash = ReadHashFloor.measure(store, epoch)
-        parts = stage_floor(stage.name, written, arrow_append_seconds(scratch, written), signatures, read_hash, checked_ahead)
+        parts = stage_floor(stage.name, written, arrow_append_seconds(scratch, written), signatures, read_hash, checked_ahead,
+                            read_seconds(store, stage.name, epoch), signed_records_hash_seconds(written))
         rows.append({"stage": stage.name, "seconds": seconds, "stand_in": stand_in, "peak_mib": peak,
                      "rows": sum(t.num_rows for t in written.values()),
                      "tables": {t: r.num_rows for t, r in written.items()}, "floor_parts": parts,
@@ -290,7 +300,9 @@ def report_epoch(epoch: int, client_seconds: float, tasks: int, bundle: int, sta
                   f"{(total - stand_in) / total_floor:.1f}x" if total_floor else "-", "", ""])
     print_table(["stage", "seconds", "stand-in s", "peak MiB", "rows written", "rows/s", "floor s", "ratio", "bookkeeping ratio",
                  "floor parts (s)", "biggest tables written"], table, right={1, 2, 3, 4, 5, 6, 7, 8})
-    print("floor = raw Arrow append of the rows written + raw Ed25519 signs of the rows it signs and verifies of those it "
+    print("floor = raw Arrow read of the rows it reads in bulk (execution, validation, rewards: bench/floors.py STAGE_READS) "
+          "+ raw Arrow append of the rows written + SHA-256 of the buffers of the records it signs through Merkle roots "
+          "+ raw Ed25519 signs of the rows it signs and verifies of those it "
           "checks (collect's developer signatures, the sprint's batches) on all cores "
           "+ for block_proposal the Arrow read and SHA-256 of the committed columns; ratio = stage / floor; "
           "bookkeeping ratio = (stage - stand-in s) / floor, the stage's own work against the floor of that work; "

@@ -1,10 +1,12 @@
 """Physical floors for the epoch benchmark: what the same work costs with nothing of the project in the way.
 
 Measured in the benchmark's own run, on all cores: raw Ed25519 signing and verifying (pynacl in a process pool),
-raw Arrow appends of a stage's rows into plain DuckDB tables of the same column types (no constraints), and an
-Arrow read of a block's committed columns with SHA-256 over their buffers. A stage's floor is the sum of the parts
-its work needs; stage seconds / floor is how far the project is from the machine. The signature floor starts its own
-process pool on purpose: it must not share the project's pool set-up (local/cores.py), whose cost it would hide.
+raw Arrow appends of a stage's rows into plain DuckDB tables of the same column types (no constraints), raw Arrow
+reads of the rows a stage reads in bulk (a plain SELECT of them, no sort), SHA-256 over the buffers of the records a
+stage signs through Merkle roots, and an Arrow read of a block's committed columns with SHA-256 over their buffers. A
+stage's floor is the sum of the parts its work needs; stage seconds / floor is how far the project is from the
+machine. The signature floor starts its own process pool on purpose: it must not share the project's pool set-up
+(local/cores.py), whose cost it would hide.
 """
 
 from __future__ import annotations
@@ -21,10 +23,26 @@ import pyarrow as pa
 from nacl.signing import SigningKey
 
 from gonka_pipelines.chain.commitments import COMMITMENTS
+from gonka_pipelines.chain.record_roots import SIGNED_RECORDS
 from gonka_pipelines.chain.store import ChainStore
 
 MESSAGE_BYTES = 320
 """About one signed message's canonical body (a developer's task, a PoC batch, a signer's root)."""
+VALIDATED = "task_id IN (SELECT task_id FROM task_verdicts WHERE epoch = $epoch)"
+STAGE_READS: dict[str, tuple[str, ...]] = {
+    "task_results": ("SELECT task_id, developer, model, version, prompt, prompt_tokens, max_tokens, escrow FROM tasks "
+                     "WHERE epoch = $epoch",),
+    "task_verdicts": ("SELECT task_id, executor, cost FROM task_results WHERE epoch = $epoch",
+                      f"SELECT output_tokens, top_ids, top_logprobs FROM task_results WHERE epoch = $epoch AND {VALIDATED}",
+                      f"SELECT prompt, model, version, max_tokens FROM tasks WHERE epoch = $epoch AND {VALIDATED}"),
+    "rewards": ("SELECT host, amount FROM fee_shares WHERE epoch = $epoch",
+                "SELECT task_id, cost FROM task_results WHERE epoch = $epoch",
+                "SELECT task_id, developer FROM tasks WHERE epoch = $epoch",
+                "SELECT task_id, outcome FROM task_outcomes WHERE epoch = $epoch"),
+}
+"""Per stage, the rows it reads in bulk, as plain SELECTs (what the stage reads, without its joins and sorts): execution
+the epoch's tasks; validation the completed results, and the outputs and prompts of the tasks it validates; rewards
+the fee shares and what fees are settled from."""
 VERIFIED_TABLES = {"epoch_tasks": ("tasks", "training_tasks", "rejected_tasks"), "sprint_batches": ("poc_batches",)}
 """Per stage, where it writes one row per signature it checked: collect's submissions (developers signed them outside
 the epoch) and the sprint's PoC batches (hosts sign them in the stage, and the chain checks each as it admits it)."""
@@ -89,15 +107,38 @@ def arrow_append_seconds(scratch: duckdb.DuckDBPyConnection, tables: dict[str, p
     return elapsed
 
 
+def read_seconds(store: ChainStore, stage: str, epoch: int) -> float:
+    """Seconds to read the rows the stage reads in bulk (STAGE_READS) as Arrow tables; 0 for a stage reading none."""
+    if stage not in STAGE_READS:
+        return 0.0
+    start = time.perf_counter()
+    for sql in STAGE_READS[stage]:
+        store._connection.execute(sql, {"epoch": epoch}).to_arrow_table()
+    return time.perf_counter() - start
+
+
+def signed_records_hash_seconds(written: dict[str, pa.Table]) -> float:
+    """Seconds to SHA-256 the buffers of the records the stage wrote and signs through its signers' Merkle roots (their
+    body columns), one thread per core: a root commits to every byte of its records, whatever their encoding."""
+    bodies = [written[spec.table].select(list(spec.body)) for spec in SIGNED_RECORDS if spec.table in written]
+    start = time.perf_counter()
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        list(pool.map(_hash_array, [chunk for body in bodies for column in body.columns for chunk in column.chunks]))
+    return time.perf_counter() - start if bodies else 0.0
+
+
 def _hash_buffers(table: pa.Table) -> int:
     """SHA-256 over every buffer of every column; the bytes hashed."""
+    return sum(_hash_array(chunk) for column in table.columns for chunk in column.chunks)
+
+
+def _hash_array(array: pa.Array) -> int:
+    """SHA-256 over every buffer of an Arrow array (its children's too); the bytes hashed."""
     hashed = 0
-    for column in table.columns:
-        for chunk in column.chunks:
-            for buffer in chunk.buffers():
-                if buffer is not None:
-                    hashlib.sha256(buffer).digest()
-                    hashed += buffer.size
+    for buffer in array.buffers():
+        if buffer is not None:
+            hashlib.sha256(buffer).digest()
+            hashed += buffer.size
     return hashed
 
 
@@ -123,14 +164,14 @@ class ReadHashFloor:
 
 
 def stage_floor(stage: str, written: dict[str, pa.Table], append_seconds: float, signatures: SignatureFloor,
-                read_hash: ReadHashFloor | None, checked_ahead: int) -> dict[str, float]:
-    """The parts of one stage's floor, in seconds: appending what it wrote, the signatures it made and those it checked
-    (collect: but the `checked_ahead` ones, admitted as they arrived), and for block_proposal reading and hashing the
-    epoch's committed rows."""
+                read_hash: ReadHashFloor | None, checked_ahead: int, read: float, hashed: float) -> dict[str, float]:
+    """The parts of one stage's floor, in seconds: reading what it reads in bulk, appending what it wrote, hashing the
+    records it signs through roots, the signatures it made and those it checked (collect: but the `checked_ahead`
+    ones, admitted as they arrived), and for block_proposal reading and hashing the epoch's committed rows."""
     signed = sum(t.num_rows for t in written.values() if "signature" in t.column_names)
     taken = sum(written[t].num_rows for t in VERIFIED_TABLES.get(stage, ()) if t in written)
     verified = max(0, taken - checked_ahead) if stage == "epoch_tasks" else taken
-    parts = {"append": append_seconds,
+    parts = {"read": read, "append": append_seconds, "hash": hashed,
              "sign": (0 if stage == "epoch_tasks" else signed) * signatures.sign_seconds,
              "verify": verified * signatures.verify_seconds}
     if stage == "block_proposal" and read_hash is not None:

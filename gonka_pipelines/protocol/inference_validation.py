@@ -147,7 +147,7 @@ def skip_samples(keys: np.ndarray, p_max: np.ndarray, count: int) -> tuple[np.nd
         again = np.bincount(owner[inside], minlength=len(active)) == batch
         active, drawn, last = active[again], (drawn + batch)[again], landed[firsts + batch - 1][again]
     owner, position = np.concatenate([np.empty(0, np.int64), *owners]), np.concatenate([np.empty(0, np.int64), *positions])
-    order = np.lexsort((position, owner))
+    order = np.argsort(owner, kind="stable")  # each round is in (stream, position) order and lands past the one before
     return owner[order], position[order]
 
 
@@ -215,7 +215,7 @@ def select_validations(
         return np.where(executors[positions] == validators, 0.0, np.minimum(1.0, weights[validators] * task_rate[positions]))
 
     validators, tasks = validators_draws(keys, np.minimum(1.0, weights * highest_rate), len(task_rate), probability_at)
-    by_task = np.lexsort((validators, tasks))
+    by_task = np.argsort(tasks * len(weights) + validators)  # one key per pair (a validator draws a task at most once)
     return tasks[by_task], validators[by_task]
 
 

@@ -323,7 +323,7 @@ def _honest_judgments(env: EpochEnvironment, checked: pl.DataFrame) -> pl.DataFr
             comparisons = _judged(env, group, _taken(rescored, rows))
             parts.append(group.select("task_id", pl.Series("passed", comparisons.passed),
                                       pl.Series("similarity", comparisons.similarity, dtype=pl.Float64),
-                                      pl.Series("reason", comparisons.reason.astype(str), dtype=pl.String)))
+                                      pl.Series("reason", comparisons.reason, dtype=pl.String)))
     return pl.concat(parts).sort("task_id")
 
 
