@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -50,15 +50,16 @@ class TaskRows(StoreCore):
 
     def write_task_results(self, epoch: int, commitments: Sequence[dict[str, Any]], results: pa.Table,
                            refunds: pa.Table, trainings: Sequence[dict[str, Any]],
-                           roots: Sequence[dict[str, Any]]) -> None:
-        """Seed commitments, inference and training results with each executor's signed roots over them, and refunds."""
+                           roots: Callable[[], Sequence[dict[str, Any]]]) -> None:
+        """Seed commitments, inference and training results with each executor's signed roots over them, and refunds;
+        the roots are asked for last, once the rows are in (a stage signs them meanwhile)."""
         with self.transaction():
             self._replace_epoch_rows(epoch, ["seed_commitments", "task_results", "training_results"], stage=EXECUTION_STAGE)
-            self._replace_record_roots(epoch, [MessageKind.RESULT, MessageKind.TRAINING_RESULT], roots)
             self._insert("seed_commitments", commitments)
             self._insert("task_results", results)
             self._insert("training_results", trainings)
             self._insert("transfers", refunds)
+            self._replace_record_roots(epoch, [MessageKind.RESULT, MessageKind.TRAINING_RESULT], roots())
 
     def completed_results(self, epoch: int) -> pa.Table:
         """(task_id, executor, cost) of the epoch's completed tasks, in task id order."""
@@ -109,17 +110,16 @@ class TaskRows(StoreCore):
             "SELECT address, list(missed / assigned ORDER BY epoch) FROM host_epochs WHERE epoch < ? AND assigned > 0 GROUP BY address",
             [before_epoch]))
 
-    def write_task_verdicts(self, epoch: int, verdicts: Sequence[dict[str, Any]], roots: Sequence[dict[str, Any]],
+    def write_task_verdicts(self, epoch: int, verdicts: Sequence[dict[str, Any]], roots: Callable[[], Sequence[dict[str, Any]]],
                             outcomes: Sequence[dict[str, Any]], fee_shares: Sequence[dict[str, Any]],
                             host_epochs: Sequence[dict[str, Any]], training_verdicts: Sequence[dict[str, Any]],
                             versions: Sequence[dict[str, Any]], served: Mapping[str, str]) -> None:
         """Inference and training verdicts with each validator's signed roots over them, every task's outcome and fee
         shares, host standings, the model versions the epoch's validated training produced, and each model's served
-        version after the epoch."""
+        version after the epoch; the roots are asked for last, once the rows are in (a stage signs them meanwhile)."""
         with self.transaction():
             self._replace_epoch_rows(epoch, ["task_verdicts", "task_outcomes", "fee_shares", "host_epochs", "training_verdicts",
                                              "model_versions", "served_versions"], stage=VALIDATION_STAGE)
-            self._replace_record_roots(epoch, [MessageKind.TASK_VERDICT, MessageKind.TRAINING_VERDICT], roots)
             self._insert("task_verdicts", verdicts)
             self._insert("training_verdicts", training_verdicts)
             self._insert("model_versions", versions)
@@ -127,6 +127,7 @@ class TaskRows(StoreCore):
             self._insert("task_outcomes", outcomes)
             self._insert("fee_shares", fee_shares)
             self._insert("host_epochs", host_epochs)
+            self._replace_record_roots(epoch, [MessageKind.TASK_VERDICT, MessageKind.TRAINING_VERDICT], roots())
 
     def host_status_counts(self, epoch: int) -> dict[str, int]:
         return dict(self._query("SELECT status, count(*) FROM host_epochs WHERE epoch = ? GROUP BY 1 ORDER BY 1", [epoch]))

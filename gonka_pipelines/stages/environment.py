@@ -9,9 +9,11 @@ and never re-read any of it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TypeVar
 
 import polars as pl
 
@@ -36,6 +38,9 @@ Log = Callable[[str], None]
 
 OpenChain = Callable[[], AbstractContextManager[ChainStore]]
 """Opens the chain for one read or one write; stages hold no connection while models run."""
+
+
+T = TypeVar("T")
 
 
 def quiet(_: str) -> None:
@@ -159,6 +164,14 @@ WORK_ITEMS = 1024
 """Work items a stage cuts its mining or its re-runs into at most: more than any cluster has workers, and few enough
 that their answers (a small Arrow table each, about 25 µs to make and read back) cost little to gather (at 10,000
 hosts x 1,000,000 tasks: 10,000 mining tables and 20,000 re-run tables before, 0.3-0.4 s each)."""
+
+
+@contextmanager
+def made_meanwhile(make: Callable[[], T]) -> Iterator[Callable[[], T]]:
+    """make() on a thread of its own while the caller goes on (a stage signs its records while its rows go into the
+    chain, whose inserts leave the GIL); the callable given waits for the result, or raises make's error."""
+    with ThreadPoolExecutor(1) as pool:
+        yield pool.submit(make).result
 
 
 def work_item_size(count: int, least: int = 1) -> int:

@@ -22,7 +22,7 @@ from gonka_pipelines.protocol.messages import seed_commitment_body
 from gonka_pipelines.protocol.records import ResultStatus, ShareRole, TaskOutcome, TransferKind
 from gonka_pipelines.protocol.training import VersionScore, served_versions
 from gonka_pipelines.simulation.behaviours import Voters, delivered_lengths, serves_tasks
-from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain, work_item_size
+from gonka_pipelines.stages.environment import EpochEnvironment, Log, OpenChain, made_meanwhile, work_item_size
 from gonka_pipelines.stages.training import (
     TrainingValidator,
     execute_trainings,
@@ -197,11 +197,10 @@ def run_task_execution(env: EpochEnvironment, open_chain: OpenChain, log: Log) -
     training_rows, training_bodies = execute_trainings(env, trainings)
     if trainings:
         log(f"training: {sum(r['status'] == ResultStatus.COMPLETED for r in training_rows)} of {len(trainings)} tasks ran")
-    with open_chain() as store:
-        store.write_task_results(epoch, _seed_commitments(env), results.to_arrow(),
-                                 _refunds(epoch, results, tasks, training_rows, trainings), training_rows,
-                                 env.sign_rows(MessageKind.RESULT, completed)
-                                 + env.sign_records(MessageKind.TRAINING_RESULT, training_bodies))
+    commitments, refunds = _seed_commitments(env), _refunds(epoch, results, tasks, training_rows, trainings)
+    with open_chain() as store, made_meanwhile(lambda: env.sign_rows(MessageKind.RESULT, completed)
+                                               + env.sign_records(MessageKind.TRAINING_RESULT, training_bodies)) as roots:
+        store.write_task_results(epoch, commitments, results.to_arrow(), refunds, training_rows, roots)
     return {"completed": len(completed), "expired": len(expired),
             "trained": sum(r["status"] == ResultStatus.COMPLETED for r in training_rows),
             "training_expired": sum(r["status"] == ResultStatus.EXPIRED for r in training_rows)}
@@ -247,9 +246,9 @@ def run_task_validation(env: EpochEnvironment, open_chain: OpenChain, log: Log) 
     all_outcomes = pl.concat([outcomes, training_outcomes])
     all_checks = pl.concat([verdicts.select(*CHECK_COLUMNS), training_checks])
     host_rows = _host_epochs(env, all_outcomes, all_checks, pool, validator_index.tolist(), previous, history)
-    with open_chain() as store:
-        store.write_task_verdicts(epoch, verdicts.to_arrow(), env.sign_rows(MessageKind.TASK_VERDICT, _by_validator(verdicts, draws))
-                                  + env.sign_records(MessageKind.TRAINING_VERDICT, check_bodies), all_outcomes.to_arrow(),
+    with open_chain() as store, made_meanwhile(lambda: env.sign_rows(MessageKind.TASK_VERDICT, _by_validator(verdicts, draws))
+                                               + env.sign_records(MessageKind.TRAINING_VERDICT, check_bodies)) as roots:
+        store.write_task_verdicts(epoch, verdicts.to_arrow(), roots, all_outcomes.to_arrow(),
                                   pl.concat([shares, training_shares]).to_arrow(), host_rows, checks, versions, served)
     invalidated_count = all_outcomes.filter(pl.col("outcome") == TaskOutcome.INVALIDATED.value).height
     log(f"validation: {verdicts.height} checks of {results.height} results, {len(checks)} of {len(trainings)} trainings, "
