@@ -368,25 +368,25 @@ _REASONS = np.array([ComparisonReason.SIMILAR.value, ComparisonReason.DISSIMILAR
 def judge_outputs(batch: OutputBatch, *, tie_tolerance: float, threshold: float, epsilon: float,
                   min_positions: int) -> Comparisons:
     """compare_batch(forced_choices(batch, tie_tolerance), batch, ...), the same bits in one pass per output in C
-    (_comparison.judge: about a tenth of numpy's time on a million outputs); numpy, which raises the errors, for a batch
-    C does not take (no positions, no validator top-k, an executor top-k under 2, shapes that disagree)."""
+    (_comparison.judge: about a tenth of numpy's time on a million outputs) for int32 or int64 ids and float64
+    log-probs, as the chain and the engines hold them; numpy, which also raises the errors, for any other batch
+    (other types, which numpy computes in their own precision; no positions, no validator top-k, an executor top-k
+    under 2, shapes that disagree)."""
     tokens, e_ids, e_lp, v_ids, v_lp = batch
     outputs, positions = tokens.shape if tokens.ndim == 2 else (0, 0)
     e_width, v_width = e_ids.shape[-1], v_ids.shape[-1]
     if (positions == 0 or v_width == 0 or e_width < 2 or e_ids.shape != e_lp.shape or v_ids.shape != v_lp.shape
-            or e_ids.shape != (outputs, positions, e_width) or v_ids.shape != (outputs, positions, v_width)):
+            or e_ids.shape != (outputs, positions, e_width) or v_ids.shape != (outputs, positions, v_width)
+            or any(ids.dtype not in (np.int32, np.int64) for ids in (tokens, e_ids, v_ids))
+            or e_lp.dtype != np.float64 or v_lp.dtype != np.float64):
         return compare_batch(forced_choices(batch, tie_tolerance), batch, threshold=threshold, epsilon=epsilon,
                              min_positions=min_positions)
     passed, similarity, reason = np.empty(outputs, dtype=bool), np.empty(outputs), np.empty(outputs, dtype=np.int8)
-    _comparison.judge(_ids(tokens), _ids(e_ids), np.ascontiguousarray(e_lp, np.float64), _ids(v_ids),
-                      np.ascontiguousarray(v_lp, np.float64), outputs, positions, e_width, v_width, tie_tolerance, threshold,
-                      epsilon, float(max(min_positions, positions) * v_width), passed, similarity, reason)
+    contiguous = OutputBatch(*map(np.ascontiguousarray, batch))
+    _comparison.judge(contiguous.tokens, contiguous.executor_ids, contiguous.executor_logprobs, contiguous.validator_ids,
+                      contiguous.validator_logprobs, outputs, positions, e_width, v_width, tie_tolerance, threshold, epsilon,
+                      float(max(min_positions, positions) * v_width), passed, similarity, reason)
     return Comparisons(passed, similarity, _REASONS[reason])
-
-
-def _ids(array: np.ndarray) -> np.ndarray:
-    """Ids as _comparison.judge reads them: C-contiguous int32 or int64 (other integer types become int64)."""
-    return np.ascontiguousarray(array, None if array.dtype in (np.int32, np.int64) else np.int64)
 
 
 # ---------------------------------------------------------------- fail vote

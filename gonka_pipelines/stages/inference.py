@@ -348,7 +348,7 @@ def _judged(env: EpochEnvironment, group: pl.DataFrame, rescored: pl.DataFrame) 
     five columns (tokens, then the executors' and the re-runs' top-k ids and log-probs) line up, each piece's values
     read in place as arrays: gathering a million outputs' nested lists into arrays first took about 0.4 s."""
     positions, first = int(group["positions"][0]), group["task_id"][0]
-    columns = [_flat_chunks(group["output_tokens"], positions, "executors'", first, nested=False),
+    columns = [_flat_chunks(group["output_tokens"], positions, "executors' output tokens", first, nested=False),
                *(_flat_chunks(rows, positions, whose, first) for rows, whose in (
                    (group["top_ids"], "executors'"), (group["top_logprobs"], "executors'"),
                    (rescored["top_ids"], "re-runs'"), (rescored["top_logprobs"], "re-runs'")))]
@@ -361,16 +361,18 @@ def _flat_chunks(outputs: pl.Series, positions: int, whose: str, first_task: str
                  nested: bool = True) -> tuple[list[tuple[int, np.ndarray]], tuple[int, ...]]:
     """A column of outputs (per output, `positions` tokens, or `positions` rows of k top-k values) as each chunk's
     output count and values in place, with the shape of one output's values, once every output is checked to hold
-    `positions` rows of one width and no nulls; an error names the first task of the batch."""
+    `positions` rows of one width and no nulls; an error names what (`whose` top-k rows, or `whose` when not nested)
+    and the first task of the batch."""
+    what = f"{whose} top-k rows" if nested else whose
     chunks, widths = [], set()
     for chunk in outputs.get_chunks():
         rows = chunk.to_arrow()
         inner = rows.flatten()
         values = inner.flatten() if nested else inner
         if rows.null_count or inner.null_count or values.null_count:
-            raise ValueError(f"{whose} top-k rows hold nulls among tasks {first_task}..")
+            raise ValueError(f"{what} hold nulls among tasks {first_task}..")
         if len(rows) and set(pc.min_max(pc.list_value_length(rows)).as_py().values()) != {positions}:
-            raise ValueError(f"{whose} top-k rows are not {positions} per output among tasks {first_task}..")
+            raise ValueError(f"{what} are not {positions} per output among tasks {first_task}..")
         if nested and len(inner):
             widths.update(pc.min_max(pc.list_value_length(inner)).as_py().values())
             if len(widths) > 1:

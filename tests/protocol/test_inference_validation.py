@@ -446,6 +446,20 @@ def test_batches_c_does_not_take_go_to_numpy_and_its_errors():
     assert judge_outputs(empty, tie_tolerance=1e-4, **COMPARE).passed.tolist() == [True, True]
 
 
+def test_batches_of_other_types_are_judged_by_numpy_in_their_own_types():
+    """float32 log-probs, float or uint64 ids: numpy's verdicts (in the arrays' own precision and comparisons), not C's
+    after a cast (float32 similarities would differ in their last bits; a token 1.5 would match an id 1)."""
+    batch = _random_batch(1)
+    for typed in (batch._replace(executor_logprobs=batch.executor_logprobs.astype(np.float32),
+                                 validator_logprobs=batch.validator_logprobs.astype(np.float32)),
+                  batch._replace(tokens=batch.tokens + 0.5), batch._replace(tokens=batch.tokens.astype(np.uint64))):
+        judged = judge_outputs(typed, tie_tolerance=1e-4, **COMPARE)
+        expected = compare_batch(forced_choices(typed, 1e-4), typed, **COMPARE)
+        assert judged.passed.tolist() == expected.passed.tolist() and judged.reason.tolist() == expected.reason.tolist()
+        assert judged.similarity.dtype == expected.similarity.dtype and judged.similarity.tobytes() == expected.similarity.tobytes()
+    assert set(judge_outputs(batch._replace(tokens=batch.tokens + 0.5), tie_tolerance=1e-4, **COMPARE).reason) == {"tokens_differ"}
+
+
 def test_c_judge_refuses_buffers_of_the_wrong_size():
     """_comparison.judge names the argument whose buffer does not hold the batch it is told of."""
     tokens, ids, lps = np.zeros((2, 3), np.int32), np.zeros((2, 3, 5), np.int32), np.zeros((2, 3, 5))
