@@ -376,7 +376,7 @@ def _flat_chunks(outputs: pl.Series, positions: int, whose: str, first_task: str
         if nested and len(inner):
             widths.update(pc.min_max(pc.list_value_length(inner)).as_py().values())
             if len(widths) > 1:
-                raise ValueError(f"{whose} top-k rows differ in width among tasks {first_task}..")
+                raise ValueError(f"{what} differ in width among tasks {first_task}..")
         chunks.append((len(rows), values.to_numpy(zero_copy_only=True)))
     return chunks, ((positions, widths.pop() if widths else 0) if nested else (positions,))
 
